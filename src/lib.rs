@@ -1,0 +1,8 @@
+//! Braid: a desktop visual pipeline editor for Python map-reduce pipelines.
+//!
+//! The layers (see `ARCHITECTURE.md`): `model` (pure data) ← `runtime` (executor) ← `app` (glue) → `ui`;
+//! `cli` drives the runtime without any GUI.
+
+pub mod cli;
+pub mod model;
+pub mod runtime;

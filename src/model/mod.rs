@@ -1,0 +1,10 @@
+//! The project model: pure data and serde, no GUI, no runtime, no Python.
+
+pub mod format;
+pub mod graph;
+pub mod layout;
+pub mod project;
+pub mod refinery;
+pub mod validate;
+
+pub use project::*;

@@ -1,0 +1,354 @@
+//! The project: blocks, transitions and settings. Pure data; everything here serialises in a stable order
+//! (vectors, never hash maps) so that a saved project diffs cleanly.
+
+use serde::{Deserialize, Serialize};
+
+/// The Braid project file format version written by this build.
+pub const FORMAT_VERSION: u32 = 1;
+/// Refinery's account-wide default, which Braid keeps as its per-project default.
+pub const DEFAULT_CONCURRENCY_LIMIT: u32 = 1000;
+/// Refinery's `max_execution_time` default.
+pub const DEFAULT_TIMEOUT_S: u64 = 900;
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BlockId(pub String);
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TransitionId(pub String);
+
+impl BlockId {
+    pub fn new_random() -> Self {
+        Self(new_id())
+    }
+}
+
+impl TransitionId {
+    pub fn new_random() -> Self {
+        Self(new_id())
+    }
+}
+
+impl std::fmt::Display for BlockId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Display for TransitionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A fresh random identifier (UUID v4 text, like Refinery's ids).
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Project {
+    pub format_version: u32,
+    pub name: String,
+    #[serde(default)]
+    pub settings: Settings,
+    #[serde(default)]
+    pub blocks: Vec<Block>,
+    #[serde(default)]
+    pub transitions: Vec<Transition>,
+    /// Free text shown with the project (Refinery projects carry a README).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub readme: String,
+}
+
+impl Default for Project {
+    fn default() -> Self {
+        Self {
+            format_version: FORMAT_VERSION,
+            name: "Untitled project".to_owned(),
+            settings: Settings::default(),
+            blocks: Vec::new(),
+            transitions: Vec::new(),
+            readme: String::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// At most this many invocations run at once (Refinery's account limit).
+    #[serde(default = "default_concurrency_limit")]
+    pub concurrency_limit: u32,
+}
+
+fn default_concurrency_limit() -> u32 {
+    DEFAULT_CONCURRENCY_LIMIT
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            concurrency_limit: DEFAULT_CONCURRENCY_LIMIT,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Position {
+    pub x: f32,
+    pub y: f32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Block {
+    pub id: BlockId,
+    pub name: String,
+    #[serde(default)]
+    pub position: Position,
+    #[serde(flatten)]
+    pub kind: BlockKind,
+}
+
+/// What a block does. Serialised as a `"kind"` tag beside the block's common fields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+// `deny_unknown_fields` here and on `CodeBlock` makes a misspelt block field a load error rather than
+// silently dropped (`Block` itself can't deny: it flattens this enum).
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BlockKind {
+    /// A Code Block: `def main(block_input, backpack)`.
+    Code(CodeBlock),
+    /// Refinery's API Endpoint: in a headless run it passes the run's input through.
+    ApiEndpoint {
+        #[serde(default)]
+        api_path: String,
+        #[serde(default)]
+        http_method: String,
+    },
+    /// Refinery's API Response: in a headless run its output is what it received.
+    ApiResponse,
+    /// A block type Braid cannot run yet; kept so that nothing of an imported project is lost.
+    Unsupported {
+        /// Refinery's type name (`schedule_trigger`, `sqs_queue`, `sns_topic`, …).
+        refinery_type: String,
+        /// The block's original fields, kept verbatim.
+        #[serde(default)]
+        original: serde_json::Value,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeBlock {
+    #[serde(default)]
+    pub language: Language,
+    #[serde(default)]
+    pub code: String,
+    #[serde(default = "default_timeout")]
+    pub timeout_s: u64,
+    /// This block's own concurrency cap (Refinery's `reserved_concurrency_count`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_cap: Option<u32>,
+    /// Python requirements (`requests`, `numpy==2.1.*`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub libraries: Vec<String>,
+    /// Names of environment variables the block reads; their values never live in the project file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_vars: Vec<String>,
+}
+
+fn default_timeout() -> u64 {
+    DEFAULT_TIMEOUT_S
+}
+
+impl Default for CodeBlock {
+    fn default() -> Self {
+        Self {
+            language: Language::Python,
+            code: DEFAULT_PYTHON_CODE.to_owned(),
+            timeout_s: DEFAULT_TIMEOUT_S,
+            concurrency_cap: None,
+            libraries: Vec::new(),
+            env_vars: Vec::new(),
+        }
+    }
+}
+
+/// The code a new Code Block starts with.
+pub const DEFAULT_PYTHON_CODE: &str = "def main(block_input, backpack):\n    return block_input\n";
+
+/// The language of a Code Block. Only Python runs today; others load and are reported as not runnable.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Language {
+    #[default]
+    Python,
+    /// Any other language, with Refinery's name for it (`nodejs8.10`, `go1.12`, …).
+    Other(String),
+}
+
+impl Language {
+    pub fn is_runnable(&self) -> bool {
+        matches!(self, Self::Python)
+    }
+
+    pub fn label(&self) -> &str {
+        match self {
+            Self::Python => "Python",
+            Self::Other(name) => name,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transition {
+    pub id: TransitionId,
+    pub from: BlockId,
+    pub to: BlockId,
+    #[serde(rename = "type")]
+    pub kind: TransitionKind,
+    /// The Python condition of an `if` transition, over `return_data`, `backpack` and `block_input`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub expression: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransitionKind {
+    Then,
+    If,
+    Else,
+    Exception,
+    FanOut,
+    FanIn,
+    Merge,
+}
+
+impl TransitionKind {
+    pub const ALL: [Self; 7] = [
+        Self::Then,
+        Self::If,
+        Self::Else,
+        Self::Exception,
+        Self::FanOut,
+        Self::FanIn,
+        Self::Merge,
+    ];
+
+    /// The name users see and files store.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Then => "then",
+            Self::If => "if",
+            Self::Else => "else",
+            Self::Exception => "exception",
+            Self::FanOut => "fan-out",
+            Self::FanIn => "fan-in",
+            Self::Merge => "merge",
+        }
+    }
+
+    pub fn from_label(label: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.label() == label)
+    }
+}
+
+impl std::fmt::Display for TransitionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+impl Project {
+    pub fn block(&self, id: &BlockId) -> Option<&Block> {
+        self.blocks.iter().find(|b| &b.id == id)
+    }
+
+    pub fn block_mut(&mut self, id: &BlockId) -> Option<&mut Block> {
+        self.blocks.iter_mut().find(|b| &b.id == id)
+    }
+
+    pub fn transition(&self, id: &TransitionId) -> Option<&Transition> {
+        self.transitions.iter().find(|t| &t.id == id)
+    }
+
+    /// Finds a block by id, or else by exact name (what `--from` accepts).
+    pub fn find_block(&self, id_or_name: &str) -> Option<&Block> {
+        self.blocks
+            .iter()
+            .find(|b| b.id.0 == id_or_name)
+            .or_else(|| self.blocks.iter().find(|b| b.name == id_or_name))
+    }
+
+    /// Blocks with no incoming transition: where a run starts by default.
+    pub fn entry_blocks(&self) -> Vec<&Block> {
+        self.blocks
+            .iter()
+            .filter(|b| !self.transitions.iter().any(|t| t.to == b.id))
+            .collect()
+    }
+
+    /// The name of a block for messages, falling back to its id.
+    pub fn block_name<'a>(&'a self, id: &'a BlockId) -> &'a str {
+        self.block(id).map_or(id.0.as_str(), |b| b.name.as_str())
+    }
+}
+
+impl Block {
+    pub fn new_code(name: impl Into<String>, code: impl Into<String>, position: Position) -> Self {
+        Self {
+            id: BlockId::new_random(),
+            name: name.into(),
+            position,
+            kind: BlockKind::Code(CodeBlock {
+                code: code.into(),
+                ..CodeBlock::default()
+            }),
+        }
+    }
+
+    pub fn code(&self) -> Option<&CodeBlock> {
+        match &self.kind {
+            BlockKind::Code(code) => Some(code),
+            _ => None,
+        }
+    }
+
+    pub fn code_mut(&mut self) -> Option<&mut CodeBlock> {
+        match &mut self.kind {
+            BlockKind::Code(code) => Some(code),
+            _ => None,
+        }
+    }
+
+    /// A short label for the block's kind, as shown on the canvas.
+    pub fn kind_label(&self) -> String {
+        match &self.kind {
+            BlockKind::Code(code) => format!("{} Code Block", code.language.label()),
+            BlockKind::ApiEndpoint {
+                api_path,
+                http_method,
+            } => format!("API Endpoint {http_method} {api_path}"),
+            BlockKind::ApiResponse => "API Response".to_owned(),
+            BlockKind::Unsupported { refinery_type, .. } => {
+                format!("{refinery_type} (not supported yet)")
+            }
+        }
+    }
+}
+
+impl Transition {
+    pub fn new(from: BlockId, to: BlockId, kind: TransitionKind) -> Self {
+        Self {
+            id: TransitionId::new_random(),
+            from,
+            to,
+            kind,
+            expression: String::new(),
+        }
+    }
+}

@@ -1,0 +1,619 @@
+//! Validation: every problem at once, each naming its block or transition.
+//!
+//! Only what the graph and the settings show is checked here; Python syntax is the runtime's job (it
+//! compiles every Code Block before a run starts).
+
+use std::collections::{HashMap, HashSet};
+
+use super::graph::FanAnalysis;
+use super::project::{
+    Block, BlockId, BlockKind, Language, Project, Transition, TransitionId, TransitionKind,
+};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Subject {
+    Project,
+    Block(BlockId),
+    Transition(TransitionId),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// The project can still run (for example a Node.js block on a path that is never taken).
+    Warning,
+    /// The project cannot run as it is.
+    Error,
+}
+
+impl Severity {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Warning => "warning",
+            Self::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub severity: Severity,
+    pub subject: Subject,
+    /// A full sentence naming the block or transition by name, e.g. `"else" from "Check" has no "if" beside it`.
+    pub message: String,
+}
+
+/// `error: …` / `warning: …`, as the command line prints it.
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.severity, self.message)
+    }
+}
+
+/// Whether any problem stops the project from running.
+pub fn has_errors(problems: &[Problem]) -> bool {
+    problems.iter().any(|p| p.severity == Severity::Error)
+}
+
+/// Every problem of `project`: project-wide ones first, then those of blocks in project order, then
+/// those of transitions in project order; a subject's own problems keep the order of the rules below.
+pub fn validate(project: &Project) -> Vec<Problem> {
+    let mut found = Found::default();
+    check_settings(project, &mut found);
+    for (index, block) in project.blocks.iter().enumerate() {
+        check_block(project, index, block, &mut found);
+    }
+    check_transitions(project, &mut found);
+    found.into_sorted()
+}
+
+/// Problems with the place of their subject in the project, which is what they are sorted by.
+#[derive(Default)]
+struct Found(Vec<((u8, usize), Problem)>);
+
+impl Found {
+    fn project(&mut self, severity: Severity, message: String) {
+        self.0.push((
+            (0, 0),
+            Problem {
+                severity,
+                subject: Subject::Project,
+                message,
+            },
+        ));
+    }
+
+    fn block(&mut self, index: usize, block: &Block, severity: Severity, message: String) {
+        self.0.push((
+            (1, index),
+            Problem {
+                severity,
+                subject: Subject::Block(block.id.clone()),
+                message,
+            },
+        ));
+    }
+
+    fn transition(&mut self, index: usize, t: &Transition, severity: Severity, message: String) {
+        self.0.push((
+            (2, index),
+            Problem {
+                severity,
+                subject: Subject::Transition(t.id.clone()),
+                message,
+            },
+        ));
+    }
+
+    fn into_sorted(mut self) -> Vec<Problem> {
+        // Stable: problems of one subject stay in the order the rules found them.
+        self.0.sort_by_key(|(key, _)| *key);
+        self.0.into_iter().map(|(_, p)| p).collect()
+    }
+}
+
+fn check_settings(project: &Project, found: &mut Found) {
+    if project.settings.concurrency_limit == 0 {
+        found.project(
+            Severity::Error,
+            "The project's concurrency limit is 0, so nothing could ever run; set it to at least 1"
+                .to_owned(),
+        );
+    }
+}
+
+fn check_block(project: &Project, index: usize, block: &Block, found: &mut Found) {
+    let name = block_label(block);
+    if let Some(first) = project.blocks[..index].iter().find(|b| b.id == block.id) {
+        found.block(
+            index,
+            block,
+            Severity::Error,
+            format!(
+                "Block {name} has the same id \"{}\" as block {}",
+                block.id,
+                block_label(first)
+            ),
+        );
+    }
+    if block.name.trim().is_empty() {
+        found.block(
+            index,
+            block,
+            Severity::Warning,
+            format!("Block {name} has no name"),
+        );
+    }
+    match &block.kind {
+        BlockKind::Code(code) => {
+            if code.timeout_s == 0 {
+                found.block(
+                    index,
+                    block,
+                    Severity::Error,
+                    format!("Block {name} has a timeout of 0 seconds, so every run of it would time out"),
+                );
+            }
+            if code.concurrency_cap == Some(0) {
+                found.block(
+                    index,
+                    block,
+                    Severity::Error,
+                    format!("Block {name} has a concurrency cap of 0, so it could never run"),
+                );
+            }
+            if let Language::Other(language) = &code.language {
+                found.block(
+                    index,
+                    block,
+                    Severity::Warning,
+                    format!(
+                        "{} block {name} can't run yet (language \"{language}\"); a run that reaches it fails",
+                        language_family(language)
+                    ),
+                );
+            }
+        }
+        BlockKind::Unsupported { refinery_type, .. } => found.block(
+            index,
+            block,
+            Severity::Warning,
+            format!(
+                "Block {name} is a Refinery \"{refinery_type}\" block, which Braid can't run yet; a run that reaches it fails"
+            ),
+        ),
+        BlockKind::ApiEndpoint { .. } | BlockKind::ApiResponse => {}
+    }
+}
+
+fn check_transitions(project: &Project, found: &mut Found) {
+    let blocks: HashSet<&BlockId> = project.blocks.iter().map(|b| &b.id).collect();
+    let unmatched_fan_ins: HashSet<TransitionId> = FanAnalysis::new(project)
+        .unmatched_fan_ins
+        .into_iter()
+        .collect();
+    let mut incoming_merges: HashMap<&BlockId, usize> = HashMap::new();
+    for t in &project.transitions {
+        if t.kind == TransitionKind::Merge {
+            *incoming_merges.entry(&t.to).or_default() += 1;
+        }
+    }
+    let receives = |block: &BlockId, kind: TransitionKind| {
+        project
+            .transitions
+            .iter()
+            .any(|t| &t.to == block && t.kind == kind)
+    };
+
+    for (index, t) in project.transitions.iter().enumerate() {
+        let name = transition_label(project, t);
+        let mut report = |severity, message| found.transition(index, t, severity, message);
+
+        if let Some(first) = project.transitions[..index].iter().find(|o| o.id == t.id) {
+            report(
+                Severity::Error,
+                format!(
+                    "Transition {name} has the same id \"{}\" as transition {}",
+                    t.id,
+                    transition_label(project, first)
+                ),
+            );
+        }
+        for (end, id) in [("starts", &t.from), ("ends", &t.to)] {
+            if !blocks.contains(id) {
+                report(
+                    Severity::Error,
+                    format!("Transition {name} {end} at a block that doesn't exist (id \"{id}\")"),
+                );
+            }
+        }
+        let duplicate = project.transitions[..index].iter().any(|o| {
+            o.from == t.from
+                && o.to == t.to
+                && o.kind == t.kind
+                && (t.kind != TransitionKind::If || o.expression.trim() == t.expression.trim())
+        });
+        if duplicate {
+            report(
+                Severity::Error,
+                format!(
+                    "Transition {name} duplicates another, so its target would get the same data twice"
+                ),
+            );
+        }
+        match t.kind {
+            TransitionKind::If if t.expression.trim().is_empty() => report(
+                Severity::Error,
+                format!("Transition {name} has no condition"),
+            ),
+            TransitionKind::Else => {
+                let has_if = project
+                    .transitions
+                    .iter()
+                    .any(|o| o.from == t.from && o.kind == TransitionKind::If);
+                if !has_if {
+                    report(
+                        Severity::Error,
+                        format!(
+                            "Transition {name} has no \"if\" beside it, so it could never fire"
+                        ),
+                    );
+                }
+            }
+            TransitionKind::FanIn if unmatched_fan_ins.contains(&t.id) => report(
+                Severity::Error,
+                format!("Transition {name} has no fan-out upstream for it to close"),
+            ),
+            TransitionKind::Merge => {
+                if incoming_merges.get(&t.to).copied().unwrap_or(0) < 2 {
+                    report(
+                        Severity::Error,
+                        format!(
+                            "Transition {name} is the only one into its block: a merge needs at least two incoming merge transitions"
+                        ),
+                    );
+                }
+                // A block fires once per fan-in or once per complete merge; it can't wait for both.
+                if receives(&t.to, TransitionKind::FanIn) {
+                    report(
+                        Severity::Error,
+                        format!(
+                            "Transition {name} ends at a block that also receives a fan-in; a block can wait for a merge or a fan-in, not both"
+                        ),
+                    );
+                }
+            }
+            TransitionKind::Then if t.from == t.to => report(
+                Severity::Warning,
+                format!("Transition {name} leads back to its own block, so it loops forever"),
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// `"fan-in" from "Process" to "Collect"`.
+fn transition_label(project: &Project, t: &Transition) -> String {
+    format!(
+        "\"{}\" from {} to {}",
+        t.kind,
+        block_ref(project, &t.from),
+        block_ref(project, &t.to)
+    )
+}
+
+/// A block's name in quotes, or its id when it has no name.
+fn block_label(block: &Block) -> String {
+    if block.name.trim().is_empty() {
+        format!("with id \"{}\"", block.id)
+    } else {
+        format!("\"{}\"", block.name)
+    }
+}
+
+fn block_ref(project: &Project, id: &BlockId) -> String {
+    match project.block(id) {
+        Some(block) if !block.name.trim().is_empty() => format!("\"{}\"", block.name),
+        Some(_) => format!("the unnamed block \"{id}\""),
+        None => format!("the missing block \"{id}\""),
+    }
+}
+
+/// A readable family name for a Refinery language id (`nodejs8.10` → `Node.js`).
+fn language_family(language: &str) -> &str {
+    const FAMILIES: [(&str, &str); 5] = [
+        ("nodejs", "Node.js"),
+        ("go", "Go"),
+        ("php", "PHP"),
+        ("ruby", "Ruby"),
+        ("java", "Java"),
+    ];
+    FAMILIES
+        .iter()
+        .find(|(prefix, _)| language.starts_with(prefix))
+        .map_or(language, |(_, family)| family)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::project::{CodeBlock, Position};
+
+    /// Blocks named and identified by the given names, all Python Code Blocks.
+    fn project(blocks: &[&str]) -> Project {
+        let mut project = Project::default();
+        for name in blocks {
+            let mut block = Block::new_code(*name, "", Position::default());
+            block.id = BlockId((*name).to_owned());
+            project.blocks.push(block);
+        }
+        project
+    }
+
+    fn link(project: &mut Project, from: &str, to: &str, kind: TransitionKind) -> TransitionId {
+        let mut t = Transition::new(BlockId(from.into()), BlockId(to.into()), kind);
+        if kind == TransitionKind::If {
+            t.expression = "return_data > 1".into();
+        }
+        let id = t.id.clone();
+        project.transitions.push(t);
+        id
+    }
+
+    fn messages(project: &Project) -> Vec<String> {
+        validate(project)
+            .into_iter()
+            .map(|p| p.to_string())
+            .collect()
+    }
+
+    /// The single problem of `project`, which must have exactly one.
+    fn only(project: &Project) -> Problem {
+        let problems = validate(project);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        problems.into_iter().next().expect("one problem")
+    }
+
+    fn code_mut<'a>(project: &'a mut Project, name: &str) -> &'a mut CodeBlock {
+        project
+            .block_mut(&BlockId(name.into()))
+            .and_then(Block::code_mut)
+            .expect("a code block")
+    }
+
+    #[test]
+    fn a_clean_map_reduce_has_no_problems() {
+        use TransitionKind::{FanIn, FanOut, If, Then};
+        let mut p = project(&["Split", "Process", "Check", "Collect", "Done"]);
+        link(&mut p, "Split", "Process", FanOut);
+        link(&mut p, "Process", "Check", Then);
+        link(&mut p, "Check", "Collect", FanIn);
+        link(&mut p, "Collect", "Done", If);
+        link(&mut p, "Collect", "Done", TransitionKind::Else);
+        assert_eq!(validate(&p), []);
+    }
+
+    #[test]
+    fn map_without_reduce_is_fine() {
+        let mut p = project(&["Split", "Process"]);
+        link(&mut p, "Split", "Process", TransitionKind::FanOut);
+        assert_eq!(validate(&p), []);
+    }
+
+    #[test]
+    fn zero_concurrency_limit() {
+        let mut p = project(&[]);
+        p.settings.concurrency_limit = 0;
+        let problem = only(&p);
+        assert_eq!(
+            (problem.severity, problem.subject),
+            (Severity::Error, Subject::Project)
+        );
+    }
+
+    #[test]
+    fn duplicate_block_ids() {
+        let mut p = project(&["A", "B"]);
+        p.blocks[1].id = BlockId("A".into());
+        let problem = only(&p);
+        assert_eq!(problem.severity, Severity::Error);
+        assert!(
+            problem.message.contains("\"B\"") && problem.message.contains("\"A\""),
+            "{}",
+            problem.message
+        );
+    }
+
+    #[test]
+    fn duplicate_transition_ids() {
+        let mut p = project(&["A", "B", "C"]);
+        let first = link(&mut p, "A", "B", TransitionKind::Then);
+        link(&mut p, "B", "C", TransitionKind::Then);
+        p.transitions[1].id = first;
+        let problem = only(&p);
+        assert_eq!(problem.severity, Severity::Error);
+        assert!(problem.message.contains("same id"), "{}", problem.message);
+    }
+
+    #[test]
+    fn transition_to_or_from_a_missing_block() {
+        let mut p = project(&["A"]);
+        link(&mut p, "A", "ghost", TransitionKind::Then);
+        link(&mut p, "phantom", "A", TransitionKind::Then);
+        let problems = messages(&p);
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(
+            problems[0].contains("\"ghost\"") && problems[1].contains("\"phantom\""),
+            "{problems:#?}"
+        );
+    }
+
+    #[test]
+    fn else_needs_an_if_from_the_same_block() {
+        let mut p = project(&["Check", "Yes", "No", "Other"]);
+        link(&mut p, "Other", "Yes", TransitionKind::If);
+        let lonely = link(&mut p, "Check", "No", TransitionKind::Else);
+        let problem = only(&p);
+        assert_eq!(problem.subject, Subject::Transition(lonely));
+        assert_eq!(
+            problem.message,
+            "Transition \"else\" from \"Check\" to \"No\" has no \"if\" beside it, so it could never fire"
+        );
+    }
+
+    #[test]
+    fn if_needs_an_expression() {
+        let mut p = project(&["A", "B"]);
+        link(&mut p, "A", "B", TransitionKind::If);
+        p.transitions[0].expression = "  ".into();
+        assert_eq!(only(&p).severity, Severity::Error);
+    }
+
+    #[test]
+    fn fan_in_without_fan_out() {
+        let mut p = project(&["Process", "Collect"]);
+        link(&mut p, "Process", "Collect", TransitionKind::FanIn);
+        let problem = only(&p);
+        assert!(
+            problem
+                .message
+                .starts_with("Transition \"fan-in\" from \"Process\" to \"Collect\""),
+            "{}",
+            problem.message
+        );
+    }
+
+    #[test]
+    fn merge_needs_two_sources() {
+        let mut p = project(&["A", "B", "M"]);
+        link(&mut p, "A", "M", TransitionKind::Merge);
+        let problem = only(&p);
+        assert!(
+            problem
+                .message
+                .contains("merge needs at least two incoming merge transitions"),
+            "{}",
+            problem.message
+        );
+        link(&mut p, "B", "M", TransitionKind::Merge);
+        assert_eq!(validate(&p), []);
+    }
+
+    #[test]
+    fn merge_and_fan_in_into_one_block() {
+        use TransitionKind::{FanIn, FanOut, Merge};
+        let mut p = project(&["Split", "Work", "A", "B", "Join"]);
+        link(&mut p, "Split", "Work", FanOut);
+        link(&mut p, "Work", "Join", FanIn);
+        link(&mut p, "A", "Join", Merge);
+        link(&mut p, "B", "Join", Merge);
+        let problems = messages(&p);
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(
+            problems.iter().all(|m| m.contains("not both")),
+            "{problems:#?}"
+        );
+    }
+
+    #[test]
+    fn duplicate_transitions() {
+        let mut p = project(&["A", "B"]);
+        link(&mut p, "A", "B", TransitionKind::Then);
+        let second = link(&mut p, "A", "B", TransitionKind::Then);
+        let problem = only(&p);
+        assert_eq!(problem.subject, Subject::Transition(second));
+
+        // Two `if`s with different conditions are two different rules, not a duplicate.
+        let mut p = project(&["A", "B"]);
+        link(&mut p, "A", "B", TransitionKind::If);
+        link(&mut p, "A", "B", TransitionKind::If);
+        p.transitions[1].expression = "backpack.get('x')".into();
+        assert_eq!(validate(&p), []);
+        p.transitions[1].expression = p.transitions[0].expression.clone();
+        assert_eq!(only(&p).severity, Severity::Error);
+    }
+
+    #[test]
+    fn then_self_loop_is_a_warning() {
+        let mut p = project(&["Loop"]);
+        link(&mut p, "Loop", "Loop", TransitionKind::Then);
+        assert_eq!(only(&p).severity, Severity::Warning);
+    }
+
+    #[test]
+    fn non_python_block_is_a_warning() {
+        let mut p = project(&["Hello"]);
+        code_mut(&mut p, "Hello").language = Language::Other("nodejs8.10".into());
+        let problem = only(&p);
+        assert_eq!(problem.severity, Severity::Warning);
+        assert!(
+            problem
+                .message
+                .starts_with("Node.js block \"Hello\" can't run yet"),
+            "{}",
+            problem.message
+        );
+    }
+
+    #[test]
+    fn unsupported_block_is_a_warning() {
+        let mut p = project(&["Timer"]);
+        p.blocks[0].kind = BlockKind::Unsupported {
+            refinery_type: "schedule_trigger".into(),
+            original: serde_json::Value::Null,
+        };
+        let problem = only(&p);
+        assert_eq!(problem.severity, Severity::Warning);
+        assert!(
+            problem.message.contains("schedule_trigger"),
+            "{}",
+            problem.message
+        );
+    }
+
+    #[test]
+    fn empty_name_is_a_warning_and_names_the_id() {
+        let mut p = project(&["x"]);
+        p.blocks[0].name = String::new();
+        let problem = only(&p);
+        assert_eq!(problem.severity, Severity::Warning);
+        assert!(problem.message.contains("\"x\""), "{}", problem.message);
+    }
+
+    #[test]
+    fn zero_timeout_and_zero_cap() {
+        let mut p = project(&["A"]);
+        code_mut(&mut p, "A").timeout_s = 0;
+        code_mut(&mut p, "A").concurrency_cap = Some(0);
+        let problems = validate(&p);
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(problems.iter().all(|p| p.severity == Severity::Error));
+        assert!(has_errors(&problems));
+    }
+
+    #[test]
+    fn reports_everything_in_project_order() {
+        let mut p = project(&["A", "B", "C"]);
+        link(&mut p, "C", "ghost", TransitionKind::Then);
+        link(&mut p, "A", "B", TransitionKind::Else);
+        code_mut(&mut p, "B").timeout_s = 0;
+        code_mut(&mut p, "A").language = Language::Other("go1.12".into());
+        p.settings.concurrency_limit = 0;
+        let subjects: Vec<Subject> = validate(&p).into_iter().map(|p| p.subject).collect();
+        assert_eq!(
+            subjects,
+            [
+                Subject::Project,
+                Subject::Block(BlockId("A".into())),
+                Subject::Block(BlockId("B".into())),
+                Subject::Transition(p.transitions[0].id.clone()),
+                Subject::Transition(p.transitions[1].id.clone()),
+            ]
+        );
+    }
+}

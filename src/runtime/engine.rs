@@ -1,0 +1,465 @@
+//! The executor's event loop: owns the runs in progress and the invoker, takes requests in and sends
+//! events out. Runs on its own thread with its own tokio runtime, so neither the editor's frame loop nor
+//! the CLI ever blocks on Python.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::invoker::{BlockCompileError, Invoker, InvokerEvent, TaskResult};
+use super::plan::Plan;
+use super::record::{CompileError, RunId, RunStatus, RunSummary, RuntimeEvent, now_ms};
+use super::scheduler::{KEY_BITS, RunScheduler};
+use super::worker::pool::{PoolConfig, ProcessPool};
+use crate::model::validate::{Severity, validate};
+use crate::model::{BlockId, Project};
+
+/// A request to run a pipeline.
+#[derive(Clone, Debug)]
+pub struct RunRequest {
+    /// Chosen by the requester; every event of this run carries it.
+    pub run_id: RunId,
+    /// A snapshot: editing the project during the run changes nothing about the run.
+    pub project: Project,
+    pub input: Value,
+    pub backpack: Value,
+    /// Start at this block instead of the entry blocks.
+    pub from: Option<BlockId>,
+    /// The run's concurrency limit; the project's setting when `None`.
+    pub concurrency: Option<u32>,
+    /// Values for the environment variable names the blocks declare.
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug)]
+pub enum RuntimeRequest {
+    Run(Box<RunRequest>),
+    Cancel(RunId),
+    /// Compile every block's code and `if` expressions without running anything; answered by
+    /// [`RuntimeEvent::Checked`].
+    Check { check_id: RunId, project: Box<Project> },
+}
+
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    pub pool: PoolConfig,
+}
+
+impl RuntimeConfig {
+    pub fn from_current_exe() -> std::io::Result<Self> {
+        Ok(Self {
+            pool: PoolConfig::from_current_exe()?,
+        })
+    }
+}
+
+/// The way in and out of the runtime: requests in, events out.
+pub struct RuntimeHandle {
+    requests: mpsc::Sender<RuntimeRequest>,
+    events: mpsc::Receiver<RuntimeEvent>,
+}
+
+impl RuntimeHandle {
+    /// Starts the runtime thread. Workers start at once, so the first run does not wait for them.
+    pub fn start(config: RuntimeConfig) -> std::io::Result<Self> {
+        let (requests, requests_rx) = mpsc::channel(64);
+        let (events_tx, events) = mpsc::channel(1024);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("braid-runtime")
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("braid-engine".to_owned())
+            .spawn(move || {
+                runtime.block_on(Engine::run(config, requests_rx, events_tx));
+            })?;
+        Ok(Self { requests, events })
+    }
+
+    /// Sends a request. Blocks only if 64 requests are already waiting.
+    pub fn send(&self, request: RuntimeRequest) {
+        let _ = self.requests.blocking_send(request);
+    }
+
+    pub fn try_recv(&mut self) -> Option<RuntimeEvent> {
+        self.events.try_recv().ok()
+    }
+
+    /// Waits for the next event; `None` once the runtime has stopped.
+    pub fn recv_blocking(&mut self) -> Option<RuntimeEvent> {
+        self.events.blocking_recv()
+    }
+
+    /// Waits up to `timeout` for the next event.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Option<RuntimeEvent> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(event) = self.events.try_recv() {
+                return Some(event);
+            }
+            if std::time::Instant::now() >= deadline || self.events.is_closed() {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+enum Phase {
+    /// Compiling only, for a check: no invocation will run.
+    Checking,
+    /// Waiting for the workers to compile the code.
+    Compiling {
+        entries: Vec<usize>,
+        input: Value,
+        backpack: Value,
+    },
+    Running,
+}
+
+struct ActiveRun {
+    scheduler: RunScheduler,
+    phase: Phase,
+    project: Arc<Project>,
+    last_progress: std::time::Instant,
+}
+
+struct Engine {
+    events: mpsc::Sender<RuntimeEvent>,
+    invoker: ProcessPool,
+    runs: HashMap<u64, ActiveRun>,
+    next_run: u64,
+    broken: Option<String>,
+}
+
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+impl Engine {
+    async fn run(
+        config: RuntimeConfig,
+        mut requests: mpsc::Receiver<RuntimeRequest>,
+        events: mpsc::Sender<RuntimeEvent>,
+    ) {
+        let (invoker_tx, mut invoker_rx) = mpsc::channel(256);
+        let invoker = ProcessPool::start(config.pool, invoker_tx);
+        let mut engine = Self {
+            events,
+            invoker,
+            runs: HashMap::new(),
+            next_run: 1,
+            broken: None,
+        };
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                request = requests.recv() => {
+                    let Some(request) = request else { break };
+                    engine.request(request).await;
+                }
+                Some(event) = invoker_rx.recv() => {
+                    let mut touched = Vec::new();
+                    engine.invoker_event(event, &mut touched).await;
+                    // Take whatever else is already waiting before scheduling: fewer, larger batches.
+                    while let Ok(event) = invoker_rx.try_recv() {
+                        engine.invoker_event(event, &mut touched).await;
+                    }
+                    touched.sort_unstable();
+                    touched.dedup();
+                    for run in touched {
+                        engine.advance(run).await;
+                    }
+                }
+                _ = tick.tick() => engine.progress().await,
+            }
+        }
+    }
+
+    async fn emit(&self, event: RuntimeEvent) {
+        let _ = self.events.send(event).await;
+    }
+
+    async fn request(&mut self, request: RuntimeRequest) {
+        match request {
+            RuntimeRequest::Run(request) => self.start_run(*request).await,
+            RuntimeRequest::Check { check_id, project } => {
+                if let Some(message) = &self.broken {
+                    self.refuse(check_id, message.clone(), Vec::new()).await;
+                    return;
+                }
+                let number = self.next_run;
+                self.next_run += 1;
+                let plan = Arc::new(Plan::new(&project));
+                self.invoker
+                    .load(plan.program(number, &project, &BTreeMap::new()));
+                self.runs.insert(
+                    number,
+                    ActiveRun {
+                        scheduler: RunScheduler::new(check_id, plan, number, 1, number << KEY_BITS),
+                        phase: Phase::Checking,
+                        project: Arc::new(*project),
+                        last_progress: std::time::Instant::now(),
+                    },
+                );
+            }
+            RuntimeRequest::Cancel(run_id) => {
+                let Some((&number, _)) = self
+                    .runs
+                    .iter()
+                    .find(|(_, run)| run.scheduler.run_id() == &run_id)
+                else {
+                    return;
+                };
+                if let Some(run) = self.runs.get_mut(&number) {
+                    let keys = run.scheduler.cancel();
+                    if !keys.is_empty() {
+                        self.invoker.cancel(keys);
+                    }
+                    run.phase = Phase::Running;
+                }
+                self.advance(number).await;
+            }
+        }
+    }
+
+    async fn refuse(&self, run_id: RunId, message: String, compile_errors: Vec<CompileError>) {
+        self.emit(RuntimeEvent::RunRefused {
+            run_id,
+            message,
+            compile_errors,
+        })
+        .await;
+    }
+
+    async fn start_run(&mut self, request: RunRequest) {
+        let RunRequest {
+            run_id,
+            project,
+            input,
+            backpack,
+            from,
+            concurrency,
+            env,
+        } = request;
+        if let Some(message) = &self.broken {
+            self.refuse(run_id, message.clone(), Vec::new()).await;
+            return;
+        }
+        let errors: Vec<String> = validate(&project)
+            .into_iter()
+            .filter(|p| p.severity == Severity::Error)
+            .map(|p| p.message)
+            .collect();
+        if !errors.is_empty() {
+            let message = format!("the project has problems:\n  {}", errors.join("\n  "));
+            self.refuse(run_id, message, Vec::new()).await;
+            return;
+        }
+        if !backpack.is_object() {
+            self.refuse(run_id, "the backpack must be a JSON object".to_owned(), Vec::new())
+                .await;
+            return;
+        }
+        let plan = Arc::new(Plan::new(&project));
+        let entries: Vec<usize> = match &from {
+            Some(id) => match plan.by_id.get(id) {
+                Some(&index) => vec![index],
+                None => {
+                    self.refuse(run_id, format!("there is no block {id}"), Vec::new())
+                        .await;
+                    return;
+                }
+            },
+            None => project
+                .entry_blocks()
+                .iter()
+                .filter_map(|b| plan.by_id.get(&b.id).copied())
+                .collect(),
+        };
+        if entries.is_empty() {
+            let message = if project.blocks.is_empty() {
+                "the project has no blocks".to_owned()
+            } else {
+                "every block has an incoming transition, so there is no entry block: choose a block to start from".to_owned()
+            };
+            self.refuse(run_id, message, Vec::new()).await;
+            return;
+        }
+        let number = self.next_run;
+        self.next_run += 1;
+        let limit = concurrency.unwrap_or(project.settings.concurrency_limit).max(1) as usize;
+        let program = plan.program(number, &project, &env);
+        self.invoker.load(program);
+        let scheduler = RunScheduler::new(run_id, plan, number, limit, number << KEY_BITS);
+        self.runs.insert(
+            number,
+            ActiveRun {
+                scheduler,
+                phase: Phase::Compiling {
+                    entries,
+                    input,
+                    backpack,
+                },
+                project: Arc::new(project),
+                last_progress: std::time::Instant::now(),
+            },
+        );
+    }
+
+    async fn invoker_event(&mut self, event: InvokerEvent, touched: &mut Vec<u64>) {
+        match event {
+            InvokerEvent::Loaded { program, errors } => {
+                self.loaded(program, errors).await;
+            }
+            InvokerEvent::Finished(results) => {
+                for result in results {
+                    self.finished(result, touched);
+                }
+            }
+            InvokerEvent::Broken(message) => {
+                self.broken = Some(message.clone());
+                let compiling: Vec<u64> = self
+                    .runs
+                    .iter()
+                    .filter(|(_, run)| !matches!(run.phase, Phase::Running))
+                    .map(|(&number, _)| number)
+                    .collect();
+                for number in compiling {
+                    if let Some(run) = self.runs.remove(&number) {
+                        self.refuse(run.scheduler.run_id().clone(), message.clone(), Vec::new())
+                            .await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn finished(&mut self, result: TaskResult, touched: &mut Vec<u64>) {
+        let number = result.key >> KEY_BITS;
+        if let Some(run) = self.runs.get_mut(&number) {
+            run.scheduler.complete(result);
+            touched.push(number);
+        }
+    }
+
+    async fn loaded(&mut self, program: u64, errors: Vec<BlockCompileError>) {
+        let Some(run) = self.runs.get_mut(&program) else {
+            return;
+        };
+        if matches!(run.phase, Phase::Checking) {
+            let compile_errors = compile_errors(&run.project, errors);
+            let check_id = run.scheduler.run_id().clone();
+            self.runs.remove(&program);
+            self.invoker.unload(program);
+            self.emit(RuntimeEvent::Checked {
+                check_id,
+                compile_errors,
+            })
+            .await;
+            return;
+        }
+        if !errors.is_empty() {
+            let compile_errors = compile_errors(&run.project, errors);
+            let message = format!(
+                "the code does not compile, so nothing ran:\n  {}",
+                compile_errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n  ")
+            );
+            let run_id = run.scheduler.run_id().clone();
+            self.runs.remove(&program);
+            self.invoker.unload(program);
+            self.refuse(run_id, message, compile_errors).await;
+            return;
+        }
+        let Phase::Compiling {
+            entries,
+            input,
+            backpack,
+        } = std::mem::replace(&mut run.phase, Phase::Running)
+        else {
+            return;
+        };
+        run.scheduler.start(&entries, &input, &backpack);
+        let run_id = run.scheduler.run_id().clone();
+        self.emit(RuntimeEvent::RunStarted {
+            run_id,
+            started_at_ms: now_ms(),
+        })
+        .await;
+        self.advance(program).await;
+    }
+
+    /// After results came in: start what may start, publish records, end the run when nothing is left.
+    async fn advance(&mut self, number: u64) {
+        let Some(run) = self.runs.get_mut(&number) else {
+            return;
+        };
+        if !matches!(run.phase, Phase::Running) {
+            return;
+        }
+        let tasks = run.scheduler.take_ready();
+        if !tasks.is_empty() {
+            self.invoker.submit(tasks);
+        }
+        let records = run.scheduler.take_records();
+        let run_id = run.scheduler.run_id().clone();
+        let idle = run.scheduler.is_idle();
+        if !records.is_empty() {
+            self.emit(RuntimeEvent::Invocations {
+                run_id: run_id.clone(),
+                records,
+            })
+            .await;
+        }
+        if idle && let Some(run) = self.runs.remove(&number) {
+            let counts = run.scheduler.counts();
+            let summary: RunSummary = run.scheduler.finish();
+            self.invoker.unload(number);
+            self.emit(RuntimeEvent::Progress { run_id, counts }).await;
+            debug_assert!(summary.status != RunStatus::Running);
+            self.emit(RuntimeEvent::RunFinished(summary)).await;
+        }
+    }
+
+    async fn progress(&mut self) {
+        let now = std::time::Instant::now();
+        let mut events = Vec::new();
+        for run in self.runs.values_mut() {
+            if matches!(run.phase, Phase::Running)
+                && now.duration_since(run.last_progress) >= PROGRESS_EVERY
+            {
+                run.last_progress = now;
+                events.push(RuntimeEvent::Progress {
+                    run_id: run.scheduler.run_id().clone(),
+                    counts: run.scheduler.counts(),
+                });
+            }
+        }
+        for event in events {
+            self.emit(event).await;
+        }
+    }
+}
+
+fn compile_errors(project: &Project, errors: Vec<BlockCompileError>) -> Vec<CompileError> {
+    errors
+        .into_iter()
+        .map(|e| {
+            let block = project.blocks.get(e.block as usize);
+            CompileError {
+                block_id: block.map_or(BlockId(String::new()), |b| b.id.clone()),
+                block: block.map(|b| b.name.clone()).unwrap_or_default(),
+                what: e.what,
+                line: e.line,
+                message: e.message,
+            }
+        })
+        .collect()
+}

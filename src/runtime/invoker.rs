@@ -1,0 +1,110 @@
+//! The one narrow interface between the scheduler and whatever runs Python. No pyo3 type crosses it: code
+//! goes in as text, values as JSON text, results come back as `serde_json` values.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::record::ErrorInfo;
+
+/// The code of every block of one run, compiled once per worker.
+#[derive(Clone, Debug, Serialize)]
+pub struct Program {
+    #[serde(rename = "program")]
+    pub id: u64,
+    pub blocks: Vec<ProgramBlock>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProgramBlock {
+    pub name: String,
+    /// The file name tracebacks show: the block's name, made unique within the program.
+    pub filename: String,
+    pub code: String,
+    /// The expressions of the block's `if` transitions, in project order.
+    pub ifs: Vec<String>,
+    pub timeout_s: f64,
+    /// False for blocks that never reach Python (pass-through and unsupported blocks).
+    pub runnable: bool,
+    /// Environment variable values for this block (names from the project, values from outside it).
+    pub env: BTreeMap<String, String>,
+}
+
+/// One invocation handed to the invoker. Input and backpack are JSON text, encoded once by the scheduler.
+#[derive(Clone, Debug)]
+pub struct Task {
+    pub key: u64,
+    pub attempt: u32,
+    pub program: u64,
+    pub block: u32,
+    pub timeout_s: f64,
+    pub input_json: String,
+    pub backpack_json: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Returned {
+        output: Value,
+        backpack: Value,
+        /// One per `if` transition of the block, in project order.
+        ifs: Vec<bool>,
+    },
+    /// An uncaught exception (or an `if` expression that raised); the backpack as it was then, if it can
+    /// still be encoded.
+    Raised {
+        error: ErrorInfo,
+        backpack: Option<Value>,
+    },
+    TimedOut {
+        error: ErrorInfo,
+    },
+    /// The process running the code died under it (`os._exit`, a segfault, out of memory).
+    Crashed {
+        error: ErrorInfo,
+    },
+    Cancelled,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskResult {
+    pub key: u64,
+    pub attempt: u32,
+    pub started_at_ms: Option<f64>,
+    pub ended_at_ms: Option<f64>,
+    pub stdout: String,
+    pub stderr: String,
+    pub outcome: Outcome,
+}
+
+/// A block whose code (or `if` expression) does not compile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockCompileError {
+    pub block: u32,
+    pub what: String,
+    pub line: Option<u32>,
+    pub message: String,
+}
+
+/// What an invoker reports back, through the channel it was built with.
+#[derive(Debug)]
+pub enum InvokerEvent {
+    Loaded {
+        program: u64,
+        errors: Vec<BlockCompileError>,
+    },
+    Finished(Vec<TaskResult>),
+    /// Python can't be run at all (the worker won't start); every run fails with this message.
+    Broken(String),
+}
+
+/// Runs Python for the scheduler. Calls return at once; answers arrive as [`InvokerEvent`]s.
+pub trait Invoker: Send {
+    /// Compiles every block of a program (nothing runs); answered by [`InvokerEvent::Loaded`].
+    fn load(&mut self, program: Program);
+    fn unload(&mut self, program: u64);
+    fn submit(&mut self, tasks: Vec<Task>);
+    /// Stops these tasks; each still gets a result ([`Outcome::Cancelled`] unless it had finished).
+    fn cancel(&mut self, keys: Vec<u64>);
+}

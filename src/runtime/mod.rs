@@ -1,0 +1,12 @@
+//! The executor: scheduling, the concurrency limit, fan-out/fan-in bookkeeping, Python workers and
+//! invocation records. Depends on `model` only; reached through [`RuntimeHandle`]: requests in, events out.
+
+mod engine;
+pub mod invoker;
+pub mod plan;
+pub mod record;
+pub mod scheduler;
+pub mod worker;
+
+pub use engine::{RunRequest, RuntimeConfig, RuntimeHandle, RuntimeRequest};
+pub use record::*;

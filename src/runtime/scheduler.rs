@@ -1,0 +1,874 @@
+//! One run's state machine: the queue past the concurrency limit, per-block caps, transitions, fan-out /
+//! fan-in and merge bookkeeping. Synchronous and free of I/O: results go in, tasks and records come out,
+//! so every rule here is tested without Python.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use super::invoker::{Outcome, Task, TaskResult};
+use super::plan::Plan;
+use super::record::{
+    BlockCounts, ErrorInfo, InvocationId, InvocationRecord, InvocationStatus, RunFailure,
+    RunId, RunResult, RunStatus, RunSummary, now_ms,
+};
+use crate::model::TransitionId;
+
+/// Where an invocation sits: its item path, and the open fan-outs (frame, item) around it, outermost first.
+#[derive(Debug, Default)]
+struct Ctx {
+    path: Vec<u32>,
+    frames: Vec<(u64, u32)>,
+}
+
+struct Pending {
+    id: InvocationId,
+    block: usize,
+    input: Value,
+    backpack: Value,
+    ctx: Arc<Ctx>,
+    parents: Vec<InvocationId>,
+    queued_at_ms: f64,
+}
+
+struct Delivery {
+    value: Value,
+    backpack: Value,
+    from: InvocationId,
+}
+
+/// The deliveries expected by one fan-in target of one fan-out.
+struct FanInSet {
+    target: usize,
+    got: Vec<Option<Delivery>>,
+    extra: Vec<u32>,
+    delivered: usize,
+}
+
+struct Frame {
+    parent: Arc<Ctx>,
+    fan_out_block: usize,
+    base_backpack: Value,
+    alive: Vec<u32>,
+    unsettled: usize,
+    sets: Vec<FanInSet>,
+    /// Why an item's branch ended without delivering, first reason only.
+    reasons: Vec<Option<String>>,
+}
+
+struct MergeState {
+    ctx: Arc<Ctx>,
+    got: Vec<Option<Delivery>>,
+    extra: Vec<u32>,
+}
+
+/// A run in progress.
+pub struct RunScheduler {
+    run_id: RunId,
+    plan: Arc<Plan>,
+    program: u64,
+    limit: usize,
+    key_base: u64,
+    next_id: InvocationId,
+    next_seq: u64,
+    next_frame: u64,
+    queues: Vec<VecDeque<(u64, Pending)>>,
+    ready: BTreeSet<(u64, usize)>,
+    running_per_block: Vec<u32>,
+    running: HashMap<InvocationId, Pending>,
+    frames: HashMap<u64, Frame>,
+    merges: HashMap<(usize, Vec<(u64, u32)>), MergeState>,
+    counts: Vec<BlockCounts>,
+    outbox: Vec<InvocationRecord>,
+    results: Vec<(usize, RunResult)>,
+    failures: Vec<(usize, RunFailure)>,
+    failed: bool,
+    cancelled: bool,
+    started_at_ms: f64,
+    queued_total: usize,
+}
+
+/// The largest invocation number a run can have: keys carry it in their low bits.
+pub const KEY_BITS: u32 = 40;
+
+impl RunScheduler {
+    /// `key_base` is added to invocation ids to form task keys unique across the runs of one runtime.
+    pub fn new(run_id: RunId, plan: Arc<Plan>, program: u64, limit: usize, key_base: u64) -> Self {
+        let n = plan.blocks.len();
+        Self {
+            run_id,
+            plan,
+            program,
+            limit: limit.max(1),
+            key_base,
+            next_id: 1,
+            next_seq: 0,
+            next_frame: 0,
+            queues: (0..n).map(|_| VecDeque::new()).collect(),
+            ready: BTreeSet::new(),
+            running_per_block: vec![0; n],
+            running: HashMap::new(),
+            frames: HashMap::new(),
+            merges: HashMap::new(),
+            counts: vec![BlockCounts::default(); n],
+            outbox: Vec::new(),
+            results: Vec::new(),
+            failures: Vec::new(),
+            failed: false,
+            cancelled: false,
+            started_at_ms: now_ms(),
+            queued_total: 0,
+        }
+    }
+
+    pub fn run_id(&self) -> &RunId {
+        &self.run_id
+    }
+
+    pub fn program(&self) -> u64 {
+        self.program
+    }
+
+    /// Queues the first invocations: each entry block (or the chosen one) gets the run's input.
+    pub fn start(&mut self, entries: &[usize], input: &Value, backpack: &Value) {
+        let root = Arc::new(Ctx::default());
+        for &block in entries {
+            self.enqueue(
+                block,
+                input.clone(),
+                backpack.clone(),
+                Arc::clone(&root),
+                Vec::new(),
+            );
+        }
+    }
+
+    fn enqueue(
+        &mut self,
+        block: usize,
+        input: Value,
+        backpack: Value,
+        ctx: Arc<Ctx>,
+        parents: Vec<InvocationId>,
+    ) {
+        for &(frame, item) in &ctx.frames {
+            if let Some(frame) = self.frames.get_mut(&frame) {
+                frame.alive[item as usize] += 1;
+            }
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if self.queues[block].is_empty() && self.has_room(block) {
+            self.ready.insert((seq, block));
+        }
+        self.queues[block].push_back((
+            seq,
+            Pending {
+                id,
+                block,
+                input,
+                backpack,
+                ctx,
+                parents,
+                queued_at_ms: now_ms(),
+            },
+        ));
+        self.counts[block].queued += 1;
+        self.queued_total += 1;
+    }
+
+    fn has_room(&self, block: usize) -> bool {
+        self.plan.blocks[block]
+            .cap
+            .is_none_or(|cap| self.running_per_block[block] < cap)
+    }
+
+    /// Moves queued invocations into running, up to the limit, and returns them as tasks.
+    pub fn take_ready(&mut self) -> Vec<Task> {
+        let mut tasks = Vec::new();
+        while self.running.len() < self.limit {
+            let Some((_, block)) = self.ready.pop_first() else {
+                break;
+            };
+            let Some((_, pending)) = self.queues[block].pop_front() else {
+                continue;
+            };
+            self.running_per_block[block] += 1;
+            if self.has_room(block)
+                && let Some((seq, _)) = self.queues[block].front()
+            {
+                self.ready.insert((*seq, block));
+            }
+            self.queued_total -= 1;
+            let counts = &mut self.counts[block];
+            counts.queued -= 1;
+            counts.running += 1;
+            let plan_block = &self.plan.blocks[block];
+            if let Some(reason) = &plan_block.not_runnable {
+                let reason = reason.clone();
+                let id = pending.id;
+                self.running.insert(id, pending);
+                let now = now_ms();
+                self.complete_invocation(
+                    id,
+                    TaskResult {
+                        key: id,
+                        attempt: 1,
+                        started_at_ms: Some(now),
+                        ended_at_ms: Some(now),
+                        stdout: String::new(),
+                        stderr: String::new(),
+                        outcome: Outcome::Raised {
+                            error: ErrorInfo {
+                                kind: "NotRunnable".to_owned(),
+                                message: reason,
+                                traceback: String::new(),
+                                line: None,
+                            },
+                            backpack: None,
+                        },
+                    },
+                );
+                continue;
+            }
+            tasks.push(Task {
+                key: self.key_base + pending.id,
+                attempt: 1,
+                program: self.program,
+                block: block as u32,
+                timeout_s: plan_block.timeout_s,
+                input_json: pending.input.to_string(),
+                backpack_json: pending.backpack.to_string(),
+            });
+            self.running.insert(pending.id, pending);
+        }
+        tasks
+    }
+
+    /// Feeds one finished task back in. Results of unknown or cancelled invocations are ignored.
+    pub fn complete(&mut self, result: TaskResult) {
+        let id = result.key - self.key_base;
+        self.complete_invocation(id, result);
+    }
+
+    fn complete_invocation(&mut self, id: InvocationId, result: TaskResult) {
+        let Some(inv) = self.running.remove(&id) else {
+            return;
+        };
+        let block = inv.block;
+        self.running_per_block[block] -= 1;
+        self.counts[block].running -= 1;
+        if let Some((seq, _)) = self.queues[block].front()
+            && self.has_room(block)
+        {
+            self.ready.insert((*seq, block));
+        }
+        let plan = Arc::clone(&self.plan);
+        let plan_block = &plan.blocks[block];
+        let out = &plan_block.outgoing;
+        let mut record = InvocationRecord {
+            run_id: self.run_id.clone(),
+            id,
+            block_id: plan_block.id.clone(),
+            block_name: plan_block.name.clone(),
+            item_path: inv.ctx.path.clone(),
+            attempt: result.attempt,
+            parents: inv.parents.clone(),
+            status: InvocationStatus::Succeeded,
+            queued_at_ms: inv.queued_at_ms,
+            started_at_ms: result.started_at_ms,
+            ended_at_ms: result.ended_at_ms,
+            input: Value::Null,
+            backpack_in: Value::Null,
+            output: None,
+            backpack_out: None,
+            stdout: result.stdout,
+            stderr: result.stderr,
+            error: None,
+            fired: Vec::new(),
+        };
+        let mut fired: Vec<TransitionId> = Vec::new();
+        let failure = match result.outcome {
+            Outcome::Returned {
+                output,
+                backpack,
+                ifs,
+            } => {
+                if out.fan_outs.is_empty() || output.is_array() {
+                    self.fire_success(&inv, &output, &backpack, &ifs, &mut fired);
+                    if out.is_empty() {
+                        self.results.push((
+                            block,
+                            RunResult {
+                                block: plan_block.name.clone(),
+                                block_id: plan_block.id.clone(),
+                                item_path: inv.ctx.path.clone(),
+                                output: output.clone(),
+                            },
+                        ));
+                    } else if fired.is_empty() {
+                        self.note_reason(
+                            &inv.ctx,
+                            format!("no transition fired after \"{}\"", plan_block.name),
+                        );
+                    }
+                    record.output = Some(output);
+                    record.backpack_out = Some(backpack);
+                    None
+                } else {
+                    let error = ErrorInfo {
+                        kind: "TypeError".to_owned(),
+                        message: format!("fan-out needs an array, got {}", json_type(&output)),
+                        traceback: String::new(),
+                        line: None,
+                    };
+                    record.output = Some(output);
+                    Some((error, Some(backpack), false))
+                }
+            }
+            Outcome::Raised { error, backpack } => Some((error, backpack, false)),
+            Outcome::TimedOut { error } => Some((error, None, true)),
+            Outcome::Crashed { error } => Some((error, None, false)),
+            Outcome::Cancelled => {
+                record.status = InvocationStatus::Cancelled;
+                None
+            }
+        };
+        if let Some((error, backpack, timed_out)) = failure {
+            let backpack = backpack.unwrap_or_else(|| inv.backpack.clone());
+            if out.exceptions.is_empty() {
+                record.status = if timed_out {
+                    InvocationStatus::TimedOut
+                } else {
+                    InvocationStatus::Exception
+                };
+                self.failed = true;
+                self.note_reason(
+                    &inv.ctx,
+                    format!("{} in \"{}\"", error.summary(), plan_block.name),
+                );
+                self.failures.push((
+                    block,
+                    RunFailure {
+                        block: plan_block.name.clone(),
+                        block_id: plan_block.id.clone(),
+                        item_path: inv.ctx.path.clone(),
+                        status: if timed_out { "timed_out" } else { "exception" }.to_owned(),
+                        error: error.summary(),
+                        traceback: (!error.traceback.is_empty()).then(|| error.traceback.clone()),
+                        invocation: Some(id),
+                    },
+                ));
+            } else {
+                record.status = InvocationStatus::CaughtException;
+                let payload = json!({
+                    "version": "1.0.0",
+                    "exception_text": if error.traceback.is_empty() { error.summary() } else { error.traceback.clone() },
+                    "input_data": inv.input,
+                });
+                for edge in &out.exceptions {
+                    fired.push(edge.transition.clone());
+                    self.enqueue(
+                        edge.target,
+                        payload.clone(),
+                        backpack.clone(),
+                        Arc::clone(&inv.ctx),
+                        vec![id],
+                    );
+                }
+            }
+            record.backpack_out = Some(backpack);
+            record.error = Some(error);
+        }
+        record.fired = fired;
+        self.counts[block].add_final(record.status);
+        record.input = inv.input;
+        record.backpack_in = inv.backpack;
+        self.outbox.push(record);
+        self.release(&inv.ctx);
+    }
+
+    fn fire_success(
+        &mut self,
+        inv: &Pending,
+        output: &Value,
+        backpack: &Value,
+        ifs: &[bool],
+        fired: &mut Vec<TransitionId>,
+    ) {
+        let plan = Arc::clone(&self.plan);
+        let out = &plan.blocks[inv.block].outgoing;
+        for edge in &out.then {
+            fired.push(edge.transition.clone());
+            self.enqueue(
+                edge.target,
+                output.clone(),
+                backpack.clone(),
+                Arc::clone(&inv.ctx),
+                vec![inv.id],
+            );
+        }
+        let mut any_if = false;
+        for (edge, &truth) in out.ifs.iter().zip(ifs) {
+            if truth {
+                any_if = true;
+                fired.push(edge.transition.clone());
+                self.enqueue(
+                    edge.target,
+                    output.clone(),
+                    backpack.clone(),
+                    Arc::clone(&inv.ctx),
+                    vec![inv.id],
+                );
+            }
+        }
+        if !out.ifs.is_empty() && !any_if {
+            for edge in &out.elses {
+                fired.push(edge.transition.clone());
+                self.enqueue(
+                    edge.target,
+                    output.clone(),
+                    backpack.clone(),
+                    Arc::clone(&inv.ctx),
+                    vec![inv.id],
+                );
+            }
+        }
+        for edge in &out.fan_outs {
+            fired.push(edge.transition.clone());
+            let items = output.as_array().map_or(&[][..], Vec::as_slice);
+            let frame_id = self.next_frame;
+            self.next_frame += 1;
+            self.frames.insert(
+                frame_id,
+                Frame {
+                    parent: Arc::clone(&inv.ctx),
+                    fan_out_block: inv.block,
+                    base_backpack: backpack.clone(),
+                    alive: vec![0; items.len()],
+                    unsettled: items.len(),
+                    sets: edge
+                        .closing
+                        .iter()
+                        .map(|&target| FanInSet::new(target, items.len()))
+                        .collect(),
+                    reasons: vec![None; items.len()],
+                },
+            );
+            for (i, item) in items.iter().enumerate() {
+                let mut path = inv.ctx.path.clone();
+                path.push(i as u32);
+                let mut frames = inv.ctx.frames.clone();
+                frames.push((frame_id, i as u32));
+                self.enqueue(
+                    edge.target,
+                    item.clone(),
+                    backpack.clone(),
+                    Arc::new(Ctx { path, frames }),
+                    vec![inv.id],
+                );
+            }
+            if items.is_empty() {
+                self.settle_frame(frame_id);
+            }
+        }
+        for edge in &out.fan_ins {
+            fired.push(edge.transition.clone());
+            self.deliver_fan_in(inv, edge.target, output, backpack);
+        }
+        for edge in &out.merges {
+            fired.push(edge.transition.clone());
+            self.deliver_merge(inv, edge.target, edge.slot, output, backpack);
+        }
+    }
+
+    fn deliver_fan_in(&mut self, inv: &Pending, target: usize, output: &Value, backpack: &Value) {
+        let Some(&(frame_id, item)) = inv.ctx.frames.last() else {
+            let name = self.plan.blocks[inv.block].name.clone();
+            self.fail_run(
+                target,
+                &inv.ctx.path,
+                "fan_in",
+                format!(
+                    "fan-in from \"{name}\" to \"{}\" has no fan-out around it",
+                    self.plan.blocks[target].name
+                ),
+            );
+            return;
+        };
+        let Some(frame) = self.frames.get_mut(&frame_id) else {
+            return;
+        };
+        let n = frame.alive.len();
+        let set = match frame.sets.iter().position(|s| s.target == target) {
+            Some(i) => &mut frame.sets[i],
+            None => {
+                frame.sets.push(FanInSet::new(target, n));
+                frame.sets.last_mut().expect("just pushed")
+            }
+        };
+        let slot = item as usize;
+        if set.got[slot].is_some() {
+            set.extra[slot] += 1;
+        } else {
+            set.got[slot] = Some(Delivery {
+                value: output.clone(),
+                backpack: backpack.clone(),
+                from: inv.id,
+            });
+            set.delivered += 1;
+        }
+    }
+
+    fn deliver_merge(
+        &mut self,
+        inv: &Pending,
+        target: usize,
+        slot: usize,
+        output: &Value,
+        backpack: &Value,
+    ) {
+        let k = self.plan.blocks[target].merge_inputs;
+        let key = (target, inv.ctx.frames.clone());
+        let state = self.merges.entry(key.clone()).or_insert_with(|| MergeState {
+            ctx: Arc::clone(&inv.ctx),
+            got: (0..k).map(|_| None).collect(),
+            extra: vec![0; k],
+        });
+        if state.got[slot].is_some() {
+            state.extra[slot] += 1;
+            return;
+        }
+        state.got[slot] = Some(Delivery {
+            value: output.clone(),
+            backpack: backpack.clone(),
+            from: inv.id,
+        });
+        if state.got.iter().all(Option::is_some) && state.extra.iter().all(|&e| e == 0) {
+            let Some(state) = self.merges.remove(&key) else {
+                return;
+            };
+            let (values, backpack, parents) =
+                combine(Value::Object(Map::new()), state.got.into_iter().flatten());
+            self.enqueue(target, values, backpack, state.ctx, parents);
+        }
+    }
+
+    fn note_reason(&mut self, ctx: &Ctx, reason: String) {
+        if let Some(&(frame_id, item)) = ctx.frames.last()
+            && let Some(frame) = self.frames.get_mut(&frame_id)
+        {
+            frame.reasons[item as usize].get_or_insert(reason);
+        }
+    }
+
+    fn fail_run(&mut self, block: usize, path: &[u32], status: &str, error: String) {
+        self.failed = true;
+        let plan_block = &self.plan.blocks[block];
+        self.failures.push((
+            block,
+            RunFailure {
+                block: plan_block.name.clone(),
+                block_id: plan_block.id.clone(),
+                item_path: path.to_vec(),
+                status: status.to_owned(),
+                error,
+                traceback: None,
+                invocation: None,
+            },
+        ));
+    }
+
+    /// An invocation is over and its successors are queued: it no longer keeps its fan-out items open.
+    fn release(&mut self, ctx: &Ctx) {
+        for &(frame_id, item) in ctx.frames.iter().rev() {
+            let Some(frame) = self.frames.get_mut(&frame_id) else {
+                continue;
+            };
+            let alive = &mut frame.alive[item as usize];
+            *alive -= 1;
+            if *alive == 0 {
+                frame.unsettled -= 1;
+                self.settle_merges(Some((frame_id, item)));
+                let Some(frame) = self.frames.get(&frame_id) else {
+                    continue;
+                };
+                if frame.unsettled == 0 {
+                    self.settle_frame(frame_id);
+                }
+            }
+        }
+    }
+
+    /// Every item of a fan-out has settled: fire each fan-in, or fail it saying what is missing and why.
+    fn settle_frame(&mut self, frame_id: u64) {
+        let Some(frame) = self.frames.remove(&frame_id) else {
+            return;
+        };
+        let n = frame.alive.len();
+        for set in frame.sets {
+            let target_name = self.plan.blocks[set.target].name.clone();
+            let complete = set.delivered == n && set.extra.iter().all(|&e| e == 0);
+            if complete {
+                let (values, backpack, parents) = combine(
+                    frame.base_backpack.clone(),
+                    set.got.into_iter().flatten(),
+                );
+                self.enqueue(set.target, values, backpack, Arc::clone(&frame.parent), parents);
+                continue;
+            }
+            let mut message = format!(
+                "fan-in \"{target_name}\" got {} of {n} results",
+                set.delivered
+            );
+            let missing: Vec<usize> = (0..n).filter(|&i| set.got[i].is_none()).collect();
+            if !missing.is_empty() {
+                message.push_str("; missing ");
+                message.push_str(if missing.len() == 1 { "item " } else { "items " });
+                message.push_str(&list_items(&missing));
+                let explained: Vec<String> = missing
+                    .iter()
+                    .filter_map(|&i| frame.reasons[i].as_ref().map(|r| format!("item {i}: {r}")))
+                    .take(3)
+                    .collect();
+                if !explained.is_empty() {
+                    let _ = write!(message, " ({})", explained.join("; "));
+                }
+            }
+            let twice: Vec<usize> = (0..n).filter(|&i| set.extra[i] > 0).collect();
+            if !twice.is_empty() {
+                let _ = write!(
+                    message,
+                    "; {} delivered more than once: {}",
+                    if twice.len() == 1 { "item" } else { "items" },
+                    list_items(&twice)
+                );
+            }
+            self.fail_run(set.target, &frame.parent.path, "fan_in", message);
+            let reason = format!("fan-in \"{target_name}\" failed");
+            self.note_reason(&frame.parent, reason);
+        }
+        let _ = frame.fan_out_block;
+    }
+
+    /// A scope has settled (an item of a fan-out, or with `None` the whole run): its merges that are still
+    /// waiting can never complete.
+    fn settle_merges(&mut self, scope: Option<(u64, u32)>) {
+        let stale: Vec<(usize, Vec<(u64, u32)>)> = self
+            .merges
+            .keys()
+            .filter(|(_, frames)| frames.last().copied() == scope)
+            .cloned()
+            .collect();
+        for key in stale {
+            let Some(state) = self.merges.remove(&key) else {
+                continue;
+            };
+            let plan_block = &self.plan.blocks[key.0];
+            let k = state.got.len();
+            let got = state.got.iter().filter(|g| g.is_some()).count();
+            let missing: Vec<String> = state
+                .got
+                .iter()
+                .enumerate()
+                .filter(|(_, g)| g.is_none())
+                .map(|(i, _)| format!("\"{}\"", plan_block.merge_sources[i]))
+                .collect();
+            let mut message = format!("merge \"{}\" got {got} of {k} inputs", plan_block.name);
+            if !state.ctx.path.is_empty() {
+                let _ = write!(message, " at item {:?}", state.ctx.path);
+            }
+            if !missing.is_empty() {
+                let _ = write!(message, "; missing the result of {}", missing.join(", "));
+            }
+            if let Some(&(frame_id, item)) = state.ctx.frames.last()
+                && let Some(reason) = self
+                    .frames
+                    .get(&frame_id)
+                    .and_then(|f| f.reasons[item as usize].clone())
+            {
+                let _ = write!(message, " ({reason})");
+            }
+            let dup: Vec<String> = state
+                .extra
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| **e > 0)
+                .map(|(i, _)| format!("\"{}\"", plan_block.merge_sources[i]))
+                .collect();
+            if !dup.is_empty() {
+                let _ = write!(message, "; more than one result from {}", dup.join(", "));
+            }
+            let path = state.ctx.path.clone();
+            let ctx = Arc::clone(&state.ctx);
+            self.fail_run(key.0, &path, "merge", message);
+            let reason = format!("merge \"{}\" failed", self.plan.blocks[key.0].name);
+            self.note_reason(&ctx, reason);
+        }
+    }
+
+    /// Stops the run: nothing more starts; queued and running invocations end as cancelled.
+    /// Returns the task keys the invoker should stop.
+    pub fn cancel(&mut self) -> Vec<u64> {
+        self.cancelled = true;
+        let mut keys = Vec::new();
+        let now = now_ms();
+        let mut stopped: Vec<Pending> = self.running.drain().map(|(_, p)| p).collect();
+        for queue in &mut self.queues {
+            stopped.extend(queue.drain(..).map(|(_, p)| p));
+        }
+        self.ready.clear();
+        self.queued_total = 0;
+        stopped.sort_by_key(|p| p.id);
+        for pending in stopped {
+            let plan_block = &self.plan.blocks[pending.block];
+            let counts = &mut self.counts[pending.block];
+            if counts.running > 0 && self.running_per_block[pending.block] > 0 {
+                keys.push(self.key_base + pending.id);
+                self.running_per_block[pending.block] -= 1;
+                counts.running -= 1;
+            } else {
+                counts.queued = counts.queued.saturating_sub(1);
+            }
+            counts.cancelled += 1;
+            self.outbox.push(InvocationRecord {
+                run_id: self.run_id.clone(),
+                id: pending.id,
+                block_id: plan_block.id.clone(),
+                block_name: plan_block.name.clone(),
+                item_path: pending.ctx.path.clone(),
+                attempt: 1,
+                parents: pending.parents,
+                status: InvocationStatus::Cancelled,
+                queued_at_ms: pending.queued_at_ms,
+                started_at_ms: None,
+                ended_at_ms: Some(now),
+                input: pending.input,
+                backpack_in: pending.backpack,
+                output: None,
+                backpack_out: None,
+                stdout: String::new(),
+                stderr: String::new(),
+                error: None,
+                fired: Vec::new(),
+            });
+        }
+        self.frames.clear();
+        self.merges.clear();
+        keys
+    }
+
+    /// Nothing is queued or running.
+    pub fn is_idle(&self) -> bool {
+        self.running.is_empty() && self.queued_total == 0
+    }
+
+    pub fn take_records(&mut self) -> Vec<InvocationRecord> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    pub fn counts(&self) -> Vec<(crate::model::BlockId, BlockCounts)> {
+        self.plan
+            .blocks
+            .iter()
+            .zip(&self.counts)
+            .map(|(b, c)| (b.id.clone(), *c))
+            .collect()
+    }
+
+    pub fn invocations(&self) -> u64 {
+        self.next_id - 1
+    }
+
+    /// Ends the run. Merges still waiting at the top level can never complete now.
+    pub fn finish(mut self) -> RunSummary {
+        if !self.cancelled {
+            self.settle_merges(None);
+        }
+        let status = if self.cancelled {
+            RunStatus::Cancelled
+        } else if self.failed {
+            RunStatus::Failed
+        } else {
+            RunStatus::Succeeded
+        };
+        self.results
+            .sort_by(|(a, ra), (b, rb)| a.cmp(b).then_with(|| ra.item_path.cmp(&rb.item_path)));
+        self.failures
+            .sort_by(|(a, fa), (b, fb)| a.cmp(b).then_with(|| fa.item_path.cmp(&fb.item_path)));
+        let ended = now_ms();
+        RunSummary {
+            run_id: self.run_id,
+            status,
+            results: self.results.into_iter().map(|(_, r)| r).collect(),
+            invocations: self.next_id - 1,
+            failures: self.failures.into_iter().map(|(_, f)| f).collect(),
+            started_at_ms: self.started_at_ms,
+            duration_ms: ended - self.started_at_ms,
+        }
+    }
+}
+
+impl FanInSet {
+    fn new(target: usize, n: usize) -> Self {
+        Self {
+            target,
+            got: (0..n).map(|_| None).collect(),
+            extra: vec![0; n],
+            delivered: 0,
+        }
+    }
+}
+
+/// The array of delivered values, the backpacks merged shallowly in order over `base` (a later key
+/// wins), and where they came from.
+fn combine(
+    base: Value,
+    deliveries: impl Iterator<Item = Delivery>,
+) -> (Value, Value, Vec<InvocationId>) {
+    let mut merged = match base {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    let mut values = Vec::new();
+    let mut parents = Vec::new();
+    for delivery in deliveries {
+        if let Value::Object(map) = delivery.backpack {
+            for (k, v) in map {
+                merged.insert(k, v);
+            }
+        }
+        values.push(delivery.value);
+        parents.push(delivery.from);
+    }
+    (Value::Array(values), Value::Object(merged), parents)
+}
+
+fn list_items(items: &[usize]) -> String {
+    const SHOWN: usize = 10;
+    let mut text = items
+        .iter()
+        .take(SHOWN)
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > SHOWN {
+        let _ = write!(text, " and {} more", items.len() - SHOWN);
+    }
+    text
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}

@@ -1,0 +1,22 @@
+//! Python workers: `pool` is the parent side; `serve` is what `braid __worker` runs, in the child.
+
+pub mod pool;
+
+use std::ffi::CString;
+
+use pyo3::prelude::*;
+use pyo3::types::PyModule;
+
+/// The worker's main loop, in Python: JSON decoding, calls and captures are cheapest there.
+const WORKER_PY: &str = include_str!("worker.py");
+
+/// Runs the worker loop on this process's stdin/stdout until the parent goes away.
+pub fn serve() -> Result<(), String> {
+    let code = CString::new(WORKER_PY).map_err(|e| e.to_string())?;
+    Python::attach(|py| {
+        let module = PyModule::from_code(py, &code, c"braid_worker.py", c"braid_worker")?;
+        module.getattr("main")?.call0()?;
+        Ok::<(), PyErr>(())
+    })
+    .map_err(|e| e.to_string())
+}

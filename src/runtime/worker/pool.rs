@@ -1,0 +1,758 @@
+//! The parent side of the Python workers: a pool of `braid __worker` processes, each embedding Python.
+//! User code never runs in the Braid process itself, so a crash, `os._exit` or a runaway loop costs one
+//! worker, never the editor. Workers are restarted when they die; invocations that were merely sharing
+//! the dead worker run again (attempt + 1).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+use crate::runtime::invoker::{
+    BlockCompileError, Invoker, InvokerEvent, Outcome, Program, Task, TaskResult,
+};
+use crate::runtime::record::ErrorInfo;
+
+/// Invocations sent to one worker in one frame, at most.
+const BATCH: usize = 64;
+/// A worker whose invocations ran this far past their timeout without a word from it is killed.
+const SILENCE_LIMIT: Duration = Duration::from_secs(5);
+/// Kept from a worker's stderr, to explain a crash.
+const STDERR_LINES: usize = 40;
+/// Deaths in a row with nothing done before the pool gives up (a broken Python install).
+const MAX_FUTILE_STARTS: u32 = 3;
+
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    /// The `braid` binary (started as `braid __worker`).
+    pub worker_exe: PathBuf,
+    pub workers: usize,
+    /// Extra environment for the workers (for example `PYTHONPATH` for a project's libraries).
+    pub env: Vec<(String, String)>,
+}
+
+impl PoolConfig {
+    /// One worker per core, started from the running executable.
+    pub fn from_current_exe() -> std::io::Result<Self> {
+        Ok(Self {
+            worker_exe: std::env::current_exe()?,
+            workers: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+            env: Vec::new(),
+        })
+    }
+}
+
+enum Command_ {
+    Load(Program),
+    Unload(u64),
+    Submit(Vec<Task>),
+    Cancel(Vec<u64>),
+}
+
+/// The handle the scheduler holds. Dropping it stops the workers.
+pub struct ProcessPool {
+    commands: mpsc::UnboundedSender<Command_>,
+}
+
+impl ProcessPool {
+    /// Starts the pool's task on the current tokio runtime.
+    pub fn start(config: PoolConfig, events: mpsc::Sender<InvokerEvent>) -> Self {
+        // Unbounded on purpose: the scheduler itself bounds what it submits (its concurrency limit), and
+        // a bounded channel here could deadlock against the event channel going the other way.
+        let (commands, rx) = mpsc::unbounded_channel();
+        tokio::spawn(PoolActor::new(config, events).run(rx));
+        Self { commands }
+    }
+}
+
+impl Invoker for ProcessPool {
+    fn load(&mut self, program: Program) {
+        let _ = self.commands.send(Command_::Load(program));
+    }
+
+    fn unload(&mut self, program: u64) {
+        let _ = self.commands.send(Command_::Unload(program));
+    }
+
+    fn submit(&mut self, tasks: Vec<Task>) {
+        let _ = self.commands.send(Command_::Submit(tasks));
+    }
+
+    fn cancel(&mut self, keys: Vec<u64>) {
+        let _ = self.commands.send(Command_::Cancel(keys));
+    }
+}
+
+/// One frame from a worker, parsed on the reader task (so that decoding runs beside the scheduler).
+#[derive(Debug, Deserialize)]
+struct WorkerFrame {
+    op: String,
+    #[serde(default)]
+    program: u64,
+    #[serde(default)]
+    errors: Vec<(u32, String, Option<u32>, String)>,
+    #[serde(default)]
+    results: Vec<WireResult>,
+    #[serde(default)]
+    key: u64,
+    #[serde(default)]
+    code: Value,
+}
+
+/// `[key, attempt, status, return, backpack, ifs, stdout, stderr, error, t0, t1]`, see worker.py.
+#[derive(Debug, Deserialize)]
+struct WireResult(
+    u64,
+    u32,
+    u8,
+    Value,
+    Value,
+    Vec<bool>,
+    String,
+    String,
+    Option<(String, String, String, Option<u32>)>,
+    f64,
+    f64,
+);
+
+impl WireResult {
+    fn into_result(self) -> TaskResult {
+        let WireResult(key, attempt, status, output, backpack, ifs, stdout, stderr, error, t0, t1) =
+            self;
+        let error = error.map(|(kind, message, traceback, line)| ErrorInfo {
+            kind,
+            message,
+            traceback,
+            line,
+        });
+        let outcome = match (status, error) {
+            (0, _) => Outcome::Returned {
+                output,
+                backpack,
+                ifs,
+            },
+            (2, Some(error)) => Outcome::TimedOut { error },
+            (3, _) => Outcome::Cancelled,
+            (_, error) => Outcome::Raised {
+                error: error.unwrap_or_else(|| ErrorInfo {
+                    kind: "Error".to_owned(),
+                    message: "the invocation failed".to_owned(),
+                    traceback: String::new(),
+                    line: None,
+                }),
+                backpack: (!backpack.is_null()).then_some(backpack),
+            },
+        };
+        TaskResult {
+            key,
+            attempt,
+            started_at_ms: Some(t0 * 1000.0),
+            ended_at_ms: Some(t1 * 1000.0),
+            stdout,
+            stderr,
+            outcome,
+        }
+    }
+}
+
+enum FromWorker {
+    Frame(WorkerFrame),
+    /// The worker's stdout closed or spoke garbage: it is gone (or must go).
+    Gone(String),
+}
+
+struct InFlight {
+    task: Task,
+    sent: Instant,
+}
+
+struct Worker {
+    generation: u64,
+    child: Child,
+    frames: mpsc::UnboundedSender<Vec<u8>>,
+    in_flight: HashMap<u64, InFlight>,
+    stderr: Arc<Mutex<VecDeque<String>>>,
+    /// Running a suspect alone: no other task goes to this worker meanwhile.
+    solo: bool,
+    last_heard: Instant,
+    exiting: Option<(u64, Value)>,
+    stuck: Option<u64>,
+    useful: bool,
+}
+
+struct PoolActor {
+    config: PoolConfig,
+    events: mpsc::Sender<InvokerEvent>,
+    workers: Vec<Option<Worker>>,
+    next_generation: u64,
+    programs: HashMap<u64, Vec<u8>>,
+    loaded_reported: HashSet<u64>,
+    /// Tasks that shared a worker with a crash whose cause is unknown: each runs alone to find it.
+    suspects: VecDeque<Task>,
+    waiting: VecDeque<Task>,
+    cancelled: HashSet<u64>,
+    from_workers_tx: mpsc::UnboundedSender<(usize, u64, FromWorker)>,
+    from_workers: mpsc::UnboundedReceiver<(usize, u64, FromWorker)>,
+    futile_starts: u32,
+    broken: Option<String>,
+}
+
+impl PoolActor {
+    fn new(config: PoolConfig, events: mpsc::Sender<InvokerEvent>) -> Self {
+        let (from_workers_tx, from_workers) = mpsc::unbounded_channel();
+        let workers = (0..config.workers.max(1)).map(|_| None).collect();
+        Self {
+            config,
+            events,
+            workers,
+            next_generation: 0,
+            programs: HashMap::new(),
+            loaded_reported: HashSet::new(),
+            suspects: VecDeque::new(),
+            waiting: VecDeque::new(),
+            cancelled: HashSet::new(),
+            from_workers_tx,
+            from_workers,
+            futile_starts: 0,
+            broken: None,
+        }
+    }
+
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command_>) {
+        for index in 0..self.workers.len() {
+            self.spawn(index).await;
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                command = commands.recv() => {
+                    let Some(command) = command else { break };
+                    self.command(command).await;
+                }
+                Some((index, generation, message)) = self.from_workers.recv() => {
+                    self.from_worker(index, generation, message).await;
+                }
+                _ = tick.tick() => self.watchdog(),
+            }
+            self.dispatch();
+        }
+        for worker in self.workers.iter_mut().flatten() {
+            let _ = worker.child.start_kill();
+        }
+    }
+
+    async fn command(&mut self, command: Command_) {
+        match command {
+            Command_::Load(program) => {
+                let mut frame = Vec::new();
+                let _ = serde_json::to_writer(&mut frame, &LoadFrame::from(&program));
+                for worker in self.workers.iter().flatten() {
+                    let _ = worker.frames.send(frame.clone());
+                }
+                self.programs.insert(program.id, frame);
+                if let Some(message) = &self.broken {
+                    self.emit(InvokerEvent::Broken(message.clone())).await;
+                }
+            }
+            Command_::Unload(program) => {
+                self.programs.remove(&program);
+                self.loaded_reported.remove(&program);
+                let frame = format!(r#"{{"op":"unload","program":{program}}}"#).into_bytes();
+                for worker in self.workers.iter().flatten() {
+                    let _ = worker.frames.send(frame.clone());
+                }
+            }
+            Command_::Submit(tasks) => {
+                if let Some(message) = self.broken.clone() {
+                    let results = tasks
+                        .into_iter()
+                        .map(|task| crashed(&task, &message))
+                        .collect();
+                    self.emit(InvokerEvent::Finished(results)).await;
+                } else {
+                    self.waiting.extend(tasks);
+                }
+            }
+            Command_::Cancel(keys) => self.cancel(keys).await,
+        }
+    }
+
+    async fn cancel(&mut self, keys: Vec<u64>) {
+        let keys: HashSet<u64> = keys.into_iter().collect();
+        let mut results = Vec::new();
+        for queue in [&mut self.waiting, &mut self.suspects] {
+            queue.retain(|task| {
+                if keys.contains(&task.key) {
+                    results.push(cancelled(task));
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        for worker in self.workers.iter().flatten() {
+            let mine: Vec<u64> = keys
+                .iter()
+                .copied()
+                .filter(|key| worker.in_flight.contains_key(key))
+                .collect();
+            if !mine.is_empty() {
+                let mut frame = String::from(r#"{"op":"cancel","keys":["#);
+                for (i, key) in mine.iter().enumerate() {
+                    if i > 0 {
+                        frame.push(',');
+                    }
+                    let _ = write!(frame, "{key}");
+                }
+                frame.push_str("]}");
+                let _ = worker.frames.send(frame.into_bytes());
+            }
+        }
+        self.cancelled.extend(keys);
+        if !results.is_empty() {
+            self.emit(InvokerEvent::Finished(results)).await;
+        }
+    }
+
+    async fn emit(&self, event: InvokerEvent) {
+        let _ = self.events.send(event).await;
+    }
+
+    async fn spawn(&mut self, index: usize) {
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        let mut command = Command::new(&self.config.worker_exe);
+        command
+            .arg("__worker")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (key, value) in &self.config.env {
+            command.env(key, value);
+        }
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(error) => {
+                self.give_up(format!(
+                    "could not start the Python worker {}: {error}",
+                    self.config.worker_exe.display()
+                ))
+                .await;
+                return;
+            }
+        };
+        let (Some(mut stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            self.give_up("the Python worker's pipes could not be opened".to_owned())
+                .await;
+            return;
+        };
+        let (frames, mut frames_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        tokio::spawn(async move {
+            while let Some(frame) = frames_rx.recv().await {
+                let Ok(len) = u32::try_from(frame.len()) else {
+                    continue;
+                };
+                if stdin.write_all(&len.to_le_bytes()).await.is_err()
+                    || stdin.write_all(&frame).await.is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let tx = self.from_workers_tx.clone();
+        tokio::spawn(async move {
+            let mut reader = BufReader::with_capacity(1 << 16, stdout);
+            let reason = loop {
+                let mut header = [0_u8; 4];
+                if reader.read_exact(&mut header).await.is_err() {
+                    break String::new();
+                }
+                let mut body = vec![0_u8; u32::from_le_bytes(header) as usize];
+                if reader.read_exact(&mut body).await.is_err() {
+                    break String::new();
+                }
+                match serde_json::from_slice::<WorkerFrame>(&body) {
+                    Ok(frame) => {
+                        if tx.send((index, generation, FromWorker::Frame(frame))).is_err() {
+                            return;
+                        }
+                    }
+                    Err(error) => break format!("the worker sent a malformed reply ({error})"),
+                }
+            };
+            let _ = tx.send((index, generation, FromWorker::Gone(reason)));
+        });
+        let lines = Arc::new(Mutex::new(VecDeque::new()));
+        let sink = Arc::clone(&lines);
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                tracing::debug!(target: "braid::worker", "{line}");
+                if let Ok(mut lines) = sink.lock() {
+                    if lines.len() == STDERR_LINES {
+                        lines.pop_front();
+                    }
+                    lines.push_back(line);
+                }
+            }
+        });
+        for frame in self.programs.values() {
+            let _ = frames.send(frame.clone());
+        }
+        self.workers[index] = Some(Worker {
+            generation,
+            child,
+            frames,
+            in_flight: HashMap::new(),
+            stderr: lines,
+            solo: false,
+            last_heard: Instant::now(),
+            exiting: None,
+            stuck: None,
+            useful: false,
+        });
+    }
+
+    async fn give_up(&mut self, message: String) {
+        tracing::error!("{message}");
+        self.broken = Some(message.clone());
+        let mut results: Vec<TaskResult> = Vec::new();
+        for task in self.waiting.drain(..).chain(self.suspects.drain(..)) {
+            results.push(crashed(&task, &message));
+        }
+        for worker in self.workers.iter_mut().flatten() {
+            for (_, flight) in worker.in_flight.drain() {
+                results.push(crashed(&flight.task, &message));
+            }
+        }
+        self.emit(InvokerEvent::Broken(message)).await;
+        if !results.is_empty() {
+            self.emit(InvokerEvent::Finished(results)).await;
+        }
+    }
+
+    async fn from_worker(&mut self, index: usize, generation: u64, message: FromWorker) {
+        let Some(worker) = self.workers[index].as_mut() else {
+            return;
+        };
+        if worker.generation != generation {
+            return;
+        }
+        worker.last_heard = Instant::now();
+        match message {
+            FromWorker::Frame(frame) => match frame.op.as_str() {
+                "done" => {
+                    worker.useful = true;
+                    self.futile_starts = 0;
+                    let mut results = Vec::with_capacity(frame.results.len());
+                    for wire in frame.results {
+                        if worker.in_flight.remove(&wire.0).is_some() {
+                            self.cancelled.remove(&wire.0);
+                            results.push(wire.into_result());
+                        }
+                    }
+                    if worker.in_flight.is_empty() {
+                        worker.solo = false;
+                    }
+                    self.emit(InvokerEvent::Finished(results)).await;
+                }
+                "loaded" => {
+                    worker.useful = true;
+                    self.futile_starts = 0;
+                    if self.programs.contains_key(&frame.program)
+                        && self.loaded_reported.insert(frame.program)
+                    {
+                        let errors = frame
+                            .errors
+                            .into_iter()
+                            .map(|(block, what, line, message)| BlockCompileError {
+                                block,
+                                what,
+                                line,
+                                message,
+                            })
+                            .collect();
+                        self.emit(InvokerEvent::Loaded {
+                            program: frame.program,
+                            errors,
+                        })
+                        .await;
+                    }
+                }
+                "exiting" => worker.exiting = Some((frame.key, frame.code)),
+                "stuck" => {
+                    worker.stuck = Some(frame.key);
+                    let _ = worker.child.start_kill();
+                }
+                _ => {}
+            },
+            FromWorker::Gone(reason) => self.worker_died(index, &reason).await,
+        }
+    }
+
+    async fn worker_died(&mut self, index: usize, reason: &str) {
+        let Some(mut worker) = self.workers[index].take() else {
+            return;
+        };
+        let _ = worker.child.start_kill();
+        let status = tokio::time::timeout(Duration::from_secs(5), worker.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok);
+        let stderr_tail = worker
+            .stderr
+            .lock()
+            .map(|lines| lines.iter().cloned().collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default();
+        let how = describe_exit(status, reason);
+        let mut results = Vec::new();
+        let mut rerun = Vec::new();
+        let flights: Vec<InFlight> = worker.in_flight.drain().map(|(_, f)| f).collect();
+        let culprit = worker
+            .stuck
+            .or(worker.exiting.as_ref().map(|(key, _)| *key))
+            .or_else(|| (flights.len() == 1 || worker.solo).then(|| flights[0].task.key));
+        for flight in flights {
+            let task = flight.task;
+            if self.cancelled.remove(&task.key) {
+                results.push(cancelled(&task));
+            } else if Some(task.key) == culprit {
+                let result = if worker.stuck == Some(task.key) {
+                    timed_out_hard(&task)
+                } else {
+                    let message = match &worker.exiting {
+                        Some((key, code)) if *key == task.key => {
+                            format!("the code called os._exit({code}); its Python process ended")
+                        }
+                        _ => format!("its Python process died: {how}"),
+                    };
+                    let mut result = crashed(&task, &message);
+                    if let Outcome::Crashed { error } = &mut result.outcome {
+                        error.traceback = stderr_tail.clone();
+                    }
+                    result
+                };
+                results.push(result);
+            } else {
+                let mut task = task;
+                task.attempt += 1;
+                rerun.push(task);
+            }
+        }
+        if culprit.is_none() && !rerun.is_empty() {
+            // Several ran together and any of them may have killed the process: run each alone.
+            self.suspects.extend(rerun);
+        } else {
+            // Those that merely shared the process go first, ahead of new work.
+            for task in rerun.into_iter().rev() {
+                self.waiting.push_front(task);
+            }
+        }
+        if !worker.useful {
+            self.futile_starts += 1;
+        }
+        if !results.is_empty() {
+            self.emit(InvokerEvent::Finished(results)).await;
+        }
+        if self.futile_starts >= MAX_FUTILE_STARTS {
+            let mut message = format!("the Python worker keeps dying at start ({how})");
+            if !stderr_tail.is_empty() {
+                message.push_str(":\n");
+                message.push_str(&stderr_tail);
+            }
+            self.give_up(message).await;
+            return;
+        }
+        self.spawn(index).await;
+    }
+
+    /// Kills a worker that stays silent while its invocations are long past their timeouts: Python could
+    /// not even run the worker's own monitor (a C call holding the interpreter).
+    fn watchdog(&mut self) {
+        let now = Instant::now();
+        for worker in self.workers.iter_mut().flatten() {
+            if worker.stuck.is_some() || now.duration_since(worker.last_heard) < SILENCE_LIMIT {
+                continue;
+            }
+            let overdue = worker
+                .in_flight
+                .values()
+                .filter(|f| {
+                    now.duration_since(f.sent)
+                        > Duration::from_secs_f64(f.task.timeout_s) + SILENCE_LIMIT
+                })
+                .min_by_key(|f| f.sent)
+                .map(|f| f.task.key);
+            if let Some(key) = overdue {
+                worker.stuck = Some(key);
+                let _ = worker.child.start_kill();
+            }
+        }
+    }
+
+    fn dispatch(&mut self) {
+        // Suspects first, each alone on an idle worker.
+        while !self.suspects.is_empty() {
+            let Some(worker) = self
+                .workers
+                .iter_mut()
+                .flatten()
+                .find(|w| w.in_flight.is_empty() && w.stuck.is_none())
+            else {
+                break;
+            };
+            let Some(task) = self.suspects.pop_front() else {
+                break;
+            };
+            worker.solo = true;
+            send_tasks(worker, vec![task]);
+        }
+        while !self.waiting.is_empty() {
+            let Some(worker) = self
+                .workers
+                .iter_mut()
+                .flatten()
+                .filter(|w| !w.solo && w.stuck.is_none())
+                .min_by_key(|w| w.in_flight.len())
+            else {
+                break;
+            };
+            let n = self.waiting.len().min(BATCH);
+            let batch: Vec<Task> = self.waiting.drain(..n).collect();
+            send_tasks(worker, batch);
+        }
+    }
+}
+
+fn send_tasks(worker: &mut Worker, tasks: Vec<Task>) {
+    let mut by_program: Vec<(u64, Vec<Task>)> = Vec::new();
+    for task in tasks {
+        match by_program.iter_mut().find(|(p, _)| *p == task.program) {
+            Some((_, group)) => group.push(task),
+            None => by_program.push((task.program, vec![task])),
+        }
+    }
+    let now = Instant::now();
+    for (program, tasks) in by_program {
+        let mut frame = String::with_capacity(64 + tasks.len() * 48);
+        let _ = write!(frame, r#"{{"op":"run","program":{program},"tasks":["#);
+        for (i, task) in tasks.iter().enumerate() {
+            if i > 0 {
+                frame.push(',');
+            }
+            let _ = write!(
+                frame,
+                "[{},{},{},{},{}]",
+                task.key, task.attempt, task.block, task.input_json, task.backpack_json
+            );
+        }
+        frame.push_str("]}");
+        let _ = worker.frames.send(frame.into_bytes());
+        for task in tasks {
+            worker
+                .in_flight
+                .insert(task.key, InFlight { task, sent: now });
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct LoadFrame<'a> {
+    op: &'static str,
+    #[serde(flatten)]
+    program: &'a Program,
+}
+
+impl<'a> From<&'a Program> for LoadFrame<'a> {
+    fn from(program: &'a Program) -> Self {
+        Self { op: "load", program }
+    }
+}
+
+fn describe_exit(status: Option<ExitStatus>, reason: &str) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    let mut text = match status {
+        Some(status) => match (status.code(), status.signal()) {
+            (Some(code), _) => format!("exited with code {code}"),
+            (None, Some(signal)) => format!("killed by signal {signal} ({})", signal_name(signal)),
+            _ => "ended".to_owned(),
+        },
+        None => "stopped answering".to_owned(),
+    };
+    if !reason.is_empty() {
+        let _ = write!(text, "; {reason}");
+    }
+    text
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        4 => "SIGILL, an illegal instruction",
+        6 => "SIGABRT, aborted",
+        7 => "SIGBUS, a bus error",
+        8 => "SIGFPE",
+        9 => "SIGKILL, perhaps out of memory",
+        11 => "SIGSEGV, a segmentation fault",
+        15 => "SIGTERM",
+        _ => "a signal",
+    }
+}
+
+fn failed_result(task: &Task, outcome: Outcome) -> TaskResult {
+    TaskResult {
+        key: task.key,
+        attempt: task.attempt,
+        started_at_ms: None,
+        ended_at_ms: Some(crate::runtime::record::now_ms()),
+        stdout: String::new(),
+        stderr: String::new(),
+        outcome,
+    }
+}
+
+fn crashed(task: &Task, message: &str) -> TaskResult {
+    failed_result(
+        task,
+        Outcome::Crashed {
+            error: ErrorInfo {
+                kind: "WorkerCrash".to_owned(),
+                message: message.to_owned(),
+                traceback: String::new(),
+                line: None,
+            },
+        },
+    )
+}
+
+fn timed_out_hard(task: &Task) -> TaskResult {
+    failed_result(
+        task,
+        Outcome::TimedOut {
+            error: ErrorInfo {
+                kind: "Timeout".to_owned(),
+                message: format!(
+                    "ran past its timeout of {} s and did not stop when interrupted; its Python process was killed",
+                    task.timeout_s
+                ),
+                traceback: String::new(),
+                line: None,
+            },
+        },
+    )
+}
+
+fn cancelled(task: &Task) -> TaskResult {
+    failed_result(task, Outcome::Cancelled)
+}

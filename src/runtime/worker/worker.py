@@ -1,0 +1,415 @@
+# Braid's Python worker: runs Code Block invocations for the Braid process that started it.
+#
+# Protocol: frames of a 4-byte little-endian length and a JSON body, requests on fd 0, replies on fd 1.
+# User code never sees those descriptors: fd 0 becomes /dev/null and fd 1 a copy of stderr, and
+# sys.stdout/sys.stderr capture per invocation (per thread).
+#
+# Requests:  {"op": "load", "program": P, "blocks": [{"name", "code", "ifs": [expr...], "timeout_s", "env": {...}} ...]}
+#            {"op": "run", "program": P, "tasks": [[key, attempt, block, input, backpack], ...]}
+#            {"op": "cancel", "keys": [...]}   {"op": "unload", "program": P}
+# Replies:   {"op": "loaded", "program": P, "errors": [[block, what, line, message], ...]}
+#            {"op": "done", "results": [[key, attempt, status, return, backpack, ifs, stdout, stderr, error, t0, t1], ...]}
+#            {"op": "exiting", "key": K, "code": C}   (user code called os._exit)
+#            {"op": "stuck", "key": K}                (a timed-out invocation ignored the interrupt)
+#            {"op": "beat"}                           (alive, while invocations run)
+# status: 0 returned, 1 raised, 2 timed out, 3 cancelled.  error: [type, message, traceback, line].
+import ast
+import collections
+import ctypes
+import json
+import linecache
+import os
+import sys
+import threading
+import time
+import traceback
+
+OK, RAISED, TIMED_OUT, CANCELLED = 0, 1, 2, 3
+FLUSH_EVERY = 64
+FLUSH_AFTER_S = 0.002
+TICK_S = 0.005
+GRACE_S = 1.0
+BEAT_S = 1.0
+
+
+class BraidTimeout(BaseException):
+    """Raised inside an invocation that ran past its block's timeout_s (BaseException: `except Exception` in user code must not swallow it)."""
+
+
+class BraidCancelled(BaseException):
+    """Raised inside an invocation whose run was stopped."""
+
+
+_tls = threading.local()
+_real_stderr = sys.__stderr__
+
+
+class _Capture:
+    """sys.stdout/sys.stderr: each invocation's thread collects its own printed text."""
+
+    def __init__(self, attr):
+        self._attr = attr
+
+    def write(self, text):
+        buf = getattr(_tls, self._attr, None)
+        if buf is None:
+            return _real_stderr.write(text)
+        buf.append(text)
+        return len(text)
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+    @property
+    def encoding(self):
+        return "utf-8"
+
+
+class Block:
+    __slots__ = ("name", "filename", "code", "ifs", "timeout_s", "env", "main", "load_error", "lock")
+
+    def __init__(self, name, filename, code, ifs, timeout_s, env):
+        self.name = name
+        self.filename = filename
+        self.code = code
+        self.ifs = ifs
+        self.timeout_s = timeout_s
+        self.env = env
+        self.main = None
+        self.load_error = None
+        self.lock = threading.Lock()
+
+
+class Worker:
+    def __init__(self, fd_in, fd_out):
+        self.fd_in = fd_in
+        self.fd_out = fd_out
+        self.programs = {}
+        self.tasks = collections.deque()
+        self.out = []
+        self.out_lock = threading.Lock()
+        self.write_lock = threading.Lock()
+        self.last_flush = time.monotonic()
+        self.cv = threading.Condition()
+        self.idle = 0
+        self.threads = 0
+        self.max_threads = int(os.environ.get("BRAID_WORKER_MAX_THREADS", "512"))
+        self.completed = 0
+        # thread ident -> [key, started (monotonic), timeout_s, interrupted_at or None]
+        self.running = {}
+        self.cancelled = set()
+
+    # ----- framing -----
+    def read_exact(self, n):
+        chunks = []
+        while n:
+            chunk = os.read(self.fd_in, n)
+            if not chunk:
+                return None
+            chunks.append(chunk)
+            n -= len(chunk)
+        return b"".join(chunks)
+
+    def send_raw(self, body):
+        with self.write_lock:
+            data = len(body).to_bytes(4, "little") + body
+            view = memoryview(data)
+            while view:
+                written = os.write(self.fd_out, view)
+                view = view[written:]
+
+    def send(self, obj):
+        self.send_raw(json.dumps(obj, separators=(",", ":")).encode())
+
+    def flush(self):
+        with self.out_lock:
+            if not self.out:
+                return
+            parts, self.out = self.out, []
+            self.last_flush = time.monotonic()
+        self.send_raw(b'{"op":"done","results":[' + ",".join(parts).encode() + b"]}")
+
+    # ----- requests -----
+    def serve(self):
+        threading.Thread(target=self.monitor, name="braid-monitor", daemon=True).start()
+        self.spawn(1)
+        while True:
+            header = self.read_exact(4)
+            if header is None:
+                return
+            body = self.read_exact(int.from_bytes(header, "little"))
+            if body is None:
+                return
+            msg = json.loads(body)
+            op = msg["op"]
+            if op == "run":
+                program = self.programs[msg["program"]]
+                tasks = msg["tasks"]
+                for task in tasks:
+                    task.append(program)
+                self.tasks.extend(tasks)
+                with self.cv:
+                    self.cv.notify(len(tasks))
+            elif op == "load":
+                self.load(msg["program"], msg["blocks"])
+            elif op == "cancel":
+                self.cancel(msg["keys"])
+            elif op == "unload":
+                self.programs.pop(msg["program"], None)
+            elif op == "exit":
+                return
+
+    def load(self, program_id, blocks):
+        compiled = []
+        errors = []
+        for index, spec in enumerate(blocks):
+            filename = spec["filename"]
+            code = spec["code"]
+            # The traceback shows the block's own source lines.
+            linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+            block = Block(spec["name"], filename, None, [], spec["timeout_s"], spec.get("env") or {})
+            if spec.get("runnable", True):
+                try:
+                    block.code = compile(code, filename, "exec")
+                    tree = ast.parse(code, filename)
+                    if not any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "main" for node in tree.body):
+                        errors.append([index, "code", None, "defines no main(block_input, backpack) function"])
+                except SyntaxError as e:
+                    errors.append([index, "code", e.lineno, f"{type(e).__name__}: {e.msg}"])
+            for if_index, expr in enumerate(spec.get("ifs", [])):
+                try:
+                    block.ifs.append(compile(expr, f"{filename} (if #{if_index + 1})", "eval"))
+                except SyntaxError as e:
+                    block.ifs.append(None)
+                    errors.append([index, f"if:{if_index}", None, f"if expression {expr!r}: SyntaxError: {e.msg}"])
+            compiled.append(block)
+        self.programs[program_id] = compiled
+        self.send({"op": "loaded", "program": program_id, "errors": errors})
+
+    def cancel(self, keys):
+        keys = set(keys)
+        self.cancelled |= keys
+        for ident, entry in list(self.running.items()):
+            if entry[0] in keys and self.running.get(ident) is entry:
+                entry[3] = time.monotonic()
+                _async_raise(ident, BraidCancelled)
+
+    # ----- threads -----
+    def spawn(self, n):
+        for _ in range(n):
+            self.threads += 1
+            threading.Thread(target=self.loop, name=f"braid-exec-{self.threads}", daemon=True).start()
+
+    def loop(self):
+        tasks = self.tasks
+        while True:
+            try:
+                self.loop_once(tasks)
+            except (BraidTimeout, BraidCancelled):
+                # A stray interrupt aimed at an invocation that had just finished: nothing to stop.
+                pass
+
+    def loop_once(self, tasks):
+        while True:
+            try:
+                task = tasks.popleft()
+            except IndexError:
+                self.flush()
+                with self.cv:
+                    if tasks:
+                        continue
+                    self.idle += 1
+                    self.cv.wait()
+                    self.idle -= 1
+                continue
+            try:
+                result = self.run(task)
+            except (BraidTimeout, BraidCancelled) as e:
+                # An interrupt that landed just after the user's code returned.
+                result = self.interrupted_result(task, e)
+            with self.out_lock:
+                self.out.append(result)
+            self.completed += 1
+            if len(self.out) >= FLUSH_EVERY or not tasks or time.monotonic() - self.last_flush > FLUSH_AFTER_S:
+                self.flush()
+
+    def monitor(self):
+        last_completed = -1
+        last_beat = time.monotonic()
+        while True:
+            time.sleep(TICK_S)
+            now = time.monotonic()
+            # Grow the pool while every thread is blocked (sleeping, waiting on the network): no invocation
+            # finished for a whole tick, yet work waits. Compute-bound work gains nothing from more threads,
+            # but loses little, since the GIL hands over every 5 ms anyway.
+            if self.tasks and self.idle == 0 and self.completed == last_completed and self.threads < self.max_threads:
+                self.spawn(min(max(self.threads, 1), self.max_threads - self.threads, len(self.tasks)))
+            last_completed = self.completed
+            if now - self.last_flush > FLUSH_AFTER_S and self.out:
+                self.flush()
+            for ident, entry in list(self.running.items()):
+                key, started, timeout_s, interrupted = entry
+                if interrupted is None:
+                    if now - started > timeout_s and self.running.get(ident) is entry:
+                        entry[3] = now
+                        _async_raise(ident, BraidTimeout)
+                elif now - interrupted > GRACE_S:
+                    entry[3] = float("inf")
+                    # Python can't stop it (a C call, a sleep): the parent kills this process.
+                    self.send({"op": "stuck", "key": key})
+            if self.running and now - last_beat > BEAT_S:
+                last_beat = now
+                self.send({"op": "beat"})
+
+    def run(self, task):
+        key, attempt, block_index, block_input, backpack, program = task
+        block = program[block_index]
+        ident = threading.get_ident()
+        out = _tls.out = []
+        err = _tls.err = []
+        _tls.key = key
+        status = OK
+        ret = None
+        ifs = []
+        error = None
+        t0 = time.time()
+        self.running[ident] = [key, time.monotonic(), block.timeout_s, None]
+        try:
+            try:
+                if key in self.cancelled:
+                    raise BraidCancelled()
+                main = block.main or self.load_main(block)
+                if block.env:
+                    os.environ.update(block.env)
+                ret = main(block_input, backpack)
+                if block.ifs:
+                    scope = {"return_data": ret, "backpack": backpack, "block_input": block_input, "lambda_input": block_input}
+                    ifs = [bool(eval(expr, scope)) for expr in block.ifs]
+            finally:
+                # Clear the entry before an interrupt can land outside the user's code.
+                self.running.pop(ident, None)
+        except BraidTimeout:
+            status = TIMED_OUT
+            error = ["Timeout", f"ran past its timeout of {block.timeout_s:g} s", _format_tb(), None]
+        except BraidCancelled:
+            status = CANCELLED
+            error = ["Cancelled", "the run was stopped", "", None]
+        except SystemExit as e:
+            status = RAISED
+            error = ["SystemExit", f"the code called sys.exit({e.code!r})", _format_tb(), _user_line(block)]
+        except BaseException as e:
+            status = RAISED
+            error = [type(e).__name__, str(e), _format_tb(), _user_line(block)]
+        t1 = time.time()
+        self.running.pop(ident, None)
+        _tls.out = _tls.err = _tls.key = None
+        self.cancelled.discard(key)
+        try:
+            return json.dumps([key, attempt, status, ret, backpack, ifs, "".join(out), "".join(err), error, t0, t1], separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as e:
+            what = "return value"
+            try:
+                json.dumps(ret, allow_nan=False)
+                what = "backpack"
+            except (TypeError, ValueError):
+                pass
+            value = ret if what == "return value" else backpack
+            error = ["TypeError", f"the {what} is not JSON-serialisable: {type(value).__name__} ({e})", "", None]
+            safe_backpack = backpack if what == "return value" else None
+            try:
+                json.dumps(safe_backpack, allow_nan=False)
+            except (TypeError, ValueError):
+                safe_backpack = None
+            return json.dumps([key, attempt, RAISED, None, safe_backpack, [], "".join(out), "".join(err), error, t0, t1], separators=(",", ":"))
+
+    def interrupted_result(self, task, exc):
+        key, attempt = task[0], task[1]
+        now = time.time()
+        _tls.out = _tls.err = _tls.key = None
+        self.running.pop(threading.get_ident(), None)
+        if isinstance(exc, BraidTimeout):
+            error = ["Timeout", "ran past its timeout", "", None]
+            return json.dumps([key, attempt, TIMED_OUT, None, None, [], "", "", error, now, now])
+        return json.dumps([key, attempt, CANCELLED, None, None, [], "", "", ["Cancelled", "the run was stopped", "", None], now, now])
+
+    def load_main(self, block):
+        with block.lock:
+            if block.main is not None:
+                return block.main
+            if block.load_error is not None:
+                raise block.load_error
+            scope = {"__name__": "__braid_block__", "__file__": block.filename}
+            try:
+                exec(block.code, scope)
+                main = scope.get("main")
+                if not callable(main):
+                    raise NameError("the block defines no main(block_input, backpack) function")
+            except BaseException as e:
+                block.load_error = e
+                raise
+            block.main = main
+            return main
+
+
+def _async_raise(ident, exc_type):
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc_type))
+
+
+def _format_tb():
+    """The traceback without the worker's own frames: the user sees their block's lines only."""
+    etype, value, tb = sys.exc_info()
+    while tb is not None and tb.tb_frame.f_code.co_filename == _WORKER_FILE:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(etype, value, tb))
+
+
+_WORKER_FILE = _format_tb.__code__.co_filename
+
+
+def _user_line(block):
+    """The deepest line of the failing block's own code in the current traceback."""
+    tb = sys.exc_info()[2]
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == block.filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def main():
+    import faulthandler
+
+    # A segfault in user code prints where it happened to stderr, which the parent keeps to explain it.
+    faulthandler.enable(file=sys.__stderr__, all_threads=True)
+    fd_in = os.dup(0)
+    fd_out = os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    sys.stdin = open(os.devnull)
+    sys.stdout = _Capture("out")
+    sys.stderr = _Capture("err")
+    worker = Worker(fd_in, fd_out)
+    real_exit = os._exit
+
+    def _exit(code):
+        key = getattr(_tls, "key", None)
+        if key is not None:
+            try:
+                worker.send({"op": "exiting", "key": key, "code": code})
+            except BaseException:
+                pass
+        real_exit(code)
+
+    os._exit = _exit
+    worker.serve()
+    real_exit(0)
