@@ -36,9 +36,7 @@ pub enum Command {
     /// Run a pipeline headless.
     Run(RunArgs),
     /// Check a project; print its problems; exit 0 when there are none.
-    Validate {
-        project: PathBuf,
-    },
+    Validate { project: PathBuf },
     /// Internal: serve as a Python worker for a Braid process (stdin/stdout protocol).
     #[command(name = "__worker", hide = true)]
     Worker,
@@ -93,15 +91,18 @@ pub fn main() -> ExitCode {
 }
 
 fn open_editor(project: Option<&Path>) -> ExitCode {
-    let _ = project;
-    eprintln!(
-        "braid: the editor is not part of this build yet; use `braid run` or `braid validate`"
-    );
-    ExitCode::from(2)
+    match crate::app::shell::run_editor(project) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("braid: the editor could not start: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn load(path: &Path) -> Result<LoadedProject, UsageError> {
-    load_project(path).map_err(|e| UsageError(anyhow!(e)))
+    // The error names the file and says what is wrong in one line; no cause chain to repeat it.
+    load_project(path).map_err(|e| UsageError(anyhow!(e.to_string())))
 }
 
 /// `--input` and friends: JSON text, or `@path` to read it from a file.
@@ -175,7 +176,9 @@ fn validate_command(path: &Path) -> Result<ExitCode, UsageError> {
     }
 }
 
-fn check_code(project: &crate::model::Project) -> anyhow::Result<Vec<crate::runtime::CompileError>> {
+fn check_code(
+    project: &crate::model::Project,
+) -> anyhow::Result<Vec<crate::runtime::CompileError>> {
     let mut runtime = start_runtime()?;
     let check_id = RunId::new_random();
     runtime.send(RuntimeRequest::Check {
@@ -208,15 +211,13 @@ fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
     if !backpack.is_object() {
         return Err(UsageError(anyhow!("--backpack must be a JSON object")));
     }
-    let from = match &args.from {
-        Some(name) => Some(
-            project
-                .find_block(name)
-                .map(|b| b.id.clone())
-                .ok_or_else(|| UsageError(anyhow!("--from: no block named or with id {name:?}")))?,
-        ),
-        None => None,
-    };
+    let from =
+        match &args.from {
+            Some(name) => Some(project.find_block(name).map(|b| b.id.clone()).ok_or_else(
+                || UsageError(anyhow!("--from: no block named or with id {name:?}")),
+            )?),
+            None => None,
+        };
     let mut runtime = start_runtime().map_err(UsageError)?;
     let run_id = RunId::new_random();
     let block_names: BTreeMap<_, _> = project
@@ -269,7 +270,9 @@ fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
                         })
                         .collect();
                     let failures = if failures.is_empty() {
-                        vec![json!({"block": null, "block_id": null, "item_path": [], "status": "refused", "error": message})]
+                        vec![
+                            json!({"block": null, "block_id": null, "item_path": [], "status": "refused", "error": message}),
+                        ]
                     } else {
                         failures
                     };
@@ -292,7 +295,11 @@ fn print_json(value: &Value) {
     let _ = writeln!(stdout);
 }
 
-fn print_summary(summary: &RunSummary, as_json: bool, _names: &BTreeMap<crate::model::BlockId, String>) {
+fn print_summary(
+    summary: &RunSummary,
+    as_json: bool,
+    _names: &BTreeMap<crate::model::BlockId, String>,
+) {
     if as_json {
         print_json(&json!({
             "run_id": summary.run_id,
