@@ -30,19 +30,20 @@ const ESTIMATED_NODE_SIZE: Vec2 = Vec2::new(220.0, 110.0);
 const MIN_SCALE: f32 = 0.2;
 const MAX_SCALE: f32 = 2.0;
 /// Width of a node's body, so that nodes line up and long summaries are cut, not stretched.
-const NODE_BODY_WIDTH: f32 = 190.0;
+const NODE_BODY_WIDTH: f32 = 150.0;
 
 #[derive(Clone, Debug)]
 struct NodeData {
     block: BlockId,
 }
 
-/// A connection dragged between two blocks, waiting for its type to be picked.
+/// A small menu of transition types at the pointer.
 #[derive(Clone, Debug)]
-struct PendingConnection {
-    from: BlockId,
-    to: BlockId,
-    screen_pos: Pos2,
+enum Picker {
+    /// A wire was dragged between two blocks: which type is it?
+    Connect { from: BlockId, to: BlockId },
+    /// A wire label was right-clicked: change its type, or delete it.
+    Change(TransitionId),
 }
 
 /// Where each pin sits in graph space, recorded while Snarl draws them (for the wire labels).
@@ -92,11 +93,13 @@ pub struct CanvasView {
     to_global: TSTransform,
     /// A transform to impose on Snarl next frame (fit, zoom buttons, after a state reset).
     impose: Option<TSTransform>,
-    fit_requested: bool,
+    /// Frames left to fit the view in: the first frame only estimates node sizes, the next ones know
+    /// them.
+    fit_frames: u8,
     /// Node rectangles in graph space, from the last frame.
     node_rects: BTreeMap<BlockId, Rect>,
     label_rects: Vec<(TransitionId, Rect)>,
-    pending: Option<PendingConnection>,
+    picker: Option<(Picker, Pos2)>,
     /// Changing it gives Snarl fresh state, which is how its own selection is cleared.
     epoch: u64,
     snarl_selection: Vec<NodeId>,
@@ -114,10 +117,10 @@ impl Default for CanvasView {
             shown_document: None,
             to_global: TSTransform::IDENTITY,
             impose: None,
-            fit_requested: true,
+            fit_frames: 3,
             node_rects: BTreeMap::new(),
             label_rects: Vec::new(),
-            pending: None,
+            picker: None,
             epoch: 0,
             snarl_selection: Vec::new(),
             canvas_rect: Rect::NOTHING,
@@ -127,7 +130,7 @@ impl Default for CanvasView {
 
 impl CanvasView {
     pub fn request_fit(&mut self) {
-        self.fit_requested = true;
+        self.fit_frames = 3;
     }
 
     pub fn zoom(&mut self, factor: f32) {
@@ -173,7 +176,7 @@ impl CanvasView {
         let project = &app.project;
         if self.shown_document != Some(app.document) {
             self.shown_document = Some(app.document);
-            self.fit_requested = true;
+            self.request_fit();
         }
         if self.synced_revision != Some(app.revision) {
             self.synced_revision = Some(app.revision);
@@ -245,9 +248,10 @@ impl CanvasView {
         self.sync(app);
         let dark = ui.visuals().dark_mode;
         self.canvas_rect = ui.available_rect_before_wrap();
-        if self.fit_requested {
-            self.fit_requested = false;
+        if self.fit_frames > 0 {
+            self.fit_frames -= 1;
             self.impose = Some(self.fit_transform(&app.project));
+            ui.ctx().request_repaint();
         }
         let pin_positions: SharedPins = Rc::default();
         let mut viewer = Viewer {
@@ -260,7 +264,6 @@ impl CanvasView {
             node_rects: BTreeMap::new(),
             pin_positions: pin_positions.clone(),
             connection: None,
-            widget_clicked: false,
         };
         let snarl_id = self.snarl_id();
         let response = SnarlWidget::new().id(snarl_id).style(snarl_style(ui)).show(
@@ -272,26 +275,19 @@ impl CanvasView {
         for (id, rect) in viewer.node_rects {
             self.node_rects.insert(id, rect);
         }
-        let widget_clicked = viewer.widget_clicked;
         if let Some((from, to)) = viewer.connection {
             let screen_pos = ui
                 .ctx()
                 .input(|i| i.pointer.latest_pos())
                 .unwrap_or(self.canvas_rect.center());
-            self.pending = Some(PendingConnection {
-                from,
-                to,
-                screen_pos,
-            });
+            self.picker = Some((Picker::Connect { from, to }, screen_pos));
         }
 
         let snarl_layer = egui::LayerId::new(ui.layer_id().order, snarl_id);
         self.paint_wire_labels(ui, app, dark, snarl_layer, &pin_positions.borrow());
         self.moved_blocks(app, tx);
         self.follow_snarl_selection(ui, app, tx);
-        if !widget_clicked {
-            self.clicks(ui, app, tx);
-        }
+        self.clicks(ui, app, tx);
         if response.double_clicked()
             && let Some(pointer) = response.interact_pointer_pos()
         {
@@ -301,7 +297,7 @@ impl CanvasView {
                 connect_from: None,
             });
         }
-        self.pending_connection_ui(ui, app, tx);
+        self.picker_ui(ui, app, tx);
         if app.project.blocks.is_empty() {
             empty_hint_ui(ui, self.canvas_rect);
         }
@@ -397,16 +393,17 @@ impl CanvasView {
 
     /// A click on a node selects it (Ctrl toggles, Shift adds); on a wire label, selects the
     /// transition; on the empty canvas, clears the selection.
-    fn clicks(&self, ui: &Ui, app: &App, tx: &CommandSender) {
+    fn clicks(&mut self, ui: &Ui, app: &App, tx: &CommandSender) {
         let ctx = ui.ctx();
-        let (clicked, pointer, modifiers) = ctx.input(|i| {
+        let (clicked, secondary, pointer, modifiers) = ctx.input(|i| {
             (
                 i.pointer.primary_clicked(),
+                i.pointer.secondary_clicked(),
                 i.pointer.interact_pos(),
                 i.modifiers,
             )
         });
-        let Some(pointer) = pointer.filter(|_| clicked) else {
+        let Some(pointer) = pointer.filter(|_| clicked || secondary) else {
             return;
         };
         if !self.canvas_rect.contains(pointer)
@@ -419,6 +416,12 @@ impl CanvasView {
         let graph = self.to_global.inverse() * pointer;
         if let Some((id, _)) = self.label_rects.iter().find(|(_, r)| r.contains(graph)) {
             tx.send(Command::SelectTransition(id.clone()));
+            if secondary {
+                self.picker = Some((Picker::Change(id.clone()), pointer));
+            }
+            return;
+        }
+        if !clicked {
             return;
         }
         // Later blocks are drawn on top.
@@ -484,26 +487,37 @@ impl CanvasView {
         }
     }
 
-    /// After a wire is dropped on another block: which type of transition?
-    fn pending_connection_ui(&mut self, ui: &Ui, app: &App, tx: &CommandSender) {
-        let Some(pending) = self.pending.clone() else {
+    /// The transition-type menu: for a wire just dragged, or a wire label right-clicked.
+    fn picker_ui(&mut self, ui: &Ui, app: &App, tx: &CommandSender) {
+        let Some((picker, screen_pos)) = self.picker.clone() else {
             return;
+        };
+        let title = match &picker {
+            Picker::Connect { from, to } => format!(
+                "Connect \"{}\" to \"{}\" as",
+                app.project.block_name(from),
+                app.project.block_name(to)
+            ),
+            Picker::Change(id) => {
+                let Some(t) = app.project.transition(id) else {
+                    self.picker = None;
+                    return;
+                };
+                format!(
+                    "Transition from \"{}\" to \"{}\"",
+                    app.project.block_name(&t.from),
+                    app.project.block_name(&t.to)
+                )
+            }
         };
         let dark = ui.visuals().dark_mode;
         let mut close = ui.input(|i| i.key_pressed(egui::Key::Escape));
-        let area = egui::Area::new(Id::new("braid-connect-picker"))
+        let area = egui::Area::new(Id::new("braid-transition-picker"))
             .order(egui::Order::Foreground)
-            .fixed_pos(pending.screen_pos + Vec2::new(8.0, 8.0))
+            .fixed_pos(screen_pos + Vec2::new(8.0, 8.0))
             .show(ui.ctx(), |ui| {
                 egui::Frame::popup(ui.style()).show(ui, |ui| {
-                    ui.label(
-                        RichText::new(format!(
-                            "Connect \"{}\" → \"{}\" as",
-                            app.project.block_name(&pending.from),
-                            app.project.block_name(&pending.to)
-                        ))
-                        .strong(),
-                    );
+                    ui.label(RichText::new(title).strong());
                     for kind in TransitionKind::ALL {
                         let text =
                             RichText::new(kind.label()).color(theme::transition_color(kind, dark));
@@ -512,13 +526,26 @@ impl CanvasView {
                             .on_hover_text(theme::transition_help(kind))
                             .clicked()
                         {
-                            tx.send(Command::Connect {
-                                from: pending.from.clone(),
-                                to: pending.to.clone(),
-                                kind,
+                            tx.send(match &picker {
+                                Picker::Connect { from, to } => Command::Connect {
+                                    from: from.clone(),
+                                    to: to.clone(),
+                                    kind,
+                                },
+                                Picker::Change(id) => Command::SetTransitionKind {
+                                    transition: id.clone(),
+                                    kind,
+                                },
                             });
                             close = true;
                         }
+                    }
+                    ui.separator();
+                    if let Picker::Change(id) = &picker
+                        && ui.button("Delete transition").clicked()
+                    {
+                        tx.send(Command::DeleteTransition(id.clone()));
+                        close = true;
                     }
                     if ui.button("Cancel").clicked() {
                         close = true;
@@ -529,7 +556,7 @@ impl CanvasView {
             close = true;
         }
         if close {
-            self.pending = None;
+            self.picker = None;
         }
     }
 }
@@ -636,7 +663,6 @@ struct Viewer<'a> {
     node_rects: BTreeMap<BlockId, Rect>,
     pin_positions: SharedPins,
     connection: Option<(BlockId, BlockId)>,
-    widget_clicked: bool,
 }
 
 impl Viewer<'_> {
@@ -675,7 +701,7 @@ impl Viewer<'_> {
             self.pins.incoming(&block)
         };
         let transition = pins.get(index).copied();
-        let color = self.pin_label_ui(ui, transition, output);
+        let color = self.pin_color(ui, transition);
         RecordingPin {
             info: pin_info(color, transition.is_some()),
             key: (block, index),
@@ -684,65 +710,14 @@ impl Viewer<'_> {
         }
     }
 
-    /// A pin's label: the transition's type in its colour; a click selects the transition.
-    fn pin_label_ui(&mut self, ui: &mut Ui, transition: Option<usize>, output: bool) -> Color32 {
-        let Some(t) = transition.and_then(|i| self.app.project.transitions.get(i)) else {
-            ui.label(RichText::new(if output { "+" } else { "" }).weak().small())
-                .on_hover_text("Drag from here to connect");
-            return ui.visuals().widgets.inactive.fg_stroke.color;
-        };
-        let color = theme::transition_color(t.kind, self.dark);
-        let name = if output {
-            format!(
-                "{} → {}",
-                t.kind.label(),
-                cut(self.app.project.block_name(&t.to), 14)
-            )
-        } else {
-            format!(
-                "{} ← {}",
-                t.kind.label(),
-                cut(self.app.project.block_name(&t.from), 14)
-            )
-        };
-        let selected = self.app.selection.transition.as_ref() == Some(&t.id);
-        let response = ui.add(
-            egui::Label::new(
-                RichText::new(name)
-                    .color(color)
-                    .small()
-                    .underline_if(selected),
-            )
-            .sense(egui::Sense::click()),
-        );
-        if response.clicked() {
-            self.widget_clicked = true;
-            self.tx.send(Command::SelectTransition(t.id.clone()));
-        }
-        let response = response.on_hover_text(format!(
-            "{}: {}\nClick to edit · right-click a pin to delete",
-            transition_text(t.kind, &t.expression, 60),
-            theme::transition_help(t.kind)
-        ));
-        let id = t.id.clone();
-        response.context_menu(|ui| {
-            ui.label(RichText::new("Transition type").weak());
-            for kind in TransitionKind::ALL {
-                let text =
-                    RichText::new(kind.label()).color(theme::transition_color(kind, self.dark));
-                if ui.button(text).clicked() {
-                    self.tx.send(Command::SetTransitionKind {
-                        transition: id.clone(),
-                        kind,
-                    });
-                }
-            }
-            ui.separator();
-            if ui.button("Delete transition").clicked() {
-                self.tx.send(Command::DeleteTransition(id.clone()));
-            }
-        });
-        color
+    /// A pin's colour: its transition's, or the neutral colour of a free pin. Pins carry no text: the
+    /// wire's label says what it is, and nodes stay narrow enough for the automatic layout.
+    fn pin_color(&self, ui: &Ui, transition: Option<usize>) -> Color32 {
+        transition
+            .and_then(|i| self.app.project.transitions.get(i))
+            .map_or(ui.visuals().widgets.inactive.fg_stroke.color, |t| {
+                theme::transition_color(t.kind, self.dark)
+            })
     }
 }
 
@@ -772,16 +747,6 @@ impl SnarlPin for RecordingPin {
     }
 }
 
-trait UnderlineIf {
-    fn underline_if(self, on: bool) -> Self;
-}
-
-impl UnderlineIf for RichText {
-    fn underline_if(self, on: bool) -> Self {
-        if on { self.underline() } else { self }
-    }
-}
-
 impl SnarlViewer<NodeData> for Viewer<'_> {
     fn title(&mut self, node: &NodeData) -> String {
         self.app.project.block_name(&node.block).to_owned()
@@ -799,7 +764,7 @@ impl SnarlViewer<NodeData> for Viewer<'_> {
             return;
         };
         ui.vertical(|ui| {
-            ui.label(RichText::new(cut(&block.name, 28)).strong().size(14.0));
+            ui.label(RichText::new(cut(&block.name, 22)).strong().size(14.0));
             let kind = match &block.kind {
                 BlockKind::Code(code) if code.language.is_runnable() => {
                     format!("{} · {} s", code.language.label(), code.timeout_s)
@@ -856,7 +821,7 @@ impl SnarlViewer<NodeData> for Viewer<'_> {
         let dark = self.dark;
         ui.vertical(|ui| {
             ui.set_width(NODE_BODY_WIDTH);
-            ui.label(RichText::new(cut(&block_summary(block), 34)).small())
+            ui.label(RichText::new(cut(&block_summary(block), 28)).small())
                 .on_hover_text(block_summary(block));
             self.problems_ui(ui, block);
             self.counts_ui(ui, &block.id, dark);
@@ -1051,7 +1016,7 @@ impl Viewer<'_> {
                 None => format!("✖ {}", error.message),
             };
             ui.label(
-                RichText::new(cut(&text, 34))
+                RichText::new(cut(&text, 28))
                     .small()
                     .color(theme::error_color(self.dark)),
             )
@@ -1070,7 +1035,7 @@ impl Viewer<'_> {
             };
             let text = format!("{mark} {}", problem.message);
             ui.label(
-                RichText::new(cut(&text, 34))
+                RichText::new(cut(&text, 28))
                     .small()
                     .color(theme::severity_color(problem.severity, self.dark)),
             )

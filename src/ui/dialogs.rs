@@ -196,7 +196,7 @@ pub fn notices_ui(ctx: &egui::Context, app: &App, tx: &CommandSender, rect: egui
                     .show(ui, |ui| {
                         ui.set_width(400.0);
                         ui.horizontal_top(|ui| {
-                            if ui.small_button("✕").on_hover_text("Dismiss").clicked() {
+                            if ui.small_button("x").on_hover_text("Dismiss").clicked() {
                                 tx.send(Command::DismissNotice(notice.id));
                             }
                             ui.add(

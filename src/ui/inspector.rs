@@ -77,6 +77,7 @@ impl InspectorView {
         }
         problems_ui(ui, app, &Subject::Block(id.clone()));
         ui.add_space(6.0);
+        transitions_list_ui(ui, app, &id, tx);
         self.connect_ui(ui, app, &id, tx);
         ui.add_space(6.0);
         ui.horizontal(|ui| {
@@ -316,6 +317,45 @@ impl InspectorView {
             }
         });
     }
+}
+
+/// The block's transitions, each a link to its own inspector.
+fn transitions_list_ui(ui: &mut Ui, app: &App, block: &BlockId, tx: &CommandSender) {
+    let dark = ui.visuals().dark_mode;
+    let touching: Vec<&Transition> = app
+        .project
+        .transitions
+        .iter()
+        .filter(|t| &t.from == block || &t.to == block)
+        .collect();
+    if touching.is_empty() {
+        return;
+    }
+    ui.label(RichText::new("Transitions").strong());
+    for t in touching {
+        let text = if &t.from == block {
+            format!(
+                "{} to {}",
+                super::canvas::transition_text(t.kind, &t.expression, 30),
+                app.project.block_name(&t.to)
+            )
+        } else {
+            format!(
+                "{} from {}",
+                t.kind.label(),
+                app.project.block_name(&t.from)
+            )
+        };
+        let link = RichText::new(text).color(theme::transition_color(t.kind, dark));
+        if ui
+            .add(egui::Button::new(link).frame(false))
+            .on_hover_text("Edit this transition")
+            .clicked()
+        {
+            tx.send(Command::SelectTransition(t.id.clone()));
+        }
+    }
+    ui.add_space(4.0);
 }
 
 fn parse_list(text: &str) -> Vec<String> {
