@@ -190,7 +190,7 @@ mod tests {
         assert_eq!((&pasted.from, &pasted.to), (&new[0], &new[1]));
         assert_eq!(pasted.kind, TransitionKind::FanOut);
         assert_eq!(project.blocks[2].name, "A 2");
-        assert_eq!(project.blocks[2].position.x, DUPLICATE_OFFSET);
+        assert!((project.blocks[2].position.x - DUPLICATE_OFFSET).abs() < f32::EPSILON);
     }
 
     #[test]

@@ -720,9 +720,16 @@ pub fn parse_json(what: &str, text: &str) -> Result<Value, String> {
 fn apply_edit(project: &mut Project, command: Command) -> Result<Option<Vec<BlockId>>, String> {
     match command {
         Command::AddBlock {
-            position,
+            mut position,
             connect_from,
         } => {
+            // A block added where another one is goes a little aside, so both can be seen.
+            while project.blocks.iter().any(|b| {
+                (b.position.x - position.x).abs() < 20.0 && (b.position.y - position.y).abs() < 20.0
+            }) {
+                position.x += 30.0;
+                position.y += 30.0;
+            }
             let name = edit::unique_name(project, "Code Block");
             let block = Block::new_code(name, crate::model::DEFAULT_PYTHON_CODE, position);
             let id = block.id.clone();

@@ -41,6 +41,12 @@ impl BraidApp {
         }
     }
 
+    /// Where a point of the canvas (in canvas coordinates) is on the screen now, for tests and tools
+    /// that find canvas widgets through accessibility (whose rectangles are in canvas coordinates).
+    pub fn canvas_to_screen(&self, point: egui::Pos2) -> egui::Pos2 {
+        self.views.canvas.to_screen(point)
+    }
+
     /// One frame, on a context (eframe calls it through [`eframe::App::ui`]).
     pub fn frame_ui(&mut self, ui: &mut egui::Ui) {
         let ctx = ui.ctx().clone();

@@ -144,6 +144,11 @@ impl CanvasView {
         });
     }
 
+    /// A point in canvas (graph) coordinates, on the screen.
+    pub fn to_screen(&self, point: Pos2) -> Pos2 {
+        self.to_global * point
+    }
+
     /// Where a block added "here" goes: the centre of the visible canvas, in graph space.
     pub fn center_position(&self) -> Position {
         if !self.canvas_rect.is_finite() {
@@ -181,6 +186,10 @@ impl CanvasView {
         if self.synced_revision != Some(app.revision) {
             self.synced_revision = Some(app.revision);
             self.pins = PinMap::new(project);
+            // Wires go first, while every node they touch still exists (Snarl asserts that).
+            for (out_pin, in_pin) in self.wires.drain(..) {
+                self.snarl.disconnect(out_pin, in_pin);
+            }
             let wanted: BTreeSet<&BlockId> = project.blocks.iter().map(|b| &b.id).collect();
             let gone: Vec<BlockId> = self
                 .nodes
@@ -206,15 +215,10 @@ impl CanvasView {
                 }
             }
             let wires = self.wanted_wires(project);
-            if wires != self.wires {
-                for (out_pin, in_pin) in self.wires.drain(..) {
-                    self.snarl.disconnect(out_pin, in_pin);
-                }
-                for &(out_pin, in_pin) in &wires {
-                    self.snarl.connect(out_pin, in_pin);
-                }
-                self.wires = wires;
+            for &(out_pin, in_pin) in &wires {
+                self.snarl.connect(out_pin, in_pin);
             }
+            self.wires = wires;
         }
         for block in &project.blocks {
             if let Some(node) = self.nodes.get(&block.id)

@@ -16,6 +16,8 @@ pub struct InspectorView {
     /// Text of list fields (one item per line) while they are being edited: the list itself drops empty
     /// lines, so the text can't be rebuilt from it while the user is typing a new line.
     list_buffers: BTreeMap<(BlockId, &'static str), String>,
+    /// How tall the inspector's panel is on screen (its content scrolls), to size the code editor.
+    pub visible_height: f32,
     /// The "connect to" row: target and type.
     connect_to: Option<BlockId>,
     connect_kind: Option<TransitionKind>,
@@ -77,8 +79,9 @@ impl InspectorView {
         }
         problems_ui(ui, app, &Subject::Block(id.clone()));
         ui.add_space(6.0);
-        transitions_list_ui(ui, app, &id, tx);
         self.connect_ui(ui, app, &id, tx);
+        ui.add_space(4.0);
+        transitions_list_ui(ui, app, &id, tx);
         ui.add_space(6.0);
         ui.horizontal(|ui| {
             if ui.button("Duplicate").clicked() {
@@ -118,8 +121,8 @@ impl InspectorView {
             }
             label
         });
-        // Leave room below the editor for the block's settings.
-        let height = (ui.available_height() - 260.0).clamp(140.0, 520.0);
+        // Leave room below the editor for the block's settings, so they are in view too.
+        let height = (self.visible_height - 380.0).clamp(180.0, 420.0);
         if let Some(text) =
             code_editor_ui(ui, &id.0, label.inner.id, &code.code, &error_lines, height)
         {
@@ -287,22 +290,17 @@ impl InspectorView {
                 })
                 .response
                 .labelled_by(label.id);
-            let label = ui.label("as");
-            egui::ComboBox::from_id_salt("connect-kind")
-                .selected_text(
-                    RichText::new(kind.label()).color(theme::transition_color(*kind, dark)),
+            ui.end_row();
+            ui.label("as");
+            // All types in view (no drop-down): one click picks one.
+            for k in TransitionKind::ALL {
+                ui.selectable_value(
+                    kind,
+                    k,
+                    RichText::new(k.label()).color(theme::transition_color(k, dark)),
                 )
-                .show_ui(ui, |ui| {
-                    for k in TransitionKind::ALL {
-                        ui.selectable_value(
-                            kind,
-                            k,
-                            RichText::new(k.label()).color(theme::transition_color(k, dark)),
-                        );
-                    }
-                })
-                .response
-                .labelled_by(label.id);
+                .on_hover_text(theme::transition_help(k));
+            }
             let kind = *kind;
             if ui
                 .add_enabled(self.connect_to.is_some(), egui::Button::new("Connect"))

@@ -54,6 +54,7 @@ impl Views {
             .default_size(400.0)
             .size_range(300.0..=800.0)
             .show(ui, |ui| {
+                self.inspector.visible_height = ui.available_height();
                 egui::ScrollArea::vertical()
                     .id_salt("inspector-scroll")
                     .auto_shrink([false, false])
