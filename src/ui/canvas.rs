@@ -1071,7 +1071,6 @@ impl Viewer<'_> {
                 if n > 0 {
                     ui.label(
                         RichText::new(format!("{n} {label}"))
-                            .small()
                             .strong()
                             .color(theme::status_color(status, dark)),
                     );
