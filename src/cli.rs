@@ -101,7 +101,8 @@ fn open_editor(project: Option<&Path>) -> ExitCode {
 }
 
 fn load(path: &Path) -> Result<LoadedProject, UsageError> {
-    load_project(path).map_err(|e| UsageError(anyhow!(e)))
+    // The error names the file and says what is wrong in one line; no cause chain to repeat it.
+    load_project(path).map_err(|e| UsageError(anyhow!(e.to_string())))
 }
 
 /// `--input` and friends: JSON text, or `@path` to read it from a file.
