@@ -36,9 +36,7 @@ pub enum Command {
     /// Run a pipeline headless.
     Run(RunArgs),
     /// Check a project; print its problems; exit 0 when there are none.
-    Validate {
-        project: PathBuf,
-    },
+    Validate { project: PathBuf },
     /// Internal: serve as a Python worker for a Braid process (stdin/stdout protocol).
     #[command(name = "__worker", hide = true)]
     Worker,
@@ -126,7 +124,7 @@ fn json_arg(name: &str, text: &str) -> Result<Value, UsageError> {
     })
 }
 
-/// serde_json's message without its own " at line X column Y" suffix (we print the position first).
+/// `serde_json`'s message without its own " at line X column Y" suffix (we print the position first).
 fn strip_position(error: &serde_json::Error) -> String {
     let text = error.to_string();
     match text.rfind(" at line ") {
@@ -176,7 +174,9 @@ fn validate_command(path: &Path) -> Result<ExitCode, UsageError> {
     }
 }
 
-fn check_code(project: &crate::model::Project) -> anyhow::Result<Vec<crate::runtime::CompileError>> {
+fn check_code(
+    project: &crate::model::Project,
+) -> anyhow::Result<Vec<crate::runtime::CompileError>> {
     let mut runtime = start_runtime()?;
     let check_id = RunId::new_random();
     runtime.send(RuntimeRequest::Check {
@@ -209,15 +209,13 @@ fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
     if !backpack.is_object() {
         return Err(UsageError(anyhow!("--backpack must be a JSON object")));
     }
-    let from = match &args.from {
-        Some(name) => Some(
-            project
-                .find_block(name)
-                .map(|b| b.id.clone())
-                .ok_or_else(|| UsageError(anyhow!("--from: no block named or with id {name:?}")))?,
-        ),
-        None => None,
-    };
+    let from =
+        match &args.from {
+            Some(name) => Some(project.find_block(name).map(|b| b.id.clone()).ok_or_else(
+                || UsageError(anyhow!("--from: no block named or with id {name:?}")),
+            )?),
+            None => None,
+        };
     let mut runtime = start_runtime().map_err(UsageError)?;
     let run_id = RunId::new_random();
     let block_names: BTreeMap<_, _> = project
@@ -270,7 +268,9 @@ fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
                         })
                         .collect();
                     let failures = if failures.is_empty() {
-                        vec![json!({"block": null, "block_id": null, "item_path": [], "status": "refused", "error": message})]
+                        vec![
+                            json!({"block": null, "block_id": null, "item_path": [], "status": "refused", "error": message}),
+                        ]
                     } else {
                         failures
                     };
@@ -293,7 +293,11 @@ fn print_json(value: &Value) {
     let _ = writeln!(stdout);
 }
 
-fn print_summary(summary: &RunSummary, as_json: bool, _names: &BTreeMap<crate::model::BlockId, String>) {
+fn print_summary(
+    summary: &RunSummary,
+    as_json: bool,
+    _names: &BTreeMap<crate::model::BlockId, String>,
+) {
     if as_json {
         print_json(&json!({
             "run_id": summary.run_id,

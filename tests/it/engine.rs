@@ -36,7 +36,11 @@ fn then_passes_value_and_backpack() {
     assert_eq!(a.backpack_out, Some(json!({"seen": 4})));
     let b = out.records_of("B")[0];
     assert_eq!(b.backpack_in, json!({"seen": 4}));
-    assert_eq!(b.backpack_out, Some(json!({"seen": 4})), "rebinding the name changes nothing");
+    assert_eq!(
+        b.backpack_out,
+        Some(json!({"seen": 4})),
+        "rebinding the name changes nothing"
+    );
     assert_eq!(b.parents, vec![a.id]);
     assert_eq!(a.fired.len(), 1);
 }
@@ -57,7 +61,11 @@ fn if_and_else_pick_branches() {
     };
     let big_even = project(json!(12));
     assert_eq!(big_even.results_of("Big"), vec![&json!(12)]);
-    assert_eq!(big_even.results_of("Even"), vec![&json!(12)], "every true if fires");
+    assert_eq!(
+        big_even.results_of("Even"),
+        vec![&json!(12)],
+        "every true if fires"
+    );
     assert!(big_even.results_of("Small").is_empty());
     let small_odd = project(json!(3));
     assert_eq!(small_odd.results_of("Small"), vec![&json!(3)]);
@@ -78,7 +86,12 @@ fn if_expression_that_raises_fails_the_invocation() {
     assert_eq!(a.status, InvocationStatus::CaughtException);
     assert!(out.results_of("B").is_empty(), "nothing else fires");
     let caught = out.results_of("Caught")[0];
-    assert!(caught["exception_text"].as_str().unwrap().contains("KeyError"));
+    assert!(
+        caught["exception_text"]
+            .as_str()
+            .unwrap()
+            .contains("KeyError")
+    );
 }
 
 #[test]
@@ -92,24 +105,43 @@ fn exception_transition_gets_traceback_input_and_backpack() {
         .link("Parse", "Report", Exception)
         .build();
     let out = run(project, json!("forty-two"));
-    assert_eq!(out.summary.status, RunStatus::Succeeded, "a caught exception does not fail the run");
+    assert_eq!(
+        out.summary.status,
+        RunStatus::Succeeded,
+        "a caught exception does not fail the run"
+    );
     let parse = out.records_of("Parse")[0];
     assert_eq!(parse.status, InvocationStatus::CaughtException);
     let error = parse.error.as_ref().unwrap();
     assert_eq!(error.kind, "ValueError");
     assert_eq!(error.line, Some(3));
-    assert!(error.traceback.contains("File \"Parse\", line 3, in main"), "{}", error.traceback);
+    assert!(
+        error.traceback.contains("File \"Parse\", line 3, in main"),
+        "{}",
+        error.traceback
+    );
     let report = &out.results_of("Report")[0];
     assert_eq!(report["version"], "1.0.0");
     assert_eq!(report["input_data"], "forty-two");
-    assert!(report["exception_text"].as_str().unwrap().contains("invalid literal for int()"));
-    assert_eq!(out.records_of("Report")[0].backpack_in, json!({"tried": true}));
+    assert!(
+        report["exception_text"]
+            .as_str()
+            .unwrap()
+            .contains("invalid literal for int()")
+    );
+    assert_eq!(
+        out.records_of("Report")[0].backpack_in,
+        json!({"tried": true})
+    );
 }
 
 #[test]
 fn uncaught_exception_fails_the_run() {
     let project = Builder::new()
-        .block("Boom", "def main(block_input, backpack):\n    raise ValueError('bad row')\n")
+        .block(
+            "Boom",
+            "def main(block_input, backpack):\n    raise ValueError('bad row')\n",
+        )
         .build();
     let out = run(project, Value::Null);
     assert_eq!(out.summary.status, RunStatus::Failed);
@@ -148,7 +180,10 @@ fn empty_fan_out_fires_the_fan_in_with_an_empty_array() {
     let project = Builder::new()
         .block("Gen", &items(0))
         .block("Work", IDENTITY)
-        .block("Collect", "def main(block_input, backpack):\n    return {'got': block_input}\n")
+        .block(
+            "Collect",
+            "def main(block_input, backpack):\n    return {'got': block_input}\n",
+        )
         .link("Gen", "Work", FanOut)
         .link("Work", "Collect", FanIn)
         .build();
@@ -159,23 +194,38 @@ fn empty_fan_out_fires_the_fan_in_with_an_empty_array() {
 #[test]
 fn fan_out_of_a_non_array_fails_naming_the_type() {
     let project = Builder::new()
-        .block("Gen", "def main(block_input, backpack):\n    return {'a': 1}\n")
+        .block(
+            "Gen",
+            "def main(block_input, backpack):\n    return {'a': 1}\n",
+        )
         .block("Work", IDENTITY)
         .link("Gen", "Work", FanOut)
         .build();
     let out = run(project, Value::Null);
     assert_eq!(out.summary.status, RunStatus::Failed);
-    assert_eq!(out.summary.failures[0].error, "TypeError: fan-out needs an array, got object");
+    assert_eq!(
+        out.summary.failures[0].error,
+        "TypeError: fan-out needs an array, got object"
+    );
 }
 
 #[test]
 fn nested_fan_outs_with_hops_between() {
     let project = Builder::new()
-        .block("Rows", "def main(block_input, backpack):\n    return [[1, 2], [3, 4, 5], []]\n")
+        .block(
+            "Rows",
+            "def main(block_input, backpack):\n    return [[1, 2], [3, 4, 5], []]\n",
+        )
         .block("Cells", IDENTITY)
-        .block("Square", "def main(block_input, backpack):\n    return block_input * block_input\n")
+        .block(
+            "Square",
+            "def main(block_input, backpack):\n    return block_input * block_input\n",
+        )
         .block("Hop", IDENTITY)
-        .block("RowSum", "def main(block_input, backpack):\n    return sum(block_input)\n")
+        .block(
+            "RowSum",
+            "def main(block_input, backpack):\n    return sum(block_input)\n",
+        )
         .block("Table", IDENTITY)
         .link("Rows", "Cells", FanOut)
         .link("Cells", "Square", FanOut)
@@ -184,11 +234,24 @@ fn nested_fan_outs_with_hops_between() {
         .link("RowSum", "Table", FanIn)
         .build();
     let out = run(project, Value::Null);
-    assert_eq!(out.summary.status, RunStatus::Succeeded, "{:?}", out.summary.failures);
+    assert_eq!(
+        out.summary.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        out.summary.failures
+    );
     assert_eq!(out.results_of("Table"), vec![&json!([5, 50, 0])]);
-    let paths: Vec<Vec<u32>> = out.records_of("Square").iter().map(|r| r.item_path.clone()).collect();
+    let paths: Vec<Vec<u32>> = out
+        .records_of("Square")
+        .iter()
+        .map(|r| r.item_path.clone())
+        .collect();
     assert!(paths.contains(&vec![1, 2]));
-    let row_paths: Vec<Vec<u32>> = out.records_of("RowSum").iter().map(|r| r.item_path.clone()).collect();
+    let row_paths: Vec<Vec<u32>> = out
+        .records_of("RowSum")
+        .iter()
+        .map(|r| r.item_path.clone())
+        .collect();
     assert_eq!(row_paths.len(), 3);
     assert!(row_paths.iter().all(|p| p.len() == 1));
 }
@@ -222,8 +285,12 @@ fn failing_item_fails_the_fan_in_fast_and_names_it() {
         fan_in.error,
         "fan-in \"Collect\" got 96 of 100 results; missing items 3, 17, 42, 50 (item 3: ValueError: bad row in \"Process\"; item 17: ValueError: bad row in \"Process\"; item 42: ValueError: bad row in \"Process\")"
     );
-    let process_failures: Vec<_> =
-        out.summary.failures.iter().filter(|f| f.block == "Process").collect();
+    let process_failures: Vec<_> = out
+        .summary
+        .failures
+        .iter()
+        .filter(|f| f.block == "Process")
+        .collect();
     assert_eq!(process_failures.len(), 3);
     assert_eq!(process_failures[0].item_path, vec![3]);
 }
@@ -243,7 +310,11 @@ fn merge_waits_for_every_source_in_transition_order() {
     let out = run(project, Value::Null);
     assert_eq!(out.results_of("Join"), vec![&json!(["slow", "fast"])]);
     let join = out.records_of("Join")[0];
-    assert_eq!(join.backpack_in, json!({"start": 1, "who": "fast"}), "merge order: later transition wins");
+    assert_eq!(
+        join.backpack_in,
+        json!({"start": 1, "who": "fast"}),
+        "merge order: later transition wins"
+    );
 }
 
 #[test]
@@ -263,9 +334,23 @@ fn merge_inside_a_fan_out_fires_per_item_and_fails_when_a_source_is_missing() {
     let out = run(project, Value::Null);
     assert_eq!(out.summary.status, RunStatus::Failed);
     let joins = out.results_of("Join");
-    assert_eq!(joins, vec![&json!([0, 0]), &json!([1, -1]), &json!([3, -3])]);
-    let merge = out.summary.failures.iter().find(|f| f.status == "merge").expect("merge failure");
-    assert!(merge.error.starts_with("merge \"Join\" got 1 of 2 inputs at item [2]; missing the result of \"Right\""), "{}", merge.error);
+    assert_eq!(
+        joins,
+        vec![&json!([0, 0]), &json!([1, -1]), &json!([3, -3])]
+    );
+    let merge = out
+        .summary
+        .failures
+        .iter()
+        .find(|f| f.status == "merge")
+        .expect("merge failure");
+    assert!(
+        merge.error.starts_with(
+            "merge \"Join\" got 1 of 2 inputs at item [2]; missing the result of \"Right\""
+        ),
+        "{}",
+        merge.error
+    );
     assert_eq!(merge.item_path, vec![2]);
 }
 
@@ -282,7 +367,10 @@ fn concurrency_limit_is_never_exceeded_and_is_used() {
     assert_eq!(out.summary.status, RunStatus::Succeeded);
     let overlap = max_overlap(&out.records_of("Sleep"));
     assert!(overlap <= 5, "at most 5 at once, saw {overlap}");
-    assert!(overlap >= 4, "the limit is used, not serialised: saw {overlap}");
+    assert!(
+        overlap >= 4,
+        "the limit is used, not serialised: saw {overlap}"
+    );
 }
 
 #[test]
@@ -306,15 +394,24 @@ fn per_block_cap_limits_that_block_only() {
 fn ten_thousand_items_at_limit_1000_all_complete() {
     let project = Builder::new()
         .block("Gen", &items(10_000))
-        .block("Double", "def main(block_input, backpack):\n    return block_input * 2\n")
-        .block("Collect", "def main(block_input, backpack):\n    return [len(block_input), sum(block_input)]\n")
+        .block(
+            "Double",
+            "def main(block_input, backpack):\n    return block_input * 2\n",
+        )
+        .block(
+            "Collect",
+            "def main(block_input, backpack):\n    return [len(block_input), sum(block_input)]\n",
+        )
         .link("Gen", "Double", FanOut)
         .link("Double", "Collect", FanIn)
         .build();
     let out = run_with(project, Value::Null, Some(1000));
     assert_eq!(out.summary.status, RunStatus::Succeeded);
     assert_eq!(out.summary.invocations, 10_002);
-    assert_eq!(out.results_of("Collect"), vec![&json!([10_000, 9_999 * 10_000])]);
+    assert_eq!(
+        out.results_of("Collect"),
+        vec![&json!([10_000, 9_999 * 10_000])]
+    );
     assert!(max_overlap(&out.records_of("Double")) <= 1000);
 }
 
@@ -329,20 +426,38 @@ fn cancel_stops_a_run_promptly() {
         .build();
     let mut runtime = RuntimeHandle::start(runtime_config()).unwrap();
     let mut sent = None;
-    let out = run_on(&mut runtime, project, Value::Null, Some(10), |rt, run_id, event| {
-        if sent.is_none() && matches!(event, RuntimeEvent::Invocations { .. }) {
-            sent = Some(Instant::now());
-            rt.send(RuntimeRequest::Cancel(run_id.clone()));
-        }
-    });
+    let out = run_on(
+        &mut runtime,
+        project,
+        Value::Null,
+        Some(10),
+        |rt, run_id, event| {
+            if sent.is_none() && matches!(event, RuntimeEvent::Invocations { .. }) {
+                sent = Some(Instant::now());
+                rt.send(RuntimeRequest::Cancel(run_id.clone()));
+            }
+        },
+    );
     let took = sent.expect("cancel was sent").elapsed();
     assert!(took < Duration::from_secs(1), "cancel took {took:?}");
     assert_eq!(out.summary.status, RunStatus::Cancelled);
-    let cancelled = out.records.iter().filter(|r| r.status == InvocationStatus::Cancelled).count();
-    assert_eq!(cancelled, 200, "every queued and running item ends as cancelled");
+    let cancelled = out
+        .records
+        .iter()
+        .filter(|r| r.status == InvocationStatus::Cancelled)
+        .count();
+    assert_eq!(
+        cancelled, 200,
+        "every queued and running item ends as cancelled"
+    );
     assert!(out.results_of("Collect").is_empty());
     // The same runtime runs the next pipeline normally: the cancelled work left nothing behind.
-    let next = Builder::new().block("A", "def main(block_input, backpack):\n    return 'again'\n").build();
+    let next = Builder::new()
+        .block(
+            "A",
+            "def main(block_input, backpack):\n    return 'again'\n",
+        )
+        .build();
     let again = run_on(&mut runtime, next, Value::Null, None, |_, _, _| {});
     assert_eq!(again.results_of("A"), vec![&json!("again")]);
 }
@@ -397,7 +512,11 @@ fn hostile(body: &str, timeout_s: u64) -> crate::support::Outcome {
     run_with(project, Value::Null, Some(10))
 }
 
-fn assert_only_item_4_failed(out: &crate::support::Outcome, status: InvocationStatus, error_has: &str) {
+fn assert_only_item_4_failed(
+    out: &crate::support::Outcome,
+    status: InvocationStatus,
+    error_has: &str,
+) {
     let work = out.records_of("Work");
     assert_eq!(work.len(), 10);
     for r in &work {
@@ -448,14 +567,29 @@ fn hostile_os_exit() {
 fn hostile_segfault() {
     let out = hostile("        ctypes.string_at(0)", 10);
     assert_only_item_4_failed(&out, InvocationStatus::Exception, "SIGSEGV");
-    let crash = out.records_of("Work").into_iter().find(|r| r.item_path == vec![4]).unwrap();
-    assert!(crash.error.as_ref().unwrap().traceback.contains("Segmentation fault"));
+    let crash = out
+        .records_of("Work")
+        .into_iter()
+        .find(|r| r.item_path == vec![4])
+        .unwrap();
+    assert!(
+        crash
+            .error
+            .as_ref()
+            .unwrap()
+            .traceback
+            .contains("Segmentation fault")
+    );
 }
 
 #[test]
 fn hostile_non_json_return() {
     let out = hostile("        return {1, 2, 3}", 10);
-    assert_only_item_4_failed(&out, InvocationStatus::Exception, "not JSON-serialisable: set");
+    assert_only_item_4_failed(
+        &out,
+        InvocationStatus::Exception,
+        "not JSON-serialisable: set",
+    );
 }
 
 #[test]

@@ -67,7 +67,7 @@ impl Builder {
             BlockId(format!("id-{to}")),
             kind,
         );
-        t.expression = expression.to_owned();
+        expression.clone_into(&mut t.expression);
         self.project.transitions.push(t);
         self
     }
@@ -94,7 +94,10 @@ impl Outcome {
     }
 
     pub fn records_of(&self, block: &str) -> Vec<&InvocationRecord> {
-        self.records.iter().filter(|r| r.block_name == block).collect()
+        self.records
+            .iter()
+            .filter(|r| r.block_name == block)
+            .collect()
     }
 }
 
@@ -128,7 +131,7 @@ pub fn run_on(
     let mut records = Vec::new();
     loop {
         let event = runtime
-            .recv_timeout(Duration::from_secs(120))
+            .recv_timeout(Duration::from_mins(2))
             .expect("the run ends within two minutes");
         if event.run_id() != &run_id {
             continue;
