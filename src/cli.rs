@@ -91,11 +91,13 @@ pub fn main() -> ExitCode {
 }
 
 fn open_editor(project: Option<&Path>) -> ExitCode {
-    let _ = project;
-    eprintln!(
-        "braid: the editor is not part of this build yet; use `braid run` or `braid validate`"
-    );
-    ExitCode::from(2)
+    match crate::app::shell::run_editor(project) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("braid: the editor could not start: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn load(path: &Path) -> Result<LoadedProject, UsageError> {

@@ -239,11 +239,20 @@ fn check_transitions(project: &Project, found: &mut Found) {
                 && (t.kind != TransitionKind::If || o.expression.trim() == t.expression.trim())
         });
         if duplicate {
-            report(
-                Severity::Error,
-                format!(
-                    "Transition {name} duplicates another, so its target would get the same data twice"
+            // A doubled fan-out or fan-in delivers every item twice, so its fan-in can never
+            // complete; a doubled `then` only runs its target twice, which a run survives.
+            let (severity, consequence) = match t.kind {
+                TransitionKind::FanOut | TransitionKind::FanIn => {
+                    (Severity::Error, "every item would reach its fan-in twice")
+                }
+                _ => (
+                    Severity::Warning,
+                    "its target would run twice on the same data",
                 ),
+            };
+            report(
+                severity,
+                format!("Transition {name} duplicates another, so {consequence}"),
             );
         }
         match t.kind {
@@ -527,6 +536,14 @@ mod tests {
         let second = link(&mut p, "A", "B", TransitionKind::Then);
         let problem = only(&p);
         assert_eq!(problem.subject, Subject::Transition(second));
+        assert_eq!(problem.severity, Severity::Warning);
+
+        // A doubled fan-in can never complete.
+        let mut p = project(&["Split", "Work", "Join"]);
+        link(&mut p, "Split", "Work", TransitionKind::FanOut);
+        link(&mut p, "Work", "Join", TransitionKind::FanIn);
+        link(&mut p, "Work", "Join", TransitionKind::FanIn);
+        assert_eq!(only(&p).severity, Severity::Error);
 
         // Two `if`s with different conditions are two different rules, not a duplicate.
         let mut p = project(&["A", "B"]);
@@ -535,7 +552,7 @@ mod tests {
         p.transitions[1].expression = "backpack.get('x')".into();
         assert_eq!(validate(&p), []);
         p.transitions[1].expression = p.transitions[0].expression.clone();
-        assert_eq!(only(&p).severity, Severity::Error);
+        assert!(only(&p).message.contains("duplicates another"));
     }
 
     #[test]

@@ -1,0 +1,195 @@
+//! Commands: everything the views ask of the application, as typed values.
+//!
+//! Views never change the project themselves. They send a [`Command`] through a [`CommandSender`]; the
+//! application drains the channel once per frame, after the views have drawn, and applies each command
+//! as one undoable edit. Each command remembers the line that sent it, so "who asked for this?" has a
+//! one-line answer in a log or a debugger.
+
+use std::panic::Location;
+use std::path::PathBuf;
+use std::sync::mpsc;
+
+use crate::model::{BlockId, Position, TransitionId, TransitionKind};
+
+/// One edit of a block's fields, as the inspector makes it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BlockEdit {
+    Name(String),
+    Code(String),
+    TimeoutSecs(u64),
+    ConcurrencyCap(Option<u32>),
+    Libraries(Vec<String>),
+    EnvVars(Vec<String>),
+}
+
+impl BlockEdit {
+    /// Which field this edit changes; quick edits of the same field of the same block merge into one
+    /// undo step.
+    fn field(&self) -> &'static str {
+        match self {
+            Self::Name(_) => "name",
+            Self::Code(_) => "code",
+            Self::TimeoutSecs(_) => "timeout",
+            Self::ConcurrencyCap(_) => "cap",
+            Self::Libraries(_) => "libraries",
+            Self::EnvVars(_) => "env",
+        }
+    }
+}
+
+/// What the run dialog asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunOptions {
+    /// The run's input as JSON text.
+    pub input: String,
+    /// The starting backpack as JSON text (an object).
+    pub backpack: String,
+    /// The run's concurrency limit; the project's when `None`.
+    pub concurrency: Option<u32>,
+    /// Start at this block instead of the entry blocks.
+    pub from: Option<BlockId>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            input: "null".to_owned(),
+            backpack: "{}".to_owned(),
+            concurrency: None,
+            from: None,
+        }
+    }
+}
+
+/// Which file dialog a view asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileAction {
+    Open,
+    SaveAs,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    // --- project edits (each one undoable) ---
+    AddBlock {
+        position: Position,
+        /// Connect the new block from this block with this transition type.
+        connect_from: Option<(BlockId, TransitionKind)>,
+    },
+    EditBlock {
+        block: BlockId,
+        edit: BlockEdit,
+    },
+    /// New positions of blocks that the user dragged.
+    MoveBlocks(Vec<(BlockId, Position)>),
+    Connect {
+        from: BlockId,
+        to: BlockId,
+        kind: TransitionKind,
+    },
+    SetTransitionKind {
+        transition: TransitionId,
+        kind: TransitionKind,
+    },
+    SetTransitionExpression {
+        transition: TransitionId,
+        expression: String,
+    },
+    DeleteTransition(TransitionId),
+    /// Deletes the blocks and every transition that touches them.
+    DeleteBlocks(Vec<BlockId>),
+    DuplicateBlocks(Vec<BlockId>),
+    /// Blocks (and the transitions between them) as clipboard JSON, placed at `at` when given.
+    Paste {
+        text: String,
+        at: Option<Position>,
+    },
+    RenameProject(String),
+    SetConcurrencyLimit(u32),
+    SetReadme(String),
+    Undo,
+    Redo,
+
+    // --- selection ---
+    /// Replaces the selection with these blocks.
+    SelectBlocks(Vec<BlockId>),
+    /// Adds or removes one block (Ctrl+click).
+    ToggleBlock(BlockId),
+    SelectTransition(TransitionId),
+    SelectAll,
+    ClearSelection,
+
+    // --- files ---
+    New,
+    /// Shows a file dialog (native when there is one, else Braid's own).
+    ShowFileDialog(FileAction),
+    Open(PathBuf),
+    Save,
+    SaveAs(PathBuf),
+    /// Closes Braid's own path prompt without choosing.
+    CancelFilePrompt,
+    /// Answers a "discard unsaved changes?" question.
+    ConfirmDiscard(bool),
+    /// Answers the same question with "save first".
+    SaveThenContinue,
+    ForgetRecent(PathBuf),
+    /// The window's close button.
+    Quit,
+
+    // --- runs ---
+    Run(RunOptions),
+    StopRun,
+    DismissNotice(u64),
+}
+
+impl Command {
+    /// Edits with the same key, made within a moment of each other, are one undo step (typing a word,
+    /// dragging a block).
+    pub(crate) fn merge_key(&self) -> Option<String> {
+        match self {
+            Self::EditBlock { block, edit } => Some(format!("edit {block} {}", edit.field())),
+            Self::MoveBlocks(moves) => Some(format!(
+                "move {}",
+                moves
+                    .iter()
+                    .map(|(id, _)| id.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )),
+            Self::SetTransitionExpression { transition, .. } => {
+                Some(format!("expression {transition}"))
+            }
+            Self::RenameProject(_) => Some("project name".to_owned()),
+            Self::SetReadme(_) => Some("readme".to_owned()),
+            Self::SetConcurrencyLimit(_) => Some("concurrency".to_owned()),
+            _ => None,
+        }
+    }
+}
+
+/// A command and the line of code that sent it.
+#[derive(Debug)]
+pub struct Sent {
+    pub command: Command,
+    pub caller: &'static Location<'static>,
+}
+
+/// The views' end of the command channel. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct CommandSender(mpsc::Sender<Sent>);
+
+impl CommandSender {
+    #[track_caller]
+    pub fn send(&self, command: Command) {
+        let caller = Location::caller();
+        // The receiver lives as long as the application; a failed send means it is shutting down.
+        let _ = self.0.send(Sent { command, caller });
+    }
+}
+
+/// The channel that carries commands from the views to the application. Unbounded on purpose: views send
+/// a handful per frame and the application drains them all at the end of the same frame.
+pub fn channel() -> (CommandSender, mpsc::Receiver<Sent>) {
+    let (tx, rx) = mpsc::channel();
+    (CommandSender(tx), rx)
+}

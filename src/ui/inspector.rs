@@ -1,0 +1,556 @@
+//! The inspector: everything about the selected block or transition, or the project when nothing is
+//! selected. Every change is sent as a command, so each is undoable.
+
+use std::collections::BTreeMap;
+
+use egui::{RichText, Ui};
+
+use super::code_editor::code_editor_ui;
+use super::theme;
+use crate::app::{App, BlockEdit, Command, CommandSender};
+use crate::model::validate::{Problem, Severity, Subject};
+use crate::model::{Block, BlockId, BlockKind, CodeBlock, Transition, TransitionKind};
+
+#[derive(Default)]
+pub struct InspectorView {
+    /// Text of list fields (one item per line) while they are being edited: the list itself drops empty
+    /// lines, so the text can't be rebuilt from it while the user is typing a new line.
+    list_buffers: BTreeMap<(BlockId, &'static str), String>,
+    /// The "connect to" row: target and type.
+    connect_to: Option<BlockId>,
+    connect_kind: Option<TransitionKind>,
+}
+
+impl InspectorView {
+    pub fn show_ui(&mut self, ui: &mut Ui, app: &App, tx: &CommandSender) {
+        let selection = &app.selection;
+        if let Some(t) = selection
+            .transition
+            .as_ref()
+            .and_then(|id| app.project.transition(id))
+        {
+            transition_ui(ui, app, t, tx);
+        } else if let Some(block) = selection
+            .single_block()
+            .and_then(|id| app.project.block(id))
+        {
+            self.block_ui(ui, app, block, tx);
+        } else if selection.blocks.len() > 1 {
+            several_ui(ui, app, tx);
+        } else {
+            project_ui(ui, app, tx);
+        }
+    }
+
+    fn block_ui(&mut self, ui: &mut Ui, app: &App, block: &Block, tx: &CommandSender) {
+        let id = block.id.clone();
+        heading_ui(ui, "Block", &block.kind_label());
+        egui::Grid::new("block-fields")
+            .num_columns(2)
+            .spacing([8.0, 6.0])
+            .show(ui, |ui| {
+                let label = ui.label("Name");
+                let mut name = block.name.clone();
+                if ui
+                    .add(egui::TextEdit::singleline(&mut name).desired_width(f32::INFINITY))
+                    .labelled_by(label.id)
+                    .changed()
+                {
+                    tx.send(Command::EditBlock {
+                        block: id.clone(),
+                        edit: BlockEdit::Name(name),
+                    });
+                }
+                ui.end_row();
+            });
+        match &block.kind {
+            BlockKind::Code(code) => self.code_block_ui(ui, app, block, code, tx),
+            BlockKind::Unsupported { refinery_type, .. } => {
+                ui.label(format!(
+                    "Braid can't run \"{refinery_type}\" blocks yet; the block is kept as it was \
+                     imported. A run that reaches it stops with an error naming it."
+                ));
+            }
+            BlockKind::ApiEndpoint { .. } | BlockKind::ApiResponse => {
+                ui.label("In a run from the editor this block passes its input on unchanged.");
+            }
+        }
+        problems_ui(ui, app, &Subject::Block(id.clone()));
+        ui.add_space(6.0);
+        transitions_list_ui(ui, app, &id, tx);
+        self.connect_ui(ui, app, &id, tx);
+        ui.add_space(6.0);
+        ui.horizontal(|ui| {
+            if ui.button("Duplicate").clicked() {
+                tx.send(Command::DuplicateBlocks(vec![id.clone()]));
+            }
+            if ui.button("Delete block").clicked() {
+                tx.send(Command::DeleteBlocks(vec![id.clone()]));
+            }
+        });
+    }
+
+    fn code_block_ui(
+        &mut self,
+        ui: &mut Ui,
+        app: &App,
+        block: &Block,
+        code: &CodeBlock,
+        tx: &CommandSender,
+    ) {
+        let id = block.id.clone();
+        let errors: Vec<_> = app.compile_errors_of(&id).collect();
+        let error_lines: Vec<u32> = errors.iter().filter_map(|e| e.line).collect();
+        ui.add_space(4.0);
+        let label = ui.horizontal(|ui| {
+            let label = ui.label(RichText::new("Code").strong());
+            ui.label(
+                RichText::new(format!(
+                    "{} · def main(block_input, backpack)",
+                    code.language.label()
+                ))
+                .weak()
+                .small(),
+            );
+            if app.is_checking() {
+                ui.spinner()
+                    .on_hover_text("Checking the code (nothing runs)");
+            }
+            label
+        });
+        // Leave room below the editor for the block's settings.
+        let height = (ui.available_height() - 260.0).clamp(140.0, 520.0);
+        if let Some(text) =
+            code_editor_ui(ui, &id.0, label.inner.id, &code.code, &error_lines, height)
+        {
+            tx.send(Command::EditBlock {
+                block: id.clone(),
+                edit: BlockEdit::Code(text),
+            });
+        }
+        for error in &errors {
+            let text = match error.line {
+                Some(line) => format!("Line {line}: {}", error.message),
+                None => error.message.clone(),
+            };
+            ui.label(RichText::new(text).color(theme::error_color(ui.visuals().dark_mode)));
+        }
+        ui.add_space(4.0);
+        egui::Grid::new("code-settings")
+            .num_columns(2)
+            .spacing([8.0, 6.0])
+            .show(ui, |ui| {
+                let label = ui.label("Timeout");
+                let mut timeout = code.timeout_s;
+                if ui
+                    .add(
+                        egui::DragValue::new(&mut timeout)
+                            .range(1..=86_400)
+                            .suffix(" s"),
+                    )
+                    .labelled_by(label.id)
+                    .changed()
+                {
+                    tx.send(Command::EditBlock {
+                        block: id.clone(),
+                        edit: BlockEdit::TimeoutSecs(timeout),
+                    });
+                }
+                ui.end_row();
+
+                let label = ui.label("Concurrency cap");
+                ui.horizontal(|ui| {
+                    let mut capped = code.concurrency_cap.is_some();
+                    let mut cap = code.concurrency_cap.unwrap_or(10);
+                    let toggled = ui
+                        .checkbox(&mut capped, "")
+                        .labelled_by(label.id)
+                        .on_hover_text("At most this many invocations of this block at once")
+                        .changed();
+                    let dragged = ui
+                        .add_enabled(capped, egui::DragValue::new(&mut cap).range(1..=100_000))
+                        .labelled_by(label.id)
+                        .changed();
+                    if toggled || dragged {
+                        tx.send(Command::EditBlock {
+                            block: id.clone(),
+                            edit: BlockEdit::ConcurrencyCap(capped.then_some(cap)),
+                        });
+                    }
+                });
+                ui.end_row();
+
+                self.list_field_ui(
+                    ui,
+                    &id,
+                    "Libraries",
+                    &code.libraries,
+                    tx,
+                    BlockEdit::Libraries,
+                );
+                ui.end_row();
+                self.list_field_ui(
+                    ui,
+                    &id,
+                    "Environment variables",
+                    &code.env_vars,
+                    tx,
+                    BlockEdit::EnvVars,
+                );
+                ui.end_row();
+            });
+    }
+
+    /// One item per line; the list is sent as it is typed.
+    fn list_field_ui(
+        &mut self,
+        ui: &mut Ui,
+        block: &BlockId,
+        name: &'static str,
+        items: &[String],
+        tx: &CommandSender,
+        make: fn(Vec<String>) -> BlockEdit,
+    ) {
+        let label = ui.label(name);
+        let key = (block.clone(), name);
+        let joined = items.join("\n");
+        let buffer = self
+            .list_buffers
+            .entry(key.clone())
+            .or_insert_with(|| joined.clone());
+        // Another edit (undo, a different block) changed the list: show it as it is now.
+        if parse_list(buffer) != items {
+            buffer.clone_from(&joined);
+        }
+        let hint = if name == "Libraries" {
+            "one per line, e.g. requests"
+        } else {
+            "one name per line; values come from Braid's environment"
+        };
+        let response = ui
+            .add(
+                egui::TextEdit::multiline(buffer)
+                    .desired_rows(2)
+                    .desired_width(f32::INFINITY)
+                    .hint_text(hint),
+            )
+            .labelled_by(label.id);
+        if response.changed() {
+            let list = parse_list(buffer);
+            if list != items {
+                tx.send(Command::EditBlock {
+                    block: block.clone(),
+                    edit: make(list),
+                });
+            }
+        }
+        if !response.has_focus() && *buffer != joined && parse_list(buffer) == items {
+            buffer.clone_from(&joined);
+        }
+    }
+
+    /// Connect without dragging: pick a target and a type.
+    fn connect_ui(&mut self, ui: &mut Ui, app: &App, from: &BlockId, tx: &CommandSender) {
+        let dark = ui.visuals().dark_mode;
+        ui.label(RichText::new("Add a transition").strong());
+        ui.horizontal_wrapped(|ui| {
+            let targets: Vec<&Block> = app
+                .project
+                .blocks
+                .iter()
+                .filter(|b| &b.id != from)
+                .collect();
+            if self
+                .connect_to
+                .as_ref()
+                .is_none_or(|t| !targets.iter().any(|b| &b.id == t))
+            {
+                self.connect_to = targets.first().map(|b| b.id.clone());
+            }
+            let kind = self.connect_kind.get_or_insert(TransitionKind::Then);
+            let label = ui.label("to");
+            let selected_name = self
+                .connect_to
+                .as_ref()
+                .map_or("—", |id| app.project.block_name(id))
+                .to_owned();
+            egui::ComboBox::from_id_salt("connect-target")
+                .selected_text(selected_name)
+                .show_ui(ui, |ui| {
+                    for block in &targets {
+                        ui.selectable_value(
+                            &mut self.connect_to,
+                            Some(block.id.clone()),
+                            &block.name,
+                        );
+                    }
+                })
+                .response
+                .labelled_by(label.id);
+            let label = ui.label("as");
+            egui::ComboBox::from_id_salt("connect-kind")
+                .selected_text(
+                    RichText::new(kind.label()).color(theme::transition_color(*kind, dark)),
+                )
+                .show_ui(ui, |ui| {
+                    for k in TransitionKind::ALL {
+                        ui.selectable_value(
+                            kind,
+                            k,
+                            RichText::new(k.label()).color(theme::transition_color(k, dark)),
+                        );
+                    }
+                })
+                .response
+                .labelled_by(label.id);
+            let kind = *kind;
+            if ui
+                .add_enabled(self.connect_to.is_some(), egui::Button::new("Connect"))
+                .clicked()
+                && let Some(to) = self.connect_to.clone()
+            {
+                tx.send(Command::Connect {
+                    from: from.clone(),
+                    to,
+                    kind,
+                });
+            }
+        });
+    }
+}
+
+/// The block's transitions, each a link to its own inspector.
+fn transitions_list_ui(ui: &mut Ui, app: &App, block: &BlockId, tx: &CommandSender) {
+    let dark = ui.visuals().dark_mode;
+    let touching: Vec<&Transition> = app
+        .project
+        .transitions
+        .iter()
+        .filter(|t| &t.from == block || &t.to == block)
+        .collect();
+    if touching.is_empty() {
+        return;
+    }
+    ui.label(RichText::new("Transitions").strong());
+    for t in touching {
+        let text = if &t.from == block {
+            format!(
+                "{} to {}",
+                super::canvas::transition_text(t.kind, &t.expression, 30),
+                app.project.block_name(&t.to)
+            )
+        } else {
+            format!(
+                "{} from {}",
+                t.kind.label(),
+                app.project.block_name(&t.from)
+            )
+        };
+        let link = RichText::new(text).color(theme::transition_color(t.kind, dark));
+        if ui
+            .add(egui::Button::new(link).frame(false))
+            .on_hover_text("Edit this transition")
+            .clicked()
+        {
+            tx.send(Command::SelectTransition(t.id.clone()));
+        }
+    }
+    ui.add_space(4.0);
+}
+
+fn parse_list(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn heading_ui(ui: &mut Ui, title: &str, detail: &str) {
+    ui.horizontal(|ui| {
+        ui.heading(title);
+        ui.label(RichText::new(detail).weak());
+    });
+    ui.separator();
+}
+
+fn transition_ui(ui: &mut Ui, app: &App, t: &Transition, tx: &CommandSender) {
+    let dark = ui.visuals().dark_mode;
+    heading_ui(ui, "Transition", t.kind.label());
+    ui.label(format!(
+        "From \"{}\" to \"{}\"",
+        app.project.block_name(&t.from),
+        app.project.block_name(&t.to)
+    ));
+    ui.add_space(4.0);
+    ui.label(RichText::new("Type").strong());
+    for kind in TransitionKind::ALL {
+        let text = RichText::new(kind.label()).color(theme::transition_color(kind, dark));
+        let response = ui
+            .radio(t.kind == kind, text)
+            .on_hover_text(theme::transition_help(kind));
+        if response.clicked() && t.kind != kind {
+            tx.send(Command::SetTransitionKind {
+                transition: t.id.clone(),
+                kind,
+            });
+        }
+    }
+    if t.kind == TransitionKind::If {
+        ui.add_space(6.0);
+        let label = ui.label(RichText::new("Condition (Python)").strong());
+        ui.label(
+            RichText::new("over return_data, backpack and block_input")
+                .weak()
+                .small(),
+        );
+        let mut expression = t.expression.clone();
+        if ui
+            .add(
+                egui::TextEdit::singleline(&mut expression)
+                    .code_editor()
+                    .desired_width(f32::INFINITY)
+                    .hint_text("return_data > 3"),
+            )
+            .labelled_by(label.id)
+            .changed()
+        {
+            tx.send(Command::SetTransitionExpression {
+                transition: t.id.clone(),
+                expression,
+            });
+        }
+        for error in app.compile_errors.iter().filter(|e| e.what == t.id.0) {
+            ui.label(RichText::new(&error.message).color(theme::error_color(dark)));
+        }
+    }
+    problems_ui(ui, app, &Subject::Transition(t.id.clone()));
+    ui.add_space(8.0);
+    if ui.button("Delete transition").clicked() {
+        tx.send(Command::DeleteTransition(t.id.clone()));
+    }
+}
+
+fn several_ui(ui: &mut Ui, app: &App, tx: &CommandSender) {
+    let ids: Vec<BlockId> = app.selection.blocks.iter().cloned().collect();
+    heading_ui(ui, "Selection", &format!("{} blocks", ids.len()));
+    for id in &ids {
+        ui.label(app.project.block_name(id));
+    }
+    ui.add_space(6.0);
+    ui.horizontal(|ui| {
+        if ui.button("Duplicate").clicked() {
+            tx.send(Command::DuplicateBlocks(ids.clone()));
+        }
+        if ui.button("Delete blocks").clicked() {
+            tx.send(Command::DeleteBlocks(ids.clone()));
+        }
+    });
+}
+
+fn project_ui(ui: &mut Ui, app: &App, tx: &CommandSender) {
+    let project = &app.project;
+    heading_ui(
+        ui,
+        "Project",
+        &format!(
+            "{} blocks · {} transitions",
+            project.blocks.len(),
+            project.transitions.len()
+        ),
+    );
+    egui::Grid::new("project-fields")
+        .num_columns(2)
+        .spacing([8.0, 6.0])
+        .show(ui, |ui| {
+            let label = ui.label("Name");
+            let mut name = project.name.clone();
+            if ui
+                .add(egui::TextEdit::singleline(&mut name).desired_width(f32::INFINITY))
+                .labelled_by(label.id)
+                .changed()
+            {
+                tx.send(Command::RenameProject(name));
+            }
+            ui.end_row();
+            let label = ui.label("Concurrency limit");
+            let mut limit = project.settings.concurrency_limit;
+            if ui
+                .add(egui::DragValue::new(&mut limit).range(1..=1_000_000))
+                .labelled_by(label.id)
+                .on_hover_text("At most this many invocations run at once")
+                .changed()
+            {
+                tx.send(Command::SetConcurrencyLimit(limit));
+            }
+            ui.end_row();
+        });
+    ui.add_space(4.0);
+    let label = ui.label(RichText::new("Readme").strong());
+    let mut readme = project.readme.clone();
+    if ui
+        .add(
+            egui::TextEdit::multiline(&mut readme)
+                .desired_rows(5)
+                .desired_width(f32::INFINITY)
+                .hint_text("What this pipeline does"),
+        )
+        .labelled_by(label.id)
+        .changed()
+    {
+        tx.send(Command::SetReadme(readme));
+    }
+    ui.add_space(6.0);
+    let all: Vec<&Problem> = app.problems.iter().collect();
+    ui.label(RichText::new("Problems").strong());
+    if all.is_empty() && app.compile_errors.is_empty() {
+        ui.label(
+            RichText::new("None: the project can run.")
+                .color(theme::success_color(ui.visuals().dark_mode)),
+        );
+    }
+    for problem in all {
+        problem_line_ui(ui, problem);
+    }
+    for error in &app.compile_errors {
+        ui.label(
+            RichText::new(error.to_string()).color(theme::error_color(ui.visuals().dark_mode)),
+        );
+    }
+    ui.add_space(6.0);
+    ui.label(
+        RichText::new("Select a block or a wire label to edit it.")
+            .weak()
+            .small(),
+    );
+}
+
+fn problems_ui(ui: &mut Ui, app: &App, subject: &Subject) {
+    let problems: Vec<&Problem> = app
+        .problems
+        .iter()
+        .filter(|p| &p.subject == subject)
+        .collect();
+    if problems.is_empty() {
+        return;
+    }
+    ui.add_space(4.0);
+    ui.label(RichText::new("Problems").strong());
+    for problem in problems {
+        problem_line_ui(ui, problem);
+    }
+}
+
+fn problem_line_ui(ui: &mut Ui, problem: &Problem) {
+    let mark = if problem.severity == Severity::Error {
+        "✖"
+    } else {
+        "⚠"
+    };
+    ui.label(
+        RichText::new(format!("{mark} {}", problem.message)).color(theme::severity_color(
+            problem.severity,
+            ui.visuals().dark_mode,
+        )),
+    );
+}

@@ -1,0 +1,227 @@
+//! The menu bar and the toolbar beside it.
+
+use egui::{RichText, Ui};
+
+use super::Views;
+use crate::app::{App, Command, CommandSender, FileAction, RunPhase};
+
+pub fn menu_bar_ui(ui: &mut Ui, views: &mut Views, app: &App, tx: &CommandSender) {
+    egui::MenuBar::new().ui(ui, |ui| {
+        ui.menu_button("File", |ui| {
+            if ui
+                .add(egui::Button::new("New").shortcut_text("Ctrl+N"))
+                .clicked()
+            {
+                tx.send(Command::New);
+            }
+            if ui
+                .add(egui::Button::new("Open…").shortcut_text("Ctrl+O"))
+                .clicked()
+            {
+                tx.send(Command::ShowFileDialog(FileAction::Open));
+            }
+            ui.menu_button("Open recent", |ui| {
+                if app.recent.is_empty() {
+                    ui.label(RichText::new("No recent projects").weak());
+                }
+                for path in &app.recent {
+                    let name = path.file_name().map_or_else(
+                        || path.display().to_string(),
+                        |n| n.to_string_lossy().into_owned(),
+                    );
+                    if ui
+                        .button(name)
+                        .on_hover_text(path.display().to_string())
+                        .clicked()
+                    {
+                        tx.send(Command::Open(path.clone()));
+                    }
+                }
+            });
+            ui.separator();
+            if ui
+                .add(egui::Button::new("Save").shortcut_text("Ctrl+S"))
+                .clicked()
+            {
+                tx.send(Command::Save);
+            }
+            if ui
+                .add(egui::Button::new("Save as…").shortcut_text("Ctrl+Shift+S"))
+                .clicked()
+            {
+                tx.send(Command::ShowFileDialog(FileAction::SaveAs));
+            }
+            ui.separator();
+            if ui.button("Quit").clicked() {
+                tx.send(Command::Quit);
+            }
+        });
+        ui.menu_button("Edit", |ui| {
+            if ui
+                .add_enabled(
+                    app.can_undo(),
+                    egui::Button::new("Undo").shortcut_text("Ctrl+Z"),
+                )
+                .clicked()
+            {
+                tx.send(Command::Undo);
+            }
+            if ui
+                .add_enabled(
+                    app.can_redo(),
+                    egui::Button::new("Redo").shortcut_text("Ctrl+Shift+Z"),
+                )
+                .clicked()
+            {
+                tx.send(Command::Redo);
+            }
+            ui.separator();
+            let selected: Vec<_> = app.selection.blocks.iter().cloned().collect();
+            let any = !selected.is_empty();
+            if ui
+                .add(egui::Button::new("Add Code Block").shortcut_text("A"))
+                .clicked()
+            {
+                tx.send(Command::AddBlock {
+                    position: views.canvas.center_position(),
+                    connect_from: None,
+                });
+            }
+            if ui
+                .add_enabled(any, egui::Button::new("Duplicate").shortcut_text("Ctrl+D"))
+                .clicked()
+            {
+                tx.send(Command::DuplicateBlocks(selected.clone()));
+            }
+            if ui
+                .add_enabled(
+                    any || app.selection.transition.is_some(),
+                    egui::Button::new("Delete").shortcut_text("Del"),
+                )
+                .clicked()
+            {
+                views.delete_selection(app, tx);
+            }
+            if ui
+                .add(egui::Button::new("Select all").shortcut_text("Ctrl+A"))
+                .clicked()
+            {
+                tx.send(Command::SelectAll);
+            }
+        });
+        ui.menu_button("View", |ui| {
+            if ui
+                .add(egui::Button::new("Fit to view").shortcut_text("F"))
+                .clicked()
+            {
+                views.canvas.request_fit();
+            }
+            if ui
+                .add(egui::Button::new("Zoom in").shortcut_text("+"))
+                .clicked()
+            {
+                views.canvas.zoom(1.25);
+            }
+            if ui
+                .add(egui::Button::new("Zoom out").shortcut_text("-"))
+                .clicked()
+            {
+                views.canvas.zoom(0.8);
+            }
+            ui.separator();
+            let mut preference = ui.ctx().options(|o| o.theme_preference);
+            ui.label(RichText::new("Theme").weak());
+            let before = preference;
+            ui.radio_value(&mut preference, egui::ThemePreference::Dark, "Dark");
+            ui.radio_value(&mut preference, egui::ThemePreference::Light, "Light");
+            ui.radio_value(
+                &mut preference,
+                egui::ThemePreference::System,
+                "Follow the system",
+            );
+            if preference != before {
+                ui.ctx().set_theme(preference);
+            }
+        });
+        ui.menu_button("Run", |ui| {
+            if ui
+                .add_enabled(
+                    !app.is_running(),
+                    egui::Button::new("Run").shortcut_text("Ctrl+Enter"),
+                )
+                .clicked()
+            {
+                tx.send(Command::Run(app.run_options.clone()));
+            }
+            if ui
+                .add(egui::Button::new("Run with input…").shortcut_text("Ctrl+R"))
+                .clicked()
+            {
+                views.run_dialog.open(app);
+            }
+            if ui
+                .add_enabled(app.is_running(), egui::Button::new("Stop"))
+                .clicked()
+            {
+                tx.send(Command::StopRun);
+            }
+        });
+        ui.menu_button("Help", |ui| {
+            if ui
+                .add(egui::Button::new("Keyboard shortcuts").shortcut_text("F1"))
+                .clicked()
+            {
+                views.help_open = true;
+            }
+        });
+
+        ui.separator();
+        toolbar_ui(ui, views, app, tx);
+    });
+}
+
+fn toolbar_ui(ui: &mut Ui, views: &mut Views, app: &App, tx: &CommandSender) {
+    let running = app.is_running();
+    if ui
+        .add_enabled(!running, egui::Button::new(RichText::new("▶ Run").strong()))
+        .on_hover_text("Run with the last input (Ctrl+Enter)")
+        .clicked()
+    {
+        tx.send(Command::Run(app.run_options.clone()));
+    }
+    if ui
+        .add_enabled(!running, egui::Button::new("Run…"))
+        .on_hover_text("Choose the input, backpack and concurrency (Ctrl+R)")
+        .clicked()
+    {
+        views.run_dialog.open(app);
+    }
+    let stopping = app
+        .run
+        .as_ref()
+        .is_some_and(|r| r.phase == RunPhase::Stopping);
+    if ui
+        .add_enabled(running && !stopping, egui::Button::new("■ Stop"))
+        .clicked()
+    {
+        tx.send(Command::StopRun);
+    }
+    ui.separator();
+    if ui
+        .button("+ Block")
+        .on_hover_text("Add a Code Block (A, or double-click the canvas)")
+        .clicked()
+    {
+        tx.send(Command::AddBlock {
+            position: views.canvas.center_position(),
+            connect_from: None,
+        });
+    }
+    if ui
+        .button("Fit")
+        .on_hover_text("Fit the pipeline into view (F)")
+        .clicked()
+    {
+        views.canvas.request_fit();
+    }
+}

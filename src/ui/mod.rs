@@ -1,0 +1,257 @@
+//! The views: one per file. They read the application's state and send commands; none of them owns
+//! the project or talks to the runtime.
+//!
+//! Layout: menu bar and toolbar on top; the status bar and the run's results at the bottom; the
+//! inspector on the right; the canvas fills the rest. Dialogs float above.
+
+pub mod canvas;
+pub mod code_editor;
+pub mod dialogs;
+pub mod inspector;
+pub mod menu;
+pub mod results_panel;
+pub mod run_dialog;
+pub mod theme;
+
+use egui::{Key, KeyboardShortcut, Modifiers, RichText, Ui};
+
+use crate::app::edit::copy_to_json;
+use crate::app::{App, Command, CommandSender, FileAction};
+use crate::model::validate::Severity;
+
+#[derive(Default)]
+pub struct Views {
+    pub canvas: canvas::CanvasView,
+    pub inspector: inspector::InspectorView,
+    pub run_dialog: run_dialog::RunDialog,
+    pub results: results_panel::ResultsPanel,
+    pub file_prompt: dialogs::FilePromptView,
+    pub help_open: bool,
+}
+
+impl Views {
+    pub fn show_ui(&mut self, ui: &mut Ui, app: &App) {
+        let tx = app.sender();
+        let ctx = ui.ctx().clone();
+        self.shortcuts(&ctx, app, &tx);
+
+        egui::Panel::top("braid-menu").show(ui, |ui| {
+            menu::menu_bar_ui(ui, self, app, &tx);
+        });
+        egui::Panel::bottom("braid-status")
+            .exact_size(26.0)
+            .show(ui, |ui| status_bar_ui(ui, app));
+        egui::Panel::bottom("braid-results")
+            .resizable(true)
+            .default_size(190.0)
+            .size_range(80.0..=600.0)
+            .show(ui, |ui| {
+                ui.add_space(4.0);
+                self.results.show_ui(ui, app, &tx);
+            });
+        egui::Panel::right("braid-inspector")
+            .resizable(true)
+            .default_size(400.0)
+            .size_range(300.0..=800.0)
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical()
+                    .id_salt("inspector-scroll")
+                    .auto_shrink([false, false])
+                    .show(ui, |ui| {
+                        ui.add_space(6.0);
+                        self.inspector.show_ui(ui, app, &tx);
+                    });
+            });
+        let canvas_rect = egui::CentralPanel::no_frame()
+            .show(ui, |ui| {
+                self.canvas.show_ui(ui, app, &tx);
+                ui.max_rect()
+            })
+            .inner;
+
+        self.run_dialog.show(&ctx, app, &tx);
+        dialogs::help_ui(&ctx, &mut self.help_open);
+        self.file_prompt.show(&ctx, app, &tx);
+        dialogs::confirm_discard_ui(&ctx, app, &tx);
+        dialogs::notices_ui(&ctx, app, &tx, canvas_rect);
+    }
+
+    pub fn delete_selection(&self, app: &App, tx: &CommandSender) {
+        if !app.selection.blocks.is_empty() {
+            tx.send(Command::DeleteBlocks(
+                app.selection.blocks.iter().cloned().collect(),
+            ));
+        } else if let Some(t) = &app.selection.transition {
+            tx.send(Command::DeleteTransition(t.clone()));
+        }
+    }
+
+    /// Keyboard shortcuts, taken before any widget sees the keys. File and run shortcuts work
+    /// everywhere; editing shortcuts only when no text field has the keyboard (a focused text field
+    /// has its own undo, copy and paste).
+    fn shortcuts(&mut self, ctx: &egui::Context, app: &App, tx: &CommandSender) {
+        let command = |key| KeyboardShortcut::new(Modifiers::COMMAND, key);
+        let command_shift = |key| KeyboardShortcut::new(Modifiers::COMMAND | Modifiers::SHIFT, key);
+        let take = |shortcut: KeyboardShortcut| ctx.input_mut(|i| i.consume_shortcut(&shortcut));
+
+        if take(command_shift(Key::S)) {
+            tx.send(Command::ShowFileDialog(FileAction::SaveAs));
+        } else if take(command(Key::S)) {
+            tx.send(Command::Save);
+        }
+        if take(command(Key::O)) {
+            tx.send(Command::ShowFileDialog(FileAction::Open));
+        }
+        if take(command(Key::N)) {
+            tx.send(Command::New);
+        }
+        if take(command(Key::Enter)) {
+            if self.run_dialog.open {
+                self.run_dialog.request_run();
+            } else {
+                tx.send(Command::Run(app.run_options.clone()));
+            }
+        }
+        if take(command(Key::R)) {
+            self.run_dialog.open(app);
+        }
+        if take(KeyboardShortcut::new(Modifiers::NONE, Key::F1)) {
+            self.help_open = !self.help_open;
+        }
+
+        if ctx.egui_wants_keyboard_input() {
+            return;
+        }
+        if take(command_shift(Key::Z)) || take(command(Key::Y)) {
+            tx.send(Command::Redo);
+        } else if take(command(Key::Z)) {
+            tx.send(Command::Undo);
+        }
+        if take(command(Key::D)) && !app.selection.blocks.is_empty() {
+            tx.send(Command::DuplicateBlocks(
+                app.selection.blocks.iter().cloned().collect(),
+            ));
+        }
+        if take(command(Key::A)) {
+            tx.send(Command::SelectAll);
+        }
+        let plain = |key| KeyboardShortcut::new(Modifiers::NONE, key);
+        if take(plain(Key::Delete)) || take(plain(Key::Backspace)) {
+            self.delete_selection(app, tx);
+        }
+        if take(plain(Key::Escape)) {
+            if self.help_open {
+                self.help_open = false;
+            } else if self.run_dialog.open {
+                self.run_dialog.open = false;
+            } else {
+                tx.send(Command::ClearSelection);
+            }
+        }
+        if take(plain(Key::A)) {
+            let position = self
+                .canvas
+                .pointer_position(ctx)
+                .unwrap_or_else(|| self.canvas.center_position());
+            tx.send(Command::AddBlock {
+                position,
+                connect_from: None,
+            });
+        }
+        if take(plain(Key::F)) {
+            self.canvas.request_fit();
+        }
+        if take(plain(Key::Plus)) || take(plain(Key::Equals)) {
+            self.canvas.zoom(1.25);
+        }
+        if take(plain(Key::Minus)) {
+            self.canvas.zoom(0.8);
+        }
+
+        // Copy, cut and paste arrive as events (the platform turns Ctrl+C and friends into them).
+        let events = ctx.input(|i| i.events.clone());
+        for event in events {
+            match event {
+                egui::Event::Copy | egui::Event::Cut => {
+                    if let Some(text) = copy_to_json(&app.project, &app.selection.blocks) {
+                        ctx.copy_text(text);
+                        if event == egui::Event::Cut {
+                            tx.send(Command::DeleteBlocks(
+                                app.selection.blocks.iter().cloned().collect(),
+                            ));
+                        }
+                    }
+                }
+                egui::Event::Paste(text) => {
+                    tx.send(Command::Paste {
+                        text,
+                        at: self.canvas.pointer_position(ctx),
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn status_bar_ui(ui: &mut Ui, app: &App) {
+    ui.horizontal_centered(|ui| {
+        let dark = ui.visuals().dark_mode;
+        let location = match (&app.path, &app.imported_from) {
+            (Some(path), _) => path.display().to_string(),
+            (None, Some(from)) => format!(
+                "imported from {} (Save writes a Braid file)",
+                from.display()
+            ),
+            (None, None) => "not saved yet".to_owned(),
+        };
+        ui.label(RichText::new(location).weak().small());
+        if app.is_dirty() {
+            ui.label(RichText::new("● unsaved changes").small());
+        }
+        ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+            let errors = app
+                .problems
+                .iter()
+                .filter(|p| p.severity == Severity::Error)
+                .count()
+                + app.compile_errors.len();
+            let warnings = app
+                .problems
+                .iter()
+                .filter(|p| p.severity == Severity::Warning)
+                .count();
+            if errors + warnings == 0 {
+                ui.label(
+                    RichText::new("✔ no problems")
+                        .small()
+                        .color(theme::success_color(dark)),
+                );
+            } else {
+                let text = format!("{errors} error(s), {warnings} warning(s)");
+                let color = if errors > 0 {
+                    theme::error_color(dark)
+                } else {
+                    theme::severity_color(Severity::Warning, dark)
+                };
+                let problems: Vec<String> = app
+                    .problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .chain(app.compile_errors.iter().map(|e| format!("error: {e}")))
+                    .collect();
+                ui.label(RichText::new(text).small().color(color))
+                    .on_hover_text(problems.join("\n"));
+            }
+            ui.label(
+                RichText::new(format!(
+                    "{} blocks · {} transitions",
+                    app.project.blocks.len(),
+                    app.project.transitions.len()
+                ))
+                .small()
+                .weak(),
+            );
+        });
+    });
+}

@@ -1,0 +1,242 @@
+//! The bottom panel: the current run's progress, then its results and failures.
+//!
+//! Tabs leave room for more views of a run (the Block Executions panel of issue 5 goes beside these).
+
+use egui::{RichText, Ui};
+
+use super::canvas::cut;
+use super::theme;
+use crate::app::run::{InvocationStatus, RunFailure, RunPhase, RunResult, RunState, RunStatus};
+use crate::app::{App, Command, CommandSender};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Tab {
+    #[default]
+    Results,
+    Failures,
+}
+
+#[derive(Default)]
+pub struct ResultsPanel {
+    pub tab: Tab,
+    /// The run whose failures tab was chosen automatically (once per run).
+    auto_switched: Option<String>,
+}
+
+const ROW_HEIGHT: f32 = 20.0;
+
+impl ResultsPanel {
+    pub fn show_ui(&mut self, ui: &mut Ui, app: &App, tx: &CommandSender) {
+        let Some(run) = &app.run else {
+            ui.add_space(6.0);
+            ui.label(
+                RichText::new("Run the pipeline (Ctrl+Enter, or ▶ Run) to see its results here.")
+                    .weak(),
+            );
+            return;
+        };
+        status_line_ui(ui, run, tx);
+        ui.separator();
+        match &run.phase {
+            RunPhase::Finished(summary) => {
+                // A failed run opens on its failures, once; the user's choice of tab wins after that.
+                if !summary.failures.is_empty()
+                    && summary.results.is_empty()
+                    && self.auto_switched.as_deref() != Some(run.run_id.0.as_str())
+                {
+                    self.auto_switched = Some(run.run_id.0.clone());
+                    self.tab = Tab::Failures;
+                }
+                ui.horizontal(|ui| {
+                    ui.selectable_value(
+                        &mut self.tab,
+                        Tab::Results,
+                        format!("Results ({})", summary.results.len()),
+                    );
+                    ui.selectable_value(
+                        &mut self.tab,
+                        Tab::Failures,
+                        format!("Failures ({})", summary.failures.len()),
+                    );
+                });
+                match self.tab {
+                    Tab::Results => results_ui(ui, &summary.results),
+                    Tab::Failures => failures_ui(ui, &summary.failures),
+                }
+            }
+            RunPhase::Refused {
+                message,
+                compile_errors,
+            } => {
+                let dark = ui.visuals().dark_mode;
+                ui.label(RichText::new(message).color(theme::error_color(dark)));
+                for error in compile_errors {
+                    ui.label(RichText::new(error.to_string()).color(theme::error_color(dark)));
+                }
+            }
+            RunPhase::Starting | RunPhase::Running | RunPhase::Stopping => {
+                ui.label(RichText::new("Results appear when the run ends.").weak());
+            }
+        }
+    }
+}
+
+fn status_line_ui(ui: &mut Ui, run: &RunState, tx: &CommandSender) {
+    let dark = ui.visuals().dark_mode;
+    let totals = run.totals();
+    ui.horizontal(|ui| {
+        match &run.phase {
+            RunPhase::Starting => {
+                ui.spinner();
+                ui.label("Compiling…");
+            }
+            RunPhase::Running | RunPhase::Stopping => {
+                ui.spinner();
+                let done = totals.finished();
+                let total = totals.total().max(1);
+                ui.add(
+                    egui::ProgressBar::new(done as f32 / total as f32)
+                        .desired_width(240.0)
+                        .text(format!("{done} / {} invocations", totals.total())),
+                );
+                let label = if run.phase == RunPhase::Stopping {
+                    "Stopping…"
+                } else {
+                    "■ Stop"
+                };
+                if ui
+                    .add_enabled(run.phase == RunPhase::Running, egui::Button::new(label))
+                    .clicked()
+                {
+                    tx.send(Command::StopRun);
+                }
+            }
+            RunPhase::Finished(summary) => {
+                let (text, color) = match summary.status {
+                    RunStatus::Succeeded => ("✔ Succeeded", theme::success_color(dark)),
+                    RunStatus::Failed => ("✖ Failed", theme::error_color(dark)),
+                    RunStatus::Cancelled => (
+                        "■ Cancelled",
+                        theme::status_color(InvocationStatus::Cancelled, dark),
+                    ),
+                    RunStatus::Running => ("Running", ui.visuals().text_color()),
+                };
+                ui.label(RichText::new(text).strong().color(color));
+                ui.label(format!(
+                    "in {:.2} s · {} invocations",
+                    summary.duration_ms / 1000.0,
+                    summary.invocations
+                ));
+            }
+            RunPhase::Refused { .. } => {
+                ui.label(
+                    RichText::new("✖ The run did not start")
+                        .strong()
+                        .color(theme::error_color(dark)),
+                );
+            }
+        }
+        if totals.total() > 0 {
+            counts_ui(ui, run, dark);
+        }
+    });
+}
+
+fn counts_ui(ui: &mut Ui, run: &RunState, dark: bool) {
+    let totals = run.totals();
+    ui.separator();
+    for (n, status, label) in [
+        (totals.queued, InvocationStatus::Queued, "queued"),
+        (totals.running, InvocationStatus::Running, "running"),
+        (totals.succeeded, InvocationStatus::Succeeded, "succeeded"),
+        (totals.caught, InvocationStatus::CaughtException, "caught"),
+        (totals.failed, InvocationStatus::Exception, "failed"),
+        (totals.timed_out, InvocationStatus::TimedOut, "timed out"),
+        (totals.cancelled, InvocationStatus::Cancelled, "cancelled"),
+    ] {
+        if n > 0 {
+            ui.label(
+                RichText::new(format!("{n} {label}")).color(theme::status_color(status, dark)),
+            );
+        }
+    }
+}
+
+fn item_path(path: &[u32]) -> String {
+    if path.is_empty() {
+        "—".to_owned()
+    } else {
+        format!("{path:?}")
+    }
+}
+
+fn results_ui(ui: &mut Ui, results: &[RunResult]) {
+    if results.is_empty() {
+        ui.label(RichText::new("The run produced no results (no leaf block finished).").weak());
+        return;
+    }
+    // Only the visible rows are laid out, so a 10,000-result run scrolls smoothly.
+    egui::ScrollArea::vertical()
+        .id_salt("results-scroll")
+        .auto_shrink([false, false])
+        .show_rows(ui, ROW_HEIGHT, results.len(), |ui, rows| {
+            for result in &results[rows] {
+                ui.horizontal(|ui| {
+                    ui.add_sized(
+                        [140.0, ROW_HEIGHT],
+                        egui::Label::new(RichText::new(cut(&result.block, 20)).strong()).truncate(),
+                    );
+                    ui.add_sized(
+                        [70.0, ROW_HEIGHT],
+                        egui::Label::new(RichText::new(item_path(&result.item_path)).weak()),
+                    );
+                    let text = result.output.to_string();
+                    if ui
+                        .small_button("Copy")
+                        .on_hover_text("Copy the value as JSON")
+                        .clicked()
+                    {
+                        ui.ctx().copy_text(text.clone());
+                    }
+                    ui.add(egui::Label::new(RichText::new(cut(&text, 400)).monospace()).truncate())
+                        .on_hover_text(cut(&text, 4000));
+                });
+            }
+        });
+}
+
+fn failures_ui(ui: &mut Ui, failures: &[RunFailure]) {
+    if failures.is_empty() {
+        ui.label(RichText::new("No failures.").weak());
+        return;
+    }
+    let dark = ui.visuals().dark_mode;
+    egui::ScrollArea::vertical()
+        .id_salt("failures-scroll")
+        .auto_shrink([false, false])
+        .show(ui, |ui| {
+            // Tracebacks make rows of different heights, so at most the first 500 are listed.
+            for (i, failure) in failures.iter().take(500).enumerate() {
+                ui.horizontal(|ui| {
+                    ui.label(RichText::new(&failure.block).strong());
+                    ui.label(RichText::new(item_path(&failure.item_path)).weak());
+                    ui.label(
+                        RichText::new(failure.status.replace('_', " "))
+                            .color(theme::error_color(dark)),
+                    );
+                    ui.add(egui::Label::new(cut(&failure.error, 300)).truncate())
+                        .on_hover_text(&failure.error);
+                });
+                if let Some(traceback) = &failure.traceback {
+                    egui::CollapsingHeader::new(RichText::new("traceback").small())
+                        .id_salt(("traceback", i))
+                        .show(ui, |ui| {
+                            ui.label(RichText::new(traceback).monospace().small());
+                        });
+                }
+            }
+            if failures.len() > 500 {
+                ui.label(RichText::new(format!("… and {} more", failures.len() - 500)).weak());
+            }
+        });
+}
