@@ -126,7 +126,7 @@ fn json_arg(name: &str, text: &str) -> Result<Value, UsageError> {
     })
 }
 
-/// serde_json's message without its own " at line X column Y" suffix (we print the position first).
+/// `serde_json`'s message without its own " at line X column Y" suffix (we print the position first).
 fn strip_position(error: &serde_json::Error) -> String {
     let text = error.to_string();
     match text.rfind(" at line ") {

@@ -40,7 +40,10 @@ pub enum RuntimeRequest {
     Cancel(RunId),
     /// Compile every block's code and `if` expressions without running anything; answered by
     /// [`RuntimeEvent::Checked`].
-    Check { check_id: RunId, project: Box<Project> },
+    Check {
+        check_id: RunId,
+        project: Box<Project>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -260,20 +263,24 @@ impl Engine {
             return;
         }
         if !backpack.is_object() {
-            self.refuse(run_id, "the backpack must be a JSON object".to_owned(), Vec::new())
-                .await;
+            self.refuse(
+                run_id,
+                "the backpack must be a JSON object".to_owned(),
+                Vec::new(),
+            )
+            .await;
             return;
         }
         let plan = Arc::new(Plan::new(&project));
         let entries: Vec<usize> = match &from {
-            Some(id) => match plan.by_id.get(id) {
-                Some(&index) => vec![index],
-                None => {
+            Some(id) => {
+                let Some(&index) = plan.by_id.get(id) else {
                     self.refuse(run_id, format!("there is no block {id}"), Vec::new())
                         .await;
                     return;
-                }
-            },
+                };
+                vec![index]
+            }
             None => project
                 .entry_blocks()
                 .iter()
@@ -291,7 +298,9 @@ impl Engine {
         }
         let number = self.next_run;
         self.next_run += 1;
-        let limit = concurrency.unwrap_or(project.settings.concurrency_limit).max(1) as usize;
+        let limit = concurrency
+            .unwrap_or(project.settings.concurrency_limit)
+            .max(1) as usize;
         let program = plan.program(number, &project, &env);
         self.invoker.load(program);
         let scheduler = RunScheduler::new(run_id, plan, number, limit, number << KEY_BITS);

@@ -242,7 +242,10 @@ impl std::fmt::Display for CompileError {
 #[derive(Clone, Debug)]
 pub enum RuntimeEvent {
     /// The code compiled and the first invocations are queued.
-    RunStarted { run_id: RunId, started_at_ms: f64 },
+    RunStarted {
+        run_id: RunId,
+        started_at_ms: f64,
+    },
     /// The run never started: code that does not compile, a block that can't run, bad arguments.
     RunRefused {
         run_id: RunId,

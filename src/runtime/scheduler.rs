@@ -11,8 +11,8 @@ use serde_json::{Map, Value, json};
 use super::invoker::{Outcome, Task, TaskResult};
 use super::plan::Plan;
 use super::record::{
-    BlockCounts, ErrorInfo, InvocationId, InvocationRecord, InvocationStatus, RunFailure,
-    RunId, RunResult, RunStatus, RunSummary, now_ms,
+    BlockCounts, ErrorInfo, InvocationId, InvocationRecord, InvocationStatus, RunFailure, RunId,
+    RunResult, RunStatus, RunSummary, now_ms,
 };
 use crate::model::TransitionId;
 
@@ -504,13 +504,14 @@ impl RunScheduler {
             return;
         };
         let n = frame.alive.len();
-        let set = match frame.sets.iter().position(|s| s.target == target) {
-            Some(i) => &mut frame.sets[i],
-            None => {
-                frame.sets.push(FanInSet::new(target, n));
-                frame.sets.last_mut().expect("just pushed")
-            }
+        let index = if let Some(i) = frame.sets.iter().position(|s| s.target == target) {
+            i
+        } else {
+            // A fan-in the static analysis did not foresee (it over-approximates, so rarely): track it too.
+            frame.sets.push(FanInSet::new(target, n));
+            frame.sets.len() - 1
         };
+        let set = &mut frame.sets[index];
         let slot = item as usize;
         if set.got[slot].is_some() {
             set.extra[slot] += 1;
@@ -534,11 +535,14 @@ impl RunScheduler {
     ) {
         let k = self.plan.blocks[target].merge_inputs;
         let key = (target, inv.ctx.frames.clone());
-        let state = self.merges.entry(key.clone()).or_insert_with(|| MergeState {
-            ctx: Arc::clone(&inv.ctx),
-            got: (0..k).map(|_| None).collect(),
-            extra: vec![0; k],
-        });
+        let state = self
+            .merges
+            .entry(key.clone())
+            .or_insert_with(|| MergeState {
+                ctx: Arc::clone(&inv.ctx),
+                got: (0..k).map(|_| None).collect(),
+                extra: vec![0; k],
+            });
         if state.got[slot].is_some() {
             state.extra[slot] += 1;
             return;
@@ -549,12 +553,14 @@ impl RunScheduler {
             from: inv.id,
         });
         if state.got.iter().all(Option::is_some) && state.extra.iter().all(|&e| e == 0) {
-            let Some(state) = self.merges.remove(&key) else {
+            let Some(complete) = self.merges.remove(&key) else {
                 return;
             };
-            let (values, backpack, parents) =
-                combine(Value::Object(Map::new()), state.got.into_iter().flatten());
-            self.enqueue(target, values, backpack, state.ctx, parents);
+            let (values, backpack, parents) = combine(
+                Value::Object(Map::new()),
+                complete.got.into_iter().flatten(),
+            );
+            self.enqueue(target, values, backpack, complete.ctx, parents);
         }
     }
 
@@ -614,11 +620,15 @@ impl RunScheduler {
             let target_name = self.plan.blocks[set.target].name.clone();
             let complete = set.delivered == n && set.extra.iter().all(|&e| e == 0);
             if complete {
-                let (values, backpack, parents) = combine(
-                    frame.base_backpack.clone(),
-                    set.got.into_iter().flatten(),
+                let (values, backpack, parents) =
+                    combine(frame.base_backpack.clone(), set.got.into_iter().flatten());
+                self.enqueue(
+                    set.target,
+                    values,
+                    backpack,
+                    Arc::clone(&frame.parent),
+                    parents,
                 );
-                self.enqueue(set.target, values, backpack, Arc::clone(&frame.parent), parents);
                 continue;
             }
             let mut message = format!(
@@ -628,7 +638,11 @@ impl RunScheduler {
             let missing: Vec<usize> = (0..n).filter(|&i| set.got[i].is_none()).collect();
             if !missing.is_empty() {
                 message.push_str("; missing ");
-                message.push_str(if missing.len() == 1 { "item " } else { "items " });
+                message.push_str(if missing.len() == 1 {
+                    "item "
+                } else {
+                    "items "
+                });
                 message.push_str(&list_items(&missing));
                 let explained: Vec<String> = missing
                     .iter()
@@ -658,13 +672,13 @@ impl RunScheduler {
     /// A scope has settled (an item of a fan-out, or with `None` the whole run): its merges that are still
     /// waiting can never complete.
     fn settle_merges(&mut self, scope: Option<(u64, u32)>) {
-        let stale: Vec<(usize, Vec<(u64, u32)>)> = self
+        let waiting_keys: Vec<(usize, Vec<(u64, u32)>)> = self
             .merges
             .keys()
             .filter(|(_, frames)| frames.last().copied() == scope)
             .cloned()
             .collect();
-        for key in stale {
+        for key in waiting_keys {
             let Some(state) = self.merges.remove(&key) else {
                 continue;
             };
@@ -870,5 +884,152 @@ fn json_type(value: &Value) -> &'static str {
         Value::String(_) => "string",
         Value::Array(_) => "array",
         Value::Object(_) => "object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Block, BlockId, Position, Project, Transition, TransitionKind};
+
+    fn project(blocks: &[&str], links: &[(&str, &str, TransitionKind)]) -> Project {
+        let mut p = Project::default();
+        for name in blocks {
+            let mut b = Block::new_code(*name, "", Position::default());
+            b.id = BlockId((*name).to_owned());
+            p.blocks.push(b);
+        }
+        for (from, to, kind) in links {
+            p.transitions.push(Transition::new(
+                BlockId((*from).to_owned()),
+                BlockId((*to).to_owned()),
+                *kind,
+            ));
+        }
+        p
+    }
+
+    fn scheduler(p: &Project, limit: usize) -> RunScheduler {
+        let mut s = RunScheduler::new(RunId("r".into()), Arc::new(Plan::new(p)), 1, limit, 0);
+        s.start(&[0], &Value::Null, &json!({}));
+        s
+    }
+
+    fn returned(task: &Task, output: Value) -> TaskResult {
+        TaskResult {
+            key: task.key,
+            attempt: 1,
+            started_at_ms: Some(0.0),
+            ended_at_ms: Some(1.0),
+            stdout: String::new(),
+            stderr: String::new(),
+            outcome: Outcome::Returned {
+                output,
+                backpack: json!({}),
+                ifs: Vec::new(),
+            },
+        }
+    }
+
+    fn raised(task: &Task) -> TaskResult {
+        TaskResult {
+            outcome: Outcome::Raised {
+                error: ErrorInfo {
+                    kind: "ValueError".into(),
+                    message: "bad row".into(),
+                    traceback: String::new(),
+                    line: Some(2),
+                },
+                backpack: None,
+            },
+            ..returned(task, Value::Null)
+        }
+    }
+
+    #[test]
+    fn limit_holds_back_the_rest_in_order() {
+        use TransitionKind::FanOut;
+        let p = project(&["Gen", "Work"], &[("Gen", "Work", FanOut)]);
+        let mut s = scheduler(&p, 3);
+        let gen_task = s.take_ready().remove(0);
+        s.complete(returned(&gen_task, json!([10, 11, 12, 13, 14])));
+        let first = s.take_ready();
+        assert_eq!(first.len(), 3, "the limit");
+        assert!(s.take_ready().is_empty());
+        assert_eq!(
+            first.iter().map(|t| t.input_json.as_str()).collect::<Vec<_>>(),
+            ["10", "11", "12"],
+            "first in, first out"
+        );
+        s.complete(returned(&first[1], json!(1)));
+        let next = s.take_ready();
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].input_json, "13");
+        assert!(!s.is_idle());
+    }
+
+    #[test]
+    fn missing_items_are_named_with_their_reason_and_the_run_fails() {
+        use TransitionKind::{FanIn, FanOut};
+        let p = project(
+            &["Gen", "Work", "Collect"],
+            &[("Gen", "Work", FanOut), ("Work", "Collect", FanIn)],
+        );
+        let mut s = scheduler(&p, 10);
+        let gen_task = s.take_ready().remove(0);
+        s.complete(returned(&gen_task, json!([0, 1, 2])));
+        let tasks = s.take_ready();
+        s.complete(returned(&tasks[2], json!(2)));
+        s.complete(raised(&tasks[1]));
+        s.complete(returned(&tasks[0], json!(0)));
+        assert!(s.take_ready().is_empty(), "the fan-in never fires");
+        assert!(s.is_idle());
+        let summary = s.finish();
+        assert_eq!(summary.status, RunStatus::Failed);
+        assert_eq!(
+            summary.failures.last().map(|f| f.error.as_str()),
+            Some(
+                "fan-in \"Collect\" got 2 of 3 results; missing item 1 (item 1: ValueError: bad row in \"Work\")"
+            )
+        );
+    }
+
+    #[test]
+    fn per_block_cap_does_not_block_other_blocks() {
+        use TransitionKind::FanOut;
+        let mut p = project(
+            &["Gen", "Capped", "Free"],
+            &[("Gen", "Capped", FanOut), ("Gen", "Free", FanOut)],
+        );
+        p.blocks[1].code_mut().unwrap().concurrency_cap = Some(1);
+        let mut s = scheduler(&p, 100);
+        let gen_task = s.take_ready().remove(0);
+        s.complete(returned(&gen_task, json!([1, 2, 3])));
+        let tasks = s.take_ready();
+        let capped = tasks.iter().filter(|t| t.block == 1).count();
+        let free = tasks.iter().filter(|t| t.block == 2).count();
+        assert_eq!((capped, free), (1, 3));
+    }
+
+    #[test]
+    fn cancel_ends_everything_as_cancelled() {
+        use TransitionKind::FanOut;
+        let p = project(&["Gen", "Work"], &[("Gen", "Work", FanOut)]);
+        let mut s = scheduler(&p, 2);
+        let gen_task = s.take_ready().remove(0);
+        s.complete(returned(&gen_task, json!([1, 2, 3, 4])));
+        let running = s.take_ready();
+        let keys = s.cancel();
+        assert_eq!(keys.len(), running.len());
+        assert!(s.is_idle());
+        // A late answer from a stopped invocation changes nothing.
+        s.complete(returned(&running[0], json!(1)));
+        let records = s.take_records();
+        let cancelled = records
+            .iter()
+            .filter(|r| r.status == InvocationStatus::Cancelled)
+            .count();
+        assert_eq!(cancelled, 4);
+        assert_eq!(s.finish().status, RunStatus::Cancelled);
     }
 }

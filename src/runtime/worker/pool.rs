@@ -22,7 +22,7 @@ use crate::runtime::invoker::{
 use crate::runtime::record::ErrorInfo;
 
 /// Invocations sent to one worker in one frame, at most.
-const BATCH: usize = 64;
+const BATCH: usize = 256;
 /// A worker whose invocations ran this far past their timeout without a word from it is killed.
 const SILENCE_LIMIT: Duration = Duration::from_secs(5);
 /// Kept from a worker's stderr, to explain a crash.
@@ -154,8 +154,8 @@ impl WireResult {
         TaskResult {
             key,
             attempt,
-            started_at_ms: Some(t0 * 1000.0),
-            ended_at_ms: Some(t1 * 1000.0),
+            started_at_ms: Some(t0 / 1000.0),
+            ended_at_ms: Some(t1 / 1000.0),
             stdout,
             stderr,
             outcome,
@@ -239,7 +239,7 @@ impl PoolActor {
                     self.command(command).await;
                 }
                 Some((index, generation, message)) = self.from_workers.recv() => {
-                    self.from_worker(index, generation, message).await;
+                    self.on_worker_message(index, generation, message).await;
                 }
                 _ = tick.tick() => self.watchdog(),
             }
@@ -385,7 +385,10 @@ impl PoolActor {
                 }
                 match serde_json::from_slice::<WorkerFrame>(&body) {
                     Ok(frame) => {
-                        if tx.send((index, generation, FromWorker::Frame(frame))).is_err() {
+                        if tx
+                            .send((index, generation, FromWorker::Frame(frame)))
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -443,7 +446,7 @@ impl PoolActor {
         }
     }
 
-    async fn from_worker(&mut self, index: usize, generation: u64, message: FromWorker) {
+    async fn on_worker_message(&mut self, index: usize, generation: u64, message: FromWorker) {
         let Some(worker) = self.workers[index].as_mut() else {
             return;
         };
@@ -540,7 +543,7 @@ impl PoolActor {
                     };
                     let mut result = crashed(&task, &message);
                     if let Outcome::Crashed { error } = &mut result.outcome {
-                        error.traceback = stderr_tail.clone();
+                        error.traceback.clone_from(&stderr_tail);
                     }
                     result
                 };
@@ -619,6 +622,15 @@ impl PoolActor {
             worker.solo = true;
             send_tasks(worker, vec![task]);
         }
+        let eligible = self
+            .workers
+            .iter()
+            .flatten()
+            .filter(|w| !w.solo && w.stuck.is_none())
+            .count();
+        // Spread what waits over the workers (a CPU-bound fan-out of 4 must use both cores), in
+        // frames of at most BATCH so that results stream back while the rest runs.
+        let share = self.waiting.len().div_ceil(eligible.max(1)).clamp(1, BATCH);
         while !self.waiting.is_empty() {
             let Some(worker) = self
                 .workers
@@ -629,7 +641,7 @@ impl PoolActor {
             else {
                 break;
             };
-            let n = self.waiting.len().min(BATCH);
+            let n = self.waiting.len().min(share);
             let batch: Vec<Task> = self.waiting.drain(..n).collect();
             send_tasks(worker, batch);
         }
@@ -677,7 +689,10 @@ struct LoadFrame<'a> {
 
 impl<'a> From<&'a Program> for LoadFrame<'a> {
     fn from(program: &'a Program) -> Self {
-        Self { op: "load", program }
+        Self {
+            op: "load",
+            program,
+        }
     }
 }
 

@@ -13,6 +13,7 @@
 #            {"op": "stuck", "key": K}                (a timed-out invocation ignored the interrupt)
 #            {"op": "beat"}                           (alive, while invocations run)
 # status: 0 returned, 1 raised, 2 timed out, 3 cancelled.  error: [type, message, traceback, line].
+# t0, t1: wall-clock microseconds since the epoch (integers: floats cost more to encode than the call).
 import ast
 import collections
 import ctypes
@@ -25,7 +26,11 @@ import time
 import traceback
 
 OK, RAISED, TIMED_OUT, CANCELLED = 0, 1, 2, 3
-FLUSH_EVERY = 64
+EMPTY = ()
+get_ident = threading.get_ident
+time_ns = time.time_ns
+monotonic = time.monotonic
+FLUSH_EVERY = 256
 FLUSH_AFTER_S = 0.002
 TICK_S = 0.005
 GRACE_S = 1.0
@@ -47,13 +52,16 @@ _real_stderr = sys.__stderr__
 class _Capture:
     """sys.stdout/sys.stderr: each invocation's thread collects its own printed text."""
 
-    def __init__(self, attr):
-        self._attr = attr
+    def __init__(self, index):
+        self._index = index
 
     def write(self, text):
-        buf = getattr(_tls, self._attr, None)
-        if buf is None:
+        capture = getattr(_tls, "capture", None)
+        if capture is None:
             return _real_stderr.write(text)
+        buf = capture[self._index]
+        if buf is None:
+            buf = capture[self._index] = []
         buf.append(text)
         return len(text)
 
@@ -132,9 +140,9 @@ class Worker:
         with self.out_lock:
             if not self.out:
                 return
-            parts, self.out = self.out, []
+            rows, self.out = self.out, []
             self.last_flush = time.monotonic()
-        self.send_raw(b'{"op":"done","results":[' + ",".join(parts).encode() + b"]}")
+        self.send_raw(b'{"op":"done","results":' + self.encode(rows).encode() + b"}")
 
     # ----- requests -----
     def serve(self):
@@ -269,18 +277,19 @@ class Worker:
                 self.send({"op": "beat"})
 
     def run(self, task):
+        """Runs one invocation; returns its result row (encoded to JSON with its batch, see flush)."""
         key, attempt, block_index, block_input, backpack, program = task
         block = program[block_index]
-        ident = threading.get_ident()
-        out = _tls.out = []
-        err = _tls.err = []
+        ident = get_ident()
+        capture = _tls.capture = [None, None]
         _tls.key = key
         status = OK
         ret = None
-        ifs = []
+        ifs = EMPTY
         error = None
-        t0 = time.time()
-        self.running[ident] = [key, time.monotonic(), block.timeout_s, None]
+        t0 = time_ns() // 1000
+        running = self.running
+        running[ident] = [key, monotonic(), block.timeout_s, None]
         try:
             try:
                 if key in self.cancelled:
@@ -294,7 +303,7 @@ class Worker:
                     ifs = [bool(eval(expr, scope)) for expr in block.ifs]
             finally:
                 # Clear the entry before an interrupt can land outside the user's code.
-                self.running.pop(ident, None)
+                running.pop(ident, None)
         except BraidTimeout:
             status = TIMED_OUT
             error = ["Timeout", f"ran past its timeout of {block.timeout_s:g} s", _format_tb(), None]
@@ -307,37 +316,36 @@ class Worker:
         except BaseException as e:
             status = RAISED
             error = [type(e).__name__, str(e), _format_tb(), _user_line(block)]
-        t1 = time.time()
-        self.running.pop(ident, None)
-        _tls.out = _tls.err = _tls.key = None
-        self.cancelled.discard(key)
+        t1 = time_ns() // 1000
+        running.pop(ident, None)
+        _tls.capture = _tls.key = None
+        if self.cancelled:
+            self.cancelled.discard(key)
+        out, err = capture
+        return [key, attempt, status, ret, backpack, ifs, "".join(out) if out else "", "".join(err) if err else "", error, t0, t1]
+
+    def encode(self, rows):
+        """One JSON text for a batch of result rows; a row whose value can't be encoded fails alone."""
         try:
-            return json.dumps([key, attempt, status, ret, backpack, ifs, "".join(out), "".join(err), error, t0, t1], separators=(",", ":"), allow_nan=False)
-        except (TypeError, ValueError) as e:
-            what = "return value"
+            return json.dumps(rows, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError):
+            pass
+        parts = []
+        for row in rows:
             try:
-                json.dumps(ret, allow_nan=False)
-                what = "backpack"
-            except (TypeError, ValueError):
-                pass
-            value = ret if what == "return value" else backpack
-            error = ["TypeError", f"the {what} is not JSON-serialisable: {type(value).__name__} ({e})", "", None]
-            safe_backpack = backpack if what == "return value" else None
-            try:
-                json.dumps(safe_backpack, allow_nan=False)
-            except (TypeError, ValueError):
-                safe_backpack = None
-            return json.dumps([key, attempt, RAISED, None, safe_backpack, [], "".join(out), "".join(err), error, t0, t1], separators=(",", ":"))
+                parts.append(json.dumps(row, separators=(",", ":"), allow_nan=False))
+            except (TypeError, ValueError) as e:
+                parts.append(json.dumps(_unencodable(row, e), separators=(",", ":")))
+        return "[" + ",".join(parts) + "]"
 
     def interrupted_result(self, task, exc):
         key, attempt = task[0], task[1]
-        now = time.time()
-        _tls.out = _tls.err = _tls.key = None
+        now = time.time_ns() // 1000
+        _tls.capture = _tls.key = None
         self.running.pop(threading.get_ident(), None)
         if isinstance(exc, BraidTimeout):
-            error = ["Timeout", "ran past its timeout", "", None]
-            return json.dumps([key, attempt, TIMED_OUT, None, None, [], "", "", error, now, now])
-        return json.dumps([key, attempt, CANCELLED, None, None, [], "", "", ["Cancelled", "the run was stopped", "", None], now, now])
+            return [key, attempt, TIMED_OUT, None, None, [], "", "", ["Timeout", "ran past its timeout", "", None], now, now]
+        return [key, attempt, CANCELLED, None, None, [], "", "", ["Cancelled", "the run was stopped", "", None], now, now]
 
     def load_main(self, block):
         with block.lock:
@@ -356,6 +364,26 @@ class Worker:
                 raise
             block.main = main
             return main
+
+
+def _unencodable(row, exc):
+    """The row of an invocation whose return value (or backpack) is not JSON: it fails, naming the type."""
+    key, attempt, _status, ret, backpack, _ifs, out, err, _error, t0, t1 = row
+    what, value = "return value", ret
+    try:
+        json.dumps(ret, allow_nan=False)
+        what, value = "backpack", backpack
+    except (TypeError, ValueError):
+        pass
+    error = ["TypeError", f"the {what} is not JSON-serialisable: {type(value).__name__} ({exc})", "", None]
+    safe_backpack = None
+    if what == "return value":
+        try:
+            json.dumps(backpack, allow_nan=False)
+            safe_backpack = backpack
+        except (TypeError, ValueError):
+            pass
+    return [key, attempt, RAISED, None, safe_backpack, [], out, err, error, t0, t1]
 
 
 def _async_raise(ident, exc_type):
@@ -396,8 +424,8 @@ def main():
     os.close(devnull)
     os.dup2(2, 1)
     sys.stdin = open(os.devnull)
-    sys.stdout = _Capture("out")
-    sys.stderr = _Capture("err")
+    sys.stdout = _Capture(0)
+    sys.stderr = _Capture(1)
     worker = Worker(fd_in, fd_out)
     real_exit = os._exit
 

@@ -1,0 +1,223 @@
+//! `cargo bench --bench pipeline`: Braid's executor against Python's own tools, measured in the same run
+//! on the same machine, so the ratios hold even where the absolute numbers don't.
+//!
+//! 1. A 100,000-item trivial fan-out/fan-in, every invocation recorded, against
+//!    `multiprocessing.Pool(2).map` of the same function.
+//! 2. A CPU-bound fan-out (4 items × a 3,000,000-step loop) at limit 4 against limit 1.
+//! 3. An I/O-bound fan-out (1,000 × `time.sleep(0.1)`) at limit 100 (ideal: 1.0 s).
+//! 4. The seed's 100-item map-reduce, from a cold start (runtime and workers included).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use braid::model::{Block, BlockId, Position, Project, Transition, TransitionKind};
+use braid::runtime::worker::pool::PoolConfig;
+use braid::runtime::{
+    RunId, RunRequest, RunStatus, RuntimeConfig, RuntimeEvent, RuntimeHandle, RuntimeRequest,
+};
+use serde_json::{Value, json};
+
+const REPEATS: usize = 3;
+
+fn config() -> RuntimeConfig {
+    RuntimeConfig {
+        pool: PoolConfig {
+            worker_exe: env!("CARGO_BIN_EXE_braid").into(),
+            workers: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+            env: Vec::new(),
+        },
+    }
+}
+
+fn fan_project(generate: &str, work: &str) -> Project {
+    let mut project = Project::default();
+    for (name, code) in [
+        ("Gen", generate),
+        ("Work", work),
+        (
+            "Collect",
+            "def main(block_input, backpack):\n    return len(block_input)\n",
+        ),
+    ] {
+        let mut block = Block::new_code(name, code, Position::default());
+        block.id = BlockId(name.to_owned());
+        project.blocks.push(block);
+    }
+    project.transitions.push(Transition::new(
+        BlockId("Gen".into()),
+        BlockId("Work".into()),
+        TransitionKind::FanOut,
+    ));
+    project.transitions.push(Transition::new(
+        BlockId("Work".into()),
+        BlockId("Collect".into()),
+        TransitionKind::FanIn,
+    ));
+    project
+}
+
+/// Runs to the end, taking every record as the editor would; returns the wall time and the record count.
+fn run(runtime: &mut RuntimeHandle, project: &Project, limit: u32) -> (Duration, usize) {
+    let run_id = RunId::new_random();
+    let start = Instant::now();
+    runtime.send(RuntimeRequest::Run(Box::new(RunRequest {
+        run_id: run_id.clone(),
+        project: project.clone(),
+        input: Value::Null,
+        backpack: json!({}),
+        from: None,
+        concurrency: Some(limit),
+        env: std::collections::BTreeMap::new(),
+    })));
+    let mut records = 0;
+    loop {
+        match runtime.recv_blocking().expect("runtime alive") {
+            RuntimeEvent::Invocations { records: batch, .. } => records += batch.len(),
+            RuntimeEvent::RunFinished(summary) => {
+                assert_eq!(
+                    summary.status,
+                    RunStatus::Succeeded,
+                    "{:?}",
+                    summary.failures
+                );
+                return (start.elapsed(), records);
+            }
+            RuntimeEvent::RunRefused { message, .. } => panic!("{message}"),
+            _ => {}
+        }
+    }
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn python() -> String {
+    std::env::var("PYO3_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
+/// `multiprocessing.Pool(2).map` of the same trivial function, timed inside Python (pool start included).
+fn python_pool(n: usize) -> Duration {
+    let script = format!(
+        "import multiprocessing, time\n\
+         def main(x):\n    return x * 2\n\
+         if __name__ == '__main__':\n\
+         \x20   t = time.perf_counter()\n\
+         \x20   with multiprocessing.Pool(2) as pool:\n\
+         \x20       out = pool.map(main, range({n}))\n\
+         \x20   assert len(out) == {n}\n\
+         \x20   print(time.perf_counter() - t)\n"
+    );
+    let dir = std::env::temp_dir().join(format!("braid-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("pool.py");
+    std::fs::write(&path, script).expect("write script");
+    let out = Command::new(python())
+        .arg(&path)
+        .output()
+        .expect("python runs");
+    let secs: f64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("python prints its time");
+    Duration::from_secs_f64(secs)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn main() {
+    println!(
+        "Braid executor benchmark ({} cores)\n",
+        config().pool.workers
+    );
+
+    // 1. 100,000 trivial items.
+    let n = 100_000;
+    let trivial = fan_project(
+        &format!("def main(block_input, backpack):\n    return list(range({n}))\n"),
+        "def main(block_input, backpack):\n    return block_input * 2\n",
+    );
+    let mut braid_times = Vec::new();
+    let mut pool_times = Vec::new();
+    for _ in 0..REPEATS {
+        let started = Instant::now();
+        let mut runtime = RuntimeHandle::start(config()).expect("runtime");
+        let (_, records) = run(&mut runtime, &trivial, 1000);
+        assert_eq!(records, n + 2);
+        braid_times.push(started.elapsed());
+        pool_times.push(python_pool(n));
+    }
+    let (b, p) = (median(braid_times), median(pool_times));
+    println!(
+        "1. {n}-item trivial fan-out/fan-in, every invocation recorded (median of {REPEATS}, cold start included)"
+    );
+    println!("   braid:                        {}", ms(b));
+    println!("   multiprocessing.Pool(2).map:  {}", ms(p));
+    println!(
+        "   ratio braid / Pool:           {:.2}x  (target: at most 1.5x)\n",
+        b.as_secs_f64() / p.as_secs_f64()
+    );
+
+    let mut runtime = RuntimeHandle::start(config()).expect("runtime");
+    // Warm the workers so start-up does not count below.
+    run(
+        &mut runtime,
+        &fan_project(
+            "def main(block_input, backpack):\n    return [1]\n",
+            "def main(block_input, backpack):\n    return 1\n",
+        ),
+        10,
+    );
+
+    // 2. CPU-bound.
+    let cpu = fan_project(
+        "def main(block_input, backpack):\n    return [3_000_000] * 4\n",
+        "def main(block_input, backpack):\n    total = 0\n    for i in range(block_input):\n        total += i\n    return total\n",
+    );
+    let one = median((0..REPEATS).map(|_| run(&mut runtime, &cpu, 1).0).collect());
+    let four = median((0..REPEATS).map(|_| run(&mut runtime, &cpu, 4).0).collect());
+    println!("2. CPU-bound fan-out, 4 items x a 3,000,000-step loop");
+    println!("   limit 1:  {}", ms(one));
+    println!("   limit 4:  {}", ms(four));
+    println!(
+        "   speed-up: {:.2}x  (target: at least 1.8x)\n",
+        one.as_secs_f64() / four.as_secs_f64()
+    );
+
+    // 3. I/O-bound.
+    let io = fan_project(
+        "def main(block_input, backpack):\n    return list(range(1000))\n",
+        "import time\ndef main(block_input, backpack):\n    time.sleep(0.1)\n    return block_input\n",
+    );
+    let io_time = median(
+        (0..REPEATS)
+            .map(|_| run(&mut runtime, &io, 100).0)
+            .collect(),
+    );
+    println!("3. I/O-bound fan-out, 1,000 x time.sleep(0.1) at limit 100");
+    println!(
+        "   braid: {}  (ideal 1000 ms; target: at most 1300 ms)\n",
+        ms(io_time)
+    );
+
+    // 4. The seed's map-reduce from a cold start.
+    let seed = fan_project(
+        "def main(block_input, backpack):\n    return list(range(1, 101))\n",
+        "def main(block_input, backpack):\n    return block_input * 2\n",
+    );
+    let cold = median(
+        (0..REPEATS)
+            .map(|_| {
+                let started = Instant::now();
+                let mut runtime = RuntimeHandle::start(config()).expect("runtime");
+                run(&mut runtime, &seed, 1000);
+                started.elapsed()
+            })
+            .collect(),
+    );
+    println!("4. The seed's 100-item map-reduce, cold (runtime and workers started)");
+    println!("   braid: {}  (target: under 500 ms)", ms(cold));
+}

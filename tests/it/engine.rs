@@ -1,0 +1,611 @@
+//! The engine through real Python: every transition type, fan-out/fan-in bookkeeping, the concurrency
+//! limit, cancel, and hostile code that must fail only its own item.
+
+use std::time::{Duration, Instant};
+
+use braid::model::TransitionKind::{Else, Exception, FanIn, FanOut, If, Merge, Then};
+use braid::runtime::{InvocationStatus, RunStatus, RuntimeEvent, RuntimeHandle, RuntimeRequest};
+use serde_json::{Value, json};
+
+use crate::support::{Builder, max_overlap, run, run_on, run_with, runtime_config};
+
+const IDENTITY: &str = "def main(block_input, backpack):\n    return block_input\n";
+
+fn items(n: usize) -> String {
+    format!("def main(block_input, backpack):\n    return list(range({n}))\n")
+}
+
+#[test]
+fn then_passes_value_and_backpack() {
+    let project = Builder::new()
+        .block(
+            "A",
+            "def main(block_input, backpack):\n    backpack['seen'] = block_input\n    print('from A')\n    return block_input + 1\n",
+        )
+        .block(
+            "B",
+            "def main(block_input, backpack):\n    backpack = {'rebinding': 'has no effect'}\n    return block_input * 10\n",
+        )
+        .link("A", "B", Then)
+        .build();
+    let out = run(project, json!(4));
+    assert_eq!(out.summary.status, RunStatus::Succeeded);
+    assert_eq!(out.results_of("B"), vec![&json!(50)]);
+    let a = out.records_of("A")[0];
+    assert_eq!(a.stdout, "from A\n");
+    assert_eq!(a.backpack_out, Some(json!({"seen": 4})));
+    let b = out.records_of("B")[0];
+    assert_eq!(b.backpack_in, json!({"seen": 4}));
+    assert_eq!(
+        b.backpack_out,
+        Some(json!({"seen": 4})),
+        "rebinding the name changes nothing"
+    );
+    assert_eq!(b.parents, vec![a.id]);
+    assert_eq!(a.fired.len(), 1);
+}
+
+#[test]
+fn if_and_else_pick_branches() {
+    let project = |input| {
+        let p = Builder::new()
+            .block("Measure", "def main(block_input, backpack):\n    backpack['n'] = block_input\n    return block_input\n")
+            .block("Big", IDENTITY)
+            .block("Even", IDENTITY)
+            .block("Small", IDENTITY)
+            .link_if("Measure", "Big", If, "return_data > 10")
+            .link_if("Measure", "Even", If, "backpack['n'] % 2 == 0 and block_input == return_data")
+            .link("Measure", "Small", Else)
+            .build();
+        run(p, input)
+    };
+    let big_even = project(json!(12));
+    assert_eq!(big_even.results_of("Big"), vec![&json!(12)]);
+    assert_eq!(
+        big_even.results_of("Even"),
+        vec![&json!(12)],
+        "every true if fires"
+    );
+    assert!(big_even.results_of("Small").is_empty());
+    let small_odd = project(json!(3));
+    assert_eq!(small_odd.results_of("Small"), vec![&json!(3)]);
+    assert!(small_odd.results_of("Big").is_empty());
+}
+
+#[test]
+fn if_expression_that_raises_fails_the_invocation() {
+    let project = Builder::new()
+        .block("A", IDENTITY)
+        .block("B", IDENTITY)
+        .block("Caught", IDENTITY)
+        .link_if("A", "B", If, "return_data['missing']")
+        .link("A", "Caught", Exception)
+        .build();
+    let out = run(project, json!({}));
+    let a = out.records_of("A")[0];
+    assert_eq!(a.status, InvocationStatus::CaughtException);
+    assert!(out.results_of("B").is_empty(), "nothing else fires");
+    let caught = out.results_of("Caught")[0];
+    assert!(
+        caught["exception_text"]
+            .as_str()
+            .unwrap()
+            .contains("KeyError")
+    );
+}
+
+#[test]
+fn exception_transition_gets_traceback_input_and_backpack() {
+    let project = Builder::new()
+        .block(
+            "Parse",
+            "def main(block_input, backpack):\n    backpack['tried'] = True\n    return int(block_input)\n",
+        )
+        .block("Report", IDENTITY)
+        .link("Parse", "Report", Exception)
+        .build();
+    let out = run(project, json!("forty-two"));
+    assert_eq!(
+        out.summary.status,
+        RunStatus::Succeeded,
+        "a caught exception does not fail the run"
+    );
+    let parse = out.records_of("Parse")[0];
+    assert_eq!(parse.status, InvocationStatus::CaughtException);
+    let error = parse.error.as_ref().unwrap();
+    assert_eq!(error.kind, "ValueError");
+    assert_eq!(error.line, Some(3));
+    assert!(
+        error.traceback.contains("File \"Parse\", line 3, in main"),
+        "{}",
+        error.traceback
+    );
+    let report = &out.results_of("Report")[0];
+    assert_eq!(report["version"], "1.0.0");
+    assert_eq!(report["input_data"], "forty-two");
+    assert!(
+        report["exception_text"]
+            .as_str()
+            .unwrap()
+            .contains("invalid literal for int()")
+    );
+    assert_eq!(
+        out.records_of("Report")[0].backpack_in,
+        json!({"tried": true})
+    );
+}
+
+#[test]
+fn uncaught_exception_fails_the_run() {
+    let project = Builder::new()
+        .block(
+            "Boom",
+            "def main(block_input, backpack):\n    raise ValueError('bad row')\n",
+        )
+        .build();
+    let out = run(project, Value::Null);
+    assert_eq!(out.summary.status, RunStatus::Failed);
+    assert_eq!(out.summary.failures[0].error, "ValueError: bad row");
+    assert_eq!(out.records[0].status, InvocationStatus::Exception);
+}
+
+#[test]
+fn fan_in_collects_in_item_order_whatever_the_finishing_order() {
+    let project = Builder::new()
+        .block("Gen", &items(20))
+        .block(
+            "Slow",
+            "import time\ndef main(block_input, backpack):\n    time.sleep((20 - block_input) * 0.005)\n    backpack['last'] = block_input\n    backpack[f'k{block_input}'] = 1\n    return block_input * 2\n",
+        )
+        .block("Collect", IDENTITY)
+        .link("Gen", "Slow", FanOut)
+        .link("Slow", "Collect", FanIn)
+        .build();
+    let out = run(project, Value::Null);
+    assert_eq!(out.summary.status, RunStatus::Succeeded);
+    let expected: Vec<i64> = (0..20).map(|i| i * 2).collect();
+    assert_eq!(out.results_of("Collect"), vec![&json!(expected)]);
+    let slow = out.records_of("Slow");
+    assert_eq!(slow[5].item_path, vec![5]);
+    // Later items finished first, yet the merged backpack takes keys in item order: the last item wins.
+    let collect = out.records_of("Collect")[0];
+    assert_eq!(collect.backpack_in["last"], json!(19));
+    assert_eq!(collect.backpack_in.as_object().unwrap().len(), 21);
+    assert_eq!(collect.parents.len(), 20);
+    assert_eq!(collect.item_path, Vec::<u32>::new());
+}
+
+#[test]
+fn empty_fan_out_fires_the_fan_in_with_an_empty_array() {
+    let project = Builder::new()
+        .block("Gen", &items(0))
+        .block("Work", IDENTITY)
+        .block(
+            "Collect",
+            "def main(block_input, backpack):\n    return {'got': block_input}\n",
+        )
+        .link("Gen", "Work", FanOut)
+        .link("Work", "Collect", FanIn)
+        .build();
+    let out = run(project, Value::Null);
+    assert_eq!(out.results_of("Collect"), vec![&json!({"got": []})]);
+}
+
+#[test]
+fn fan_out_of_a_non_array_fails_naming_the_type() {
+    let project = Builder::new()
+        .block(
+            "Gen",
+            "def main(block_input, backpack):\n    return {'a': 1}\n",
+        )
+        .block("Work", IDENTITY)
+        .link("Gen", "Work", FanOut)
+        .build();
+    let out = run(project, Value::Null);
+    assert_eq!(out.summary.status, RunStatus::Failed);
+    assert_eq!(
+        out.summary.failures[0].error,
+        "TypeError: fan-out needs an array, got object"
+    );
+}
+
+#[test]
+fn nested_fan_outs_with_hops_between() {
+    let project = Builder::new()
+        .block(
+            "Rows",
+            "def main(block_input, backpack):\n    return [[1, 2], [3, 4, 5], []]\n",
+        )
+        .block("Cells", IDENTITY)
+        .block(
+            "Square",
+            "def main(block_input, backpack):\n    return block_input * block_input\n",
+        )
+        .block("Hop", IDENTITY)
+        .block(
+            "RowSum",
+            "def main(block_input, backpack):\n    return sum(block_input)\n",
+        )
+        .block("Table", IDENTITY)
+        .link("Rows", "Cells", FanOut)
+        .link("Cells", "Square", FanOut)
+        .link("Square", "Hop", Then)
+        .link("Hop", "RowSum", FanIn)
+        .link("RowSum", "Table", FanIn)
+        .build();
+    let out = run(project, Value::Null);
+    assert_eq!(
+        out.summary.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        out.summary.failures
+    );
+    assert_eq!(out.results_of("Table"), vec![&json!([5, 50, 0])]);
+    let paths: Vec<Vec<u32>> = out
+        .records_of("Square")
+        .iter()
+        .map(|r| r.item_path.clone())
+        .collect();
+    assert!(paths.contains(&vec![1, 2]));
+    let row_paths: Vec<Vec<u32>> = out
+        .records_of("RowSum")
+        .iter()
+        .map(|r| r.item_path.clone())
+        .collect();
+    assert_eq!(row_paths.len(), 3);
+    assert!(row_paths.iter().all(|p| p.len() == 1));
+}
+
+#[test]
+fn failing_item_fails_the_fan_in_fast_and_names_it() {
+    let project = Builder::new()
+        .block("Gen", &items(100))
+        .block(
+            "Process",
+            "def main(block_input, backpack):\n    if block_input in (3, 17, 42):\n        raise ValueError('bad row')\n    return block_input\n",
+        )
+        .block("Filter", IDENTITY)
+        .block("Collect", IDENTITY)
+        .link("Gen", "Process", FanOut)
+        .link_if("Process", "Filter", If, "return_data != 50")
+        .link("Filter", "Collect", FanIn)
+        .build();
+    let start = Instant::now();
+    let out = run(project, Value::Null);
+    assert!(start.elapsed() < Duration::from_secs(30));
+    assert_eq!(out.summary.status, RunStatus::Failed);
+    assert!(out.results_of("Collect").is_empty());
+    let fan_in = out
+        .summary
+        .failures
+        .iter()
+        .find(|f| f.status == "fan_in")
+        .expect("a fan-in failure");
+    assert_eq!(
+        fan_in.error,
+        "fan-in \"Collect\" got 96 of 100 results; missing items 3, 17, 42, 50 (item 3: ValueError: bad row in \"Process\"; item 17: ValueError: bad row in \"Process\"; item 42: ValueError: bad row in \"Process\")"
+    );
+    let process_failures: Vec<_> = out
+        .summary
+        .failures
+        .iter()
+        .filter(|f| f.block == "Process")
+        .collect();
+    assert_eq!(process_failures.len(), 3);
+    assert_eq!(process_failures[0].item_path, vec![3]);
+}
+
+#[test]
+fn merge_waits_for_every_source_in_transition_order() {
+    let project = Builder::new()
+        .block("Start", "def main(block_input, backpack):\n    backpack['start'] = 1\n    return 5\n")
+        .block("Slow", "import time\ndef main(block_input, backpack):\n    time.sleep(0.2)\n    backpack['who'] = 'slow'\n    return 'slow'\n")
+        .block("Fast", "def main(block_input, backpack):\n    backpack['who'] = 'fast'\n    return 'fast'\n")
+        .block("Join", IDENTITY)
+        .link("Start", "Slow", Then)
+        .link("Start", "Fast", Then)
+        .link("Slow", "Join", Merge)
+        .link("Fast", "Join", Merge)
+        .build();
+    let out = run(project, Value::Null);
+    assert_eq!(out.results_of("Join"), vec![&json!(["slow", "fast"])]);
+    let join = out.records_of("Join")[0];
+    assert_eq!(
+        join.backpack_in,
+        json!({"start": 1, "who": "fast"}),
+        "merge order: later transition wins"
+    );
+}
+
+#[test]
+fn merge_inside_a_fan_out_fires_per_item_and_fails_when_a_source_is_missing() {
+    let project = Builder::new()
+        .block("Gen", &items(4))
+        .block("Split", IDENTITY)
+        .block("Left", IDENTITY)
+        .block("Right", "def main(block_input, backpack):\n    if block_input == 2:\n        raise RuntimeError('no right side')\n    return -block_input\n")
+        .block("Join", IDENTITY)
+        .link("Gen", "Split", FanOut)
+        .link("Split", "Left", Then)
+        .link("Split", "Right", Then)
+        .link("Left", "Join", Merge)
+        .link("Right", "Join", Merge)
+        .build();
+    let out = run(project, Value::Null);
+    assert_eq!(out.summary.status, RunStatus::Failed);
+    let joins = out.results_of("Join");
+    assert_eq!(
+        joins,
+        vec![&json!([0, 0]), &json!([1, -1]), &json!([3, -3])]
+    );
+    let merge = out
+        .summary
+        .failures
+        .iter()
+        .find(|f| f.status == "merge")
+        .expect("merge failure");
+    assert!(
+        merge.error.starts_with(
+            "merge \"Join\" got 1 of 2 inputs at item [2]; missing the result of \"Right\""
+        ),
+        "{}",
+        merge.error
+    );
+    assert_eq!(merge.item_path, vec![2]);
+}
+
+#[test]
+fn concurrency_limit_is_never_exceeded_and_is_used() {
+    let project = Builder::new()
+        .block("Gen", &items(40))
+        .block("Sleep", "import time\ndef main(block_input, backpack):\n    time.sleep(0.15)\n    return block_input\n")
+        .block("Collect", IDENTITY)
+        .link("Gen", "Sleep", FanOut)
+        .link("Sleep", "Collect", FanIn)
+        .build();
+    let out = run_with(project, Value::Null, Some(5));
+    assert_eq!(out.summary.status, RunStatus::Succeeded);
+    let overlap = max_overlap(&out.records_of("Sleep"));
+    assert!(overlap <= 5, "at most 5 at once, saw {overlap}");
+    assert!(
+        overlap >= 4,
+        "the limit is used, not serialised: saw {overlap}"
+    );
+}
+
+#[test]
+fn per_block_cap_limits_that_block_only() {
+    let sleep = "import time\ndef main(block_input, backpack):\n    time.sleep(0.1)\n    return block_input\n";
+    let project = Builder::new()
+        .block("Gen", &items(12))
+        .block("Capped", sleep)
+        .block("Free", sleep)
+        .cap("Capped", 2)
+        .link("Gen", "Capped", FanOut)
+        .link("Gen", "Free", FanOut)
+        .build();
+    let out = run_with(project, Value::Null, Some(50));
+    assert_eq!(out.summary.status, RunStatus::Succeeded);
+    assert!(max_overlap(&out.records_of("Capped")) <= 2);
+    assert!(max_overlap(&out.records_of("Free")) >= 4);
+}
+
+#[test]
+fn ten_thousand_items_at_limit_1000_all_complete() {
+    let project = Builder::new()
+        .block("Gen", &items(10_000))
+        .block(
+            "Double",
+            "def main(block_input, backpack):\n    return block_input * 2\n",
+        )
+        .block(
+            "Collect",
+            "def main(block_input, backpack):\n    return [len(block_input), sum(block_input)]\n",
+        )
+        .link("Gen", "Double", FanOut)
+        .link("Double", "Collect", FanIn)
+        .build();
+    let out = run_with(project, Value::Null, Some(1000));
+    assert_eq!(out.summary.status, RunStatus::Succeeded);
+    assert_eq!(out.summary.invocations, 10_002);
+    assert_eq!(
+        out.results_of("Collect"),
+        vec![&json!([10_000, 9_999 * 10_000])]
+    );
+    assert!(max_overlap(&out.records_of("Double")) <= 1000);
+}
+
+#[test]
+fn cancel_stops_a_run_promptly() {
+    let project = Builder::new()
+        .block("Gen", &items(200))
+        .block("Sleep", "import time\ndef main(block_input, backpack):\n    time.sleep(2)\n    return block_input\n")
+        .block("Collect", IDENTITY)
+        .link("Gen", "Sleep", FanOut)
+        .link("Sleep", "Collect", FanIn)
+        .build();
+    let mut runtime = RuntimeHandle::start(runtime_config()).unwrap();
+    let mut sent = None;
+    let out = run_on(
+        &mut runtime,
+        project,
+        Value::Null,
+        Some(10),
+        |rt, run_id, event| {
+            if sent.is_none() && matches!(event, RuntimeEvent::Invocations { .. }) {
+                sent = Some(Instant::now());
+                rt.send(RuntimeRequest::Cancel(run_id.clone()));
+            }
+        },
+    );
+    let took = sent.expect("cancel was sent").elapsed();
+    assert!(took < Duration::from_secs(1), "cancel took {took:?}");
+    assert_eq!(out.summary.status, RunStatus::Cancelled);
+    let cancelled = out
+        .records
+        .iter()
+        .filter(|r| r.status == InvocationStatus::Cancelled)
+        .count();
+    assert_eq!(
+        cancelled, 200,
+        "every queued and running item ends as cancelled"
+    );
+    assert!(out.results_of("Collect").is_empty());
+    // The same runtime runs the next pipeline normally: the cancelled work left nothing behind.
+    let next = Builder::new()
+        .block(
+            "A",
+            "def main(block_input, backpack):\n    return 'again'\n",
+        )
+        .build();
+    let again = run_on(&mut runtime, next, Value::Null, None, |_, _, _| {});
+    assert_eq!(again.results_of("A"), vec![&json!("again")]);
+}
+
+#[test]
+fn syntax_error_refuses_the_run_naming_block_and_line() {
+    // Code Block #1 of Refinery's own guide: the loop has no body.
+    let seed = "def main(block_input, backpack):\n    return_list = []\n\n    # Generate a list of 100 numbers in an array\n    for i in range( 0, 100 ):\n\n    # Return the array\n    return return_list\n";
+    let project = Builder::new()
+        .block("Code Block #1", seed)
+        .block("Code Block #2", IDENTITY)
+        .link("Code Block #1", "Code Block #2", FanOut)
+        .build();
+    let out = run(project, Value::Null);
+    let message = out.refused.expect("the run is refused");
+    assert!(message.contains("\"Code Block #1\" line 8"), "{message}");
+    assert!(message.contains("IndentationError"), "{message}");
+    assert!(out.records.is_empty(), "nothing ran");
+}
+
+#[test]
+fn blocks_run_on_the_interpreter_braid_was_built_with() {
+    let project = Builder::new()
+        .block("Version", "import sys\ndef main(block_input, backpack):\n    return [sys.version_info[0], sys.version_info[1], sys.version_info[2], sys.prefix]\n")
+        .build();
+    let out = run(project, Value::Null);
+    let v = out.results_of("Version")[0];
+    let expected = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.version_info[2])"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    assert_eq!(v[0], 3);
+    assert_eq!(v[1], 11);
+    if let Some(micro) = expected {
+        assert_eq!(v[2], micro, "not Debian's libpython: {v}");
+    }
+}
+
+/// One item of ten misbehaves; the other nine succeed and the editor process is untouched.
+fn hostile(body: &str, timeout_s: u64) -> crate::support::Outcome {
+    let code = format!(
+        "import os, sys, time, ctypes\ndef main(block_input, backpack):\n    if block_input == 4:\n{body}\n    return block_input\n"
+    );
+    let project = Builder::new()
+        .block("Gen", &items(10))
+        .block("Work", &code)
+        .timeout("Work", timeout_s)
+        .link("Gen", "Work", FanOut)
+        .build();
+    run_with(project, Value::Null, Some(10))
+}
+
+fn assert_only_item_4_failed(
+    out: &crate::support::Outcome,
+    status: InvocationStatus,
+    error_has: &str,
+) {
+    let work = out.records_of("Work");
+    assert_eq!(work.len(), 10);
+    for r in &work {
+        if r.item_path == vec![4] {
+            assert_eq!(r.status, status, "{r:?}");
+            let error = r.error.as_ref().expect("an error");
+            assert!(error.summary().contains(error_has), "{error:?}");
+        } else {
+            assert_eq!(r.status, InvocationStatus::Succeeded, "{r:?}");
+        }
+    }
+    assert_eq!(out.summary.status, RunStatus::Failed);
+    assert_eq!(out.summary.failures.len(), 1);
+    assert_eq!(out.summary.failures[0].item_path, vec![4]);
+}
+
+#[test]
+fn hostile_raise() {
+    let out = hostile("        raise KeyError('nope')", 10);
+    assert_only_item_4_failed(&out, InvocationStatus::Exception, "KeyError: 'nope'");
+}
+
+#[test]
+fn hostile_infinite_loop_times_out() {
+    let out = hostile("        while True:\n            pass", 2);
+    assert_only_item_4_failed(&out, InvocationStatus::TimedOut, "timeout of 2 s");
+}
+
+#[test]
+fn hostile_sleep_past_timeout_kills_the_worker() {
+    let out = hostile("        time.sleep(30)", 1);
+    assert_only_item_4_failed(&out, InvocationStatus::TimedOut, "Timeout");
+}
+
+#[test]
+fn hostile_sys_exit() {
+    let out = hostile("        sys.exit(2)", 10);
+    assert_only_item_4_failed(&out, InvocationStatus::Exception, "sys.exit(2)");
+}
+
+#[test]
+fn hostile_os_exit() {
+    let out = hostile("        time.sleep(0.05)\n        os._exit(3)", 10);
+    assert_only_item_4_failed(&out, InvocationStatus::Exception, "os._exit(3)");
+}
+
+#[test]
+fn hostile_segfault() {
+    let out = hostile("        ctypes.string_at(0)", 10);
+    assert_only_item_4_failed(&out, InvocationStatus::Exception, "SIGSEGV");
+    let crash = out
+        .records_of("Work")
+        .into_iter()
+        .find(|r| r.item_path == vec![4])
+        .unwrap();
+    assert!(
+        crash
+            .error
+            .as_ref()
+            .unwrap()
+            .traceback
+            .contains("Segmentation fault")
+    );
+}
+
+#[test]
+fn hostile_non_json_return() {
+    let out = hostile("        return {1, 2, 3}", 10);
+    assert_only_item_4_failed(
+        &out,
+        InvocationStatus::Exception,
+        "not JSON-serialisable: set",
+    );
+}
+
+#[test]
+fn hostile_memory_error() {
+    let out = hostile("        raise MemoryError()", 10);
+    assert_only_item_4_failed(&out, InvocationStatus::Exception, "MemoryError");
+}
+
+#[test]
+fn else_without_if_is_refused_by_validation() {
+    let project = Builder::new()
+        .block("A", IDENTITY)
+        .block("B", IDENTITY)
+        .link("A", "B", Else)
+        .build();
+    let out = run(project, Value::Null);
+    let message = out.refused.expect("refused");
+    assert!(message.contains("else"), "{message}");
+}

@@ -1,0 +1,187 @@
+//! Shared helpers: build projects in code and run them through the real runtime and real Python.
+
+use std::time::Duration;
+
+use braid::model::{Block, BlockId, Position, Project, Transition, TransitionKind};
+use braid::runtime::worker::pool::PoolConfig;
+use braid::runtime::{
+    InvocationRecord, RunId, RunRequest, RunSummary, RuntimeConfig, RuntimeEvent, RuntimeHandle,
+    RuntimeRequest,
+};
+use serde_json::{Value, json};
+
+pub fn runtime_config() -> RuntimeConfig {
+    RuntimeConfig {
+        pool: PoolConfig {
+            worker_exe: env!("CARGO_BIN_EXE_braid").into(),
+            workers: 2,
+            env: Vec::new(),
+        },
+    }
+}
+
+/// A project assembled block by block; blocks are named and referred to by name.
+#[derive(Default)]
+pub struct Builder {
+    pub project: Project,
+}
+
+impl Builder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn block(mut self, name: &str, code: &str) -> Self {
+        let mut block = Block::new_code(name, code, Position::default());
+        block.id = BlockId(format!("id-{name}"));
+        self.project.blocks.push(block);
+        self
+    }
+
+    fn code_block(&mut self, name: &str) -> &mut braid::model::CodeBlock {
+        self.project
+            .blocks
+            .iter_mut()
+            .find(|b| b.name == name)
+            .and_then(|b| b.code_mut())
+            .expect("a code block of that name")
+    }
+
+    pub fn timeout(mut self, name: &str, timeout_s: u64) -> Self {
+        self.code_block(name).timeout_s = timeout_s;
+        self
+    }
+
+    pub fn cap(mut self, name: &str, cap: u32) -> Self {
+        self.code_block(name).concurrency_cap = Some(cap);
+        self
+    }
+
+    pub fn link(self, from: &str, to: &str, kind: TransitionKind) -> Self {
+        self.link_if(from, to, kind, "")
+    }
+
+    pub fn link_if(mut self, from: &str, to: &str, kind: TransitionKind, expression: &str) -> Self {
+        let mut t = Transition::new(
+            BlockId(format!("id-{from}")),
+            BlockId(format!("id-{to}")),
+            kind,
+        );
+        expression.clone_into(&mut t.expression);
+        self.project.transitions.push(t);
+        self
+    }
+
+    pub fn build(self) -> Project {
+        self.project
+    }
+}
+
+pub struct Outcome {
+    pub summary: RunSummary,
+    pub records: Vec<InvocationRecord>,
+    pub refused: Option<String>,
+}
+
+impl Outcome {
+    pub fn results_of(&self, block: &str) -> Vec<&Value> {
+        self.summary
+            .results
+            .iter()
+            .filter(|r| r.block == block)
+            .map(|r| &r.output)
+            .collect()
+    }
+
+    pub fn records_of(&self, block: &str) -> Vec<&InvocationRecord> {
+        self.records
+            .iter()
+            .filter(|r| r.block_name == block)
+            .collect()
+    }
+}
+
+pub fn run(project: Project, input: Value) -> Outcome {
+    run_with(project, input, None)
+}
+
+pub fn run_with(project: Project, input: Value, concurrency: Option<u32>) -> Outcome {
+    let mut runtime = RuntimeHandle::start(runtime_config()).expect("runtime starts");
+    run_on(&mut runtime, project, input, concurrency, |_, _, _| {})
+}
+
+/// Runs on an existing runtime; `on_event` may send requests (e.g. cancel) as events arrive.
+pub fn run_on(
+    runtime: &mut RuntimeHandle,
+    project: Project,
+    input: Value,
+    concurrency: Option<u32>,
+    mut on_event: impl FnMut(&RuntimeHandle, &RunId, &RuntimeEvent),
+) -> Outcome {
+    let run_id = RunId::new_random();
+    runtime.send(RuntimeRequest::Run(Box::new(RunRequest {
+        run_id: run_id.clone(),
+        project,
+        input,
+        backpack: json!({}),
+        from: None,
+        concurrency,
+        env: std::collections::BTreeMap::new(),
+    })));
+    let mut records = Vec::new();
+    loop {
+        let event = runtime
+            .recv_timeout(Duration::from_mins(2))
+            .expect("the run ends within two minutes");
+        if event.run_id() != &run_id {
+            continue;
+        }
+        on_event(runtime, &run_id, &event);
+        match event {
+            RuntimeEvent::Invocations { records: batch, .. } => records.extend(batch),
+            RuntimeEvent::RunFinished(summary) => {
+                records.sort_by_key(|r| r.id);
+                return Outcome {
+                    summary,
+                    records,
+                    refused: None,
+                };
+            }
+            RuntimeEvent::RunRefused { message, .. } => {
+                return Outcome {
+                    summary: RunSummary {
+                        run_id,
+                        status: braid::runtime::RunStatus::Failed,
+                        results: Vec::new(),
+                        invocations: 0,
+                        failures: Vec::new(),
+                        started_at_ms: 0.0,
+                        duration_ms: 0.0,
+                    },
+                    records,
+                    refused: Some(message),
+                };
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The most invocations that were running at one moment, from their recorded start and end times.
+pub fn max_overlap(records: &[&InvocationRecord]) -> usize {
+    let mut edges: Vec<(f64, i32)> = Vec::new();
+    for r in records {
+        if let (Some(s), Some(e)) = (r.started_at_ms, r.ended_at_ms) {
+            edges.push((s, 1));
+            edges.push((e, -1));
+        }
+    }
+    // Ends sort before starts at the same instant: back-to-back invocations don't overlap.
+    edges.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let (mut now, mut max) = (0_i32, 0_i32);
+    for (_, d) in edges {
+        now += d;
+        max = max.max(now);
+    }
+    usize::try_from(max).unwrap_or(0)
+}
