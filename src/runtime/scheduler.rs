@@ -957,7 +957,10 @@ mod tests {
         assert_eq!(first.len(), 3, "the limit");
         assert!(s.take_ready().is_empty());
         assert_eq!(
-            first.iter().map(|t| t.input_json.as_str()).collect::<Vec<_>>(),
+            first
+                .iter()
+                .map(|t| t.input_json.as_str())
+                .collect::<Vec<_>>(),
             ["10", "11", "12"],
             "first in, first out"
         );

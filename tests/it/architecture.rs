@@ -19,7 +19,12 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 /// Lines of code (comments left out) in `src/<layer>` that mention any of `forbidden`.
 fn offenders(layer: &str, forbidden: &[&str]) -> Vec<String> {
     let mut files = Vec::new();
-    rust_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(layer), &mut files);
+    rust_files(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src")
+            .join(layer),
+        &mut files,
+    );
     let mut found = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
@@ -35,20 +40,43 @@ fn offenders(layer: &str, forbidden: &[&str]) -> Vec<String> {
 
 #[test]
 fn model_is_pure_data() {
-    let found = offenders("model", &["egui", "eframe", "tokio", "pyo3", "crate::runtime", "crate::app", "crate::ui"]);
-    assert!(found.is_empty(), "model/ must not depend on GUI, async or Python:\n{}", found.join("\n"));
+    let found = offenders(
+        "model",
+        &[
+            "egui",
+            "eframe",
+            "tokio",
+            "pyo3",
+            "crate::runtime",
+            "crate::app",
+            "crate::ui",
+        ],
+    );
+    assert!(
+        found.is_empty(),
+        "model/ must not depend on GUI, async or Python:\n{}",
+        found.join("\n")
+    );
 }
 
 #[test]
 fn runtime_depends_on_model_only() {
     let found = offenders("runtime", &["egui", "eframe", "crate::app", "crate::ui"]);
-    assert!(found.is_empty(), "runtime/ must not depend on the GUI:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "runtime/ must not depend on the GUI:\n{}",
+        found.join("\n")
+    );
 }
 
 #[test]
 fn ui_talks_to_the_runtime_only_through_app() {
     let found = offenders("ui", &["crate::runtime", "braid::runtime", "tokio", "pyo3"]);
-    assert!(found.is_empty(), "ui/ must go through app/ commands:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "ui/ must go through app/ commands:\n{}",
+        found.join("\n")
+    );
 }
 
 #[test]

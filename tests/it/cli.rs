@@ -18,7 +18,12 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn run_json(args: &[&str]) -> (Value, i32) {
-    let out = braid().arg("run").args(args).arg("--json").output().unwrap();
+    let out = braid()
+        .arg("run")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
     let value: Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("stdout is one JSON object ({e}): {stdout}"));
@@ -45,11 +50,16 @@ fn one_block(code: &str) -> String {
 
 #[test]
 fn map_reduce_sample_prints_the_seeds_result() {
-    let (out, code) = run_json(&[repo("sample-projects/map-reduce.braid.json").to_str().unwrap()]);
+    let (out, code) = run_json(&[repo("sample-projects/map-reduce.braid.json")
+        .to_str()
+        .unwrap()]);
     assert_eq!(code, 0);
     assert_eq!(out["status"], "succeeded");
     let expected: Vec<u32> = (1..=100).map(|i| i * 2).collect();
-    assert_eq!(out["results"], json!([{"block": "Collect", "block_id": out["results"][0]["block_id"], "item_path": [], "output": expected}]));
+    assert_eq!(
+        out["results"],
+        json!([{"block": "Collect", "block_id": out["results"][0]["block_id"], "item_path": [], "output": expected}])
+    );
     assert_eq!(out["invocations"], 102);
     assert_eq!(out["failures"], json!([]));
     assert!(out["duration_ms"].is_number());
@@ -61,7 +71,12 @@ fn every_sample_project_runs() {
     for entry in std::fs::read_dir(repo("sample-projects")).unwrap() {
         let path = entry.unwrap().path();
         let (out, code) = run_json(&[path.to_str().unwrap()]);
-        assert_eq!((code, &out["status"]), (0, &json!("succeeded")), "{}: {out}", path.display());
+        assert_eq!(
+            (code, &out["status"]),
+            (0, &json!("succeeded")),
+            "{}: {out}",
+            path.display()
+        );
     }
 }
 
@@ -81,7 +96,10 @@ fn refinery_node_block_is_reported_not_runnable() {
     let (out, code) = run_json(&[fixture("dev-workflow-intro.json").to_str().unwrap()]);
     assert_eq!(code, 1);
     let error = out["failures"][0]["error"].as_str().unwrap();
-    assert!(error.contains("\"Hello World Code Block\"") && error.contains("nodejs8.10"), "{error}");
+    assert!(
+        error.contains("\"Hello World Code Block\"") && error.contains("nodejs8.10"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -89,29 +107,48 @@ fn input_and_from_select_what_runs() {
     let path = repo("sample-projects/if-else.braid.json");
     let (out, _) = run_json(&[path.to_str().unwrap(), "--input", "\"a long sentence\""]);
     assert_eq!(out["results"][0]["output"], "long: 15 characters");
-    let (out, _) = run_json(&[path.to_str().unwrap(), "--from", "Short text", "--input", "7"]);
+    let (out, _) = run_json(&[
+        path.to_str().unwrap(),
+        "--from",
+        "Short text",
+        "--input",
+        "7",
+    ]);
     assert_eq!(out["results"][0]["output"], "short: 7 characters");
     assert_eq!(out["invocations"], 1);
     let (_dir, input) = write_temp("in.json", "\"from a file\"");
-    let (out, _) = run_json(&[path.to_str().unwrap(), "--input", &format!("@{}", input.display())]);
+    let (out, _) = run_json(&[
+        path.to_str().unwrap(),
+        "--input",
+        &format!("@{}", input.display()),
+    ]);
     assert_eq!(out["results"][0]["output"], "long: 11 characters");
 }
 
 #[test]
 fn corrupt_json_is_one_line_with_line_and_column() {
-    let (_dir, path) = write_temp("broken.json", "{\n  \"format_version\": 1,\n  \"blocks\": [}\n");
+    let (_dir, path) = write_temp(
+        "broken.json",
+        "{\n  \"format_version\": 1,\n  \"blocks\": [}\n",
+    );
     let out = braid().arg("run").arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains(&format!("{}:3:14", path.display())), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:3:14", path.display())),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"));
     assert!(out.stdout.is_empty());
 }
 
 #[test]
 fn missing_file_is_exit_2() {
-    let out = braid().args(["run", "/nonexistent/project.json", "--json"]).output().unwrap();
+    let out = braid()
+        .args(["run", "/nonexistent/project.json", "--json"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("/nonexistent/project.json"), "{stderr}");
@@ -121,10 +158,18 @@ fn missing_file_is_exit_2() {
 #[test]
 fn bad_input_json_is_exit_2() {
     let path = repo("sample-projects/then.braid.json");
-    let out = braid().arg("run").arg(&path).args(["--input", "{oops"]).output().unwrap();
+    let out = braid()
+        .arg("run")
+        .arg(&path)
+        .args(["--input", "{oops"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.starts_with("braid: --input:1:2: invalid JSON"), "{stderr}");
+    assert!(
+        stderr.starts_with("braid: --input:1:2: invalid JSON"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -138,21 +183,32 @@ fn python_syntax_error_names_block_and_line() {
     assert_eq!(out["status"], "failed");
     assert_eq!(out["invocations"], 0);
     let error = out["failures"][0]["error"].as_str().unwrap();
-    assert!(error.starts_with("\"Only\" line 4: IndentationError"), "{error}");
+    assert!(
+        error.starts_with("\"Only\" line 4: IndentationError"),
+        "{error}"
+    );
 }
 
 #[test]
 fn non_json_return_value_names_the_python_type() {
     let (_dir, path) = write_temp(
         "nonjson.json",
-        &one_block("import datetime\ndef main(block_input, backpack):\n    return datetime.date(2026, 1, 1)\n"),
+        &one_block(
+            "import datetime\ndef main(block_input, backpack):\n    return datetime.date(2026, 1, 1)\n",
+        ),
     );
     let (out, code) = run_json(&[path.to_str().unwrap()]);
     assert_eq!(code, 1);
     let failure = &out["failures"][0];
     assert_eq!(failure["block"], "Only");
     assert_eq!(failure["status"], "exception");
-    assert!(failure["error"].as_str().unwrap().contains("not JSON-serialisable: date"), "{failure}");
+    assert!(
+        failure["error"]
+            .as_str()
+            .unwrap()
+            .contains("not JSON-serialisable: date"),
+        "{failure}"
+    );
 }
 
 #[test]
@@ -165,13 +221,25 @@ fn human_summary_without_json() {
     assert!(out.status.success());
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.contains(" succeeded in "), "{stdout}");
-    assert!(stdout.contains("Total []: {\"counts\":[2,1,3],\"total\":6,\"job\":\"word count\"}"), "{stdout}");
+    assert!(
+        stdout.contains("Total []: {\"counts\":[2,1,3],\"total\":6,\"job\":\"word count\"}"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn validate_reports_every_problem_and_exit_code() {
-    let out = braid().arg("validate").arg(repo("sample-projects/merge.braid.json")).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = braid()
+        .arg("validate")
+        .arg(repo("sample-projects/merge.braid.json"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let broken = json!({
         "format_version": 1, "name": "broken",
         "blocks": [

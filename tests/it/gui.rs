@@ -1,4 +1,4 @@
-//! The editor, driven headless through egui_kittest: clicks and keys go through accessibility queries,
+//! The editor, driven headless through `egui_kittest`: clicks and keys go through accessibility queries,
 //! exactly as a user's would, into the real application (its runtime included).
 
 use std::path::{Path, PathBuf};
@@ -91,7 +91,7 @@ fn project<'a>(harness: &'a Harness<'_, BraidApp>) -> &'a Project {
 
 /// Waits (in real time) until `done` holds, stepping the app.
 fn wait_for(harness: &mut Harness<'_, BraidApp>, what: &str, done: impl Fn(&BraidApp) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     while !done(harness.state()) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         harness.step();

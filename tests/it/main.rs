@@ -1,6 +1,9 @@
 //! Integration tests: one binary (linking is the slow part of a test build), one module per area.
 
-#![allow(clippy::unwrap_used, reason = "a failed unwrap in a test is the test failing")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "a failed unwrap in a test is the test failing"
+)]
 
 mod architecture;
 mod cli;
