@@ -68,6 +68,8 @@ fn run(runtime: &mut RuntimeHandle, project: &Project, limit: u32) -> (Duration,
         from: None,
         concurrency: Some(limit),
         env: std::collections::BTreeMap::new(),
+        single: false,
+        history: None,
     })));
     let mut records = 0;
     loop {

@@ -233,6 +233,8 @@ fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
         from,
         concurrency: args.concurrency,
         env: std::env::vars().collect(),
+        single: false,
+        history: None,
     })));
     let progress = Progress::new();
     let started = std::time::Instant::now();

@@ -671,6 +671,8 @@ impl App {
             from: options.from.clone(),
             concurrency: options.concurrency,
             env: std::env::vars().collect(),
+            single: false,
+            history: None,
         })));
         self.run_options = options;
         self.run = Some(RunState::new(run_id, now_secs));

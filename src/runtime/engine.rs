@@ -32,6 +32,28 @@ pub struct RunRequest {
     pub concurrency: Option<u32>,
     /// Values for the environment variable names the blocks declare.
     pub env: BTreeMap<String, String>,
+    /// Run only the `from` block once, firing no transitions: a replay of one invocation.
+    pub single: bool,
+    /// The project's history database: the run and its invocations are recorded there.
+    pub history: Option<std::path::PathBuf>,
+}
+
+impl RunRequest {
+    /// A run of `project` from its entry blocks with input `null`, an empty backpack and the project's
+    /// concurrency limit.
+    pub fn new(run_id: RunId, project: Project) -> Self {
+        Self {
+            run_id,
+            project,
+            input: Value::Null,
+            backpack: Value::Object(serde_json::Map::new()),
+            from: None,
+            concurrency: None,
+            env: BTreeMap::new(),
+            single: false,
+            history: None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -247,7 +269,10 @@ impl Engine {
             from,
             concurrency,
             env,
+            single,
+            history,
         } = request;
+        let _ = &history;
         if let Some(message) = &self.broken {
             self.refuse(run_id, message.clone(), Vec::new()).await;
             return;
@@ -303,7 +328,8 @@ impl Engine {
             .max(1) as usize;
         let program = plan.program(number, &project, &env);
         self.invoker.load(program);
-        let scheduler = RunScheduler::new(run_id, plan, number, limit, number << KEY_BITS);
+        let mut scheduler = RunScheduler::new(run_id, plan, number, limit, number << KEY_BITS);
+        scheduler.set_single(single);
         self.runs.insert(
             number,
             ActiveRun {

@@ -88,6 +88,7 @@ pub struct RunScheduler {
     cancelled: bool,
     started_at_ms: f64,
     queued_total: usize,
+    single: bool,
 }
 
 /// The largest invocation number a run can have: keys carry it in their low bits.
@@ -120,7 +121,13 @@ impl RunScheduler {
             cancelled: false,
             started_at_ms: now_ms(),
             queued_total: 0,
+            single: false,
         }
+    }
+
+    /// Runs only the entry invocations, firing no transitions (to replay one invocation).
+    pub fn set_single(&mut self, single: bool) {
+        self.single = single;
     }
 
     pub fn run_id(&self) -> &RunId {
@@ -269,7 +276,13 @@ impl RunScheduler {
         }
         let plan = Arc::clone(&self.plan);
         let plan_block = &plan.blocks[block];
-        let out = &plan_block.outgoing;
+        let no_transitions = super::plan::Outgoing::default();
+        // A single-invocation run (a replay) fires nothing: its block is its only leaf.
+        let out = if self.single {
+            &no_transitions
+        } else {
+            &plan_block.outgoing
+        };
         let mut record = InvocationRecord {
             run_id: self.run_id.clone(),
             id,
@@ -299,7 +312,9 @@ impl RunScheduler {
                 ifs,
             } => {
                 if out.fan_outs.is_empty() || output.is_array() {
-                    self.fire_success(&inv, &output, &backpack, &ifs, &mut fired);
+                    if !self.single {
+                        self.fire_success(&inv, &output, &backpack, &ifs, &mut fired);
+                    }
                     if out.is_empty() {
                         self.results.push((
                             block,

@@ -127,6 +127,8 @@ pub fn run_on(
         from: None,
         concurrency,
         env: std::collections::BTreeMap::new(),
+        single: false,
+        history: None,
     })));
     let mut records = Vec::new();
     loop {
