@@ -9,5 +9,6 @@ mod architecture;
 mod cli;
 mod engine;
 mod gui;
+mod history;
 mod model;
 mod support;
