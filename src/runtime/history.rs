@@ -273,7 +273,7 @@ impl History {
                     continue;
                 }
             }
-            out.push(self.invocation_row(row).map_err(|e| match e {
+            out.push(Self::invocation_row(row).map_err(|e| match e {
                 RowError::Sql(e) => error(e),
                 RowError::Damaged(what) => self.damaged(&what),
             })?);
@@ -281,7 +281,7 @@ impl History {
         Ok(out)
     }
 
-    fn invocation_row(&self, row: &rusqlite::Row<'_>) -> Result<InvocationRow, RowError> {
+    fn invocation_row(row: &rusqlite::Row<'_>) -> Result<InvocationRow, RowError> {
         let item_path: String = row.get(3)?;
         let status: String = row.get(5)?;
         Ok(InvocationRow {
@@ -385,7 +385,7 @@ impl History {
                 let queued_at_ms: f64 = row.get(10)?;
                 let parents: String = row.get(11)?;
                 Ok((
-                    self.invocation_row(row).map(|r| (r, queued_at_ms)),
+                    Self::invocation_row(row).map(|r| (r, queued_at_ms)),
                     parents,
                     payloads,
                 ))

@@ -2,7 +2,7 @@
 
 use crate::runtime::record::{InvocationStatus, RunStatus};
 
-/// Every index followed by `.`: `[3, 7]` → `3.7.`, `[]` → ``. A prefix of paths is then a prefix of text
+/// Every index followed by `.`: `[3, 7]` → `3.7.`, `[]` → the empty text. A prefix of paths is then a prefix of text
 /// (`3.` matches `3.7.` but not `31.`), which an index can range-scan.
 pub(super) fn item_path_text(path: &[u32]) -> String {
     use std::fmt::Write as _;

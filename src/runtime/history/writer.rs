@@ -405,16 +405,15 @@ impl Memos {
             .prepare_cached("SELECT id FROM payloads WHERE hash = ?1")?
             .query_row([&hash[..]], |row| row.get(0))
             .optional()?;
-        let id = match found {
-            Some(id) => id,
-            None => {
-                let (codec, data) = payload::encode(bytes);
-                tx.prepare_cached(
-                    "INSERT INTO payloads (hash, codec, size, data) VALUES (?1, ?2, ?3, ?4)",
-                )?
-                .execute(params![&hash[..], codec, bytes.len(), &data[..]])?;
-                tx.last_insert_rowid()
-            }
+        let id = if let Some(id) = found {
+            id
+        } else {
+            let (codec, data) = payload::encode(bytes);
+            tx.prepare_cached(
+                "INSERT INTO payloads (hash, codec, size, data) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![&hash[..], codec, bytes.len(), &data[..]])?;
+            tx.last_insert_rowid()
         };
         if self.memo.len() >= MEMO_LIMIT {
             self.memo.clear();
