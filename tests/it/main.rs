@@ -8,6 +8,7 @@
 mod architecture;
 mod cli;
 mod engine;
+mod executions;
 mod gui;
 mod history;
 mod model;
