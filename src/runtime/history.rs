@@ -43,6 +43,21 @@ pub enum HistoryError {
     Database { path: PathBuf, message: String },
 }
 
+/// The calendar date `(year, month, day)` of a day count since 1970-01-01 (Howard Hinnant's algorithm),
+/// for showing run times without a date-time dependency.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    // Day 1..=31 and month 1..=12: the casts can't truncate.
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
 /// One run, as the runs list shows it (newest first).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunRow {

@@ -525,3 +525,10 @@ fn text_search_over_100k_rows_is_quick_enough() {
     assert_eq!(all.len(), 100_000);
     assert_eq!(all[0].id, 100_000);
 }
+
+#[test]
+fn civil_dates() {
+    assert_eq!(civil_from_days(0), (1970, 1, 1));
+    assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    assert_eq!(civil_from_days(-1), (1969, 12, 31));
+}
