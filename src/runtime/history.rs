@@ -20,7 +20,7 @@ mod writer;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use rusqlite::types::Value as SqlValue;
+use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{Connection, OptionalExtension as _, Transaction, TransactionBehavior};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -268,8 +268,13 @@ impl History {
             RowOrder::DurationDescending => " ORDER BY duration_ms IS NULL, duration_ms DESC, id",
             RowOrder::DurationAscending => " ORDER BY duration_ms IS NULL, duration_ms, id",
         });
-        let matching = match filter.text.as_deref().filter(|t| !t.is_empty()) {
-            Some(text) => Some(self.payloads_containing(seq, text)?),
+        let needle = filter
+            .text
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .map(str::to_ascii_lowercase);
+        let matching = match &needle {
+            Some(needle) => Some(self.payloads_containing(seq, needle)?),
             None => None,
         };
         let mut statement = self.conn.prepare(&sql).map_err(error)?;
@@ -278,13 +283,16 @@ impl History {
             .map_err(error)?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(error)? {
-            if let Some(matching) = &matching {
-                let ids: [Option<i64>; 3] = [
-                    row.get(10).map_err(error)?,
-                    row.get(11).map_err(error)?,
-                    row.get(12).map_err(error)?,
-                ];
-                if !ids.iter().flatten().any(|id| matching.contains(id)) {
+            if let (Some(matching), Some(needle)) = (&matching, &needle) {
+                let mut found = false;
+                for column in 10..=12 {
+                    found |= match row.get_ref(column).map_err(error)? {
+                        ValueRef::Integer(id) => matching.contains(&id),
+                        ValueRef::Blob(inline) => contains_ignoring_case(inline.to_vec(), needle),
+                        _ => false,
+                    };
+                }
+                if !found {
                     continue;
                 }
             }
@@ -315,10 +323,9 @@ impl History {
         })
     }
 
-    /// The ids of the run's input, output and error payloads that contain `text`.
-    fn payloads_containing(&self, seq: i64, text: &str) -> Result<HashSet<i64>, HistoryError> {
+    /// The ids of the run's input, output and error payload rows that contain `needle` (lower case).
+    fn payloads_containing(&self, seq: i64, needle: &str) -> Result<HashSet<i64>, HistoryError> {
         let error = |e: rusqlite::Error| self.sql_error(&e);
-        let needle = text.to_ascii_lowercase();
         let mut statement = self
             .conn
             .prepare(
@@ -332,14 +339,23 @@ impl History {
         let mut matching = HashSet::new();
         while let Some(row) = rows.next().map_err(error)? {
             let id: i64 = row.get(0).map_err(error)?;
-            let mut bytes = payload::decode(row.get(1).map_err(error)?, row.get(2).map_err(error)?)
+            let bytes = payload::decode(row.get(1).map_err(error)?, row.get(2).map_err(error)?)
                 .map_err(|what| self.damaged(&what))?;
-            bytes.make_ascii_lowercase();
-            if String::from_utf8_lossy(&bytes).contains(&needle) {
+            if contains_ignoring_case(bytes, needle) {
                 matching.insert(id);
             }
         }
         Ok(matching)
+    }
+
+    /// The contents of a payload column: `None` for no value.
+    fn column_bytes(&self, column: SqlValue) -> Result<Option<Vec<u8>>, HistoryError> {
+        match column {
+            SqlValue::Null => Ok(None),
+            SqlValue::Blob(inline) => Ok(Some(inline)),
+            SqlValue::Integer(id) => self.payload_bytes(id).map(Some),
+            SqlValue::Real(_) | SqlValue::Text(_) => Err(self.damaged("a value of the wrong type")),
+        }
     }
 
     fn payload_bytes(&self, id: i64) -> Result<Vec<u8>, HistoryError> {
@@ -355,16 +371,23 @@ impl History {
         payload::decode(codec, data).map_err(|what| self.damaged(&what))
     }
 
-    fn payload_json<T: DeserializeOwned>(&self, id: i64) -> Result<T, HistoryError> {
-        serde_json::from_slice(&self.payload_bytes(id)?)
-            .map_err(|e| self.damaged(&format!("stored value {id}: {e}")))
+    fn column_json<T: DeserializeOwned>(
+        &self,
+        column: SqlValue,
+    ) -> Result<Option<T>, HistoryError> {
+        self.column_bytes(column)?
+            .map(|bytes| {
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| self.damaged(&format!("a stored value: {e}")))
+            })
+            .transpose()
     }
 
-    fn payload_text(&self, id: Option<i64>) -> Result<String, HistoryError> {
-        id.map_or_else(
-            || Ok(String::new()),
-            |id| Ok(String::from_utf8_lossy(&self.payload_bytes(id)?).into_owned()),
-        )
+    fn column_text(&self, column: SqlValue) -> Result<String, HistoryError> {
+        Ok(self
+            .column_bytes(column)?
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default())
     }
 
     /// The whole record of one invocation.
@@ -387,7 +410,7 @@ impl History {
             )
             .map_err(error)?
             .query_row(rusqlite::params![seq, id], |row| {
-                let payloads: [Option<i64>; 8] = [
+                let payloads: [SqlValue; 8] = [
                     row.get(12)?,
                     row.get(13)?,
                     row.get(14)?,
@@ -424,8 +447,10 @@ impl History {
             failure,
             fired,
         ] = payloads;
-        let required =
-            |id: Option<i64>| id.ok_or_else(|| self.damaged("a required value is missing"));
+        let required = |column: SqlValue| {
+            self.column_json(column)?
+                .ok_or_else(|| self.damaged("a required value is missing"))
+        };
         Ok(Some(InvocationRecord {
             run_id: run.clone(),
             id: row.id,
@@ -439,17 +464,14 @@ impl History {
             queued_at_ms,
             started_at_ms: row.started_at_ms,
             ended_at_ms: row.ended_at_ms,
-            input: self.payload_json(required(input)?)?,
-            backpack_in: self.payload_json(required(backpack_in)?)?,
-            output: output.map(|id| self.payload_json(id)).transpose()?,
-            backpack_out: backpack_out.map(|id| self.payload_json(id)).transpose()?,
-            stdout: self.payload_text(stdout)?,
-            stderr: self.payload_text(stderr)?,
-            error: failure.map(|id| self.payload_json(id)).transpose()?,
-            fired: fired
-                .map(|id| self.payload_json(id))
-                .transpose()?
-                .unwrap_or_default(),
+            input: required(input)?,
+            backpack_in: required(backpack_in)?,
+            output: self.column_json(output)?,
+            backpack_out: self.column_json(backpack_out)?,
+            stdout: self.column_text(stdout)?,
+            stderr: self.column_text(stderr)?,
+            error: self.column_json(failure)?,
+            fired: self.column_json(fired)?.unwrap_or_default(),
         }))
     }
 
@@ -521,22 +543,29 @@ impl History {
             }
         }
         // One sweep for all the runs: payloads are shared, so only what no remaining invocation
-        // references can go. NULLs are left out: `x NOT IN (…, NULL)` is never true.
+        // references can go. Only ids count: `x NOT IN (…, NULL)` is never true, and inline values
+        // (blobs) are no references.
         tx.execute_batch(
             "DELETE FROM payloads WHERE id NOT IN (
-                 SELECT input FROM invocations
-                 UNION SELECT backpack_in FROM invocations
-                 UNION SELECT output FROM invocations WHERE output IS NOT NULL
-                 UNION SELECT backpack_out FROM invocations WHERE backpack_out IS NOT NULL
-                 UNION SELECT stdout FROM invocations WHERE stdout IS NOT NULL
-                 UNION SELECT stderr FROM invocations WHERE stderr IS NOT NULL
-                 UNION SELECT error FROM invocations WHERE error IS NOT NULL
-                 UNION SELECT fired FROM invocations WHERE fired IS NOT NULL);
+                 SELECT input FROM invocations WHERE typeof(input) = 'integer'
+                 UNION SELECT backpack_in FROM invocations WHERE typeof(backpack_in) = 'integer'
+                 UNION SELECT output FROM invocations WHERE typeof(output) = 'integer'
+                 UNION SELECT backpack_out FROM invocations WHERE typeof(backpack_out) = 'integer'
+                 UNION SELECT stdout FROM invocations WHERE typeof(stdout) = 'integer'
+                 UNION SELECT stderr FROM invocations WHERE typeof(stderr) = 'integer'
+                 UNION SELECT error FROM invocations WHERE typeof(error) = 'integer'
+                 UNION SELECT fired FROM invocations WHERE typeof(fired) = 'integer');
              UPDATE meta SET value = value + 1 WHERE key = 'payload_generation';",
         )
         .map_err(error)?;
         tx.commit().map_err(error)
     }
+}
+
+/// Whether JSON or printed text contains `needle` (already lower case), ignoring ASCII case.
+fn contains_ignoring_case(mut bytes: Vec<u8>, needle: &str) -> bool {
+    bytes.make_ascii_lowercase();
+    String::from_utf8_lossy(&bytes).contains(needle)
 }
 
 enum RowError {

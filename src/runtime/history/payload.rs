@@ -10,6 +10,12 @@ use std::io::{Read as _, Write as _};
 /// matching old ones (a little more space), never a wrong match.
 pub(super) type Hash = [u8; 16];
 
+/// Values shorter than this are kept in the invocation's row itself (as a blob) instead of a payload row:
+/// most inputs and outputs of a big fan-out are that small, and a hash, a lookup and a second insert per
+/// value would cost more than the duplicates save. A payload column holds an integer (a payload id), a
+/// blob (the value itself) or NULL (no value).
+pub(super) const INLINE_BELOW: usize = 48;
+
 /// Stored as it is.
 pub(super) const PLAIN: i64 = 0;
 /// Raw deflate.

@@ -14,8 +14,9 @@ pub(super) const SCHEMA_VERSION: i64 = 1;
 /// writing before it gives up with "database is locked".
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Large values live in `payloads`, once per distinct content; an invocation row holds their ids. Only
-/// what the table view filters and sorts on is a column of its own.
+/// Large values live in `payloads`, once per distinct content; an invocation row holds their ids (or small
+/// values themselves, see `payload::INLINE_BELOW`: the payload columns have no declared type for that).
+/// Only what the table view filters and sorts on is a column of its own.
 const SCHEMA: &str = "
 CREATE TABLE runs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -54,14 +55,14 @@ CREATE TABLE invocations (
     input_preview TEXT NOT NULL,
     error_summary TEXT,
     parents TEXT NOT NULL,
-    input INTEGER NOT NULL,
-    backpack_in INTEGER NOT NULL,
-    output INTEGER,
-    backpack_out INTEGER,
-    stdout INTEGER,
-    stderr INTEGER,
-    error INTEGER,
-    fired INTEGER,
+    input NOT NULL,
+    backpack_in NOT NULL,
+    output,
+    backpack_out,
+    stdout,
+    stderr,
+    error,
+    fired,
     PRIMARY KEY (run, id)
 ) WITHOUT ROWID;
 CREATE INDEX invocations_block ON invocations (run, block_id);

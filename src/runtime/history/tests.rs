@@ -235,8 +235,8 @@ fn identical_payloads_are_stored_once_and_large_ones_compressed() {
         .collect();
     write_run(&path, &run, 1.0, &records);
     let history = History::open(&path).unwrap();
-    // 1000 inputs + 1000 outputs + one backpack.
-    assert_eq!(count(&history, "payloads"), 2001);
+    // One backpack; the small inputs and outputs are kept in their rows.
+    assert_eq!(count(&history, "payloads"), 1);
     let stored: i64 = history
         .conn
         .query_row("SELECT sum(length(data)) FROM payloads", [], |row| {
@@ -409,7 +409,7 @@ fn delete_and_retention_remove_runs_and_only_unshared_payloads() {
     for (i, run) in runs.iter().enumerate() {
         let mut records = sample(run);
         // A value only this run has.
-        records[0].output = Some(json!(format!("only in run {i}")));
+        records[0].output = Some(json!(format!("only in run {i}: {}", "z".repeat(100))));
         write_run(&path, run, 1000.0 * (i as f64 + 1.0), &records);
     }
     let history = History::open(&path).unwrap();
@@ -457,17 +457,23 @@ fn a_writer_that_outlives_a_deletion_does_not_point_at_deleted_payloads() {
             .blocking_recv()
             .unwrap();
     };
+    // Large enough to be a payload row rather than kept in the invocation's row.
+    let big = |run: &RunId| {
+        let mut r = record(run, 1, "B", &[], InvocationStatus::Succeeded);
+        r.input = json!({"item": 1, "padding": "p".repeat(100)});
+        r
+    };
     writer.run_started(&a, "p", 1.0);
-    writer.invocations(&[record(&a, 1, "B", &[], InvocationStatus::Succeeded)]);
+    writer.invocations(&[big(&a)]);
     flush(&a);
     History::open(&path).unwrap().delete_run(&a).unwrap();
     // The same values again, through the same writer: its memo of payload ids must not be trusted.
     writer.run_started(&b, "p", 2.0);
-    writer.invocations(&[record(&b, 1, "B", &[], InvocationStatus::Succeeded)]);
+    writer.invocations(&[big(&b)]);
     flush(&b);
     let history = History::open(&path).unwrap();
     let back = history.invocation(&b, 1).unwrap().unwrap();
-    assert_eq!(back.input, json!({"item": 1}));
+    assert_eq!(back.input, big(&b).input);
 }
 
 #[test]

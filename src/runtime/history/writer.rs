@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
+use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
@@ -378,7 +379,7 @@ impl Memos {
         &mut self,
         tx: &rusqlite::Transaction<'_>,
         value: Option<&T>,
-    ) -> rusqlite::Result<Option<i64>> {
+    ) -> rusqlite::Result<Option<SqlValue>> {
         value.map(|v| self.payload(tx, &json_bytes(v))).transpose()
     }
 
@@ -387,7 +388,7 @@ impl Memos {
         &mut self,
         tx: &rusqlite::Transaction<'_>,
         text: &str,
-    ) -> rusqlite::Result<Option<i64>> {
+    ) -> rusqlite::Result<Option<SqlValue>> {
         if text.is_empty() {
             Ok(None)
         } else {
@@ -395,8 +396,24 @@ impl Memos {
         }
     }
 
-    /// The id of the payload with these contents, stored now if it was not there yet.
-    fn payload(&mut self, tx: &rusqlite::Transaction<'_>, bytes: &[u8]) -> rusqlite::Result<i64> {
+    /// What a payload column holds for these contents: a small value itself (a blob), else the id of the
+    /// payload row (stored now if it was not there yet).
+    fn payload(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        bytes: &[u8],
+    ) -> rusqlite::Result<SqlValue> {
+        if bytes.len() < payload::INLINE_BELOW {
+            return Ok(SqlValue::Blob(bytes.to_vec()));
+        }
+        self.payload_row(tx, bytes).map(SqlValue::Integer)
+    }
+
+    fn payload_row(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        bytes: &[u8],
+    ) -> rusqlite::Result<i64> {
         let hash = payload::hash(bytes);
         if let Some(&id) = self.memo.get(&hash) {
             return Ok(id);
