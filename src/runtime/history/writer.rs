@@ -207,6 +207,7 @@ impl Memos {
             self.generation = generation;
         }
         let mut counts: HashMap<i64, (u64, BlockCounts)> = HashMap::new();
+        let mut statements = Statements::new(tx)?;
         for message in batch {
             match message {
                 Message::Started {
@@ -232,7 +233,7 @@ impl Memos {
                         else {
                             continue;
                         };
-                        if self.insert(tx, seq, record)? {
+                        if self.insert(&mut statements, seq, record)? {
                             let entry = counts.entry(seq).or_default();
                             entry.0 += 1;
                             entry.1.add_final(record.status);
@@ -311,65 +312,55 @@ impl Memos {
     /// Inserts one record; `false` when it was there already.
     fn insert(
         &mut self,
-        tx: &rusqlite::Transaction<'_>,
+        st: &mut Statements<'_>,
         seq: i64,
         record: &InvocationRecord,
     ) -> rusqlite::Result<bool> {
         let input = json_bytes(&record.input);
         let preview = preview(&input);
-        let input = self.payload(tx, &input)?;
-        let backpack_in = self.payload(tx, &json_bytes(&record.backpack_in))?;
-        let output = self.optional_json(tx, record.output.as_ref())?;
-        let backpack_out = self.optional_json(tx, record.backpack_out.as_ref())?;
-        let stdout = self.text(tx, &record.stdout)?;
-        let stderr = self.text(tx, &record.stderr)?;
-        let error = self.optional_json(tx, record.error.as_ref())?;
+        let input = self.payload(st, &input)?;
+        let backpack_in = self.payload(st, &json_bytes(&record.backpack_in))?;
+        let output = self.optional_json(st, record.output.as_ref())?;
+        let backpack_out = self.optional_json(st, record.backpack_out.as_ref())?;
+        let stdout = self.text(st, &record.stdout)?;
+        let stderr = self.text(st, &record.stderr)?;
+        let error = self.optional_json(st, record.error.as_ref())?;
         let fired = if record.fired.is_empty() {
             None
         } else {
-            self.optional_json(tx, Some(&record.fired))?
+            self.optional_json(st, Some(&record.fired))?
         };
         let parents = json_bytes(&record.parents);
-        let inserted = tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO invocations (run, id, block_id, block_name, item_path, attempt,
-                 status, queued_at_ms, started_at_ms, ended_at_ms, duration_ms, input_preview,
-                 error_summary, parents, input, backpack_in, output, backpack_out, stdout, stderr, error,
-                 fired)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-                 ?19, ?20, ?21, ?22)",
-            )?
-            .execute(params![
-                seq,
-                record.id,
-                record.block_id.0,
-                record.block_name,
-                item_path_text(&record.item_path),
-                record.attempt,
-                status_text(record.status),
-                record.queued_at_ms,
-                record.started_at_ms,
-                record.ended_at_ms,
-                record.duration_ms(),
-                preview,
-                record.error.as_ref().map(crate::runtime::ErrorInfo::summary),
-                String::from_utf8_lossy(&parents),
-                input,
-                backpack_in,
-                output,
-                backpack_out,
-                stdout,
-                stderr,
-                error,
-                fired,
-            ])?
-            == 1;
+        let inserted = st.row.execute(params![
+            seq,
+            record.id,
+            record.block_id.0,
+            record.block_name,
+            item_path_text(&record.item_path),
+            record.attempt,
+            status_text(record.status),
+            record.queued_at_ms,
+            record.started_at_ms,
+            record.ended_at_ms,
+            record.duration_ms(),
+            preview,
+            record
+                .error
+                .as_ref()
+                .map(crate::runtime::ErrorInfo::summary),
+            String::from_utf8_lossy(&parents),
+            input,
+            backpack_in,
+            output,
+            backpack_out,
+            stdout,
+            stderr,
+            error,
+            fired,
+        ])? == 1;
         if inserted {
-            let mut edge = tx.prepare_cached(
-                "INSERT OR IGNORE INTO parents (run, parent, child) VALUES (?1, ?2, ?3)",
-            )?;
             for parent in &record.parents {
-                edge.execute(params![seq, parent, record.id])?;
+                st.edge.execute(params![seq, parent, record.id])?;
             }
         }
         Ok(inserted)
@@ -377,66 +368,83 @@ impl Memos {
 
     fn optional_json<T: serde::Serialize>(
         &mut self,
-        tx: &rusqlite::Transaction<'_>,
+        st: &mut Statements<'_>,
         value: Option<&T>,
     ) -> rusqlite::Result<Option<SqlValue>> {
-        value.map(|v| self.payload(tx, &json_bytes(v))).transpose()
+        value.map(|v| self.payload(st, &json_bytes(v))).transpose()
     }
 
     /// Printed output; nothing printed is no payload at all.
-    fn text(
-        &mut self,
-        tx: &rusqlite::Transaction<'_>,
-        text: &str,
-    ) -> rusqlite::Result<Option<SqlValue>> {
+    fn text(&mut self, st: &mut Statements<'_>, text: &str) -> rusqlite::Result<Option<SqlValue>> {
         if text.is_empty() {
             Ok(None)
         } else {
-            self.payload(tx, text.as_bytes()).map(Some)
+            self.payload(st, text.as_bytes()).map(Some)
         }
     }
 
     /// What a payload column holds for these contents: a small value itself (a blob), else the id of the
     /// payload row (stored now if it was not there yet).
-    fn payload(
-        &mut self,
-        tx: &rusqlite::Transaction<'_>,
-        bytes: &[u8],
-    ) -> rusqlite::Result<SqlValue> {
+    fn payload(&mut self, st: &mut Statements<'_>, bytes: &[u8]) -> rusqlite::Result<SqlValue> {
         if bytes.len() < payload::INLINE_BELOW {
             return Ok(SqlValue::Blob(bytes.to_vec()));
         }
-        self.payload_row(tx, bytes).map(SqlValue::Integer)
+        self.payload_row(st, bytes).map(SqlValue::Integer)
     }
 
-    fn payload_row(
-        &mut self,
-        tx: &rusqlite::Transaction<'_>,
-        bytes: &[u8],
-    ) -> rusqlite::Result<i64> {
+    fn payload_row(&mut self, st: &mut Statements<'_>, bytes: &[u8]) -> rusqlite::Result<i64> {
         let hash = payload::hash(bytes);
         if let Some(&id) = self.memo.get(&hash) {
             return Ok(id);
         }
-        let found: Option<i64> = tx
-            .prepare_cached("SELECT id FROM payloads WHERE hash = ?1")?
+        let found: Option<i64> = st
+            .find_payload
             .query_row([&hash[..]], |row| row.get(0))
             .optional()?;
         let id = if let Some(id) = found {
             id
         } else {
             let (codec, data) = payload::encode(bytes);
-            tx.prepare_cached(
-                "INSERT INTO payloads (hash, codec, size, data) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![&hash[..], codec, bytes.len(), &data[..]])?;
-            tx.last_insert_rowid()
+            st.add_payload
+                .execute(params![&hash[..], codec, bytes.len(), &data[..]])?;
+            st.conn.last_insert_rowid()
         };
         if self.memo.len() >= MEMO_LIMIT {
             self.memo.clear();
         }
         self.memo.insert(hash, id);
         Ok(id)
+    }
+}
+
+/// The statements run per record, prepared once per transaction: preparing (or finding in the cache)
+/// per record showed up in profiles.
+struct Statements<'c> {
+    conn: &'c Connection,
+    row: rusqlite::Statement<'c>,
+    edge: rusqlite::Statement<'c>,
+    find_payload: rusqlite::Statement<'c>,
+    add_payload: rusqlite::Statement<'c>,
+}
+
+impl<'c> Statements<'c> {
+    fn new(conn: &'c Connection) -> rusqlite::Result<Self> {
+        Ok(Self {
+            conn,
+            row: conn.prepare(
+                "INSERT OR IGNORE INTO invocations (run, id, block_id, block_name, item_path, attempt,
+                 status, queued_at_ms, started_at_ms, ended_at_ms, duration_ms, input_preview,
+                 error_summary, parents, input, backpack_in, output, backpack_out, stdout, stderr, error,
+                 fired)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+                 ?19, ?20, ?21, ?22)",
+            )?,
+            edge: conn
+                .prepare("INSERT OR IGNORE INTO parents (run, parent, child) VALUES (?1, ?2, ?3)")?,
+            find_payload: conn.prepare("SELECT id FROM payloads WHERE hash = ?1")?,
+            add_payload: conn
+                .prepare("INSERT INTO payloads (hash, codec, size, data) VALUES (?1, ?2, ?3, ?4)")?,
+        })
     }
 }
 
