@@ -6,12 +6,13 @@
 //! when selected. Whole records are fetched one at a time, on selection.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::mpsc;
 
 use serde_json::Value;
 
 use crate::model::{BlockId, Project};
 pub use crate::runtime::history::{
-    History, HistoryError, InvocationFilter, InvocationRow, RowOrder, RunRow,
+    History, HistoryError, InvocationFilter, InvocationRow, RowOrder, RunRow, civil_from_days,
 };
 pub use crate::runtime::{
     BlockCounts, ErrorInfo, InvocationId, InvocationRecord, InvocationStatus, RunId, RunStatus,
@@ -225,6 +226,8 @@ pub struct Executions {
     session: VecDeque<RunData>,
     /// A history run loaded for viewing.
     loaded: Option<RunData>,
+    /// A history run being read on a background thread (a million rows take a while).
+    loading: Option<Loading>,
     /// The run the panel shows; `None` follows the newest run.
     pub selected_run: Option<RunId>,
     pub filter: TableFilter,
@@ -237,6 +240,11 @@ pub struct Executions {
     pub replay: Option<Replay>,
     /// A message about the history database (it could not be opened or read).
     pub history_problem: Option<String>,
+}
+
+struct Loading {
+    run: RunRow,
+    rows: mpsc::Receiver<Result<Vec<InvocationRow>, HistoryError>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -258,6 +266,7 @@ impl Executions {
         self.history = history;
         self.history_problem = None;
         self.loaded = None;
+        self.loading = None;
         if !keep_session {
             self.session.clear();
             self.selected_run = None;
@@ -298,7 +307,13 @@ impl Executions {
         if let Some(id) = &self.selected_run {
             return Some(id.clone());
         }
-        self.runs().first().map(|r| r.run_id.clone())
+        // Called several times a frame: find the newest without building the list.
+        self.session
+            .iter()
+            .map(|r| &r.row)
+            .chain(&self.history_runs)
+            .max_by(|a, b| a.started_at_ms.total_cmp(&b.started_at_ms))
+            .map(|r| r.run_id.clone())
     }
 
     /// The shown run's data, when it is in memory.
@@ -338,9 +353,9 @@ impl Executions {
             counts: BlockCounts::default(),
         };
         self.insert_run(RunData::new(row, Source::Session));
-        // A new run is shown unless the user is looking at another one.
-        if self.picked.is_none() {
-            self.selected_run = None;
+        // The panel follows the new run unless the user picked a run to look at.
+        if self.selected_run.is_none() {
+            self.picked = None;
         }
     }
 
@@ -367,6 +382,17 @@ impl Executions {
             run.row.started_at_ms = summary.started_at_ms;
             run.generation += 1;
         }
+        // With a history, older runs are read back from it when shown: only the newest stays in
+        // memory (a million-invocation run is a few hundred megabytes of rows).
+        if self.history.is_some() {
+            let keep = &summary.run_id;
+            let shown = self.selected_run.clone();
+            self.session.retain(|r| {
+                &r.row.run_id == keep
+                    || r.row.status == RunStatus::Running
+                    || shown.as_ref() == Some(&r.row.run_id)
+            });
+        }
         self.refresh_runs();
     }
 
@@ -382,9 +408,21 @@ impl Executions {
         self.by_start = None;
     }
 
-    /// Makes sure a run's rows are in memory (reading a history run's); whether they are.
+    /// Whether a run's rows are in memory; if not, starts reading a history run's on a background
+    /// thread (its own connection), so the window never waits for a million rows.
     fn load(&mut self, run_id: &RunId) -> bool {
         if self.data(run_id).is_some() {
+            return true;
+        }
+        self.take_loaded();
+        if self.data(run_id).is_some() {
+            return true;
+        }
+        if self
+            .loading
+            .as_ref()
+            .is_some_and(|l| &l.run.run_id == run_id)
+        {
             return true;
         }
         let Some(history) = &self.history else {
@@ -398,16 +436,56 @@ impl Executions {
         else {
             return false;
         };
-        match history.invocation_rows(run_id, &InvocationFilter::default()) {
-            Ok(rows) => {
-                self.loaded = Some(RunData::from_rows(row, rows, Source::History));
+        let (tx, rx) = mpsc::sync_channel(1);
+        let path = history.path().to_owned();
+        let run = row.run_id.clone();
+        let spawned = std::thread::Builder::new()
+            .name("braid-history-read".to_owned())
+            .spawn(move || {
+                let rows = History::open(&path)
+                    .and_then(|h| h.invocation_rows(&run, &InvocationFilter::default()));
+                let _ = tx.send(rows);
+            });
+        match spawned {
+            Ok(_) => {
+                self.loading = Some(Loading { run: row, rows: rx });
                 true
             }
             Err(e) => {
-                self.history_problem = Some(e.to_string());
+                self.history_problem = Some(format!("could not start reading the history: {e}"));
                 false
             }
         }
+    }
+
+    /// Takes a history run's rows once they have been read.
+    fn take_loaded(&mut self) {
+        let Some(loading) = &self.loading else {
+            return;
+        };
+        let result = match loading.rows.try_recv() {
+            Ok(result) => result,
+            Err(mpsc::TryRecvError::Empty) => return,
+            Err(mpsc::TryRecvError::Disconnected) => {
+                self.loading = None;
+                return;
+            }
+        };
+        let Some(loading) = self.loading.take() else {
+            return;
+        };
+        match result {
+            Ok(rows) => {
+                self.loaded = Some(RunData::from_rows(loading.run, rows, Source::History));
+                self.view_key = None;
+            }
+            Err(e) => self.history_problem = Some(e.to_string()),
+        }
+    }
+
+    /// Whether a history run is being read (the editor looks again soon).
+    pub fn is_loading(&self) -> bool {
+        self.loading.is_some()
     }
 
     pub fn delete_run(&mut self, run_id: &RunId) -> Result<(), HistoryError> {

@@ -802,7 +802,10 @@ impl App {
     /// Rebuilds the executions table when what it shows changed; a growing run's at most every
     /// [`TABLE_REFRESH_SECS`] unless `now` (a command changed the view).
     fn refresh_table(&mut self, now_secs: f64, now: bool) {
-        if !now && now_secs - self.table_refreshed_at < TABLE_REFRESH_SECS {
+        if !now
+            && !self.executions.is_loading()
+            && now_secs - self.table_refreshed_at < TABLE_REFRESH_SECS
+        {
             return;
         }
         self.table_refreshed_at = now_secs;

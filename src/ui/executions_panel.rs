@@ -12,7 +12,8 @@ use super::canvas::cut;
 use super::invocation_detail::InvocationDetail;
 use super::theme;
 use crate::app::executions::{
-    InvocationStatus, RowOrder, RunRow, RunStatus, parse_item_path, row_duration_ms,
+    InvocationStatus, RowOrder, RunRow, RunStatus, civil_from_days, parse_item_path,
+    row_duration_ms,
 };
 use crate::app::{App, Command, CommandSender, Step, TableFilter};
 
@@ -173,7 +174,12 @@ impl ExecutionsPanel {
     fn table_ui(&mut self, ui: &mut Ui, app: &App, tx: &CommandSender) {
         let executions = &app.executions;
         let Some(run) = executions.shown() else {
-            ui.label(RichText::new("Loading…").weak());
+            ui.horizontal(|ui| {
+                if executions.is_loading() {
+                    ui.spinner();
+                }
+                ui.label(RichText::new("Reading the run from the history…").weak());
+            });
             return;
         };
         let visible = &executions.visible;
@@ -356,7 +362,7 @@ fn runs_ui(ui: &mut Ui, app: &App, runs: &[RunRow], tx: &CommandSender) {
                     tx.send(Command::ShowRun(Some(run.run_id.clone())));
                 }
                 response.context_menu(|ui| {
-                    if ui.button("Delete run").clicked() {
+                    if run.status != RunStatus::Running && ui.button("Delete run").clicked() {
                         tx.send(Command::DeleteRun(run.run_id.clone()));
                         ui.close();
                     }
@@ -435,20 +441,6 @@ pub fn format_time(unix_ms: f64) -> String {
         let (y, m, d) = civil_from_days(days);
         format!("{y}-{m:02}-{d:02} {time}")
     }
-}
-
-/// The calendar date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use egui::{Align2, Color32, FontId, Pos2, Rect, RichText, Sense, Stroke, Ui, Vec
 
 use super::executions_panel::{format_ms, item_path};
 use super::theme;
-use crate::app::executions::{RunData, RunId, slot_lanes};
+use crate::app::executions::{InvocationStatus, RunData, RunId, slot_lanes};
 use crate::app::{App, Command, CommandSender};
 
 const AXIS_HEIGHT: f32 = 18.0;
@@ -17,11 +17,23 @@ const LANE_LABEL_WIDTH: f32 = 110.0;
 const MAX_LANE_HEIGHT: f32 = 18.0;
 const MIN_LANE_HEIGHT: f32 = 2.0;
 
+/// One invocation's bar: times relative to the run's first start. Lanes hold these side by side, so
+/// drawing walks memory in order instead of hopping through a million rows.
+#[derive(Clone, Copy)]
+struct Bar {
+    start: f64,
+    end: f64,
+    index: u32,
+    status: InvocationStatus,
+}
+
 /// Lanes of one run, derived once per run, mode and generation.
 struct Lanes {
     key: (RunId, u64, bool),
-    /// Row indices per lane, sorted by start.
-    rows: Vec<Vec<usize>>,
+    /// Bars per lane, sorted by start.
+    rows: Vec<Vec<Bar>>,
+    /// The lane of each row (by index), for outlining the picked item's path.
+    lane_of: Vec<u32>,
     names: Vec<String>,
     /// The longest invocation of each lane (how far back a bar may begin and still be in view).
     longest_ms: Vec<f64>,
@@ -148,45 +160,33 @@ impl TimelineView {
             // The first bar that may reach into view: starts are sorted, and none lasts longer than
             // the lane's longest.
             let earliest = t0 - lanes.longest_ms[lane_index];
-            let from = lane.partition_point(|&i| relative_start(run, i, lanes.start_ms) < earliest);
+            let from = lane.partition_point(|bar| bar.start < earliest);
             let mut pending: Option<(f32, f32, Color32)> = None;
-            for &i in &lane[from..] {
-                let row = &run.rows[i];
-                let start = relative_start(run, i, lanes.start_ms);
-                if start > t1 {
+            for bar in &lane[from..] {
+                if bar.start > t1 {
                     break;
                 }
-                let end = row
-                    .ended_at_ms
-                    .map_or(start, |e| e - lanes.start_ms)
-                    .max(start);
-                if end < t0 {
+                if bar.end < t0 {
                     continue;
                 }
-                let (x0, x1) = (x_of(start).max(plot.left()), x_of(end).min(plot.right()));
-                let color = theme::status_color(row.status, dark);
+                let (x0, x1) = (
+                    x_of(bar.start).max(plot.left()),
+                    x_of(bar.end).min(plot.right()),
+                );
+                let color = theme::status_color(bar.status, dark);
                 if let Some(pointer) = hover_pos
                     && lane_rect.contains(pointer)
                     && pointer.x >= x0 - 1.0
                     && pointer.x <= x1.max(x0 + 1.0) + 1.0
                 {
-                    hovered = Some(i);
+                    hovered = Some(bar.index as usize);
                 }
-                if picked.is_some_and(|p| p.id == row.id || p.lineage.contains(&row.id)) {
-                    let bar = Rect::from_x_y_ranges(x0..=x1.max(x0 + 2.0), lane_rect.y_range());
-                    painter.rect_stroke(
-                        bar.expand(1.0),
-                        1.0,
-                        Stroke::new(2.0, ui.visuals().strong_text_color()),
-                        egui::StrokeKind::Outside,
-                    );
-                }
-                // Bars that fall within the same pixel merge into one (worst colour wins loosely:
-                // the later one), so the shapes painted stay bounded by the width in pixels.
+                // Bars that fall within the same pixel merge into one (a failure's colour wins), so
+                // the shapes painted stay bounded by the width in pixels.
                 match &mut pending {
                     Some((_, end_x, c)) if x0 <= *end_x + 1.0 => {
                         *end_x = end_x.max(x1);
-                        if row.status.is_failure() {
+                        if bar.status.is_failure() {
                             *c = color;
                         }
                     }
@@ -200,6 +200,35 @@ impl TimelineView {
             }
             if let Some((a, b, c)) = pending {
                 paint_bar(&painter, lane_rect, a, b, c);
+            }
+        }
+        // The picked invocation and its item's path, outlined.
+        if let Some(picked) = picked {
+            let outline = Stroke::new(2.0, ui.visuals().strong_text_color());
+            for id in &picked.lineage {
+                let Some(index) = run.position_of(*id) else {
+                    continue;
+                };
+                let lane = lanes.lane_of.get(index).copied().unwrap_or(u32::MAX) as usize;
+                let row = &run.rows[index];
+                let (Some(start), true) = (
+                    row.started_at_ms,
+                    (self.first_lane..last_lane).contains(&lane),
+                ) else {
+                    continue;
+                };
+                let start = start - lanes.start_ms;
+                let end = row.ended_at_ms.map_or(start, |e| e - lanes.start_ms);
+                if end < t0 || start > t1 {
+                    continue;
+                }
+                let top = plot.top() + (lane - self.first_lane) as f32 * lane_height;
+                let x0 = x_of(start).max(plot.left());
+                let bar = Rect::from_x_y_ranges(
+                    x0..=x_of(end).min(plot.right()).max(x0 + 2.0),
+                    top..=top + lane_height,
+                );
+                painter.rect_stroke(bar.expand(1.0), 1.0, outline, egui::StrokeKind::Outside);
             }
         }
         if lanes.rows.len() > lanes_in_view {
@@ -295,35 +324,44 @@ impl TimelineView {
             let names = (1..=count).map(|n| format!("slot {n}")).collect();
             (lanes, names)
         };
-        for lane in &mut lanes {
-            lane.sort_by(|&a, &b| {
-                run.rows[a]
-                    .started_at_ms
-                    .unwrap_or_default()
-                    .total_cmp(&run.rows[b].started_at_ms.unwrap_or_default())
-            });
-        }
-        let longest_ms = lanes
-            .iter()
-            .map(|lane| {
-                lane.iter()
-                    .filter_map(|&i| crate::app::executions::row_duration_ms(&run.rows[i]))
-                    .fold(0.0, f64::max)
+        let origin = if start_ms.is_finite() { start_ms } else { 0.0 };
+        let mut lane_of = vec![u32::MAX; run.rows.len()];
+        let bars: Vec<Vec<Bar>> = lanes
+            .iter_mut()
+            .enumerate()
+            .map(|(lane_index, lane)| {
+                let mut bars: Vec<Bar> = lane
+                    .iter()
+                    .map(|&i| {
+                        lane_of[i] = lane_index as u32;
+                        let row = &run.rows[i];
+                        let start = row.started_at_ms.unwrap_or(origin) - origin;
+                        Bar {
+                            start,
+                            end: row.ended_at_ms.map_or(start, |e| e - origin).max(start),
+                            index: i as u32,
+                            status: row.status,
+                        }
+                    })
+                    .collect();
+                bars.sort_by(|a, b| a.start.total_cmp(&b.start));
+                bars
             })
+            .collect();
+        let longest_ms = bars
+            .iter()
+            .map(|lane| lane.iter().map(|b| b.end - b.start).fold(0.0, f64::max))
             .collect();
         self.lanes = Some(Lanes {
             key,
-            rows: lanes,
+            rows: bars,
+            lane_of,
             names,
             longest_ms,
-            start_ms: if start_ms.is_finite() { start_ms } else { 0.0 },
+            start_ms: origin,
             end_ms: if end_ms.is_finite() { end_ms } else { 0.0 },
         });
     }
-}
-
-fn relative_start(run: &RunData, i: usize, start_ms: f64) -> f64 {
-    run.rows[i].started_at_ms.unwrap_or_default() - start_ms
 }
 
 fn paint_bar(painter: &egui::Painter, lane: Rect, x0: f32, x1: f32, color: Color32) {

@@ -238,7 +238,10 @@ fn runs_are_found_again_after_a_restart() {
     assert_eq!(runs[0].invocations, 8);
     harness.get_by_label_contains("7 ok · 1 caught");
 
-    // Its invocations and records are there too.
+    // Its invocations and records are there too (read in the background).
+    wait_for(&mut harness, "the run's rows", |app| {
+        app.app.executions.shown().is_some()
+    });
     harness.get_by_label("5 of 8 invocations");
     click(&mut harness, "[3]");
     let picked = harness
