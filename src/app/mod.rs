@@ -526,6 +526,14 @@ impl App {
         if project == before {
             return;
         }
+        // A line marked from a traceback means nothing once that code changes.
+        if self
+            .code_goto
+            .as_ref()
+            .is_some_and(|g| project.block(&g.block) != before.block(&g.block))
+        {
+            self.code_goto = None;
+        }
         self.history.record(&before, merge_key, now_secs);
         self.project = project;
         if let Some(inserted) = inserted {

@@ -2,17 +2,27 @@
 
 use egui::{Color32, FontId, RichText, TextEdit, Ui};
 
-/// Shows `code` for editing; returns the new text when the user changed it. With `goto_line`, the
-/// cursor goes to the start of that line (1-based) and the line scrolls into view.
+/// Lines (1-based) the gutter marks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LineMarks<'a> {
+    /// Lines with a compile error (red).
+    pub errors: &'a [u32],
+    /// The line a traceback pointed at (highlighted).
+    pub marked: Option<u32>,
+    /// Put the cursor at the start of this line and scroll it into view, this frame.
+    pub goto: Option<u32>,
+}
+
+/// Shows `code` for editing; returns the new text when the user changed it.
 pub fn code_editor_ui(
     ui: &mut Ui,
     id_salt: &str,
     label: egui::Id,
     code: &str,
-    error_lines: &[u32],
+    marks: LineMarks<'_>,
     height: f32,
-    goto_line: Option<u32>,
 ) -> Option<String> {
+    let (error_lines, goto_line) = (marks.errors, marks.goto);
     let mut text = code.to_owned();
     let dark = ui.visuals().dark_mode;
     let font = FontId::monospace(13.0);
@@ -26,7 +36,9 @@ pub fn code_editor_ui(
             buf.as_str(),
             "py",
         );
-        job.wrap.max_width = wrap_width;
+        // No wrapping: one gutter number per text line (long lines scroll sideways).
+        let _ = wrap_width;
+        job.wrap.max_width = f32::INFINITY;
         ui.fonts_mut(|f| f.layout_job(job))
     };
     let lines = text.lines().count().max(1) + usize::from(text.ends_with('\n'));
@@ -59,6 +71,17 @@ pub fn code_editor_ui(
                                     } else {
                                         ui.visuals().weak_text_color()
                                     });
+                                if marks.marked == Some(number) && !is_error {
+                                    let mark = super::theme::path_color(dark);
+                                    label = label.strong().color(mark).background_color(
+                                        Color32::from_rgba_unmultiplied(
+                                            mark.r(),
+                                            mark.g(),
+                                            mark.b(),
+                                            50,
+                                        ),
+                                    );
+                                }
                                 if is_error {
                                     label = label.strong().background_color(
                                         Color32::from_rgba_unmultiplied(

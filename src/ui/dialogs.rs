@@ -259,4 +259,16 @@ pub const SHORTCUTS: &[(&str, &str)] = &[
     ("+ / -", "Zoom in / out"),
     ("Escape", "Clear the selection, close dialogs"),
     ("F1", "This help"),
+    (
+        "Down / J, Up / K",
+        "Block Executions (once clicked): next / previous invocation",
+    ),
+    (
+        "Shift+Down / Shift+Up",
+        "Next / previous invocation of the run in start order",
+    ),
+    (
+        "Left / H, Right / L",
+        "Follow the item: where it came from / what it led to",
+    ),
 ];

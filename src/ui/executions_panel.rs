@@ -67,7 +67,7 @@ impl ExecutionsPanel {
                 runs_ui(ui, app, &runs, tx);
             });
             ui.separator();
-            let table_width = (ui.available_width() * 0.5).max(320.0);
+            let table_width = (ui.available_width() * 0.56).max(320.0);
             ui.vertical(|ui| {
                 ui.set_width(table_width);
                 ui.set_height(height);

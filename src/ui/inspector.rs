@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use egui::{RichText, Ui};
 
-use super::code_editor::code_editor_ui;
+use super::code_editor::{LineMarks, code_editor_ui};
 use super::theme;
 use crate::app::{App, BlockEdit, Command, CommandSender};
 use crate::model::validate::{Problem, Severity, Subject};
@@ -125,23 +125,18 @@ impl InspectorView {
         });
         // Leave room below the editor for the block's settings, so they are in view too.
         let height = (self.visible_height - 380.0).clamp(180.0, 420.0);
-        // A traceback line was clicked: go to that line, once.
-        let goto = app
-            .code_goto
-            .as_ref()
-            .filter(|g| g.block == id && self.code_goto_done != Some(g.seq));
+        // A traceback line was clicked: that line stays marked; the cursor goes there once.
+        let marked = app.code_goto.as_ref().filter(|g| g.block == id);
+        let goto = marked.filter(|g| self.code_goto_done != Some(g.seq));
         if let Some(goto) = goto {
             self.code_goto_done = Some(goto.seq);
         }
-        if let Some(text) = code_editor_ui(
-            ui,
-            &id.0,
-            label.inner.id,
-            &code.code,
-            &error_lines,
-            height,
-            goto.map(|g| g.line),
-        ) {
+        let marks = LineMarks {
+            errors: &error_lines,
+            marked: marked.map(|g| g.line),
+            goto: goto.map(|g| g.line),
+        };
+        if let Some(text) = code_editor_ui(ui, &id.0, label.inner.id, &code.code, marks, height) {
             tx.send(Command::EditBlock {
                 block: id.clone(),
                 edit: BlockEdit::Code(text),

@@ -38,7 +38,8 @@ impl InvocationDetail {
             ui.label(
                 RichText::new(
                     "Pick an invocation in the table to see its input, output, printed output and \
-                     error. ↑↓ or j k step through the table; ← → follow the item.",
+                     error. Up and Down (or j and k) step through the table; Left and Right (or h and \
+                     l) follow the item.",
                 )
                 .weak(),
             );
@@ -87,7 +88,7 @@ impl InvocationDetail {
                     for t in &record.fired {
                         let text = app.project.transition(t).map_or_else(
                             || format!("{t} (no longer in the project)"),
-                            |t| format!("{} → {}", t.kind.label(), app.project.block_name(&t.to)),
+                            |t| format!("{} to {}", t.kind.label(), app.project.block_name(&t.to)),
                         );
                         ui.label(RichText::new(text).small());
                     }
@@ -124,7 +125,7 @@ impl InvocationDetail {
         let prefix = key.map_or_else(String::new, |k| format!("{k}: "));
         match value {
             Value::Object(map) if !map.is_empty() => {
-                let header = format!("{prefix}{{…}} {} keys", map.len());
+                let header = format!("{prefix}{{…}} {}", plural(map.len(), "key"));
                 self.container_ui(ui, path, &header, value, depth, map.len(), |this, ui, n| {
                     for (k, v) in map.iter().take(n) {
                         this.json_ui(ui, &format!("{path}.{k}"), Some(k), v, depth + 1);
@@ -132,7 +133,7 @@ impl InvocationDetail {
                 });
             }
             Value::Array(items) if !items.is_empty() => {
-                let header = format!("{prefix}[…] {} items", items.len());
+                let header = format!("{prefix}[…] {}", plural(items.len(), "item"));
                 self.container_ui(
                     ui,
                     path,
@@ -314,22 +315,22 @@ impl InvocationDetail {
 fn navigation_ui(ui: &mut Ui, picked: &Picked, tx: &CommandSender) {
     ui.horizontal_wrapped(|ui| {
         for (text, hover, step) in [
-            ("⬆", "Previous row (↑ or k)", Step::PreviousRow),
-            ("⬇", "Next row (↓ or j)", Step::NextRow),
+            ("⬆", "Previous row (Up or k)", Step::PreviousRow),
+            ("⬇", "Next row (Down or j)", Step::NextRow),
             (
                 "⏮",
-                "Previous in start order (Shift+↑)",
+                "Previous in start order (Shift+Up)",
                 Step::PreviousStarted,
             ),
-            ("⏭", "Next in start order (Shift+↓)", Step::NextStarted),
+            ("⏭", "Next in start order (Shift+Down)", Step::NextStarted),
             (
                 "⬅ came from",
-                "The invocation this item came from (← or h)",
+                "The invocation this item came from (Left or h)",
                 Step::Parent,
             ),
             (
                 "led to ➡",
-                "The first invocation it led to (→ or l)",
+                "The first invocation it led to (Right or l)",
                 Step::Child,
             ),
         ] {
@@ -390,7 +391,13 @@ fn links_ui(
             .and_then(|run| run.row_of(id))
             .map_or_else(
                 || format!("#{id}"),
-                |row| format!("{} {}", row.block_name, item_path(&row.item_path)),
+                |row| {
+                    if row.item_path.is_empty() {
+                        row.block_name.clone()
+                    } else {
+                        format!("{} {}", row.block_name, item_path(&row.item_path))
+                    }
+                },
             )
     };
     for (title, ids) in [("came from", &record.parents), ("led to", &picked.children)] {
@@ -452,6 +459,14 @@ fn section_label(ui: &mut Ui, title: &str) {
             .strong()
             .color(ui.visuals().strong_text_color()),
     );
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
 }
 
 fn cut_chars(text: &str, max: usize) -> String {

@@ -44,9 +44,17 @@ impl Views {
         egui::Panel::bottom("braid-status")
             .exact_size(26.0)
             .show(ui, |ui| status_bar_ui(ui, app));
-        egui::Panel::bottom("braid-results")
+        // The executions and the timeline want more room than results: each tab group has its own
+        // panel (and so its own remembered height).
+        let (panel_id, default_height) = match self.results.tab {
+            results_panel::Tab::Executions | results_panel::Tab::Timeline => {
+                ("braid-executions", 380.0)
+            }
+            results_panel::Tab::Results | results_panel::Tab::Failures => ("braid-results", 190.0),
+        };
+        egui::Panel::bottom(panel_id)
             .resizable(true)
-            .default_size(260.0)
+            .default_size(default_height)
             .size_range(80.0..=800.0)
             .show(ui, |ui| {
                 ui.add_space(4.0);

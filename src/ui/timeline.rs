@@ -161,7 +161,8 @@ impl TimelineView {
             // the lane's longest.
             let earliest = t0 - lanes.longest_ms[lane_index];
             let from = lane.partition_point(|bar| bar.start < earliest);
-            let mut pending: Option<(f32, f32, Color32)> = None;
+            let mut bars = Merger::default();
+            let mut failures = Merger::default();
             for bar in &lane[from..] {
                 if bar.start > t1 {
                     break;
@@ -173,7 +174,6 @@ impl TimelineView {
                     x_of(bar.start).max(plot.left()),
                     x_of(bar.end).min(plot.right()),
                 );
-                let color = theme::status_color(bar.status, dark);
                 if let Some(pointer) = hover_pos
                     && lane_rect.contains(pointer)
                     && pointer.x >= x0 - 1.0
@@ -181,26 +181,21 @@ impl TimelineView {
                 {
                     hovered = Some(bar.index as usize);
                 }
-                // Bars that fall within the same pixel merge into one (a failure's colour wins), so
-                // the shapes painted stay bounded by the width in pixels.
-                match &mut pending {
-                    Some((_, end_x, c)) if x0 <= *end_x + 1.0 => {
-                        *end_x = end_x.max(x1);
-                        if bar.status.is_failure() {
-                            *c = color;
-                        }
-                    }
-                    _ => {
-                        if let Some((a, b, c)) = pending.take() {
-                            paint_bar(&painter, lane_rect, a, b, c);
-                        }
-                        pending = Some((x0, x1, color));
-                    }
+                let color = theme::status_color(bar.status, dark);
+                let failed = bar.status.is_failure();
+                bars.add((x0, x1), color, failed, |a, b, c| {
+                    paint_bar(&painter, lane_rect, a, b, c);
+                });
+                // Failures are drawn again on top, so one failure among a thousand successes in a
+                // pixel still shows (and does not paint its neighbours red).
+                if failed {
+                    failures.add((x0, x1.max(x0 + 2.0)), color, false, |a, b, c| {
+                        paint_bar(&painter, lane_rect, a, b, c);
+                    });
                 }
             }
-            if let Some((a, b, c)) = pending {
-                paint_bar(&painter, lane_rect, a, b, c);
-            }
+            bars.finish(|a, b, c| paint_bar(&painter, lane_rect, a, b, c));
+            failures.finish(|a, b, c| paint_bar(&painter, lane_rect, a, b, c));
         }
         // The picked invocation and its item's path, outlined.
         if let Some(picked) = picked {
@@ -364,8 +359,54 @@ impl TimelineView {
     }
 }
 
+/// Bars narrower than a few pixels that touch merge into one shape (in the first one's colour), so
+/// the shapes painted per lane stay bounded by its width in pixels; wider bars stay apart.
+#[derive(Default)]
+struct Merger {
+    /// Start, end, colour, and whether a later bar's colour should replace it.
+    pending: Option<(f32, f32, Color32, bool)>,
+}
+
+impl Merger {
+    /// Adds a bar; `weak` colours (a failure, which is drawn on top anyway) give way to the next.
+    fn add(
+        &mut self,
+        (x0, x1): (f32, f32),
+        color: Color32,
+        weak: bool,
+        mut paint: impl FnMut(f32, f32, Color32),
+    ) {
+        match &mut self.pending {
+            Some((_, end, c, pending_weak)) if x1 - x0 < 3.0 && x0 <= *end + 1.0 => {
+                *end = end.max(x1);
+                if *pending_weak && !weak {
+                    (*c, *pending_weak) = (color, false);
+                }
+            }
+            _ => {
+                if let Some((a, b, c, _)) = self.pending.take() {
+                    paint(a, b, c);
+                }
+                self.pending = Some((x0, x1, color, weak));
+            }
+        }
+    }
+
+    fn finish(self, mut paint: impl FnMut(f32, f32, Color32)) {
+        if let Some((a, b, c, _)) = self.pending {
+            paint(a, b, c);
+        }
+    }
+}
+
+/// A bar with a pixel of gap after it when it is wide enough to tell neighbours apart.
 fn paint_bar(painter: &egui::Painter, lane: Rect, x0: f32, x1: f32, color: Color32) {
-    let bar = Rect::from_x_y_ranges(x0..=x1.max(x0 + 1.0), lane.y_range())
+    let right = if x1 - x0 > 4.0 {
+        x1 - 1.0
+    } else {
+        x1.max(x0 + 1.0)
+    };
+    let bar = Rect::from_x_y_ranges(x0..=right, lane.y_range())
         .shrink2(Vec2::new(0.0, (lane.height() * 0.12).min(2.0)));
     painter.rect_filled(bar, 1.0, color);
 }
