@@ -124,7 +124,11 @@ impl History {
     }
 
     /// The invocations that came from this one (through any transition).
-    pub fn children(&self, run: &RunId, id: InvocationId) -> Result<Vec<InvocationId>, HistoryError> {
+    pub fn children(
+        &self,
+        run: &RunId,
+        id: InvocationId,
+    ) -> Result<Vec<InvocationId>, HistoryError> {
         let _ = (run, id);
         todo!("history store")
     }

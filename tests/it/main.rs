@@ -11,3 +11,4 @@ mod engine;
 mod gui;
 mod model;
 mod support;
+mod workers;
