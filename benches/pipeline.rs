@@ -2,11 +2,13 @@
 //! on the same machine, so the ratios hold even where the absolute numbers don't.
 //!
 //! 1. A 100,000-item trivial fan-out/fan-in, every invocation recorded, against
-//!    `multiprocessing.Pool(2).map` of the same function.
+//!    `multiprocessing.Pool(2).map` of the same function; then the same run on a warm runtime with and
+//!    without the history database, for the cost of recording.
 //! 2. A CPU-bound fan-out (4 items × a 3,000,000-step loop) at limit 4 against limit 1.
 //! 3. An I/O-bound fan-out (1,000 × `time.sleep(0.1)`) at limit 100 (ideal: 1.0 s).
 //! 4. The seed's 100-item map-reduce, from a cold start (runtime and workers included).
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -59,6 +61,17 @@ fn fan_project(generate: &str, work: &str) -> Project {
 
 /// Runs to the end, taking every record as the editor would; returns the wall time and the record count.
 fn run(runtime: &mut RuntimeHandle, project: &Project, limit: u32) -> (Duration, usize) {
+    run_recorded(runtime, project, limit, None)
+}
+
+/// [`run`], recording into a history database when given one. The time includes the wait for the writer
+/// to commit the whole run (the engine sends `RunFinished` only then).
+fn run_recorded(
+    runtime: &mut RuntimeHandle,
+    project: &Project,
+    limit: u32,
+    history: Option<&Path>,
+) -> (Duration, usize) {
     let run_id = RunId::new_random();
     let start = Instant::now();
     runtime.send(RuntimeRequest::Run(Box::new(RunRequest {
@@ -70,7 +83,7 @@ fn run(runtime: &mut RuntimeHandle, project: &Project, limit: u32) -> (Duration,
         concurrency: Some(limit),
         env: std::collections::BTreeMap::new(),
         single: false,
-        history: None,
+        history: history.map(Path::to_path_buf),
     })));
     let mut records = 0;
     loop {
@@ -173,6 +186,29 @@ fn main() {
             "def main(block_input, backpack):\n    return 1\n",
         ),
         10,
+    );
+
+    // 1b. The cost of recording history: the same run with and without it, alternating, each recorded
+    // run into a fresh database (as a new project's first run).
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut plain_times = Vec::new();
+    let mut recorded_times = Vec::new();
+    for repeat in 0..REPEATS {
+        plain_times.push(run(&mut runtime, &trivial, 1000).0);
+        let db = dir.path().join(format!("{repeat}.history.sqlite"));
+        let (time, records) = run_recorded(&mut runtime, &trivial, 1000, Some(&db));
+        assert_eq!(records, n + 2);
+        recorded_times.push(time);
+    }
+    let (plain, recorded) = (median(plain_times), median(recorded_times));
+    println!(
+        "1b. The same {n}-item run on a warm runtime, with and without history (median of {REPEATS})"
+    );
+    println!("   without history:  {}", ms(plain));
+    println!("   with history:     {}", ms(recorded));
+    println!(
+        "   overhead:         {:.2}x  (target: at most 1.10x)\n",
+        recorded.as_secs_f64() / plain.as_secs_f64()
     );
 
     // 2. CPU-bound.

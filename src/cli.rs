@@ -12,9 +12,10 @@ use serde_json::{Value, json};
 
 use crate::model::format::{LoadedProject, load_project};
 use crate::model::validate::{Severity, validate};
+use crate::runtime::history::{DEFAULT_KEEP_RUNS, History, InvocationFilter, RunRow};
 use crate::runtime::{
-    BlockCounts, RunId, RunRequest, RunStatus, RunSummary, RuntimeConfig, RuntimeEvent,
-    RuntimeHandle, RuntimeRequest,
+    BlockCounts, InvocationStatus, RunId, RunRequest, RunStatus, RunSummary, RuntimeConfig,
+    RuntimeEvent, RuntimeHandle, RuntimeRequest,
 };
 
 #[derive(Debug, Parser)]
@@ -37,6 +38,8 @@ pub enum Command {
     Run(RunArgs),
     /// Check a project; print its problems; exit 0 when there are none.
     Validate { project: PathBuf },
+    /// List a project's recorded runs, or print one run's invocations.
+    History(HistoryArgs),
     /// Internal: serve as a Python worker for a Braid process (stdin/stdout protocol).
     #[command(name = "__worker", hide = true)]
     Worker,
@@ -60,6 +63,55 @@ pub struct RunArgs {
     /// Print one JSON object on stdout and nothing else there.
     #[arg(long)]
     pub json: bool,
+    /// Don't record the run in the project's history (`.braid/` beside the project).
+    #[arg(long)]
+    pub no_history: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    pub project: PathBuf,
+    /// A run (its id, or the start of it): print its invocations instead of the list of runs.
+    pub run_id: Option<String>,
+    /// Only invocations of this block (name or id).
+    #[arg(long, requires = "run_id")]
+    pub block: Option<String>,
+    /// Only invocations at or under this item path: `3` for item 3, `3,7` for item 7 inside item 3.
+    #[arg(long, requires = "run_id", value_parser = parse_item_path)]
+    pub item: Option<ItemPath>,
+    /// Only invocations with these statuses (`succeeded`, `caught_exception`, `exception`, `timed_out`,
+    /// `cancelled`), comma-separated or repeated.
+    #[arg(long, requires = "run_id", value_delimiter = ',', value_parser = parse_status_arg)]
+    pub status: Vec<InvocationStatus>,
+    /// Only invocations whose input, output or error contains this text (ASCII case-insensitive).
+    #[arg(long, requires = "run_id")]
+    pub text: Option<String>,
+    /// Print JSON on stdout: the runs, or the run's whole invocation records, as one array.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// An item path given on the command line.
+#[derive(Clone, Debug)]
+pub struct ItemPath(pub Vec<u32>);
+
+fn parse_item_path(text: &str) -> Result<ItemPath, String> {
+    text.split(',')
+        .map(|index| {
+            index.trim().parse::<u32>().map_err(|_| {
+                format!("{text:?} is not an item path (item indices separated by commas, like 3,7)")
+            })
+        })
+        .collect::<Result<_, _>>()
+        .map(ItemPath)
+}
+
+fn parse_status_arg(text: &str) -> Result<InvocationStatus, String> {
+    crate::runtime::history::parse_status(text).ok_or_else(|| {
+        format!(
+            "unknown status {text:?} (one of queued, running, succeeded, caught_exception, exception, timed_out, cancelled)"
+        )
+    })
 }
 
 /// Exit code 2: unusable arguments or a file that can't be read or parsed.
@@ -79,6 +131,7 @@ pub fn main() -> ExitCode {
         }
         Some(Command::Run(args)) => run(&args),
         Some(Command::Validate { project }) => validate_command(&project),
+        Some(Command::History(args)) => history_command(&args),
         None => return open_editor(cli.project.as_deref()),
     };
     match result {
@@ -222,6 +275,11 @@ fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
     for problem in env_problems {
         eprintln!("braid: warning: {problem}");
     }
+    let history = if args.no_history {
+        None
+    } else {
+        open_history_for_run(&args.project)
+    };
     let mut runtime = start_runtime().map_err(UsageError)?;
     let run_id = RunId::new_random();
     let block_names: BTreeMap<_, _> = project
@@ -238,7 +296,7 @@ fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
         concurrency: args.concurrency,
         env,
         single: false,
-        history: None,
+        history: history.as_ref().map(|h| h.path().to_owned()),
     })));
     let progress = Progress::new();
     let started = std::time::Instant::now();
@@ -255,6 +313,9 @@ fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
             RuntimeEvent::Log { line, .. } => progress.log(&line),
             RuntimeEvent::RunFinished(summary) => {
                 progress.finish();
+                if let Some(history) = &history {
+                    check_recorded(history, &run_id);
+                }
                 print_summary(&summary, args.json, &block_names);
                 return Ok(if summary.status == RunStatus::Succeeded {
                     ExitCode::SUCCESS
@@ -413,5 +474,204 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// The project's history, for `braid run` to record into. A history that can't be opened does not stop
+/// the run: it runs unrecorded, with a warning.
+fn open_history_for_run(project: &Path) -> Option<History> {
+    match History::open(&History::path_for_project(project)) {
+        Ok(history) => Some(history),
+        Err(error) => {
+            eprintln!("braid: warning: the run will not be recorded: {error}");
+            None
+        }
+    }
+}
+
+/// After the run: the writer reports its errors only to the log, so look for the run; then drop the
+/// oldest runs past the retention.
+fn check_recorded(history: &History, run_id: &RunId) {
+    match history.run(run_id) {
+        Ok(Some(run)) if run.status != RunStatus::Running => {}
+        Ok(_) => eprintln!(
+            "braid: warning: the run was not fully recorded in {}",
+            history.path().display()
+        ),
+        Err(error) => eprintln!("braid: warning: {error}"),
+    }
+    if let Err(error) = history.apply_retention(DEFAULT_KEEP_RUNS) {
+        eprintln!("braid: warning: old runs were not deleted: {error}");
+    }
+}
+
+fn history_command(args: &HistoryArgs) -> Result<ExitCode, UsageError> {
+    let project = load(&args.project)?.project;
+    let path = History::path_for_project(&args.project);
+    // Reading must not create a database: no file means no runs.
+    let history = if path.exists() {
+        Some(History::open(&path).map_err(|e| UsageError(anyhow!(e.to_string())))?)
+    } else {
+        None
+    };
+    let runs = match &history {
+        Some(history) => history
+            .runs()
+            .map_err(|e| UsageError(anyhow!(e.to_string())))?,
+        None => Vec::new(),
+    };
+    let Some(wanted) = &args.run_id else {
+        print_runs(&runs, args.json, &path);
+        return Ok(ExitCode::SUCCESS);
+    };
+    let run = find_run(&runs, wanted, &path)?;
+    let Some(history) = history else {
+        return Err(UsageError(anyhow!("no run {wanted} in {}", path.display())));
+    };
+    let failed = |e: crate::runtime::history::HistoryError| UsageError(anyhow!(e.to_string()));
+    let block = match &args.block {
+        Some(name) => Some(match project.find_block(name) {
+            Some(block) => block.id.clone(),
+            // A block renamed or deleted since the run: its name in the run's own records.
+            None => history
+                .invocation_rows(&run.run_id, &InvocationFilter::default())
+                .map_err(failed)?
+                .into_iter()
+                .find(|r| &r.block_name == name || &r.block_id.0 == name)
+                .map(|r| r.block_id)
+                .ok_or_else(|| {
+                    UsageError(anyhow!(
+                        "--block: no block named or with id {name:?} in the project or the run"
+                    ))
+                })?,
+        }),
+        None => None,
+    };
+    let filter = InvocationFilter {
+        block,
+        statuses: args.status.clone(),
+        text: args.text.clone(),
+        item_path_prefix: args.item.as_ref().map(|p| p.0.clone()),
+        ..InvocationFilter::default()
+    };
+    let rows = history
+        .invocation_rows(&run.run_id, &filter)
+        .map_err(failed)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        // Streamed: a run may hold a million records.
+        let _ = write!(out, "[");
+        for (i, row) in rows.iter().enumerate() {
+            let Some(record) = history.invocation(&run.run_id, row.id).map_err(failed)? else {
+                continue;
+            };
+            let _ = write!(out, "{}", if i == 0 { "" } else { "," });
+            let _ = serde_json::to_writer(&mut out, &record);
+        }
+        let _ = writeln!(out, "]");
+    } else {
+        for row in &rows {
+            let duration = match (row.started_at_ms, row.ended_at_ms) {
+                (Some(s), Some(e)) => format!("{:.1} ms", e - s),
+                _ => "-".to_owned(),
+            };
+            let item_path = format!("{:?}", row.item_path);
+            let _ = writeln!(
+                out,
+                "#{:<6} {:<20} {:<10} attempt {} {:<16} {:>10}  {}",
+                row.id,
+                row.block_name,
+                item_path,
+                row.attempt,
+                row.status.label(),
+                duration,
+                row.error_summary.as_deref().unwrap_or(&row.input_preview)
+            );
+        }
+        let _ = writeln!(out, "{} invocation(s)", rows.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The run with this id, or the only one whose id starts with it.
+fn find_run<'a>(runs: &'a [RunRow], wanted: &str, path: &Path) -> Result<&'a RunRow, UsageError> {
+    if let Some(run) = runs.iter().find(|r| r.run_id.0 == wanted) {
+        return Ok(run);
+    }
+    let mut matching = runs.iter().filter(|r| r.run_id.0.starts_with(wanted));
+    match (matching.next(), matching.next()) {
+        (Some(run), None) => Ok(run),
+        (Some(_), Some(_)) => Err(UsageError(anyhow!(
+            "{wanted:?} is the start of more than one run id in {}",
+            path.display()
+        ))),
+        (None, _) => Err(UsageError(anyhow!("no run {wanted} in {}", path.display()))),
+    }
+}
+
+fn print_runs(runs: &[RunRow], as_json: bool, path: &Path) {
+    if as_json {
+        print_json(&json!(runs));
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if runs.is_empty() {
+        let _ = writeln!(out, "no runs recorded in {}", path.display());
+        return;
+    }
+    for run in runs {
+        let c = &run.counts;
+        let _ = writeln!(
+            out,
+            "{}  {:<9}  {}  {:>9}  {} invocations ({} succeeded, {} caught, {} failed, {} timed out{})",
+            run.run_id,
+            run.status.label(),
+            utc_time(run.started_at_ms),
+            run.duration_ms
+                .map_or_else(|| "-".to_owned(), |d| format!("{:.2} s", d / 1000.0)),
+            run.invocations,
+            c.succeeded,
+            c.caught,
+            c.failed,
+            c.timed_out,
+            if c.cancelled > 0 {
+                format!(", {} cancelled", c.cancelled)
+            } else {
+                String::new()
+            }
+        );
+    }
+}
+
+/// `2025-01-31 14:05:09 UTC` from milliseconds since the Unix epoch.
+fn utc_time(ms: f64) -> String {
+    let secs = (ms / 1000.0).floor() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (year, month, day) = crate::runtime::history::civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_times_are_civil_dates() {
+        assert_eq!(utc_time(0.0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_time(951_782_400_000.0), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc_time(1_735_689_599_999.0), "2024-12-31 23:59:59 UTC");
+    }
+
+    #[test]
+    fn item_paths_parse_from_comma_lists() {
+        assert_eq!(parse_item_path("3").unwrap().0, [3]);
+        assert_eq!(parse_item_path("3,7").unwrap().0, [3, 7]);
+        assert!(parse_item_path("3,x").is_err());
+        assert!(parse_item_path("").is_err());
     }
 }

@@ -9,6 +9,7 @@ use std::panic::Location;
 use std::path::PathBuf;
 use std::sync::mpsc;
 
+use super::executions::{InvocationId, RunId, Step, TableFilter};
 use crate::model::{BlockId, Position, TransitionId, TransitionKind};
 
 /// One edit of a block's fields, as the inspector makes it.
@@ -140,6 +141,23 @@ pub enum Command {
     Run(RunOptions),
     StopRun,
     DismissNotice(u64),
+
+    // --- Block Executions ---
+    /// Shows a run in the panel (and its counts on the canvas); `None` follows the newest run.
+    ShowRun(Option<RunId>),
+    DeleteRun(RunId),
+    SetTableFilter(TableFilter),
+    /// Selects an invocation of the shown run.
+    PickInvocation(InvocationId),
+    StepInvocation(Step),
+    /// Runs the picked invocation again with the block's current code.
+    Replay,
+    CloseReplay,
+    /// Selects a block and puts its code editor at a line (a traceback line was clicked).
+    ShowCode {
+        block: BlockId,
+        line: u32,
+    },
 }
 
 impl Command {

@@ -6,12 +6,13 @@
 
 pub mod command;
 pub mod edit;
+pub mod executions;
 pub mod files;
 pub mod history;
 pub mod run;
 pub mod shell;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub use command::{BlockEdit, Command, CommandSender, FileAction, RunOptions};
+pub use executions::{Executions, Step, TableFilter};
 pub use files::{DialogMode, FilePrompt};
 pub use run::{RunPhase, RunState};
 pub use shell::{AppOptions, BraidApp};
@@ -27,7 +29,8 @@ use crate::model::format::{Origin, load_project, save_project};
 use crate::model::validate::{Problem, validate};
 use crate::model::{Block, BlockId, Position, Project, Transition, TransitionId};
 use crate::runtime::{
-    CompileError, RunId, RunRequest, RuntimeConfig, RuntimeEvent, RuntimeHandle, RuntimeRequest,
+    BlockCounts, CompileError, RunId, RunRequest, RuntimeConfig, RuntimeEvent, RuntimeHandle,
+    RuntimeRequest,
 };
 use files::{DialogOutcome, FileDialogs};
 use history::History;
@@ -56,6 +59,18 @@ impl Selection {
         }
     }
 }
+
+/// A request to show a line of a block's code (from a traceback). `seq` tells a new request from one
+/// the code editor already followed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodeGoto {
+    pub block: BlockId,
+    pub line: u32,
+    pub seq: u64,
+}
+
+/// The executions table of a growing run is rebuilt at most this often.
+const TABLE_REFRESH_SECS: f64 = 0.25;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NoticeLevel {
@@ -108,6 +123,12 @@ pub struct App {
     pub compile_errors: Vec<CompileError>,
     check: CheckState,
     pub run: Option<RunState>,
+    /// The Block Executions panel: runs, invocations, the picked one, replays.
+    pub executions: Executions,
+    /// Where the code editor should go next (a traceback line was clicked).
+    pub code_goto: Option<CodeGoto>,
+    /// When the executions table was last rebuilt for a growing run (egui seconds).
+    table_refreshed_at: f64,
     /// What the run dialog last ran with; Ctrl+Enter runs with it again.
     pub run_options: RunOptions,
     pub recent: Vec<PathBuf>,
@@ -147,6 +168,9 @@ impl App {
             compile_errors: Vec::new(),
             check: CheckState::default(),
             run: None,
+            executions: Executions::default(),
+            code_goto: None,
+            table_refreshed_at: f64::NEG_INFINITY,
             run_options: RunOptions::default(),
             recent: Vec::new(),
             notices: Vec::new(),
@@ -252,6 +276,7 @@ impl App {
         self.notices
             .retain(|n| n.level == NoticeLevel::Error || now_secs - n.at_secs < NOTICE_SECS);
         self.drain_runtime(now_secs);
+        self.refresh_table(now_secs, false);
         if let Some(outcome) = self.dialogs.poll() {
             self.dialog_answered(outcome, now_secs);
         }
@@ -290,6 +315,26 @@ impl App {
             }
             return;
         }
+        if self.executions.is_replay(event.run_id()) {
+            self.replay_event(event);
+            return;
+        }
+        match &event {
+            RuntimeEvent::RunStarted {
+                run_id,
+                started_at_ms,
+            } if self.run.as_ref().is_some_and(|r| &r.run_id == run_id) => {
+                self.executions.run_started(run_id, *started_at_ms);
+            }
+            RuntimeEvent::RunFinished(summary) => {
+                // The runtime creates the database with the project's first run.
+                if self.executions.history().is_none() {
+                    self.open_history(true, now_secs);
+                }
+                self.executions.run_finished(summary);
+            }
+            _ => {}
+        }
         // Events of a run the editor no longer shows are dropped.
         let Some(run) = self
             .run
@@ -307,8 +352,9 @@ impl App {
             RuntimeEvent::Progress { counts, .. } => {
                 run.counts = counts.into_iter().collect();
             }
-            RuntimeEvent::Invocations { records, .. } => {
+            RuntimeEvent::Invocations { run_id, records } => {
                 run.records_received += records.len() as u64;
+                self.executions.invocations(&run_id, records);
             }
             RuntimeEvent::RunFinished(summary) => {
                 let failed = summary.failures.len();
@@ -354,6 +400,9 @@ impl App {
             );
             self.apply(sent.command, now_secs);
             any = true;
+        }
+        if any {
+            self.refresh_table(now_secs, true);
         }
         any
     }
@@ -432,6 +481,31 @@ impl App {
             Command::Run(options) => self.start_run(options, now_secs),
             Command::StopRun => self.stop_run(),
             Command::DismissNotice(id) => self.notices.retain(|n| n.id != id),
+            Command::ShowRun(Some(run)) => self.executions.select_run(run),
+            Command::ShowRun(None) => {
+                self.executions.selected_run = None;
+                self.executions.picked = None;
+            }
+            Command::DeleteRun(run) => {
+                if let Err(e) = self.executions.delete_run(&run) {
+                    self.notify(NoticeLevel::Error, e.to_string(), now_secs);
+                }
+            }
+            Command::SetTableFilter(filter) => self.executions.filter = filter,
+            Command::PickInvocation(id) => self.executions.pick(id),
+            Command::StepInvocation(step) => self.step_invocation(step),
+            Command::Replay => self.replay(now_secs),
+            Command::CloseReplay => self.executions.replay = None,
+            Command::ShowCode { block, line } => {
+                if self.project.block(&block).is_some() {
+                    self.selection = Selection {
+                        blocks: BTreeSet::from([block.clone()]),
+                        transition: None,
+                    };
+                    let seq = self.code_goto.as_ref().map_or(1, |g| g.seq + 1);
+                    self.code_goto = Some(CodeGoto { block, line, seq });
+                }
+            }
             edit => self.edit(edit, now_secs),
         }
     }
@@ -576,6 +650,7 @@ impl App {
                 };
                 files::push_recent(&mut self.recent, path);
                 self.replace_project(loaded.project, saved_path, imported, now_secs);
+                self.open_history(false, now_secs);
             }
             Err(e) => self.notify(NoticeLevel::Error, format!("Could not open {e}"), now_secs),
         }
@@ -597,6 +672,7 @@ impl App {
         self.history.clear();
         self.selection = Selection::default();
         self.compile_errors.clear();
+        self.executions.set_history(None, false);
         self.document += 1;
         self.project_changed(now_secs);
     }
@@ -616,7 +692,11 @@ impl App {
             Ok(()) => {
                 self.saved = self.project.clone();
                 files::push_recent(&mut self.recent, &path);
+                let moved = self.path.as_ref() != Some(&path);
                 self.path = Some(path);
+                if moved {
+                    self.open_history(true, now_secs);
+                }
                 self.imported_from = None;
                 if let Some(action) = self.continue_after_save.take() {
                     self.do_pending(action, now_secs);
@@ -675,7 +755,10 @@ impl App {
             concurrency: options.concurrency,
             env: crate::model::env_file::values_for(self.path.as_deref()).0,
             single: false,
-            history: None,
+            history: self
+                .path
+                .as_deref()
+                .map(executions::History::path_for_project),
         })));
         self.run_options = options;
         self.run = Some(RunState::new(run_id, now_secs));
@@ -688,6 +771,157 @@ impl App {
             runtime.send(RuntimeRequest::Cancel(run.run_id.clone()));
             run.phase = RunPhase::Stopping;
         }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Block Executions
+
+    /// Opens the project's history database when it exists (opening a project never creates
+    /// files; the runtime creates the database with the first run). `keep_session` keeps this
+    /// session's runs in view (after Save As).
+    fn open_history(&mut self, keep_session: bool, now_secs: f64) {
+        let Some(path) = self
+            .path
+            .as_deref()
+            .map(executions::History::path_for_project)
+            .filter(|p| p.exists())
+        else {
+            self.executions.set_history(None, keep_session);
+            return;
+        };
+        match executions::History::open(&path) {
+            Ok(history) => self.executions.set_history(Some(history), keep_session),
+            Err(e) => {
+                self.executions.set_history(None, keep_session);
+                self.notify(
+                    NoticeLevel::Error,
+                    format!("The run history could not be opened: {e}"),
+                    now_secs,
+                );
+            }
+        }
+    }
+
+    /// Rebuilds the executions table when what it shows changed; a growing run's at most every
+    /// [`TABLE_REFRESH_SECS`] unless `now` (a command changed the view).
+    fn refresh_table(&mut self, now_secs: f64, now: bool) {
+        if !now
+            && !self.executions.is_loading()
+            && now_secs - self.table_refreshed_at < TABLE_REFRESH_SECS
+        {
+            return;
+        }
+        self.table_refreshed_at = now_secs;
+        let block = self.selection.single_block().cloned();
+        self.executions.refresh_view(block.as_ref());
+    }
+
+    /// Moves the picked invocation. Following the item into another block selects that block, so the
+    /// table (which lists the selected block's invocations) and the inspector go along.
+    fn step_invocation(&mut self, step: Step) {
+        let Some(target) = self.executions.step_target(step) else {
+            return;
+        };
+        if matches!(step, Step::Parent | Step::Child)
+            && self.selection.single_block().is_some()
+            && let Some(block) = self.executions.block_of(target)
+        {
+            self.selection = Selection {
+                blocks: BTreeSet::from([block]),
+                transition: None,
+            };
+        }
+        self.executions.pick(target);
+    }
+
+    /// Runs the picked invocation again with its captured input and backpack and the block's current
+    /// code; nothing upstream or downstream runs, and the replay is not recorded in history.
+    fn replay(&mut self, now_secs: f64) {
+        let Some(record) = self
+            .executions
+            .picked
+            .as_ref()
+            .and_then(|p| p.record.clone())
+        else {
+            return self.notify(
+                NoticeLevel::Error,
+                "This invocation's record is not kept, so it can't be replayed.",
+                now_secs,
+            );
+        };
+        if self.project.block(&record.block_id).is_none() {
+            return self.notify(
+                NoticeLevel::Error,
+                format!(
+                    "The block \"{}\" is no longer in the project.",
+                    record.block_name
+                ),
+                now_secs,
+            );
+        }
+        let Some(runtime) = &self.runtime else {
+            return self.notify(
+                NoticeLevel::Error,
+                "Pipelines can't run: the runtime did not start.",
+                now_secs,
+            );
+        };
+        let run_id = RunId::new_random();
+        let backpack = if record.backpack_in.is_object() {
+            record.backpack_in.clone()
+        } else {
+            Value::Object(serde_json::Map::new())
+        };
+        runtime.send(RuntimeRequest::Run(Box::new(RunRequest {
+            input: record.input.clone(),
+            backpack,
+            from: Some(record.block_id.clone()),
+            env: std::env::vars().collect(),
+            single: true,
+            ..RunRequest::new(run_id.clone(), self.project.clone())
+        })));
+        self.executions.replay = Some(executions::Replay {
+            run_id,
+            original: record,
+            phase: executions::ReplayPhase::Running,
+        });
+    }
+
+    fn replay_event(&mut self, event: RuntimeEvent) {
+        match event {
+            RuntimeEvent::Invocations { run_id, records } => {
+                self.executions.replay_records(&run_id, &records);
+            }
+            RuntimeEvent::RunRefused {
+                run_id, message, ..
+            } => {
+                self.executions.replay_refused(&run_id, &message);
+            }
+            RuntimeEvent::RunFinished(summary) => {
+                if let Some(replay) = &self.executions.replay
+                    && replay.phase == executions::ReplayPhase::Running
+                {
+                    let message = summary.failures.first().map_or_else(
+                        || "the replay produced no invocation".to_owned(),
+                        |f| f.error.clone(),
+                    );
+                    self.executions.replay_refused(&summary.run_id, &message);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Counts per block for the canvas: the run picked in the Block Executions panel, else the current
+    /// run's live counts; and whether that run has finished.
+    pub fn canvas_counts(&self) -> Option<(&BTreeMap<BlockId, BlockCounts>, bool)> {
+        if let Some(selected) = &self.executions.selected_run
+            && self.run.as_ref().is_none_or(|r| &r.run_id != selected)
+        {
+            return self.executions.shown_counts().map(|c| (c, true));
+        }
+        let run = self.run.as_ref()?;
+        Some((&run.counts, matches!(run.phase, RunPhase::Finished(_))))
     }
 
     /// Compile errors that belong to a block.

@@ -87,7 +87,11 @@ impl BraidApp {
             self.title = title;
         }
         // Runs, checks and dialogs answer from other threads: look again soon, without spinning.
-        if self.app.is_running() || self.app.is_checking() || self.app.file_dialog_open() {
+        if self.app.is_running()
+            || self.app.is_checking()
+            || self.app.file_dialog_open()
+            || self.app.executions.is_loading()
+        {
             ctx.request_repaint_after(Duration::from_millis(50));
         } else if !self.app.notices.is_empty() {
             ctx.request_repaint_after(Duration::from_millis(500));

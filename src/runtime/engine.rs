@@ -3,12 +3,14 @@
 //! the CLI ever blocks on Python.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use super::history::HistoryWriter;
 use super::invoker::{BlockCompileError, Invoker, InvokerEvent, Program, TaskResult};
 use super::plan::Plan;
 use super::record::{CompileError, RunId, RunStatus, RunSummary, RuntimeEvent, now_ms};
@@ -34,8 +36,10 @@ pub struct RunRequest {
     pub env: BTreeMap<String, String>,
     /// Run only the `from` block once, firing no transitions: a replay of one invocation.
     pub single: bool,
-    /// The project's history database: the run and its invocations are recorded there.
-    pub history: Option<std::path::PathBuf>,
+    /// The project's history database: the run and its invocations are recorded there, and
+    /// `RunFinished` comes only once all of it is written. A database that can't be opened refuses the
+    /// run. Refused runs are not recorded (nothing ran).
+    pub history: Option<PathBuf>,
 }
 
 impl RunRequest {
@@ -161,6 +165,7 @@ struct ActiveRun {
     phase: Phase,
     project: Arc<Project>,
     last_progress: std::time::Instant,
+    history: Option<HistoryWriter>,
 }
 
 struct Engine {
@@ -170,6 +175,8 @@ struct Engine {
     /// Finished environment preparations: (run number, site-packages or the error).
     prepared_tx: mpsc::Sender<(u64, Result<std::path::PathBuf, String>)>,
     runs: HashMap<u64, ActiveRun>,
+    /// One writer thread per history database, started on first use and kept for later runs.
+    writers: HashMap<PathBuf, HistoryWriter>,
     next_run: u64,
     broken: Option<String>,
 }
@@ -191,6 +198,7 @@ impl Engine {
             env_cache: config.env_cache,
             prepared_tx,
             runs: HashMap::new(),
+            writers: HashMap::new(),
             next_run: 1,
             broken: None,
         };
@@ -247,6 +255,7 @@ impl Engine {
                         phase: Phase::Checking,
                         project: Arc::new(*project),
                         last_progress: std::time::Instant::now(),
+                        history: None,
                     },
                 );
             }
@@ -291,7 +300,6 @@ impl Engine {
             single,
             history,
         } = request;
-        let _ = &history;
         if let Some(message) = &self.broken {
             self.refuse(run_id, message.clone(), Vec::new()).await;
             return;
@@ -340,6 +348,14 @@ impl Engine {
             self.refuse(run_id, message, Vec::new()).await;
             return;
         }
+        let history = match history.map(|path| self.writer(path)).transpose() {
+            Ok(history) => history,
+            Err(error) => {
+                self.refuse(run_id, format!("can't record the run: {error}"), Vec::new())
+                    .await;
+                return;
+            }
+        };
         let number = self.next_run;
         self.next_run += 1;
         let limit = concurrency
@@ -372,6 +388,7 @@ impl Engine {
                 phase,
                 project: Arc::new(project),
                 last_progress: std::time::Instant::now(),
+                history,
             },
         );
     }
@@ -429,6 +446,19 @@ impl Engine {
                 self.refuse(run_id, message, Vec::new()).await;
             }
         }
+    }
+
+    /// The writer for this database, started if need be (or again, if its file was deleted meanwhile:
+    /// the old writer would go on writing into the deleted file).
+    fn writer(&mut self, path: PathBuf) -> Result<HistoryWriter, super::history::HistoryError> {
+        if let Some(writer) = self.writers.get(&path)
+            && path.exists()
+        {
+            return Ok(writer.clone());
+        }
+        let writer = HistoryWriter::start(&path)?;
+        self.writers.insert(path, writer.clone());
+        Ok(writer)
     }
 
     async fn invoker_event(&mut self, event: InvokerEvent, touched: &mut Vec<u64>) {
@@ -509,9 +539,13 @@ impl Engine {
         };
         run.scheduler.start(&entries, &input, &backpack);
         let run_id = run.scheduler.run_id().clone();
+        let started_at_ms = now_ms();
+        if let Some(history) = &run.history {
+            history.run_started(&run_id, &run.project.name, started_at_ms);
+        }
         self.emit(RuntimeEvent::RunStarted {
             run_id,
-            started_at_ms: now_ms(),
+            started_at_ms,
         })
         .await;
         self.advance(program).await;
@@ -533,6 +567,9 @@ impl Engine {
         let run_id = run.scheduler.run_id().clone();
         let idle = run.scheduler.is_idle();
         if !records.is_empty() {
+            if let Some(history) = &run.history {
+                history.invocations(&records);
+            }
             self.emit(RuntimeEvent::Invocations {
                 run_id: run_id.clone(),
                 records,
@@ -545,7 +582,18 @@ impl Engine {
             self.invoker.unload(number);
             self.emit(RuntimeEvent::Progress { run_id, counts }).await;
             debug_assert!(summary.status != RunStatus::Running);
-            self.emit(RuntimeEvent::RunFinished(summary)).await;
+            match &run.history {
+                Some(history) => {
+                    // Held back until the writer has committed the run, without holding up other runs.
+                    let written = history.run_finished_flushed(&summary);
+                    let events = self.events.clone();
+                    tokio::spawn(async move {
+                        let _ = written.await;
+                        let _ = events.send(RuntimeEvent::RunFinished(summary)).await;
+                    });
+                }
+                None => self.emit(RuntimeEvent::RunFinished(summary)).await,
+            }
         }
     }
 

@@ -20,7 +20,7 @@ use egui_snarl::ui::{
 use egui_snarl::{InPin, InPinId, NodeId, OutPin, OutPinId, Snarl};
 
 use super::theme;
-use crate::app::run::{InvocationStatus as S, RunPhase, worst_status};
+use crate::app::run::{InvocationStatus as S, worst_status};
 use crate::app::{App, Command, CommandSender, position};
 use crate::model::validate::{Severity, Subject};
 use crate::model::{Block, BlockId, BlockKind, Position, Project, TransitionId, TransitionKind};
@@ -716,11 +716,24 @@ impl Viewer<'_> {
 
     /// A pin's colour: its transition's, or the neutral colour of a free pin. Pins carry no text: the
     /// wire's label says what it is, and nodes stay narrow enough for the automatic layout.
+    /// While an invocation is picked, wires off its item's path fade, so the path stands out.
     fn pin_color(&self, ui: &Ui, transition: Option<usize>) -> Color32 {
+        let lineage = self
+            .app
+            .executions
+            .picked
+            .as_ref()
+            .map(|p| &p.lineage_blocks);
         transition
             .and_then(|i| self.app.project.transitions.get(i))
             .map_or(ui.visuals().widgets.inactive.fg_stroke.color, |t| {
-                theme::transition_color(t.kind, self.dark)
+                let color = theme::transition_color(t.kind, self.dark);
+                match lineage {
+                    Some(blocks) if !(blocks.contains(&t.from) && blocks.contains(&t.to)) => {
+                        color.gamma_multiply(0.3)
+                    }
+                    _ => color,
+                }
             })
     }
 }
@@ -846,14 +859,28 @@ impl SnarlViewer<NodeData> for Viewer<'_> {
         let mut frame = default;
         if let Some(status) = self
             .app
-            .run
-            .as_ref()
-            .and_then(|run| run.counts.get(&data.block))
+            .canvas_counts()
+            .and_then(|(counts, _)| counts.get(&data.block))
             .and_then(worst_status)
         {
             frame.stroke = Stroke::new(2.0, theme::status_color(status, self.dark));
         } else if self.block_has_error(&data.block) {
             frame.stroke = Stroke::new(1.5, theme::error_color(self.dark));
+        }
+        // The picked invocation's item path, through every block it went through.
+        if self
+            .app
+            .executions
+            .picked
+            .as_ref()
+            .is_some_and(|p| p.lineage_blocks.contains(&data.block))
+        {
+            frame.shadow = egui::Shadow {
+                offset: [0, 0],
+                blur: 14,
+                spread: 3,
+                color: theme::path_color(self.dark),
+            };
         }
         if self.app.selection.blocks.contains(&data.block) {
             frame.stroke = Stroke::new(3.0, theme_accent(self.dark));
@@ -1048,11 +1075,22 @@ impl Viewer<'_> {
     }
 
     fn counts_ui(&self, ui: &mut Ui, block: &BlockId, dark: bool) {
-        let Some(run) = &self.app.run else {
+        let Some((counts, finished)) = self.app.canvas_counts() else {
             return;
         };
-        let Some(counts) = run.counts.get(block) else {
-            if matches!(run.phase, RunPhase::Finished(_)) {
+        if let Some(picked) = &self.app.executions.picked
+            && let Some(record) = &picked.record
+            && &record.block_id == block
+        {
+            ui.label(
+                RichText::new(format!("▶ #{} {:?}", record.id, record.item_path))
+                    .small()
+                    .strong()
+                    .color(theme::path_color(dark)),
+            );
+        }
+        let Some(counts) = counts.get(block) else {
+            if finished {
                 ui.label(RichText::new("not run").small().weak());
             }
             return;

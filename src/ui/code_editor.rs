@@ -2,7 +2,8 @@
 
 use egui::{Color32, FontId, RichText, TextEdit, Ui};
 
-/// Shows `code` for editing; returns the new text when the user changed it.
+/// Shows `code` for editing; returns the new text when the user changed it. With `goto_line`, the
+/// cursor goes to the start of that line (1-based) and the line scrolls into view.
 pub fn code_editor_ui(
     ui: &mut Ui,
     id_salt: &str,
@@ -10,6 +11,7 @@ pub fn code_editor_ui(
     code: &str,
     error_lines: &[u32],
     height: f32,
+    goto_line: Option<u32>,
 ) -> Option<String> {
     let mut text = code.to_owned();
     let dark = ui.visuals().dark_mode;
@@ -71,23 +73,61 @@ pub fn code_editor_ui(
                                     egui::vec2(30.0, row_height),
                                     egui::Sense::hover(),
                                 );
+                                if goto_line == Some(number) {
+                                    ui.scroll_to_rect(rect, Some(egui::Align::Center));
+                                }
                                 ui.put(rect, egui::Label::new(label).selectable(false));
                             }
                         });
-                        let response = ui.add(
-                            TextEdit::multiline(&mut text)
-                                .id_salt(("code", id_salt))
-                                .font(font.clone())
-                                .code_editor()
-                                .lock_focus(true)
-                                .desired_width(f32::INFINITY)
-                                .desired_rows(lines.max(12))
-                                .frame(egui::Frame::NONE)
-                                .layouter(&mut layouter),
-                        );
-                        changed = response.labelled_by(label).changed();
+                        let mut output = TextEdit::multiline(&mut text)
+                            .id_salt(("code", id_salt))
+                            .font(font.clone())
+                            .code_editor()
+                            .lock_focus(true)
+                            .desired_width(f32::INFINITY)
+                            .desired_rows(lines.max(12))
+                            .frame(egui::Frame::NONE)
+                            .layouter(&mut layouter)
+                            .show(ui);
+                        if let Some(line) = goto_line {
+                            let at = line_start_char(code, line);
+                            output.state.cursor.set_char_range(Some(
+                                egui::text::CCursorRange::one(egui::text::CCursor::new(at)),
+                            ));
+                            output.state.store(ui.ctx(), output.response.id);
+                            output.response.request_focus();
+                        }
+                        changed = output
+                            .response
+                            .response
+                            .clone()
+                            .labelled_by(label)
+                            .changed();
                     });
                 });
         });
     (changed && text != code).then_some(text)
+}
+
+/// The character index where line `line` (1-based) starts; the end when there are fewer lines.
+fn line_start_char(code: &str, line: u32) -> usize {
+    let mut chars = 0;
+    for (n, text) in code.split_inclusive('\n').enumerate() {
+        if n + 1 >= line as usize {
+            return chars;
+        }
+        chars += text.chars().count();
+    }
+    chars
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn line_starts_count_characters() {
+        let code = "a\nbé\nc";
+        assert_eq!(super::line_start_char(code, 1), 0);
+        assert_eq!(super::line_start_char(code, 3), 5);
+        assert_eq!(super::line_start_char(code, 9), 6);
+    }
 }

@@ -21,6 +21,8 @@ pub struct InspectorView {
     /// The "connect to" row: target and type.
     connect_to: Option<BlockId>,
     connect_kind: Option<TransitionKind>,
+    /// The last "show this line" request the code editor followed.
+    code_goto_done: Option<u64>,
 }
 
 impl InspectorView {
@@ -123,9 +125,23 @@ impl InspectorView {
         });
         // Leave room below the editor for the block's settings, so they are in view too.
         let height = (self.visible_height - 380.0).clamp(180.0, 420.0);
-        if let Some(text) =
-            code_editor_ui(ui, &id.0, label.inner.id, &code.code, &error_lines, height)
-        {
+        // A traceback line was clicked: go to that line, once.
+        let goto = app
+            .code_goto
+            .as_ref()
+            .filter(|g| g.block == id && self.code_goto_done != Some(g.seq));
+        if let Some(goto) = goto {
+            self.code_goto_done = Some(goto.seq);
+        }
+        if let Some(text) = code_editor_ui(
+            ui,
+            &id.0,
+            label.inner.id,
+            &code.code,
+            &error_lines,
+            height,
+            goto.map(|g| g.line),
+        ) {
             tx.send(Command::EditBlock {
                 block: id.clone(),
                 edit: BlockEdit::Code(text),

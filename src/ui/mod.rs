@@ -7,11 +7,14 @@
 pub mod canvas;
 pub mod code_editor;
 pub mod dialogs;
+pub mod executions_panel;
 pub mod inspector;
+pub mod invocation_detail;
 pub mod menu;
 pub mod results_panel;
 pub mod run_dialog;
 pub mod theme;
+pub mod timeline;
 
 use egui::{Key, KeyboardShortcut, Modifiers, RichText, Ui};
 
@@ -43,8 +46,8 @@ impl Views {
             .show(ui, |ui| status_bar_ui(ui, app));
         egui::Panel::bottom("braid-results")
             .resizable(true)
-            .default_size(190.0)
-            .size_range(80.0..=600.0)
+            .default_size(260.0)
+            .size_range(80.0..=800.0)
             .show(ui, |ui| {
                 ui.add_space(4.0);
                 self.results.show_ui(ui, app, &tx);

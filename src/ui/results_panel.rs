@@ -1,11 +1,13 @@
 //! The bottom panel: the current run's progress, then its results and failures.
 //!
-//! Tabs leave room for more views of a run (the Block Executions panel of issue 5 goes beside these).
+//! Tabs: the results, the failures, the Block Executions panel and the timeline.
 
 use egui::{RichText, Ui};
 
 use super::canvas::cut;
+use super::executions_panel::ExecutionsPanel;
 use super::theme;
+use super::timeline::TimelineView;
 use crate::app::run::{InvocationStatus, RunFailure, RunPhase, RunResult, RunState, RunStatus};
 use crate::app::{App, Command, CommandSender};
 
@@ -14,6 +16,8 @@ pub enum Tab {
     #[default]
     Results,
     Failures,
+    Executions,
+    Timeline,
 }
 
 #[derive(Default)]
@@ -21,12 +25,54 @@ pub struct ResultsPanel {
     pub tab: Tab,
     /// The run whose failures tab was chosen automatically (once per run).
     auto_switched: Option<String>,
+    pub executions: ExecutionsPanel,
+    pub timeline: TimelineView,
 }
 
 const ROW_HEIGHT: f32 = 20.0;
 
 impl ResultsPanel {
     pub fn show_ui(&mut self, ui: &mut Ui, app: &App, tx: &CommandSender) {
+        if let Some(run) = &app.run {
+            status_line_ui(ui, run, tx);
+            ui.separator();
+        }
+        let summary = app.run.as_ref().and_then(|run| match &run.phase {
+            RunPhase::Finished(summary) => Some((run, summary)),
+            _ => None,
+        });
+        // A failed run opens on its failures, once; the user's choice of tab wins after that.
+        if let Some((run, summary)) = summary
+            && !summary.failures.is_empty()
+            && summary.results.is_empty()
+            && self.auto_switched.as_deref() != Some(run.run_id.0.as_str())
+        {
+            self.auto_switched = Some(run.run_id.0.clone());
+            if matches!(self.tab, Tab::Results) {
+                self.tab = Tab::Failures;
+            }
+        }
+        ui.horizontal(|ui| {
+            let (results, failures) = summary.map_or((None, None), |(_, s)| {
+                (Some(s.results.len()), Some(s.failures.len()))
+            });
+            let count = |title: &str, n: Option<usize>| {
+                n.map_or_else(|| title.to_owned(), |n| format!("{title} ({n})"))
+            };
+            ui.selectable_value(&mut self.tab, Tab::Results, count("Results", results));
+            ui.selectable_value(&mut self.tab, Tab::Failures, count("Failures", failures));
+            ui.selectable_value(&mut self.tab, Tab::Executions, "Block Executions")
+                .on_hover_text(
+                    "Every invocation of every run: input, output, printed output, errors",
+                );
+            ui.selectable_value(&mut self.tab, Tab::Timeline, "Timeline")
+                .on_hover_text("The shown run's invocations on a time axis");
+        });
+        match self.tab {
+            Tab::Executions => return self.executions.show_ui(ui, app, tx),
+            Tab::Timeline => return self.timeline.show_ui(ui, app, tx),
+            Tab::Results | Tab::Failures => {}
+        }
         let Some(run) = &app.run else {
             ui.add_space(6.0);
             ui.label(
@@ -35,35 +81,11 @@ impl ResultsPanel {
             );
             return;
         };
-        status_line_ui(ui, run, tx);
-        ui.separator();
         match &run.phase {
-            RunPhase::Finished(summary) => {
-                // A failed run opens on its failures, once; the user's choice of tab wins after that.
-                if !summary.failures.is_empty()
-                    && summary.results.is_empty()
-                    && self.auto_switched.as_deref() != Some(run.run_id.0.as_str())
-                {
-                    self.auto_switched = Some(run.run_id.0.clone());
-                    self.tab = Tab::Failures;
-                }
-                ui.horizontal(|ui| {
-                    ui.selectable_value(
-                        &mut self.tab,
-                        Tab::Results,
-                        format!("Results ({})", summary.results.len()),
-                    );
-                    ui.selectable_value(
-                        &mut self.tab,
-                        Tab::Failures,
-                        format!("Failures ({})", summary.failures.len()),
-                    );
-                });
-                match self.tab {
-                    Tab::Results => results_ui(ui, &summary.results),
-                    Tab::Failures => failures_ui(ui, &summary.failures),
-                }
-            }
+            RunPhase::Finished(summary) => match self.tab {
+                Tab::Failures => failures_ui(ui, &summary.failures),
+                _ => results_ui(ui, &summary.results),
+            },
             RunPhase::Refused {
                 message,
                 compile_errors,

@@ -64,6 +64,15 @@ pub fn severity_color(severity: Severity, dark: bool) -> Color32 {
     }
 }
 
+/// The glow around the blocks on the picked invocation's item path.
+pub fn path_color(dark: bool) -> Color32 {
+    if dark {
+        Color32::from_rgb(250, 205, 70)
+    } else {
+        Color32::from_rgb(225, 150, 0)
+    }
+}
+
 pub fn error_color(dark: bool) -> Color32 {
     severity_color(Severity::Error, dark)
 }

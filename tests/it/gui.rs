@@ -24,11 +24,14 @@ pub fn harness(project: Option<PathBuf>) -> Harness<'static, BraidApp> {
 }
 
 /// The editor at the size the issue asks to be readable at.
-fn harness_1280x800(project: Option<PathBuf>) -> Harness<'static, BraidApp> {
+pub(crate) fn harness_1280x800(project: Option<PathBuf>) -> Harness<'static, BraidApp> {
     harness_sized(project, [1280.0, 800.0])
 }
 
-fn harness_sized(project: Option<PathBuf>, size: [f32; 2]) -> Harness<'static, BraidApp> {
+pub(crate) fn harness_sized(
+    project: Option<PathBuf>,
+    size: [f32; 2],
+) -> Harness<'static, BraidApp> {
     let mut harness = Harness::builder()
         .with_size(size)
         .with_max_steps(200)
@@ -48,13 +51,13 @@ fn harness_sized(project: Option<PathBuf>, size: [f32; 2]) -> Harness<'static, B
 
 /// Runs frames until nothing more is requested; the editor repaints on a timer while checking code,
 /// so a bounded number of steps is enough.
-fn settle(harness: &mut Harness<'_, BraidApp>) {
+pub(crate) fn settle(harness: &mut Harness<'_, BraidApp>) {
     harness.run_steps(8);
 }
 
 /// Clicks the widget with this label, then takes the pointer away (a tooltip left under it would
 /// cover the next widget).
-fn click(harness: &mut Harness<'_, BraidApp>, label: &str) {
+pub(crate) fn click(harness: &mut Harness<'_, BraidApp>, label: &str) {
     harness.get_by_label(label).click();
     harness.step();
     harness.remove_cursor();
@@ -64,7 +67,7 @@ fn click(harness: &mut Harness<'_, BraidApp>, label: &str) {
 /// Clicks a block's node on the canvas. Accessibility rectangles of canvas widgets are in canvas
 /// coordinates (egui does not apply the canvas's pan and zoom to them), so the point is mapped to the
 /// screen first.
-fn click_node(harness: &mut Harness<'_, BraidApp>, name: &str) {
+pub(crate) fn click_node(harness: &mut Harness<'_, BraidApp>, name: &str) {
     let rect = harness.get_by_label(name).rect();
     let point = harness.state().canvas_to_screen(rect.center());
     harness.drag_at(point);
@@ -78,12 +81,16 @@ fn kinds_of(project: &Project) -> Vec<TransitionKind> {
     project.transitions.iter().map(|t| t.kind).collect()
 }
 
-fn project<'a>(harness: &'a Harness<'_, BraidApp>) -> &'a Project {
+pub(crate) fn project<'a>(harness: &'a Harness<'_, BraidApp>) -> &'a Project {
     &harness.state().app.project
 }
 
 /// Waits (in real time) until `done` holds, stepping the app.
-fn wait_for(harness: &mut Harness<'_, BraidApp>, what: &str, done: impl Fn(&BraidApp) -> bool) {
+pub(crate) fn wait_for(
+    harness: &mut Harness<'_, BraidApp>,
+    what: &str,
+    done: impl Fn(&BraidApp) -> bool,
+) {
     let deadline = Instant::now() + Duration::from_mins(1);
     while !done(harness.state()) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -286,7 +293,7 @@ fn type_path_and_save(harness: &mut Harness<'_, BraidApp>, path: &Path) {
     settle(harness);
 }
 
-fn harness_with(path: &Path) -> Harness<'static, BraidApp> {
+pub(crate) fn harness_with(path: &Path) -> Harness<'static, BraidApp> {
     harness(Some(path.to_owned()))
 }
 

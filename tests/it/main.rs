@@ -8,7 +8,9 @@
 mod architecture;
 mod cli;
 mod engine;
+mod executions;
 mod gui;
+mod history;
 mod model;
 mod support;
 mod workers;

@@ -117,20 +117,23 @@ pub fn run_on(
     project: Project,
     input: Value,
     concurrency: Option<u32>,
+    on_event: impl FnMut(&RuntimeHandle, &RunId, &RuntimeEvent),
+) -> Outcome {
+    let mut request = RunRequest::new(RunId::new_random(), project);
+    request.input = input;
+    request.backpack = json!({});
+    request.concurrency = concurrency;
+    run_request_on(runtime, request, on_event)
+}
+
+/// Sends `request` and collects its events until the run ends.
+pub fn run_request_on(
+    runtime: &mut RuntimeHandle,
+    request: RunRequest,
     mut on_event: impl FnMut(&RuntimeHandle, &RunId, &RuntimeEvent),
 ) -> Outcome {
-    let run_id = RunId::new_random();
-    runtime.send(RuntimeRequest::Run(Box::new(RunRequest {
-        run_id: run_id.clone(),
-        project,
-        input,
-        backpack: json!({}),
-        from: None,
-        concurrency,
-        env: std::collections::BTreeMap::new(),
-        single: false,
-        history: None,
-    })));
+    let run_id = request.run_id.clone();
+    runtime.send(RuntimeRequest::Run(Box::new(request)));
     let mut records = Vec::new();
     loop {
         let event = runtime

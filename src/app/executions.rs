@@ -1,0 +1,1052 @@
+//! The Block Executions panel's state: the project's runs, the selected run's invocations (as small
+//! rows), the table's filter, the selected invocation with its whole record and lineage, and replays.
+//!
+//! Runs of this session are held in memory as their records arrive (rows for every invocation; whole
+//! records up to [`RECORD_BUDGET`]); older runs come from the project's history database, loaded as rows
+//! when selected. Whole records are fetched one at a time, on selection.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::mpsc;
+
+use serde_json::Value;
+
+use crate::model::{BlockId, Project};
+pub use crate::runtime::history::{
+    History, HistoryError, InvocationFilter, InvocationRow, RowOrder, RunRow, civil_from_days,
+};
+pub use crate::runtime::{
+    BlockCounts, ErrorInfo, InvocationId, InvocationRecord, InvocationStatus, RunId, RunStatus,
+    RunSummary, now_ms,
+};
+
+/// Whole records kept in memory over all session runs; past it, only rows are kept (and the history
+/// database has the rest).
+pub const RECORD_BUDGET: usize = 200_000;
+/// Session runs kept in memory (their rows); older ones live in the history database only.
+const SESSION_RUNS: usize = 8;
+/// The most invocations the lineage (the highlighted path) follows forward from the selection: a
+/// fan-out's parent leads to every item.
+const LINEAGE_LIMIT: usize = 5_000;
+/// The input preview of a row, in characters.
+const PREVIEW_CHARS: usize = 120;
+
+/// Where a run's invocations come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Recorded in this session from the runtime's events.
+    Session,
+    /// Loaded from the history database.
+    History,
+}
+
+/// One run's invocations as rows, with what the panel derives from them.
+#[derive(Debug)]
+pub struct RunData {
+    pub row: RunRow,
+    pub source: Source,
+    /// In arrival order (for history runs: invocation id order).
+    pub rows: Vec<InvocationRow>,
+    index: HashMap<InvocationId, usize>,
+    /// Per block, for the canvas.
+    pub counts: BTreeMap<BlockId, BlockCounts>,
+    /// Session runs only (history runs ask the database).
+    parents: HashMap<InvocationId, Vec<InvocationId>>,
+    children: HashMap<InvocationId, Vec<InvocationId>>,
+    records: HashMap<InvocationId, InvocationRecord>,
+    /// Bumped whenever rows are added, so derived views know to refresh.
+    pub generation: u64,
+}
+
+impl RunData {
+    fn new(row: RunRow, source: Source) -> Self {
+        Self {
+            row,
+            source,
+            rows: Vec::new(),
+            index: HashMap::new(),
+            counts: BTreeMap::new(),
+            parents: HashMap::new(),
+            children: HashMap::new(),
+            records: HashMap::new(),
+            generation: 0,
+        }
+    }
+
+    /// A run built from rows alone (a history run, or synthetic data in tests and benchmarks).
+    pub fn from_rows(row: RunRow, rows: Vec<InvocationRow>, source: Source) -> Self {
+        let mut data = Self::new(row, source);
+        for r in rows {
+            data.push_row(r);
+        }
+        data
+    }
+
+    fn push_row(&mut self, row: InvocationRow) {
+        self.counts
+            .entry(row.block_id.clone())
+            .or_default()
+            .add_final(row.status);
+        self.index.insert(row.id, self.rows.len());
+        self.rows.push(row);
+        self.generation += 1;
+    }
+
+    /// Adds a finished invocation; keeps its whole record while `keep_record`.
+    fn push_record(&mut self, record: InvocationRecord, keep_record: bool) {
+        if self.index.contains_key(&record.id) {
+            return;
+        }
+        for parent in &record.parents {
+            self.children.entry(*parent).or_default().push(record.id);
+        }
+        self.parents.insert(record.id, record.parents.clone());
+        self.row.counts.add_final(record.status);
+        self.row.invocations += 1;
+        self.push_row(row_of(&record));
+        if keep_record {
+            self.records.insert(record.id, record);
+        }
+    }
+
+    pub fn row_of(&self, id: InvocationId) -> Option<&InvocationRow> {
+        self.rows.get(*self.index.get(&id)?)
+    }
+
+    pub fn position_of(&self, id: InvocationId) -> Option<usize> {
+        self.index.get(&id).copied()
+    }
+
+    pub fn record(&self, id: InvocationId) -> Option<&InvocationRecord> {
+        self.records.get(&id)
+    }
+}
+
+/// The small row of a whole record.
+pub fn row_of(record: &InvocationRecord) -> InvocationRow {
+    InvocationRow {
+        id: record.id,
+        block_id: record.block_id.clone(),
+        block_name: record.block_name.clone(),
+        item_path: record.item_path.clone(),
+        attempt: record.attempt,
+        status: record.status,
+        started_at_ms: record.started_at_ms,
+        ended_at_ms: record.ended_at_ms,
+        input_preview: preview(&record.input, PREVIEW_CHARS),
+        error_summary: record.error.as_ref().map(ErrorInfo::summary),
+    }
+}
+
+/// JSON text of `value`, cut to `max` characters.
+pub fn preview(value: &Value, max: usize) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text,
+    }
+}
+
+pub fn row_duration_ms(row: &InvocationRow) -> Option<f64> {
+    Some(row.ended_at_ms? - row.started_at_ms?)
+}
+
+/// The table's filter, as the panel sets it (the block comes from the canvas selection).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TableFilter {
+    /// Empty: every status.
+    pub statuses: Vec<InvocationStatus>,
+    pub text: String,
+    /// Item path as the user typed it: `3` or `3, 7` or `[3,7]`.
+    pub item_path: String,
+    pub order: RowOrder,
+}
+
+/// `3, 7` → `[3, 7]`; `None` when it is not a path (empty text is the empty prefix: no filter).
+pub fn parse_item_path(text: &str) -> Option<Vec<u32>> {
+    let inner = text.trim().trim_start_matches('[').trim_end_matches(']');
+    inner
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().ok())
+        .collect()
+}
+
+/// How to move from the selected invocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The next / previous row of the table (within the block when a block is selected).
+    NextRow,
+    PreviousRow,
+    /// The next / previous invocation of the whole run in start order.
+    NextStarted,
+    PreviousStarted,
+    /// The first invocation this one came from / led to.
+    Parent,
+    Child,
+}
+
+/// A replay of one invocation with the block's current code.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Replay {
+    /// The replay's own run (not recorded in history).
+    pub run_id: RunId,
+    pub original: InvocationRecord,
+    pub phase: ReplayPhase,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReplayPhase {
+    Running,
+    Done(Box<InvocationRecord>),
+    /// The replay could not run (the block's code does not compile, the block is gone).
+    Refused(String),
+}
+
+/// What the user picked: one invocation, its whole record and the path it sits on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Picked {
+    pub run_id: RunId,
+    pub id: InvocationId,
+    /// `None` when the record is no longer kept (a session run past the budget, without history).
+    pub record: Option<InvocationRecord>,
+    pub children: Vec<InvocationId>,
+    /// Every invocation on the item's path (ancestors and descendants, the latter capped).
+    pub lineage: BTreeSet<InvocationId>,
+    /// The blocks those invocations belong to, for the canvas.
+    pub lineage_blocks: BTreeSet<BlockId>,
+}
+
+#[derive(Default)]
+pub struct Executions {
+    history: Option<History>,
+    /// Newest first.
+    history_runs: Vec<RunRow>,
+    /// Newest last.
+    session: VecDeque<RunData>,
+    /// A history run loaded for viewing.
+    loaded: Option<RunData>,
+    /// A history run being read on a background thread (a million rows take a while).
+    loading: Option<Loading>,
+    /// The run the panel shows; `None` follows the newest run.
+    pub selected_run: Option<RunId>,
+    pub filter: TableFilter,
+    /// The table: indices into the shown run's rows.
+    pub visible: Vec<usize>,
+    view_key: Option<ViewKey>,
+    /// Indices of the shown run's rows in start order (built when first needed).
+    by_start: Option<(u64, Vec<usize>)>,
+    pub picked: Option<Picked>,
+    pub replay: Option<Replay>,
+    /// A message about the history database (it could not be opened or read).
+    pub history_problem: Option<String>,
+}
+
+struct Loading {
+    run: RunRow,
+    rows: mpsc::Receiver<Result<Vec<InvocationRow>, HistoryError>>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct ViewKey {
+    run: RunId,
+    generation: u64,
+    block: Option<BlockId>,
+    filter: TableFilter,
+}
+
+impl Executions {
+    pub fn history(&self) -> Option<&History> {
+        self.history.as_ref()
+    }
+
+    /// Uses this history database (or none). Another project's runs are dropped unless
+    /// `keep_session` (the same project under a new file name).
+    pub fn set_history(&mut self, history: Option<History>, keep_session: bool) {
+        self.history = history;
+        self.history_problem = None;
+        self.loaded = None;
+        self.loading = None;
+        if !keep_session {
+            self.session.clear();
+            self.selected_run = None;
+            self.picked = None;
+            self.replay = None;
+            self.view_key = None;
+            self.visible.clear();
+        }
+        self.refresh_runs();
+    }
+
+    /// Reads the runs list again from the history database.
+    pub fn refresh_runs(&mut self) {
+        self.history_runs = match self.history.as_ref().map(History::runs) {
+            Some(Ok(runs)) => runs,
+            Some(Err(e)) => {
+                self.history_problem = Some(e.to_string());
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+    }
+
+    /// Every run, newest first: this session's and the history's, each once.
+    pub fn runs(&self) -> Vec<RunRow> {
+        let mut runs: Vec<RunRow> = self.session.iter().map(|r| r.row.clone()).collect();
+        for row in &self.history_runs {
+            if !runs.iter().any(|r| r.run_id == row.run_id) {
+                runs.push(row.clone());
+            }
+        }
+        runs.sort_by(|a, b| b.started_at_ms.total_cmp(&a.started_at_ms));
+        runs
+    }
+
+    /// The run the panel shows: the selected one, else the newest.
+    pub fn shown_run_id(&self) -> Option<RunId> {
+        if let Some(id) = &self.selected_run {
+            return Some(id.clone());
+        }
+        // Called several times a frame: find the newest without building the list.
+        self.session
+            .iter()
+            .map(|r| &r.row)
+            .chain(&self.history_runs)
+            .max_by(|a, b| a.started_at_ms.total_cmp(&b.started_at_ms))
+            .map(|r| r.run_id.clone())
+    }
+
+    /// The shown run's data, when it is in memory.
+    pub fn shown(&self) -> Option<&RunData> {
+        let id = self.shown_run_id()?;
+        self.data(&id)
+    }
+
+    fn data(&self, id: &RunId) -> Option<&RunData> {
+        self.session
+            .iter()
+            .find(|r| &r.row.run_id == id)
+            .or_else(|| self.loaded.as_ref().filter(|r| &r.row.run_id == id))
+    }
+
+    /// Adds a run kept in memory (tests and benchmarks build large synthetic runs this way).
+    pub fn insert_run(&mut self, data: RunData) {
+        self.session.retain(|r| r.row.run_id != data.row.run_id);
+        self.session.push_back(data);
+        while self.session.len() > SESSION_RUNS {
+            self.session.pop_front();
+        }
+    }
+
+    // --- from the runtime ------------------------------------------------------------------------
+
+    pub fn run_started(&mut self, run_id: &RunId, started_at_ms: f64) {
+        if self.data(run_id).is_some() {
+            return;
+        }
+        let row = RunRow {
+            run_id: run_id.clone(),
+            status: RunStatus::Running,
+            started_at_ms,
+            duration_ms: None,
+            invocations: 0,
+            counts: BlockCounts::default(),
+        };
+        self.insert_run(RunData::new(row, Source::Session));
+        // The panel follows the new run unless the user picked a run to look at.
+        if self.selected_run.is_none() {
+            self.picked = None;
+        }
+    }
+
+    pub fn invocations(&mut self, run_id: &RunId, records: Vec<InvocationRecord>) {
+        let kept: usize = self.session.iter().map(|r| r.records.len()).sum();
+        let Some(run) = self.session.iter_mut().find(|r| &r.row.run_id == run_id) else {
+            return;
+        };
+        let mut room = RECORD_BUDGET.saturating_sub(kept);
+        for record in records {
+            run.push_record(record, room > 0);
+            room = room.saturating_sub(1);
+        }
+    }
+
+    pub fn run_finished(&mut self, summary: &RunSummary) {
+        if let Some(run) = self
+            .session
+            .iter_mut()
+            .find(|r| r.row.run_id == summary.run_id)
+        {
+            run.row.status = summary.status;
+            run.row.duration_ms = Some(summary.duration_ms);
+            run.row.started_at_ms = summary.started_at_ms;
+            run.generation += 1;
+        }
+        // With a history, older runs are read back from it when shown: only the newest stays in
+        // memory (a million-invocation run is a few hundred megabytes of rows).
+        if self.history.is_some() {
+            let keep = &summary.run_id;
+            let shown = self.selected_run.clone();
+            self.session.retain(|r| {
+                &r.row.run_id == keep
+                    || r.row.status == RunStatus::Running
+                    || shown.as_ref() == Some(&r.row.run_id)
+            });
+        }
+        self.refresh_runs();
+    }
+
+    // --- the table -----------------------------------------------------------------------------
+
+    /// Selects a run: a history run's rows are read from the database now.
+    pub fn select_run(&mut self, run_id: RunId) {
+        if !self.load(&run_id) {
+            return;
+        }
+        self.selected_run = Some(run_id);
+        self.picked = None;
+        self.by_start = None;
+    }
+
+    /// Whether a run's rows are in memory; if not, starts reading a history run's on a background
+    /// thread (its own connection), so the window never waits for a million rows.
+    fn load(&mut self, run_id: &RunId) -> bool {
+        if self.data(run_id).is_some() {
+            return true;
+        }
+        self.take_loaded();
+        if self.data(run_id).is_some() {
+            return true;
+        }
+        if self
+            .loading
+            .as_ref()
+            .is_some_and(|l| &l.run.run_id == run_id)
+        {
+            return true;
+        }
+        let Some(history) = &self.history else {
+            return false;
+        };
+        let Some(row) = self
+            .history_runs
+            .iter()
+            .find(|r| &r.run_id == run_id)
+            .cloned()
+        else {
+            return false;
+        };
+        let (tx, rx) = mpsc::sync_channel(1);
+        let path = history.path().to_owned();
+        let run = row.run_id.clone();
+        let spawned = std::thread::Builder::new()
+            .name("braid-history-read".to_owned())
+            .spawn(move || {
+                let rows = History::open(&path)
+                    .and_then(|h| h.invocation_rows(&run, &InvocationFilter::default()));
+                let _ = tx.send(rows);
+            });
+        match spawned {
+            Ok(_) => {
+                self.loading = Some(Loading { run: row, rows: rx });
+                true
+            }
+            Err(e) => {
+                self.history_problem = Some(format!("could not start reading the history: {e}"));
+                false
+            }
+        }
+    }
+
+    /// Takes a history run's rows once they have been read.
+    fn take_loaded(&mut self) {
+        let Some(loading) = &self.loading else {
+            return;
+        };
+        let result = match loading.rows.try_recv() {
+            Ok(result) => result,
+            Err(mpsc::TryRecvError::Empty) => return,
+            Err(mpsc::TryRecvError::Disconnected) => {
+                self.loading = None;
+                return;
+            }
+        };
+        let Some(loading) = self.loading.take() else {
+            return;
+        };
+        match result {
+            Ok(rows) => {
+                self.loaded = Some(RunData::from_rows(loading.run, rows, Source::History));
+                self.view_key = None;
+            }
+            Err(e) => self.history_problem = Some(e.to_string()),
+        }
+    }
+
+    /// Whether a history run is being read (the editor looks again soon).
+    pub fn is_loading(&self) -> bool {
+        self.loading.is_some()
+    }
+
+    pub fn delete_run(&mut self, run_id: &RunId) -> Result<(), HistoryError> {
+        if let Some(history) = &self.history {
+            history.delete_run(run_id)?;
+        }
+        self.session.retain(|r| &r.row.run_id != run_id);
+        if self
+            .loaded
+            .as_ref()
+            .is_some_and(|r| &r.row.run_id == run_id)
+        {
+            self.loaded = None;
+        }
+        if self.selected_run.as_ref() == Some(run_id) {
+            self.selected_run = None;
+        }
+        if self.picked.as_ref().is_some_and(|p| &p.run_id == run_id) {
+            self.picked = None;
+        }
+        self.refresh_runs();
+        Ok(())
+    }
+
+    /// Rebuilds the table when the run, its rows, the block or the filter changed. Cheap otherwise.
+    pub fn refresh_view(&mut self, block: Option<&BlockId>) {
+        let Some(run_id) = self.shown_run_id() else {
+            self.visible.clear();
+            self.view_key = None;
+            return;
+        };
+        self.load(&run_id);
+        let Some(run) = self.data(&run_id) else {
+            self.visible.clear();
+            self.view_key = None;
+            return;
+        };
+        let key = ViewKey {
+            run: run_id,
+            generation: run.generation,
+            block: block.cloned(),
+            filter: self.filter.clone(),
+        };
+        if self.view_key.as_ref() == Some(&key) {
+            return;
+        }
+        let text_ids = self.text_matches(run, block);
+        self.visible = filter_rows(run, block, &self.filter, text_ids.as_ref());
+        self.view_key = Some(key);
+    }
+
+    /// For a history run and a text filter, the ids the database finds (it searches the whole
+    /// input, output and error; in memory only what is held is searched).
+    fn text_matches(
+        &self,
+        run: &RunData,
+        block: Option<&BlockId>,
+    ) -> Option<BTreeSet<InvocationId>> {
+        let text = self.filter.text.trim();
+        if text.is_empty() || run.source != Source::History {
+            return None;
+        }
+        let history = self.history.as_ref()?;
+        let filter = InvocationFilter {
+            block: block.cloned(),
+            text: Some(text.to_owned()),
+            ..InvocationFilter::default()
+        };
+        history
+            .invocation_rows(&run.row.run_id, &filter)
+            .ok()
+            .map(|rows| rows.into_iter().map(|r| r.id).collect())
+    }
+
+    // --- the selected invocation -----------------------------------------------------------------
+
+    /// Selects an invocation of the shown run and fetches its whole record and lineage.
+    pub fn pick(&mut self, id: InvocationId) {
+        let Some(run_id) = self.shown_run_id() else {
+            return;
+        };
+        let Some(run) = self.data(&run_id) else {
+            return;
+        };
+        if run.position_of(id).is_none() {
+            return;
+        }
+        let record = self.fetch_record(run, id);
+        let children = self.children_of(run, id);
+        let (lineage, lineage_blocks) = self.lineage(run, id, record.as_ref());
+        self.picked = Some(Picked {
+            run_id,
+            id,
+            record,
+            children,
+            lineage,
+            lineage_blocks,
+        });
+    }
+
+    fn fetch_record(&self, run: &RunData, id: InvocationId) -> Option<InvocationRecord> {
+        if let Some(record) = run.record(id) {
+            return Some(record.clone());
+        }
+        self.history
+            .as_ref()?
+            .invocation(&run.row.run_id, id)
+            .ok()
+            .flatten()
+    }
+
+    fn parents_of(&self, run: &RunData, id: InvocationId) -> Vec<InvocationId> {
+        if let Some(parents) = run.parents.get(&id) {
+            return parents.clone();
+        }
+        self.fetch_record(run, id)
+            .map(|r| r.parents)
+            .unwrap_or_default()
+    }
+
+    fn children_of(&self, run: &RunData, id: InvocationId) -> Vec<InvocationId> {
+        if run.source == Source::Session {
+            return run.children.get(&id).cloned().unwrap_or_default();
+        }
+        self.history
+            .as_ref()
+            .and_then(|h| h.children(&run.row.run_id, id).ok())
+            .unwrap_or_default()
+    }
+
+    /// Every ancestor and (up to [`LINEAGE_LIMIT`]) every descendant of `id`, and their blocks.
+    fn lineage(
+        &self,
+        run: &RunData,
+        id: InvocationId,
+        record: Option<&InvocationRecord>,
+    ) -> (BTreeSet<InvocationId>, BTreeSet<BlockId>) {
+        let mut seen = BTreeSet::from([id]);
+        let mut up: Vec<InvocationId> =
+            record.map_or_else(|| self.parents_of(run, id), |r| r.parents.clone());
+        while let Some(next) = up.pop() {
+            if seen.insert(next) {
+                up.extend(self.parents_of(run, next));
+            }
+        }
+        let mut down = vec![id];
+        let mut found = 0;
+        while let Some(next) = down.pop() {
+            for child in self.children_of(run, next) {
+                if found < LINEAGE_LIMIT && seen.insert(child) {
+                    found += 1;
+                    down.push(child);
+                }
+            }
+        }
+        let blocks = seen
+            .iter()
+            .filter_map(|i| run.row_of(*i).map(|r| r.block_id.clone()))
+            .collect();
+        (seen, blocks)
+    }
+
+    /// Where a step from the picked invocation goes (`None`: nowhere to go).
+    pub fn step_target(&mut self, step: Step) -> Option<InvocationId> {
+        let run_id = self.shown_run_id()?;
+        let current = self.picked.as_ref().map(|p| p.id);
+        match step {
+            Step::NextRow | Step::PreviousRow => {
+                let run = self.data(&run_id)?;
+                let at = current.and_then(|id| {
+                    let position = run.position_of(id)?;
+                    self.visible.iter().position(|&i| i == position)
+                });
+                let index = match (at, step) {
+                    (None, _) => 0,
+                    (Some(i), Step::NextRow) => i + 1,
+                    (Some(i), _) => i.checked_sub(1)?,
+                };
+                Some(run.rows.get(*self.visible.get(index)?)?.id)
+            }
+            Step::NextStarted | Step::PreviousStarted => {
+                let order = self.start_order(&run_id)?;
+                let run = self.data(&run_id)?;
+                let at = current
+                    .and_then(|id| run.position_of(id))
+                    .and_then(|p| order.iter().position(|&i| i == p));
+                let index = match (at, step) {
+                    (None, _) => 0,
+                    (Some(i), Step::NextStarted) => i + 1,
+                    (Some(i), _) => i.checked_sub(1)?,
+                };
+                Some(run.rows.get(*order.get(index)?)?.id)
+            }
+            Step::Parent => {
+                let picked = self.picked.as_ref()?;
+                let run = self.data(&run_id)?;
+                picked
+                    .record
+                    .as_ref()
+                    .map_or_else(|| self.parents_of(run, picked.id), |r| r.parents.clone())
+                    .first()
+                    .copied()
+            }
+            Step::Child => self.picked.as_ref()?.children.first().copied(),
+        }
+    }
+
+    /// The shown run's rows in start order (not-started ones last, by id).
+    fn start_order(&mut self, run_id: &RunId) -> Option<Vec<usize>> {
+        let generation = self.data(run_id)?.generation;
+        if self.by_start.as_ref().is_none_or(|(g, _)| *g != generation) {
+            let run = self.data(run_id)?;
+            let mut order: Vec<usize> = (0..run.rows.len()).collect();
+            order.sort_by(|&a, &b| {
+                let (ra, rb) = (&run.rows[a], &run.rows[b]);
+                ra.started_at_ms
+                    .unwrap_or(f64::INFINITY)
+                    .total_cmp(&rb.started_at_ms.unwrap_or(f64::INFINITY))
+                    .then(ra.id.cmp(&rb.id))
+            });
+            self.by_start = Some((generation, order));
+        }
+        self.by_start.as_ref().map(|(_, o)| o.clone())
+    }
+
+    /// The block of an invocation of the shown run.
+    pub fn block_of(&self, id: InvocationId) -> Option<BlockId> {
+        Some(self.shown()?.row_of(id)?.block_id.clone())
+    }
+
+    /// Counts per block of the shown run, for the canvas (while no run is shown, nothing).
+    pub fn shown_counts(&self) -> Option<&BTreeMap<BlockId, BlockCounts>> {
+        self.shown().map(|r| &r.counts)
+    }
+
+    // --- replay ----------------------------------------------------------------------------------
+
+    /// Takes a replay's result; returns whether the event belonged to the replay.
+    pub fn replay_records(&mut self, run_id: &RunId, records: &[InvocationRecord]) -> bool {
+        let Some(replay) = self.replay.as_mut().filter(|r| &r.run_id == run_id) else {
+            return false;
+        };
+        if let Some(record) = records.first() {
+            replay.phase = ReplayPhase::Done(Box::new(record.clone()));
+        }
+        true
+    }
+
+    pub fn replay_refused(&mut self, run_id: &RunId, message: &str) -> bool {
+        let Some(replay) = self.replay.as_mut().filter(|r| &r.run_id == run_id) else {
+            return false;
+        };
+        replay.phase = ReplayPhase::Refused(message.to_owned());
+        true
+    }
+
+    pub fn is_replay(&self, run_id: &RunId) -> bool {
+        self.replay.as_ref().is_some_and(|r| &r.run_id == run_id)
+    }
+}
+
+/// The rows of `run` that pass the filter, as indices, in the filter's order.
+pub fn filter_rows(
+    run: &RunData,
+    block: Option<&BlockId>,
+    filter: &TableFilter,
+    text_ids: Option<&BTreeSet<InvocationId>>,
+) -> Vec<usize> {
+    let prefix = parse_item_path(&filter.item_path).unwrap_or_default();
+    let text = filter.text.trim().to_lowercase();
+    let mut visible: Vec<usize> = run
+        .rows
+        .iter()
+        .enumerate()
+        .filter(|(_, row)| {
+            block.is_none_or(|b| &row.block_id == b)
+                && (filter.statuses.is_empty() || filter.statuses.contains(&row.status))
+                && row.item_path.starts_with(&prefix)
+                && (text.is_empty()
+                    || text_ids.map_or_else(
+                        || row_matches_text(run, row, &text),
+                        |ids| ids.contains(&row.id),
+                    ))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let duration = |i: &usize| row_duration_ms(&run.rows[*i]).unwrap_or(-1.0);
+    match filter.order {
+        RowOrder::Id => visible.sort_by_key(|&i| run.rows[i].id),
+        RowOrder::Started => visible.sort_by(|a, b| {
+            let start = |i: &usize| run.rows[*i].started_at_ms.unwrap_or(f64::INFINITY);
+            start(a).total_cmp(&start(b))
+        }),
+        RowOrder::DurationDescending => visible.sort_by(|a, b| duration(b).total_cmp(&duration(a))),
+        RowOrder::DurationAscending => visible.sort_by(|a, b| duration(a).total_cmp(&duration(b))),
+    }
+    visible
+}
+
+/// Whether `needle` (lower case) is in the row's input, output or error; whole records are searched
+/// when held, else the row's preview and error summary.
+fn row_matches_text(run: &RunData, row: &InvocationRow, needle: &str) -> bool {
+    if let Some(record) = run.record(row.id) {
+        let output = record.output.as_ref().map(Value::to_string);
+        let haystacks = [
+            Some(record.input.to_string()),
+            output,
+            record
+                .error
+                .as_ref()
+                .map(|e| format!("{}\n{}", e.summary(), e.traceback)),
+            Some(record.stdout.clone()),
+            Some(record.stderr.clone()),
+        ];
+        return haystacks
+            .into_iter()
+            .flatten()
+            .any(|h| h.to_lowercase().contains(needle));
+    }
+    row.input_preview.to_lowercase().contains(needle)
+        || row
+            .error_summary
+            .as_ref()
+            .is_some_and(|e| e.to_lowercase().contains(needle))
+}
+
+/// A line of a diff.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DiffLine {
+    Same(String),
+    Removed(String),
+    Added(String),
+}
+
+/// A line diff (longest common subsequence; inputs past 2,000 lines are compared as wholes).
+pub fn line_diff(old: &str, new: &str) -> Vec<DiffLine> {
+    let a: Vec<&str> = old.lines().collect();
+    let b: Vec<&str> = new.lines().collect();
+    if a.len() * b.len() > 4_000_000 {
+        if old == new {
+            return a.iter().map(|l| DiffLine::Same((*l).to_owned())).collect();
+        }
+        return a
+            .iter()
+            .map(|l| DiffLine::Removed((*l).to_owned()))
+            .chain(b.iter().map(|l| DiffLine::Added((*l).to_owned())))
+            .collect();
+    }
+    // lcs[i][j]: the common length of a[i..] and b[j..].
+    let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while i < a.len() && j < b.len() {
+        if a[i] == b[j] {
+            out.push(DiffLine::Same(a[i].to_owned()));
+            i += 1;
+            j += 1;
+        } else if lcs[i + 1][j] >= lcs[i][j + 1] {
+            out.push(DiffLine::Removed(a[i].to_owned()));
+            i += 1;
+        } else {
+            out.push(DiffLine::Added(b[j].to_owned()));
+            j += 1;
+        }
+    }
+    out.extend(a[i..].iter().map(|l| DiffLine::Removed((*l).to_owned())));
+    out.extend(b[j..].iter().map(|l| DiffLine::Added((*l).to_owned())));
+    out
+}
+
+/// What an invocation came to, as text to compare: its return value (pretty JSON) or its error.
+pub fn outcome_text(record: &InvocationRecord) -> String {
+    match (&record.output, &record.error) {
+        (Some(output), _) => serde_json::to_string_pretty(output).unwrap_or_default(),
+        (None, Some(error)) => format!("{} ({})", error.summary(), record.status.label()),
+        (None, None) => format!("({})", record.status.label()),
+    }
+}
+
+/// The block a traceback's file name means: block names are the file names (`"Name #2"` for the
+/// second block of that name).
+pub fn block_for_file<'a>(project: &'a Project, file: &str) -> Option<&'a BlockId> {
+    let (name, nth) = match file.rsplit_once(" #") {
+        Some((name, n)) if n.parse::<usize>().is_ok() => (name, n.parse::<usize>().ok()?),
+        _ => (file, 1),
+    };
+    project
+        .blocks
+        .iter()
+        .filter(|b| b.name == name)
+        .nth(nth.checked_sub(1)?)
+        .map(|b| &b.id)
+}
+
+/// `  File "Process", line 3, in main` → `("Process", 3)`.
+pub fn traceback_location(line: &str) -> Option<(&str, u32)> {
+    let rest = line.trim_start().strip_prefix("File \"")?;
+    let (file, rest) = rest.split_once('"')?;
+    let rest = rest.trim_start().strip_prefix(", line ")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    Some((file, digits.parse().ok()?))
+}
+
+/// Lane of each row (by index) when invocations are packed greedily onto concurrency slots: a row takes
+/// the lowest lane that is free at its start. Rows that never started get no lane.
+pub fn slot_lanes(rows: &[InvocationRow]) -> (Vec<Option<u32>>, u32) {
+    let mut order: Vec<usize> = (0..rows.len())
+        .filter(|&i| rows[i].started_at_ms.is_some())
+        .collect();
+    order.sort_by(|&a, &b| {
+        rows[a]
+            .started_at_ms
+            .unwrap_or_default()
+            .total_cmp(&rows[b].started_at_ms.unwrap_or_default())
+    });
+    let mut lanes = vec![None; rows.len()];
+    // Free lanes (lowest first) and busy lanes by end time.
+    let mut free: std::collections::BinaryHeap<std::cmp::Reverse<u32>> =
+        std::collections::BinaryHeap::new();
+    let mut busy: std::collections::BinaryHeap<std::cmp::Reverse<(OrdF64, u32)>> =
+        std::collections::BinaryHeap::new();
+    let mut count = 0u32;
+    for i in order {
+        let start = rows[i].started_at_ms.unwrap_or_default();
+        let end = rows[i].ended_at_ms.unwrap_or(start).max(start);
+        while let Some(std::cmp::Reverse((OrdF64(at), lane))) = busy.peek().copied() {
+            if at > start {
+                break;
+            }
+            busy.pop();
+            free.push(std::cmp::Reverse(lane));
+        }
+        let lane = free.pop().map_or_else(
+            || {
+                count += 1;
+                count - 1
+            },
+            |std::cmp::Reverse(l)| l,
+        );
+        busy.push(std::cmp::Reverse((OrdF64(end), lane)));
+        lanes[i] = Some(lane);
+    }
+    (lanes, count)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct OrdF64(f64);
+
+impl Eq for OrdF64 {}
+
+impl PartialOrd for OrdF64 {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for OrdF64 {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: u64, start: f64, end: f64) -> InvocationRow {
+        InvocationRow {
+            id,
+            block_id: BlockId("b".into()),
+            block_name: "B".into(),
+            item_path: vec![],
+            attempt: 1,
+            status: InvocationStatus::Succeeded,
+            started_at_ms: Some(start),
+            ended_at_ms: Some(end),
+            input_preview: "null".into(),
+            error_summary: None,
+        }
+    }
+
+    #[test]
+    fn lanes_reuse_free_slots() {
+        let rows = [
+            row(1, 0.0, 10.0),
+            row(2, 0.0, 5.0),
+            row(3, 5.0, 8.0),
+            row(4, 11.0, 12.0),
+        ];
+        let (lanes, count) = slot_lanes(&rows);
+        assert_eq!(count, 2);
+        assert_eq!(lanes, vec![Some(0), Some(1), Some(1), Some(0)]);
+    }
+
+    #[test]
+    fn diff_marks_changed_lines() {
+        let diff = line_diff("a\nb\nc", "a\nx\nc");
+        assert_eq!(
+            diff,
+            vec![
+                DiffLine::Same("a".into()),
+                DiffLine::Removed("b".into()),
+                DiffLine::Added("x".into()),
+                DiffLine::Same("c".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn traceback_lines_name_block_and_line() {
+        assert_eq!(
+            traceback_location("  File \"Process #2\", line 14, in main"),
+            Some(("Process #2", 14))
+        );
+        assert_eq!(traceback_location("ValueError: bad"), None);
+        assert_eq!(parse_item_path("[3, 7]"), Some(vec![3, 7]));
+        assert_eq!(parse_item_path(""), Some(vec![]));
+        assert_eq!(parse_item_path("x"), None);
+    }
+
+    #[test]
+    fn filters_and_sorts_in_memory() {
+        let mut rows = vec![row(1, 0.0, 10.0), row(2, 1.0, 2.0), row(3, 2.0, 30.0)];
+        rows[1].status = InvocationStatus::Exception;
+        rows[2].item_path = vec![4];
+        let run = RunData::from_rows(
+            RunRow {
+                run_id: RunId("r".into()),
+                status: RunStatus::Failed,
+                started_at_ms: 0.0,
+                duration_ms: Some(30.0),
+                invocations: 3,
+                counts: BlockCounts::default(),
+            },
+            rows,
+            Source::Session,
+        );
+        let filter = TableFilter {
+            order: RowOrder::DurationDescending,
+            ..TableFilter::default()
+        };
+        assert_eq!(filter_rows(&run, None, &filter, None), vec![2, 0, 1]);
+        let failed = TableFilter {
+            statuses: vec![InvocationStatus::Exception],
+            ..TableFilter::default()
+        };
+        assert_eq!(filter_rows(&run, None, &failed, None), vec![1]);
+        let item = TableFilter {
+            item_path: "4".into(),
+            ..TableFilter::default()
+        };
+        assert_eq!(filter_rows(&run, None, &item, None), vec![2]);
+        assert_eq!(run.counts[&BlockId("b".into())].failed, 1);
+    }
+}

@@ -1,0 +1,111 @@
+//! Payloads: the large values of an invocation (input, backpacks, output, printed text, error), stored once
+//! per distinct content and compressed when that pays.
+
+use std::borrow::Cow;
+use std::hash::{DefaultHasher, Hasher as _};
+use std::io::{Read as _, Write as _};
+
+/// A payload's identity: 128 bits of content hash. Not cryptographic: it only has to make an accidental
+/// collision negligible. Should the standard hasher change between Rust versions, equal payloads stop
+/// matching old ones (a little more space), never a wrong match.
+pub(super) type Hash = [u8; 16];
+
+/// Values shorter than this are kept in the invocation's row itself (as a blob) instead of a payload row:
+/// most inputs and outputs of a big fan-out are that small, and a hash, a lookup and a second insert per
+/// value would cost more than the duplicates save. A payload column holds an integer (a payload id), a
+/// blob (the value itself) or NULL (no value).
+pub(super) const INLINE_BELOW: usize = 48;
+
+/// Stored as it is.
+pub(super) const PLAIN: i64 = 0;
+/// Raw deflate.
+pub(super) const DEFLATE: i64 = 1;
+
+/// Smaller values are stored plain: deflate's header and the cost of (de)compressing don't pay off there,
+/// and most payloads (numbers, short strings, `{}`) are that small.
+const COMPRESS_FROM: usize = 256;
+
+pub(super) fn hash(bytes: &[u8]) -> Hash {
+    let mut out = [0; 16];
+    for (seed, half) in out.chunks_exact_mut(8).enumerate() {
+        let mut hasher = DefaultHasher::new();
+        hasher.write_usize(seed);
+        hasher.write(bytes);
+        half.copy_from_slice(&hasher.finish().to_le_bytes());
+    }
+    out
+}
+
+/// The codec and the bytes to store.
+pub(super) fn encode(bytes: &[u8]) -> (i64, Cow<'_, [u8]>) {
+    if bytes.len() < COMPRESS_FROM {
+        return (PLAIN, Cow::Borrowed(bytes));
+    }
+    let mut encoder = flate2::write::DeflateEncoder::new(
+        Vec::with_capacity(bytes.len() / 2),
+        flate2::Compression::fast(),
+    );
+    match encoder.write_all(bytes).and_then(|()| encoder.finish()) {
+        Ok(compressed) if compressed.len() < bytes.len() => (DEFLATE, Cow::Owned(compressed)),
+        // Incompressible (or, in theory, a failed write to a Vec): plain is always right.
+        _ => (PLAIN, Cow::Borrowed(bytes)),
+    }
+}
+
+pub(super) fn decode(codec: i64, data: Vec<u8>) -> Result<Vec<u8>, String> {
+    match codec {
+        PLAIN => Ok(data),
+        DEFLATE => {
+            let mut out = Vec::with_capacity(data.len() * 3);
+            flate2::read::DeflateDecoder::new(data.as_slice())
+                .read_to_end(&mut out)
+                .map_err(|e| format!("a stored value is damaged: {e}"))?;
+            Ok(out)
+        }
+        other => Err(format!("a stored value has an unknown encoding ({other})")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_values_stay_plain_and_large_ones_compress_and_round_trip() {
+        let small = br#"{"a":1}"#;
+        assert_eq!(encode(small).0, PLAIN);
+        let large = "abc".repeat(1000).into_bytes();
+        let (codec, stored) = encode(&large);
+        assert_eq!(codec, DEFLATE);
+        assert!(stored.len() < large.len() / 10);
+        assert_eq!(decode(codec, stored.into_owned()).unwrap(), large);
+    }
+
+    #[test]
+    fn incompressible_values_are_stored_plain() {
+        // A xorshift sequence: no repetition for deflate to find.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x.to_le_bytes()[0]
+            })
+            .collect();
+        assert_eq!(encode(&noise).0, PLAIN);
+    }
+
+    #[test]
+    fn hashes_tell_contents_apart() {
+        assert_eq!(hash(b"{}"), hash(b"{}"));
+        assert_ne!(hash(b"{}"), hash(b"[]"));
+        assert_ne!(hash(b""), hash(b"\0"));
+    }
+
+    #[test]
+    fn damaged_data_is_an_error_not_a_panic() {
+        assert!(decode(DEFLATE, vec![0xff, 0xff, 0xff]).is_err());
+        assert!(decode(7, Vec::new()).is_err());
+    }
+}

@@ -1,0 +1,158 @@
+//! The database's layout and how a connection to it is opened.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
+
+use super::HistoryError;
+
+/// Kept in SQLite's `user_version`. A database of a newer version is refused rather than misread.
+pub(super) const SCHEMA_VERSION: i64 = 1;
+
+/// How long a connection waits for another one (the runtime's writer, another Braid process) to finish
+/// writing before it gives up with "database is locked".
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Large values live in `payloads`, once per distinct content; an invocation row holds their ids (or small
+/// values themselves, see `payload::INLINE_BELOW`: the payload columns have no declared type for that).
+/// Only what the table view filters and sorts on is a column of its own.
+const SCHEMA: &str = "
+CREATE TABLE runs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL UNIQUE,
+    project_name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started_at_ms REAL NOT NULL,
+    duration_ms REAL,
+    invocations INTEGER NOT NULL DEFAULT 0,
+    succeeded INTEGER NOT NULL DEFAULT 0,
+    caught INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    timed_out INTEGER NOT NULL DEFAULT 0,
+    cancelled INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX runs_started ON runs (started_at_ms);
+CREATE TABLE payloads (
+    id INTEGER PRIMARY KEY,
+    hash BLOB NOT NULL UNIQUE,
+    codec INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE invocations (
+    run INTEGER NOT NULL,
+    id INTEGER NOT NULL,
+    block_id TEXT NOT NULL,
+    block_name TEXT NOT NULL,
+    item_path TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    queued_at_ms REAL NOT NULL,
+    started_at_ms REAL,
+    ended_at_ms REAL,
+    duration_ms REAL,
+    input_preview TEXT NOT NULL,
+    error_summary TEXT,
+    parents TEXT NOT NULL,
+    input NOT NULL,
+    backpack_in NOT NULL,
+    output,
+    backpack_out,
+    stdout,
+    stderr,
+    error,
+    fired,
+    PRIMARY KEY (run, id)
+) WITHOUT ROWID;
+CREATE INDEX invocations_block ON invocations (run, block_id);
+CREATE INDEX invocations_path ON invocations (run, item_path);
+CREATE TABLE parents (
+    run INTEGER NOT NULL,
+    parent INTEGER NOT NULL,
+    child INTEGER NOT NULL,
+    PRIMARY KEY (run, parent, child)
+) WITHOUT ROWID;
+CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO meta (key, value) VALUES ('payload_generation', 0);
+";
+
+pub(super) fn database_error(path: &Path, error: &rusqlite::Error) -> HistoryError {
+    let hint = match error.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+            " (the file is damaged or not a Braid history; move it away to start a new history)"
+        }
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            " (another program holds it; try again when it is done)"
+        }
+        _ => "",
+    };
+    HistoryError::Database {
+        path: path.to_owned(),
+        message: format!("{error}{hint}"),
+    }
+}
+
+/// Opens the database at `path`, creating its folder and its tables when they are not there yet.
+pub(super) fn open(path: &Path) -> Result<Connection, HistoryError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| HistoryError::Database {
+            path: path.to_owned(),
+            message: format!("can't create the folder {}: {e}", dir.display()),
+        })?;
+    }
+    let error = |e: rusqlite::Error| database_error(path, &e);
+    let mut conn = Connection::open(path).map_err(error)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(error)?;
+    // WAL: the panel reads while the runtime writes, neither waiting for the other. NORMAL sync is safe
+    // against a crash of Braid (not of the machine), which is what history needs, and much faster.
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+        .map_err(error)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(error)?;
+    // IMMEDIATE: two processes opening a new file at once must not both create the tables.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(error)?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(error)?;
+    match version {
+        0 => create(&tx).map_err(|e| match e {
+            Created::Sql(e) => error(e),
+            Created::Foreign => HistoryError::Database {
+                path: path.to_owned(),
+                message: "this SQLite database is not a Braid history".to_owned(),
+            },
+        })?,
+        SCHEMA_VERSION => {}
+        newer => {
+            return Err(HistoryError::Database {
+                path: path.to_owned(),
+                message: format!(
+                    "written by a newer Braid (history format {newer}; this Braid reads {SCHEMA_VERSION})"
+                ),
+            });
+        }
+    }
+    tx.commit().map_err(error)?;
+    Ok(conn)
+}
+
+enum Created {
+    Sql(rusqlite::Error),
+    /// Tables of something else: never write into another program's database.
+    Foreign,
+}
+
+fn create(tx: &Transaction<'_>) -> Result<(), Created> {
+    let tables: i64 = tx
+        .query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))
+        .map_err(Created::Sql)?;
+    if tables > 0 {
+        return Err(Created::Foreign);
+    }
+    tx.execute_batch(SCHEMA).map_err(Created::Sql)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(Created::Sql)
+}

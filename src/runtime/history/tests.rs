@@ -1,0 +1,540 @@
+//! Unit tests of the store: records written through the real writer thread, read back through `History`.
+
+use serde_json::json;
+
+use super::*;
+use crate::model::TransitionId;
+use crate::runtime::record::{ErrorInfo, RunSummary};
+
+fn record(
+    run: &RunId,
+    id: u64,
+    block: &str,
+    path: &[u32],
+    status: InvocationStatus,
+) -> InvocationRecord {
+    InvocationRecord {
+        run_id: run.clone(),
+        id,
+        block_id: BlockId(format!("id-{block}")),
+        block_name: block.to_owned(),
+        item_path: path.to_vec(),
+        attempt: 1,
+        parents: Vec::new(),
+        status,
+        queued_at_ms: 1000.0,
+        started_at_ms: Some(1000.0 + id as f64),
+        ended_at_ms: Some(1000.0 + 2.0 * id as f64),
+        input: json!({"item": id}),
+        backpack_in: json!({"shared": "the same for everyone"}),
+        output: (status == InvocationStatus::Succeeded).then(|| json!(id * 10)),
+        backpack_out: Some(json!({"shared": "the same for everyone"})),
+        stdout: String::new(),
+        stderr: String::new(),
+        error: status.is_failure().then(|| ErrorInfo {
+            kind: "ValueError".to_owned(),
+            message: format!("bad row {id}"),
+            traceback: format!("Traceback (most recent call last):\n  File \"{block}\", line 3\nValueError: bad row {id}"),
+            line: Some(3),
+        }),
+        fired: Vec::new(),
+    }
+}
+
+fn summary(run: &RunId, status: RunStatus, started_at_ms: f64, invocations: u64) -> RunSummary {
+    RunSummary {
+        run_id: run.clone(),
+        status,
+        results: Vec::new(),
+        invocations,
+        failures: Vec::new(),
+        started_at_ms,
+        duration_ms: 42.0,
+    }
+}
+
+/// Records one run through a writer and waits until it is committed.
+fn write_run(path: &Path, run: &RunId, started_at_ms: f64, records: &[InvocationRecord]) {
+    let writer = HistoryWriter::start(path).unwrap();
+    writer.run_started(run, "test project", started_at_ms);
+    // In several messages, as the engine sends them.
+    for chunk in records.chunks(7) {
+        writer.invocations(chunk);
+    }
+    let status = if records.iter().any(|r| r.status.is_failure()) {
+        RunStatus::Failed
+    } else {
+        RunStatus::Succeeded
+    };
+    writer
+        .run_finished_flushed(&summary(run, status, started_at_ms, records.len() as u64))
+        .blocking_recv()
+        .unwrap();
+}
+
+fn temp_db() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir
+        .path()
+        .join(".braid")
+        .join("p.braid.json.history.sqlite");
+    (dir, path)
+}
+
+fn count(history: &History, table: &str) -> i64 {
+    history
+        .conn
+        .query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
+            row.get(0)
+        })
+        .unwrap()
+}
+
+/// 20 invocations of "Work" at item paths [0]..[19], #5 and #12 failing, plus one of "Gen" and "Collect".
+fn sample(run: &RunId) -> Vec<InvocationRecord> {
+    let mut records = vec![record(run, 1, "Gen", &[], InvocationStatus::Succeeded)];
+    for i in 0..20_u32 {
+        let id = u64::from(i) + 2;
+        let status = if i == 5 || i == 12 {
+            InvocationStatus::Exception
+        } else {
+            InvocationStatus::Succeeded
+        };
+        let mut r = record(run, id, "Work", &[i], status);
+        r.parents = vec![1];
+        records.push(r);
+    }
+    let mut collect = record(run, 22, "Collect", &[], InvocationStatus::Succeeded);
+    collect.parents = (2..22).collect();
+    records.push(collect);
+    records
+}
+
+#[test]
+fn open_creates_the_folder_and_the_schema_and_reopens() {
+    let (_dir, path) = temp_db();
+    let history = History::open(&path).unwrap();
+    assert!(path.exists());
+    let version: i64 = history
+        .conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, schema::SCHEMA_VERSION);
+    let mode: String = history
+        .conn
+        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    drop(history);
+    assert!(History::open(&path).unwrap().runs().unwrap().is_empty());
+}
+
+#[test]
+fn a_damaged_file_is_an_error_naming_it() {
+    let (_dir, path) = temp_db();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(
+        &path,
+        "this is not SQLite, just text that is long enough to have a header page".repeat(100),
+    )
+    .unwrap();
+    let error = History::open(&path).unwrap_err().to_string();
+    assert!(error.contains(&path.display().to_string()), "{error}");
+    assert!(error.contains("damaged"), "{error}");
+    assert!(HistoryWriter::start(&path).is_err());
+}
+
+#[test]
+fn another_programs_database_and_a_newer_history_are_refused() {
+    let (_dir, path) = temp_db();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE notes (text TEXT)")
+        .unwrap();
+    let error = History::open(&path).unwrap_err().to_string();
+    assert!(error.contains("not a Braid history"), "{error}");
+
+    let (_dir2, newer) = temp_db();
+    drop(History::open(&newer).unwrap());
+    rusqlite::Connection::open(&newer)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    let error = History::open(&newer).unwrap_err().to_string();
+    assert!(error.contains("newer Braid"), "{error}");
+}
+
+#[test]
+fn a_folder_that_cannot_be_created_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a file");
+    std::fs::write(&file, "").unwrap();
+    let error = History::open(&file.join("h.sqlite"))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("can't create the folder"), "{error}");
+}
+
+#[test]
+fn records_round_trip_whole() {
+    let (_dir, path) = temp_db();
+    let run = RunId("run-1".into());
+    let mut records = sample(&run);
+    records[6].stdout = "printed\n".to_owned();
+    records[6].stderr = "warned\n".to_owned();
+    records[6].fired = vec![TransitionId("t1".into())];
+    records[6].attempt = 2;
+    records[6].output = Some(json!({"big": "x".repeat(10_000)}));
+    write_run(&path, &run, 5000.0, &records);
+    let history = History::open(&path).unwrap();
+    for original in &records {
+        assert_eq!(
+            history.invocation(&run, original.id).unwrap().as_ref(),
+            Some(original)
+        );
+    }
+    assert_eq!(history.invocation(&run, 999).unwrap(), None);
+    assert_eq!(history.invocation(&RunId("nope".into()), 1).unwrap(), None);
+}
+
+#[test]
+fn runs_are_listed_newest_first_with_counts() {
+    let (_dir, path) = temp_db();
+    let (old, new) = (RunId("old".into()), RunId("new".into()));
+    write_run(&path, &new, 2000.0, &sample(&new));
+    write_run(&path, &old, 1000.0, &sample(&old)[..3]);
+    let history = History::open(&path).unwrap();
+    let runs = history.runs().unwrap();
+    assert_eq!(
+        runs.iter().map(|r| r.run_id.0.as_str()).collect::<Vec<_>>(),
+        ["new", "old"]
+    );
+    let newest = &runs[0];
+    assert_eq!(newest.status, RunStatus::Failed);
+    assert_eq!(newest.invocations, 22);
+    assert_eq!(newest.counts.succeeded, 20);
+    assert_eq!(newest.counts.failed, 2);
+    assert_eq!(newest.duration_ms, Some(42.0));
+    assert_eq!(runs[1].status, RunStatus::Succeeded);
+    assert_eq!(history.run(&old).unwrap().unwrap().invocations, 3);
+}
+
+#[test]
+fn identical_payloads_are_stored_once_and_large_ones_compressed() {
+    let (_dir, path) = temp_db();
+    let run = RunId("dedup".into());
+    let big = json!({"shared": "y".repeat(100_000)});
+    let records: Vec<_> = (1..=1000)
+        .map(|id| {
+            let mut r = record(&run, id, "Work", &[id as u32], InvocationStatus::Succeeded);
+            r.backpack_in = big.clone();
+            r.backpack_out = Some(big.clone());
+            r
+        })
+        .collect();
+    write_run(&path, &run, 1.0, &records);
+    let history = History::open(&path).unwrap();
+    // One backpack; the small inputs and outputs are kept in their rows.
+    assert_eq!(count(&history, "payloads"), 1);
+    let stored: i64 = history
+        .conn
+        .query_row("SELECT sum(length(data)) FROM payloads", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    assert!(
+        stored < 50_000,
+        "the 100 kB backpack compresses: {stored} bytes stored"
+    );
+    assert_eq!(
+        history.invocation(&run, 500).unwrap().unwrap().backpack_out,
+        Some(big)
+    );
+}
+
+fn ids(rows: &[InvocationRow]) -> Vec<u64> {
+    rows.iter().map(|r| r.id).collect()
+}
+
+#[test]
+fn rows_honour_every_filter() {
+    let (_dir, path) = temp_db();
+    let run = RunId("filters".into());
+    let mut records = sample(&run);
+    // Nested paths under [3].
+    let mut nested = record(&run, 23, "Inner", &[3, 7], InvocationStatus::Succeeded);
+    nested.input = json!("Needle in the input");
+    records.push(nested);
+    records.push(record(
+        &run,
+        24,
+        "Inner",
+        &[31, 0],
+        InvocationStatus::Succeeded,
+    ));
+    write_run(&path, &run, 1.0, &records);
+    let history = History::open(&path).unwrap();
+    let rows = |filter: InvocationFilter| history.invocation_rows(&run, &filter).unwrap();
+
+    assert_eq!(rows(InvocationFilter::default()).len(), 24);
+    let work = rows(InvocationFilter {
+        block: Some(BlockId("id-Work".into())),
+        ..InvocationFilter::default()
+    });
+    assert_eq!(ids(&work), (2..22).collect::<Vec<_>>());
+    assert_eq!(work[0].block_name, "Work");
+    assert_eq!(work[0].input_preview, r#"{"item":2}"#);
+
+    let failed = rows(InvocationFilter {
+        statuses: vec![InvocationStatus::Exception, InvocationStatus::TimedOut],
+        ..InvocationFilter::default()
+    });
+    assert_eq!(ids(&failed), [7, 14]);
+    assert_eq!(
+        failed[0].error_summary.as_deref(),
+        Some("ValueError: bad row 7")
+    );
+    assert_eq!(failed[0].item_path, [5]);
+
+    let under_3 = rows(InvocationFilter {
+        item_path_prefix: Some(vec![3]),
+        ..InvocationFilter::default()
+    });
+    assert_eq!(ids(&under_3), [5, 23]);
+    let exact = rows(InvocationFilter {
+        item_path_prefix: Some(vec![3, 7]),
+        ..InvocationFilter::default()
+    });
+    assert_eq!(ids(&exact), [23]);
+    assert_eq!(
+        rows(InvocationFilter {
+            item_path_prefix: Some(Vec::new()),
+            ..InvocationFilter::default()
+        })
+        .len(),
+        24
+    );
+
+    // Text: in the input (any case), in the output, in the error's traceback.
+    let text = |t: &str| {
+        ids(&rows(InvocationFilter {
+            text: Some(t.to_owned()),
+            ..InvocationFilter::default()
+        }))
+    };
+    assert_eq!(text("needle"), [23]);
+    assert_eq!(text("130"), [13]);
+    assert_eq!(text("bad row 14"), [14]);
+    assert_eq!(text("most recent call"), [7, 14]);
+    assert!(text("nowhere at all").is_empty());
+
+    // Everything at once.
+    let combined = rows(InvocationFilter {
+        block: Some(BlockId("id-Work".into())),
+        statuses: vec![InvocationStatus::Exception],
+        text: Some("row".into()),
+        item_path_prefix: Some(vec![12]),
+        order: RowOrder::Id,
+    });
+    assert_eq!(ids(&combined), [14]);
+
+    assert!(
+        history
+            .invocation_rows(&RunId("unknown".into()), &InvocationFilter::default())
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn rows_sort_by_duration_and_start() {
+    let (_dir, path) = temp_db();
+    let run = RunId("order".into());
+    let mut records: Vec<_> = (1..=4)
+        .map(|id| record(&run, id, "B", &[], InvocationStatus::Succeeded))
+        .collect();
+    // Durations 30, 10, none (cancelled before it started), 20; starts 4, 3, -, 1.
+    for (r, (start, duration)) in records.iter_mut().zip([
+        (Some(4.0), 30.0),
+        (Some(3.0), 10.0),
+        (None, 0.0),
+        (Some(1.0), 20.0),
+    ]) {
+        r.started_at_ms = start;
+        r.ended_at_ms = start.map(|s| s + duration);
+    }
+    records[2].status = InvocationStatus::Cancelled;
+    write_run(&path, &run, 1.0, &records);
+    let history = History::open(&path).unwrap();
+    let order = |order: RowOrder| {
+        ids(&history
+            .invocation_rows(
+                &run,
+                &InvocationFilter {
+                    order,
+                    ..InvocationFilter::default()
+                },
+            )
+            .unwrap())
+    };
+    assert_eq!(order(RowOrder::Id), [1, 2, 3, 4]);
+    assert_eq!(order(RowOrder::DurationDescending), [1, 4, 2, 3]);
+    assert_eq!(order(RowOrder::DurationAscending), [2, 4, 1, 3]);
+    assert_eq!(order(RowOrder::Started), [4, 2, 1, 3]);
+}
+
+#[test]
+fn children_follow_fan_out_and_fan_in() {
+    let (_dir, path) = temp_db();
+    let run = RunId("lineage".into());
+    write_run(&path, &run, 1.0, &sample(&run));
+    let history = History::open(&path).unwrap();
+    assert_eq!(
+        history.children(&run, 1).unwrap(),
+        (2..22).collect::<Vec<_>>()
+    );
+    assert_eq!(history.children(&run, 9).unwrap(), [22]);
+    assert!(history.children(&run, 22).unwrap().is_empty());
+    assert_eq!(
+        history.invocation(&run, 22).unwrap().unwrap().parents,
+        (2..22).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn delete_and_retention_remove_runs_and_only_unshared_payloads() {
+    let (_dir, path) = temp_db();
+    let runs: Vec<RunId> = (0..4).map(|i| RunId(format!("run-{i}"))).collect();
+    for (i, run) in runs.iter().enumerate() {
+        let mut records = sample(run);
+        // A value only this run has.
+        records[0].output = Some(json!(format!("only in run {i}: {}", "z".repeat(100))));
+        write_run(&path, run, 1000.0 * (i as f64 + 1.0), &records);
+    }
+    let history = History::open(&path).unwrap();
+    let payloads_before = count(&history, "payloads");
+
+    history.delete_run(&runs[1]).unwrap();
+    assert!(history.run(&runs[1]).unwrap().is_none());
+    assert_eq!(history.invocation(&runs[1], 1).unwrap(), None);
+    assert_eq!(count(&history, "payloads"), payloads_before - 1);
+    // Deleting again, or an unknown run, is fine.
+    history.delete_run(&runs[1]).unwrap();
+    // Shared payloads survive for the runs that are left.
+    assert_eq!(
+        history.invocation(&runs[0], 3).unwrap().unwrap().input,
+        json!({"item": 3})
+    );
+
+    history.apply_retention(2).unwrap();
+    let left: Vec<_> = history
+        .runs()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.run_id)
+        .collect();
+    assert_eq!(left, [runs[3].clone(), runs[2].clone()]);
+    assert_eq!(count(&history, "payloads"), payloads_before - 2);
+    assert_eq!(count(&history, "invocations"), 44);
+    assert_eq!(count(&history, "parents"), 2 * 40);
+    history.apply_retention(2).unwrap();
+    assert_eq!(history.runs().unwrap().len(), 2);
+
+    history.apply_retention(0).unwrap();
+    assert_eq!(count(&history, "payloads"), 0);
+    assert_eq!(count(&history, "invocations"), 0);
+}
+
+#[test]
+fn a_writer_that_outlives_a_deletion_does_not_point_at_deleted_payloads() {
+    let (_dir, path) = temp_db();
+    let (a, b) = (RunId("a".into()), RunId("b".into()));
+    let writer = HistoryWriter::start(&path).unwrap();
+    let flush = |run: &RunId| {
+        writer
+            .run_finished_flushed(&summary(run, RunStatus::Succeeded, 1.0, 1))
+            .blocking_recv()
+            .unwrap();
+    };
+    // Large enough to be a payload row rather than kept in the invocation's row.
+    let big = |run: &RunId| {
+        let mut r = record(run, 1, "B", &[], InvocationStatus::Succeeded);
+        r.input = json!({"item": 1, "padding": "p".repeat(100)});
+        r
+    };
+    writer.run_started(&a, "p", 1.0);
+    writer.invocations(&[big(&a)]);
+    flush(&a);
+    History::open(&path).unwrap().delete_run(&a).unwrap();
+    // The same values again, through the same writer: its memo of payload ids must not be trusted.
+    writer.run_started(&b, "p", 2.0);
+    writer.invocations(&[big(&b)]);
+    flush(&b);
+    let history = History::open(&path).unwrap();
+    let back = history.invocation(&b, 1).unwrap().unwrap();
+    assert_eq!(back.input, big(&b).input);
+}
+
+#[test]
+fn a_run_deleted_while_recording_does_not_come_back() {
+    let (_dir, path) = temp_db();
+    let run = RunId("live".into());
+    let writer = HistoryWriter::start(&path).unwrap();
+    writer.run_started(&run, "p", 1.0);
+    writer.invocations(&[record(&run, 1, "B", &[], InvocationStatus::Succeeded)]);
+    let history = History::open(&path).unwrap();
+    // Let the writer commit what it has, then delete the run under it.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    history.delete_run(&run).unwrap();
+    writer.invocations(&[record(&run, 2, "B", &[], InvocationStatus::Succeeded)]);
+    writer
+        .run_finished_flushed(&summary(&run, RunStatus::Succeeded, 1.0, 2))
+        .blocking_recv()
+        .unwrap();
+    assert!(history.runs().unwrap().is_empty());
+    assert_eq!(count(&history, "invocations"), 0);
+}
+
+#[test]
+fn text_search_over_100k_rows_is_quick_enough() {
+    let (_dir, path) = temp_db();
+    let run = RunId("big".into());
+    let records: Vec<_> = (1..=100_000)
+        .map(|id| record(&run, id, "Work", &[id as u32], InvocationStatus::Succeeded))
+        .collect();
+    write_run(&path, &run, 1.0, &records);
+    let history = History::open(&path).unwrap();
+    let started = std::time::Instant::now();
+    let rows = history
+        .invocation_rows(
+            &run,
+            &InvocationFilter {
+                text: Some("\"item\":99999}".into()),
+                ..InvocationFilter::default()
+            },
+        )
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(ids(&rows), [99_999]);
+    // Generous: debug builds on a busy 2-core machine. Release is far below.
+    assert!(elapsed.as_secs_f64() < 10.0, "{elapsed:?}");
+    let all = history
+        .invocation_rows(
+            &run,
+            &InvocationFilter {
+                order: RowOrder::DurationDescending,
+                ..InvocationFilter::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(all.len(), 100_000);
+    assert_eq!(all[0].id, 100_000);
+}
+
+#[test]
+fn civil_dates() {
+    assert_eq!(civil_from_days(0), (1970, 1, 1));
+    assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    assert_eq!(civil_from_days(-1), (1969, 12, 31));
+}

@@ -1,0 +1,458 @@
+//! The Block Executions panel: the project's runs (newest first), the shown run's invocations in a
+//! virtualised table (the selected block's, or all), and the picked invocation's detail.
+//!
+//! Keyboard, while the panel has focus (it was clicked last): ↓/j and ↑/k move through the table,
+//! Shift moves in start order over the whole run, ←/h goes to the invocation the item came from and
+//! →/l to the first one it led to.
+
+use egui::{Align, Key, Modifiers, RichText, Ui};
+use egui_extras::{Column, TableBuilder};
+
+use super::canvas::cut;
+use super::invocation_detail::InvocationDetail;
+use super::theme;
+use crate::app::executions::{
+    InvocationStatus, RowOrder, RunRow, RunStatus, civil_from_days, parse_item_path,
+    row_duration_ms,
+};
+use crate::app::{App, Command, CommandSender, Step, TableFilter};
+
+const ROW_HEIGHT: f32 = 20.0;
+/// The statuses a user filters by (queued and running only exist while a run goes).
+const FILTER_STATUSES: [InvocationStatus; 5] = [
+    InvocationStatus::Succeeded,
+    InvocationStatus::CaughtException,
+    InvocationStatus::Exception,
+    InvocationStatus::TimedOut,
+    InvocationStatus::Cancelled,
+];
+
+#[derive(Default)]
+pub struct ExecutionsPanel {
+    /// The filter being edited; sent to the application when it changes.
+    filter: TableFilter,
+    /// Whether the panel was the last thing clicked (its keys then work).
+    pub focused: bool,
+    /// The picked invocation the table last scrolled to.
+    scrolled_to: Option<u64>,
+    detail: InvocationDetail,
+}
+
+impl ExecutionsPanel {
+    pub fn show_ui(&mut self, ui: &mut Ui, app: &App, tx: &CommandSender) {
+        let rect = ui.available_rect_before_wrap();
+        self.track_focus(ui, rect);
+        if self.focused {
+            keys(ui, tx);
+        }
+        let runs = app.executions.runs();
+        if runs.is_empty() {
+            ui.add_space(6.0);
+            ui.label(
+                RichText::new(
+                    "No runs yet. Run the pipeline (Ctrl+Enter): every invocation shows up here.",
+                )
+                .weak(),
+            );
+            if let Some(problem) = &app.executions.history_problem {
+                ui.label(RichText::new(problem).color(theme::error_color(ui.visuals().dark_mode)));
+            }
+            return;
+        }
+        let height = ui.available_height();
+        ui.horizontal_top(|ui| {
+            ui.vertical(|ui| {
+                ui.set_width(250.0);
+                ui.set_height(height);
+                runs_ui(ui, app, &runs, tx);
+            });
+            ui.separator();
+            let table_width = (ui.available_width() * 0.5).max(320.0);
+            ui.vertical(|ui| {
+                ui.set_width(table_width);
+                ui.set_height(height);
+                self.filter_ui(ui, app, tx);
+                self.table_ui(ui, app, tx);
+            });
+            ui.separator();
+            ui.vertical(|ui| {
+                ui.set_height(height);
+                self.detail.show_ui(ui, app, tx);
+            });
+        });
+    }
+
+    /// The panel has the keyboard after a click in it, until a click elsewhere.
+    fn track_focus(&mut self, ui: &Ui, rect: egui::Rect) {
+        let (clicked, pointer) = ui
+            .ctx()
+            .input(|i| (i.pointer.primary_pressed(), i.pointer.interact_pos()));
+        if clicked && let Some(pointer) = pointer {
+            self.focused = rect.contains(pointer);
+        }
+    }
+
+    fn filter_ui(&mut self, ui: &mut Ui, app: &App, tx: &CommandSender) {
+        let mut filter = self.filter.clone();
+        let dark = ui.visuals().dark_mode;
+        ui.horizontal_wrapped(|ui| {
+            match app
+                .selection
+                .single_block()
+                .and_then(|id| app.project.block(id))
+            {
+                Some(block) => {
+                    ui.label(RichText::new(cut(&block.name, 24)).strong())
+                        .on_hover_text(
+                            "The block selected on the canvas; its invocations are listed",
+                        );
+                    if ui
+                        .small_button("All blocks")
+                        .on_hover_text("List every block's invocations")
+                        .clicked()
+                    {
+                        tx.send(Command::ClearSelection);
+                    }
+                }
+                None => {
+                    ui.label(RichText::new("All blocks").strong())
+                        .on_hover_text("Select a block on the canvas to list only its invocations");
+                }
+            }
+            ui.separator();
+            for status in FILTER_STATUSES {
+                let on = filter.statuses.contains(&status);
+                let text =
+                    RichText::new(short_status(status)).color(theme::status_color(status, dark));
+                if ui
+                    .selectable_label(on, text)
+                    .on_hover_text(format!("Only {} invocations", status.label()))
+                    .clicked()
+                {
+                    if on {
+                        filter.statuses.retain(|s| *s != status);
+                    } else {
+                        filter.statuses.push(status);
+                    }
+                }
+            }
+        });
+        ui.horizontal(|ui| {
+            ui.add(
+                egui::TextEdit::singleline(&mut filter.text)
+                    .hint_text("search input, output, error")
+                    .desired_width(170.0),
+            );
+            let path_ok = parse_item_path(&filter.item_path).is_some();
+            let mut item = egui::TextEdit::singleline(&mut filter.item_path)
+                .hint_text("item path, e.g. 3")
+                .desired_width(100.0);
+            if !path_ok {
+                item = item.text_color(theme::error_color(dark));
+            }
+            ui.add(item)
+                .on_hover_text("Invocations at or under this item path, like 3 or 3, 7");
+            egui::ComboBox::from_id_salt("executions-order")
+                .selected_text(order_label(filter.order))
+                .show_ui(ui, |ui| {
+                    for order in [
+                        RowOrder::Id,
+                        RowOrder::Started,
+                        RowOrder::DurationDescending,
+                        RowOrder::DurationAscending,
+                    ] {
+                        ui.selectable_value(&mut filter.order, order, order_label(order));
+                    }
+                });
+        });
+        if filter != self.filter {
+            self.filter = filter.clone();
+            tx.send(Command::SetTableFilter(filter));
+        }
+    }
+
+    fn table_ui(&mut self, ui: &mut Ui, app: &App, tx: &CommandSender) {
+        let executions = &app.executions;
+        let Some(run) = executions.shown() else {
+            ui.horizontal(|ui| {
+                if executions.is_loading() {
+                    ui.spinner();
+                }
+                ui.label(RichText::new("Reading the run from the history…").weak());
+            });
+            return;
+        };
+        let visible = &executions.visible;
+        // A click anywhere on a row picks it; selectable labels would take the click for themselves.
+        ui.style_mut().interaction.selectable_labels = false;
+        ui.label(
+            RichText::new(format!(
+                "{} of {} invocations",
+                visible.len(),
+                run.rows.len()
+            ))
+            .small()
+            .weak(),
+        );
+        let picked = executions.picked.as_ref().map(|p| p.id);
+        let lineage = executions.picked.as_ref().map(|p| &p.lineage);
+        let dark = ui.visuals().dark_mode;
+        let all_blocks = app.selection.single_block().is_none();
+        let mut table = TableBuilder::new(ui)
+            .id_salt("executions-table")
+            .striped(true)
+            .sense(egui::Sense::click())
+            .auto_shrink([false, false])
+            .column(Column::exact(54.0))
+            .columns(
+                Column::auto().at_least(60.0).clip(true),
+                usize::from(all_blocks),
+            )
+            .column(Column::exact(64.0))
+            .column(Column::exact(24.0))
+            .column(Column::exact(112.0))
+            .column(Column::exact(64.0))
+            .column(Column::remainder().clip(true));
+        if picked != self.scrolled_to {
+            self.scrolled_to = picked;
+            if let Some(row) = picked
+                .and_then(|id| run.position_of(id))
+                .and_then(|p| visible.iter().position(|&i| i == p))
+            {
+                table = table.scroll_to_row(row, Some(Align::Center));
+            }
+        }
+        table
+            .header(ROW_HEIGHT, |mut header| {
+                header.col(|ui| {
+                    ui.strong("#");
+                });
+                if all_blocks {
+                    header.col(|ui| {
+                        ui.strong("block");
+                    });
+                }
+                for title in ["item", "try", "status", "duration", "input / error"] {
+                    header.col(|ui| {
+                        ui.strong(title);
+                    });
+                }
+            })
+            .body(|body| {
+                // Only the rows in view are laid out: a million rows cost what thirty do.
+                body.rows(ROW_HEIGHT, visible.len(), |mut row| {
+                    let Some(data) = visible.get(row.index()).and_then(|&i| run.rows.get(i)) else {
+                        return;
+                    };
+                    row.set_selected(picked == Some(data.id));
+                    let on_path = lineage.is_some_and(|l| l.contains(&data.id));
+                    row.col(|ui| {
+                        let mut text = RichText::new(format!("#{}", data.id)).monospace().small();
+                        if on_path {
+                            text = text.strong();
+                        }
+                        ui.label(text);
+                    });
+                    if all_blocks {
+                        row.col(|ui| {
+                            ui.add(egui::Label::new(&data.block_name).truncate());
+                        });
+                    }
+                    row.col(|ui| {
+                        ui.label(RichText::new(item_path(&data.item_path)).monospace());
+                    });
+                    row.col(|ui| {
+                        ui.label(data.attempt.to_string());
+                    });
+                    row.col(|ui| {
+                        ui.label(
+                            RichText::new(data.status.label())
+                                .color(theme::status_color(data.status, dark)),
+                        );
+                    });
+                    row.col(|ui| {
+                        ui.label(row_duration_ms(data).map_or_else(String::new, format_ms));
+                    });
+                    row.col(|ui| {
+                        let text = data.error_summary.as_ref().map_or_else(
+                            || RichText::new(&data.input_preview).monospace().small(),
+                            |e| RichText::new(e).color(theme::error_color(dark)).small(),
+                        );
+                        ui.add(egui::Label::new(text).truncate().selectable(false));
+                    });
+                    if row.response().clicked() {
+                        tx.send(Command::PickInvocation(data.id));
+                    }
+                });
+            });
+    }
+}
+
+/// The panel's keys: rows with ↑↓ / j k, start order with Shift, the item's path with ← → / h l.
+fn keys(ui: &Ui, tx: &CommandSender) {
+    if ui.ctx().egui_wants_keyboard_input() {
+        return;
+    }
+    // Shift first: `consume_key` ignores an extra Shift, so plain keys would take those presses.
+    let steps = [
+        (Modifiers::SHIFT, Key::ArrowDown, Step::NextStarted),
+        (Modifiers::SHIFT, Key::ArrowUp, Step::PreviousStarted),
+        (Modifiers::SHIFT, Key::J, Step::NextStarted),
+        (Modifiers::SHIFT, Key::K, Step::PreviousStarted),
+        (Modifiers::NONE, Key::ArrowDown, Step::NextRow),
+        (Modifiers::NONE, Key::ArrowUp, Step::PreviousRow),
+        (Modifiers::NONE, Key::J, Step::NextRow),
+        (Modifiers::NONE, Key::K, Step::PreviousRow),
+        (Modifiers::NONE, Key::ArrowLeft, Step::Parent),
+        (Modifiers::NONE, Key::H, Step::Parent),
+        (Modifiers::NONE, Key::ArrowRight, Step::Child),
+        (Modifiers::NONE, Key::L, Step::Child),
+    ];
+    for (modifiers, key, step) in steps {
+        if ui.ctx().input_mut(|i| i.consume_key(modifiers, key)) {
+            tx.send(Command::StepInvocation(step));
+        }
+    }
+}
+
+fn runs_ui(ui: &mut Ui, app: &App, runs: &[RunRow], tx: &CommandSender) {
+    let dark = ui.visuals().dark_mode;
+    let shown = app.executions.shown_run_id();
+    ui.horizontal(|ui| {
+        ui.strong(format!("Runs ({})", runs.len()));
+        if app.executions.history().is_none() {
+            ui.label(RichText::new("· this session").small().weak())
+                .on_hover_text("Save the project to keep its runs between sessions");
+        }
+    });
+    egui::ScrollArea::vertical()
+        .id_salt("executions-runs")
+        .auto_shrink([false, false])
+        .show_rows(ui, 38.0, runs.len(), |ui, range| {
+            for run in &runs[range] {
+                let selected = shown.as_ref() == Some(&run.run_id);
+                let (mark, color) = run_status_look(run.status, dark);
+                let response = ui
+                    .push_id(&run.run_id, |ui| {
+                        ui.selectable_label(
+                            selected,
+                            RichText::new(format!(
+                                "{mark} {}  {}",
+                                format_time(run.started_at_ms),
+                                run.duration_ms.map_or_else(|| "…".to_owned(), format_ms)
+                            ))
+                            .color(color),
+                        )
+                    })
+                    .inner;
+                let c = &run.counts;
+                let mut parts = vec![format!("{} ok", c.succeeded)];
+                for (n, label) in [
+                    (c.caught, "caught"),
+                    (c.failed, "failed"),
+                    (c.timed_out, "timed out"),
+                    (c.cancelled, "cancelled"),
+                ] {
+                    if n > 0 {
+                        parts.push(format!("{n} {label}"));
+                    }
+                }
+                ui.label(RichText::new(parts.join(" · ")).small().weak());
+                if response.clicked() {
+                    tx.send(Command::ShowRun(Some(run.run_id.clone())));
+                }
+                response.context_menu(|ui| {
+                    if run.status != RunStatus::Running && ui.button("Delete run").clicked() {
+                        tx.send(Command::DeleteRun(run.run_id.clone()));
+                        ui.close();
+                    }
+                    if ui.button("Copy run id").clicked() {
+                        ui.ctx().copy_text(run.run_id.0.clone());
+                        ui.close();
+                    }
+                });
+            }
+        });
+}
+
+fn run_status_look(status: RunStatus, dark: bool) -> (&'static str, egui::Color32) {
+    match status {
+        RunStatus::Running => ("●", theme::status_color(InvocationStatus::Running, dark)),
+        RunStatus::Succeeded => ("✔", theme::success_color(dark)),
+        RunStatus::Failed => ("✖", theme::error_color(dark)),
+        RunStatus::Cancelled => ("■", theme::status_color(InvocationStatus::Cancelled, dark)),
+    }
+}
+
+fn short_status(status: InvocationStatus) -> &'static str {
+    match status {
+        InvocationStatus::Succeeded => "ok",
+        InvocationStatus::CaughtException => "caught",
+        InvocationStatus::Exception => "failed",
+        other => other.label(),
+    }
+}
+
+fn order_label(order: RowOrder) -> &'static str {
+    match order {
+        RowOrder::Id => "in order created",
+        RowOrder::Started => "by start time",
+        RowOrder::DurationDescending => "slowest first",
+        RowOrder::DurationAscending => "fastest first",
+    }
+}
+
+pub fn item_path(path: &[u32]) -> String {
+    if path.is_empty() {
+        "—".to_owned()
+    } else {
+        format!("{path:?}")
+    }
+}
+
+/// `12 ms`, `1.25 s`, `2 min 5 s`.
+pub fn format_ms(ms: f64) -> String {
+    if ms < 1.0 {
+        format!("{ms:.2} ms")
+    } else if ms < 1000.0 {
+        format!("{ms:.0} ms")
+    } else if ms < 60_000.0 {
+        format!("{:.2} s", ms / 1000.0)
+    } else {
+        let secs = (ms / 1000.0).round() as u64;
+        format!("{} min {} s", secs / 60, secs % 60)
+    }
+}
+
+/// Wall-clock time of day (UTC) of a Unix time in milliseconds, with the date when not today.
+pub fn format_time(unix_ms: f64) -> String {
+    let secs = (unix_ms / 1000.0).max(0.0) as u64;
+    let now_days = (crate::app::executions::now_ms() / 86_400_000.0).floor() as i64;
+    let days = (secs / 86_400).cast_signed();
+    let time = format!(
+        "{:02}:{:02}:{:02}",
+        secs / 3600 % 24,
+        secs / 60 % 60,
+        secs % 60
+    );
+    if days == now_days {
+        time
+    } else {
+        let (y, m, d) = civil_from_days(days);
+        format!("{y}-{m:02}-{d:02} {time}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_durations_read_well() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_000), (2024, 10, 4));
+        assert_eq!(format_ms(12.4), "12 ms");
+        assert_eq!(format_ms(1250.0), "1.25 s");
+        assert_eq!(format_ms(125_000.0), "2 min 5 s");
+    }
+}

@@ -1,0 +1,462 @@
+//! One invocation in full: where it sits (block, item, attempt, times), where it came from and what it
+//! led to, its input and backpacks and return value as collapsible JSON trees, what it printed, its
+//! error with a traceback whose lines open the code, and a replay with the block's current code.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use egui::{RichText, Ui};
+use serde_json::Value;
+
+use super::executions_panel::{format_ms, format_time, item_path};
+use super::theme;
+use crate::app::executions::{
+    DiffLine, InvocationId, InvocationRecord, Picked, ReplayPhase, block_for_file, line_diff,
+    outcome_text, traceback_location,
+};
+use crate::app::{App, Command, CommandSender, Step};
+
+/// Children of an array or object shown before "show all".
+const SHOWN_CHILDREN: usize = 100;
+/// Characters of a string (or printed output) shown before "show all".
+const SHOWN_CHARS: usize = 2_000;
+/// Parents and children listed by name (a fan-in has one parent per item).
+const SHOWN_LINKS: usize = 12;
+
+#[derive(Default)]
+pub struct InvocationDetail {
+    /// Values the user asked to see in full (by their tree path).
+    show_all: BTreeSet<String>,
+    /// The invocation those choices were made for.
+    shown_for: Option<InvocationId>,
+}
+
+impl InvocationDetail {
+    pub fn show_ui(&mut self, ui: &mut Ui, app: &App, tx: &CommandSender) {
+        let Some(picked) = &app.executions.picked else {
+            ui.add_space(6.0);
+            ui.label(
+                RichText::new(
+                    "Pick an invocation in the table to see its input, output, printed output and \
+                     error. ↑↓ or j k step through the table; ← → follow the item.",
+                )
+                .weak(),
+            );
+            return;
+        };
+        if self.shown_for != Some(picked.id) {
+            self.shown_for = Some(picked.id);
+            self.show_all.clear();
+        }
+        navigation_ui(ui, picked, tx);
+        let Some(record) = &picked.record else {
+            ui.label(
+                RichText::new(
+                    "This invocation's full record is not kept (only the newest 200,000 are held in \
+                     memory). Save the project to keep every record in its history.",
+                )
+                .weak(),
+            );
+            return;
+        };
+        egui::ScrollArea::vertical()
+            .id_salt("invocation-detail")
+            .auto_shrink([false, false])
+            .show(ui, |ui| {
+                header_ui(ui, record);
+                links_ui(ui, app, picked, record, tx);
+                Self::replay_ui(ui, app, record, tx);
+                ui.separator();
+                if let Some(error) = &record.error {
+                    section_label(ui, "Error");
+                    ui.label(
+                        RichText::new(error.summary())
+                            .strong()
+                            .color(theme::error_color(ui.visuals().dark_mode)),
+                    );
+                    traceback_ui(ui, app, &error.traceback, tx);
+                }
+                self.value_ui(ui, "Input", Some(&record.input));
+                self.value_ui(ui, "Backpack in", Some(&record.backpack_in));
+                self.value_ui(ui, "Return value", record.output.as_ref());
+                self.value_ui(ui, "Backpack out", record.backpack_out.as_ref());
+                self.printed_ui(ui, "stdout", &record.stdout);
+                self.printed_ui(ui, "stderr", &record.stderr);
+                if !record.fired.is_empty() {
+                    section_label(ui, "Transitions fired");
+                    for t in &record.fired {
+                        let text = app.project.transition(t).map_or_else(
+                            || format!("{t} (no longer in the project)"),
+                            |t| format!("{} → {}", t.kind.label(), app.project.block_name(&t.to)),
+                        );
+                        ui.label(RichText::new(text).small());
+                    }
+                }
+            });
+    }
+
+    fn value_ui(&mut self, ui: &mut Ui, title: &str, value: Option<&Value>) {
+        ui.horizontal(|ui| {
+            section_label(ui, title);
+            if let Some(value) = value
+                && ui
+                    .small_button("Copy")
+                    .on_hover_text("Copy as JSON")
+                    .clicked()
+            {
+                ui.ctx()
+                    .copy_text(serde_json::to_string_pretty(value).unwrap_or_default());
+            }
+        });
+        match value {
+            None => {
+                ui.label(RichText::new("none").weak().small());
+            }
+            Some(value) => {
+                ui.push_id(title, |ui| self.json_ui(ui, title, None, value, 0));
+            }
+        }
+    }
+
+    /// A JSON value as a tree: objects and arrays collapse (open near the top), long ones and long
+    /// strings are cut with "show all".
+    fn json_ui(&mut self, ui: &mut Ui, path: &str, key: Option<&str>, value: &Value, depth: usize) {
+        let prefix = key.map_or_else(String::new, |k| format!("{k}: "));
+        match value {
+            Value::Object(map) if !map.is_empty() => {
+                let header = format!("{prefix}{{…}} {} keys", map.len());
+                self.container_ui(ui, path, &header, value, depth, map.len(), |this, ui, n| {
+                    for (k, v) in map.iter().take(n) {
+                        this.json_ui(ui, &format!("{path}.{k}"), Some(k), v, depth + 1);
+                    }
+                });
+            }
+            Value::Array(items) if !items.is_empty() => {
+                let header = format!("{prefix}[…] {} items", items.len());
+                self.container_ui(
+                    ui,
+                    path,
+                    &header,
+                    value,
+                    depth,
+                    items.len(),
+                    |this, ui, n| {
+                        for (i, v) in items.iter().take(n).enumerate() {
+                            this.json_ui(
+                                ui,
+                                &format!("{path}[{i}]"),
+                                Some(&i.to_string()),
+                                v,
+                                depth + 1,
+                            );
+                        }
+                    },
+                );
+            }
+            leaf => {
+                let text = leaf.to_string();
+                let full = self.show_all.contains(path);
+                let shown = if full {
+                    text.clone()
+                } else {
+                    cut_chars(&text, SHOWN_CHARS)
+                };
+                ui.horizontal_wrapped(|ui| {
+                    ui.label(RichText::new(format!("{prefix}{shown}")).monospace());
+                    if !full
+                        && shown.len() < text.len()
+                        && ui
+                            .small_button(format!("show all ({} chars)", text.chars().count()))
+                            .clicked()
+                    {
+                        self.show_all.insert(path.to_owned());
+                    }
+                });
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn container_ui(
+        &mut self,
+        ui: &mut Ui,
+        path: &str,
+        header: &str,
+        value: &Value,
+        depth: usize,
+        len: usize,
+        children: impl FnOnce(&mut Self, &mut Ui, usize),
+    ) {
+        let response = egui::CollapsingHeader::new(RichText::new(header).monospace())
+            .id_salt(path)
+            .default_open(depth < 2)
+            .show(ui, |ui| {
+                let full = self.show_all.contains(path);
+                let n = if full { len } else { len.min(SHOWN_CHILDREN) };
+                children(self, ui, n);
+                if n < len && ui.small_button(format!("show all {len}")).clicked() {
+                    self.show_all.insert(path.to_owned());
+                }
+            });
+        response.header_response.context_menu(|ui| {
+            if ui.button("Copy as JSON").clicked() {
+                ui.ctx()
+                    .copy_text(serde_json::to_string_pretty(value).unwrap_or_default());
+                ui.close();
+            }
+        });
+    }
+
+    fn printed_ui(&mut self, ui: &mut Ui, title: &str, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        ui.horizontal(|ui| {
+            section_label(ui, &format!("Printed ({title})"));
+            if ui.small_button("Copy").clicked() {
+                ui.ctx().copy_text(text.to_owned());
+            }
+        });
+        let full = self.show_all.contains(title);
+        let shown = if full {
+            text.to_owned()
+        } else {
+            cut_chars(text, SHOWN_CHARS)
+        };
+        ui.label(RichText::new(&shown).monospace().small());
+        if !full && shown.len() < text.len() && ui.small_button("show all").clicked() {
+            self.show_all.insert(title.to_owned());
+        }
+    }
+
+    fn replay_ui(ui: &mut Ui, app: &App, record: &InvocationRecord, tx: &CommandSender) {
+        let replay = app
+            .executions
+            .replay
+            .as_ref()
+            .filter(|r| r.original.run_id == record.run_id && r.original.id == record.id);
+        ui.horizontal(|ui| {
+            let running = replay.is_some_and(|r| r.phase == ReplayPhase::Running);
+            if ui
+                .add_enabled(!running, egui::Button::new("⟲ Replay"))
+                .on_hover_text(
+                    "Run this invocation again with its input and backpack and the block's current \
+                     code; nothing upstream or downstream runs",
+                )
+                .clicked()
+            {
+                tx.send(Command::Replay);
+            }
+            if running {
+                ui.spinner();
+            }
+            if replay.is_some() && ui.small_button("Close replay").clicked() {
+                tx.send(Command::CloseReplay);
+            }
+        });
+        let Some(replay) = replay else {
+            return;
+        };
+        let dark = ui.visuals().dark_mode;
+        match &replay.phase {
+            ReplayPhase::Running => {}
+            ReplayPhase::Refused(message) => {
+                ui.label(
+                    RichText::new(format!("The replay did not run: {message}"))
+                        .color(theme::error_color(dark)),
+                );
+            }
+            ReplayPhase::Done(new) => {
+                let before = outcome_text(&replay.original);
+                let after = outcome_text(new);
+                ui.columns(2, |columns| {
+                    columns[0].label(RichText::new("Before").strong());
+                    columns[0].label(
+                        RichText::new(replay.original.status.label())
+                            .color(theme::status_color(replay.original.status, dark)),
+                    );
+                    columns[0].label(RichText::new(cut_chars(&before, SHOWN_CHARS)).monospace());
+                    columns[1].label(RichText::new("Replay (current code)").strong());
+                    columns[1].label(
+                        RichText::new(new.status.label())
+                            .color(theme::status_color(new.status, dark)),
+                    );
+                    columns[1].label(RichText::new(cut_chars(&after, SHOWN_CHARS)).monospace());
+                });
+                section_label(ui, "Diff");
+                if before == after {
+                    ui.label(RichText::new("No difference.").weak());
+                }
+                for line in line_diff(&before, &after).iter().take(400) {
+                    let (text, color) = match line {
+                        DiffLine::Same(l) => (format!("  {l}"), ui.visuals().weak_text_color()),
+                        DiffLine::Removed(l) => (format!("- {l}"), theme::error_color(dark)),
+                        DiffLine::Added(l) => (format!("+ {l}"), theme::success_color(dark)),
+                    };
+                    ui.label(RichText::new(text).monospace().small().color(color));
+                }
+                if !new.stdout.is_empty() || !new.stderr.is_empty() {
+                    section_label(ui, "Replay printed");
+                    ui.label(
+                        RichText::new(cut_chars(
+                            &format!("{}{}", new.stdout, new.stderr),
+                            SHOWN_CHARS,
+                        ))
+                        .monospace()
+                        .small(),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn navigation_ui(ui: &mut Ui, picked: &Picked, tx: &CommandSender) {
+    ui.horizontal_wrapped(|ui| {
+        for (text, hover, step) in [
+            ("⬆", "Previous row (↑ or k)", Step::PreviousRow),
+            ("⬇", "Next row (↓ or j)", Step::NextRow),
+            (
+                "⏮",
+                "Previous in start order (Shift+↑)",
+                Step::PreviousStarted,
+            ),
+            ("⏭", "Next in start order (Shift+↓)", Step::NextStarted),
+            (
+                "⬅ came from",
+                "The invocation this item came from (← or h)",
+                Step::Parent,
+            ),
+            (
+                "led to ➡",
+                "The first invocation it led to (→ or l)",
+                Step::Child,
+            ),
+        ] {
+            if ui.button(text).on_hover_text(hover).clicked() {
+                tx.send(Command::StepInvocation(step));
+            }
+        }
+        ui.label(
+            RichText::new(format!("path: {} invocations", picked.lineage.len()))
+                .small()
+                .weak(),
+        )
+        .on_hover_text("Invocations on this item's path (highlighted on the canvas)");
+    });
+}
+
+fn header_ui(ui: &mut Ui, record: &InvocationRecord) {
+    let dark = ui.visuals().dark_mode;
+    ui.horizontal_wrapped(|ui| {
+        ui.label(RichText::new(&record.block_name).strong().size(15.0));
+        ui.label(RichText::new(format!("#{}", record.id)).monospace().weak());
+        ui.label(format!("item {}", item_path(&record.item_path)));
+        if record.attempt > 1 {
+            ui.label(format!("attempt {}", record.attempt));
+        }
+        ui.label(
+            RichText::new(record.status.label())
+                .strong()
+                .color(theme::status_color(record.status, dark)),
+        );
+    });
+    let mut times = format!("queued {}", format_time(record.queued_at_ms));
+    if let Some(started) = record.started_at_ms {
+        let _ = write!(
+            times,
+            " · waited {} · started {}",
+            format_ms(started - record.queued_at_ms),
+            format_time(started)
+        );
+    }
+    if let Some(duration) = record.duration_ms() {
+        let _ = write!(times, " · ran {}", format_ms(duration));
+    }
+    ui.label(RichText::new(times).small().weak());
+}
+
+/// The invocations this one came from and led to, each a link.
+fn links_ui(
+    ui: &mut Ui,
+    app: &App,
+    picked: &Picked,
+    record: &InvocationRecord,
+    tx: &CommandSender,
+) {
+    let describe = |id: InvocationId| {
+        app.executions
+            .shown()
+            .and_then(|run| run.row_of(id))
+            .map_or_else(
+                || format!("#{id}"),
+                |row| format!("{} {}", row.block_name, item_path(&row.item_path)),
+            )
+    };
+    for (title, ids) in [("came from", &record.parents), ("led to", &picked.children)] {
+        ui.horizontal_wrapped(|ui| {
+            ui.label(RichText::new(title).small().weak());
+            if ids.is_empty() {
+                ui.label(RichText::new("nothing").small().weak());
+            }
+            for id in ids.iter().take(SHOWN_LINKS) {
+                if ui.link(describe(*id)).clicked() {
+                    tx.send(Command::PickInvocation(*id));
+                }
+            }
+            if ids.len() > SHOWN_LINKS {
+                ui.label(
+                    RichText::new(format!("and {} more", ids.len() - SHOWN_LINKS))
+                        .small()
+                        .weak(),
+                );
+            }
+        });
+    }
+}
+
+/// The traceback, with each `File "<block>", line N` a link to that line of that block's code.
+fn traceback_ui(ui: &mut Ui, app: &App, traceback: &str, tx: &CommandSender) {
+    let frame_color = ui.visuals().extreme_bg_color;
+    egui::Frame::new()
+        .fill(frame_color)
+        .inner_margin(6.0)
+        .corner_radius(4.0)
+        .show(ui, |ui| {
+            ui.spacing_mut().item_spacing.y = 1.0;
+            for line in traceback.lines() {
+                let target = traceback_location(line).and_then(|(file, n)| {
+                    block_for_file(&app.project, file).map(|block| (block.clone(), n))
+                });
+                match target {
+                    Some((block, n)) => {
+                        let response = ui
+                            .link(RichText::new(line).monospace().small())
+                            .on_hover_text("Open this line of the block's code");
+                        if response.clicked() {
+                            tx.send(Command::ShowCode { block, line: n });
+                        }
+                    }
+                    None => {
+                        ui.label(RichText::new(line).monospace().small());
+                    }
+                }
+            }
+        });
+}
+
+fn section_label(ui: &mut Ui, title: &str) {
+    ui.add_space(4.0);
+    ui.label(
+        RichText::new(title)
+            .strong()
+            .color(ui.visuals().strong_text_color()),
+    );
+}
+
+fn cut_chars(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}

@@ -1,0 +1,403 @@
+//! A run's invocations on a time axis: one lane per concurrency slot (packed greedily, so queueing at
+//! the limit shows as a full wall of lanes) or one lane per block. Painted directly, and culled to the
+//! visible time range and lanes, so 100,000 invocations stay fast: bars narrower than a pixel merge.
+//!
+//! Ctrl+scroll (or pinch) zooms around the pointer, scroll or drag pans, double-click shows everything;
+//! hover shows an invocation, a click picks it.
+
+use egui::{Align2, Color32, FontId, Pos2, Rect, RichText, Sense, Stroke, Ui, Vec2};
+
+use super::executions_panel::{format_ms, item_path};
+use super::theme;
+use crate::app::executions::{InvocationStatus, RunData, RunId, slot_lanes};
+use crate::app::{App, Command, CommandSender};
+
+const AXIS_HEIGHT: f32 = 18.0;
+const LANE_LABEL_WIDTH: f32 = 110.0;
+const MAX_LANE_HEIGHT: f32 = 18.0;
+const MIN_LANE_HEIGHT: f32 = 2.0;
+
+/// One invocation's bar: times relative to the run's first start. Lanes hold these side by side, so
+/// drawing walks memory in order instead of hopping through a million rows.
+#[derive(Clone, Copy)]
+struct Bar {
+    start: f64,
+    end: f64,
+    index: u32,
+    status: InvocationStatus,
+}
+
+/// Lanes of one run, derived once per run, mode and generation.
+struct Lanes {
+    key: (RunId, u64, bool),
+    /// Bars per lane, sorted by start.
+    rows: Vec<Vec<Bar>>,
+    /// The lane of each row (by index), for outlining the picked item's path.
+    lane_of: Vec<u32>,
+    names: Vec<String>,
+    /// The longest invocation of each lane (how far back a bar may begin and still be in view).
+    longest_ms: Vec<f64>,
+    start_ms: f64,
+    end_ms: f64,
+}
+
+#[derive(Default)]
+pub struct TimelineView {
+    pub by_block: bool,
+    lanes: Option<Lanes>,
+    /// The visible time range, relative to the run's first start; `None` shows everything.
+    view: Option<(f64, f64)>,
+    /// First lane shown (the lanes scroll when they don't fit).
+    first_lane: usize,
+}
+
+impl TimelineView {
+    pub fn show_ui(&mut self, ui: &mut Ui, app: &App, tx: &CommandSender) {
+        let Some(run) = app.executions.shown() else {
+            ui.label(RichText::new("No run to show yet.").weak());
+            return;
+        };
+        ui.horizontal(|ui| {
+            ui.label("Lanes:");
+            let mut by_block = self.by_block;
+            ui.selectable_value(&mut by_block, false, "concurrency slots")
+                .on_hover_text("Each lane is one slot of the concurrency limit");
+            ui.selectable_value(&mut by_block, true, "blocks");
+            if by_block != self.by_block {
+                self.by_block = by_block;
+                self.first_lane = 0;
+            }
+            ui.label(
+                RichText::new("Ctrl+scroll zooms, drag pans, double-click fits, click picks")
+                    .small()
+                    .weak(),
+            );
+        });
+        self.update_lanes(app, run);
+        let Some(lanes) = &self.lanes else {
+            return;
+        };
+        if lanes.rows.is_empty() {
+            ui.label(RichText::new("No invocation has started yet.").weak());
+            return;
+        }
+        let (rect, response) = ui.allocate_exact_size(ui.available_size(), Sense::click_and_drag());
+        let span = (lanes.end_ms - lanes.start_ms).max(1.0);
+        let (mut t0, mut t1) = self.view.unwrap_or((0.0, span));
+        let plot = Rect::from_min_max(
+            rect.min + Vec2::new(LANE_LABEL_WIDTH, AXIS_HEIGHT),
+            rect.max,
+        );
+        let lane_height =
+            (plot.height() / lanes.rows.len() as f32).clamp(MIN_LANE_HEIGHT, MAX_LANE_HEIGHT);
+        let lanes_in_view = ((plot.height() / lane_height).floor() as usize).max(1);
+
+        // Zoom and pan.
+        if response.hovered() {
+            let (zoom, scroll, pointer) =
+                ui.input(|i| (i.zoom_delta(), i.smooth_scroll_delta, i.pointer.hover_pos()));
+            let width = t1 - t0;
+            if (zoom - 1.0).abs() > f32::EPSILON
+                && let Some(pointer) = pointer
+            {
+                let at = t0 + f64::from((pointer.x - plot.left()) / plot.width()) * width;
+                let new_width = (width / f64::from(zoom)).clamp(0.05, span * 1.05);
+                let ratio = (at - t0) / width;
+                t0 = at - ratio * new_width;
+                t1 = t0 + new_width;
+            }
+            if scroll.x != 0.0 {
+                let shift = -f64::from(scroll.x / plot.width()) * width;
+                t0 += shift;
+                t1 += shift;
+            }
+            if scroll.y != 0.0 && lanes.rows.len() > lanes_in_view {
+                let step = (-scroll.y / lane_height).round() as isize;
+                self.first_lane = self
+                    .first_lane
+                    .saturating_add_signed(step)
+                    .min(lanes.rows.len() - lanes_in_view);
+            }
+        }
+        if response.dragged() {
+            let width = t1 - t0;
+            let shift = -f64::from(response.drag_delta().x / plot.width()) * width;
+            t0 += shift;
+            t1 += shift;
+        }
+        if response.double_clicked() {
+            self.view = None;
+            (t0, t1) = (0.0, span);
+        } else if (t0, t1) != (0.0, span) {
+            self.view = Some((t0, t1));
+        }
+
+        let painter = ui.painter_at(rect);
+        let dark = ui.visuals().dark_mode;
+        let x_of = |t: f64| plot.left() + ((t - t0) / (t1 - t0)) as f32 * plot.width();
+        axis_ui(&painter, ui, plot, rect, t0, t1);
+
+        let picked = app.executions.picked.as_ref();
+        let last_lane = (self.first_lane + lanes_in_view).min(lanes.rows.len());
+        let mut hovered = None;
+        let hover_pos = response.hover_pos();
+        for (row_in_view, lane_index) in (self.first_lane..last_lane).enumerate() {
+            let top = plot.top() + row_in_view as f32 * lane_height;
+            let lane_rect = Rect::from_min_size(
+                Pos2::new(plot.left(), top),
+                Vec2::new(plot.width(), lane_height),
+            );
+            if lane_height >= 9.0 {
+                painter.text(
+                    Pos2::new(rect.left() + 4.0, top + lane_height / 2.0),
+                    Align2::LEFT_CENTER,
+                    &lanes.names[lane_index],
+                    FontId::proportional(lane_height.min(11.0)),
+                    ui.visuals().weak_text_color(),
+                );
+            }
+            let lane = &lanes.rows[lane_index];
+            // The first bar that may reach into view: starts are sorted, and none lasts longer than
+            // the lane's longest.
+            let earliest = t0 - lanes.longest_ms[lane_index];
+            let from = lane.partition_point(|bar| bar.start < earliest);
+            let mut pending: Option<(f32, f32, Color32)> = None;
+            for bar in &lane[from..] {
+                if bar.start > t1 {
+                    break;
+                }
+                if bar.end < t0 {
+                    continue;
+                }
+                let (x0, x1) = (
+                    x_of(bar.start).max(plot.left()),
+                    x_of(bar.end).min(plot.right()),
+                );
+                let color = theme::status_color(bar.status, dark);
+                if let Some(pointer) = hover_pos
+                    && lane_rect.contains(pointer)
+                    && pointer.x >= x0 - 1.0
+                    && pointer.x <= x1.max(x0 + 1.0) + 1.0
+                {
+                    hovered = Some(bar.index as usize);
+                }
+                // Bars that fall within the same pixel merge into one (a failure's colour wins), so
+                // the shapes painted stay bounded by the width in pixels.
+                match &mut pending {
+                    Some((_, end_x, c)) if x0 <= *end_x + 1.0 => {
+                        *end_x = end_x.max(x1);
+                        if bar.status.is_failure() {
+                            *c = color;
+                        }
+                    }
+                    _ => {
+                        if let Some((a, b, c)) = pending.take() {
+                            paint_bar(&painter, lane_rect, a, b, c);
+                        }
+                        pending = Some((x0, x1, color));
+                    }
+                }
+            }
+            if let Some((a, b, c)) = pending {
+                paint_bar(&painter, lane_rect, a, b, c);
+            }
+        }
+        // The picked invocation and its item's path, outlined.
+        if let Some(picked) = picked {
+            let outline = Stroke::new(2.0, ui.visuals().strong_text_color());
+            for id in &picked.lineage {
+                let Some(index) = run.position_of(*id) else {
+                    continue;
+                };
+                let lane = lanes.lane_of.get(index).copied().unwrap_or(u32::MAX) as usize;
+                let row = &run.rows[index];
+                let (Some(start), true) = (
+                    row.started_at_ms,
+                    (self.first_lane..last_lane).contains(&lane),
+                ) else {
+                    continue;
+                };
+                let start = start - lanes.start_ms;
+                let end = row.ended_at_ms.map_or(start, |e| e - lanes.start_ms);
+                if end < t0 || start > t1 {
+                    continue;
+                }
+                let top = plot.top() + (lane - self.first_lane) as f32 * lane_height;
+                let x0 = x_of(start).max(plot.left());
+                let bar = Rect::from_x_y_ranges(
+                    x0..=x_of(end).min(plot.right()).max(x0 + 2.0),
+                    top..=top + lane_height,
+                );
+                painter.rect_stroke(bar.expand(1.0), 1.0, outline, egui::StrokeKind::Outside);
+            }
+        }
+        if lanes.rows.len() > lanes_in_view {
+            painter.text(
+                rect.right_bottom() - Vec2::new(6.0, 4.0),
+                Align2::RIGHT_BOTTOM,
+                format!(
+                    "lanes {}–{} of {} (scroll)",
+                    self.first_lane + 1,
+                    last_lane,
+                    lanes.rows.len()
+                ),
+                FontId::proportional(11.0),
+                ui.visuals().weak_text_color(),
+            );
+        }
+        if let Some(i) = hovered {
+            let row = &run.rows[i];
+            let text = format!(
+                "{} {} · #{} · {} · {}",
+                row.block_name,
+                item_path(&row.item_path),
+                row.id,
+                row.status.label(),
+                crate::app::executions::row_duration_ms(row).map_or_else(String::new, format_ms)
+            );
+            response.clone().on_hover_text_at_pointer(text);
+            if response.clicked() {
+                tx.send(Command::PickInvocation(row.id));
+            }
+        }
+    }
+
+    fn update_lanes(&mut self, app: &App, run: &RunData) {
+        let key = (run.row.run_id.clone(), run.generation, self.by_block);
+        if self.lanes.as_ref().is_some_and(|l| l.key == key) {
+            return;
+        }
+        if self
+            .lanes
+            .as_ref()
+            .is_some_and(|l| l.key.0 != run.row.run_id)
+        {
+            self.view = None;
+            self.first_lane = 0;
+        }
+        let start_ms = run
+            .rows
+            .iter()
+            .filter_map(|r| r.started_at_ms)
+            .fold(f64::INFINITY, f64::min);
+        let end_ms = run
+            .rows
+            .iter()
+            .filter_map(|r| r.ended_at_ms.or(r.started_at_ms))
+            .fold(f64::NEG_INFINITY, f64::max);
+        let (mut lanes, names): (Vec<Vec<usize>>, Vec<String>) = if self.by_block {
+            let mut order: Vec<&crate::model::BlockId> =
+                app.project.blocks.iter().map(|b| &b.id).collect();
+            for row in &run.rows {
+                if !order.contains(&&row.block_id) {
+                    order.push(&row.block_id);
+                }
+            }
+            let mut lanes = vec![Vec::new(); order.len()];
+            let mut names = vec![String::new(); order.len()];
+            for (i, row) in run.rows.iter().enumerate() {
+                if row.started_at_ms.is_none() {
+                    continue;
+                }
+                if let Some(lane) = order.iter().position(|b| *b == &row.block_id) {
+                    lanes[lane].push(i);
+                    names[lane].clone_from(&row.block_name);
+                }
+            }
+            let keep: Vec<bool> = lanes.iter().map(|l| !l.is_empty()).collect();
+            let mut k = keep.iter();
+            lanes.retain(|_| *k.next().unwrap_or(&false));
+            let mut k = keep.iter();
+            let names = names
+                .into_iter()
+                .filter(|_| *k.next().unwrap_or(&false))
+                .collect();
+            (lanes, names)
+        } else {
+            let (assigned, count) = slot_lanes(&run.rows);
+            let mut lanes = vec![Vec::new(); count as usize];
+            for (i, lane) in assigned.iter().enumerate() {
+                if let Some(lane) = lane {
+                    lanes[*lane as usize].push(i);
+                }
+            }
+            let names = (1..=count).map(|n| format!("slot {n}")).collect();
+            (lanes, names)
+        };
+        let origin = if start_ms.is_finite() { start_ms } else { 0.0 };
+        let mut lane_of = vec![u32::MAX; run.rows.len()];
+        let bars: Vec<Vec<Bar>> = lanes
+            .iter_mut()
+            .enumerate()
+            .map(|(lane_index, lane)| {
+                let mut bars: Vec<Bar> = lane
+                    .iter()
+                    .map(|&i| {
+                        lane_of[i] = lane_index as u32;
+                        let row = &run.rows[i];
+                        let start = row.started_at_ms.unwrap_or(origin) - origin;
+                        Bar {
+                            start,
+                            end: row.ended_at_ms.map_or(start, |e| e - origin).max(start),
+                            index: i as u32,
+                            status: row.status,
+                        }
+                    })
+                    .collect();
+                bars.sort_by(|a, b| a.start.total_cmp(&b.start));
+                bars
+            })
+            .collect();
+        let longest_ms = bars
+            .iter()
+            .map(|lane| lane.iter().map(|b| b.end - b.start).fold(0.0, f64::max))
+            .collect();
+        self.lanes = Some(Lanes {
+            key,
+            rows: bars,
+            lane_of,
+            names,
+            longest_ms,
+            start_ms: origin,
+            end_ms: if end_ms.is_finite() { end_ms } else { 0.0 },
+        });
+    }
+}
+
+fn paint_bar(painter: &egui::Painter, lane: Rect, x0: f32, x1: f32, color: Color32) {
+    let bar = Rect::from_x_y_ranges(x0..=x1.max(x0 + 1.0), lane.y_range())
+        .shrink2(Vec2::new(0.0, (lane.height() * 0.12).min(2.0)));
+    painter.rect_filled(bar, 1.0, color);
+}
+
+/// Ticks along the top: about one every 100 pixels, at round times.
+fn axis_ui(painter: &egui::Painter, ui: &Ui, plot: Rect, rect: Rect, t0: f64, t1: f64) {
+    let width = t1 - t0;
+    let raw = width / f64::from((plot.width() / 100.0).max(1.0));
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * magnitude)
+        .find(|s| *s >= raw)
+        .unwrap_or(raw);
+    let color = ui.visuals().weak_text_color();
+    let mut t = (t0 / step).ceil() * step;
+    while t <= t1 {
+        let x = plot.left() + ((t - t0) / width) as f32 * plot.width();
+        painter.line_segment(
+            [
+                Pos2::new(x, rect.top() + AXIS_HEIGHT - 4.0),
+                Pos2::new(x, rect.bottom()),
+            ],
+            Stroke::new(1.0, color.gamma_multiply(0.25)),
+        );
+        painter.text(
+            Pos2::new(x + 2.0, rect.top() + 2.0),
+            Align2::LEFT_TOP,
+            format_ms(t),
+            FontId::proportional(10.0),
+            color,
+        );
+        t += step;
+    }
+}

@@ -1,0 +1,298 @@
+//! The Block Executions panel, driven headless: step through a run with a failed item, follow it back
+//! to the fan-out and on to the fan-in, open the traceback's line, replay it after fixing the code; find
+//! the run again after a restart; a snapshot of the panel.
+
+use std::path::{Path, PathBuf};
+
+use braid::app::executions::{InvocationStatus, ReplayPhase};
+use braid::app::run::RunPhase;
+use braid::app::{BlockEdit, BraidApp, Command};
+use braid::model::{BlockId, Position, TransitionKind};
+use egui::Key;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable as _;
+
+use super::gui::{click, click_node, harness_1280x800, harness_sized, settle, wait_for};
+use super::support::Builder;
+
+const PROCESS_FAILS_ON_3: &str = "def main(block_input, backpack):\n    backpack[\"seen\"] = block_input\n    if block_input == 3:\n        raise ValueError(f\"bad row {block_input}\")\n    print(\"processing\", block_input)\n    return block_input * 10\n";
+const PROCESS_FIXED: &str = "def main(block_input, backpack):\n    backpack[\"seen\"] = block_input\n    return block_input * 10\n";
+
+/// Split fans out 0..5 to Process, which fails on item 3; its exception goes to Fallback; both fan
+/// in to Collect.
+fn write_failing_pipeline(dir: &Path) -> PathBuf {
+    let mut project = Builder::new()
+        .block(
+            "Split",
+            "def main(block_input, backpack):\n    return list(range(5))\n",
+        )
+        .block("Process", PROCESS_FAILS_ON_3)
+        .block(
+            "Fallback",
+            "def main(block_input, backpack):\n    return -1\n",
+        )
+        .block(
+            "Collect",
+            "def main(block_input, backpack):\n    return block_input\n",
+        )
+        .link("Split", "Process", TransitionKind::FanOut)
+        .link("Process", "Collect", TransitionKind::FanIn)
+        .link("Process", "Fallback", TransitionKind::Exception)
+        .link("Fallback", "Collect", TransitionKind::FanIn)
+        .build();
+    "Failing item".clone_into(&mut project.name);
+    for (block, (x, y)) in
+        project
+            .blocks
+            .iter_mut()
+            .zip([(0.0, 0.0), (260.0, 0.0), (520.0, 160.0), (780.0, 0.0)])
+    {
+        block.position = Position { x, y };
+    }
+    let path = dir.join("failing.braid.json");
+    braid::model::format::save_project(&path, &project).expect("saves");
+    path
+}
+
+fn run_to_end(harness: &mut Harness<'_, BraidApp>) {
+    click(harness, "▶ Run");
+    wait_for(harness, "the run to finish", |app| {
+        matches!(
+            app.app.run.as_ref().map(|r| &r.phase),
+            Some(RunPhase::Finished(_))
+        )
+    });
+}
+
+fn picked_block(harness: &Harness<'_, BraidApp>) -> String {
+    let picked = harness
+        .state()
+        .app
+        .executions
+        .picked
+        .as_ref()
+        .expect("a pick");
+    picked
+        .record
+        .as_ref()
+        .expect("its record")
+        .block_name
+        .clone()
+}
+
+fn press(harness: &mut Harness<'_, BraidApp>, key: Key) {
+    harness.key_press(key);
+    settle(harness);
+}
+
+#[test]
+fn step_through_a_failed_item_follow_it_and_replay_it() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = write_failing_pipeline(dir.path());
+    let mut harness = harness_sized(Some(path), [1280.0, 1000.0]);
+    run_to_end(&mut harness);
+    // The block first: the table lists block names too.
+    click_node(&mut harness, "Process");
+    click(&mut harness, "Block Executions");
+
+    // The run is listed with its counts: 1 + 5 + 1 fallback + 1 collect, one caught.
+    let runs = harness.state().app.executions.runs();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].invocations, 8);
+    assert_eq!(runs[0].counts.caught, 1);
+    harness.get_by_label_contains("7 ok · 1 caught");
+
+    // Process is selected: its five invocations are listed; only the failed one when filtered.
+    harness.get_by_label("5 of 8 invocations");
+    click(&mut harness, "caught");
+    harness.get_by_label("1 of 8 invocations");
+    click(&mut harness, "[3]");
+    let picked = harness
+        .state()
+        .app
+        .executions
+        .picked
+        .clone()
+        .expect("a pick");
+    let record = picked.record.expect("the whole record");
+    assert_eq!(record.status, InvocationStatus::CaughtException);
+    assert_eq!(record.input, serde_json::json!(3));
+    // Its input, its error and the traceback line, on screen.
+    harness.get_by_label("Input");
+    harness.get_by_label("3");
+    assert!(harness.get_all_by_label("ValueError: bad row 3").count() >= 1);
+    let traceback_line = "  File \"Process\", line 4, in main";
+    harness.get_by_label(traceback_line);
+
+    // The traceback line opens the block's code at that line.
+    click(&mut harness, traceback_line);
+    let goto = harness
+        .state()
+        .app
+        .code_goto
+        .clone()
+        .expect("a code request");
+    assert_eq!(goto.block, BlockId("id-Process".into()));
+    assert_eq!(goto.line, 4);
+
+    // Back to the fan-out that produced it (keyboard: the panel has focus after the click).
+    click(&mut harness, "[3]");
+    press(&mut harness, Key::ArrowLeft);
+    assert_eq!(picked_block(&harness), "Split");
+    let split = harness
+        .state()
+        .app
+        .executions
+        .picked
+        .clone()
+        .expect("a pick");
+    assert_eq!(split.children.len(), 5, "the fan-out led to five items");
+    // Its path runs through every block of the pipeline.
+    for block in ["Split", "Process", "Fallback", "Collect"] {
+        assert!(
+            split
+                .lineage_blocks
+                .contains(&BlockId(format!("id-{block}"))),
+            "{block} is on the path"
+        );
+    }
+
+    // Forward again through the failed item to the fan-in, by the detail's links and keys.
+    click(&mut harness, "Process [3]");
+    assert_eq!(
+        harness.state().app.executions.picked.as_ref().map(|p| p.id),
+        Some(record.id)
+    );
+    press(&mut harness, Key::L);
+    assert_eq!(picked_block(&harness), "Fallback");
+    press(&mut harness, Key::ArrowRight);
+    assert_eq!(picked_block(&harness), "Collect");
+    let collect = harness
+        .state()
+        .app
+        .executions
+        .picked
+        .clone()
+        .expect("a pick");
+    let collect = collect.record.expect("its record");
+    assert_eq!(collect.parents.len(), 5, "the fan-in came from five items");
+    assert_eq!(collect.input, serde_json::json!([0, 10, 20, -1, 40]));
+    // The canvas follows the item: Collect is the selected block now.
+    assert_eq!(
+        harness.state().app.selection.single_block(),
+        Some(&BlockId("id-Collect".into()))
+    );
+
+    // Fix the code, pick the failed item again and replay it: the diff shows the new result.
+    harness.state_mut().app.apply(
+        Command::EditBlock {
+            block: BlockId("id-Process".into()),
+            edit: BlockEdit::Code(PROCESS_FIXED.into()),
+        },
+        0.0,
+    );
+    harness
+        .state_mut()
+        .app
+        .apply(Command::PickInvocation(record.id), 0.0);
+    settle(&mut harness);
+    click(&mut harness, "⟲ Replay");
+    wait_for(&mut harness, "the replay", |app| {
+        app.app
+            .executions
+            .replay
+            .as_ref()
+            .is_some_and(|r| matches!(r.phase, ReplayPhase::Done(_)))
+    });
+    harness.get_by_label("- ValueError: bad row 3 (caught exception)");
+    harness.get_by_label("+ 30");
+    harness.get_by_label("Replay (current code)");
+    // The replay ran nothing else and is not a run of its own.
+    assert_eq!(harness.state().app.executions.runs().len(), 1);
+}
+
+#[test]
+fn runs_are_found_again_after_a_restart() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = write_failing_pipeline(dir.path());
+    let first_run = {
+        let mut harness = harness_sized(Some(path.clone()), [1280.0, 1000.0]);
+        run_to_end(&mut harness);
+        harness
+            .state()
+            .app
+            .run
+            .as_ref()
+            .expect("a run")
+            .run_id
+            .clone()
+    };
+
+    // A new editor on the same file: the run comes from the project's history.
+    let mut harness = harness_sized(Some(path), [1280.0, 1000.0]);
+    click_node(&mut harness, "Process");
+    click(&mut harness, "Block Executions");
+    let runs = harness.state().app.executions.runs();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].run_id, first_run);
+    assert_eq!(runs[0].invocations, 8);
+    harness.get_by_label_contains("7 ok · 1 caught");
+
+    // Its invocations and records are there too (read in the background).
+    wait_for(&mut harness, "the run's rows", |app| {
+        app.app.executions.shown().is_some()
+    });
+    harness.get_by_label("5 of 8 invocations");
+    click(&mut harness, "[3]");
+    let picked = harness
+        .state()
+        .app
+        .executions
+        .picked
+        .clone()
+        .expect("a pick");
+    let record = picked.record.expect("the record, from the database");
+    assert_eq!(record.input, serde_json::json!(3));
+    assert_eq!(
+        record.error.expect("its error").summary(),
+        "ValueError: bad row 3"
+    );
+    assert_eq!(picked.children.len(), 1, "it led to Fallback");
+}
+
+/// The panel with a failed item picked, as an image (thresholds in `kittest.toml`).
+#[test]
+fn snapshot_of_the_executions_panel() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = write_failing_pipeline(dir.path());
+    let mut harness = harness_1280x800(Some(path));
+    run_to_end(&mut harness);
+    click_node(&mut harness, "Process");
+    click(&mut harness, "Block Executions");
+    click(&mut harness, "[3]");
+    // Times differ from run to run: cover them.
+    let masked: Vec<egui::Rect> = [" s · 8 invocations", "queued "]
+        .iter()
+        .flat_map(|label| {
+            harness
+                .query_all_by_label_contains(label)
+                .map(|n| n.rect())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for rect in masked {
+        harness.mask(rect);
+    }
+    let runs = harness.get_by_label_contains("7 ok").rect();
+    harness.mask(runs.expand2(egui::vec2(0.0, 22.0)));
+    let status = harness.get_by_label_contains("failing.braid.json").rect();
+    harness.mask(status);
+    for duration in harness
+        .query_all_by_label_contains(" ms")
+        .map(|n| n.rect())
+        .collect::<Vec<_>>()
+    {
+        harness.mask(duration);
+    }
+    harness.snapshot("executions_panel");
+}
