@@ -28,6 +28,7 @@ fn config() -> RuntimeConfig {
             workers: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             env: Vec::new(),
         },
+        env_cache: braid::runtime::environment::default_cache_dir(),
     }
 }
 

@@ -271,6 +271,10 @@ fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
             )?),
             None => None,
         };
+    let (env, env_problems) = crate::model::env_file::values_for(Some(&args.project));
+    for problem in env_problems {
+        eprintln!("braid: warning: {problem}");
+    }
     let history = if args.no_history {
         None
     } else {
@@ -290,7 +294,7 @@ fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
         backpack,
         from,
         concurrency: args.concurrency,
-        env: std::env::vars().collect(),
+        env,
         single: false,
         history: history.as_ref().map(|h| h.path().to_owned()),
     })));
@@ -305,6 +309,8 @@ fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
         }
         match event {
             RuntimeEvent::Progress { counts, .. } => progress.update(&counts),
+            // pip's output while the project's libraries install: visible, never on stdout.
+            RuntimeEvent::Log { line, .. } => progress.log(&line),
             RuntimeEvent::RunFinished(summary) => {
                 progress.finish();
                 if let Some(history) = &history {
@@ -454,6 +460,13 @@ impl Progress {
         } else if self.last_line.get().elapsed() >= Duration::from_secs(2) {
             self.last_line.set(std::time::Instant::now());
             eprintln!("braid: {done}/{total} invocations finished, {failed} failed");
+        }
+    }
+
+    fn log(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
         }
     }
 

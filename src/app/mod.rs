@@ -381,6 +381,9 @@ impl App {
                     now_secs,
                 );
             }
+            RuntimeEvent::Log { line, .. } => {
+                tracing::info!(target: "braid::environment", "{line}");
+            }
             RuntimeEvent::Checked { .. } => {}
         }
     }
@@ -758,7 +761,7 @@ impl App {
             backpack,
             from: options.from.clone(),
             concurrency: options.concurrency,
-            env: std::env::vars().collect(),
+            env: crate::model::env_file::values_for(self.path.as_deref()).0,
             single: false,
             history: self
                 .path

@@ -1,5 +1,6 @@
 //! The project model: pure data and serde, no GUI, no runtime, no Python.
 
+pub mod env_file;
 pub mod format;
 pub mod graph;
 pub mod layout;

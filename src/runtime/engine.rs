@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::history::HistoryWriter;
-use super::invoker::{BlockCompileError, Invoker, InvokerEvent, TaskResult};
+use super::invoker::{BlockCompileError, Invoker, InvokerEvent, Program, TaskResult};
 use super::plan::Plan;
 use super::record::{CompileError, RunId, RunStatus, RunSummary, RuntimeEvent, now_ms};
 use super::scheduler::{KEY_BITS, RunScheduler};
@@ -75,12 +75,15 @@ pub enum RuntimeRequest {
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
     pub pool: PoolConfig,
+    /// Where per-project library environments are built and cached.
+    pub env_cache: std::path::PathBuf,
 }
 
 impl RuntimeConfig {
     pub fn from_current_exe() -> std::io::Result<Self> {
         Ok(Self {
             pool: PoolConfig::from_current_exe()?,
+            env_cache: super::environment::default_cache_dir(),
         })
     }
 }
@@ -139,6 +142,13 @@ impl RuntimeHandle {
 }
 
 enum Phase {
+    /// Installing the project's libraries; the program is loaded once they are there.
+    Preparing {
+        program: Box<Program>,
+        entries: Vec<usize>,
+        input: Value,
+        backpack: Value,
+    },
     /// Compiling only, for a check: no invocation will run.
     Checking,
     /// Waiting for the workers to compile the code.
@@ -161,6 +171,9 @@ struct ActiveRun {
 struct Engine {
     events: mpsc::Sender<RuntimeEvent>,
     invoker: ProcessPool,
+    env_cache: std::path::PathBuf,
+    /// Finished environment preparations: (run number, site-packages or the error).
+    prepared_tx: mpsc::Sender<(u64, Result<std::path::PathBuf, String>)>,
     runs: HashMap<u64, ActiveRun>,
     /// One writer thread per history database, started on first use and kept for later runs.
     writers: HashMap<PathBuf, HistoryWriter>,
@@ -178,9 +191,12 @@ impl Engine {
     ) {
         let (invoker_tx, mut invoker_rx) = mpsc::channel(256);
         let invoker = ProcessPool::start(config.pool, invoker_tx);
+        let (prepared_tx, mut prepared_rx) = mpsc::channel(16);
         let mut engine = Self {
             events,
             invoker,
+            env_cache: config.env_cache,
+            prepared_tx,
             runs: HashMap::new(),
             writers: HashMap::new(),
             next_run: 1,
@@ -206,6 +222,9 @@ impl Engine {
                     for run in touched {
                         engine.advance(run).await;
                     }
+                }
+                Some((number, prepared)) = prepared_rx.recv() => {
+                    engine.prepared(number, prepared).await;
                 }
                 _ = tick.tick() => engine.progress().await,
             }
@@ -343,23 +362,90 @@ impl Engine {
             .unwrap_or(project.settings.concurrency_limit)
             .max(1) as usize;
         let program = plan.program(number, &project, &env);
-        self.invoker.load(program);
+        let requirements = super::environment::requirements(&project);
+        let phase = if requirements.is_empty() {
+            self.invoker.load(program);
+            Phase::Compiling {
+                entries,
+                input,
+                backpack,
+            }
+        } else {
+            self.prepare_environment(number, &run_id, requirements);
+            Phase::Preparing {
+                program: Box::new(program),
+                entries,
+                input,
+                backpack,
+            }
+        };
         let mut scheduler = RunScheduler::new(run_id, plan, number, limit, number << KEY_BITS);
         scheduler.set_single(single);
         self.runs.insert(
             number,
             ActiveRun {
                 scheduler,
-                phase: Phase::Compiling {
-                    entries,
-                    input,
-                    backpack,
-                },
+                phase,
                 project: Arc::new(project),
                 last_progress: std::time::Instant::now(),
                 history,
             },
         );
+    }
+
+    /// Builds (or finds in the cache) the environment with the project's libraries, off the event loop;
+    /// pip's output goes out as [`RuntimeEvent::Log`] lines.
+    fn prepare_environment(&self, number: u64, run_id: &RunId, requirements: Vec<String>) {
+        let cache = self.env_cache.clone();
+        let events = self.events.clone();
+        let done = self.prepared_tx.clone();
+        let run_id = run_id.clone();
+        tokio::spawn(async move {
+            let result = super::environment::ensure(&cache, &requirements, |line| {
+                // Dropping a line of pip's chatter beats stalling the install on a slow consumer.
+                let _ = events.try_send(RuntimeEvent::Log {
+                    run_id: run_id.clone(),
+                    line,
+                });
+            })
+            .await
+            .map_err(|e| e.to_string());
+            let _ = done.send((number, result)).await;
+        });
+    }
+
+    async fn prepared(&mut self, number: u64, prepared: Result<std::path::PathBuf, String>) {
+        let Some(run) = self.runs.get_mut(&number) else {
+            return;
+        };
+        let Phase::Preparing { .. } = &run.phase else {
+            return;
+        };
+        let Phase::Preparing {
+            mut program,
+            entries,
+            input,
+            backpack,
+        } = std::mem::replace(&mut run.phase, Phase::Checking)
+        else {
+            return;
+        };
+        match prepared {
+            Ok(site_packages) => {
+                program.site_packages = Some(site_packages.to_string_lossy().into_owned());
+                self.invoker.load(*program);
+                run.phase = Phase::Compiling {
+                    entries,
+                    input,
+                    backpack,
+                };
+            }
+            Err(message) => {
+                let run_id = run.scheduler.run_id().clone();
+                self.runs.remove(&number);
+                self.refuse(run_id, message, Vec::new()).await;
+            }
+        }
     }
 
     /// The writer for this database, started if need be (or again, if its file was deleted meanwhile:

@@ -14,6 +14,8 @@ pub struct Program {
     #[serde(rename = "program")]
     pub id: u64,
     pub blocks: Vec<ProgramBlock>,
+    /// The project's library environment, put first on the workers' `sys.path`.
+    pub site_packages: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -2,6 +2,7 @@
 //! invocation records. Depends on `model` only; reached through [`RuntimeHandle`]: requests in, events out.
 
 mod engine;
+pub mod environment;
 pub mod history;
 pub mod invoker;
 pub mod plan;

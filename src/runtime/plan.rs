@@ -226,6 +226,10 @@ impl Plan {
                 }
             })
             .collect();
-        Program { id, blocks }
+        Program {
+            id,
+            blocks,
+            site_packages: None,
+        }
     }
 }

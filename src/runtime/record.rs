@@ -263,6 +263,11 @@ pub enum RuntimeEvent {
         counts: Vec<(BlockId, BlockCounts)>,
     },
     RunFinished(RunSummary),
+    /// A line of output while the run prepares (pip installing the project's libraries).
+    Log {
+        run_id: RunId,
+        line: String,
+    },
     /// The answer to a check: the code's compile errors (empty when everything compiles).
     Checked {
         check_id: RunId,
@@ -276,7 +281,8 @@ impl RuntimeEvent {
             Self::RunStarted { run_id, .. }
             | Self::RunRefused { run_id, .. }
             | Self::Invocations { run_id, .. }
-            | Self::Progress { run_id, .. } => run_id,
+            | Self::Progress { run_id, .. }
+            | Self::Log { run_id, .. } => run_id,
             Self::RunFinished(summary) => &summary.run_id,
             Self::Checked { check_id, .. } => check_id,
         }

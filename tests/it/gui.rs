@@ -9,19 +9,12 @@ use braid::app::{AppOptions, BraidApp, DialogMode};
 use braid::model::format::load_project;
 use braid::model::{Block, BlockKind, Position, Project, Transition, TransitionKind};
 use braid::runtime::RuntimeConfig;
-use braid::runtime::worker::pool::PoolConfig;
 use egui::{Key, Modifiers};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable as _;
 
 fn runtime() -> RuntimeConfig {
-    RuntimeConfig {
-        pool: PoolConfig {
-            worker_exe: env!("CARGO_BIN_EXE_braid").into(),
-            workers: 2,
-            env: vec![],
-        },
-    }
+    crate::support::runtime_config()
 }
 
 /// The whole editor with Braid's own file prompt (no native dialogs in tests). Tall enough that the

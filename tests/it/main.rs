@@ -13,3 +13,4 @@ mod gui;
 mod history;
 mod model;
 mod support;
+mod workers;

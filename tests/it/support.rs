@@ -17,6 +17,7 @@ pub fn runtime_config() -> RuntimeConfig {
             workers: 2,
             env: Vec::new(),
         },
+        env_cache: braid::runtime::environment::default_cache_dir(),
     }
 }
 

@@ -203,6 +203,8 @@ struct PoolActor {
     from_workers: mpsc::UnboundedReceiver<(usize, u64, FromWorker)>,
     futile_starts: u32,
     broken: Option<String>,
+    /// The library environment the workers were last given.
+    site_packages: Option<String>,
 }
 
 impl PoolActor {
@@ -223,6 +225,7 @@ impl PoolActor {
             from_workers,
             futile_starts: 0,
             broken: None,
+            site_packages: None,
         }
     }
 
@@ -253,6 +256,24 @@ impl PoolActor {
     async fn command(&mut self, command: Command_) {
         match command {
             Command_::Load(program) => {
+                if program.site_packages != self.site_packages {
+                    // Another project's libraries: modules imported from the old environment must
+                    // not linger, so idle workers start afresh (busy ones finish their work first).
+                    self.site_packages.clone_from(&program.site_packages);
+                    let idle: Vec<usize> = (0..self.workers.len())
+                        .filter(|&i| {
+                            self.workers[i]
+                                .as_ref()
+                                .is_some_and(|w| w.in_flight.is_empty() && w.useful)
+                        })
+                        .collect();
+                    for index in idle {
+                        if let Some(mut old) = self.workers[index].take() {
+                            let _ = old.child.start_kill();
+                        }
+                        self.spawn(index).await;
+                    }
+                }
                 let mut frame = Vec::new();
                 let _ = serde_json::to_writer(&mut frame, &LoadFrame::from(&program));
                 for worker in self.workers.iter().flatten() {

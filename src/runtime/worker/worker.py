@@ -16,10 +16,13 @@
 # t0, t1: wall-clock microseconds since the epoch (integers: floats cost more to encode than the call).
 import ast
 import collections
+import collections.abc
 import ctypes
+import importlib
 import json
 import linecache
 import os
+import site
 import sys
 import threading
 import time
@@ -166,7 +169,7 @@ class Worker:
                 with self.cv:
                     self.cv.notify(len(tasks))
             elif op == "load":
-                self.load(msg["program"], msg["blocks"])
+                self.load(msg["program"], msg["blocks"], msg.get("site_packages"))
             elif op == "cancel":
                 self.cancel(msg["keys"])
             elif op == "unload":
@@ -174,7 +177,14 @@ class Worker:
             elif op == "exit":
                 return
 
-    def load(self, program_id, blocks):
+    def load(self, program_id, blocks, site_packages=None):
+        if site_packages and site_packages not in sys.path:
+            # The project's libraries come before everything else, so its pinned versions win.
+            before = list(sys.path)
+            site.addsitedir(site_packages)
+            added = [p for p in sys.path if p not in before]
+            sys.path[:] = added + before
+            importlib.invalidate_caches()
         compiled = []
         errors = []
         for index, spec in enumerate(blocks):
@@ -295,8 +305,7 @@ class Worker:
                 if key in self.cancelled:
                     raise BraidCancelled()
                 main = block.main or self.load_main(block)
-                if block.env:
-                    os.environ.update(block.env)
+                _tls.env = dict(block.env) if block.env else None
                 ret = main(block_input, backpack)
                 if block.ifs:
                     scope = {"return_data": ret, "backpack": backpack, "block_input": block_input, "lambda_input": block_input}
@@ -318,7 +327,7 @@ class Worker:
             error = [type(e).__name__, str(e), _format_tb(), _user_line(block)]
         t1 = time_ns() // 1000
         running.pop(ident, None)
-        _tls.capture = _tls.key = None
+        _tls.capture = _tls.key = _tls.env = None
         if self.cancelled:
             self.cancelled.discard(key)
         out, err = capture
@@ -364,6 +373,55 @@ class Worker:
                 raise
             block.main = main
             return main
+
+
+class _BlockEnviron(collections.abc.MutableMapping):
+    """os.environ as each block sees it: the process environment with the values of the variables the
+    running block declares laid over it. Invocations of different blocks share this process (and run on
+    threads at once), so the overlay is per thread; os.environ itself is never rewritten. Child
+    processes started by user code inherit the process environment only."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def _overlay(self):
+        return getattr(_tls, "env", None)
+
+    def __getitem__(self, key):
+        overlay = self._overlay()
+        if overlay is not None and key in overlay:
+            return overlay[key]
+        return self._real[key]
+
+    def __setitem__(self, key, value):
+        overlay = self._overlay()
+        if overlay is not None and key in overlay:
+            overlay[key] = value
+        else:
+            self._real[key] = value
+
+    def __delitem__(self, key):
+        overlay = self._overlay()
+        if overlay is not None and key in overlay:
+            del overlay[key]
+        else:
+            del self._real[key]
+
+    def __iter__(self):
+        overlay = self._overlay() or {}
+        yield from overlay
+        for key in self._real:
+            if key not in overlay:
+                yield key
+
+    def __len__(self):
+        return sum(1 for _ in self)
+
+    def copy(self):
+        return dict(self)
+
+    def __repr__(self):
+        return f"environ({dict(self)!r})"
 
 
 def _unencodable(row, exc):
@@ -426,6 +484,7 @@ def main():
     sys.stdin = open(os.devnull)
     sys.stdout = _Capture(0)
     sys.stderr = _Capture(1)
+    os.environ = _BlockEnviron(os.environ)
     worker = Worker(fd_in, fd_out)
     real_exit = os._exit
 

@@ -1,0 +1,167 @@
+//! Python workers: per-project libraries, per-block environment variables, and the guarantee that an
+//! invocation sharing a worker with a crash runs again instead of failing.
+
+use std::collections::BTreeMap;
+
+use braid::model::TransitionKind::FanOut;
+use braid::runtime::{
+    InvocationStatus, RunId, RunRequest, RunStatus, RuntimeEvent, RuntimeHandle, RuntimeRequest,
+};
+use serde_json::{Value, json};
+
+use crate::support::{Builder, run_with, runtime_config};
+
+fn items(n: usize) -> String {
+    format!("def main(block_input, backpack):\n    return list(range({n}))\n")
+}
+
+/// Runs and also collects the preparation log.
+fn run_collecting(
+    request: RunRequest,
+) -> (
+    Option<braid::runtime::RunSummary>,
+    Option<String>,
+    Vec<String>,
+) {
+    let mut runtime = RuntimeHandle::start(runtime_config()).unwrap();
+    let run_id = request.run_id.clone();
+    runtime.send(RuntimeRequest::Run(Box::new(request)));
+    let mut log = Vec::new();
+    loop {
+        let event = runtime
+            .recv_timeout(std::time::Duration::from_mins(5))
+            .expect("the run ends");
+        if event.run_id() != &run_id {
+            continue;
+        }
+        match event {
+            RuntimeEvent::Log { line, .. } => log.push(line),
+            RuntimeEvent::RunFinished(summary) => return (Some(summary), None, log),
+            RuntimeEvent::RunRefused { message, .. } => return (None, Some(message), log),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_block_imports_a_library_from_the_project_environment() {
+    // six 1.16.0: the machine's own interpreter may have another six; the project's pin must win.
+    let mut project = Builder::new()
+        .block(
+            "Uses six",
+            "import six\ndef main(block_input, backpack):\n    return [six.__version__, six.__file__]\n",
+        )
+        .build();
+    project.blocks[0].code_mut().unwrap().libraries = vec!["six==1.16.0".to_owned()];
+    let (summary, refused, _log) = run_collecting(RunRequest::new(RunId::new_random(), project));
+    assert_eq!(refused, None);
+    let summary = summary.unwrap();
+    assert_eq!(
+        summary.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        summary.failures
+    );
+    let output = &summary.results[0].output;
+    assert_eq!(output[0], "1.16.0");
+    let cache = braid::runtime::environment::default_cache_dir();
+    assert!(
+        output[1]
+            .as_str()
+            .unwrap()
+            .starts_with(cache.to_str().unwrap()),
+        "{output} not from {}",
+        cache.display()
+    );
+}
+
+#[test]
+fn a_library_that_does_not_install_refuses_the_run_with_pips_words() {
+    let mut project = Builder::new()
+        .block("A", "def main(block_input, backpack):\n    return 1\n")
+        .build();
+    project.blocks[0].code_mut().unwrap().libraries =
+        vec!["braid-surely-no-such-package-exists==0.0.1".to_owned()];
+    let (summary, refused, log) = run_collecting(RunRequest::new(RunId::new_random(), project));
+    assert!(summary.is_none());
+    let message = refused.expect("refused before anything runs");
+    assert!(
+        message.contains("installing the project's libraries"),
+        "{message}"
+    );
+    assert!(
+        message.contains("braid-surely-no-such-package-exists"),
+        "{message}"
+    );
+    assert!(!log.is_empty(), "the install's output was visible");
+}
+
+#[test]
+fn each_block_sees_the_values_of_the_variables_it_declares() {
+    let read = "import os\ndef main(block_input, backpack):\n    return os.environ.get('BRAID_TEST_TOKEN')\n";
+    let mut project = Builder::new()
+        .block("Declares", read)
+        .block("Does not", read)
+        .build();
+    project.blocks[0].code_mut().unwrap().env_vars = vec!["BRAID_TEST_TOKEN".to_owned()];
+    let mut request = RunRequest::new(RunId::new_random(), project);
+    request.env = BTreeMap::from([("BRAID_TEST_TOKEN".to_owned(), "s3cret".to_owned())]);
+    let (summary, refused, _) = run_collecting(request);
+    assert_eq!(refused, None);
+    let summary = summary.unwrap();
+    let by_block: BTreeMap<_, _> = summary
+        .results
+        .iter()
+        .map(|r| (r.block.as_str(), r.output.clone()))
+        .collect();
+    assert_eq!(by_block["Declares"], json!("s3cret"));
+    assert_eq!(by_block["Does not"], Value::Null);
+}
+
+#[test]
+fn invocations_sharing_a_dead_worker_run_again() {
+    let project = Builder::new()
+        .block("Gen", &items(10))
+        .block(
+            "Work",
+            "import os, time\ndef main(block_input, backpack):\n    if block_input == 4:\n        time.sleep(0.1)\n        os._exit(3)\n    time.sleep(0.4)\n    return block_input\n",
+        )
+        .link("Gen", "Work", FanOut)
+        .build();
+    let out = run_with(project, Value::Null, Some(10));
+    let work = out.records_of("Work");
+    assert_eq!(work.len(), 10);
+    let rerun = work.iter().filter(|r| r.attempt == 2).count();
+    assert!(rerun >= 1, "the crash's neighbours ran again: {work:?}");
+    for r in &work {
+        if r.item_path == vec![4] {
+            assert_eq!(r.status, InvocationStatus::Exception);
+        } else {
+            assert_eq!(r.status, InvocationStatus::Succeeded, "{r:?}");
+        }
+    }
+}
+
+#[test]
+fn a_killed_worker_fails_only_the_item_that_killed_it() {
+    let project = Builder::new()
+        .block("Gen", &items(6))
+        .block(
+            "Work",
+            "import os, signal, time\ndef main(block_input, backpack):\n    time.sleep(0.2)\n    if block_input == 4:\n        os.kill(os.getpid(), signal.SIGKILL)\n    return block_input\n",
+        )
+        .link("Gen", "Work", FanOut)
+        .build();
+    let out = run_with(project, Value::Null, Some(6));
+    let work = out.records_of("Work");
+    assert_eq!(work.len(), 6);
+    for r in &work {
+        if r.item_path == vec![4] {
+            assert_eq!(r.status, InvocationStatus::Exception);
+            let error = r.error.as_ref().unwrap();
+            assert!(error.message.contains("signal 9"), "{error:?}");
+        } else {
+            assert_eq!(r.status, InvocationStatus::Succeeded, "{r:?}");
+        }
+    }
+}
