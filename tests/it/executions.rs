@@ -135,8 +135,28 @@ fn step_through_a_failed_item_follow_it_and_replay_it() {
     assert_eq!(goto.block, BlockId("id-Process".into()));
     assert_eq!(goto.line, 4);
 
-    // Back to the fan-out that produced it (keyboard: the panel has focus after the click).
+    // j and k step through the table (the panel has the keyboard after the click).
+    click(&mut harness, "caught");
+    harness.get_by_label("5 of 8 invocations");
     click(&mut harness, "[3]");
+    press(&mut harness, Key::J);
+    let item = |h: &Harness<'_, BraidApp>| {
+        h.state()
+            .app
+            .executions
+            .picked
+            .as_ref()
+            .and_then(|p| p.record.as_ref())
+            .map(|r| r.item_path.clone())
+    };
+    assert_eq!(item(&harness), Some(vec![4]));
+    press(&mut harness, Key::K);
+    press(&mut harness, Key::K);
+    assert_eq!(item(&harness), Some(vec![2]));
+    press(&mut harness, Key::ArrowDown);
+    assert_eq!(item(&harness), Some(vec![3]));
+
+    // Back to the fan-out that produced it.
     press(&mut harness, Key::ArrowLeft);
     assert_eq!(picked_block(&harness), "Split");
     let split = harness
@@ -258,6 +278,19 @@ fn runs_are_found_again_after_a_restart() {
         "ValueError: bad row 3"
     );
     assert_eq!(picked.children.len(), 1, "it led to Fallback");
+
+    // A second run; the first can still be shown (its counts on the canvas), then deleted for good.
+    run_to_end(&mut harness);
+    wait_for(&mut harness, "two runs", |app| {
+        app.app.executions.runs().len() == 2
+    });
+    let app = &mut harness.state_mut().app;
+    app.apply(Command::ShowRun(Some(first_run.clone())), 0.0);
+    assert_eq!(app.executions.shown_run_id(), Some(first_run.clone()));
+    app.apply(Command::DeleteRun(first_run.clone()), 0.0);
+    let runs = app.executions.runs();
+    assert_eq!(runs.len(), 1);
+    assert_ne!(runs[0].run_id, first_run);
 }
 
 /// The panel with a failed item picked, as an image (thresholds in `kittest.toml`).
@@ -295,4 +328,10 @@ fn snapshot_of_the_executions_panel() {
         harness.mask(duration);
     }
     harness.snapshot("executions_panel");
+
+    // The timeline of the same run (bars vary with timing, so no image): lanes by slot, then by block.
+    click(&mut harness, "Timeline");
+    harness.get_by_label("concurrency slots");
+    click(&mut harness, "blocks");
+    harness.get_by_label("Ctrl+scroll zooms, drag pans, double-click fits, click picks");
 }
