@@ -285,10 +285,13 @@ impl InvocationDetail {
                     columns[1].label(RichText::new(cut_chars(&after, SHOWN_CHARS)).monospace());
                 });
                 section_label(ui, "Diff");
-                if before == after {
+                let diff = if before == after {
                     ui.label(RichText::new("No difference.").weak());
-                }
-                for line in line_diff(&before, &after).iter().take(400) {
+                    Vec::new()
+                } else {
+                    line_diff(&before, &after)
+                };
+                for line in diff.iter().take(400) {
                     let (text, color) = match line {
                         DiffLine::Same(l) => (format!("  {l}"), ui.visuals().weak_text_color()),
                         DiffLine::Removed(l) => (format!("- {l}"), theme::error_color(dark)),
