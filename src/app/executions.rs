@@ -251,6 +251,8 @@ struct Loading {
 struct ViewKey {
     run: RunId,
     generation: u64,
+    /// Rows of the run the table has seen.
+    rows: usize,
     block: Option<BlockId>,
     filter: TableFilter,
 }
@@ -526,14 +528,28 @@ impl Executions {
         let key = ViewKey {
             run: run_id,
             generation: run.generation,
+            rows: run.rows.len(),
             block: block.cloned(),
             filter: self.filter.clone(),
         };
         if self.view_key.as_ref() == Some(&key) {
             return;
         }
-        let text_ids = self.text_matches(run, block);
-        self.visible = filter_rows(run, block, &self.filter, text_ids.as_ref());
+        // Only new rows of the same run, block and filter: merge them in (session runs only; a
+        // history run's text filter asks the database).
+        let grown = self.view_key.as_ref().filter(|old| {
+            old.run == key.run
+                && old.block == key.block
+                && old.filter == key.filter
+                && old.rows <= key.rows
+                && run.source == Source::Session
+        });
+        self.visible = if let Some(old) = grown {
+            merge_new_rows(run, block, &self.filter, &self.visible, old.rows)
+        } else {
+            let text_ids = self.text_matches(run, block);
+            filter_rows(run, block, &self.filter, text_ids.as_ref())
+        };
         self.view_key = Some(key);
     }
 
@@ -754,12 +770,25 @@ pub fn filter_rows(
     filter: &TableFilter,
     text_ids: Option<&BTreeSet<InvocationId>>,
 ) -> Vec<usize> {
+    let mut visible = filter_range(run, block, filter, text_ids, 0);
+    visible.sort_by(row_order(run, filter.order));
+    visible
+}
+
+/// The rows from index `from` on that pass the filter, in row order.
+fn filter_range(
+    run: &RunData,
+    block: Option<&BlockId>,
+    filter: &TableFilter,
+    text_ids: Option<&BTreeSet<InvocationId>>,
+    from: usize,
+) -> Vec<usize> {
     let prefix = parse_item_path(&filter.item_path).unwrap_or_default();
     let text = filter.text.trim().to_lowercase();
-    let mut visible: Vec<usize> = run
-        .rows
+    run.rows
         .iter()
         .enumerate()
+        .skip(from)
         .filter(|(_, row)| {
             block.is_none_or(|b| &row.block_id == b)
                 && (filter.statuses.is_empty() || filter.statuses.contains(&row.status))
@@ -771,18 +800,47 @@ pub fn filter_rows(
                     ))
         })
         .map(|(i, _)| i)
-        .collect();
-    let duration = |i: &usize| row_duration_ms(&run.rows[*i]).unwrap_or(-1.0);
-    match filter.order {
-        RowOrder::Id => visible.sort_by_key(|&i| run.rows[i].id),
-        RowOrder::Started => visible.sort_by(|a, b| {
-            let start = |i: &usize| run.rows[*i].started_at_ms.unwrap_or(f64::INFINITY);
-            start(a).total_cmp(&start(b))
-        }),
-        RowOrder::DurationDescending => visible.sort_by(|a, b| duration(b).total_cmp(&duration(a))),
-        RowOrder::DurationAscending => visible.sort_by(|a, b| duration(a).total_cmp(&duration(b))),
+        .collect()
+}
+
+/// How two rows (by index) compare in a table order.
+fn row_order(run: &RunData, order: RowOrder) -> impl Fn(&usize, &usize) -> std::cmp::Ordering + '_ {
+    let duration = |i: usize| row_duration_ms(&run.rows[i]).unwrap_or(-1.0);
+    let start = |i: usize| run.rows[i].started_at_ms.unwrap_or(f64::INFINITY);
+    move |&a, &b| match order {
+        RowOrder::Id => run.rows[a].id.cmp(&run.rows[b].id),
+        RowOrder::Started => start(a).total_cmp(&start(b)),
+        RowOrder::DurationDescending => duration(b).total_cmp(&duration(a)),
+        RowOrder::DurationAscending => duration(a).total_cmp(&duration(b)),
     }
-    visible
+}
+
+/// Merges rows that arrived since the table was built (a growing run) into it: only the new rows are
+/// filtered and sorted, then the two sorted lists merge, so a million-row table keeps up cheaply.
+fn merge_new_rows(
+    run: &RunData,
+    block: Option<&BlockId>,
+    filter: &TableFilter,
+    visible: &[usize],
+    from: usize,
+) -> Vec<usize> {
+    let mut new = filter_range(run, block, filter, None, from);
+    let order = row_order(run, filter.order);
+    new.sort_by(&order);
+    let mut merged = Vec::with_capacity(visible.len() + new.len());
+    let (mut a, mut b) = (visible.iter().peekable(), new.iter().peekable());
+    while let (Some(&&x), Some(&&y)) = (a.peek(), b.peek()) {
+        if order(&y, &x) == std::cmp::Ordering::Less {
+            merged.push(y);
+            b.next();
+        } else {
+            merged.push(x);
+            a.next();
+        }
+    }
+    merged.extend(a);
+    merged.extend(b);
+    merged
 }
 
 /// Whether `needle` (lower case) is in the row's input, output or error; whole records are searched
@@ -1048,5 +1106,32 @@ mod tests {
         };
         assert_eq!(filter_rows(&run, None, &item, None), vec![2]);
         assert_eq!(run.counts[&BlockId("b".into())].failed, 1);
+    }
+
+    #[test]
+    fn rows_that_arrive_later_merge_in_order() {
+        let mut run = RunData::from_rows(
+            RunRow {
+                run_id: RunId("r".into()),
+                status: RunStatus::Running,
+                started_at_ms: 0.0,
+                duration_ms: None,
+                invocations: 0,
+                counts: BlockCounts::default(),
+            },
+            vec![row(5, 0.0, 9.0), row(2, 0.0, 1.0)],
+            Source::Session,
+        );
+        let filter = TableFilter {
+            order: RowOrder::DurationDescending,
+            ..TableFilter::default()
+        };
+        let visible = filter_rows(&run, None, &filter, None);
+        assert_eq!(visible, vec![0, 1]);
+        run.push_row(row(3, 0.0, 4.0));
+        run.push_row(row(1, 0.0, 20.0));
+        let merged = merge_new_rows(&run, None, &filter, &visible, 2);
+        assert_eq!(merged, filter_rows(&run, None, &filter, None));
+        assert_eq!(merged, vec![3, 0, 2, 1]);
     }
 }

@@ -18,6 +18,8 @@ use crate::app::executions::{
 use crate::app::{App, Command, CommandSender, Step, TableFilter};
 
 const ROW_HEIGHT: f32 = 20.0;
+/// The search text applies this long after the last keystroke.
+const TEXT_PAUSE_SECS: f64 = 0.3;
 /// The statuses a user filters by (queued and running only exist while a run goes).
 const FILTER_STATUSES: [InvocationStatus; 5] = [
     InvocationStatus::Succeeded,
@@ -33,6 +35,8 @@ pub struct ExecutionsPanel {
     filter: TableFilter,
     /// Whether the panel was the last thing clicked (its keys then work).
     pub focused: bool,
+    /// When the typed search text is applied (after a pause in typing).
+    text_due: Option<f64>,
     /// The picked invocation the table last scrolled to.
     scrolled_to: Option<u64>,
     detail: InvocationDetail,
@@ -142,7 +146,10 @@ impl ExecutionsPanel {
                 egui::TextEdit::singleline(&mut filter.text)
                     .hint_text("search input, output, error")
                     .desired_width(170.0),
-            );
+            )
+            .widget_info(|| {
+                egui::WidgetInfo::labeled(egui::WidgetType::TextEdit, true, "Search invocations")
+            });
             let path_ok = parse_item_path(&filter.item_path).is_some();
             let mut item = egui::TextEdit::singleline(&mut filter.item_path)
                 .hint_text("item path, e.g. 3")
@@ -165,9 +172,30 @@ impl ExecutionsPanel {
                     }
                 });
         });
+        // Typed text waits for a pause (a million rows are searched per change); the rest applies at
+        // once.
+        let now = ui.input(|i| i.time);
         if filter != self.filter {
-            self.filter = filter.clone();
-            tx.send(Command::SetTableFilter(filter));
+            let text_only = TableFilter {
+                text: self.filter.text.clone(),
+                ..filter.clone()
+            } == self.filter;
+            self.filter = filter;
+            if text_only {
+                self.text_due = Some(now + TEXT_PAUSE_SECS);
+            } else {
+                self.text_due = None;
+                tx.send(Command::SetTableFilter(self.filter.clone()));
+            }
+        }
+        if let Some(due) = self.text_due {
+            if now >= due {
+                self.text_due = None;
+                tx.send(Command::SetTableFilter(self.filter.clone()));
+            } else {
+                ui.ctx()
+                    .request_repaint_after(std::time::Duration::from_secs_f64(due - now));
+            }
         }
     }
 

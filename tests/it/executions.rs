@@ -102,6 +102,23 @@ fn step_through_a_failed_item_follow_it_and_replay_it() {
     assert_eq!(runs[0].counts.caught, 1);
     harness.get_by_label_contains("7 ok · 1 caught");
 
+    // A search over input, output and error finds the failed item (after a pause in typing).
+    harness.get_by_label("Search invocations").focus();
+    harness.step();
+    harness
+        .get_by_label("Search invocations")
+        .type_text("bad row");
+    wait_for(&mut harness, "the search", |app| {
+        app.app.executions.visible.len() == 1
+    });
+    harness.get_by_label("Search invocations").focus();
+    harness.step();
+    harness.key_press_modifiers(egui::Modifiers::COMMAND, Key::A);
+    harness.key_press(Key::Backspace);
+    wait_for(&mut harness, "the search cleared", |app| {
+        app.app.executions.visible.len() == 5
+    });
+
     // Process is selected: its five invocations are listed; only the failed one when filtered.
     harness.get_by_label("5 of 8 invocations");
     click(&mut harness, "caught");
