@@ -70,6 +70,10 @@ fn map_reduce_sample_prints_the_seeds_result() {
 fn every_sample_project_runs() {
     for entry in std::fs::read_dir(repo("sample-projects")).unwrap() {
         let path = entry.unwrap().path();
+        // Running a sample (in the editor too) leaves its history in `sample-projects/.braid/`.
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
         let (out, code) = run_json(&[path.to_str().unwrap()]);
         assert_eq!(
             (code, &out["status"]),
