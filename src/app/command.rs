@@ -146,6 +146,8 @@ pub enum Command {
     /// Shows a run in the panel (and its counts on the canvas); `None` follows the newest run.
     ShowRun(Option<RunId>),
     DeleteRun(RunId),
+    /// How many runs the history keeps (applied now and after every run).
+    SetKeepRuns(usize),
     SetTableFilter(TableFilter),
     /// Selects an invocation of the shown run.
     PickInvocation(InvocationId),

@@ -12,7 +12,8 @@ use serde_json::Value;
 
 use crate::model::{BlockId, Project};
 pub use crate::runtime::history::{
-    History, HistoryError, InvocationFilter, InvocationRow, RowOrder, RunRow, civil_from_days,
+    DEFAULT_KEEP_RUNS, History, HistoryError, InvocationFilter, InvocationRow, RowOrder, RunRow,
+    civil_from_days,
 };
 pub use crate::runtime::{
     BlockCounts, ErrorInfo, InvocationId, InvocationRecord, InvocationStatus, RunId, RunStatus,
@@ -217,9 +218,13 @@ pub struct Picked {
     pub lineage_blocks: BTreeSet<BlockId>,
 }
 
-#[derive(Default)]
+/// Where the editor remembers how many runs to keep.
+pub const KEEP_RUNS_KEY: &str = "braid.keep_runs";
+
 pub struct Executions {
     history: Option<History>,
+    /// The history keeps this many runs (the newest); older ones are deleted after each run.
+    pub keep_runs: usize,
     /// Newest first.
     history_runs: Vec<RunRow>,
     /// Newest last.
@@ -255,6 +260,27 @@ struct ViewKey {
     rows: usize,
     block: Option<BlockId>,
     filter: TableFilter,
+}
+
+impl Default for Executions {
+    fn default() -> Self {
+        Self {
+            history: None,
+            keep_runs: DEFAULT_KEEP_RUNS,
+            history_runs: Vec::new(),
+            session: VecDeque::new(),
+            loaded: None,
+            loading: None,
+            selected_run: None,
+            filter: TableFilter::default(),
+            visible: Vec::new(),
+            view_key: None,
+            by_start: None,
+            picked: None,
+            replay: None,
+            history_problem: None,
+        }
+    }
 }
 
 impl Executions {
@@ -384,6 +410,12 @@ impl Executions {
             run.row.started_at_ms = summary.started_at_ms;
             run.generation += 1;
         }
+        // As `braid run` does: the oldest runs past the retention go.
+        if let Some(history) = &self.history
+            && let Err(e) = history.apply_retention(self.keep_runs)
+        {
+            self.history_problem = Some(format!("old runs were not deleted: {e}"));
+        }
         // With a history, older runs are read back from it when shown: only the newest stays in
         // memory (a million-invocation run is a few hundred megabytes of rows).
         if self.history.is_some() {
@@ -488,6 +520,15 @@ impl Executions {
     /// Whether a history run is being read (the editor looks again soon).
     pub fn is_loading(&self) -> bool {
         self.loading.is_some()
+    }
+
+    /// Deletes the history's runs past [`Self::keep_runs`].
+    pub fn apply_retention(&mut self) -> Result<(), HistoryError> {
+        if let Some(history) = &self.history {
+            history.apply_retention(self.keep_runs)?;
+        }
+        self.refresh_runs();
+        Ok(())
     }
 
     pub fn delete_run(&mut self, run_id: &RunId) -> Result<(), HistoryError> {

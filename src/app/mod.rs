@@ -492,6 +492,12 @@ impl App {
                 }
             }
             Command::SetTableFilter(filter) => self.executions.filter = filter,
+            Command::SetKeepRuns(keep) => {
+                self.executions.keep_runs = keep.max(1);
+                if let Err(e) = self.executions.apply_retention() {
+                    self.notify(NoticeLevel::Error, e.to_string(), now_secs);
+                }
+            }
             Command::PickInvocation(id) => self.executions.pick(id),
             Command::StepInvocation(step) => self.step_invocation(step),
             Command::Replay => self.replay(now_secs),

@@ -30,6 +30,12 @@ impl BraidApp {
         let mut app = App::new(options.runtime, options.dialogs);
         if let Some(storage) = cc.storage {
             app.recent = files::recent_from_storage(storage.get_string(RECENT_KEY));
+            if let Some(keep) = storage
+                .get_string(super::executions::KEEP_RUNS_KEY)
+                .and_then(|text| text.parse().ok())
+            {
+                app.executions.keep_runs = keep;
+            }
         }
         if let Some(path) = options.project {
             app.open_at_start(&path);
@@ -108,6 +114,10 @@ impl eframe::App for BraidApp {
         if let Ok(text) = serde_json::to_string(&self.app.recent) {
             storage.set_string(RECENT_KEY, text);
         }
+        storage.set_string(
+            super::executions::KEEP_RUNS_KEY,
+            self.app.executions.keep_runs.to_string(),
+        );
     }
 }
 

@@ -35,6 +35,8 @@ pub struct ExecutionsPanel {
     filter: TableFilter,
     /// Whether the panel was the last thing clicked (its keys then work).
     pub focused: bool,
+    /// The retention being edited (applied when the user lets go).
+    keep_edit: Option<usize>,
     /// When the typed search text is applied (after a pause in typing).
     text_due: Option<f64>,
     /// The picked invocation the table last scrolled to.
@@ -68,7 +70,7 @@ impl ExecutionsPanel {
             ui.vertical(|ui| {
                 ui.set_width(250.0);
                 ui.set_height(height);
-                runs_ui(ui, app, &runs, tx);
+                runs_ui(ui, app, &runs, &mut self.keep_edit, tx);
             });
             ui.separator();
             let table_width = (ui.available_width() * 0.56).max(320.0);
@@ -343,7 +345,13 @@ fn keys(ui: &Ui, tx: &CommandSender) {
     }
 }
 
-fn runs_ui(ui: &mut Ui, app: &App, runs: &[RunRow], tx: &CommandSender) {
+fn runs_ui(
+    ui: &mut Ui,
+    app: &App,
+    runs: &[RunRow],
+    keep_edit: &mut Option<usize>,
+    tx: &CommandSender,
+) {
     let dark = ui.visuals().dark_mode;
     let shown = app.executions.shown_run_id();
     ui.horizontal(|ui| {
@@ -351,6 +359,27 @@ fn runs_ui(ui: &mut Ui, app: &App, runs: &[RunRow], tx: &CommandSender) {
         if app.executions.history().is_none() {
             ui.label(RichText::new("· this session").small().weak())
                 .on_hover_text("Save the project to keep its runs between sessions");
+        } else {
+            let mut keep = keep_edit.unwrap_or(app.executions.keep_runs);
+            let response = ui
+                .add(
+                    egui::DragValue::new(&mut keep)
+                        .range(1..=10_000)
+                        .prefix("keep ")
+                        .speed(1.0),
+                )
+                .on_hover_text("The history keeps this many runs; older ones are deleted");
+            // Applied when the user lets go or stops typing: deleting runs mid-drag would be rash.
+            if response.changed() {
+                *keep_edit = Some(keep);
+            }
+            if !response.dragged()
+                && !response.has_focus()
+                && let Some(keep) = keep_edit.take()
+                && keep != app.executions.keep_runs
+            {
+                tx.send(Command::SetKeepRuns(keep));
+            }
         }
     });
     egui::ScrollArea::vertical()

@@ -308,6 +308,27 @@ fn runs_are_found_again_after_a_restart() {
     let runs = app.executions.runs();
     assert_eq!(runs.len(), 1);
     assert_ne!(runs[0].run_id, first_run);
+
+    // Retention: keeping one run deletes the older one from the history.
+    run_to_end(&mut harness);
+    wait_for(&mut harness, "two runs again", |app| {
+        app.app.executions.runs().len() == 2
+    });
+    let newest = harness
+        .state()
+        .app
+        .run
+        .as_ref()
+        .expect("a run")
+        .run_id
+        .clone();
+    let app = &mut harness.state_mut().app;
+    app.apply(Command::SetKeepRuns(1), 0.0);
+    let runs = app.executions.runs();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].run_id, newest);
+    let history = app.executions.history().expect("the project's history");
+    assert_eq!(history.runs().expect("readable").len(), 1);
 }
 
 /// The panel with a failed item picked, as an image (thresholds in `kittest.toml`).
