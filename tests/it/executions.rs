@@ -64,6 +64,17 @@ fn run_to_end(harness: &mut Harness<'_, BraidApp>) {
     });
 }
 
+fn current_run(harness: &Harness<'_, BraidApp>) -> braid::app::executions::RunId {
+    harness
+        .state()
+        .app
+        .run
+        .as_ref()
+        .expect("a run")
+        .run_id
+        .clone()
+}
+
 fn picked_block(harness: &Harness<'_, BraidApp>) -> String {
     let picked = harness
         .state()
@@ -255,14 +266,7 @@ fn runs_are_found_again_after_a_restart() {
     let first_run = {
         let mut harness = harness_sized(Some(path.clone()), [1280.0, 1000.0]);
         run_to_end(&mut harness);
-        harness
-            .state()
-            .app
-            .run
-            .as_ref()
-            .expect("a run")
-            .run_id
-            .clone()
+        current_run(&harness)
     };
 
     // A new editor on the same file: the run comes from the project's history.
@@ -314,14 +318,7 @@ fn runs_are_found_again_after_a_restart() {
     wait_for(&mut harness, "two runs again", |app| {
         app.app.executions.runs().len() == 2
     });
-    let newest = harness
-        .state()
-        .app
-        .run
-        .as_ref()
-        .expect("a run")
-        .run_id
-        .clone();
+    let newest = current_run(&harness);
     let app = &mut harness.state_mut().app;
     app.apply(Command::SetKeepRuns(1), 0.0);
     let runs = app.executions.runs();
