@@ -233,6 +233,8 @@ pub struct Executions {
     loaded: Option<RunData>,
     /// A history run being read on a background thread (a million rows take a while).
     loading: Option<Loading>,
+    /// The last text search of a history run.
+    search: Option<Search>,
     /// The run the panel shows; `None` follows the newest run.
     pub selected_run: Option<RunId>,
     pub filter: TableFilter,
@@ -245,6 +247,19 @@ pub struct Executions {
     pub replay: Option<Replay>,
     /// A message about the history database (it could not be opened or read).
     pub history_problem: Option<String>,
+}
+
+/// A text search of a history run: (run, block, text), and the ids found once the database answered.
+struct Search {
+    key: (RunId, Option<BlockId>, String),
+    ids: Option<BTreeSet<InvocationId>>,
+    rows: mpsc::Receiver<Result<BTreeSet<InvocationId>, HistoryError>>,
+}
+
+enum SearchState {
+    NotNeeded,
+    Pending,
+    Ready(BTreeSet<InvocationId>),
 }
 
 struct Loading {
@@ -271,6 +286,7 @@ impl Default for Executions {
             session: VecDeque::new(),
             loaded: None,
             loading: None,
+            search: None,
             selected_run: None,
             filter: TableFilter::default(),
             visible: Vec::new(),
@@ -295,6 +311,7 @@ impl Executions {
         self.history_problem = None;
         self.loaded = None;
         self.loading = None;
+        self.search = None;
         if !keep_session {
             self.session.clear();
             self.selected_run = None;
@@ -519,7 +536,7 @@ impl Executions {
 
     /// Whether a history run is being read (the editor looks again soon).
     pub fn is_loading(&self) -> bool {
-        self.loading.is_some()
+        self.loading.is_some() || self.is_searching()
     }
 
     /// Deletes the history's runs past [`Self::keep_runs`].
@@ -585,36 +602,89 @@ impl Executions {
                 && old.rows <= key.rows
                 && run.source == Source::Session
         });
-        self.visible = if let Some(old) = grown {
-            merge_new_rows(run, block, &self.filter, &self.visible, old.rows)
-        } else {
-            let text_ids = self.text_matches(run, block);
-            filter_rows(run, block, &self.filter, text_ids.as_ref())
+        if let Some(old) = grown {
+            self.visible = merge_new_rows(run, block, &self.filter, &self.visible, old.rows);
+            self.view_key = Some(key);
+            return;
+        }
+        let source = run.source;
+        let text_ids = match self.search_ids(&key.run, source, block) {
+            SearchState::NotNeeded => None,
+            // The table stays as it is until the database answers (the key is not kept, so the
+            // next refresh looks again).
+            SearchState::Pending => return,
+            SearchState::Ready(ids) => Some(ids),
         };
+        let Some(run) = self.data(&key.run) else {
+            return;
+        };
+        self.visible = filter_rows(run, block, &self.filter, text_ids.as_ref());
         self.view_key = Some(key);
     }
 
     /// For a history run and a text filter, the ids the database finds (it searches the whole
-    /// input, output and error; in memory only what is held is searched).
-    fn text_matches(
-        &self,
-        run: &RunData,
+    /// input, output and error); the search runs on a background thread, like loading.
+    fn search_ids(
+        &mut self,
+        run_id: &RunId,
+        source: Source,
         block: Option<&BlockId>,
-    ) -> Option<BTreeSet<InvocationId>> {
-        let text = self.filter.text.trim();
-        if text.is_empty() || run.source != Source::History {
-            return None;
+    ) -> SearchState {
+        let text = self.filter.text.trim().to_owned();
+        let Some(history) = &self.history else {
+            return SearchState::NotNeeded;
+        };
+        if text.is_empty() || source != Source::History {
+            return SearchState::NotNeeded;
         }
-        let history = self.history.as_ref()?;
+        let key = (run_id.clone(), block.cloned(), text);
+        if let Some(search) = self.search.as_mut().filter(|s| s.key == key) {
+            if let Some(ids) = &search.ids {
+                return SearchState::Ready(ids.clone());
+            }
+            let found = match search.rows.try_recv() {
+                Ok(Ok(ids)) => ids,
+                Ok(Err(e)) => {
+                    self.history_problem = Some(e.to_string());
+                    BTreeSet::new()
+                }
+                Err(mpsc::TryRecvError::Empty) => return SearchState::Pending,
+                Err(mpsc::TryRecvError::Disconnected) => BTreeSet::new(),
+            };
+            search.ids = Some(found.clone());
+            return SearchState::Ready(found);
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        let path = history.path().to_owned();
         let filter = InvocationFilter {
-            block: block.cloned(),
-            text: Some(text.to_owned()),
+            block: key.1.clone(),
+            text: Some(key.2.clone()),
             ..InvocationFilter::default()
         };
-        history
-            .invocation_rows(&run.row.run_id, &filter)
-            .ok()
-            .map(|rows| rows.into_iter().map(|r| r.id).collect())
+        let run = key.0.clone();
+        let spawned = std::thread::Builder::new()
+            .name("braid-history-search".to_owned())
+            .spawn(move || {
+                let ids = History::open(&path)
+                    .and_then(|h| h.invocation_rows(&run, &filter))
+                    .map(|rows| rows.into_iter().map(|r| r.id).collect());
+                let _ = tx.send(ids);
+            });
+        if let Err(e) = spawned {
+            self.history_problem = Some(format!("could not start the search: {e}"));
+            return SearchState::NotNeeded;
+        }
+        self.search = Some(Search {
+            key,
+            ids: None,
+            rows: rx,
+        });
+        SearchState::Pending
+    }
+
+    /// Whether a search of a history run is under way.
+    pub fn is_searching(&self) -> bool {
+        self.search.as_ref().is_some_and(|s| s.ids.is_none())
     }
 
     // --- the selected invocation -----------------------------------------------------------------

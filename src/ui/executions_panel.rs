@@ -215,15 +215,21 @@ impl ExecutionsPanel {
         let visible = &executions.visible;
         // A click anywhere on a row picks it; selectable labels would take the click for themselves.
         ui.style_mut().interaction.selectable_labels = false;
-        ui.label(
-            RichText::new(format!(
-                "{} of {} invocations",
-                visible.len(),
-                run.rows.len()
-            ))
-            .small()
-            .weak(),
-        );
+        ui.horizontal(|ui| {
+            ui.label(
+                RichText::new(format!(
+                    "{} of {} invocations",
+                    visible.len(),
+                    run.rows.len()
+                ))
+                .small()
+                .weak(),
+            );
+            if executions.is_searching() {
+                ui.spinner();
+                ui.label(RichText::new("searching the history…").small().weak());
+            }
+        });
         let picked = executions.picked.as_ref().map(|p| p.id);
         let lineage = executions.picked.as_ref().map(|p| &p.lineage);
         let dark = ui.visuals().dark_mode;

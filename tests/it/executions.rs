@@ -284,6 +284,22 @@ fn runs_are_found_again_after_a_restart() {
         app.app.executions.shown().is_some()
     });
     harness.get_by_label("5 of 8 invocations");
+    // The database searches whole values: the error text finds the failed item.
+    harness.get_by_label("Search invocations").focus();
+    harness.step();
+    harness
+        .get_by_label("Search invocations")
+        .type_text("bad row 3");
+    wait_for(&mut harness, "the history search", |app| {
+        app.app.executions.visible.len() == 1
+    });
+    harness.get_by_label("Search invocations").focus();
+    harness.step();
+    harness.key_press_modifiers(egui::Modifiers::COMMAND, Key::A);
+    harness.key_press(Key::Backspace);
+    wait_for(&mut harness, "the search cleared", |app| {
+        app.app.executions.visible.len() == 5
+    });
     click(&mut harness, "[3]");
     let picked = harness
         .state()
