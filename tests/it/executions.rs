@@ -64,6 +64,20 @@ fn run_to_end(harness: &mut Harness<'_, BraidApp>) {
     });
 }
 
+/// Types `text` into the search field (replacing what is there) and waits for `rows` rows.
+fn search(harness: &mut Harness<'_, BraidApp>, text: &str, rows: usize) {
+    harness.get_by_label("Search invocations").focus();
+    harness.step();
+    harness.key_press_modifiers(egui::Modifiers::COMMAND, Key::A);
+    harness.key_press(Key::Backspace);
+    if !text.is_empty() {
+        harness.get_by_label("Search invocations").type_text(text);
+    }
+    wait_for(harness, "the search", |app| {
+        app.app.executions.visible.len() == rows
+    });
+}
+
 fn current_run(harness: &Harness<'_, BraidApp>) -> braid::app::executions::RunId {
     harness
         .state()
@@ -114,21 +128,8 @@ fn step_through_a_failed_item_follow_it_and_replay_it() {
     harness.get_by_label_contains("7 ok · 1 caught");
 
     // A search over input, output and error finds the failed item (after a pause in typing).
-    harness.get_by_label("Search invocations").focus();
-    harness.step();
-    harness
-        .get_by_label("Search invocations")
-        .type_text("bad row");
-    wait_for(&mut harness, "the search", |app| {
-        app.app.executions.visible.len() == 1
-    });
-    harness.get_by_label("Search invocations").focus();
-    harness.step();
-    harness.key_press_modifiers(egui::Modifiers::COMMAND, Key::A);
-    harness.key_press(Key::Backspace);
-    wait_for(&mut harness, "the search cleared", |app| {
-        app.app.executions.visible.len() == 5
-    });
+    search(&mut harness, "bad row", 1);
+    search(&mut harness, "", 5);
 
     // Process is selected: its five invocations are listed; only the failed one when filtered.
     harness.get_by_label("5 of 8 invocations");
@@ -285,21 +286,8 @@ fn runs_are_found_again_after_a_restart() {
     });
     harness.get_by_label("5 of 8 invocations");
     // The database searches whole values: the error text finds the failed item.
-    harness.get_by_label("Search invocations").focus();
-    harness.step();
-    harness
-        .get_by_label("Search invocations")
-        .type_text("bad row 3");
-    wait_for(&mut harness, "the history search", |app| {
-        app.app.executions.visible.len() == 1
-    });
-    harness.get_by_label("Search invocations").focus();
-    harness.step();
-    harness.key_press_modifiers(egui::Modifiers::COMMAND, Key::A);
-    harness.key_press(Key::Backspace);
-    wait_for(&mut harness, "the search cleared", |app| {
-        app.app.executions.visible.len() == 5
-    });
+    search(&mut harness, "bad row 3", 1);
+    search(&mut harness, "", 5);
     click(&mut harness, "[3]");
     let picked = harness
         .state()
