@@ -1,6 +1,5 @@
 //! The headless command line (`../shared/spec/cli.md`): the same runtime as the editor, no GUI.
 
-use std::collections::BTreeMap;
 use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -282,11 +281,7 @@ fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
     };
     let mut runtime = start_runtime().map_err(UsageError)?;
     let run_id = RunId::new_random();
-    let block_names: BTreeMap<_, _> = project
-        .blocks
-        .iter()
-        .map(|b| (b.id.clone(), b.name.clone()))
-        .collect();
+
     runtime.send(RuntimeRequest::Run(Box::new(RunRequest {
         run_id: run_id.clone(),
         project,
@@ -316,7 +311,7 @@ fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
                 if let Some(history) = &history {
                     check_recorded(history, &run_id);
                 }
-                print_summary(&summary, args.json, &block_names);
+                print_summary(&summary, args.json);
                 return Ok(if summary.status == RunStatus::Succeeded {
                     ExitCode::SUCCESS
                 } else {
@@ -364,11 +359,7 @@ fn print_json(value: &Value) {
     let _ = writeln!(stdout);
 }
 
-fn print_summary(
-    summary: &RunSummary,
-    as_json: bool,
-    _names: &BTreeMap<crate::model::BlockId, String>,
-) {
+fn print_summary(summary: &RunSummary, as_json: bool) {
     if as_json {
         print_json(&json!({
             "run_id": summary.run_id,

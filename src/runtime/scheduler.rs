@@ -49,7 +49,6 @@ struct FanInSet {
 
 struct Frame {
     parent: Arc<Ctx>,
-    fan_out_block: usize,
     base_backpack: Value,
     alive: Vec<u32>,
     unsettled: usize,
@@ -462,7 +461,6 @@ impl RunScheduler {
                 frame_id,
                 Frame {
                     parent: Arc::clone(&inv.ctx),
-                    fan_out_block: inv.block,
                     base_backpack: backpack.clone(),
                     alive: vec![0; items.len()],
                     unsettled: items.len(),
@@ -681,7 +679,6 @@ impl RunScheduler {
             let reason = format!("fan-in \"{target_name}\" failed");
             self.note_reason(&frame.parent, reason);
         }
-        let _ = frame.fan_out_block;
     }
 
     /// A scope has settled (an item of a fan-out, or with `None` the whole run): its merges that are still

@@ -50,7 +50,7 @@ impl PoolConfig {
     }
 }
 
-enum Command_ {
+enum PoolCommand {
     Load(Program),
     Unload(u64),
     Submit(Vec<Task>),
@@ -59,7 +59,7 @@ enum Command_ {
 
 /// The handle the scheduler holds. Dropping it stops the workers.
 pub struct ProcessPool {
-    commands: mpsc::UnboundedSender<Command_>,
+    commands: mpsc::UnboundedSender<PoolCommand>,
 }
 
 impl ProcessPool {
@@ -75,19 +75,19 @@ impl ProcessPool {
 
 impl Invoker for ProcessPool {
     fn load(&mut self, program: Program) {
-        let _ = self.commands.send(Command_::Load(program));
+        let _ = self.commands.send(PoolCommand::Load(program));
     }
 
     fn unload(&mut self, program: u64) {
-        let _ = self.commands.send(Command_::Unload(program));
+        let _ = self.commands.send(PoolCommand::Unload(program));
     }
 
     fn submit(&mut self, tasks: Vec<Task>) {
-        let _ = self.commands.send(Command_::Submit(tasks));
+        let _ = self.commands.send(PoolCommand::Submit(tasks));
     }
 
     fn cancel(&mut self, keys: Vec<u64>) {
-        let _ = self.commands.send(Command_::Cancel(keys));
+        let _ = self.commands.send(PoolCommand::Cancel(keys));
     }
 }
 
@@ -229,7 +229,7 @@ impl PoolActor {
         }
     }
 
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command_>) {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<PoolCommand>) {
         for index in 0..self.workers.len() {
             self.spawn(index).await;
         }
@@ -253,9 +253,9 @@ impl PoolActor {
         }
     }
 
-    async fn command(&mut self, command: Command_) {
+    async fn command(&mut self, command: PoolCommand) {
         match command {
-            Command_::Load(program) => {
+            PoolCommand::Load(program) => {
                 if program.site_packages != self.site_packages {
                     // Another project's libraries: modules imported from the old environment must
                     // not linger, so idle workers start afresh (busy ones finish their work first).
@@ -284,7 +284,7 @@ impl PoolActor {
                     self.emit(InvokerEvent::Broken(message.clone())).await;
                 }
             }
-            Command_::Unload(program) => {
+            PoolCommand::Unload(program) => {
                 self.programs.remove(&program);
                 self.loaded_reported.remove(&program);
                 let frame = format!(r#"{{"op":"unload","program":{program}}}"#).into_bytes();
@@ -292,7 +292,7 @@ impl PoolActor {
                     let _ = worker.frames.send(frame.clone());
                 }
             }
-            Command_::Submit(tasks) => {
+            PoolCommand::Submit(tasks) => {
                 if let Some(message) = self.broken.clone() {
                     let results = tasks
                         .into_iter()
@@ -303,7 +303,7 @@ impl PoolActor {
                     self.waiting.extend(tasks);
                 }
             }
-            Command_::Cancel(keys) => self.cancel(keys).await,
+            PoolCommand::Cancel(keys) => self.cancel(keys).await,
         }
     }
 
