@@ -17,11 +17,13 @@ fn fixture(name: &str) -> PathBuf {
     repo("../shared/fixtures/refinery-examples").join(name)
 }
 
+/// `braid run … --json`, without recording history: these tests run the repository's own sample
+/// projects and must not leave databases beside them (history has its own tests).
 fn run_json(args: &[&str]) -> (Value, i32) {
     let out = braid()
         .arg("run")
         .args(args)
-        .arg("--json")
+        .args(["--json", "--no-history"])
         .output()
         .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
@@ -220,6 +222,7 @@ fn human_summary_without_json() {
     let out = braid()
         .arg("run")
         .arg(repo("sample-projects/fan-in.braid.json"))
+        .arg("--no-history")
         .output()
         .unwrap();
     assert!(out.status.success());
