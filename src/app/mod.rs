@@ -927,15 +927,18 @@ impl App {
     }
 
     /// Counts per block for the canvas: the run picked in the Block Executions panel, else the current
-    /// run's live counts; and whether that run has finished.
+    /// run's live counts, else the newest run of the history; and whether that run has finished.
     pub fn canvas_counts(&self) -> Option<(&BTreeMap<BlockId, BlockCounts>, bool)> {
         if let Some(selected) = &self.executions.selected_run
             && self.run.as_ref().is_none_or(|r| &r.run_id != selected)
         {
             return self.executions.shown_counts().map(|c| (c, true));
         }
-        let run = self.run.as_ref()?;
-        Some((&run.counts, matches!(run.phase, RunPhase::Finished(_))))
+        match &self.run {
+            Some(run) => Some((&run.counts, matches!(run.phase, RunPhase::Finished(_)))),
+            // No run in this session yet: the newest run from the history.
+            None => self.executions.shown_counts().map(|c| (c, true)),
+        }
     }
 
     /// Compile errors that belong to a block.

@@ -316,7 +316,11 @@ impl ExecutionsPanel {
                         );
                         ui.add(egui::Label::new(text).truncate().selectable(false));
                     });
-                    if row.response().clicked() {
+                    let response = row.response();
+                    if response.clicked() {
+                        // A focused row would take the arrow keys for focus moves, and the
+                        // editor's shortcuts: the panel's keys should work instead.
+                        response.surrender_focus();
                         tx.send(Command::PickInvocation(data.id));
                     }
                 });
@@ -326,7 +330,8 @@ impl ExecutionsPanel {
 
 /// The panel's keys: rows with ↑↓ / j k, start order with Shift, the item's path with ← → / h l.
 fn keys(ui: &Ui, tx: &CommandSender) {
-    if ui.ctx().egui_wants_keyboard_input() {
+    // Only typing takes the keys: a clicked (focused) row or button must not.
+    if ui.ctx().text_edit_focused() {
         return;
     }
     // Shift first: `consume_key` ignores an extra Shift, so plain keys would take those presses.

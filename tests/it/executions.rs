@@ -285,6 +285,12 @@ fn runs_are_found_again_after_a_restart() {
         app.app.executions.shown().is_some()
     });
     harness.get_by_label("5 of 8 invocations");
+    // The canvas shows that run's counts, though nothing ran in this session.
+    let (counts, finished) = harness.state().app.canvas_counts().expect("counts");
+    let process = counts[&BlockId("id-Process".into())];
+    assert!(finished);
+    assert_eq!((process.succeeded, process.caught), (4, 1));
+    harness.get_by_label("4 ok");
     // The database searches whole values: the error text finds the failed item.
     search(&mut harness, "bad row 3", 1);
     search(&mut harness, "", 5);
