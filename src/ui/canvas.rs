@@ -1089,7 +1089,8 @@ impl Viewer<'_> {
                     .color(theme::path_color(dark)),
             );
         }
-        let Some(counts) = counts.get(block) else {
+        // The runtime reports every block, so a block nothing reached has all-zero counts.
+        let Some(counts) = counts.get(block).filter(|c| c.total() > 0) else {
             if finished {
                 ui.label(RichText::new("not run").small().weak());
             }
