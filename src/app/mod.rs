@@ -383,6 +383,7 @@ impl App {
             }
             RuntimeEvent::Log { line, .. } => {
                 tracing::info!(target: "braid::environment", "{line}");
+                run.preparing = Some(line);
             }
             RuntimeEvent::Checked { .. } => {}
         }

@@ -36,6 +36,8 @@ pub struct RunState {
     pub records_received: u64,
     /// When the run was sent, in egui time (seconds), for the elapsed-time display.
     pub sent_at_secs: f64,
+    /// The latest line of preparation output (pip installing the project's libraries).
+    pub preparing: Option<String>,
 }
 
 impl RunState {
@@ -46,6 +48,7 @@ impl RunState {
             counts: BTreeMap::new(),
             records_received: 0,
             sent_at_secs: now_secs,
+            preparing: None,
         }
     }
 

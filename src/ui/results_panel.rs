@@ -110,7 +110,10 @@ fn status_line_ui(ui: &mut Ui, run: &RunState, tx: &CommandSender) {
         match &run.phase {
             RunPhase::Starting => {
                 ui.spinner();
-                ui.label("Compiling…");
+                match &run.preparing {
+                    Some(line) => ui.label(format!("Installing the project's libraries: {line}")),
+                    None => ui.label("Compiling…"),
+                };
             }
             RunPhase::Running | RunPhase::Stopping => {
                 ui.spinner();

@@ -266,3 +266,49 @@ fn validate_reports_every_problem_and_exit_code() {
     assert!(stdout.contains("else"), "{stdout}");
     assert!(stdout.contains("ghost"), "{stdout}");
 }
+
+#[test]
+fn a_failing_library_install_is_shown_and_stops_the_run() {
+    let project = json!({
+        "format_version": 1, "name": "libs",
+        "blocks": [{"id": "a", "name": "A", "kind": "code", "libraries": ["braid-surely-no-such-package-exists==0.0.1"],
+                    "code": "def main(block_input, backpack):\n    return 1\n"}],
+        "transitions": []
+    });
+    let (_dir, path) = write_temp("libs.json", &project.to_string());
+    let out = braid()
+        .arg("run")
+        .arg(&path)
+        .arg("--no-history")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("Creating a Python environment"), "{stderr}");
+    assert!(
+        stderr.contains("installing the project's libraries"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "nothing ran, nothing printed");
+}
+
+#[test]
+fn environment_values_come_from_the_braid_folder_not_the_project() {
+    let project = json!({
+        "format_version": 1, "name": "env",
+        "blocks": [{"id": "a", "name": "A", "kind": "code", "env_vars": ["BRAID_CLI_TEST_SECRET"],
+                    "code": "import os\ndef main(block_input, backpack):\n    return os.environ['BRAID_CLI_TEST_SECRET']\n"}],
+        "transitions": []
+    });
+    let (dir, path) = write_temp("env.json", &project.to_string());
+    std::fs::create_dir_all(dir.path().join(".braid")).unwrap();
+    std::fs::write(
+        dir.path().join(".braid/env.json.env"),
+        "# local only\nBRAID_CLI_TEST_SECRET=\"hunter2\"\n",
+    )
+    .unwrap();
+    let (out, code) = run_json(&[path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out["results"][0]["output"], "hunter2");
+    assert!(!std::fs::read_to_string(&path).unwrap().contains("hunter2"));
+}
