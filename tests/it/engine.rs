@@ -543,6 +543,24 @@ fn hostile_raise() {
 fn hostile_infinite_loop_times_out() {
     let out = hostile("        while True:\n            pass", 2);
     assert_only_item_4_failed(&out, InvocationStatus::TimedOut, "timeout of 2 s");
+    let stopped = out
+        .records_of("Work")
+        .into_iter()
+        .find(|r| r.item_path == vec![4])
+        .unwrap();
+    let error = stopped.error.as_ref().unwrap();
+    assert!(
+        error
+            .traceback
+            .ends_with("Timeout: ran past its timeout of 2 s\n"),
+        "{}",
+        error.traceback
+    );
+    assert!(
+        matches!(error.line, Some(4 | 5)),
+        "the loop's line, where it was stopped: {:?}",
+        error.line
+    );
 }
 
 #[test]

@@ -315,7 +315,11 @@ class Worker:
                 running.pop(ident, None)
         except BraidTimeout:
             status = TIMED_OUT
-            error = ["Timeout", f"ran past its timeout of {block.timeout_s:g} s", _format_tb(), None]
+            message = f"ran past its timeout of {block.timeout_s:g} s"
+            # The traceback shows where the code was when it was stopped; its last line names Braid's
+            # internal exception, so say what happened instead.
+            trace = _format_tb().rstrip("\n").rsplit("\n", 1)[0]
+            error = ["Timeout", message, f"{trace}\nTimeout: {message}\n", _user_line(block)]
         except BraidCancelled:
             status = CANCELLED
             error = ["Cancelled", "the run was stopped", "", None]
