@@ -416,7 +416,21 @@ impl RunScheduler {
     ) {
         let plan = Arc::clone(&self.plan);
         let out = &plan.blocks[inv.block].outgoing;
-        for edge in &out.then {
+        // `then`, every true `if`, and `else` when the block has `if`s and none was true: each passes
+        // the return value and backpack on unchanged.
+        let any_if = ifs.iter().any(|&truth| truth);
+        let passing = out
+            .then
+            .iter()
+            .chain(
+                out.ifs
+                    .iter()
+                    .zip(ifs)
+                    .filter(|(_, truth)| **truth)
+                    .map(|(edge, _)| edge),
+            )
+            .chain(out.elses.iter().filter(|_| !out.ifs.is_empty() && !any_if));
+        for edge in passing {
             fired.push(edge.transition.clone());
             self.enqueue(
                 edge.target,
@@ -425,32 +439,6 @@ impl RunScheduler {
                 Arc::clone(&inv.ctx),
                 vec![inv.id],
             );
-        }
-        let mut any_if = false;
-        for (edge, &truth) in out.ifs.iter().zip(ifs) {
-            if truth {
-                any_if = true;
-                fired.push(edge.transition.clone());
-                self.enqueue(
-                    edge.target,
-                    output.clone(),
-                    backpack.clone(),
-                    Arc::clone(&inv.ctx),
-                    vec![inv.id],
-                );
-            }
-        }
-        if !out.ifs.is_empty() && !any_if {
-            for edge in &out.elses {
-                fired.push(edge.transition.clone());
-                self.enqueue(
-                    edge.target,
-                    output.clone(),
-                    backpack.clone(),
-                    Arc::clone(&inv.ctx),
-                    vec![inv.id],
-                );
-            }
         }
         for edge in &out.fan_outs {
             fired.push(edge.transition.clone());
