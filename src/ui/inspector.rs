@@ -239,7 +239,7 @@ impl InspectorView {
         let hint = if name == "Libraries" {
             "one per line, e.g. requests"
         } else {
-            "one name per line; values come from Braid's environment"
+            "one name per line; values from .braid/<project>.env or the environment"
         };
         let response = ui
             .add(
