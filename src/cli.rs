@@ -46,6 +46,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// A Braid project file or a Refinery export (the format is detected from the content).
     pub project: PathBuf,
     /// The run's input as JSON text, or @file.json.
     #[arg(long, default_value = "null")]
