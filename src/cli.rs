@@ -36,7 +36,10 @@ pub enum Command {
     /// Run a pipeline headless.
     Run(RunArgs),
     /// Check a project; print its problems; exit 0 when there are none.
-    Validate { project: PathBuf },
+    Validate {
+        /// A Braid project file or a Refinery export.
+        project: PathBuf,
+    },
     /// List a project's recorded runs, or print one run's invocations.
     History(HistoryArgs),
     /// Internal: serve as a Python worker for a Braid process (stdin/stdout protocol).
