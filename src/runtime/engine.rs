@@ -246,8 +246,9 @@ impl Engine {
                 let number = self.next_run;
                 self.next_run += 1;
                 let plan = Arc::new(Plan::new(&project));
-                self.invoker
-                    .load(plan.program(number, &project, &BTreeMap::new()));
+                let mut program = plan.program(number, &project, &BTreeMap::new());
+                program.compile_only = true;
+                self.invoker.load(program);
                 self.runs.insert(
                     number,
                     ActiveRun {

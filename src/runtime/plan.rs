@@ -230,6 +230,7 @@ impl Plan {
             id,
             blocks,
             site_packages: None,
+            compile_only: false,
         }
     }
 }

@@ -165,3 +165,54 @@ fn a_killed_worker_fails_only_the_item_that_killed_it() {
         }
     }
 }
+
+#[test]
+fn checking_code_does_not_restart_workers_that_hold_a_projects_libraries() {
+    let pids = |runtime: &mut RuntimeHandle| -> std::collections::BTreeSet<i64> {
+        let mut project = Builder::new()
+            .block("Gen", &items(8))
+            .block(
+                "Pid",
+                "import os, time, six\ndef main(block_input, backpack):\n    time.sleep(0.05)\n    return os.getpid()\n",
+            )
+            .link("Gen", "Pid", FanOut)
+            .build();
+        project.blocks[1].code_mut().unwrap().libraries = vec!["six==1.16.0".to_owned()];
+        let out = crate::support::run_on(runtime, project, Value::Null, Some(8), |_, _, _| {});
+        assert_eq!(
+            out.summary.status,
+            RunStatus::Succeeded,
+            "{:?}",
+            out.summary.failures
+        );
+        out.results_of("Pid")
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect()
+    };
+    let mut runtime = RuntimeHandle::start(runtime_config()).unwrap();
+    let before = pids(&mut runtime);
+    // The editor checks code after every edit; the project has no libraries in this check's program.
+    let check_id = RunId::new_random();
+    runtime.send(RuntimeRequest::Check {
+        check_id: check_id.clone(),
+        project: Box::new(
+            Builder::new()
+                .block("A", "def main(block_input, backpack):\n    return 1\n")
+                .build(),
+        ),
+    });
+    loop {
+        let event = runtime
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("checked");
+        if matches!(&event, RuntimeEvent::Checked { check_id: id, .. } if *id == check_id) {
+            break;
+        }
+    }
+    let after = pids(&mut runtime);
+    assert!(
+        after.is_subset(&before),
+        "workers restarted: {before:?} then {after:?}"
+    );
+}

@@ -256,7 +256,7 @@ impl PoolActor {
     async fn command(&mut self, command: PoolCommand) {
         match command {
             PoolCommand::Load(program) => {
-                if program.site_packages != self.site_packages {
+                if !program.compile_only && program.site_packages != self.site_packages {
                     // Another project's libraries: modules imported from the old environment must
                     // not linger, so idle workers start afresh (busy ones finish their work first).
                     self.site_packages.clone_from(&program.site_packages);
