@@ -117,10 +117,10 @@ impl InspectorView {
                 .weak()
                 .small(),
             );
-            if app.is_checking() {
-                ui.spinner()
-                    .on_hover_text("Checking the code (nothing runs)");
-            }
+            // The spinner's room is kept when it is hidden, so that the inspector below does not
+            // jump each time a background check starts or ends.
+            ui.add_visible(app.is_checking(), egui::Spinner::new())
+                .on_hover_text("Checking the code (nothing runs)");
             label
         });
         // Leave room below the editor for the block's settings, so they are in view too.
