@@ -29,6 +29,7 @@ import time
 import traceback
 
 OK, RAISED, TIMED_OUT, CANCELLED = 0, 1, 2, 3
+RUN_PREFIX = b'{"op":"run",'
 EMPTY = ()
 get_ident = threading.get_ident
 time_ns = time.time_ns
@@ -158,17 +159,16 @@ class Worker:
             body = self.read_exact(int.from_bytes(header, "little"))
             if body is None:
                 return
+            if body.startswith(RUN_PREFIX):
+                # Decoded by the thread that picks it up: this thread only hands bytes over, so it
+                # holds the interpreter lock for as short a time as it can.
+                self.tasks.append(body)
+                with self.cv:
+                    self.cv.notify()
+                continue
             msg = json.loads(body)
             op = msg["op"]
-            if op == "run":
-                program = self.programs[msg["program"]]
-                tasks = msg["tasks"]
-                for task in tasks:
-                    task.append(program)
-                self.tasks.extend(tasks)
-                with self.cv:
-                    self.cv.notify(len(tasks))
-            elif op == "load":
+            if op == "load":
                 self.load(msg["program"], msg["blocks"], msg.get("site_packages"))
             elif op == "cancel":
                 self.cancel(msg["keys"])
@@ -247,6 +247,10 @@ class Worker:
                     self.cv.wait()
                     self.idle -= 1
                 continue
+            if task.__class__ is bytes:
+                task = self.unpack(task, tasks)
+                if task is None:
+                    continue
             try:
                 result = self.run(task)
             except (BraidTimeout, BraidCancelled) as e:
@@ -257,6 +261,26 @@ class Worker:
             self.completed += 1
             if len(self.out) >= FLUSH_EVERY or not tasks or time.monotonic() - self.last_flush > FLUSH_AFTER_S:
                 self.flush()
+
+    def unpack(self, frame, tasks):
+        """Decodes a run frame: its first task is returned to run now, the rest go first in the queue."""
+        msg = json.loads(frame)
+        batch = msg["tasks"]
+        program = self.programs.get(msg["program"])
+        if program is None:
+            # Unloaded meanwhile: its run has ended, so these were stopped before they began.
+            now = time.time_ns() // 1000
+            stopped = ["Cancelled", "the run was stopped", "", None]
+            with self.out_lock:
+                self.out.extend([t[0], t[1], CANCELLED, None, None, [], "", "", stopped, now, now] for t in batch)
+            return None
+        for task in batch:
+            task.append(program)
+        if len(batch) > 1:
+            tasks.extendleft(reversed(batch[1:]))
+            with self.cv:
+                self.cv.notify(len(batch) - 1)
+        return batch[0]
 
     def monitor(self):
         last_completed = -1
