@@ -768,7 +768,7 @@ impl App {
             backpack,
             from: options.from.clone(),
             concurrency: options.concurrency,
-            env: crate::model::env_file::values_for(self.path.as_deref()).0,
+            env: self.run_env(),
             single: false,
             history: self
                 .path
@@ -777,6 +777,12 @@ impl App {
         })));
         self.run_options = options;
         self.run = Some(RunState::new(run_id, now_secs));
+    }
+
+    /// Environment variable values for a run (or a replay) of this project: its `.braid/` values file
+    /// over Braid's own environment.
+    fn run_env(&self) -> std::collections::BTreeMap<String, String> {
+        crate::model::env_file::values_for(self.path.as_deref()).0
     }
 
     fn stop_run(&mut self) {
@@ -891,7 +897,7 @@ impl App {
             input: record.input.clone(),
             backpack,
             from: Some(record.block_id.clone()),
-            env: std::env::vars().collect(),
+            env: self.run_env(),
             single: true,
             ..RunRequest::new(run_id.clone(), self.project.clone())
         })));
