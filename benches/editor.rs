@@ -9,36 +9,18 @@ use std::time::{Duration, Instant};
 
 use braid::app::run::RunPhase;
 use braid::app::{AppOptions, BraidApp, DialogMode};
-use braid::model::{Block, BlockId, Position, Project, Transition, TransitionKind};
-use braid::runtime::RuntimeConfig;
-use braid::runtime::worker::pool::PoolConfig;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable as _;
 
 const ITEMS: usize = 10_000;
 
 fn project_file(dir: &std::path::Path) -> std::path::PathBuf {
-    let mut project = Project::default();
-    for (name, code, x) in [
-        ("Generate", format!("def main(block_input, backpack):\n    return list(range({ITEMS}))\n"), 0.0),
+    let project = common::fan_project(
+        &format!("def main(block_input, backpack):\n    return list(range({ITEMS}))\n"),
         // A little real work per item, so the run lasts long enough to feel.
-        ("Work", "import time\ndef main(block_input, backpack):\n    time.sleep(0.002)\n    return block_input * 2\n".to_owned(), 300.0),
-        ("Collect", "def main(block_input, backpack):\n    return sum(block_input)\n".to_owned(), 600.0),
-    ] {
-        let mut block = Block::new_code(name, code, Position { x, y: 0.0 });
-        block.id = BlockId(name.to_owned());
-        project.blocks.push(block);
-    }
-    project.transitions.push(Transition::new(
-        BlockId("Generate".into()),
-        BlockId("Work".into()),
-        TransitionKind::FanOut,
-    ));
-    project.transitions.push(Transition::new(
-        BlockId("Work".into()),
-        BlockId("Collect".into()),
-        TransitionKind::FanIn,
-    ));
+        "import time\ndef main(block_input, backpack):\n    time.sleep(0.002)\n    return block_input * 2\n",
+        "def main(block_input, backpack):\n    return sum(block_input)\n",
+    );
     let path = dir.join("responsive.braid.json");
     braid::model::format::save_project(&path, &project).expect("saved");
     path
@@ -59,17 +41,12 @@ fn stats(label: &str, mut frames: Vec<Duration>) -> Duration {
     pick(0.99)
 }
 
+mod common;
+
 fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = project_file(dir.path());
-    let runtime = RuntimeConfig {
-        pool: PoolConfig {
-            worker_exe: env!("CARGO_BIN_EXE_braid").into(),
-            workers: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
-            env: Vec::new(),
-        },
-        env_cache: braid::runtime::environment::default_cache_dir(),
-    };
+    let runtime = common::config();
     let mut harness = Harness::builder()
         .with_size([1280.0, 800.0])
         .with_max_steps(200)

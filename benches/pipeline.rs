@@ -12,51 +12,17 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use braid::model::{Block, BlockId, Position, Project, Transition, TransitionKind};
-use braid::runtime::worker::pool::PoolConfig;
-use braid::runtime::{
-    RunId, RunRequest, RunStatus, RuntimeConfig, RuntimeEvent, RuntimeHandle, RuntimeRequest,
-};
+use braid::model::Project;
+use braid::runtime::{RunId, RunRequest, RunStatus, RuntimeEvent, RuntimeHandle, RuntimeRequest};
 use serde_json::{Value, json};
 
 const REPEATS: usize = 3;
 
-fn config() -> RuntimeConfig {
-    RuntimeConfig {
-        pool: PoolConfig {
-            worker_exe: env!("CARGO_BIN_EXE_braid").into(),
-            workers: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
-            env: Vec::new(),
-        },
-        env_cache: braid::runtime::environment::default_cache_dir(),
-    }
-}
+const COUNT_ITEMS: &str = "def main(block_input, backpack):\n    return len(block_input)\n";
 
+/// The fan-out/fan-in whose collector counts what it got.
 fn fan_project(generate: &str, work: &str) -> Project {
-    let mut project = Project::default();
-    for (name, code) in [
-        ("Gen", generate),
-        ("Work", work),
-        (
-            "Collect",
-            "def main(block_input, backpack):\n    return len(block_input)\n",
-        ),
-    ] {
-        let mut block = Block::new_code(name, code, Position::default());
-        block.id = BlockId(name.to_owned());
-        project.blocks.push(block);
-    }
-    project.transitions.push(Transition::new(
-        BlockId("Gen".into()),
-        BlockId("Work".into()),
-        TransitionKind::FanOut,
-    ));
-    project.transitions.push(Transition::new(
-        BlockId("Work".into()),
-        BlockId("Collect".into()),
-        TransitionKind::FanIn,
-    ));
-    project
+    common::fan_project(generate, work, COUNT_ITEMS)
 }
 
 /// Runs to the end, taking every record as the editor would; returns the wall time and the record count.
@@ -143,6 +109,10 @@ fn python_pool(n: usize) -> Duration {
 fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
+
+mod common;
+
+use common::config;
 
 fn main() {
     println!(
