@@ -16,7 +16,13 @@ use braid::model::Project;
 use braid::runtime::{RunId, RunRequest, RunStatus, RuntimeEvent, RuntimeHandle, RuntimeRequest};
 use serde_json::{Value, json};
 
-const REPEATS: usize = 3;
+/// Samples per measure; `BRAID_BENCH_repeats()` raises it (for profiling).
+fn repeats() -> usize {
+    std::env::var("BRAID_BENCH_repeats()")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
 
 const COUNT_ITEMS: &str = "def main(block_input, backpack):\n    return len(block_input)\n";
 
@@ -115,37 +121,45 @@ mod common;
 use common::config;
 
 fn main() {
+    let repeats = repeats();
+    // `cargo bench --bench pipeline -- 1 3` runs only sections 1 and 3 (cargo adds `--bench` itself).
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with('-'))
+        .collect();
+    let want = |section: &str| only.is_empty() || only.iter().any(|s| s == section);
     println!(
         "Braid executor benchmark ({} cores)\n",
         config().pool.workers
     );
 
-    // 1. 100,000 trivial items.
     let n = 100_000;
     let trivial = fan_project(
         &format!("def main(block_input, backpack):\n    return list(range({n}))\n"),
         "def main(block_input, backpack):\n    return block_input * 2\n",
     );
-    let mut braid_times = Vec::new();
-    let mut pool_times = Vec::new();
-    for _ in 0..REPEATS {
-        let started = Instant::now();
-        let mut runtime = RuntimeHandle::start(config()).expect("runtime");
-        let (_, records) = run(&mut runtime, &trivial, 1000);
-        assert_eq!(records, n + 2);
-        braid_times.push(started.elapsed());
-        pool_times.push(python_pool(n));
+    if want("1") {
+        let mut braid_times = Vec::new();
+        let mut pool_times = Vec::new();
+        for _ in 0..repeats {
+            let started = Instant::now();
+            let mut runtime = RuntimeHandle::start(config()).expect("runtime");
+            let (_, records) = run(&mut runtime, &trivial, 1000);
+            assert_eq!(records, n + 2);
+            braid_times.push(started.elapsed());
+            pool_times.push(python_pool(n));
+        }
+        let (b, p) = (median(braid_times), median(pool_times));
+        println!(
+            "1. {n}-item trivial fan-out/fan-in, every invocation recorded (median of {repeats}, cold start included)"
+        );
+        println!("   braid:                        {}", ms(b));
+        println!("   multiprocessing.Pool(2).map:  {}", ms(p));
+        println!(
+            "   ratio braid / Pool:           {:.2}x  (target: at most 1.5x)\n",
+            b.as_secs_f64() / p.as_secs_f64()
+        );
     }
-    let (b, p) = (median(braid_times), median(pool_times));
-    println!(
-        "1. {n}-item trivial fan-out/fan-in, every invocation recorded (median of {REPEATS}, cold start included)"
-    );
-    println!("   braid:                        {}", ms(b));
-    println!("   multiprocessing.Pool(2).map:  {}", ms(p));
-    println!(
-        "   ratio braid / Pool:           {:.2}x  (target: at most 1.5x)\n",
-        b.as_secs_f64() / p.as_secs_f64()
-    );
 
     let mut runtime = RuntimeHandle::start(config()).expect("runtime");
     // Warm the workers so start-up does not count below.
@@ -158,75 +172,83 @@ fn main() {
         10,
     );
 
-    // 1b. The cost of recording history: the same run with and without it, alternating, each recorded
-    // run into a fresh database (as a new project's first run).
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut plain_times = Vec::new();
-    let mut recorded_times = Vec::new();
-    for repeat in 0..REPEATS {
-        plain_times.push(run(&mut runtime, &trivial, 1000).0);
-        let db = dir.path().join(format!("{repeat}.history.sqlite"));
-        let (time, records) = run_recorded(&mut runtime, &trivial, 1000, Some(&db));
-        assert_eq!(records, n + 2);
-        recorded_times.push(time);
+    if want("1b") {
+        // 1b. The cost of recording history: the same run with and without it, alternating, each recorded
+        // run into a fresh database (as a new project's first run).
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut plain_times = Vec::new();
+        let mut recorded_times = Vec::new();
+        for repeat in 0..repeats {
+            plain_times.push(run(&mut runtime, &trivial, 1000).0);
+            let db = dir.path().join(format!("{repeat}.history.sqlite"));
+            let (time, records) = run_recorded(&mut runtime, &trivial, 1000, Some(&db));
+            assert_eq!(records, n + 2);
+            recorded_times.push(time);
+        }
+        let (plain, recorded) = (median(plain_times), median(recorded_times));
+        println!(
+            "1b. The same {n}-item run on a warm runtime, with and without history (median of {repeats})"
+        );
+        println!("   without history:  {}", ms(plain));
+        println!("   with history:     {}", ms(recorded));
+        println!(
+            "   overhead:         {:.2}x  (target: at most 1.10x)\n",
+            recorded.as_secs_f64() / plain.as_secs_f64()
+        );
     }
-    let (plain, recorded) = (median(plain_times), median(recorded_times));
-    println!(
-        "1b. The same {n}-item run on a warm runtime, with and without history (median of {REPEATS})"
-    );
-    println!("   without history:  {}", ms(plain));
-    println!("   with history:     {}", ms(recorded));
-    println!(
-        "   overhead:         {:.2}x  (target: at most 1.10x)\n",
-        recorded.as_secs_f64() / plain.as_secs_f64()
-    );
 
-    // 2. CPU-bound.
-    let cpu = fan_project(
-        "def main(block_input, backpack):\n    return [3_000_000] * 4\n",
-        "def main(block_input, backpack):\n    total = 0\n    for i in range(block_input):\n        total += i\n    return total\n",
-    );
-    let one = median((0..REPEATS).map(|_| run(&mut runtime, &cpu, 1).0).collect());
-    let four = median((0..REPEATS).map(|_| run(&mut runtime, &cpu, 4).0).collect());
-    println!("2. CPU-bound fan-out, 4 items x a 3,000,000-step loop");
-    println!("   limit 1:  {}", ms(one));
-    println!("   limit 4:  {}", ms(four));
-    println!(
-        "   speed-up: {:.2}x  (target: at least 1.8x)\n",
-        one.as_secs_f64() / four.as_secs_f64()
-    );
+    if want("2") {
+        // 2. CPU-bound.
+        let cpu = fan_project(
+            "def main(block_input, backpack):\n    return [3_000_000] * 4\n",
+            "def main(block_input, backpack):\n    total = 0\n    for i in range(block_input):\n        total += i\n    return total\n",
+        );
+        let one = median((0..repeats).map(|_| run(&mut runtime, &cpu, 1).0).collect());
+        let four = median((0..repeats).map(|_| run(&mut runtime, &cpu, 4).0).collect());
+        println!("2. CPU-bound fan-out, 4 items x a 3,000,000-step loop");
+        println!("   limit 1:  {}", ms(one));
+        println!("   limit 4:  {}", ms(four));
+        println!(
+            "   speed-up: {:.2}x  (target: at least 1.8x)\n",
+            one.as_secs_f64() / four.as_secs_f64()
+        );
+    }
 
-    // 3. I/O-bound.
-    let io = fan_project(
-        "def main(block_input, backpack):\n    return list(range(1000))\n",
-        "import time\ndef main(block_input, backpack):\n    time.sleep(0.1)\n    return block_input\n",
-    );
-    let io_time = median(
-        (0..REPEATS)
-            .map(|_| run(&mut runtime, &io, 100).0)
-            .collect(),
-    );
-    println!("3. I/O-bound fan-out, 1,000 x time.sleep(0.1) at limit 100");
-    println!(
-        "   braid: {}  (ideal 1000 ms; target: at most 1300 ms)\n",
-        ms(io_time)
-    );
+    if want("3") {
+        // 3. I/O-bound.
+        let io = fan_project(
+            "def main(block_input, backpack):\n    return list(range(1000))\n",
+            "import time\ndef main(block_input, backpack):\n    time.sleep(0.1)\n    return block_input\n",
+        );
+        let io_time = median(
+            (0..repeats)
+                .map(|_| run(&mut runtime, &io, 100).0)
+                .collect(),
+        );
+        println!("3. I/O-bound fan-out, 1,000 x time.sleep(0.1) at limit 100");
+        println!(
+            "   braid: {}  (ideal 1000 ms; target: at most 1300 ms)\n",
+            ms(io_time)
+        );
+    }
 
-    // 4. The seed's map-reduce from a cold start.
-    let seed = fan_project(
-        "def main(block_input, backpack):\n    return list(range(1, 101))\n",
-        "def main(block_input, backpack):\n    return block_input * 2\n",
-    );
-    let cold = median(
-        (0..REPEATS)
-            .map(|_| {
-                let started = Instant::now();
-                let mut runtime = RuntimeHandle::start(config()).expect("runtime");
-                run(&mut runtime, &seed, 1000);
-                started.elapsed()
-            })
-            .collect(),
-    );
-    println!("4. The seed's 100-item map-reduce, cold (runtime and workers started)");
-    println!("   braid: {}  (target: under 500 ms)", ms(cold));
+    if want("4") {
+        // 4. The seed's map-reduce from a cold start.
+        let seed = fan_project(
+            "def main(block_input, backpack):\n    return list(range(1, 101))\n",
+            "def main(block_input, backpack):\n    return block_input * 2\n",
+        );
+        let cold = median(
+            (0..repeats)
+                .map(|_| {
+                    let started = Instant::now();
+                    let mut runtime = RuntimeHandle::start(config()).expect("runtime");
+                    run(&mut runtime, &seed, 1000);
+                    started.elapsed()
+                })
+                .collect(),
+        );
+        println!("4. The seed's 100-item map-reduce, cold (runtime and workers started)");
+        println!("   braid: {}  (target: under 500 ms)", ms(cold));
+    }
 }
