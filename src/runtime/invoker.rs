@@ -52,7 +52,8 @@ pub struct Task {
 pub enum Outcome {
     Returned {
         output: Value,
-        backpack: Value,
+        /// `None`: the backpack it was given, unchanged (the worker need not send it back).
+        backpack: Option<Value>,
         /// One per `if` transition of the block, in project order.
         ifs: Vec<bool>,
     },

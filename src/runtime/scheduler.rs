@@ -310,6 +310,7 @@ impl RunScheduler {
                 backpack,
                 ifs,
             } => {
+                let backpack = backpack.unwrap_or_else(|| inv.backpack.clone());
                 if out.fan_outs.is_empty() || output.is_array() {
                     if !self.single {
                         self.fire_success(&inv, &output, &backpack, &ifs, &mut fired);
@@ -925,7 +926,7 @@ mod tests {
             stderr: String::new(),
             outcome: Outcome::Returned {
                 output,
-                backpack: json!({}),
+                backpack: Some(json!({})),
                 ifs: Vec::new(),
             },
         }

@@ -99,6 +99,9 @@ struct WorkerFrame {
     program: u64,
     #[serde(default)]
     errors: Vec<(u32, String, Option<u32>, String)>,
+    /// The worker's start, wall-clock µs since the epoch: result times count from it.
+    #[serde(default)]
+    t: f64,
     #[serde(default)]
     results: Vec<WireResult>,
     #[serde(default)]
@@ -107,37 +110,94 @@ struct WorkerFrame {
     code: Value,
 }
 
-/// `[key, attempt, status, return, backpack, ifs, stdout, stderr, error, t0, t1]`, see worker.py.
-#[derive(Debug, Deserialize)]
-struct WireResult(
-    u64,
-    u32,
-    u8,
-    Value,
-    Value,
-    Vec<bool>,
-    String,
-    String,
-    Option<(String, String, String, Option<u32>)>,
-    f64,
-    f64,
-);
+/// A result row, see worker.py: `[key, t0, duration, return, backpack]` when the invocation returned,
+/// printed nothing and has no `if`s, else with `status, ifs, stdout, stderr, error` after those.
+#[derive(Debug)]
+struct WireResult {
+    key: u64,
+    /// µs after the worker's start.
+    t0: f64,
+    duration: f64,
+    output: Value,
+    /// `None`: the empty backpack it was given, unchanged.
+    backpack: Option<Value>,
+    status: u8,
+    ifs: Vec<bool>,
+    stdout: String,
+    stderr: String,
+    error: Option<(String, String, String, Option<u32>)>,
+}
+
+impl<'de> Deserialize<'de> for WireResult {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Row;
+        impl<'de> serde::de::Visitor<'de> for Row {
+            type Value = WireResult;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a result row")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<WireResult, A::Error> {
+                use serde::de::Error as _;
+                let missing = |i| A::Error::invalid_length(i, &"a result row of 5 or 10 values");
+                let key = seq.next_element()?.ok_or_else(|| missing(0))?;
+                let t0 = seq.next_element()?.ok_or_else(|| missing(1))?;
+                let duration = seq.next_element()?.ok_or_else(|| missing(2))?;
+                let output = seq.next_element()?.ok_or_else(|| missing(3))?;
+                let backpack: Value = seq.next_element()?.ok_or_else(|| missing(4))?;
+                let backpack = (backpack != Value::from(0)).then_some(backpack);
+                let Some(status) = seq.next_element()? else {
+                    return Ok(WireResult {
+                        key,
+                        t0,
+                        duration,
+                        output,
+                        backpack,
+                        status: 0,
+                        ifs: Vec::new(),
+                        stdout: String::new(),
+                        stderr: String::new(),
+                        error: None,
+                    });
+                };
+                Ok(WireResult {
+                    key,
+                    t0,
+                    duration,
+                    output,
+                    backpack,
+                    status,
+                    ifs: seq.next_element()?.ok_or_else(|| missing(6))?,
+                    stdout: seq.next_element()?.ok_or_else(|| missing(7))?,
+                    stderr: seq.next_element()?.ok_or_else(|| missing(8))?,
+                    error: seq.next_element()?.ok_or_else(|| missing(9))?,
+                })
+            }
+        }
+        deserializer.deserialize_seq(Row)
+    }
+}
 
 impl WireResult {
-    fn into_result(self) -> TaskResult {
-        let WireResult(key, attempt, status, output, backpack, ifs, stdout, stderr, error, t0, t1) =
-            self;
-        let error = error.map(|(kind, message, traceback, line)| ErrorInfo {
-            kind,
-            message,
-            traceback,
-            line,
-        });
-        let outcome = match (status, error) {
+    /// `base`: the worker's start (wall-clock µs); `attempt`: the task's, which the worker does not echo.
+    fn into_result(self, base: f64, attempt: u32) -> TaskResult {
+        let error = self
+            .error
+            .map(|(kind, message, traceback, line)| ErrorInfo {
+                kind,
+                message,
+                traceback,
+                line,
+            });
+        let outcome = match (self.status, error) {
             (0, _) => Outcome::Returned {
-                output,
-                backpack,
-                ifs,
+                output: self.output,
+                backpack: self.backpack,
+                ifs: self.ifs,
             },
             (2, Some(error)) => Outcome::TimedOut { error },
             (3, _) => Outcome::Cancelled,
@@ -148,16 +208,17 @@ impl WireResult {
                     traceback: String::new(),
                     line: None,
                 }),
-                backpack: (!backpack.is_null()).then_some(backpack),
+                backpack: self.backpack.filter(|b| !b.is_null()),
             },
         };
+        let started = (base + self.t0) / 1000.0;
         TaskResult {
-            key,
+            key: self.key,
             attempt,
-            started_at_ms: Some(t0 / 1000.0),
-            ended_at_ms: Some(t1 / 1000.0),
-            stdout,
-            stderr,
+            started_at_ms: Some(started),
+            ended_at_ms: Some(started + self.duration / 1000.0),
+            stdout: self.stdout,
+            stderr: self.stderr,
             outcome,
         }
     }
@@ -482,9 +543,11 @@ impl PoolActor {
                     self.futile_starts = 0;
                     let mut results = Vec::with_capacity(frame.results.len());
                     for wire in frame.results {
-                        if worker.in_flight.remove(&wire.0).is_some() {
-                            self.cancelled.remove(&wire.0);
-                            results.push(wire.into_result());
+                        if let Some(flight) = worker.in_flight.remove(&wire.key) {
+                            if !self.cancelled.is_empty() {
+                                self.cancelled.remove(&wire.key);
+                            }
+                            results.push(wire.into_result(frame.t, flight.task.attempt));
                         }
                     }
                     if worker.in_flight.is_empty() {
@@ -670,28 +733,53 @@ impl PoolActor {
 }
 
 fn send_tasks(worker: &mut Worker, tasks: Vec<Task>) {
-    let mut by_program: Vec<(u64, Vec<Task>)> = Vec::new();
+    // One frame per (program, block), columns rather than rows: cheaper for the worker to decode.
+    let mut groups: Vec<((u64, u32), Vec<Task>)> = Vec::new();
     for task in tasks {
-        match by_program.iter_mut().find(|(p, _)| *p == task.program) {
-            Some((_, group)) => group.push(task),
-            None => by_program.push((task.program, vec![task])),
+        let group = (task.program, task.block);
+        match groups.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, members)) => members.push(task),
+            None => groups.push((group, vec![task])),
         }
     }
     let now = Instant::now();
-    for (program, tasks) in by_program {
-        let mut frame = String::with_capacity(64 + tasks.len() * 48);
-        let _ = write!(frame, r#"{{"op":"run","program":{program},"tasks":["#);
+    for ((program, block), tasks) in groups {
+        let mut frame = String::with_capacity(
+            96 + tasks
+                .iter()
+                .map(|t| 24 + t.input_json.len() + t.backpack_json.len())
+                .sum::<usize>(),
+        );
+        let _ = write!(
+            frame,
+            r#"{{"op":"run","program":{program},"block":{block},"keys":["#
+        );
         for (i, task) in tasks.iter().enumerate() {
             if i > 0 {
                 frame.push(',');
             }
-            let _ = write!(
-                frame,
-                "[{},{},{},{},{}]",
-                task.key, task.attempt, task.block, task.input_json, task.backpack_json
-            );
+            let _ = write!(frame, "{}", task.key);
         }
-        frame.push_str("]}");
+        frame.push_str(r#"],"inputs":["#);
+        for (i, task) in tasks.iter().enumerate() {
+            if i > 0 {
+                frame.push(',');
+            }
+            frame.push_str(&task.input_json);
+        }
+        if tasks.iter().all(|t| t.backpack_json == "{}") {
+            // Every one starts with an empty backpack (a fresh one each, made by the worker).
+            frame.push_str(r#"],"fresh":1}"#);
+        } else {
+            frame.push_str(r#"],"backpacks":["#);
+            for (i, task) in tasks.iter().enumerate() {
+                if i > 0 {
+                    frame.push(',');
+                }
+                frame.push_str(&task.backpack_json);
+            }
+            frame.push_str("]}");
+        }
         let _ = worker.frames.send(frame.into_bytes());
         for task in tasks {
             worker

@@ -5,20 +5,26 @@
 # sys.stdout/sys.stderr capture per invocation (per thread).
 #
 # Requests:  {"op": "load", "program": P, "blocks": [{"name", "code", "ifs": [expr...], "timeout_s", "env": {...}} ...]}
-#            {"op": "run", "program": P, "tasks": [[key, attempt, block, input, backpack], ...]}
+#            {"op": "run", "program": P, "block": B, "keys": [...], "inputs": [...], "backpacks": [...]}
+#              ("fresh": 1 instead of "backpacks": each invocation gets an empty backpack of its own)
 #            {"op": "cancel", "keys": [...]}   {"op": "unload", "program": P}
 # Replies:   {"op": "loaded", "program": P, "errors": [[block, what, line, message], ...]}
-#            {"op": "done", "results": [[key, attempt, status, return, backpack, ifs, stdout, stderr, error, t0, t1], ...]}
+#            {"op": "done", "t": T, "results": [row, ...]}   (T: this worker's start, wall-clock µs)
 #            {"op": "exiting", "key": K, "code": C}   (user code called os._exit)
 #            {"op": "stuck", "key": K}                (a timed-out invocation ignored the interrupt)
 #            {"op": "beat"}                           (alive, while invocations run)
+# row: [key, t0, duration, return, backpack] for an invocation that returned, printed nothing and has no
+#      `if`s (most of a big fan-out: short rows are cheaper to encode and decode), else
+#      [key, t0, duration, return, backpack, status, ifs, stdout, stderr, error].
+#      backpack 0: the empty backpack it was given, still empty (saves encoding it back).
 # status: 0 returned, 1 raised, 2 timed out, 3 cancelled.  error: [type, message, traceback, line].
-# t0, t1: wall-clock microseconds since the epoch (integers: floats cost more to encode than the call).
+# t0: microseconds since T; duration: microseconds (small integers: cheaper to encode than times).
 import ast
 import collections
 import collections.abc
 import ctypes
 import importlib
+import itertools
 import json
 import linecache
 import os
@@ -32,13 +38,18 @@ OK, RAISED, TIMED_OUT, CANCELLED = 0, 1, 2, 3
 RUN_PREFIX = b'{"op":"run",'
 EMPTY = ()
 get_ident = threading.get_ident
-time_ns = time.time_ns
-monotonic = time.monotonic
+monotonic_ns = time.monotonic_ns
+# One clock read per timestamp, relative to the worker's start (sent as wall-clock time with each reply).
+START_NS = time.monotonic_ns()
+START_WALL_US = time.time_ns() // 1000
+DONE_PREFIX = b'{"op":"done","t":%d,"results":' % START_WALL_US
+FRESH = object()
 FLUSH_EVERY = 256
-FLUSH_AFTER_S = 0.002
+FLUSH_AFTER_NS = 2_000_000
+FLUSH_AFTER_US = FLUSH_AFTER_NS // 1000
 TICK_S = 0.005
-GRACE_S = 1.0
-BEAT_S = 1.0
+GRACE_NS = 1_000_000_000
+BEAT_NS = 1_000_000_000
 
 
 class BraidTimeout(BaseException):
@@ -85,7 +96,7 @@ class _Capture:
 
 
 class Block:
-    __slots__ = ("name", "filename", "code", "ifs", "timeout_s", "env", "main", "load_error", "lock")
+    __slots__ = ("name", "filename", "code", "ifs", "timeout_s", "timeout_ns", "env", "main", "load_error", "lock")
 
     def __init__(self, name, filename, code, ifs, timeout_s, env):
         self.name = name
@@ -93,6 +104,7 @@ class Block:
         self.code = code
         self.ifs = ifs
         self.timeout_s = timeout_s
+        self.timeout_ns = int(timeout_s * 1e9)
         self.env = env
         self.main = None
         self.load_error = None
@@ -104,17 +116,20 @@ class Worker:
         self.fd_in = fd_in
         self.fd_out = fd_out
         self.programs = {}
+        # Run frames as they arrived (bytes), decoded in place into a Batch by the first thread to reach them.
         self.tasks = collections.deque()
-        self.out = []
-        self.out_lock = threading.Lock()
+        self.take_lock = threading.Lock()
+        # Result rows: appending to a deque is atomic, so exec threads append without a lock.
+        self.out = collections.deque()
+        self.flush_lock = threading.Lock()
         self.write_lock = threading.Lock()
-        self.last_flush = time.monotonic()
+        self.last_flush = monotonic_ns()
         self.cv = threading.Condition()
         self.idle = 0
         self.threads = 0
         self.max_threads = int(os.environ.get("BRAID_WORKER_MAX_THREADS", "512"))
         self.completed = 0
-        # thread ident -> [key, started (monotonic), timeout_s, interrupted_at or None]
+        # thread ident -> [key, started (monotonic ns), timeout (ns), interrupted_at or None]
         self.running = {}
         self.cancelled = set()
 
@@ -141,12 +156,14 @@ class Worker:
         self.send_raw(json.dumps(obj, separators=(",", ":")).encode())
 
     def flush(self):
-        with self.out_lock:
-            if not self.out:
+        with self.flush_lock:
+            out = self.out
+            if not out:
                 return
-            rows, self.out = self.out, []
-            self.last_flush = time.monotonic()
-        self.send_raw(b'{"op":"done","results":' + self.encode(rows).encode() + b"}")
+            popleft = out.popleft
+            rows = [popleft() for _ in range(len(out))]
+            self.last_flush = monotonic_ns()
+            self.send_raw(DONE_PREFIX + self.encode(rows).encode() + b"}")
 
     # ----- requests -----
     def serve(self):
@@ -216,7 +233,7 @@ class Worker:
         self.cancelled |= keys
         for ident, entry in list(self.running.items()):
             if entry[0] in keys and self.running.get(ident) is entry:
-                entry[3] = time.monotonic()
+                entry[3] = monotonic_ns()
                 _async_raise(ident, BraidCancelled)
 
     # ----- threads -----
@@ -226,146 +243,174 @@ class Worker:
             threading.Thread(target=self.loop, name=f"braid-exec-{self.threads}", daemon=True).start()
 
     def loop(self):
-        tasks = self.tasks
+        _tls.capture = [None, None]
         while True:
             try:
-                self.loop_once(tasks)
+                self.loop_once()
             except (BraidTimeout, BraidCancelled):
                 # A stray interrupt aimed at an invocation that had just finished: nothing to stop.
                 pass
 
-    def loop_once(self, tasks):
+    def loop_once(self):
+        """Runs invocations until the thread is interrupted. The hot path of a big fan-out: everything an
+        invocation needs is a local here, and only what the user's code may observe is set per call."""
+        tls = _tls
+        capture = tls.capture
+        out = self.out
+        append = out.append
+        running = self.running
+        cancelled = self.cancelled
+        ident = get_ident()
+        with_env = False
+        batch = None
+        task = None
         while True:
-            try:
-                task = tasks.popleft()
-            except IndexError:
-                self.flush()
-                with self.cv:
-                    if tasks:
-                        continue
-                    self.idle += 1
-                    self.cv.wait()
-                    self.idle -= 1
+            task = next(batch.it, None) if batch is not None else None
+            if task is None:
+                if batch is not None:
+                    batch.done = True
+                batch = self.take()
+                if batch is None:
+                    self.flush()
+                    with self.cv:
+                        if self.tasks:
+                            continue
+                        self.idle += 1
+                        self.cv.wait()
+                        self.idle -= 1
                 continue
-            if task.__class__ is bytes:
-                task = self.unpack(task, tasks)
-                if task is None:
-                    continue
+            block = batch.block
+            key, block_input, backpack = task
+            if backpack is FRESH:
+                backpack = {}
+                empty_in = True
+            else:
+                empty_in = backpack.__class__ is dict and not backpack
+            tls.key = key
+            # Each invocation gets its own copy of its block's variables (see _BlockEnviron).
+            if block.env:
+                tls.env = dict(block.env)
+                with_env = True
+            elif with_env:
+                tls.env = None
+                with_env = False
+            ret = None
+            ifs = EMPTY
+            error = None
+            m0 = monotonic_ns()
+            running[ident] = entry = [key, m0, block.timeout_ns, None]
             try:
-                result = self.run(task)
+                try:
+                    try:
+                        if cancelled and key in cancelled:
+                            raise BraidCancelled()
+                        ret = (block.main or self.load_main(block))(block_input, backpack)
+                        if block.ifs:
+                            scope = {"return_data": ret, "backpack": backpack, "block_input": block_input, "lambda_input": block_input}
+                            ifs = [bool(eval(expr, scope)) for expr in block.ifs]
+                    finally:
+                        # Cleared before an interrupt can land outside the user's code.
+                        if running.get(ident) is entry:
+                            del running[ident]
+                    status = OK
+                except BaseException as e:
+                    status, error = _failure(block, e)
+                m1 = monotonic_ns()
+                if cancelled:
+                    cancelled.discard(key)
+                duration = (m1 - m0) // 1000
+                if status == OK and ifs is EMPTY and capture[0] is None and capture[1] is None:
+                    row = [key, (m0 - START_NS) // 1000, duration, ret, 0 if empty_in and not backpack else backpack]
+                else:
+                    printed, logged = capture
+                    capture[0] = capture[1] = None
+                    row = [key, (m0 - START_NS) // 1000, duration, ret, backpack, status, ifs, "".join(printed) if printed else "", "".join(logged) if logged else "", error]
             except (BraidTimeout, BraidCancelled) as e:
                 # An interrupt that landed just after the user's code returned.
-                result = self.interrupted_result(task, e)
-            with self.out_lock:
-                self.out.append(result)
+                row = self.interrupted_result(key, e)
+            append(row)
             self.completed += 1
-            if len(self.out) >= FLUSH_EVERY or not tasks or time.monotonic() - self.last_flush > FLUSH_AFTER_S:
+            # A slow invocation's result goes out at once; fast ones go in batches.
+            if len(out) >= FLUSH_EVERY or row[2] > FLUSH_AFTER_US:
                 self.flush()
 
-    def unpack(self, frame, tasks):
-        """Decodes a run frame: its first task is returned to run now, the rest go first in the queue."""
+    def take(self):
+        """The batch to take invocations from (None when none waits); exhausted batches are dropped and
+        frames decoded on the way. Threads share a batch's iterator (`next` on it is atomic), so a thread
+        that blocks in user code leaves the rest of its batch to the others."""
+        tasks = self.tasks
+        while True:
+            try:
+                batch = tasks[0]
+            except IndexError:
+                return None
+            if batch.__class__ is bytes:
+                with self.take_lock:
+                    if tasks and tasks[0] is batch:
+                        decoded = self.unpack(batch)
+                        if decoded is None:
+                            tasks.popleft()
+                        else:
+                            tasks[0] = decoded
+                            if decoded.size > 1:
+                                with self.cv:
+                                    self.cv.notify(decoded.size - 1)
+                continue
+            if not batch.done:
+                return batch
+            with self.take_lock:
+                if tasks and tasks[0] is batch:
+                    tasks.popleft()
+
+    def unpack(self, frame):
+        """Decodes a run frame into a Batch; None when its program is gone (its rows say cancelled)."""
         msg = json.loads(frame)
-        batch = msg["tasks"]
+        keys = msg["keys"]
         program = self.programs.get(msg["program"])
         if program is None:
             # Unloaded meanwhile: its run has ended, so these were stopped before they began.
-            now = time.time_ns() // 1000
+            now = _since_start_us(monotonic_ns())
             stopped = ["Cancelled", "the run was stopped", "", None]
-            with self.out_lock:
-                self.out.extend([t[0], t[1], CANCELLED, None, None, [], "", "", stopped, now, now] for t in batch)
+            self.out.extend([key, now, 0, None, None, CANCELLED, [], "", "", stopped] for key in keys)
             return None
-        for task in batch:
-            task.append(program)
-        if len(batch) > 1:
-            tasks.extendleft(reversed(batch[1:]))
-            with self.cv:
-                self.cv.notify(len(batch) - 1)
-        return batch[0]
+        backpacks = msg.get("backpacks")
+        return Batch(program[msg["block"]], len(keys), zip(keys, msg["inputs"], itertools.repeat(FRESH) if backpacks is None else backpacks))
 
     def monitor(self):
         last_completed = -1
-        last_beat = time.monotonic()
+        last_beat = monotonic_ns()
         while True:
             time.sleep(TICK_S)
-            now = time.monotonic()
+            now = monotonic_ns()
             # Grow the pool while every thread is blocked (sleeping, waiting on the network): no invocation
             # finished for a whole tick, yet work waits. Compute-bound work gains nothing from more threads,
             # but loses little, since the GIL hands over every 5 ms anyway.
             if self.tasks and self.idle == 0 and self.completed == last_completed and self.threads < self.max_threads:
                 self.spawn(min(max(self.threads, 1), self.max_threads - self.threads, len(self.tasks)))
             last_completed = self.completed
-            if now - self.last_flush > FLUSH_AFTER_S and self.out:
+            if now - self.last_flush > FLUSH_AFTER_NS and self.out:
                 self.flush()
             for ident, entry in list(self.running.items()):
-                key, started, timeout_s, interrupted = entry
+                key, started, timeout_ns, interrupted = entry
                 if interrupted is None:
-                    if now - started > timeout_s and self.running.get(ident) is entry:
+                    if now - started > timeout_ns and self.running.get(ident) is entry:
                         entry[3] = now
                         _async_raise(ident, BraidTimeout)
-                elif now - interrupted > GRACE_S:
+                elif now - interrupted > GRACE_NS:
                     entry[3] = float("inf")
                     # Python can't stop it (a C call, a sleep): the parent kills this process.
                     self.send({"op": "stuck", "key": key})
-            if self.running and now - last_beat > BEAT_S:
+            if self.running and now - last_beat > BEAT_NS:
                 last_beat = now
                 self.send({"op": "beat"})
-
-    def run(self, task):
-        """Runs one invocation; returns its result row (encoded to JSON with its batch, see flush)."""
-        key, attempt, block_index, block_input, backpack, program = task
-        block = program[block_index]
-        ident = get_ident()
-        capture = _tls.capture = [None, None]
-        _tls.key = key
-        status = OK
-        ret = None
-        ifs = EMPTY
-        error = None
-        t0 = time_ns() // 1000
-        running = self.running
-        running[ident] = [key, monotonic(), block.timeout_s, None]
-        try:
-            try:
-                if key in self.cancelled:
-                    raise BraidCancelled()
-                main = block.main or self.load_main(block)
-                _tls.env = dict(block.env) if block.env else None
-                ret = main(block_input, backpack)
-                if block.ifs:
-                    scope = {"return_data": ret, "backpack": backpack, "block_input": block_input, "lambda_input": block_input}
-                    ifs = [bool(eval(expr, scope)) for expr in block.ifs]
-            finally:
-                # Clear the entry before an interrupt can land outside the user's code.
-                running.pop(ident, None)
-        except BraidTimeout:
-            status = TIMED_OUT
-            message = f"ran past its timeout of {block.timeout_s:g} s"
-            # The traceback shows where the code was when it was stopped; its last line names Braid's
-            # internal exception, so say what happened instead.
-            trace = _format_tb().rstrip("\n").rsplit("\n", 1)[0]
-            error = ["Timeout", message, f"{trace}\nTimeout: {message}\n", _user_line(block)]
-        except BraidCancelled:
-            status = CANCELLED
-            error = ["Cancelled", "the run was stopped", "", None]
-        except SystemExit as e:
-            status = RAISED
-            error = ["SystemExit", f"the code called sys.exit({e.code!r})", _format_tb(), _user_line(block)]
-        except BaseException as e:
-            status = RAISED
-            error = [type(e).__name__, str(e), _format_tb(), _user_line(block)]
-        t1 = time_ns() // 1000
-        running.pop(ident, None)
-        _tls.capture = _tls.key = _tls.env = None
-        if self.cancelled:
-            self.cancelled.discard(key)
-        out, err = capture
-        return [key, attempt, status, ret, backpack, ifs, "".join(out) if out else "", "".join(err) if err else "", error, t0, t1]
 
     def encode(self, rows):
         """One JSON text for a batch of result rows; a row whose value can't be encoded fails alone."""
         try:
-            return json.dumps(rows, separators=(",", ":"), allow_nan=False)
-        except (TypeError, ValueError):
+            # No circular check on the fast path (it costs a third of the encoding); a cyclic value
+            # recurses until RecursionError and is then found by the checked per-row pass below.
+            return _FAST_ENCODE(rows)
+        except (TypeError, ValueError, RecursionError):
             pass
         parts = []
         for row in rows:
@@ -375,14 +420,14 @@ class Worker:
                 parts.append(json.dumps(_unencodable(row, e), separators=(",", ":")))
         return "[" + ",".join(parts) + "]"
 
-    def interrupted_result(self, task, exc):
-        key, attempt = task[0], task[1]
-        now = time.time_ns() // 1000
-        _tls.capture = _tls.key = None
+    def interrupted_result(self, key, exc):
+        now = _since_start_us(monotonic_ns())
+        capture = _tls.capture
+        capture[0] = capture[1] = None
         self.running.pop(threading.get_ident(), None)
         if isinstance(exc, BraidTimeout):
-            return [key, attempt, TIMED_OUT, None, None, [], "", "", ["Timeout", "ran past its timeout", "", None], now, now]
-        return [key, attempt, CANCELLED, None, None, [], "", "", ["Cancelled", "the run was stopped", "", None], now, now]
+            return [key, now, 0, None, None, TIMED_OUT, [], "", "", ["Timeout", "ran past its timeout", "", None]]
+        return [key, now, 0, None, None, CANCELLED, [], "", "", ["Cancelled", "the run was stopped", "", None]]
 
     def load_main(self, block):
         with block.lock:
@@ -452,9 +497,46 @@ class _BlockEnviron(collections.abc.MutableMapping):
         return f"environ({dict(self)!r})"
 
 
+def _failure(block, exc):
+    """The status and error of an invocation that raised `exc` (called inside its except block)."""
+    if isinstance(exc, BraidTimeout):
+        message = f"ran past its timeout of {block.timeout_s:g} s"
+        # The traceback shows where the code was when it was stopped; its last line names Braid's
+        # internal exception, so say what happened instead.
+        trace = _format_tb().rstrip("\n").rsplit("\n", 1)[0]
+        return TIMED_OUT, ["Timeout", message, f"{trace}\nTimeout: {message}\n", _user_line(block)]
+    if isinstance(exc, BraidCancelled):
+        return CANCELLED, ["Cancelled", "the run was stopped", "", None]
+    if isinstance(exc, SystemExit):
+        return RAISED, ["SystemExit", f"the code called sys.exit({exc.code!r})", _format_tb(), _user_line(block)]
+    return RAISED, [type(exc).__name__, str(exc), _format_tb(), _user_line(block)]
+
+
+_FAST_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False).encode
+
+
+class Batch:
+    """A decoded run frame: its block and an iterator over its (key, input, backpack), shared by the exec
+    threads."""
+
+    __slots__ = ("block", "size", "it", "done")
+
+    def __init__(self, block, size, it):
+        self.block = block
+        self.size = size
+        self.it = it
+        # Set by the first thread to find the iterator exhausted; the batch then leaves the queue.
+        self.done = False
+
+
+def _since_start_us(monotonic):
+    return (monotonic - START_NS) // 1000
+
+
 def _unencodable(row, exc):
     """The row of an invocation whose return value (or backpack) is not JSON: it fails, naming the type."""
-    key, attempt, _status, ret, backpack, _ifs, out, err, _error, t0, t1 = row
+    key, t0, duration, ret, backpack = row[:5]
+    out, err = (row[7], row[8]) if len(row) > 5 else ("", "")
     what, value = "return value", ret
     try:
         json.dumps(ret, allow_nan=False)
@@ -469,7 +551,7 @@ def _unencodable(row, exc):
             safe_backpack = backpack
         except (TypeError, ValueError):
             pass
-    return [key, attempt, RAISED, None, safe_backpack, [], out, err, error, t0, t1]
+    return [key, t0, duration, None, safe_backpack, RAISED, [], out, err, error]
 
 
 def _async_raise(ident, exc_type):
