@@ -16,9 +16,9 @@ use braid::model::Project;
 use braid::runtime::{RunId, RunRequest, RunStatus, RuntimeEvent, RuntimeHandle, RuntimeRequest};
 use serde_json::{Value, json};
 
-/// Samples per measure; `BRAID_BENCH_repeats()` raises it (for profiling).
+/// Samples per measure; `BRAID_BENCH_REPEATS` raises it (for profiling).
 fn repeats() -> usize {
-    std::env::var("BRAID_BENCH_repeats()")
+    std::env::var("BRAID_BENCH_REPEATS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3)
