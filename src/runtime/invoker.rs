@@ -45,7 +45,8 @@ pub struct Task {
     pub block: u32,
     pub timeout_s: f64,
     pub input_json: String,
-    pub backpack_json: String,
+    /// Shared by the tasks of one fan-out, which all carry the same backpack.
+    pub backpack_json: std::sync::Arc<str>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

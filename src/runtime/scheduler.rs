@@ -3,6 +3,8 @@
 //! so every rule here is tested without Python.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -27,7 +29,8 @@ struct Pending {
     id: InvocationId,
     block: usize,
     input: Value,
-    backpack: Value,
+    /// Shared by the items of a fan-out (one value, encoded once for them all).
+    backpack: Arc<Value>,
     ctx: Arc<Ctx>,
     parents: Vec<InvocationId>,
     queued_at_ms: f64,
@@ -76,8 +79,8 @@ pub struct RunScheduler {
     queues: Vec<VecDeque<(u64, Pending)>>,
     ready: BTreeSet<(u64, usize)>,
     running_per_block: Vec<u32>,
-    running: HashMap<InvocationId, Pending>,
-    frames: HashMap<u64, Frame>,
+    running: FxHashMap<InvocationId, Pending>,
+    frames: FxHashMap<u64, Frame>,
     merges: HashMap<(usize, Vec<(u64, u32)>), MergeState>,
     counts: Vec<BlockCounts>,
     outbox: Vec<InvocationRecord>,
@@ -88,6 +91,10 @@ pub struct RunScheduler {
     started_at_ms: f64,
     queued_total: usize,
     single: bool,
+    /// The time invocations queued now are stamped with: read once per step, not once per invocation.
+    now_ms: f64,
+    /// The last backpack encoded for a task, and its JSON (the items of a fan-out share one).
+    backpack_json: Option<(Arc<Value>, Arc<str>)>,
 }
 
 /// The largest invocation number a run can have: keys carry it in their low bits.
@@ -109,8 +116,8 @@ impl RunScheduler {
             queues: (0..n).map(|_| VecDeque::new()).collect(),
             ready: BTreeSet::new(),
             running_per_block: vec![0; n],
-            running: HashMap::new(),
-            frames: HashMap::new(),
+            running: FxHashMap::default(),
+            frames: FxHashMap::default(),
             merges: HashMap::new(),
             counts: vec![BlockCounts::default(); n],
             outbox: Vec::new(),
@@ -121,6 +128,8 @@ impl RunScheduler {
             started_at_ms: now_ms(),
             queued_total: 0,
             single: false,
+            now_ms: now_ms(),
+            backpack_json: None,
         }
     }
 
@@ -140,11 +149,13 @@ impl RunScheduler {
     /// Queues the first invocations: each entry block (or the chosen one) gets the run's input.
     pub fn start(&mut self, entries: &[usize], input: &Value, backpack: &Value) {
         let root = Arc::new(Ctx::default());
+        let backpack = Arc::new(backpack.clone());
+        self.now_ms = now_ms();
         for &block in entries {
             self.enqueue(
                 block,
                 input.clone(),
-                backpack.clone(),
+                Arc::clone(&backpack),
                 Arc::clone(&root),
                 Vec::new(),
             );
@@ -155,7 +166,7 @@ impl RunScheduler {
         &mut self,
         block: usize,
         input: Value,
-        backpack: Value,
+        backpack: Arc<Value>,
         ctx: Arc<Ctx>,
         parents: Vec<InvocationId>,
     ) {
@@ -180,7 +191,7 @@ impl RunScheduler {
                 backpack,
                 ctx,
                 parents,
-                queued_at_ms: now_ms(),
+                queued_at_ms: self.now_ms,
             },
         ));
         self.counts[block].queued += 1;
@@ -247,12 +258,25 @@ impl RunScheduler {
                 program: self.program,
                 block: block as u32,
                 timeout_s: plan_block.timeout_s,
-                input_json: pending.input.to_string(),
-                backpack_json: pending.backpack.to_string(),
+                input_json: serde_json::to_string(&pending.input).unwrap_or_default(),
+                backpack_json: self.backpack_json(&pending.backpack),
             });
             self.running.insert(pending.id, pending);
         }
         tasks
+    }
+
+    fn backpack_json(&mut self, backpack: &Arc<Value>) -> Arc<str> {
+        if let Some((value, json)) = &self.backpack_json
+            && Arc::ptr_eq(value, backpack)
+        {
+            return Arc::clone(json);
+        }
+        let json: Arc<str> = serde_json::to_string(&**backpack)
+            .unwrap_or_default()
+            .into();
+        self.backpack_json = Some((Arc::clone(backpack), Arc::clone(&json)));
+        json
     }
 
     /// Feeds one finished task back in. Results of unknown or cancelled invocations are ignored.
@@ -262,9 +286,10 @@ impl RunScheduler {
     }
 
     fn complete_invocation(&mut self, id: InvocationId, result: TaskResult) {
-        let Some(inv) = self.running.remove(&id) else {
+        let Some(mut inv) = self.running.remove(&id) else {
             return;
         };
+        self.now_ms = now_ms();
         let block = inv.block;
         self.running_per_block[block] -= 1;
         self.counts[block].running -= 1;
@@ -289,7 +314,7 @@ impl RunScheduler {
             block_name: plan_block.name.clone(),
             item_path: inv.ctx.path.clone(),
             attempt: result.attempt,
-            parents: inv.parents.clone(),
+            parents: std::mem::take(&mut inv.parents),
             status: InvocationStatus::Succeeded,
             queued_at_ms: inv.queued_at_ms,
             started_at_ms: result.started_at_ms,
@@ -310,7 +335,7 @@ impl RunScheduler {
                 backpack,
                 ifs,
             } => {
-                let backpack = backpack.unwrap_or_else(|| inv.backpack.clone());
+                let backpack = backpack.unwrap_or_else(|| (*inv.backpack).clone());
                 if out.fan_outs.is_empty() || output.is_array() {
                     if !self.single {
                         self.fire_success(&inv, &output, &backpack, &ifs, &mut fired);
@@ -354,7 +379,7 @@ impl RunScheduler {
             }
         };
         if let Some((error, backpack, timed_out)) = failure {
-            let backpack = backpack.unwrap_or_else(|| inv.backpack.clone());
+            let backpack = backpack.unwrap_or_else(|| (*inv.backpack).clone());
             if out.exceptions.is_empty() {
                 record.status = if timed_out {
                     InvocationStatus::TimedOut
@@ -385,12 +410,13 @@ impl RunScheduler {
                     "exception_text": if error.traceback.is_empty() { error.summary() } else { error.traceback.clone() },
                     "input_data": inv.input,
                 });
+                let shared = Arc::new(backpack.clone());
                 for edge in &out.exceptions {
                     fired.push(edge.transition.clone());
                     self.enqueue(
                         edge.target,
                         payload.clone(),
-                        backpack.clone(),
+                        Arc::clone(&shared),
                         Arc::clone(&inv.ctx),
                         vec![id],
                     );
@@ -402,7 +428,7 @@ impl RunScheduler {
         record.fired = fired;
         self.counts[block].add_final(record.status);
         record.input = inv.input;
-        record.backpack_in = inv.backpack;
+        record.backpack_in = Arc::unwrap_or_clone(inv.backpack);
         self.outbox.push(record);
         self.release(&inv.ctx);
     }
@@ -431,12 +457,13 @@ impl RunScheduler {
                     .map(|(edge, _)| edge),
             )
             .chain(out.elses.iter().filter(|_| !out.ifs.is_empty() && !any_if));
+        let shared = Arc::new(backpack.clone());
         for edge in passing {
             fired.push(edge.transition.clone());
             self.enqueue(
                 edge.target,
                 output.clone(),
-                backpack.clone(),
+                Arc::clone(&shared),
                 Arc::clone(&inv.ctx),
                 vec![inv.id],
             );
@@ -461,6 +488,8 @@ impl RunScheduler {
                     reasons: vec![None; items.len()],
                 },
             );
+            // One growth for the whole fan-out rather than a copy of the queue at every doubling.
+            self.queues[edge.target].reserve(items.len());
             for (i, item) in items.iter().enumerate() {
                 let mut path = inv.ctx.path.clone();
                 path.push(i as u32);
@@ -469,7 +498,7 @@ impl RunScheduler {
                 self.enqueue(
                     edge.target,
                     item.clone(),
-                    backpack.clone(),
+                    Arc::clone(&shared),
                     Arc::new(Ctx { path, frames }),
                     vec![inv.id],
                 );
@@ -562,7 +591,7 @@ impl RunScheduler {
                 Value::Object(Map::new()),
                 complete.got.into_iter().flatten(),
             );
-            self.enqueue(target, values, backpack, complete.ctx, parents);
+            self.enqueue(target, values, Arc::new(backpack), complete.ctx, parents);
         }
     }
 
@@ -627,7 +656,7 @@ impl RunScheduler {
                 self.enqueue(
                     set.target,
                     values,
-                    backpack,
+                    Arc::new(backpack),
                     Arc::clone(&frame.parent),
                     parents,
                 );
@@ -763,7 +792,7 @@ impl RunScheduler {
                 started_at_ms: None,
                 ended_at_ms: Some(now),
                 input: pending.input,
-                backpack_in: pending.backpack,
+                backpack_in: Arc::unwrap_or_clone(pending.backpack),
                 output: None,
                 backpack_out: None,
                 stdout: String::new(),

@@ -10,6 +10,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rustc_hash::FxHashMap;
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -149,7 +150,7 @@ impl<'de> Deserialize<'de> for WireResult {
                 let duration = seq.next_element()?.ok_or_else(|| missing(2))?;
                 let output = seq.next_element()?.ok_or_else(|| missing(3))?;
                 let backpack: Value = seq.next_element()?.ok_or_else(|| missing(4))?;
-                let backpack = (backpack != Value::from(0)).then_some(backpack);
+                let backpack = (backpack != 0).then_some(backpack);
                 let Some(status) = seq.next_element()? else {
                     return Ok(WireResult {
                         key,
@@ -239,7 +240,7 @@ struct Worker {
     generation: u64,
     child: Child,
     frames: mpsc::UnboundedSender<Vec<u8>>,
-    in_flight: HashMap<u64, InFlight>,
+    in_flight: FxHashMap<u64, InFlight>,
     stderr: Arc<Mutex<VecDeque<String>>>,
     /// Running a suspect alone: no other task goes to this worker meanwhile.
     solo: bool,
@@ -500,7 +501,7 @@ impl PoolActor {
             generation,
             child,
             frames,
-            in_flight: HashMap::new(),
+            in_flight: FxHashMap::default(),
             stderr: lines,
             solo: false,
             last_heard: Instant::now(),
@@ -767,7 +768,7 @@ fn send_tasks(worker: &mut Worker, tasks: Vec<Task>) {
             }
             frame.push_str(&task.input_json);
         }
-        if tasks.iter().all(|t| t.backpack_json == "{}") {
+        if tasks.iter().all(|t| &*t.backpack_json == "{}") {
             // Every one starts with an empty backpack (a fresh one each, made by the worker).
             frame.push_str(r#"],"fresh":1}"#);
         } else {
