@@ -8,7 +8,7 @@ use braid::app::executions::{InvocationStatus, ReplayPhase};
 use braid::app::run::RunPhase;
 use braid::app::{BlockEdit, BraidApp, Command};
 use braid::model::{BlockId, Position, TransitionKind};
-use egui::Key;
+use egui::{Key, Modifiers};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable as _;
 
@@ -184,6 +184,26 @@ fn step_through_a_failed_item_follow_it_and_replay_it() {
     assert_eq!(item(&harness), Some(vec![2]));
     press(&mut harness, Key::ArrowDown);
     assert_eq!(item(&harness), Some(vec![3]));
+
+    // Shift+j / Shift+k step in start order over the whole run, and back.
+    let picked_record = |h: &Harness<'_, BraidApp>| {
+        h.state()
+            .app
+            .executions
+            .picked
+            .as_ref()
+            .and_then(|p| p.record.clone())
+            .expect("a picked record")
+    };
+    let here = picked_record(&harness);
+    harness.key_press_modifiers(Modifiers::SHIFT, Key::J);
+    settle(&mut harness);
+    let next = picked_record(&harness);
+    assert_ne!(next.id, here.id, "Shift+j moved on");
+    assert!(next.started_at_ms >= here.started_at_ms, "in start order");
+    harness.key_press_modifiers(Modifiers::SHIFT, Key::K);
+    settle(&mut harness);
+    assert_eq!(picked_record(&harness).id, here.id, "Shift+k came back");
 
     // Back to the fan-out that produced it.
     press(&mut harness, Key::ArrowLeft);
