@@ -283,7 +283,7 @@ impl ExecutionsPanel {
                     row.set_selected(picked == Some(data.id));
                     let on_path = lineage.is_some_and(|l| l.contains(&data.id));
                     row.col(|ui| {
-                        let mut text = RichText::new(format!("#{}", data.id)).monospace().small();
+                        let mut text = RichText::new(format!("#{}", data.id)).monospace().weak();
                         if on_path {
                             text = text.strong();
                         }
@@ -311,8 +311,8 @@ impl ExecutionsPanel {
                     });
                     row.col(|ui| {
                         let text = data.error_summary.as_ref().map_or_else(
-                            || RichText::new(&data.input_preview).monospace().small(),
-                            |e| RichText::new(e).color(theme::error_color(dark)).small(),
+                            || RichText::new(&data.input_preview).monospace(),
+                            |e| RichText::new(e).color(theme::error_color(dark)),
                         );
                         ui.add(egui::Label::new(text).truncate().selectable(false));
                     });
@@ -480,8 +480,11 @@ pub fn item_path(path: &[u32]) -> String {
 
 /// `12 ms`, `1.25 s`, `2 min 5 s`.
 pub fn format_ms(ms: f64) -> String {
-    if ms < 1.0 {
-        format!("{ms:.2} ms")
+    // Workers time invocations to the microsecond: a trivial one reads "< 1 µs", not "0.00 ms".
+    if ms < 0.001 {
+        "< 1 µs".to_owned()
+    } else if ms < 1.0 {
+        format!("{:.0} µs", ms * 1000.0)
     } else if ms < 1000.0 {
         format!("{ms:.0} ms")
     } else if ms < 60_000.0 {
@@ -519,6 +522,8 @@ mod tests {
     fn dates_and_durations_read_well() {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(20_000), (2024, 10, 4));
+        assert_eq!(format_ms(0.0), "< 1 µs");
+        assert_eq!(format_ms(0.25), "250 µs");
         assert_eq!(format_ms(12.4), "12 ms");
         assert_eq!(format_ms(1250.0), "1.25 s");
         assert_eq!(format_ms(125_000.0), "2 min 5 s");

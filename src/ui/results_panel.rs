@@ -30,6 +30,8 @@ pub struct ResultsPanel {
 }
 
 const ROW_HEIGHT: f32 = 20.0;
+/// Room for "in 12.3 s · 1000 invocations" in the status line.
+const DURATION_SLOT: f32 = 190.0;
 
 impl ResultsPanel {
     pub fn show_ui(&mut self, ui: &mut Ui, app: &App, tx: &CommandSender) {
@@ -147,11 +149,16 @@ fn status_line_ui(ui: &mut Ui, run: &RunState, tx: &CommandSender) {
                     RunStatus::Running => ("Running", ui.visuals().text_color()),
                 };
                 ui.label(RichText::new(text).strong().color(color));
-                ui.label(format!(
-                    "in {:.2} s · {} invocations",
-                    summary.duration_ms / 1000.0,
-                    summary.invocations
-                ));
+                let width = ui
+                    .label(format!(
+                        "in {} · {} invocations",
+                        super::executions_panel::format_ms(summary.duration_ms),
+                        summary.invocations
+                    ))
+                    .rect
+                    .width();
+                // A slot of fixed width: the counts after it stay put whatever the duration reads.
+                ui.add_space((DURATION_SLOT - width).max(0.0));
             }
             RunPhase::Refused { .. } => {
                 ui.label(

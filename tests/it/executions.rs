@@ -369,7 +369,7 @@ fn snapshot_of_the_executions_panel() {
     click(&mut harness, "Block Executions");
     click(&mut harness, "[3]");
     // Times differ from run to run: cover them.
-    let masked: Vec<egui::Rect> = [" s · 8 invocations", "queued "]
+    let masked: Vec<egui::Rect> = [" · 8 invocations", "queued "]
         .iter()
         .flat_map(|label| {
             harness
@@ -385,11 +385,16 @@ fn snapshot_of_the_executions_panel() {
     harness.mask(runs.expand2(egui::vec2(0.0, 22.0)));
     let status = harness.get_by_label_contains("failing.braid.json").rect();
     harness.mask(status);
-    for duration in harness
-        .query_all_by_label_contains(" ms")
-        .map(|n| n.rect())
-        .collect::<Vec<_>>()
-    {
+    let durations: Vec<egui::Rect> = [" ms", " µs"]
+        .iter()
+        .flat_map(|unit| {
+            harness
+                .query_all_by_label_contains(unit)
+                .map(|n| n.rect())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for duration in durations {
         harness.mask(duration);
     }
     harness.snapshot("executions_panel");
