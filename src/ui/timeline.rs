@@ -435,7 +435,12 @@ fn axis_ui(painter: &egui::Painter, ui: &Ui, plot: Rect, rect: Rect, t0: f64, t1
         painter.text(
             Pos2::new(x + 2.0, rect.top() + 2.0),
             Align2::LEFT_TOP,
-            format_ms(t),
+            // The origin is the run's start, exactly: not a duration too short to measure.
+            if t.abs() < step * 1e-6 {
+                "0".to_owned()
+            } else {
+                format_ms(t)
+            },
             FontId::proportional(10.0),
             color,
         );

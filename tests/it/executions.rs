@@ -393,3 +393,66 @@ fn snapshot_of_the_executions_panel() {
     click(&mut harness, "blocks");
     harness.get_by_label("Ctrl+scroll zooms, drag pans, double-click fits, click picks");
 }
+
+/// The timeline as an image, on a run with fixed times (a real run's bars move with its timing): two
+/// blocks, items starting in waves at a limit of 4, one slow item and one failure.
+#[test]
+fn snapshot_of_the_timeline() {
+    use braid::app::executions::{
+        BlockCounts, InvocationRow, RunData, RunId, RunRow, RunStatus, Source,
+    };
+    let start = 1.7e12;
+    let mut rows = vec![InvocationRow {
+        id: 1,
+        block_id: BlockId("split".into()),
+        block_name: "Split".to_owned(),
+        item_path: Vec::new(),
+        attempt: 1,
+        status: InvocationStatus::Succeeded,
+        started_at_ms: Some(start),
+        ended_at_ms: Some(start + 3.0),
+        input_preview: "null".to_owned(),
+        error_summary: None,
+    }];
+    for i in 0..16_u32 {
+        let begin = 4.0 + f64::from(i / 4) * 10.0 + f64::from(i % 4) * 0.5;
+        let length = if i == 9 { 30.0 } else { 6.0 + f64::from(i % 3) };
+        let failed = i == 6;
+        rows.push(InvocationRow {
+            id: u64::from(i) + 2,
+            block_id: BlockId("process".into()),
+            block_name: "Process".to_owned(),
+            item_path: vec![i],
+            attempt: 1,
+            status: if failed {
+                InvocationStatus::Exception
+            } else {
+                InvocationStatus::Succeeded
+            },
+            started_at_ms: Some(start + begin),
+            ended_at_ms: Some(start + begin + length),
+            input_preview: i.to_string(),
+            error_summary: failed.then(|| "ValueError: bad row 6".to_owned()),
+        });
+    }
+    let row = RunRow {
+        run_id: RunId("timeline".into()),
+        status: RunStatus::Failed,
+        started_at_ms: start,
+        duration_ms: Some(70.0),
+        invocations: rows.len() as u64,
+        counts: BlockCounts::default(),
+    };
+    let mut harness = harness_1280x800(None);
+    harness
+        .state_mut()
+        .app
+        .executions
+        .insert_run(RunData::from_rows(row, rows, Source::Session));
+    settle(&mut harness);
+    click(&mut harness, "Timeline");
+    harness.get_by_label("concurrency slots");
+    harness.snapshot("timeline_slots");
+    click(&mut harness, "blocks");
+    harness.snapshot("timeline_blocks");
+}
