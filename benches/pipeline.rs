@@ -186,6 +186,52 @@ fn scheduler_alone(n: usize, repeats: usize) {
     );
 }
 
+/// Whole processes, as a user starts them (and as the issue's "about 130–320 ms here" for `Pool.map` was
+/// measured): `braid run` of the project, recording its history, against `python pool.py`.
+fn whole_process(n: usize, project: &braid::model::Project, repeats: usize) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("trivial.braid.json");
+    braid::model::format::save_project(&path, project).expect("project saved");
+    let script = dir.path().join("pool.py");
+    std::fs::write(
+        &script,
+        format!(
+            "import multiprocessing\n\
+             def main(x):\n    return x * 2\n\
+             if __name__ == '__main__':\n\
+             \x20   with multiprocessing.Pool(2) as pool:\n\
+             \x20       assert len(pool.map(main, range({n}))) == {n}\n"
+        ),
+    )
+    .expect("script written");
+    let time = |command: &mut Command| {
+        let started = Instant::now();
+        let status = command.output().expect("process runs").status;
+        assert!(status.success(), "{command:?} failed");
+        started.elapsed()
+    };
+    let braid: Vec<Duration> = (0..repeats)
+        .map(|_| {
+            time(
+                Command::new(env!("CARGO_BIN_EXE_braid"))
+                    .arg("run")
+                    .arg(&path),
+            )
+        })
+        .collect();
+    let pool: Vec<Duration> = (0..repeats)
+        .map(|_| time(Command::new(python()).arg(&script)))
+        .collect();
+    let (b, p) = (median(braid), median(pool));
+    println!("1c. The same, whole processes (median of {repeats})");
+    println!(
+        "   `braid run` (history recorded): {}, `python pool.py`: {}, ratio {:.2}x\n",
+        ms(b),
+        ms(p),
+        b.as_secs_f64() / p.as_secs_f64()
+    );
+}
+
 mod common;
 
 use common::config;
@@ -242,6 +288,10 @@ fn main() {
             );
         }
         println!();
+    }
+
+    if want("1c") {
+        whole_process(n, &trivial, repeats);
     }
 
     let mut runtime = RuntimeHandle::start(config()).expect("runtime");
