@@ -13,6 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use braid::model::Project;
+use braid::runtime::history::History;
 use braid::runtime::{RunId, RunRequest, RunStatus, RuntimeEvent, RuntimeHandle, RuntimeRequest};
 use serde_json::{Value, json};
 
@@ -317,6 +318,11 @@ fn main() {
             let (time, records) = run_recorded(&mut runtime, &trivial, 1000, Some(&db));
             assert_eq!(records, n + 2);
             recorded_times.push(time);
+            // What was timed is the whole run, recorded.
+            let history = History::open(&db).expect("history");
+            let runs = history.runs().expect("runs");
+            assert_eq!(runs.len(), 1);
+            assert_eq!(runs[0].invocations, n as u64 + 2);
         }
         let (plain, recorded) = (median(plain_times), median(recorded_times));
         println!(

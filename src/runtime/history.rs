@@ -5,34 +5,39 @@
 //! the bodies and may add items; changing these signatures needs both sides.
 
 //!
-//! Layout (see `history/schema.rs` and `docs/runtime.md`): `runs`, one row per run with live counts;
-//! `invocations`, one small row per invocation (what the table filters and sorts on) pointing at
-//! `payloads`, where every large value is stored once per distinct content, compressed when that pays;
-//! `parents`, the lineage edges, so that [`History::children`] is an index lookup.
+//! Layout (see `history/schema.rs`, `history/chunk.rs` and `docs/runtime.md`): `runs`, one row per run
+//! with live counts; `chunks`, the invocation records of a run in compact binary rows of up to about
+//! 1,000 (one per writer transaction), which is what keeps recording cheap; `payloads`, where every large
+//! value is stored once per distinct content, compressed when that pays. Reading decodes a run's chunks
+//! and filters in Rust.
 
+mod chunk;
 mod codec;
+mod migrate;
 mod payload;
 mod schema;
 #[cfg(test)]
 mod tests;
 mod writer;
 
-use std::collections::HashSet;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use rusqlite::types::{Value as SqlValue, ValueRef};
+use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension as _, Transaction, TransactionBehavior};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 pub use codec::parse_status;
 pub use writer::HistoryWriter;
 
 use super::record::{
-    BlockCounts, InvocationId, InvocationRecord, InvocationStatus, RunId, RunStatus,
+    BlockCounts, ErrorInfo, InvocationId, InvocationRecord, InvocationStatus, RunId, RunStatus,
 };
 use crate::model::BlockId;
-use codec::{item_path_range, parse_item_path, parse_run_status};
+use chunk::{Chunk, SegmentView, Val};
+use codec::parse_run_status;
 
 /// How many runs a project keeps unless told otherwise (`braid run` applies it after each run).
 pub const DEFAULT_KEEP_RUNS: usize = 100;
@@ -116,6 +121,55 @@ pub struct InvocationFilter {
 pub struct History {
     path: PathBuf,
     conn: Connection,
+    cache: RefCell<Cache>,
+}
+
+/// What reading a run decodes once and uses again: stepping through invocations in the panel asks for
+/// one record and its children at a time.
+#[derive(Default)]
+struct Cache {
+    /// The chunk [`History::invocation`] read last (chunks never change once written).
+    chunk: Option<CachedChunk>,
+    /// The lineage edges of the run [`History::children`] was asked about last.
+    lineage: Option<Lineage>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("chunk", &self.chunk.as_ref().map(|c| c.id))
+            .field("lineage", &self.lineage.as_ref().map(|l| l.seq))
+            .finish()
+    }
+}
+
+struct CachedChunk {
+    id: i64,
+    data: Vec<u8>,
+    refs: Vec<i64>,
+    /// (invocation id, segment, offset in the segment's body), by id.
+    index: Vec<(InvocationId, usize, usize)>,
+}
+
+struct Lineage {
+    seq: i64,
+    /// The run's chunks read so far: how many, and the last one's id (chunk ids only grow).
+    chunks: i64,
+    last_chunk: i64,
+    /// (parent, child), sorted and without duplicates.
+    edges: Vec<(InvocationId, InvocationId)>,
+}
+
+/// Reading a database failed: SQLite's error, or something in it that this Braid did not write.
+pub(super) enum Failure {
+    Sql(rusqlite::Error),
+    Damaged(String),
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(error: rusqlite::Error) -> Self {
+        Self::Sql(error)
+    }
 }
 
 const RUN_COLUMNS: &str = "run_id, status, started_at_ms, duration_ms, invocations, succeeded, caught, \
@@ -137,6 +191,7 @@ impl History {
         Ok(Self {
             path: path.to_owned(),
             conn: schema::open(path)?,
+            cache: RefCell::default(),
         })
     }
 
@@ -224,170 +279,151 @@ impl History {
         Ok(runs)
     }
 
+    /// A failure while reading the run `run`.
+    fn failure(&self, run: &RunId, failure: Failure) -> HistoryError {
+        match failure {
+            Failure::Sql(e) => self.sql_error(&e),
+            Failure::Damaged(what) => self.damaged(&format!("run {run}: {what}")),
+        }
+    }
+
     /// The run's invocations that pass `filter`, in its order. An unknown run has none.
     ///
-    /// Block, status and item path are SQL conditions on indexed columns. The text filter is a scan
-    /// instead: payloads are compressed, so SQL can't look inside them; the run's distinct input, output
-    /// and error payloads are decompressed once each and searched (ASCII case-insensitive) in Rust. Each
-    /// distinct value is searched once however many rows share it; 100,000 rows take well under a
-    /// second.
+    /// The run's chunks are decoded and filtered here: block, status and item path on the decoded
+    /// numbers, the text in the JSON of the input, return value and error (ASCII case-insensitive). Large
+    /// values are payloads, decompressed and searched once each however many rows share them. 100,000
+    /// rows take a few tens of milliseconds in a release build.
     pub fn invocation_rows(
         &self,
         run: &RunId,
         filter: &InvocationFilter,
     ) -> Result<Vec<InvocationRow>, HistoryError> {
-        let error = |e: rusqlite::Error| self.sql_error(&e);
         let Some(seq) = self.seq(run)? else {
             return Ok(Vec::new());
         };
-        let mut sql = String::from(
-            "SELECT id, block_id, block_name, item_path, attempt, status, started_at_ms, ended_at_ms, \
-             input_preview, error_summary, input, output, error FROM invocations WHERE run = ?",
-        );
-        let mut params = vec![SqlValue::Integer(seq)];
-        if let Some(block) = &filter.block {
-            sql.push_str(" AND block_id = ?");
-            params.push(SqlValue::Text(block.0.clone()));
-        }
-        if !filter.statuses.is_empty() {
-            sql.push_str(" AND status IN (");
-            for (i, status) in filter.statuses.iter().enumerate() {
-                sql.push_str(if i == 0 { "?" } else { ", ?" });
-                params.push(SqlValue::Text(codec::status_text(*status).to_owned()));
-            }
-            sql.push(')');
-        }
-        if let Some((low, high)) = filter.item_path_prefix.as_deref().and_then(item_path_range) {
-            sql.push_str(" AND item_path >= ? AND item_path < ?");
-            params.push(SqlValue::Text(low));
-            params.push(SqlValue::Text(high));
-        }
-        sql.push_str(match filter.order {
-            RowOrder::Id => " ORDER BY id",
-            RowOrder::Started => " ORDER BY started_at_ms IS NULL, started_at_ms, id",
-            RowOrder::DurationDescending => " ORDER BY duration_ms IS NULL, duration_ms DESC, id",
-            RowOrder::DurationAscending => " ORDER BY duration_ms IS NULL, duration_ms, id",
-        });
         let needle = filter
             .text
             .as_deref()
             .filter(|t| !t.is_empty())
-            .map(str::to_ascii_lowercase);
-        let matching = match &needle {
-            Some(needle) => Some(self.payloads_containing(seq, needle)?),
-            None => None,
-        };
-        let mut statement = self.conn.prepare(&sql).map_err(error)?;
-        let mut rows = statement
-            .query(rusqlite::params_from_iter(params))
-            .map_err(error)?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(error)? {
-            if let (Some(matching), Some(needle)) = (&matching, &needle) {
-                let mut found = false;
-                for column in 10..=12 {
-                    found |= match row.get_ref(column).map_err(error)? {
-                        ValueRef::Integer(id) => matching.contains(&id),
-                        ValueRef::Blob(inline) => contains_ignoring_case(inline.to_vec(), needle),
-                        _ => false,
-                    };
-                }
-                if !found {
+            .map(|t| t.to_ascii_lowercase().into_bytes());
+        let mut rows = Vec::new();
+        // Payload id → whether it contains the needle.
+        let mut searched: HashMap<i64, bool> = HashMap::new();
+        self.each_chunk(seq, 0, |chunk_id, refs, chunk| {
+            let damaged = |what: String| Failure::Damaged(format!("chunk {chunk_id}: {what}"));
+            for segment in &chunk.segments {
+                let blocks: Vec<bool> = segment
+                    .blocks
+                    .iter()
+                    .map(|(id, _)| filter.block.as_ref().is_none_or(|b| b.0 == *id))
+                    .collect();
+                if !blocks.contains(&true) {
                     continue;
                 }
+                for raw in segment.records() {
+                    let raw = raw.map_err(damaged)?;
+                    if !blocks[raw.block]
+                        || !(filter.statuses.is_empty() || filter.statuses.contains(&raw.status))
+                        || filter
+                            .item_path_prefix
+                            .as_deref()
+                            .is_some_and(|p| !raw.path_starts_with(p))
+                    {
+                        continue;
+                    }
+                    if let Some(needle) = &needle {
+                        let mut found = false;
+                        for value in [Some(raw.input), raw.output, raw.error.map(|e| e.1)]
+                            .into_iter()
+                            .flatten()
+                        {
+                            found = found
+                                || self.contains(segment, refs, value, needle, &mut searched)?;
+                        }
+                        if !found {
+                            continue;
+                        }
+                    }
+                    let (block_id, block_name) = segment.blocks[raw.block];
+                    rows.push(InvocationRow {
+                        id: raw.id,
+                        block_id: BlockId(block_id.to_owned()),
+                        block_name: block_name.to_owned(),
+                        item_path: raw.item_path().map_err(damaged)?,
+                        attempt: raw.attempt,
+                        status: raw.status,
+                        started_at_ms: raw.started_at_ms,
+                        ended_at_ms: raw.ended_at_ms,
+                        input_preview: segment.input_preview(raw.input).map_err(damaged)?,
+                        error_summary: raw.error.map(|(summary, _)| summary.to_owned()),
+                    });
+                }
             }
-            out.push(Self::invocation_row(row).map_err(|e| match e {
-                RowError::Sql(e) => error(e),
-                RowError::Damaged(what) => self.damaged(&what),
-            })?);
-        }
-        Ok(out)
-    }
-
-    fn invocation_row(row: &rusqlite::Row<'_>) -> Result<InvocationRow, RowError> {
-        let item_path: String = row.get(3)?;
-        let status: String = row.get(5)?;
-        Ok(InvocationRow {
-            id: row.get(0)?,
-            block_id: BlockId(row.get(1)?),
-            block_name: row.get(2)?,
-            item_path: parse_item_path(&item_path)
-                .ok_or_else(|| RowError::Damaged(format!("item path {item_path:?}")))?,
-            attempt: row.get(4)?,
-            status: parse_status(&status)
-                .ok_or_else(|| RowError::Damaged(format!("status {status:?}")))?,
-            started_at_ms: row.get(6)?,
-            ended_at_ms: row.get(7)?,
-            input_preview: row.get(8)?,
-            error_summary: row.get(9)?,
+            Ok(())
         })
+        .map_err(|e| self.failure(run, e))?;
+        sort_rows(&mut rows, filter.order);
+        Ok(rows)
     }
 
-    /// The ids of the run's input, output and error payload rows that contain `needle` (lower case).
-    fn payloads_containing(&self, seq: i64, needle: &str) -> Result<HashSet<i64>, HistoryError> {
-        let error = |e: rusqlite::Error| self.sql_error(&e);
-        let mut statement = self
-            .conn
-            .prepare(
-                "SELECT id, codec, data FROM payloads WHERE id IN (
-                     SELECT input FROM invocations WHERE run = ?1
-                     UNION SELECT output FROM invocations WHERE run = ?1
-                     UNION SELECT error FROM invocations WHERE run = ?1)",
-            )
-            .map_err(error)?;
-        let mut rows = statement.query([seq]).map_err(error)?;
-        let mut matching = HashSet::new();
-        while let Some(row) = rows.next().map_err(error)? {
-            let id: i64 = row.get(0).map_err(error)?;
-            let bytes = payload::decode(row.get(1).map_err(error)?, row.get(2).map_err(error)?)
-                .map_err(|what| self.damaged(&what))?;
-            if contains_ignoring_case(bytes, needle) {
-                matching.insert(id);
+    /// Calls `each` with every chunk of the run whose id is above `after`, in the order they were
+    /// written, with the payload ids it refers to.
+    fn each_chunk(
+        &self,
+        seq: i64,
+        after: i64,
+        mut each: impl FnMut(i64, &[i64], &Chunk<'_>) -> Result<(), Failure>,
+    ) -> Result<(), Failure> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT id, refs, data FROM chunks WHERE run = ?1 AND id > ?2 ORDER BY id",
+        )?;
+        let mut rows = statement.query([seq, after])?;
+        while let Some(row) = rows.next()? {
+            let chunk_id: i64 = row.get(0)?;
+            let damaged = |what: String| Failure::Damaged(format!("chunk {chunk_id}: {what}"));
+            let blob = |column: usize| -> Result<&[u8], Failure> {
+                row.get_ref(column)?
+                    .as_blob()
+                    .map_err(|e| damaged(e.to_string()))
+            };
+            let (refs, chunk) = parse_chunk(blob(1)?, blob(2)?).map_err(damaged)?;
+            each(chunk_id, &refs, &chunk)?;
+        }
+        Ok(())
+    }
+
+    /// Whether a value's JSON contains `needle` (lower case), ignoring ASCII case.
+    fn contains(
+        &self,
+        segment: &SegmentView<'_>,
+        refs: &[i64],
+        value: Val<'_>,
+        needle: &[u8],
+        searched: &mut HashMap<i64, bool>,
+    ) -> Result<bool, Failure> {
+        match value {
+            Val::Inline(json) => Ok(contains_ignoring_case(json, needle)),
+            Val::Large(index) => {
+                let id = refs[segment.large_ref(index).map_err(Failure::Damaged)?];
+                if let Some(&found) = searched.get(&id) {
+                    return Ok(found);
+                }
+                let found = contains_ignoring_case(&self.payload_bytes(id)?, needle);
+                searched.insert(id, found);
+                Ok(found)
             }
-        }
-        Ok(matching)
-    }
-
-    /// The contents of a payload column: `None` for no value.
-    fn column_bytes(&self, column: SqlValue) -> Result<Option<Vec<u8>>, HistoryError> {
-        match column {
-            SqlValue::Null => Ok(None),
-            SqlValue::Blob(inline) => Ok(Some(inline)),
-            SqlValue::Integer(id) => self.payload_bytes(id).map(Some),
-            SqlValue::Real(_) | SqlValue::Text(_) => Err(self.damaged("a value of the wrong type")),
+            Val::SameAsBackpackIn => Ok(false),
         }
     }
 
-    fn payload_bytes(&self, id: i64) -> Result<Vec<u8>, HistoryError> {
-        let error = |e: rusqlite::Error| self.sql_error(&e);
+    fn payload_bytes(&self, id: i64) -> Result<Vec<u8>, Failure> {
         let (codec, data) = self
             .conn
-            .prepare_cached("SELECT codec, data FROM payloads WHERE id = ?1")
-            .map_err(error)?
+            .prepare_cached("SELECT codec, data FROM payloads WHERE id = ?1")?
             .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
-            .optional()
-            .map_err(error)?
-            .ok_or_else(|| self.damaged(&format!("stored value {id} is missing")))?;
-        payload::decode(codec, data).map_err(|what| self.damaged(&what))
-    }
-
-    fn column_json<T: DeserializeOwned>(
-        &self,
-        column: SqlValue,
-    ) -> Result<Option<T>, HistoryError> {
-        self.column_bytes(column)?
-            .map(|bytes| {
-                serde_json::from_slice(&bytes)
-                    .map_err(|e| self.damaged(&format!("a stored value: {e}")))
-            })
-            .transpose()
-    }
-
-    fn column_text(&self, column: SqlValue) -> Result<String, HistoryError> {
-        Ok(self
-            .column_bytes(column)?
-            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-            .unwrap_or_default())
+            .optional()?
+            .ok_or_else(|| Failure::Damaged(format!("stored value {id} is missing")))?;
+        payload::decode(codec, data).map_err(Failure::Damaged)
     }
 
     /// The whole record of one invocation.
@@ -396,107 +432,220 @@ impl History {
         run: &RunId,
         id: InvocationId,
     ) -> Result<Option<InvocationRecord>, HistoryError> {
-        let error = |e: rusqlite::Error| self.sql_error(&e);
         let Some(seq) = self.seq(run)? else {
             return Ok(None);
         };
-        let Some((row, parents, payloads)) = self
-            .conn
-            .prepare_cached(
-                "SELECT id, block_id, block_name, item_path, attempt, status, started_at_ms, \
-                 ended_at_ms, input_preview, error_summary, queued_at_ms, parents, input, backpack_in, \
-                 output, backpack_out, stdout, stderr, error, fired \
-                 FROM invocations WHERE run = ?1 AND id = ?2",
-            )
-            .map_err(error)?
-            .query_row(rusqlite::params![seq, id], |row| {
-                let payloads: [SqlValue; 8] = [
-                    row.get(12)?,
-                    row.get(13)?,
-                    row.get(14)?,
-                    row.get(15)?,
-                    row.get(16)?,
-                    row.get(17)?,
-                    row.get(18)?,
-                    row.get(19)?,
-                ];
-                let queued_at_ms: f64 = row.get(10)?;
-                let parents: String = row.get(11)?;
-                Ok((
-                    Self::invocation_row(row).map(|r| (r, queued_at_ms)),
-                    parents,
-                    payloads,
-                ))
-            })
-            .optional()
-            .map_err(error)?
-        else {
-            return Ok(None);
-        };
-        let (row, queued_at_ms) = row.map_err(|e| match e {
-            RowError::Sql(e) => error(e),
-            RowError::Damaged(what) => self.damaged(&what),
-        })?;
-        let [
-            input,
-            backpack_in,
-            output,
-            backpack_out,
-            stdout,
-            stderr,
-            failure,
-            fired,
-        ] = payloads;
-        let required = |column: SqlValue| {
-            self.column_json(column)?
-                .ok_or_else(|| self.damaged("a required value is missing"))
-        };
-        Ok(Some(InvocationRecord {
-            run_id: run.clone(),
-            id: row.id,
-            block_id: row.block_id,
-            block_name: row.block_name,
-            item_path: row.item_path,
-            attempt: row.attempt,
-            parents: serde_json::from_str(&parents)
-                .map_err(|e| self.damaged(&format!("parents {parents:?}: {e}")))?,
-            status: row.status,
-            queued_at_ms,
-            started_at_ms: row.started_at_ms,
-            ended_at_ms: row.ended_at_ms,
-            input: required(input)?,
-            backpack_in: required(backpack_in)?,
-            output: self.column_json(output)?,
-            backpack_out: self.column_json(backpack_out)?,
-            stdout: self.column_text(stdout)?,
-            stderr: self.column_text(stderr)?,
-            error: self.column_json(failure)?,
-            fired: self.column_json(fired)?.unwrap_or_default(),
-        }))
+        self.find_invocation(run, seq, id)
+            .map_err(|e| self.failure(run, e))
     }
 
-    /// The invocations that came from this one (through any transition).
+    fn find_invocation(
+        &self,
+        run: &RunId,
+        seq: i64,
+        id: InvocationId,
+    ) -> Result<Option<InvocationRecord>, Failure> {
+        // Ranges of chunks written at the same time may overlap (a slow invocation ends late).
+        let candidates: Vec<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT id FROM chunks WHERE run = ?1 AND min_id <= ?2 AND max_id >= ?2 ORDER BY id",
+            )?
+            .query_map(rusqlite::params![seq, id], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        let mut cache = self.cache.borrow_mut();
+        for chunk_id in candidates {
+            if cache.chunk.as_ref().is_none_or(|c| c.id != chunk_id) {
+                cache.chunk = Some(self.load_chunk(chunk_id)?);
+            }
+            let Some(cached) = &cache.chunk else {
+                continue;
+            };
+            let Ok(at) = cached.index.binary_search_by_key(&id, |entry| entry.0) else {
+                continue;
+            };
+            let (_, segment, offset) = cached.index[at];
+            let damaged = |what: String| Failure::Damaged(format!("chunk {chunk_id}: {what}"));
+            let chunk = Chunk::parse(&cached.data).map_err(damaged)?;
+            let segment = &chunk.segments[segment];
+            let raw = segment.record_at(offset).map_err(damaged)?;
+            return self
+                .record(run, segment, &cached.refs, &raw)
+                .map(Some)
+                .map_err(|e| match e {
+                    Failure::Damaged(what) => damaged(what),
+                    sql @ Failure::Sql(_) => sql,
+                });
+        }
+        Ok(None)
+    }
+
+    fn load_chunk(&self, chunk_id: i64) -> Result<CachedChunk, Failure> {
+        let damaged = |what: String| Failure::Damaged(format!("chunk {chunk_id}: {what}"));
+        let (refs, data) = self
+            .conn
+            .prepare_cached("SELECT refs, data FROM chunks WHERE id = ?1")?
+            .query_row([chunk_id], |row| {
+                let blob = |column| -> rusqlite::Result<Result<Vec<u8>, String>> {
+                    Ok(row
+                        .get_ref(column)?
+                        .as_blob()
+                        .map(<[u8]>::to_vec)
+                        .map_err(|e| e.to_string()))
+                };
+                Ok((blob(0)?, blob(1)?))
+            })?;
+        let (refs, data) = (refs.map_err(damaged)?, data.map_err(damaged)?);
+        let (refs, chunk) = parse_chunk(&refs, &data).map_err(damaged)?;
+        let mut index = Vec::new();
+        for (s, segment) in chunk.segments.iter().enumerate() {
+            for raw in segment.records() {
+                let raw = raw.map_err(damaged)?;
+                index.push((raw.id, s, raw.at));
+            }
+        }
+        index.sort_unstable_by_key(|entry| entry.0);
+        drop(chunk);
+        Ok(CachedChunk {
+            id: chunk_id,
+            data,
+            refs,
+            index,
+        })
+    }
+
+    /// A decoded record, its values read (from the payloads when they are large).
+    fn record(
+        &self,
+        run: &RunId,
+        segment: &SegmentView<'_>,
+        refs: &[i64],
+        raw: &chunk::Raw<'_>,
+    ) -> Result<InvocationRecord, Failure> {
+        let bytes = |value: Val<'_>| -> Result<Vec<u8>, Failure> {
+            match value {
+                Val::Inline(bytes) => Ok(bytes.to_vec()),
+                Val::Large(index) => {
+                    self.payload_bytes(refs[segment.large_ref(index).map_err(Failure::Damaged)?])
+                }
+                Val::SameAsBackpackIn => Err(Failure::Damaged(
+                    "a value refers to the backpack".to_owned(),
+                )),
+            }
+        };
+        let json = |value: Val<'_>| -> Result<Value, Failure> {
+            chunk::from_json(&bytes(value)?).map_err(Failure::Damaged)
+        };
+        let text = |value: Option<Val<'_>>| -> Result<String, Failure> {
+            value.map_or(Ok(String::new()), |v| {
+                Ok(String::from_utf8_lossy(&bytes(v)?).into_owned())
+            })
+        };
+        let backpack_in = json(raw.backpack_in)?;
+        let backpack_out = match raw.backpack_out {
+            None => None,
+            Some(Val::SameAsBackpackIn) => Some(backpack_in.clone()),
+            Some(value) => Some(json(value)?),
+        };
+        let error: Option<ErrorInfo> = match raw.error {
+            None => None,
+            Some((_, value)) => Some(chunk::from_json(&bytes(value)?).map_err(Failure::Damaged)?),
+        };
+        let (block_id, block_name) = segment.blocks[raw.block];
+        Ok(InvocationRecord {
+            run_id: run.clone(),
+            id: raw.id,
+            block_id: BlockId(block_id.to_owned()),
+            block_name: block_name.to_owned(),
+            item_path: raw.item_path().map_err(Failure::Damaged)?,
+            attempt: raw.attempt,
+            parents: raw.parents().collect(),
+            status: raw.status,
+            queued_at_ms: raw.queued_at_ms,
+            started_at_ms: raw.started_at_ms,
+            ended_at_ms: raw.ended_at_ms,
+            input: json(raw.input)?,
+            backpack_in,
+            output: raw.output.map(json).transpose()?,
+            backpack_out,
+            stdout: text(raw.stdout)?,
+            stderr: text(raw.stderr)?,
+            error,
+            fired: raw.fired(segment).map_err(Failure::Damaged)?,
+        })
+    }
+
+    /// The invocations that came from this one (through any transition), in id order.
+    ///
+    /// The run's lineage edges are gathered from its chunks on the first call and kept, then brought up
+    /// to date from the chunks written since (a run being recorded), so stepping through a run costs a
+    /// count and a binary search per call.
     pub fn children(
         &self,
         run: &RunId,
         id: InvocationId,
     ) -> Result<Vec<InvocationId>, HistoryError> {
-        let error = |e: rusqlite::Error| self.sql_error(&e);
         let Some(seq) = self.seq(run)? else {
             return Ok(Vec::new());
         };
-        let mut statement = self
-            .conn
-            .prepare_cached(
-                "SELECT child FROM parents WHERE run = ?1 AND parent = ?2 ORDER BY child",
-            )
-            .map_err(error)?;
-        let children = statement
-            .query_map(rusqlite::params![seq, id], |row| row.get(0))
-            .map_err(error)?
-            .collect::<Result<Vec<InvocationId>, _>>()
-            .map_err(error)?;
+        let mut cache = self.cache.borrow_mut();
+        let lineage = self
+            .lineage(seq, cache.lineage.take())
+            .map_err(|e| self.failure(run, e))?;
+        let start = lineage.edges.partition_point(|edge| edge.0 < id);
+        let children = lineage.edges[start..]
+            .iter()
+            .take_while(|edge| edge.0 == id)
+            .map(|edge| edge.1)
+            .collect();
+        cache.lineage = Some(lineage);
         Ok(children)
+    }
+
+    /// The run's lineage, up to date: `known` brought up to date, or read anew.
+    fn lineage(&self, seq: i64, known: Option<Lineage>) -> Result<Lineage, Failure> {
+        let (chunks, last_chunk): (i64, i64) = self
+            .conn
+            .prepare_cached("SELECT count(*), coalesce(max(id), 0) FROM chunks WHERE run = ?1")?
+            .query_row([seq], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        let mut lineage = known
+            .filter(|l| l.seq == seq && l.chunks <= chunks && l.last_chunk <= last_chunk)
+            .unwrap_or(Lineage {
+                seq,
+                chunks: 0,
+                last_chunk: 0,
+                edges: Vec::new(),
+            });
+        if lineage.chunks == chunks && lineage.last_chunk == last_chunk {
+            return Ok(lineage);
+        }
+        let before = lineage.edges.len();
+        // Chunk ids only grow (AUTOINCREMENT, one writer at a time), so what is new is above the last.
+        let mut read = 0;
+        let mut last = lineage.last_chunk;
+        self.each_chunk(seq, lineage.last_chunk, |chunk_id, _, chunk| {
+            for segment in &chunk.segments {
+                for raw in segment.records() {
+                    let raw =
+                        raw.map_err(|what| Failure::Damaged(format!("chunk {chunk_id}: {what}")))?;
+                    lineage
+                        .edges
+                        .extend(raw.parents().map(|parent| (parent, raw.id)));
+                }
+            }
+            read += 1;
+            last = chunk_id;
+            Ok(())
+        })?;
+        lineage.chunks += read;
+        lineage.last_chunk = last;
+        if lineage.edges.len() > before {
+            // The stable sort finds the edges known before already sorted and merges the new ones in.
+            #[allow(clippy::stable_sort_primitive)]
+            lineage.edges.sort();
+            lineage.edges.dedup();
+        }
+        Ok(lineage)
     }
 
     /// Deletes a run and its invocations, and the stored values nothing else uses. Deleting a run that
@@ -533,48 +682,86 @@ impl History {
         let error = |e: rusqlite::Error| self.sql_error(&e);
         let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
             .map_err(error)?;
+        // The payloads these runs refer to; those no remaining chunk refers to go too. (A run whose
+        // refs are damaged is deleted all the same; its values may stay behind.)
+        let mut candidates = HashSet::new();
         for seq in seqs {
+            let mut statement = tx
+                .prepare_cached("SELECT refs FROM chunks WHERE run = ?1")
+                .map_err(error)?;
+            let mut rows = statement.query([seq]).map_err(error)?;
+            while let Some(row) = rows.next().map_err(error)? {
+                let refs: Vec<u8> = row.get(0).map_err(error)?;
+                candidates.extend(chunk::parse_refs(&refs).unwrap_or_default());
+            }
+            drop(rows);
             for sql in [
-                "DELETE FROM invocations WHERE run = ?1",
-                "DELETE FROM parents WHERE run = ?1",
+                "DELETE FROM chunks WHERE run = ?1",
                 "DELETE FROM runs WHERE seq = ?1",
             ] {
                 tx.execute(sql, [seq]).map_err(error)?;
             }
         }
-        // One sweep for all the runs: payloads are shared, so only what no remaining invocation
-        // references can go. Only ids count: `x NOT IN (…, NULL)` is never true, and inline values
-        // (blobs) are no references.
-        tx.execute_batch(
-            "DELETE FROM payloads WHERE id NOT IN (
-                 SELECT input FROM invocations WHERE typeof(input) = 'integer'
-                 UNION SELECT backpack_in FROM invocations WHERE typeof(backpack_in) = 'integer'
-                 UNION SELECT output FROM invocations WHERE typeof(output) = 'integer'
-                 UNION SELECT backpack_out FROM invocations WHERE typeof(backpack_out) = 'integer'
-                 UNION SELECT stdout FROM invocations WHERE typeof(stdout) = 'integer'
-                 UNION SELECT stderr FROM invocations WHERE typeof(stderr) = 'integer'
-                 UNION SELECT error FROM invocations WHERE typeof(error) = 'integer'
-                 UNION SELECT fired FROM invocations WHERE typeof(fired) = 'integer');
-             UPDATE meta SET value = value + 1 WHERE key = 'payload_generation';",
-        )
-        .map_err(error)?;
-        tx.commit().map_err(error)
+        payload::sweep(&tx, candidates).map_err(error)?;
+        tx.commit().map_err(error)?;
+        let mut cache = self.cache.borrow_mut();
+        if cache
+            .lineage
+            .as_ref()
+            .is_some_and(|l| seqs.contains(&l.seq))
+        {
+            cache.lineage = None;
+        }
+        Ok(())
+    }
+}
+
+/// A chunk's refs and records, parsed.
+fn parse_chunk<'a>(refs: &[u8], data: &'a [u8]) -> Result<(Vec<i64>, Chunk<'a>), chunk::Damage> {
+    let refs = chunk::parse_refs(refs)?;
+    let chunk = Chunk::parse(data)?;
+    if refs.len() < chunk.refs_needed() {
+        return Err(format!(
+            "it names {} large values but refers to {}",
+            chunk.refs_needed(),
+            refs.len()
+        ));
+    }
+    Ok((refs, chunk))
+}
+
+/// Sorts rows as the SQL of format 1 did: missing times last, ties by id.
+fn sort_rows(rows: &mut [InvocationRow], order: RowOrder) {
+    let duration = |r: &InvocationRow| Some(r.ended_at_ms? - r.started_at_ms?);
+    match order {
+        // Chunks come in id order mostly: this is nearly sorted already.
+        RowOrder::Id => rows.sort_by_key(|r| r.id),
+        RowOrder::Started => rows
+            .sort_by(|a, b| by_time(a.started_at_ms, b.started_at_ms, false).then(a.id.cmp(&b.id))),
+        RowOrder::DurationDescending => {
+            rows.sort_by(|a, b| by_time(duration(a), duration(b), true).then(a.id.cmp(&b.id)));
+        }
+        RowOrder::DurationAscending => {
+            rows.sort_by(|a, b| by_time(duration(a), duration(b), false).then(a.id.cmp(&b.id)));
+        }
+    }
+}
+
+/// Missing last; otherwise up (or down), by `total_cmp` (a total order: sorting never panics).
+fn by_time(a: Option<f64>, b: Option<f64>, descending: bool) -> std::cmp::Ordering {
+    match (a, b) {
+        (Some(a), Some(b)) if descending => b.total_cmp(&a),
+        (Some(a), Some(b)) => a.total_cmp(&b),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
     }
 }
 
 /// Whether JSON or printed text contains `needle` (already lower case), ignoring ASCII case.
-fn contains_ignoring_case(mut bytes: Vec<u8>, needle: &str) -> bool {
-    bytes.make_ascii_lowercase();
-    String::from_utf8_lossy(&bytes).contains(needle)
-}
-
-enum RowError {
-    Sql(rusqlite::Error),
-    Damaged(String),
-}
-
-impl From<rusqlite::Error> for RowError {
-    fn from(error: rusqlite::Error) -> Self {
-        Self::Sql(error)
-    }
+fn contains_ignoring_case(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty()
+        || haystack
+            .windows(needle.len())
+            .any(|window| window.eq_ignore_ascii_case(needle))
 }

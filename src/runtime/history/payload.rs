@@ -2,19 +2,16 @@
 //! per distinct content and compressed when that pays.
 
 use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hasher as _};
 use std::io::{Read as _, Write as _};
+
+use rusqlite::{Connection, OptionalExtension as _, params};
 
 /// A payload's identity: 128 bits of content hash. Not cryptographic: it only has to make an accidental
 /// collision negligible. Should the standard hasher change between Rust versions, equal payloads stop
 /// matching old ones (a little more space), never a wrong match.
 pub(super) type Hash = [u8; 16];
-
-/// Values shorter than this are kept in the invocation's row itself (as a blob) instead of a payload row:
-/// most inputs and outputs of a big fan-out are that small, and a hash, a lookup and a second insert per
-/// value would cost more than the duplicates save. A payload column holds an integer (a payload id), a
-/// blob (the value itself) or NULL (no value).
-pub(super) const INLINE_BELOW: usize = 48;
 
 /// Stored as it is.
 pub(super) const PLAIN: i64 = 0;
@@ -50,6 +47,77 @@ pub(super) fn encode(bytes: &[u8]) -> (i64, Cow<'_, [u8]>) {
         // Incompressible (or, in theory, a failed write to a Vec): plain is always right.
         _ => (PLAIN, Cow::Borrowed(bytes)),
     }
+}
+
+/// The hash → payload id memo is dropped when it grows past this (memory stays bounded on huge runs; the
+/// database lookup it saves is only an index probe).
+const MEMO_LIMIT: usize = 200_000;
+
+/// Hash → payload id of what one connection stored or found, valid while the database's
+/// `payload_generation` stays what it was.
+pub(super) type Memo = HashMap<Hash, i64>;
+
+/// The id of the payload row with these contents, stored now if it was not there yet.
+pub(super) fn store(conn: &Connection, memo: &mut Memo, bytes: &[u8]) -> rusqlite::Result<i64> {
+    let hash = hash(bytes);
+    if let Some(&id) = memo.get(&hash) {
+        return Ok(id);
+    }
+    let found: Option<i64> = conn
+        .prepare_cached("SELECT id FROM payloads WHERE hash = ?1")?
+        .query_row([&hash[..]], |row| row.get(0))
+        .optional()?;
+    let id = if let Some(id) = found {
+        id
+    } else {
+        let (codec, data) = encode(bytes);
+        conn.prepare_cached(
+            "INSERT INTO payloads (hash, codec, size, data) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![&hash[..], codec, bytes.len(), &data[..]])?;
+        conn.last_insert_rowid()
+    };
+    if memo.len() >= MEMO_LIMIT {
+        memo.clear();
+    }
+    memo.insert(hash, id);
+    Ok(id)
+}
+
+/// Deletes the payloads among `candidates` that no chunk refers to, and bumps `payload_generation` so
+/// that every writer drops its memo of payload ids.
+pub(super) fn sweep(conn: &Connection, mut candidates: HashSet<i64>) -> rusqlite::Result<()> {
+    if !candidates.is_empty() {
+        let mut statement = conn.prepare("SELECT id, refs FROM chunks WHERE length(refs) > 0")?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            let refs: Vec<u8> = row.get(1)?;
+            match super::chunk::parse_refs(&refs) {
+                Ok(ids) => {
+                    for id in ids {
+                        candidates.remove(&id);
+                    }
+                }
+                Err(what) => {
+                    // What it refers to is unknown: deleting nothing leaves some unused values, deleting
+                    // would lose values still in use.
+                    let chunk: i64 = row.get(0)?;
+                    tracing::warn!("history chunk {chunk} is damaged ({what}); no values deleted");
+                    candidates.clear();
+                    break;
+                }
+            }
+        }
+        let mut delete = conn.prepare("DELETE FROM payloads WHERE id = ?1")?;
+        for id in candidates {
+            delete.execute([id])?;
+        }
+    }
+    conn.execute(
+        "UPDATE meta SET value = value + 1 WHERE key = 'payload_generation'",
+        [],
+    )?;
+    Ok(())
 }
 
 pub(super) fn decode(codec: i64, data: Vec<u8>) -> Result<Vec<u8>, String> {

@@ -7,16 +7,16 @@ use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 
 use super::HistoryError;
 
-/// Kept in SQLite's `user_version`. A database of a newer version is refused rather than misread.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+/// Kept in SQLite's `user_version`. A database of a newer version is refused rather than misread; one of
+/// an older version is migrated when it is opened (see `migrate.rs`).
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 /// How long a connection waits for another one (the runtime's writer, another Braid process) to finish
 /// writing before it gives up with "database is locked".
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Large values live in `payloads`, once per distinct content; an invocation row holds their ids (or small
-/// values themselves, see `payload::INLINE_BELOW`: the payload columns have no declared type for that).
-/// Only what the table view filters and sorts on is a column of its own.
+/// Runs with their live counts; large values once per distinct content (compressed when that pays); and
+/// the records themselves in chunks (see `chunks_schema`).
 const SCHEMA: &str = "
 CREATE TABLE runs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -40,41 +40,25 @@ CREATE TABLE payloads (
     size INTEGER NOT NULL,
     data BLOB NOT NULL
 );
-CREATE TABLE invocations (
-    run INTEGER NOT NULL,
-    id INTEGER NOT NULL,
-    block_id TEXT NOT NULL,
-    block_name TEXT NOT NULL,
-    item_path TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    queued_at_ms REAL NOT NULL,
-    started_at_ms REAL,
-    ended_at_ms REAL,
-    duration_ms REAL,
-    input_preview TEXT NOT NULL,
-    error_summary TEXT,
-    parents TEXT NOT NULL,
-    input NOT NULL,
-    backpack_in NOT NULL,
-    output,
-    backpack_out,
-    stdout,
-    stderr,
-    error,
-    fired,
-    PRIMARY KEY (run, id)
-) WITHOUT ROWID;
-CREATE INDEX invocations_block ON invocations (run, block_id);
-CREATE INDEX invocations_path ON invocations (run, item_path);
-CREATE TABLE parents (
-    run INTEGER NOT NULL,
-    parent INTEGER NOT NULL,
-    child INTEGER NOT NULL,
-    PRIMARY KEY (run, parent, child)
-) WITHOUT ROWID;
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 INSERT INTO meta (key, value) VALUES ('payload_generation', 0);
+";
+
+/// One row per run and writer transaction (up to about 1,000 records): `data` is the records (see
+/// `chunk.rs`), `refs` the payload ids of their large values (varints, in the order the records name
+/// them). The id ranges find the chunk of an invocation; ids are never reused, so a cached chunk stays
+/// valid. `refs` comes before `data`: reading it (to sweep payloads) does not read the records.
+pub(super) const CHUNKS_SCHEMA: &str = "
+CREATE TABLE chunks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run INTEGER NOT NULL,
+    min_id INTEGER NOT NULL,
+    max_id INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    refs BLOB NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX chunks_run ON chunks (run, min_id, max_id);
 ";
 
 pub(super) fn database_error(path: &Path, error: &rusqlite::Error) -> HistoryError {
@@ -126,12 +110,27 @@ pub(super) fn open(path: &Path) -> Result<Connection, HistoryError> {
             },
         })?,
         SCHEMA_VERSION => {}
-        newer => {
+        1 => super::migrate::from_v1(&tx).map_err(|e| match e {
+            super::Failure::Sql(e) => error(e),
+            super::Failure::Damaged(what) => HistoryError::Database {
+                path: path.to_owned(),
+                message: format!(
+                    "damaged history: {what} (while updating it from format 1; the file is unchanged)"
+                ),
+            },
+        })?,
+        newer if newer > SCHEMA_VERSION => {
             return Err(HistoryError::Database {
                 path: path.to_owned(),
                 message: format!(
                     "written by a newer Braid (history format {newer}; this Braid reads {SCHEMA_VERSION})"
                 ),
+            });
+        }
+        unknown => {
+            return Err(HistoryError::Database {
+                path: path.to_owned(),
+                message: format!("damaged history: unknown history format {unknown}"),
             });
         }
     }
@@ -153,6 +152,7 @@ fn create(tx: &Transaction<'_>) -> Result<(), Created> {
         return Err(Created::Foreign);
     }
     tx.execute_batch(SCHEMA).map_err(Created::Sql)?;
+    tx.execute_batch(CHUNKS_SCHEMA).map_err(Created::Sql)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(Created::Sql)
 }

@@ -81,6 +81,16 @@ fn temp_db() -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
+/// The records stored in chunks, over all runs.
+fn stored_records(history: &History) -> i64 {
+    history
+        .conn
+        .query_row("SELECT coalesce(sum(count), 0) FROM chunks", [], |row| {
+            row.get(0)
+        })
+        .unwrap()
+}
+
 fn count(history: &History, table: &str) -> i64 {
     history
         .conn
@@ -235,7 +245,7 @@ fn identical_payloads_are_stored_once_and_large_ones_compressed() {
         .collect();
     write_run(&path, &run, 1.0, &records);
     let history = History::open(&path).unwrap();
-    // One backpack; the small inputs and outputs are kept in their rows.
+    // One backpack; the small inputs and outputs are kept in the chunks.
     assert_eq!(count(&history, "payloads"), 1);
     let stored: i64 = history
         .conn
@@ -251,6 +261,19 @@ fn identical_payloads_are_stored_once_and_large_ones_compressed() {
         history.invocation(&run, 500).unwrap().unwrap().backpack_out,
         Some(big)
     );
+}
+
+/// The run's rows whose input, output or error contains `text`.
+fn with_text(history: &History, run: &RunId, text: &str) -> Vec<InvocationRow> {
+    history
+        .invocation_rows(
+            run,
+            &InvocationFilter {
+                text: Some(text.to_owned()),
+                ..InvocationFilter::default()
+            },
+        )
+        .unwrap()
 }
 
 fn ids(rows: &[InvocationRow]) -> Vec<u64> {
@@ -409,7 +432,8 @@ fn delete_and_retention_remove_runs_and_only_unshared_payloads() {
     for (i, run) in runs.iter().enumerate() {
         let mut records = sample(run);
         // A value only this run has.
-        records[0].output = Some(json!(format!("only in run {i}: {}", "z".repeat(100))));
+        // Large enough to be a payload rather than kept in the chunk.
+        records[0].output = Some(json!(format!("only in run {i}: {}", "z".repeat(2000))));
         write_run(&path, run, 1000.0 * (i as f64 + 1.0), &records);
     }
     let history = History::open(&path).unwrap();
@@ -436,14 +460,18 @@ fn delete_and_retention_remove_runs_and_only_unshared_payloads() {
         .collect();
     assert_eq!(left, [runs[3].clone(), runs[2].clone()]);
     assert_eq!(count(&history, "payloads"), payloads_before - 2);
-    assert_eq!(count(&history, "invocations"), 44);
-    assert_eq!(count(&history, "parents"), 2 * 40);
+    assert_eq!(stored_records(&history), 44);
+    for run in &left {
+        assert_eq!(history.children(run, 1).unwrap().len(), 20);
+        assert_eq!(history.children(run, 2).unwrap(), [22]);
+    }
     history.apply_retention(2).unwrap();
     assert_eq!(history.runs().unwrap().len(), 2);
 
     history.apply_retention(0).unwrap();
     assert_eq!(count(&history, "payloads"), 0);
-    assert_eq!(count(&history, "invocations"), 0);
+    assert_eq!(stored_records(&history), 0);
+    assert_eq!(count(&history, "chunks"), 0);
 }
 
 #[test]
@@ -457,10 +485,10 @@ fn a_writer_that_outlives_a_deletion_does_not_point_at_deleted_payloads() {
             .blocking_recv()
             .unwrap();
     };
-    // Large enough to be a payload row rather than kept in the invocation's row.
+    // Large enough to be a payload row rather than kept in the chunk.
     let big = |run: &RunId| {
         let mut r = record(run, 1, "B", &[], InvocationStatus::Succeeded);
-        r.input = json!({"item": 1, "padding": "p".repeat(100)});
+        r.input = json!({"item": 1, "padding": "p".repeat(2000)});
         r
     };
     writer.run_started(&a, "p", 1.0);
@@ -493,7 +521,7 @@ fn a_run_deleted_while_recording_does_not_come_back() {
         .blocking_recv()
         .unwrap();
     assert!(history.runs().unwrap().is_empty());
-    assert_eq!(count(&history, "invocations"), 0);
+    assert_eq!(stored_records(&history), 0);
 }
 
 #[test]
@@ -506,15 +534,7 @@ fn text_search_over_100k_rows_is_quick_enough() {
     write_run(&path, &run, 1.0, &records);
     let history = History::open(&path).unwrap();
     let started = std::time::Instant::now();
-    let rows = history
-        .invocation_rows(
-            &run,
-            &InvocationFilter {
-                text: Some("\"item\":99999}".into()),
-                ..InvocationFilter::default()
-            },
-        )
-        .unwrap();
+    let rows = with_text(&history, &run, "\"item\":99999}");
     let elapsed = started.elapsed();
     assert_eq!(ids(&rows), [99_999]);
     // Generous: debug builds on a busy 2-core machine. Release is far below.
@@ -537,4 +557,330 @@ fn civil_dates() {
     assert_eq!(civil_from_days(0), (1970, 1, 1));
     assert_eq!(civil_from_days(11_016), (2000, 2, 29));
     assert_eq!(civil_from_days(-1), (1969, 12, 31));
+}
+
+// --- format 2: chunks ---------------------------------------------------------------------------
+
+#[test]
+fn a_record_sent_twice_is_stored_and_counted_once() {
+    let (_dir, path) = temp_db();
+    let run = RunId("twice".into());
+    let writer = HistoryWriter::start(&path).unwrap();
+    writer.run_started(&run, "p", 1.0);
+    let first = record(&run, 1, "B", &[], InvocationStatus::Succeeded);
+    let mut again = first.clone();
+    again.status = InvocationStatus::Exception;
+    writer.invocations(&[
+        first.clone(),
+        record(&run, 2, "B", &[], InvocationStatus::Succeeded),
+    ]);
+    // In the same transaction, and in a later one.
+    writer.invocations(std::slice::from_ref(&again));
+    writer
+        .run_finished_flushed(&summary(&run, RunStatus::Succeeded, 1.0, 2))
+        .blocking_recv()
+        .unwrap();
+    writer.invocations(&[
+        again,
+        record(&run, 3, "B", &[], InvocationStatus::Succeeded),
+    ]);
+    writer
+        .run_finished_flushed(&summary(&run, RunStatus::Succeeded, 1.0, 3))
+        .blocking_recv()
+        .unwrap();
+    let history = History::open(&path).unwrap();
+    let row = history.run(&run).unwrap().unwrap();
+    assert_eq!(row.invocations, 3);
+    assert_eq!((row.counts.succeeded, row.counts.failed), (3, 0));
+    let rows = history
+        .invocation_rows(&run, &InvocationFilter::default())
+        .unwrap();
+    assert_eq!(ids(&rows), [1, 2, 3]);
+    assert_eq!(history.invocation(&run, 1).unwrap(), Some(first));
+}
+
+#[test]
+fn a_run_is_read_while_it_is_being_written() {
+    let (_dir, path) = temp_db();
+    let run = RunId("growing".into());
+    let writer = HistoryWriter::start(&path).unwrap();
+    writer.run_started(&run, "p", 1.0);
+    let records = sample(&run);
+    let flush = || {
+        // A finished message of another run: waits for everything sent before, leaves this run running.
+        let other = RunId("flush".into());
+        writer
+            .run_finished_flushed(&summary(&other, RunStatus::Succeeded, 1.0, 0))
+            .blocking_recv()
+            .unwrap();
+    };
+    writer.invocations(&records[..10]);
+    flush();
+    let history = History::open(&path).unwrap();
+    assert_eq!(
+        history.run(&run).unwrap().unwrap().status,
+        RunStatus::Running
+    );
+    let rows = |h: &History| {
+        h.invocation_rows(&run, &InvocationFilter::default())
+            .unwrap()
+    };
+    assert_eq!(rows(&history).len(), 10);
+    assert_eq!(
+        history.children(&run, 1).unwrap(),
+        (2..=10).collect::<Vec<_>>()
+    );
+    assert!(history.children(&run, 2).unwrap().is_empty());
+    // More comes in: the same connection sees it, the lineage it keeps included.
+    writer.invocations(&records[10..]);
+    flush();
+    assert_eq!(rows(&history).len(), 22);
+    assert_eq!(
+        history.children(&run, 1).unwrap(),
+        (2..22).collect::<Vec<_>>()
+    );
+    assert_eq!(history.children(&run, 2).unwrap(), [22]);
+    assert_eq!(
+        history.invocation(&run, 22).unwrap().as_ref(),
+        Some(&records[21])
+    );
+}
+
+#[test]
+fn invocations_are_found_in_chunks_whose_ids_overlap() {
+    let (_dir, path) = temp_db();
+    let run = RunId("overlap".into());
+    let mut records: Vec<_> = (1..=6)
+        .map(|id| record(&run, id, "B", &[id as u32], InvocationStatus::Succeeded))
+        .collect();
+    // 1 and 6 finish first, 2..=5 later: two chunks, [1, 6] and [2, 5].
+    records.swap(1, 5);
+    let writer = HistoryWriter::start(&path).unwrap();
+    writer.run_started(&run, "p", 1.0);
+    for batch in [&records[..2], &records[2..]] {
+        writer.invocations(batch);
+        writer
+            .run_finished_flushed(&summary(&run, RunStatus::Succeeded, 1.0, 6))
+            .blocking_recv()
+            .unwrap();
+    }
+    let history = History::open(&path).unwrap();
+    assert_eq!(count(&history, "chunks"), 2);
+    for original in &records {
+        assert_eq!(
+            history.invocation(&run, original.id).unwrap().as_ref(),
+            Some(original)
+        );
+    }
+    let rows = history
+        .invocation_rows(&run, &InvocationFilter::default())
+        .unwrap();
+    assert_eq!(ids(&rows), [1, 2, 3, 4, 5, 6]);
+}
+
+#[test]
+fn large_inputs_are_previewed_and_searched() {
+    let (_dir, path) = temp_db();
+    let run = RunId("large".into());
+    let mut records = sample(&run);
+    records[3].input = json!({"text": format!("{}needle{}", "a".repeat(3000), "b".repeat(3000))});
+    // The same large value in another record: one payload.
+    records[4].input = records[3].input.clone();
+    write_run(&path, &run, 1.0, &records);
+    let history = History::open(&path).unwrap();
+    assert_eq!(count(&history, "payloads"), 1);
+    let found = with_text(&history, &run, "NEEDLE");
+    assert_eq!(ids(&found), [4, 5]);
+    assert_eq!(found[0].input_preview.chars().count(), 120);
+    assert!(found[0].input_preview.starts_with("{\"text\":\"aaa"));
+    assert!(found[0].input_preview.ends_with('…'));
+    assert_eq!(
+        history.invocation(&run, 5).unwrap().unwrap().input,
+        records[4].input
+    );
+}
+
+#[test]
+fn a_damaged_chunk_is_an_error_naming_the_run() {
+    let (_dir, path) = temp_db();
+    let run = RunId("broken".into());
+    write_run(&path, &run, 1.0, &sample(&run));
+    let history = History::open(&path).unwrap();
+    let damage = |sql: &str| {
+        history.conn.execute_batch(sql).unwrap();
+        // A fresh connection: nothing cached.
+        let fresh = History::open(&path).unwrap();
+        for error in [
+            fresh
+                .invocation_rows(&run, &InvocationFilter::default())
+                .map(|_| ())
+                .unwrap_err(),
+            fresh.invocation(&run, 10).map(|_| ()).unwrap_err(),
+            fresh.children(&run, 1).map(|_| ()).unwrap_err(),
+        ] {
+            let error = error.to_string();
+            assert!(error.contains("damaged history"), "{error}");
+            assert!(error.contains("run broken"), "{error}");
+            assert!(error.contains(&path.display().to_string()), "{error}");
+        }
+    };
+    let original: Vec<u8> = history
+        .conn
+        .query_row("SELECT data FROM chunks", [], |row| row.get(0))
+        .unwrap();
+    damage("UPDATE chunks SET data = substr(data, 1, 60)");
+    damage("UPDATE chunks SET data = x'07'");
+    damage("UPDATE chunks SET data = 'text, not a blob'");
+    // Every byte changed in turn: an error or a record, never a panic.
+    for at in 1..original.len() {
+        let mut damaged = original.clone();
+        damaged[at] ^= 0xa5;
+        history
+            .conn
+            .execute("UPDATE chunks SET data = ?1", [&damaged])
+            .unwrap();
+        let fresh = History::open(&path).unwrap();
+        let _ = fresh.invocation_rows(&run, &InvocationFilter::default());
+        let _ = fresh.invocation(&run, 10);
+        let _ = fresh.children(&run, 1);
+    }
+    // Deleting a damaged run still works.
+    history.delete_run(&run).unwrap();
+    assert!(history.runs().unwrap().is_empty());
+}
+
+// --- format 1 ------------------------------------------------------------------------------------
+
+/// The records in `testdata/v1.history.sqlite`, which the format-1 writer (Braid at b449636) wrote:
+/// run-1 has all 22 of them (started at 5000), run-2 the first 3 (started at 1000). Values of every
+/// kind: small (in the row), payloads of 48 bytes and more, printed output, fired transitions.
+fn v1_records(run: &RunId) -> Vec<InvocationRecord> {
+    let mut records = sample(run);
+    records[6].stdout = "printed\n".to_owned();
+    records[6].stderr = "warned\n".repeat(100);
+    records[6].fired = vec![TransitionId("t1".into())];
+    records[6].attempt = 2;
+    records[6].output = Some(json!({"big": "x".repeat(10_000)}));
+    records[8].input = json!({"medium": "m".repeat(200)});
+    for r in &mut records[10..15] {
+        r.backpack_in = json!({"large": "l".repeat(3000)});
+        r.backpack_out = None;
+    }
+    records
+}
+
+fn v1_copy() -> (tempfile::TempDir, PathBuf) {
+    let (dir, path) = temp_db();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, include_bytes!("testdata/v1.history.sqlite")).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn a_format_1_history_is_migrated_and_reads_back_whole() {
+    let (_dir, path) = v1_copy();
+    let history = History::open(&path).unwrap();
+    let version: i64 = history
+        .conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    let tables: i64 = history
+        .conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name IN ('invocations', 'parents')",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0);
+
+    let (one, two) = (RunId("run-1".into()), RunId("run-2".into()));
+    let runs = history.runs().unwrap();
+    assert_eq!(
+        runs.iter().map(|r| &r.run_id).collect::<Vec<_>>(),
+        [&one, &two]
+    );
+    assert_eq!(runs[0].status, RunStatus::Failed);
+    assert_eq!(runs[0].invocations, 22);
+    assert_eq!((runs[0].counts.succeeded, runs[0].counts.failed), (20, 2));
+    assert_eq!(runs[0].duration_ms, Some(42.0));
+    assert_eq!(runs[1].invocations, 3);
+
+    for (run, n) in [(&one, 22), (&two, 3)] {
+        let originals = &v1_records(run)[..n];
+        for original in originals {
+            assert_eq!(
+                history.invocation(run, original.id).unwrap().as_ref(),
+                Some(original)
+            );
+        }
+        let rows = history
+            .invocation_rows(run, &InvocationFilter::default())
+            .unwrap();
+        assert_eq!(
+            ids(&rows),
+            originals.iter().map(|r| r.id).collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(
+        history.children(&one, 1).unwrap(),
+        (2..22).collect::<Vec<_>>()
+    );
+    assert_eq!(history.children(&one, 9).unwrap(), [22]);
+    let failed = history
+        .invocation_rows(
+            &one,
+            &InvocationFilter {
+                statuses: vec![InvocationStatus::Exception],
+                text: Some("BAD ROW 14".into()),
+                ..InvocationFilter::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(ids(&failed), [14]);
+    assert_eq!(
+        failed[0].error_summary.as_deref(),
+        Some("ValueError: bad row 14")
+    );
+    assert_eq!(stored_records(&history), 25);
+    // Of the six format-1 payloads, the values under 1 kB are in the chunks now; their payloads went.
+    assert_eq!(count(&history, "payloads"), 2);
+
+    // Opened again: nothing more to do. Deleting and recording work as on a new history.
+    drop(history);
+    let history = History::open(&path).unwrap();
+    history.delete_run(&two).unwrap();
+    let three = RunId("run-3".into());
+    write_run(&path, &three, 9000.0, &sample(&three));
+    assert_eq!(history.runs().unwrap().len(), 2);
+    assert_eq!(
+        history.invocation(&one, 7).unwrap().as_ref(),
+        Some(&v1_records(&one)[6])
+    );
+}
+
+#[test]
+fn a_format_1_history_that_cannot_be_migrated_is_left_as_it_was() {
+    let (_dir, path) = v1_copy();
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute(
+            "UPDATE invocations SET status = 'exploded' WHERE id = 5",
+            [],
+        )
+        .unwrap();
+    }
+    let error = History::open(&path).unwrap_err().to_string();
+    assert!(error.contains("damaged history"), "{error}");
+    assert!(error.contains("exploded"), "{error}");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 1);
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM invocations", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(rows, 25);
 }

@@ -1,0 +1,969 @@
+//! Chunks: a batch of invocation records as one compact blob, the `data` of a `chunks` row.
+//!
+//! Recording must cost well under a microsecond of CPU per record (the workers and the engine already use
+//! every core), so a record is a few varints and the JSON text of its values, nothing more. A chunk is a
+//! format byte and then segments, one per batch the engine sent; the writer concatenates the batches of
+//! a transaction without re-encoding them. A segment:
+//!
+//! ```text
+//! count, body length              varints
+//! base id                         varint: every id of the segment is at least this
+//! base time                       8 bytes, an f64's bits (little-endian)
+//! blocks                          varint n, then n × (block id, block name)
+//! transitions                     varint n, then n × transition id
+//! large values                    varint n, then n × preview (the value is a payload; see `refs`)
+//! records                         `count` of them, `body length` bytes in all
+//! ```
+//!
+//! Strings are a varint length and UTF-8. A record:
+//!
+//! ```text
+//! flags                           1 byte: status (3 bits), has started, has ended, attempt ≠ 1,
+//!                                 has error, has printed output or fired transitions
+//! id − base id                    varint
+//! block                           varint index into the segment's blocks
+//! item path                       varint n, n × varint
+//! [attempt]                       varint
+//! parents                         varint n, n × zigzag varint (id − parent)
+//! queued                          zigzag varint: its bits − the base time's bits
+//! [started], [ended]              the same, from queued and from started (or queued)
+//! input, backpack in, output, backpack out           values
+//! [error summary, error]          string, value
+//! [stdout, stderr, fired]         values (text); varint n, n × transition index
+//! ```
+//!
+//! A value is a tag: absent; inline JSON (or printed text) with its length; the index of a large value,
+//! whose bytes are a payload row (stored once per distinct content) and whose payload id is in the
+//! chunk's `refs` (the segments' large values in order); or, for the backpack out, "the backpack in".
+//! Times are differences of the f64 bit patterns: exact (the record read back is the record written),
+//! and a few bytes, since times of one batch are close together.
+
+use crate::model::TransitionId;
+use crate::runtime::record::{InvocationId, InvocationRecord, InvocationStatus, RunId};
+
+/// The first byte of every chunk's data: segments, not compressed.
+pub(super) const FORMAT: u8 = 1;
+
+/// Values whose JSON (or printed text) is this long or longer are payloads, stored once per distinct
+/// content and compressed; smaller ones stay in the chunk, where they cost no hash and no lookup.
+pub(super) const LARGE_FROM: usize = 1024;
+
+/// How many of a segment's large values a new one is compared with (backpacks repeat record after record;
+/// comparing with every one would be quadratic).
+const LARGE_MEMO: usize = 8;
+
+const TAG_ABSENT: u8 = 0;
+const TAG_INLINE: u8 = 1;
+const TAG_LARGE: u8 = 2;
+const TAG_SAME_AS_BACKPACK_IN: u8 = 3;
+
+const HAS_STARTED: u8 = 1 << 3;
+const HAS_ENDED: u8 = 1 << 4;
+const HAS_ATTEMPT: u8 = 1 << 5;
+const HAS_ERROR: u8 = 1 << 6;
+const HAS_EXTRAS: u8 = 1 << 7;
+
+fn status_code(status: InvocationStatus) -> u8 {
+    match status {
+        InvocationStatus::Queued => 0,
+        InvocationStatus::Running => 1,
+        InvocationStatus::Succeeded => 2,
+        InvocationStatus::CaughtException => 3,
+        InvocationStatus::Exception => 4,
+        InvocationStatus::TimedOut => 5,
+        InvocationStatus::Cancelled => 6,
+    }
+}
+
+fn status_of(code: u8) -> Option<InvocationStatus> {
+    Some(match code {
+        0 => InvocationStatus::Queued,
+        1 => InvocationStatus::Running,
+        2 => InvocationStatus::Succeeded,
+        3 => InvocationStatus::CaughtException,
+        4 => InvocationStatus::Exception,
+        5 => InvocationStatus::TimedOut,
+        6 => InvocationStatus::Cancelled,
+        _ => return None,
+    })
+}
+
+// --- writing ---------------------------------------------------------------------------------------
+
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn put_zigzag(out: &mut Vec<u8>, value: i64) {
+    put_varint(out, ((value << 1) ^ (value >> 63)).cast_unsigned());
+}
+
+fn put_str(out: &mut Vec<u8>, text: &str) {
+    put_varint(out, text.len() as u64);
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// `time` relative to `base`, as the difference of their bit patterns.
+fn put_time(out: &mut Vec<u8>, time: f64, base: f64) {
+    put_zigzag(
+        out,
+        time.to_bits().wrapping_sub(base.to_bits()).cast_signed(),
+    );
+}
+
+/// One run's records of one batch, encoded; what the engine's thread hands the writer.
+pub(super) struct Segment {
+    pub run: RunId,
+    /// For a run the writer has not seen start.
+    pub first_queued_at_ms: f64,
+    head: Vec<u8>,
+    body: Vec<u8>,
+    /// Where each record ends in `body`.
+    ends: Vec<u32>,
+    pub ids: Vec<InvocationId>,
+    pub statuses: Vec<InvocationStatus>,
+    /// The bytes of the large values, in index order.
+    pub large: Vec<Vec<u8>>,
+}
+
+impl Segment {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Appends the segment to a chunk's data, keeping the records for which `keep` is true (all of them
+    /// unless some were recorded before).
+    pub fn write_to(&self, out: &mut Vec<u8>, keep: Option<&[bool]>) {
+        let Some(keep) = keep else {
+            put_varint(out, self.ids.len() as u64);
+            put_varint(out, self.body.len() as u64);
+            out.extend_from_slice(&self.head);
+            out.extend_from_slice(&self.body);
+            return;
+        };
+        let mut body = Vec::with_capacity(self.body.len());
+        let mut start = 0;
+        for (&end, &kept) in self.ends.iter().zip(keep) {
+            if kept {
+                body.extend_from_slice(&self.body[start..end as usize]);
+            }
+            start = end as usize;
+        }
+        put_varint(out, keep.iter().filter(|k| **k).count() as u64);
+        put_varint(out, body.len() as u64);
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(&body);
+    }
+}
+
+/// Encodes records into segments, one per run (in practice a batch is one run's).
+pub(super) fn encode(records: &[InvocationRecord]) -> Vec<Segment> {
+    let mut segments = Vec::new();
+    let mut rest = records;
+    while let Some(first) = rest.first() {
+        let n = rest
+            .iter()
+            .position(|r| r.run_id != first.run_id)
+            .unwrap_or(rest.len());
+        segments.push(Encoder::new(&rest[..n]).encode(&rest[..n]));
+        rest = &rest[n..];
+    }
+    segments
+}
+
+struct Encoder<'a> {
+    base_id: u64,
+    base_time: f64,
+    body: Vec<u8>,
+    blocks: Vec<(&'a str, &'a str)>,
+    transitions: Vec<&'a str>,
+    large: Vec<Vec<u8>>,
+    previews: Vec<String>,
+    /// A value's JSON, before it is known to be small.
+    scratch: Vec<u8>,
+}
+
+impl<'a> Encoder<'a> {
+    fn new(records: &[InvocationRecord]) -> Self {
+        Self {
+            base_id: records.iter().map(|r| r.id).min().unwrap_or(0),
+            base_time: records.first().map_or(0.0, |r| r.queued_at_ms),
+            // Trivial records take about 40 bytes.
+            body: Vec::with_capacity(records.len() * 48),
+            blocks: Vec::new(),
+            transitions: Vec::new(),
+            large: Vec::new(),
+            previews: Vec::new(),
+            scratch: Vec::with_capacity(64),
+        }
+    }
+
+    fn encode(mut self, records: &'a [InvocationRecord]) -> Segment {
+        let mut ends = Vec::with_capacity(records.len());
+        let mut ids = Vec::with_capacity(records.len());
+        let mut statuses = Vec::with_capacity(records.len());
+        for record in records {
+            self.record(record);
+            ends.push(self.body.len() as u32);
+            ids.push(record.id);
+            statuses.push(record.status);
+        }
+        let mut head = Vec::new();
+        put_varint(&mut head, self.base_id);
+        head.extend_from_slice(&self.base_time.to_bits().to_le_bytes());
+        put_varint(&mut head, self.blocks.len() as u64);
+        for (id, name) in &self.blocks {
+            put_str(&mut head, id);
+            put_str(&mut head, name);
+        }
+        put_varint(&mut head, self.transitions.len() as u64);
+        for transition in &self.transitions {
+            put_str(&mut head, transition);
+        }
+        put_varint(&mut head, self.previews.len() as u64);
+        for preview in &self.previews {
+            put_str(&mut head, preview);
+        }
+        Segment {
+            run: records[0].run_id.clone(),
+            first_queued_at_ms: self.base_time,
+            head,
+            body: self.body,
+            ends,
+            ids,
+            statuses,
+            large: self.large,
+        }
+    }
+
+    fn record(&mut self, r: &'a InvocationRecord) {
+        let extras = !r.stdout.is_empty() || !r.stderr.is_empty() || !r.fired.is_empty();
+        let flags = status_code(r.status)
+            | if r.started_at_ms.is_some() {
+                HAS_STARTED
+            } else {
+                0
+            }
+            | if r.ended_at_ms.is_some() {
+                HAS_ENDED
+            } else {
+                0
+            }
+            | if r.attempt == 1 { 0 } else { HAS_ATTEMPT }
+            | if r.error.is_some() { HAS_ERROR } else { 0 }
+            | if extras { HAS_EXTRAS } else { 0 };
+        let block = self.block(&r.block_id.0, &r.block_name);
+        let body = &mut self.body;
+        body.push(flags);
+        put_varint(body, r.id - self.base_id);
+        put_varint(body, block);
+        put_varint(body, r.item_path.len() as u64);
+        for &index in &r.item_path {
+            put_varint(body, u64::from(index));
+        }
+        if r.attempt != 1 {
+            put_varint(body, u64::from(r.attempt));
+        }
+        put_varint(body, r.parents.len() as u64);
+        for &parent in &r.parents {
+            put_zigzag(body, r.id.wrapping_sub(parent).cast_signed());
+        }
+        put_time(body, r.queued_at_ms, self.base_time);
+        if let Some(started) = r.started_at_ms {
+            put_time(body, started, r.queued_at_ms);
+        }
+        if let Some(ended) = r.ended_at_ms {
+            put_time(body, ended, r.started_at_ms.unwrap_or(r.queued_at_ms));
+        }
+        self.json(Some(&r.input));
+        self.json(Some(&r.backpack_in));
+        self.json(r.output.as_ref());
+        if r.backpack_out.as_ref() == Some(&r.backpack_in) {
+            self.body.push(TAG_SAME_AS_BACKPACK_IN);
+        } else {
+            self.json(r.backpack_out.as_ref());
+        }
+        if let Some(error) = &r.error {
+            put_str(&mut self.body, &error.summary());
+            self.json(Some(error));
+        }
+        if extras {
+            self.text(&r.stdout);
+            self.text(&r.stderr);
+            put_varint(&mut self.body, r.fired.len() as u64);
+            for transition in &r.fired {
+                let index = self.transition(&transition.0);
+                put_varint(&mut self.body, index);
+            }
+        }
+    }
+
+    fn block(&mut self, id: &'a str, name: &'a str) -> u64 {
+        let found = self.blocks.iter().position(|b| *b == (id, name));
+        found.unwrap_or_else(|| {
+            self.blocks.push((id, name));
+            self.blocks.len() - 1
+        }) as u64
+    }
+
+    fn transition(&mut self, id: &'a str) -> u64 {
+        let found = self.transitions.iter().position(|t| *t == id);
+        found.unwrap_or_else(|| {
+            self.transitions.push(id);
+            self.transitions.len() - 1
+        }) as u64
+    }
+
+    fn json<T: serde::Serialize>(&mut self, value: Option<&T>) {
+        let Some(value) = value else {
+            self.body.push(TAG_ABSENT);
+            return;
+        };
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        // Serialising a `Value` (or our own plain structs) into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut scratch, value);
+        self.bytes(&scratch);
+        self.scratch = scratch;
+    }
+
+    /// Printed output: nothing printed is no value.
+    fn text(&mut self, text: &str) {
+        if text.is_empty() {
+            self.body.push(TAG_ABSENT);
+        } else {
+            self.bytes(text.as_bytes());
+        }
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        if bytes.len() < LARGE_FROM {
+            self.body.push(TAG_INLINE);
+            put_varint(&mut self.body, bytes.len() as u64);
+            self.body.extend_from_slice(bytes);
+            return;
+        }
+        let recent = self.large.len().saturating_sub(LARGE_MEMO);
+        let found = (recent..self.large.len())
+            .rev()
+            .find(|&i| self.large[i] == bytes);
+        let index = found.unwrap_or_else(|| {
+            self.large.push(bytes.to_vec());
+            self.previews.push(preview(bytes));
+            self.large.len() - 1
+        });
+        self.body.push(TAG_LARGE);
+        put_varint(&mut self.body, index as u64);
+    }
+}
+
+/// Longest input preview, in characters.
+pub(super) const PREVIEW_CHARS: usize = 120;
+
+/// JSON text cut to at most [`PREVIEW_CHARS`] characters, the last one `…` when it was cut.
+pub(super) fn preview(json: &[u8]) -> String {
+    // Only the start matters (a large value can be megabytes): 120 characters take at most 480 bytes,
+    // so a text longer than this has more than 120 characters.
+    let head = &json[..json.len().min(PREVIEW_CHARS * 4 + 4)];
+    let text = String::from_utf8_lossy(head);
+    if head.len() == json.len() && text.chars().count() <= PREVIEW_CHARS {
+        return text.into_owned();
+    }
+    let mut cut: String = text.chars().take(PREVIEW_CHARS - 1).collect();
+    cut.push('…');
+    cut
+}
+
+// --- reading ---------------------------------------------------------------------------------------
+
+/// What went wrong reading a chunk, for a "damaged history" message.
+pub(super) type Damage = String;
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, at: 0 }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.at >= self.bytes.len()
+    }
+
+    fn byte(&mut self) -> Result<u8, Damage> {
+        let byte = *self.bytes.get(self.at).ok_or("a record is cut short")?;
+        self.at += 1;
+        Ok(byte)
+    }
+
+    fn varint(&mut self) -> Result<u64, Damage> {
+        let mut value = 0_u64;
+        for shift in (0..64).step_by(7) {
+            let byte = self.byte()?;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err("a number is too long".to_owned())
+    }
+
+    fn zigzag(&mut self) -> Result<i64, Damage> {
+        let raw = self.varint()?;
+        Ok((raw >> 1).cast_signed() ^ -((raw & 1).cast_signed()))
+    }
+
+    /// A count of things that take at least a byte each: never more than the bytes left.
+    fn count(&mut self) -> Result<usize, Damage> {
+        let n = self.varint()?;
+        usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= self.bytes.len() - self.at)
+            .ok_or_else(|| format!("a count ({n}) is larger than what follows"))
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Damage> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&end| end <= self.bytes.len())
+            .ok_or("a value is cut short")?;
+        let bytes = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(bytes)
+    }
+
+    fn str(&mut self) -> Result<&'a str, Damage> {
+        let n = self.count()?;
+        std::str::from_utf8(self.take(n)?).map_err(|_| "a text is not UTF-8".to_owned())
+    }
+
+    fn time(&mut self, base: f64) -> Result<f64, Damage> {
+        Ok(f64::from_bits(
+            base.to_bits().wrapping_add(self.zigzag()?.cast_unsigned()),
+        ))
+    }
+
+    fn value(&mut self) -> Result<Option<Val<'a>>, Damage> {
+        Ok(match self.byte()? {
+            TAG_ABSENT => None,
+            TAG_INLINE => {
+                let n = self.count()?;
+                Some(Val::Inline(self.take(n)?))
+            }
+            TAG_LARGE => Some(Val::Large(
+                usize::try_from(self.varint()?).unwrap_or(usize::MAX),
+            )),
+            TAG_SAME_AS_BACKPACK_IN => Some(Val::SameAsBackpackIn),
+            tag => return Err(format!("a value has an unknown tag ({tag})")),
+        })
+    }
+}
+
+/// A value as the chunk holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Val<'a> {
+    /// JSON (or printed text).
+    Inline(&'a [u8]),
+    /// The segment's large value with this index.
+    Large(usize),
+    /// Only for the backpack out.
+    SameAsBackpackIn,
+}
+
+/// A chunk's data, split into segments; records are read on demand.
+pub(super) struct Chunk<'a> {
+    pub segments: Vec<SegmentView<'a>>,
+}
+
+pub(super) struct SegmentView<'a> {
+    pub count: usize,
+    base_id: u64,
+    base_time: f64,
+    pub blocks: Vec<(&'a str, &'a str)>,
+    pub transitions: Vec<&'a str>,
+    pub previews: Vec<&'a str>,
+    /// The index in the chunk's `refs` of this segment's first large value.
+    pub first_ref: usize,
+    body: &'a [u8],
+}
+
+impl<'a> Chunk<'a> {
+    pub fn parse(data: &'a [u8]) -> Result<Self, Damage> {
+        let (&format, rest) = data.split_first().ok_or("an empty chunk")?;
+        if format != FORMAT {
+            return Err(format!("a chunk of an unknown format ({format})"));
+        }
+        let mut reader = Reader::new(rest);
+        let mut segments = Vec::new();
+        let mut first_ref = 0;
+        while !reader.is_empty() {
+            let count = reader.count()?;
+            let body_len = reader.count()?;
+            let base_id = reader.varint()?;
+            let base_time = f64::from_bits(u64::from_le_bytes(
+                reader
+                    .take(8)?
+                    .try_into()
+                    .map_err(|_| "a time is cut short")?,
+            ));
+            let mut blocks = Vec::new();
+            for _ in 0..reader.count()? {
+                blocks.push((reader.str()?, reader.str()?));
+            }
+            let mut transitions = Vec::new();
+            for _ in 0..reader.count()? {
+                transitions.push(reader.str()?);
+            }
+            let mut previews = Vec::new();
+            for _ in 0..reader.count()? {
+                previews.push(reader.str()?);
+            }
+            let body = reader.take(body_len)?;
+            let large = previews.len();
+            segments.push(SegmentView {
+                count,
+                base_id,
+                base_time,
+                blocks,
+                transitions,
+                previews,
+                first_ref,
+                body,
+            });
+            first_ref += large;
+        }
+        Ok(Self { segments })
+    }
+
+    /// How many large values (refs) its segments have.
+    pub fn refs_needed(&self) -> usize {
+        self.segments.iter().map(|s| s.previews.len()).sum()
+    }
+}
+
+impl<'a> SegmentView<'a> {
+    /// The records, in the order they were written; `at` is each one's offset in the body (for
+    /// [`Self::record_at`]).
+    pub fn records(&self) -> Records<'a, '_> {
+        Records {
+            segment: self,
+            reader: Reader::new(self.body),
+            left: self.count,
+        }
+    }
+
+    /// The record at this offset of the body.
+    pub fn record_at(&self, at: usize) -> Result<Raw<'a>, Damage> {
+        let mut reader = Reader::new(self.body);
+        reader.at = at;
+        self.read(&mut reader)
+    }
+
+    fn read(&self, reader: &mut Reader<'a>) -> Result<Raw<'a>, Damage> {
+        let at = reader.at;
+        let flags = reader.byte()?;
+        let status = status_of(flags & 0b111)
+            .ok_or_else(|| format!("a record has an unknown status ({})", flags & 0b111))?;
+        let id = self
+            .base_id
+            .checked_add(reader.varint()?)
+            .ok_or("an id is out of range")?;
+        let block = usize::try_from(reader.varint()?)
+            .ok()
+            .filter(|&b| b < self.blocks.len())
+            .ok_or("a record names a block the chunk does not have")?;
+        let path_len = reader.count()?;
+        let path_start = reader.at;
+        for _ in 0..path_len {
+            reader.varint()?;
+        }
+        let item_path = &reader.bytes[path_start..reader.at];
+        let attempt = if flags & HAS_ATTEMPT == 0 {
+            1
+        } else {
+            u32::try_from(reader.varint()?).map_err(|_| "an attempt is out of range")?
+        };
+        let parent_count = reader.count()?;
+        let parents_start = reader.at;
+        for _ in 0..parent_count {
+            reader.varint()?;
+        }
+        let parents = &reader.bytes[parents_start..reader.at];
+        let queued_at_ms = reader.time(self.base_time)?;
+        let started_at_ms = if flags & HAS_STARTED == 0 {
+            None
+        } else {
+            Some(reader.time(queued_at_ms)?)
+        };
+        let ended_at_ms = if flags & HAS_ENDED == 0 {
+            None
+        } else {
+            Some(reader.time(started_at_ms.unwrap_or(queued_at_ms))?)
+        };
+        let required = |v: Option<Val<'a>>| v.ok_or("a required value is missing".to_owned());
+        let input = required(reader.value()?)?;
+        let backpack_in = required(reader.value()?)?;
+        let output = reader.value()?;
+        let backpack_out = reader.value()?;
+        let error = if flags & HAS_ERROR == 0 {
+            None
+        } else {
+            let summary = reader.str()?;
+            Some((summary, required(reader.value()?)?))
+        };
+        let (stdout, stderr, fired_count, fired) = if flags & HAS_EXTRAS == 0 {
+            (None, None, 0, &[][..])
+        } else {
+            let stdout = reader.value()?;
+            let stderr = reader.value()?;
+            let n = reader.count()?;
+            let start = reader.at;
+            for _ in 0..n {
+                reader.varint()?;
+            }
+            (stdout, stderr, n, &reader.bytes[start..reader.at])
+        };
+        Ok(Raw {
+            at,
+            id,
+            block,
+            status,
+            attempt,
+            path_len,
+            item_path,
+            parent_count,
+            parents,
+            queued_at_ms,
+            started_at_ms,
+            ended_at_ms,
+            input,
+            backpack_in,
+            output,
+            backpack_out,
+            error,
+            stdout,
+            stderr,
+            fired_count,
+            fired,
+        })
+    }
+
+    /// The index in the chunk's refs of this segment's large value `index`.
+    pub fn large_ref(&self, index: usize) -> Result<usize, Damage> {
+        if index < self.previews.len() {
+            Ok(self.first_ref + index)
+        } else {
+            Err(format!(
+                "a record names large value {index} the chunk does not have"
+            ))
+        }
+    }
+
+    /// The preview of an input as the table shows it.
+    pub fn input_preview(&self, input: Val<'_>) -> Result<String, Damage> {
+        match input {
+            Val::Inline(json) => Ok(preview(json)),
+            Val::Large(index) => {
+                self.large_ref(index)?;
+                Ok(self.previews[index].to_owned())
+            }
+            Val::SameAsBackpackIn => Err("an input refers to a backpack".to_owned()),
+        }
+    }
+}
+
+pub(super) struct Records<'a, 's> {
+    segment: &'s SegmentView<'a>,
+    reader: Reader<'a>,
+    left: usize,
+}
+
+impl<'a> Iterator for Records<'a, '_> {
+    type Item = Result<Raw<'a>, Damage>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let record = self.segment.read(&mut self.reader);
+        if record.is_err() {
+            self.left = 0;
+        }
+        Some(record)
+    }
+}
+
+/// A record as the chunk holds it: numbers decoded, lists and values still bytes.
+#[derive(Debug)]
+pub(super) struct Raw<'a> {
+    /// The record's offset in its segment's body.
+    pub at: usize,
+    pub id: InvocationId,
+    /// Index into the segment's blocks.
+    pub block: usize,
+    pub status: InvocationStatus,
+    pub attempt: u32,
+    path_len: usize,
+    item_path: &'a [u8],
+    parent_count: usize,
+    parents: &'a [u8],
+    pub queued_at_ms: f64,
+    pub started_at_ms: Option<f64>,
+    pub ended_at_ms: Option<f64>,
+    pub input: Val<'a>,
+    pub backpack_in: Val<'a>,
+    pub output: Option<Val<'a>>,
+    pub backpack_out: Option<Val<'a>>,
+    /// The summary (`ValueError: bad row`) and the whole error.
+    pub error: Option<(&'a str, Val<'a>)>,
+    pub stdout: Option<Val<'a>>,
+    pub stderr: Option<Val<'a>>,
+    fired_count: usize,
+    fired: &'a [u8],
+}
+
+/// Varints already checked by [`SegmentView::read`].
+fn varints(bytes: &[u8], count: usize) -> impl Iterator<Item = u64> + '_ {
+    let mut reader = Reader::new(bytes);
+    (0..count).map(move |_| reader.varint().unwrap_or_default())
+}
+
+impl Raw<'_> {
+    pub fn item_path(&self) -> Result<Vec<u32>, Damage> {
+        varints(self.item_path, self.path_len)
+            .map(|i| u32::try_from(i).map_err(|_| "an item index is out of range".to_owned()))
+            .collect()
+    }
+
+    /// Whether the item path starts with `prefix`.
+    pub fn path_starts_with(&self, prefix: &[u32]) -> bool {
+        prefix.len() <= self.path_len
+            && varints(self.item_path, self.path_len)
+                .zip(prefix)
+                .all(|(index, &p)| index == u64::from(p))
+    }
+
+    pub fn parents(&self) -> impl Iterator<Item = InvocationId> + '_ {
+        let mut reader = Reader::new(self.parents);
+        (0..self.parent_count).map(move |_| {
+            let delta = reader.zigzag().unwrap_or_default();
+            self.id.wrapping_sub(delta.cast_unsigned())
+        })
+    }
+
+    pub fn fired(&self, segment: &SegmentView<'_>) -> Result<Vec<TransitionId>, Damage> {
+        varints(self.fired, self.fired_count)
+            .map(|i| {
+                usize::try_from(i)
+                    .ok()
+                    .and_then(|i| segment.transitions.get(i))
+                    .map(|t| TransitionId((*t).to_owned()))
+                    .ok_or_else(|| "a record names a transition the chunk does not have".to_owned())
+            })
+            .collect()
+    }
+}
+
+/// The ids of a chunk's records (for a writer that meets a run it did not start).
+pub(super) fn ids(data: &[u8]) -> Result<Vec<InvocationId>, Damage> {
+    let chunk = Chunk::parse(data)?;
+    let mut ids = Vec::new();
+    for segment in &chunk.segments {
+        for record in segment.records() {
+            ids.push(record?.id);
+        }
+    }
+    Ok(ids)
+}
+
+/// Payload ids as the `refs` column holds them: varints.
+pub(super) fn put_ref(out: &mut Vec<u8>, id: i64) {
+    put_varint(out, id.cast_unsigned());
+}
+
+pub(super) fn parse_refs(refs: &[u8]) -> Result<Vec<i64>, Damage> {
+    let mut reader = Reader::new(refs);
+    let mut out = Vec::new();
+    while !reader.is_empty() {
+        out.push(reader.varint()?.cast_signed());
+    }
+    Ok(out)
+}
+
+/// Read the whole value of `bytes` (JSON) into `T`.
+pub(super) fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Damage> {
+    serde_json::from_slice(bytes).map_err(|e| format!("a stored value: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::model::BlockId;
+
+    fn record(id: u64) -> InvocationRecord {
+        InvocationRecord {
+            run_id: RunId("r".into()),
+            id,
+            block_id: BlockId("b".into()),
+            block_name: "B".into(),
+            item_path: vec![id as u32, 7],
+            attempt: 1,
+            parents: vec![1],
+            status: InvocationStatus::Succeeded,
+            queued_at_ms: 1.7e12 + id as f64 * 0.123,
+            started_at_ms: Some(1.7e12 + id as f64 * 0.125),
+            ended_at_ms: Some(1.7e12 + id as f64 * 0.131),
+            input: json!(id),
+            backpack_in: json!({}),
+            output: Some(json!(id * 2)),
+            backpack_out: Some(json!({})),
+            stdout: String::new(),
+            stderr: String::new(),
+            error: None,
+            fired: vec![TransitionId("t".into())],
+        }
+    }
+
+    fn chunk_of(segments: &[Segment]) -> Vec<u8> {
+        let mut data = vec![FORMAT];
+        for s in segments {
+            s.write_to(&mut data, None);
+        }
+        data
+    }
+
+    #[test]
+    fn trivial_records_are_small_and_read_back() {
+        let records: Vec<_> = (2..1002).map(record).collect();
+        let segments = encode(&records);
+        assert_eq!(segments.len(), 1);
+        let data = chunk_of(&segments);
+        assert!(data.len() < 40 * 1000, "{} bytes", data.len());
+        let chunk = Chunk::parse(&data).unwrap();
+        let segment = &chunk.segments[0];
+        for (raw, original) in segment.records().zip(&records) {
+            let raw = raw.unwrap();
+            assert_eq!(raw.id, original.id);
+            assert_eq!(raw.item_path().unwrap(), original.item_path);
+            assert_eq!(raw.parents().collect::<Vec<_>>(), original.parents);
+            assert_eq!(raw.queued_at_ms.to_bits(), original.queued_at_ms.to_bits());
+            assert_eq!(raw.started_at_ms, original.started_at_ms);
+            assert_eq!(raw.ended_at_ms, original.ended_at_ms);
+            assert_eq!(
+                raw.input,
+                Val::Inline(original.input.to_string().as_bytes())
+            );
+            assert_eq!(raw.backpack_out, Some(Val::SameAsBackpackIn));
+            assert_eq!(raw.fired(segment).unwrap(), original.fired);
+            assert!(raw.path_starts_with(&[original.item_path[0]]));
+            assert!(!raw.path_starts_with(&[original.item_path[0] + 1]));
+        }
+    }
+
+    #[test]
+    fn large_values_are_set_apart_once_per_segment() {
+        let big = json!({"shared": "x".repeat(5000)});
+        let records: Vec<_> = (1..=10)
+            .map(|id| {
+                let mut r = record(id);
+                r.backpack_in = big.clone();
+                r.backpack_out = Some(json!({"other": "y".repeat(2000)}));
+                r
+            })
+            .collect();
+        let segments = encode(&records);
+        assert_eq!(segments[0].large.len(), 2);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&segments[0].large[0]).unwrap(),
+            big
+        );
+        let data = chunk_of(&segments);
+        let chunk = Chunk::parse(&data).unwrap();
+        assert_eq!(chunk.refs_needed(), 2);
+        let raw = chunk.segments[0].records().nth(3).unwrap().unwrap();
+        assert_eq!(raw.backpack_in, Val::Large(0));
+        assert_eq!(raw.backpack_out, Some(Val::Large(1)));
+    }
+
+    #[test]
+    fn records_can_be_left_out_of_a_segment() {
+        let records: Vec<_> = (1..=5).map(record).collect();
+        let segments = encode(&records);
+        let mut data = vec![FORMAT];
+        segments[0].write_to(&mut data, Some(&[true, false, true, false, true]));
+        let ids: Vec<_> = ids(&data).unwrap();
+        assert_eq!(ids, [1, 3, 5]);
+    }
+
+    #[test]
+    fn segments_of_several_runs_and_odd_times_round_trip() {
+        let mut records: Vec<_> = (1..=3).map(record).collect();
+        records[1].run_id = RunId("other".into());
+        records[2].started_at_ms = None;
+        records[2].ended_at_ms = Some(-5.0);
+        records[2].queued_at_ms = f64::MAX;
+        let segments = encode(&records);
+        assert_eq!(segments.len(), 3);
+        let data = chunk_of(&segments);
+        let chunk = Chunk::parse(&data).unwrap();
+        let raw = chunk.segments[2].records().next().unwrap().unwrap();
+        assert_eq!(raw.queued_at_ms.to_bits(), f64::MAX.to_bits());
+        assert_eq!(raw.started_at_ms, None);
+        assert_eq!(raw.ended_at_ms, Some(-5.0));
+    }
+
+    #[test]
+    fn damaged_chunks_are_errors_not_panics() {
+        let records: Vec<_> = (1..=20).map(record).collect();
+        let data = chunk_of(&encode(&records));
+        // Every truncation and every single-byte change: an error or a record, never a panic.
+        for cut in 0..data.len() {
+            let _ = ids(&data[..cut]);
+        }
+        for at in 0..data.len() {
+            for byte in [0x00, 0x7f, 0x80, 0xff] {
+                let mut damaged = data.clone();
+                damaged[at] = byte;
+                if let Ok(chunk) = Chunk::parse(&damaged) {
+                    for segment in &chunk.segments {
+                        for raw in segment.records().flatten() {
+                            let _ = raw.item_path();
+                            let _ = raw.fired(segment);
+                            let _ = raw.parents().count();
+                            let _ = segment.input_preview(raw.input);
+                        }
+                    }
+                }
+            }
+        }
+        assert!(ids(&[]).is_err());
+        assert!(ids(&[9]).is_err());
+        assert!(ids(&data[..data.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn previews_are_cut_to_120_characters() {
+        let long = format!("\"{}\"", "é".repeat(500));
+        let cut = preview(long.as_bytes());
+        assert_eq!(cut.chars().count(), PREVIEW_CHARS);
+        assert!(cut.ends_with('…'));
+        assert_eq!(preview(b"[1,2]"), "[1,2]");
+        let exact = "a".repeat(PREVIEW_CHARS);
+        assert_eq!(preview(exact.as_bytes()), exact);
+        let one_more = "a".repeat(PREVIEW_CHARS + 1);
+        assert_eq!(preview(one_more.as_bytes()).chars().count(), PREVIEW_CHARS);
+        let huge = "b".repeat(100_000);
+        assert_eq!(preview(huge.as_bytes()).chars().count(), PREVIEW_CHARS);
+    }
+}
