@@ -125,39 +125,50 @@ pub struct History {
 }
 
 /// What reading a run decodes once and uses again: stepping through invocations in the panel asks for
-/// one record and its children at a time.
+/// one record, its parents and its children at a time.
 #[derive(Default)]
 struct Cache {
-    /// The chunk [`History::invocation`] read last (chunks never change once written).
-    chunk: Option<CachedChunk>,
-    /// The lineage edges of the run [`History::children`] was asked about last.
-    lineage: Option<Lineage>,
+    /// The index of the run asked about last.
+    run: Option<RunIndex>,
+    /// The chunks read last, newest first (chunks never change once written; ids are never reused).
+    chunks: Vec<LoadedChunk>,
 }
+
+/// Chunks kept in [`Cache::chunks`]: the few that hold neighbouring ids (chunks written at the same time
+/// overlap).
+const CACHED_CHUNKS: usize = 4;
 
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cache")
-            .field("chunk", &self.chunk.as_ref().map(|c| c.id))
-            .field("lineage", &self.lineage.as_ref().map(|l| l.seq))
+            .field("run", &self.run.as_ref().map(|r| r.seq))
+            .field(
+                "chunks",
+                &self.chunks.iter().map(|c| c.id).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
 
-struct CachedChunk {
-    id: i64,
-    data: Vec<u8>,
-    refs: Vec<i64>,
-    /// (invocation id, segment, offset in the segment's body), by id.
-    index: Vec<(InvocationId, usize, usize)>,
-}
-
-struct Lineage {
+/// Where each record of a run is, and its lineage edges, from one pass over its chunks.
+struct RunIndex {
+    run: RunId,
+    /// The connection's `data_version` when the index was last brought up to date.
+    version: i64,
     seq: i64,
     /// The run's chunks read so far: how many, and the last one's id (chunk ids only grow).
     chunks: i64,
     last_chunk: i64,
+    /// (invocation id, chunk id, segment, offset in the segment's body), by invocation id.
+    places: Vec<(InvocationId, i64, u32, u32)>,
     /// (parent, child), sorted and without duplicates.
     edges: Vec<(InvocationId, InvocationId)>,
+}
+
+struct LoadedChunk {
+    id: i64,
+    data: Vec<u8>,
+    refs: Vec<i64>,
 }
 
 /// Reading a database failed: SQLite's error, or something in it that this Braid did not write.
@@ -213,10 +224,8 @@ impl History {
 
     fn seq(&self, run: &RunId) -> Result<Option<i64>, HistoryError> {
         self.conn
-            .query_row("SELECT seq FROM runs WHERE run_id = ?1", [&run.0], |row| {
-                row.get(0)
-            })
-            .optional()
+            .prepare_cached("SELECT seq FROM runs WHERE run_id = ?1")
+            .and_then(|mut statement| statement.query_row([&run.0], |row| row.get(0)).optional())
             .map_err(|e| self.sql_error(&e))
     }
 
@@ -432,55 +441,86 @@ impl History {
         run: &RunId,
         id: InvocationId,
     ) -> Result<Option<InvocationRecord>, HistoryError> {
-        let Some(seq) = self.seq(run)? else {
+        let place = self.with_index(run, |index| {
+            index
+                .places
+                .binary_search_by_key(&id, |place| place.0)
+                .ok()
+                .map(|at| index.places[at])
+        })?;
+        let Some((_, chunk_id, segment, offset)) = place.flatten() else {
             return Ok(None);
         };
-        self.find_invocation(run, seq, id)
+        self.read_record(run, chunk_id, segment as usize, offset as usize)
+            .map(Some)
             .map_err(|e| self.failure(run, e))
     }
 
-    fn find_invocation(
+    /// Calls `f` with the run's index (read or brought up to date if needed); `None` for an unknown run.
+    fn with_index<T>(
         &self,
         run: &RunId,
-        seq: i64,
-        id: InvocationId,
-    ) -> Result<Option<InvocationRecord>, Failure> {
-        // Ranges of chunks written at the same time may overlap (a slow invocation ends late).
-        let candidates: Vec<i64> = self
-            .conn
-            .prepare_cached(
-                "SELECT id FROM chunks WHERE run = ?1 AND min_id <= ?2 AND max_id >= ?2 ORDER BY id",
-            )?
-            .query_map(rusqlite::params![seq, id], |row| row.get(0))?
-            .collect::<Result<_, _>>()?;
+        f: impl FnOnce(&RunIndex) -> T,
+    ) -> Result<Option<T>, HistoryError> {
         let mut cache = self.cache.borrow_mut();
-        for chunk_id in candidates {
-            if cache.chunk.as_ref().is_none_or(|c| c.id != chunk_id) {
-                cache.chunk = Some(self.load_chunk(chunk_id)?);
-            }
-            let Some(cached) = &cache.chunk else {
-                continue;
-            };
-            let Ok(at) = cached.index.binary_search_by_key(&id, |entry| entry.0) else {
-                continue;
-            };
-            let (_, segment, offset) = cached.index[at];
-            let damaged = |what: String| Failure::Damaged(format!("chunk {chunk_id}: {what}"));
-            let chunk = Chunk::parse(&cached.data).map_err(damaged)?;
-            let segment = &chunk.segments[segment];
-            let raw = segment.record_at(offset).map_err(damaged)?;
-            return self
-                .record(run, segment, &cached.refs, &raw)
-                .map(Some)
-                .map_err(|e| match e {
-                    Failure::Damaged(what) => damaged(what),
-                    sql @ Failure::Sql(_) => sql,
-                });
+        // Changes only when another connection commits: the index in hand is then certainly current.
+        let version: i64 = self
+            .conn
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
+            .map_err(|e| self.sql_error(&e))?;
+        if let Some(index) = cache
+            .run
+            .as_ref()
+            .filter(|i| &i.run == run && i.version == version)
+        {
+            return Ok(Some(f(index)));
         }
-        Ok(None)
+        let Some(seq) = self.seq(run)? else {
+            return Ok(None);
+        };
+        let mut index = self
+            .run_index(seq, cache.run.take())
+            .map_err(|e| self.failure(run, e))?;
+        index.run = run.clone();
+        index.version = version;
+        let out = f(&index);
+        cache.run = Some(index);
+        Ok(Some(out))
     }
 
-    fn load_chunk(&self, chunk_id: i64) -> Result<CachedChunk, Failure> {
+    /// The record at this place of the chunk (kept for the next call).
+    fn read_record(
+        &self,
+        run: &RunId,
+        chunk_id: i64,
+        segment: usize,
+        offset: usize,
+    ) -> Result<InvocationRecord, Failure> {
+        let mut cache = self.cache.borrow_mut();
+        let damaged = |what: String| Failure::Damaged(format!("chunk {chunk_id}: {what}"));
+        let loaded = match cache.chunks.iter().position(|c| c.id == chunk_id) {
+            Some(at) => cache.chunks.remove(at),
+            None => self.load_chunk(chunk_id)?,
+        };
+        let chunks = &mut cache.chunks;
+        chunks.insert(0, loaded);
+        chunks.truncate(CACHED_CHUNKS);
+        let loaded = &chunks[0];
+        let chunk = Chunk::parse(&loaded.data).map_err(damaged)?;
+        let segment = chunk
+            .segments
+            .get(segment)
+            .ok_or_else(|| damaged("a segment is missing".to_owned()))?;
+        let raw = segment.record_at(offset).map_err(damaged)?;
+        self.record(run, segment, &loaded.refs, &raw)
+            .map_err(|e| match e {
+                Failure::Damaged(what) => damaged(what),
+                sql @ Failure::Sql(_) => sql,
+            })
+    }
+
+    fn load_chunk(&self, chunk_id: i64) -> Result<LoadedChunk, Failure> {
         let damaged = |what: String| Failure::Damaged(format!("chunk {chunk_id}: {what}"));
         let (refs, data) = self
             .conn
@@ -496,21 +536,11 @@ impl History {
                 Ok((blob(0)?, blob(1)?))
             })?;
         let (refs, data) = (refs.map_err(damaged)?, data.map_err(damaged)?);
-        let (refs, chunk) = parse_chunk(&refs, &data).map_err(damaged)?;
-        let mut index = Vec::new();
-        for (s, segment) in chunk.segments.iter().enumerate() {
-            for raw in segment.records() {
-                let raw = raw.map_err(damaged)?;
-                index.push((raw.id, s, raw.at));
-            }
-        }
-        index.sort_unstable_by_key(|entry| entry.0);
-        drop(chunk);
-        Ok(CachedChunk {
+        let refs = parse_chunk(&refs, &data).map_err(damaged)?.0;
+        Ok(LoadedChunk {
             id: chunk_id,
             data,
             refs,
-            index,
         })
     }
 
@@ -577,58 +607,58 @@ impl History {
 
     /// The invocations that came from this one (through any transition), in id order.
     ///
-    /// The run's lineage edges are gathered from its chunks on the first call and kept, then brought up
-    /// to date from the chunks written since (a run being recorded), so stepping through a run costs a
-    /// count and a binary search per call.
+    /// The run's lineage edges are gathered from its chunks on the first call (with where each record
+    /// is, for [`Self::invocation`]) and kept, then brought up to date from the chunks written since (a
+    /// run being recorded), so stepping through a run costs a count and a binary search per call.
     pub fn children(
         &self,
         run: &RunId,
         id: InvocationId,
     ) -> Result<Vec<InvocationId>, HistoryError> {
-        let Some(seq) = self.seq(run)? else {
-            return Ok(Vec::new());
-        };
-        let mut cache = self.cache.borrow_mut();
-        let lineage = self
-            .lineage(seq, cache.lineage.take())
-            .map_err(|e| self.failure(run, e))?;
-        let start = lineage.edges.partition_point(|edge| edge.0 < id);
-        let children = lineage.edges[start..]
-            .iter()
-            .take_while(|edge| edge.0 == id)
-            .map(|edge| edge.1)
-            .collect();
-        cache.lineage = Some(lineage);
-        Ok(children)
+        let children = self.with_index(run, |index| {
+            let start = index.edges.partition_point(|edge| edge.0 < id);
+            index.edges[start..]
+                .iter()
+                .take_while(|edge| edge.0 == id)
+                .map(|edge| edge.1)
+                .collect()
+        })?;
+        Ok(children.unwrap_or_default())
     }
 
-    /// The run's lineage, up to date: `known` brought up to date, or read anew.
-    fn lineage(&self, seq: i64, known: Option<Lineage>) -> Result<Lineage, Failure> {
+    /// The run's index, up to date: `known` brought up to date, or read anew.
+    fn run_index(&self, seq: i64, known: Option<RunIndex>) -> Result<RunIndex, Failure> {
         let (chunks, last_chunk): (i64, i64) = self
             .conn
             .prepare_cached("SELECT count(*), coalesce(max(id), 0) FROM chunks WHERE run = ?1")?
             .query_row([seq], |row| Ok((row.get(0)?, row.get(1)?)))?;
-        let mut lineage = known
-            .filter(|l| l.seq == seq && l.chunks <= chunks && l.last_chunk <= last_chunk)
-            .unwrap_or(Lineage {
+        let mut index = known
+            .filter(|i| i.seq == seq && i.chunks <= chunks && i.last_chunk <= last_chunk)
+            .unwrap_or(RunIndex {
+                run: RunId(String::new()),
+                version: 0,
                 seq,
                 chunks: 0,
                 last_chunk: 0,
+                places: Vec::new(),
                 edges: Vec::new(),
             });
-        if lineage.chunks == chunks && lineage.last_chunk == last_chunk {
-            return Ok(lineage);
+        if index.chunks == chunks && index.last_chunk == last_chunk {
+            return Ok(index);
         }
-        let before = lineage.edges.len();
+        let edges_before = index.edges.len();
         // Chunk ids only grow (AUTOINCREMENT, one writer at a time), so what is new is above the last.
         let mut read = 0;
-        let mut last = lineage.last_chunk;
-        self.each_chunk(seq, lineage.last_chunk, |chunk_id, _, chunk| {
-            for segment in &chunk.segments {
+        let mut last = index.last_chunk;
+        self.each_chunk(seq, index.last_chunk, |chunk_id, _, chunk| {
+            for (s, segment) in chunk.segments.iter().enumerate() {
                 for raw in segment.records() {
                     let raw =
                         raw.map_err(|what| Failure::Damaged(format!("chunk {chunk_id}: {what}")))?;
-                    lineage
+                    index
+                        .places
+                        .push((raw.id, chunk_id, s as u32, raw.at as u32));
+                    index
                         .edges
                         .extend(raw.parents().map(|parent| (parent, raw.id)));
                 }
@@ -637,15 +667,16 @@ impl History {
             last = chunk_id;
             Ok(())
         })?;
-        lineage.chunks += read;
-        lineage.last_chunk = last;
-        if lineage.edges.len() > before {
-            // The stable sort finds the edges known before already sorted and merges the new ones in.
+        index.chunks += read;
+        index.last_chunk = last;
+        // Stable sorts: they find what was known before already sorted and merge the new in.
+        index.places.sort_by_key(|place| place.0);
+        if index.edges.len() > edges_before {
             #[allow(clippy::stable_sort_primitive)]
-            lineage.edges.sort();
-            lineage.edges.dedup();
+            index.edges.sort();
+            index.edges.dedup();
         }
-        Ok(lineage)
+        Ok(index)
     }
 
     /// Deletes a run and its invocations, and the stored values nothing else uses. Deleting a run that
@@ -705,12 +736,8 @@ impl History {
         payload::sweep(&tx, candidates).map_err(error)?;
         tx.commit().map_err(error)?;
         let mut cache = self.cache.borrow_mut();
-        if cache
-            .lineage
-            .as_ref()
-            .is_some_and(|l| seqs.contains(&l.seq))
-        {
-            cache.lineage = None;
+        if cache.run.as_ref().is_some_and(|r| seqs.contains(&r.seq)) {
+            cache.run = None;
         }
         Ok(())
     }

@@ -273,11 +273,9 @@ impl Row {
 
 impl Memos {
     fn write(&mut self, tx: &rusqlite::Transaction<'_>, batch: &[Message]) -> rusqlite::Result<()> {
-        let generation: i64 = tx.query_row(
-            "SELECT value FROM meta WHERE key = 'payload_generation'",
-            [],
-            |row| row.get(0),
-        )?;
+        let generation: i64 = tx
+            .prepare_cached("SELECT value FROM meta WHERE key = 'payload_generation'")?
+            .query_row([], |row| row.get(0))?;
         if generation != self.generation {
             // Payloads (and maybe runs) were deleted since the memos were made.
             self.payloads.clear();
