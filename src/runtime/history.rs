@@ -601,7 +601,7 @@ impl History {
             stdout: text(raw.stdout)?,
             stderr: text(raw.stderr)?,
             error,
-            fired: raw.fired(segment).map_err(Failure::Damaged)?,
+            fired: raw.fired(segment),
         })
     }
 

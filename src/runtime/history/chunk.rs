@@ -9,8 +9,10 @@
 //! count, body length              varints
 //! base id                         varint: every id of the segment is at least this
 //! base time                       8 bytes, an f64's bits (little-endian)
+//! common parent                   varint: the parent of most records (a fan-out's), 0 for none
 //! blocks                          varint n, then n × (block id, block name)
 //! transitions                     varint n, then n × transition id
+//! fired lists                     varint n, then n × (varint m, m × transition index)
 //! large values                    varint n, then n × preview (the value is a payload; see `refs`)
 //! records                         `count` of them, `body length` bytes in all
 //! ```
@@ -19,24 +21,29 @@
 //!
 //! ```text
 //! flags                           1 byte: status (3 bits), has started, has ended, attempt ≠ 1,
-//!                                 has error, has printed output or fired transitions
+//!                                 has error, has printed output
 //! id − base id                    varint
 //! block                           varint index into the segment's blocks
 //! item path                       varint n, n × varint
 //! [attempt]                       varint
-//! parents                         varint n, n × zigzag varint (id − parent)
+//! parents                         varint: 0 the common parent, 1 none, n + 1 then n × zigzag
+//!                                 varint (id − parent)
 //! queued                          zigzag varint: its bits − the base time's bits
 //! [started], [ended]              the same, from queued and from started (or queued)
 //! input, backpack in, output, backpack out           values
 //! [error summary, error]          string, value
-//! [stdout, stderr, fired]         values (text); varint n, n × transition index
+//! [stdout, stderr]                values (text)
+//! fired                           varint index into the segment's fired lists
 //! ```
 //!
-//! A value is a tag: absent; inline JSON (or printed text) with its length; the index of a large value,
-//! whose bytes are a payload row (stored once per distinct content) and whose payload id is in the
-//! chunk's `refs` (the segments' large values in order); or, for the backpack out, "the backpack in".
+//! A value is a tag byte: absent; `{}`; inline JSON (or printed text), its length in the tag when
+//! short, else in a varint after it; the index of a large value, whose bytes are a payload row (stored
+//! once per distinct content) and whose payload id is in the chunk's `refs` (the segments' large values
+//! in order); or, for the backpack out, "the backpack in". A trivial record takes about 35 bytes.
 //! Times are differences of the f64 bit patterns: exact (the record read back is the record written),
 //! and a few bytes, since times of one batch are close together.
+
+use serde_json::Value;
 
 use crate::model::TransitionId;
 use crate::runtime::record::{InvocationId, InvocationRecord, InvocationStatus, RunId};
@@ -53,15 +60,23 @@ pub(super) const LARGE_FROM: usize = 1024;
 const LARGE_MEMO: usize = 8;
 
 const TAG_ABSENT: u8 = 0;
-const TAG_INLINE: u8 = 1;
-const TAG_LARGE: u8 = 2;
-const TAG_SAME_AS_BACKPACK_IN: u8 = 3;
+const TAG_LARGE: u8 = 1;
+const TAG_SAME_AS_BACKPACK_IN: u8 = 2;
+const TAG_EMPTY_OBJECT: u8 = 3;
+/// Inline, the length in a varint after the tag.
+const TAG_INLINE: u8 = 255;
+/// Inline, `tag − TAG_SHORT` bytes long (tags 4 to 7 are free for later).
+const TAG_SHORT: u8 = 8;
 
 const HAS_STARTED: u8 = 1 << 3;
 const HAS_ENDED: u8 = 1 << 4;
 const HAS_ATTEMPT: u8 = 1 << 5;
 const HAS_ERROR: u8 = 1 << 6;
-const HAS_EXTRAS: u8 = 1 << 7;
+const HAS_OUTPUT: u8 = 1 << 7;
+
+/// The parents field: the segment's common parent, or none (more: that many parents follow, plus one).
+const COMMON_PARENT: u64 = 0;
+const NO_PARENTS: u64 = 1;
 
 fn status_code(status: InvocationStatus) -> u8 {
     match status {
@@ -178,9 +193,12 @@ pub(super) fn encode(records: &[InvocationRecord]) -> Vec<Segment> {
 struct Encoder<'a> {
     base_id: u64,
     base_time: f64,
+    /// The parent of the first record that has exactly one; 0 for none.
+    common_parent: InvocationId,
     body: Vec<u8>,
     blocks: Vec<(&'a str, &'a str)>,
     transitions: Vec<&'a str>,
+    fired: Vec<&'a [TransitionId]>,
     large: Vec<Vec<u8>>,
     previews: Vec<String>,
     /// A value's JSON, before it is known to be small.
@@ -192,10 +210,16 @@ impl<'a> Encoder<'a> {
         Self {
             base_id: records.iter().map(|r| r.id).min().unwrap_or(0),
             base_time: records.first().map_or(0.0, |r| r.queued_at_ms),
-            // Trivial records take about 40 bytes.
-            body: Vec::with_capacity(records.len() * 48),
+            common_parent: records
+                .iter()
+                .find_map(|r| (r.parents.len() == 1).then(|| r.parents[0]))
+                .unwrap_or(0),
+            // Trivial records take about 35 bytes.
+            body: Vec::with_capacity(records.len() * 40),
             blocks: Vec::new(),
             transitions: Vec::new(),
+            // The empty list is always 0.
+            fired: vec![&[]],
             large: Vec::new(),
             previews: Vec::new(),
             scratch: Vec::with_capacity(64),
@@ -215,6 +239,7 @@ impl<'a> Encoder<'a> {
         let mut head = Vec::new();
         put_varint(&mut head, self.base_id);
         head.extend_from_slice(&self.base_time.to_bits().to_le_bytes());
+        put_varint(&mut head, self.common_parent);
         put_varint(&mut head, self.blocks.len() as u64);
         for (id, name) in &self.blocks {
             put_str(&mut head, id);
@@ -223,6 +248,14 @@ impl<'a> Encoder<'a> {
         put_varint(&mut head, self.transitions.len() as u64);
         for transition in &self.transitions {
             put_str(&mut head, transition);
+        }
+        put_varint(&mut head, self.fired.len() as u64);
+        for list in &self.fired {
+            put_varint(&mut head, list.len() as u64);
+            for transition in *list {
+                let index = self.transitions.iter().position(|t| *t == transition.0);
+                put_varint(&mut head, index.unwrap_or_default() as u64);
+            }
         }
         put_varint(&mut head, self.previews.len() as u64);
         for preview in &self.previews {
@@ -241,7 +274,7 @@ impl<'a> Encoder<'a> {
     }
 
     fn record(&mut self, r: &'a InvocationRecord) {
-        let extras = !r.stdout.is_empty() || !r.stderr.is_empty() || !r.fired.is_empty();
+        let printed = !r.stdout.is_empty() || !r.stderr.is_empty();
         let flags = status_code(r.status)
             | if r.started_at_ms.is_some() {
                 HAS_STARTED
@@ -255,8 +288,9 @@ impl<'a> Encoder<'a> {
             }
             | if r.attempt == 1 { 0 } else { HAS_ATTEMPT }
             | if r.error.is_some() { HAS_ERROR } else { 0 }
-            | if extras { HAS_EXTRAS } else { 0 };
+            | if printed { HAS_OUTPUT } else { 0 };
         let block = self.block(&r.block_id.0, &r.block_name);
+        let fired = self.fired(&r.fired);
         let body = &mut self.body;
         body.push(flags);
         put_varint(body, r.id - self.base_id);
@@ -268,9 +302,15 @@ impl<'a> Encoder<'a> {
         if r.attempt != 1 {
             put_varint(body, u64::from(r.attempt));
         }
-        put_varint(body, r.parents.len() as u64);
-        for &parent in &r.parents {
-            put_zigzag(body, r.id.wrapping_sub(parent).cast_signed());
+        match r.parents[..] {
+            [] => put_varint(body, NO_PARENTS),
+            [parent] if parent == self.common_parent => put_varint(body, COMMON_PARENT),
+            _ => {
+                put_varint(body, r.parents.len() as u64 + 1);
+                for &parent in &r.parents {
+                    put_zigzag(body, r.id.wrapping_sub(parent).cast_signed());
+                }
+            }
         }
         put_time(body, r.queued_at_ms, self.base_time);
         if let Some(started) = r.started_at_ms {
@@ -279,27 +319,23 @@ impl<'a> Encoder<'a> {
         if let Some(ended) = r.ended_at_ms {
             put_time(body, ended, r.started_at_ms.unwrap_or(r.queued_at_ms));
         }
-        self.json(Some(&r.input));
-        self.json(Some(&r.backpack_in));
-        self.json(r.output.as_ref());
+        self.value(Some(&r.input));
+        self.value(Some(&r.backpack_in));
+        self.value(r.output.as_ref());
         if r.backpack_out.as_ref() == Some(&r.backpack_in) {
             self.body.push(TAG_SAME_AS_BACKPACK_IN);
         } else {
-            self.json(r.backpack_out.as_ref());
+            self.value(r.backpack_out.as_ref());
         }
         if let Some(error) = &r.error {
             put_str(&mut self.body, &error.summary());
             self.json(Some(error));
         }
-        if extras {
+        if printed {
             self.text(&r.stdout);
             self.text(&r.stderr);
-            put_varint(&mut self.body, r.fired.len() as u64);
-            for transition in &r.fired {
-                let index = self.transition(&transition.0);
-                put_varint(&mut self.body, index);
-            }
         }
+        put_varint(&mut self.body, fired);
     }
 
     fn block(&mut self, id: &'a str, name: &'a str) -> u64 {
@@ -310,12 +346,48 @@ impl<'a> Encoder<'a> {
         }) as u64
     }
 
-    fn transition(&mut self, id: &'a str) -> u64 {
-        let found = self.transitions.iter().position(|t| *t == id);
+    /// The index of this list of fired transitions in the segment's table.
+    fn fired(&mut self, fired: &'a [TransitionId]) -> u64 {
+        let found = self.fired.iter().position(|f| *f == fired);
         found.unwrap_or_else(|| {
-            self.transitions.push(id);
-            self.transitions.len() - 1
+            for transition in fired {
+                if !self.transitions.contains(&transition.0.as_str()) {
+                    self.transitions.push(&transition.0);
+                }
+            }
+            self.fired.push(fired);
+            self.fired.len() - 1
         }) as u64
+    }
+
+    /// A value; integers, `{}`, `[]`, `null` and booleans (most values of a big fan-out) written directly
+    /// as their JSON, without serde's machinery.
+    fn value(&mut self, value: Option<&Value>) {
+        let mut digits = [0; 20];
+        let json: &[u8] = match value {
+            Some(Value::Number(n)) if n.is_u64() => decimal(n.as_u64().unwrap_or(0), &mut digits),
+            Some(Value::Object(map)) if map.is_empty() => {
+                self.body.push(TAG_EMPTY_OBJECT);
+                return;
+            }
+            Some(Value::Array(items)) if items.is_empty() => b"[]",
+            Some(Value::Null) => b"null",
+            Some(Value::Bool(true)) => b"true",
+            Some(Value::Bool(false)) => b"false",
+            other => return self.json(other),
+        };
+        self.inline(json);
+    }
+
+    fn inline(&mut self, bytes: &[u8]) {
+        match u8::try_from(bytes.len() + usize::from(TAG_SHORT)) {
+            Ok(tag) if tag < TAG_INLINE => self.body.push(tag),
+            _ => {
+                self.body.push(TAG_INLINE);
+                put_varint(&mut self.body, bytes.len() as u64);
+            }
+        }
+        self.body.extend_from_slice(bytes);
     }
 
     fn json<T: serde::Serialize>(&mut self, value: Option<&T>) {
@@ -342,9 +414,7 @@ impl<'a> Encoder<'a> {
 
     fn bytes(&mut self, bytes: &[u8]) {
         if bytes.len() < LARGE_FROM {
-            self.body.push(TAG_INLINE);
-            put_varint(&mut self.body, bytes.len() as u64);
-            self.body.extend_from_slice(bytes);
+            self.inline(bytes);
             return;
         }
         let recent = self.large.len().saturating_sub(LARGE_MEMO);
@@ -358,6 +428,19 @@ impl<'a> Encoder<'a> {
         });
         self.body.push(TAG_LARGE);
         put_varint(&mut self.body, index as u64);
+    }
+}
+
+/// `n` in decimal, as `serde_json` writes it.
+fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &digits[at..];
+        }
     }
 }
 
@@ -462,6 +545,8 @@ impl<'a> Reader<'a> {
                 usize::try_from(self.varint()?).unwrap_or(usize::MAX),
             )),
             TAG_SAME_AS_BACKPACK_IN => Some(Val::SameAsBackpackIn),
+            TAG_EMPTY_OBJECT => Some(Val::Inline(b"{}")),
+            tag if tag >= TAG_SHORT => Some(Val::Inline(self.take(usize::from(tag - TAG_SHORT))?)),
             tag => return Err(format!("a value has an unknown tag ({tag})")),
         })
     }
@@ -487,8 +572,11 @@ pub(super) struct SegmentView<'a> {
     pub count: usize,
     base_id: u64,
     base_time: f64,
+    common_parent: InvocationId,
     pub blocks: Vec<(&'a str, &'a str)>,
     pub transitions: Vec<&'a str>,
+    /// Lists of indices into `transitions`.
+    fired: Vec<Vec<usize>>,
     pub previews: Vec<&'a str>,
     /// The index in the chunk's `refs` of this segment's first large value.
     pub first_ref: usize,
@@ -514,6 +602,7 @@ impl<'a> Chunk<'a> {
                     .try_into()
                     .map_err(|_| "a time is cut short")?,
             ));
+            let common_parent = reader.varint()?;
             let mut blocks = Vec::new();
             for _ in 0..reader.count()? {
                 blocks.push((reader.str()?, reader.str()?));
@@ -521,6 +610,19 @@ impl<'a> Chunk<'a> {
             let mut transitions = Vec::new();
             for _ in 0..reader.count()? {
                 transitions.push(reader.str()?);
+            }
+            let mut fired = Vec::new();
+            for _ in 0..reader.count()? {
+                let mut list = Vec::new();
+                for _ in 0..reader.count()? {
+                    list.push(
+                        usize::try_from(reader.varint()?)
+                            .ok()
+                            .filter(|&t| t < transitions.len())
+                            .ok_or("a fired transition the chunk does not have")?,
+                    );
+                }
+                fired.push(list);
             }
             let mut previews = Vec::new();
             for _ in 0..reader.count()? {
@@ -532,8 +634,10 @@ impl<'a> Chunk<'a> {
                 count,
                 base_id,
                 base_time,
+                common_parent,
                 blocks,
                 transitions,
+                fired,
                 previews,
                 first_ref,
                 body,
@@ -591,12 +695,24 @@ impl<'a> SegmentView<'a> {
         } else {
             u32::try_from(reader.varint()?).map_err(|_| "an attempt is out of range")?
         };
-        let parent_count = reader.count()?;
-        let parents_start = reader.at;
-        for _ in 0..parent_count {
-            reader.varint()?;
-        }
-        let parents = &reader.bytes[parents_start..reader.at];
+        let parents = match reader.varint()? {
+            COMMON_PARENT if self.common_parent != 0 => Parents::Common(self.common_parent),
+            COMMON_PARENT => {
+                return Err("a record names a common parent the chunk does not have".to_owned());
+            }
+            NO_PARENTS => Parents::Listed(0, &[]),
+            n => {
+                let count = usize::try_from(n - 1)
+                    .ok()
+                    .filter(|&n| n <= reader.bytes.len() - reader.at)
+                    .ok_or("a count of parents is larger than what follows")?;
+                let start = reader.at;
+                for _ in 0..count {
+                    reader.varint()?;
+                }
+                Parents::Listed(count, &reader.bytes[start..reader.at])
+            }
+        };
         let queued_at_ms = reader.time(self.base_time)?;
         let started_at_ms = if flags & HAS_STARTED == 0 {
             None
@@ -619,18 +735,15 @@ impl<'a> SegmentView<'a> {
             let summary = reader.str()?;
             Some((summary, required(reader.value()?)?))
         };
-        let (stdout, stderr, fired_count, fired) = if flags & HAS_EXTRAS == 0 {
-            (None, None, 0, &[][..])
+        let (stdout, stderr) = if flags & HAS_OUTPUT == 0 {
+            (None, None)
         } else {
-            let stdout = reader.value()?;
-            let stderr = reader.value()?;
-            let n = reader.count()?;
-            let start = reader.at;
-            for _ in 0..n {
-                reader.varint()?;
-            }
-            (stdout, stderr, n, &reader.bytes[start..reader.at])
+            (reader.value()?, reader.value()?)
         };
+        let fired = usize::try_from(reader.varint()?)
+            .ok()
+            .filter(|&f| f < self.fired.len())
+            .ok_or("a record names fired transitions the chunk does not have")?;
         Ok(Raw {
             at,
             id,
@@ -639,7 +752,6 @@ impl<'a> SegmentView<'a> {
             attempt,
             path_len,
             item_path,
-            parent_count,
             parents,
             queued_at_ms,
             started_at_ms,
@@ -651,7 +763,6 @@ impl<'a> SegmentView<'a> {
             error,
             stdout,
             stderr,
-            fired_count,
             fired,
         })
     }
@@ -714,8 +825,7 @@ pub(super) struct Raw<'a> {
     pub attempt: u32,
     path_len: usize,
     item_path: &'a [u8],
-    parent_count: usize,
-    parents: &'a [u8],
+    parents: Parents<'a>,
     pub queued_at_ms: f64,
     pub started_at_ms: Option<f64>,
     pub ended_at_ms: Option<f64>,
@@ -727,8 +837,15 @@ pub(super) struct Raw<'a> {
     pub error: Option<(&'a str, Val<'a>)>,
     pub stdout: Option<Val<'a>>,
     pub stderr: Option<Val<'a>>,
-    fired_count: usize,
-    fired: &'a [u8],
+    /// Index into the segment's fired lists.
+    fired: usize,
+}
+
+#[derive(Debug)]
+enum Parents<'a> {
+    Common(InvocationId),
+    /// How many, and their zigzag varints (checked).
+    Listed(usize, &'a [u8]),
 }
 
 /// Varints already checked by [`SegmentView::read`].
@@ -753,22 +870,22 @@ impl Raw<'_> {
     }
 
     pub fn parents(&self) -> impl Iterator<Item = InvocationId> + '_ {
-        let mut reader = Reader::new(self.parents);
-        (0..self.parent_count).map(move |_| {
+        let (common, count, bytes) = match self.parents {
+            Parents::Common(parent) => (Some(parent), 0, &[][..]),
+            Parents::Listed(count, bytes) => (None, count, bytes),
+        };
+        let mut reader = Reader::new(bytes);
+        common.into_iter().chain((0..count).map(move |_| {
             let delta = reader.zigzag().unwrap_or_default();
             self.id.wrapping_sub(delta.cast_unsigned())
-        })
+        }))
     }
 
-    pub fn fired(&self, segment: &SegmentView<'_>) -> Result<Vec<TransitionId>, Damage> {
-        varints(self.fired, self.fired_count)
-            .map(|i| {
-                usize::try_from(i)
-                    .ok()
-                    .and_then(|i| segment.transitions.get(i))
-                    .map(|t| TransitionId((*t).to_owned()))
-                    .ok_or_else(|| "a record names a transition the chunk does not have".to_owned())
-            })
+    /// The transitions that fired (indices checked when the segment was read).
+    pub fn fired(&self, segment: &SegmentView<'_>) -> Vec<TransitionId> {
+        segment.fired[self.fired]
+            .iter()
+            .map(|&t| TransitionId(segment.transitions[t].to_owned()))
             .collect()
     }
 }
@@ -806,7 +923,7 @@ pub(super) fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<
 
 #[cfg(test)]
 mod tests {
-    use serde_json::{Value, json};
+    use serde_json::json;
 
     use super::*;
     use crate::model::BlockId;
@@ -849,7 +966,7 @@ mod tests {
         let segments = encode(&records);
         assert_eq!(segments.len(), 1);
         let data = chunk_of(&segments);
-        assert!(data.len() < 40 * 1000, "{} bytes", data.len());
+        assert!(data.len() < 36 * 1000, "{} bytes", data.len());
         let chunk = Chunk::parse(&data).unwrap();
         let segment = &chunk.segments[0];
         for (raw, original) in segment.records().zip(&records) {
@@ -865,9 +982,27 @@ mod tests {
                 Val::Inline(original.input.to_string().as_bytes())
             );
             assert_eq!(raw.backpack_out, Some(Val::SameAsBackpackIn));
-            assert_eq!(raw.fired(segment).unwrap(), original.fired);
+            assert_eq!(raw.fired(segment), original.fired);
             assert!(raw.path_starts_with(&[original.item_path[0]]));
             assert!(!raw.path_starts_with(&[original.item_path[0] + 1]));
+        }
+    }
+
+    #[test]
+    fn parents_and_fired_transitions_of_every_shape_round_trip() {
+        let mut records: Vec<_> = (1..=6).map(record).collect();
+        records[0].parents = vec![];
+        records[2].parents = vec![2];
+        records[3].parents = vec![5, 1, 3];
+        records[4].fired = vec![];
+        records[5].fired = vec![TransitionId("u".into()), TransitionId("t".into())];
+        let data = chunk_of(&encode(&records));
+        let chunk = Chunk::parse(&data).unwrap();
+        let segment = &chunk.segments[0];
+        for (raw, original) in segment.records().zip(&records) {
+            let raw = raw.unwrap();
+            assert_eq!(raw.parents().collect::<Vec<_>>(), original.parents);
+            assert_eq!(raw.fired(segment), original.fired);
         }
     }
 
@@ -950,6 +1085,32 @@ mod tests {
         assert!(ids(&[]).is_err());
         assert!(ids(&[9]).is_err());
         assert!(ids(&data[..data.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn values_are_the_json_serde_writes() {
+        for value in [
+            json!(0),
+            json!(7),
+            json!(u64::MAX),
+            json!(-3),
+            json!(2.5),
+            json!({}),
+            json!([]),
+            json!(null),
+            json!(true),
+            json!(false),
+            json!("text"),
+            json!({"a": [1, {}]}),
+        ] {
+            let mut r = record(1);
+            r.input = value.clone();
+            let segments = encode(&[r]);
+            let data = chunk_of(&segments);
+            let chunk = Chunk::parse(&data).unwrap();
+            let raw = chunk.segments[0].records().next().unwrap().unwrap();
+            assert_eq!(raw.input, Val::Inline(value.to_string().as_bytes()));
+        }
     }
 
     #[test]
