@@ -412,6 +412,10 @@ impl History {
     ) -> Result<bool, Failure> {
         match value {
             Val::Inline(json) => Ok(contains_ignoring_case(json, needle)),
+            Val::Uint(n) => Ok(contains_ignoring_case(
+                chunk::decimal(n, &mut [0; 20]),
+                needle,
+            )),
             Val::Large(index) => {
                 let id = refs[segment.large_ref(index).map_err(Failure::Damaged)?];
                 if let Some(&found) = searched.get(&id) {
@@ -555,6 +559,7 @@ impl History {
         let bytes = |value: Val<'_>| -> Result<Vec<u8>, Failure> {
             match value {
                 Val::Inline(bytes) => Ok(bytes.to_vec()),
+                Val::Uint(n) => Ok(chunk::decimal(n, &mut [0; 20]).to_vec()),
                 Val::Large(index) => {
                     self.payload_bytes(refs[segment.large_ref(index).map_err(Failure::Damaged)?])
                 }
@@ -564,7 +569,10 @@ impl History {
             }
         };
         let json = |value: Val<'_>| -> Result<Value, Failure> {
-            chunk::from_json(&bytes(value)?).map_err(Failure::Damaged)
+            match value {
+                Val::Uint(n) => Ok(Value::from(n)),
+                other => chunk::from_json(&bytes(other)?).map_err(Failure::Damaged),
+            }
         };
         let text = |value: Option<Val<'_>>| -> Result<String, Failure> {
             value.map_or(Ok(String::new()), |v| {
