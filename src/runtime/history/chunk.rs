@@ -39,7 +39,7 @@
 //! A value is a tag byte: absent; `{}`; a non-negative integer (a varint follows); inline JSON (or
 //! printed text), its length in the tag when short, else in a varint after it; the index of a large value, whose bytes are a payload row (stored
 //! once per distinct content) and whose payload id is in the chunk's `refs` (the segments' large values
-//! in order); or, for the backpack out, "the backpack in". A trivial record takes about 27 bytes.
+//! in order); or, for the backpack out, "the backpack in". A trivial record takes about 28 bytes.
 //! Times are differences of the f64 bit patterns: exact (the record read back is the record written),
 //! and a few bytes, since times of one batch are close together.
 
@@ -216,8 +216,8 @@ impl<'a> Encoder<'a> {
                 .iter()
                 .find_map(|r| (r.parents.len() == 1).then(|| r.parents[0]))
                 .unwrap_or(0),
-            // Trivial records take about 35 bytes.
-            body: Vec::with_capacity(records.len() * 40),
+            // Trivial records take about 28 bytes.
+            body: Vec::with_capacity(records.len() * 32),
             blocks: Vec::new(),
             transitions: Vec::new(),
             // The empty list is always 0.
