@@ -2,8 +2,8 @@
 //! of the records is made), then a named thread takes runs and segments from a bounded channel and writes
 //! them in batched transactions, one `chunks` row per run and transaction.
 
-use std::collections::HashMap;
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
@@ -383,10 +383,8 @@ impl Memos {
         row: &mut Row,
     ) -> rusqlite::Result<()> {
         let recorded = match self.recorded.entry(seq) {
-            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::hash_map::Entry::Vacant(entry) => {
-                entry.insert(recorded_ids(tx, seq)?)
-            }
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => entry.insert(recorded_ids(tx, seq)?),
         };
         let mut keep: Option<Vec<bool>> = None;
         for (i, &id) in segment.ids.iter().enumerate() {
