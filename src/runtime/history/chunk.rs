@@ -140,7 +140,7 @@ pub(super) struct Segment {
     head: Vec<u8>,
     body: Vec<u8>,
     /// Where each record ends in `body`.
-    ends: Vec<u32>,
+    ends: Vec<usize>,
     pub ids: Vec<InvocationId>,
     pub statuses: Vec<InvocationStatus>,
     /// The bytes of the large values, in index order.
@@ -166,9 +166,9 @@ impl Segment {
         let mut start = 0;
         for (&end, &kept) in self.ends.iter().zip(keep) {
             if kept {
-                body.extend_from_slice(&self.body[start..end as usize]);
+                body.extend_from_slice(&self.body[start..end]);
             }
-            start = end as usize;
+            start = end;
         }
         put_varint(out, keep.iter().filter(|k| **k).count() as u64);
         put_varint(out, body.len() as u64);
@@ -234,7 +234,7 @@ impl<'a> Encoder<'a> {
         let mut statuses = Vec::with_capacity(records.len());
         for record in records {
             self.record(record);
-            ends.push(self.body.len() as u32);
+            ends.push(self.body.len());
             ids.push(record.id);
             statuses.push(record.status);
         }
@@ -306,7 +306,9 @@ impl<'a> Encoder<'a> {
         }
         match r.parents[..] {
             [] => put_varint(body, NO_PARENTS),
-            [parent] if parent == self.common_parent => put_varint(body, COMMON_PARENT),
+            [parent] if parent == self.common_parent && parent != 0 => {
+                put_varint(body, COMMON_PARENT);
+            }
             _ => {
                 put_varint(body, r.parents.len() as u64 + 1);
                 for &parent in &r.parents {
@@ -513,7 +515,7 @@ impl<'a> Reader<'a> {
         let n = self.varint()?;
         usize::try_from(n)
             .ok()
-            .filter(|&n| n <= self.bytes.len() - self.at)
+            .filter(|&n| n <= self.bytes.len().saturating_sub(self.at))
             .ok_or_else(|| format!("a count ({n}) is larger than what follows"))
     }
 
@@ -712,7 +714,7 @@ impl<'a> SegmentView<'a> {
             n => {
                 let count = usize::try_from(n - 1)
                     .ok()
-                    .filter(|&n| n <= reader.bytes.len() - reader.at)
+                    .filter(|&n| n <= reader.bytes.len().saturating_sub(reader.at))
                     .ok_or("a count of parents is larger than what follows")?;
                 let start = reader.at;
                 for _ in 0..count {
