@@ -6,7 +6,7 @@
 
 //!
 //! Layout (see `history/schema.rs`, `history/chunk.rs` and `docs/runtime.md`): `runs`, one row per run
-//! with live counts; `chunks`, the invocation records of a run in compact binary rows of about 1,000
+//! with live counts; `chunks`, the invocation records of a run in compact binary rows of about 4,000
 //! records (one per writer transaction), which is what keeps recording cheap; `payloads`, where every large
 //! value is stored once per distinct content, compressed when that pays. Reading decodes a run's chunks
 //! and filters in Rust.

@@ -21,7 +21,7 @@ use crate::model::BlockId;
 use crate::runtime::record::InvocationRecord;
 
 /// Records per chunk: what the writer commits at most per transaction.
-const CHUNK_RECORDS: usize = 1000;
+const CHUNK_RECORDS: usize = 4000;
 
 pub(super) fn from_v1(tx: &Transaction<'_>) -> Result<(), Failure> {
     tx.execute_batch(CHUNKS_SCHEMA)?;

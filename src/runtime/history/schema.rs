@@ -44,7 +44,7 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 INSERT INTO meta (key, value) VALUES ('payload_generation', 0);
 ";
 
-/// One row per run and writer transaction (about 1,000 records): `data` is the records (see `chunk.rs`),
+/// One row per run and writer transaction (up to about 4,000 records): `data` is the records (see `chunk.rs`),
 /// `refs` the payload ids of their large values (varints, in the order the records name them), `min_id`
 /// and `max_id` the range of invocation ids it holds. Chunk ids only grow (AUTOINCREMENT), so a reader
 /// finds what was written since it last looked above the last id it read. `refs` comes before `data`:
