@@ -457,7 +457,7 @@ impl Engine {
         {
             return Ok(writer.clone());
         }
-        let writer = HistoryWriter::start(&path)?;
+        let writer = HistoryWriter::start_opening(&path)?;
         self.writers.insert(path, writer.clone());
         Ok(writer)
     }

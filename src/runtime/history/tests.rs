@@ -884,3 +884,33 @@ fn a_format_1_history_that_cannot_be_migrated_is_left_as_it_was() {
         .unwrap();
     assert_eq!(rows, 25);
 }
+
+#[test]
+fn a_new_database_made_while_the_run_starts_records_it_whole() {
+    let (_dir, path) = temp_db();
+    let run = RunId("new".into());
+    let writer = HistoryWriter::start_opening(&path).unwrap();
+    // Sent at once, before the writer's thread has made the tables: they wait in the channel.
+    writer.run_started(&run, "test project", 1000.0);
+    let records: Vec<_> = (1..=20)
+        .map(|id| record(&run, id, "Work", &[id as u32], InvocationStatus::Succeeded))
+        .collect();
+    writer.invocations(&records);
+    writer
+        .run_finished_flushed(&summary(&run, RunStatus::Succeeded, 1000.0, 20))
+        .blocking_recv()
+        .unwrap();
+    let history = History::open(&path).unwrap();
+    assert_eq!(history.runs().unwrap()[0].invocations, 20);
+    assert_eq!(stored_records(&history), 20);
+}
+
+#[test]
+fn a_new_database_where_no_file_can_be_made_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // Its folder would have to be inside a plain file.
+    let blocker = dir.path().join("not-a-folder");
+    std::fs::write(&blocker, "x").unwrap();
+    let error = HistoryWriter::start_opening(&blocker.join("p.history.sqlite")).unwrap_err();
+    assert!(error.to_string().contains("not-a-folder"), "{error}");
+}

@@ -72,6 +72,58 @@ impl HistoryWriter {
         })
     }
 
+    /// Like [`Self::start`], except for a database that does not exist yet: its file is made here (so a
+    /// folder that can't be written still refuses the run), and its tables on the writer's thread while
+    /// the run starts. Creating a database costs tens of milliseconds (SQLite syncs the new file to
+    /// disk), which a project's first run would otherwise wait for.
+    pub fn start_opening(path: &Path) -> Result<Self, HistoryError> {
+        if path.exists() {
+            return Self::start(path);
+        }
+        let refused = |message: String| HistoryError::Database {
+            path: path.to_owned(),
+            message,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| refused(format!("can't create the folder {}: {e}", dir.display())))?;
+        }
+        // An empty file is an empty SQLite database; `create_new`: never clobber one made meanwhile.
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Self::start(path),
+            Err(e) => return Err(refused(format!("can't create it: {e}"))),
+        }
+        let (sender, receiver) = sync_channel(CHANNEL_CAPACITY);
+        let owned = path.to_owned();
+        std::thread::Builder::new()
+            .name("braid-history".to_owned())
+            .spawn(move || match open(&owned) {
+                Ok(conn) => Store::new(owned, conn).serve(&receiver),
+                Err(error) => {
+                    // Logged once; what was sent is dropped (`braid run` then says its run is missing).
+                    tracing::error!("history not recorded: {error}");
+                    for message in receiver {
+                        if let Message::Finished {
+                            done: Some(done), ..
+                        } = message
+                        {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            })
+            .map_err(|e| refused(format!("can't start the history writer: {e}")))?;
+        Ok(Self {
+            path: path.to_owned(),
+            sender,
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
