@@ -169,6 +169,9 @@ struct LoadedChunk {
     id: i64,
     data: Vec<u8>,
     refs: Vec<i64>,
+    /// Where each segment starts in `data`, and the index in `refs` of its first large value: a record is
+    /// read without parsing the other segments.
+    segments: Vec<(usize, usize)>,
 }
 
 /// Reading a database failed: SQLite's error, or something in it that this Braid did not write.
@@ -511,13 +514,13 @@ impl History {
         chunks.insert(0, loaded);
         chunks.truncate(CACHED_CHUNKS);
         let loaded = &chunks[0];
-        let chunk = Chunk::parse(&loaded.data).map_err(damaged)?;
-        let segment = chunk
+        let &(start, first_ref) = loaded
             .segments
             .get(segment)
             .ok_or_else(|| damaged("a segment is missing".to_owned()))?;
+        let segment = SegmentView::at(&loaded.data, start, first_ref).map_err(damaged)?;
         let raw = segment.record_at(offset).map_err(damaged)?;
-        self.record(run, segment, &loaded.refs, &raw)
+        self.record(run, &segment, &loaded.refs, &raw)
             .map_err(|e| match e {
                 Failure::Damaged(what) => damaged(what),
                 sql @ Failure::Sql(_) => sql,
@@ -540,11 +543,18 @@ impl History {
                 Ok((blob(0)?, blob(1)?))
             })?;
         let (refs, data) = (refs.map_err(damaged)?, data.map_err(damaged)?);
-        let refs = parse_chunk(&refs, &data).map_err(damaged)?.0;
+        let (refs, chunk) = parse_chunk(&refs, &data).map_err(damaged)?;
+        let segments = chunk
+            .segments
+            .iter()
+            .map(|s| (s.start, s.first_ref))
+            .collect();
+        drop(chunk);
         Ok(LoadedChunk {
             id: chunk_id,
             data,
             refs,
+            segments,
         })
     }
 

@@ -579,6 +579,8 @@ pub(super) struct Chunk<'a> {
 }
 
 pub(super) struct SegmentView<'a> {
+    /// Where it starts in the chunk's data.
+    pub start: usize,
     pub count: usize,
     base_id: u64,
     base_time: f64,
@@ -595,64 +597,18 @@ pub(super) struct SegmentView<'a> {
 
 impl<'a> Chunk<'a> {
     pub fn parse(data: &'a [u8]) -> Result<Self, Damage> {
-        let (&format, rest) = data.split_first().ok_or("an empty chunk")?;
+        let (&format, _) = data.split_first().ok_or("an empty chunk")?;
         if format != FORMAT {
             return Err(format!("a chunk of an unknown format ({format})"));
         }
-        let mut reader = Reader::new(rest);
+        let mut reader = Reader::new(data);
+        reader.at = 1;
         let mut segments = Vec::new();
         let mut first_ref = 0;
         while !reader.is_empty() {
-            let count = reader.count()?;
-            let body_len = reader.count()?;
-            let base_id = reader.varint()?;
-            let base_time = f64::from_bits(u64::from_le_bytes(
-                reader
-                    .take(8)?
-                    .try_into()
-                    .map_err(|_| "a time is cut short")?,
-            ));
-            let common_parent = reader.varint()?;
-            let mut blocks = Vec::new();
-            for _ in 0..reader.count()? {
-                blocks.push((reader.str()?, reader.str()?));
-            }
-            let mut transitions = Vec::new();
-            for _ in 0..reader.count()? {
-                transitions.push(reader.str()?);
-            }
-            let mut fired = Vec::new();
-            for _ in 0..reader.count()? {
-                let mut list = Vec::new();
-                for _ in 0..reader.count()? {
-                    list.push(
-                        usize::try_from(reader.varint()?)
-                            .ok()
-                            .filter(|&t| t < transitions.len())
-                            .ok_or("a fired transition the chunk does not have")?,
-                    );
-                }
-                fired.push(list);
-            }
-            let mut previews = Vec::new();
-            for _ in 0..reader.count()? {
-                previews.push(reader.str()?);
-            }
-            let body = reader.take(body_len)?;
-            let large = previews.len();
-            segments.push(SegmentView {
-                count,
-                base_id,
-                base_time,
-                common_parent,
-                blocks,
-                transitions,
-                fired,
-                previews,
-                first_ref,
-                body,
-            });
-            first_ref += large;
+            let segment = SegmentView::read_head(&mut reader, first_ref)?;
+            first_ref += segment.previews.len();
+            segments.push(segment);
         }
         Ok(Self { segments })
     }
@@ -664,6 +620,68 @@ impl<'a> Chunk<'a> {
 }
 
 impl<'a> SegmentView<'a> {
+    /// The segment that starts at `reader`'s position; `first_ref` is the index in the chunk's refs of its
+    /// first large value.
+    fn read_head(reader: &mut Reader<'a>, first_ref: usize) -> Result<Self, Damage> {
+        let start = reader.at;
+        let count = reader.count()?;
+        let body_len = reader.count()?;
+        let base_id = reader.varint()?;
+        let base_time = f64::from_bits(u64::from_le_bytes(
+            reader
+                .take(8)?
+                .try_into()
+                .map_err(|_| "a time is cut short")?,
+        ));
+        let common_parent = reader.varint()?;
+        let mut blocks = Vec::new();
+        for _ in 0..reader.count()? {
+            blocks.push((reader.str()?, reader.str()?));
+        }
+        let mut transitions = Vec::new();
+        for _ in 0..reader.count()? {
+            transitions.push(reader.str()?);
+        }
+        let mut fired = Vec::new();
+        for _ in 0..reader.count()? {
+            let mut list = Vec::new();
+            for _ in 0..reader.count()? {
+                list.push(
+                    usize::try_from(reader.varint()?)
+                        .ok()
+                        .filter(|&t| t < transitions.len())
+                        .ok_or("a fired transition the chunk does not have")?,
+                );
+            }
+            fired.push(list);
+        }
+        let mut previews = Vec::new();
+        for _ in 0..reader.count()? {
+            previews.push(reader.str()?);
+        }
+        let body = reader.take(body_len)?;
+        Ok(Self {
+            start,
+            count,
+            base_id,
+            base_time,
+            common_parent,
+            blocks,
+            transitions,
+            fired,
+            previews,
+            first_ref,
+            body,
+        })
+    }
+
+    /// The segment that starts at byte `start` of a chunk's data (as [`Self::start`] said).
+    pub fn at(data: &'a [u8], start: usize, first_ref: usize) -> Result<Self, Damage> {
+        let mut reader = Reader::new(data);
+        reader.at = start;
+        Self::read_head(&mut reader, first_ref)
+    }
+
     /// The records, in the order they were written; `at` is each one's offset in the body (for
     /// [`Self::record_at`]).
     pub fn records(&self) -> Records<'a, '_> {
