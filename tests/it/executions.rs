@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use braid::app::executions::{InvocationStatus, ReplayPhase};
+use braid::app::executions::{InvocationRecord, InvocationStatus, Picked, ReplayPhase};
 use braid::app::run::RunPhase;
 use braid::app::{BlockEdit, BraidApp, Command};
 use braid::model::{BlockId, Position, TransitionKind};
@@ -89,20 +89,24 @@ fn current_run(harness: &Harness<'_, BraidApp>) -> braid::app::executions::RunId
         .clone()
 }
 
-fn picked_block(harness: &Harness<'_, BraidApp>) -> String {
-    let picked = harness
+/// The panel's picked invocation.
+fn picked(harness: &Harness<'_, BraidApp>) -> Picked {
+    harness
         .state()
         .app
         .executions
         .picked
-        .as_ref()
-        .expect("a pick");
-    picked
-        .record
-        .as_ref()
-        .expect("its record")
-        .block_name
         .clone()
+        .expect("a pick")
+}
+
+/// The picked invocation's whole record.
+fn picked_record(harness: &Harness<'_, BraidApp>) -> InvocationRecord {
+    picked(harness).record.expect("its record")
+}
+
+fn picked_block(harness: &Harness<'_, BraidApp>) -> String {
+    picked_record(harness).block_name
 }
 
 fn press(harness: &mut Harness<'_, BraidApp>, key: Key) {
@@ -136,14 +140,7 @@ fn step_through_a_failed_item_follow_it_and_replay_it() {
     click(&mut harness, "caught");
     harness.get_by_label("1 of 8 invocations");
     click(&mut harness, "[3]");
-    let picked = harness
-        .state()
-        .app
-        .executions
-        .picked
-        .clone()
-        .expect("a pick");
-    let record = picked.record.expect("the whole record");
+    let record = picked_record(&harness);
     assert_eq!(record.status, InvocationStatus::CaughtException);
     assert_eq!(record.input, serde_json::json!(3));
     // Its input, its error and the traceback line, on screen.
@@ -169,32 +166,15 @@ fn step_through_a_failed_item_follow_it_and_replay_it() {
     harness.get_by_label("5 of 8 invocations");
     click(&mut harness, "[3]");
     press(&mut harness, Key::J);
-    let item = |h: &Harness<'_, BraidApp>| {
-        h.state()
-            .app
-            .executions
-            .picked
-            .as_ref()
-            .and_then(|p| p.record.as_ref())
-            .map(|r| r.item_path.clone())
-    };
-    assert_eq!(item(&harness), Some(vec![4]));
+    let item = |h: &Harness<'_, BraidApp>| picked_record(h).item_path;
+    assert_eq!(item(&harness), vec![4]);
     press(&mut harness, Key::K);
     press(&mut harness, Key::K);
-    assert_eq!(item(&harness), Some(vec![2]));
+    assert_eq!(item(&harness), vec![2]);
     press(&mut harness, Key::ArrowDown);
-    assert_eq!(item(&harness), Some(vec![3]));
+    assert_eq!(item(&harness), vec![3]);
 
     // Shift+j / Shift+k step in start order over the whole run, and back.
-    let picked_record = |h: &Harness<'_, BraidApp>| {
-        h.state()
-            .app
-            .executions
-            .picked
-            .as_ref()
-            .and_then(|p| p.record.clone())
-            .expect("a picked record")
-    };
     let here = picked_record(&harness);
     harness.key_press_modifiers(Modifiers::SHIFT, Key::J);
     settle(&mut harness);
@@ -208,13 +188,7 @@ fn step_through_a_failed_item_follow_it_and_replay_it() {
     // Back to the fan-out that produced it.
     press(&mut harness, Key::ArrowLeft);
     assert_eq!(picked_block(&harness), "Split");
-    let split = harness
-        .state()
-        .app
-        .executions
-        .picked
-        .clone()
-        .expect("a pick");
+    let split = picked(&harness);
     assert_eq!(split.children.len(), 5, "the fan-out led to five items");
     // Its path runs through every block of the pipeline.
     for block in ["Split", "Process", "Fallback", "Collect"] {
@@ -236,14 +210,7 @@ fn step_through_a_failed_item_follow_it_and_replay_it() {
     assert_eq!(picked_block(&harness), "Fallback");
     press(&mut harness, Key::ArrowRight);
     assert_eq!(picked_block(&harness), "Collect");
-    let collect = harness
-        .state()
-        .app
-        .executions
-        .picked
-        .clone()
-        .expect("a pick");
-    let collect = collect.record.expect("its record");
+    let collect = picked_record(&harness);
     assert_eq!(collect.parents.len(), 5, "the fan-in came from five items");
     assert_eq!(collect.input, serde_json::json!([0, 10, 20, -1, 40]));
     // The canvas follows the item: Collect is the selected block now.
@@ -315,20 +282,14 @@ fn runs_are_found_again_after_a_restart() {
     search(&mut harness, "bad row 3", 1);
     search(&mut harness, "", 5);
     click(&mut harness, "[3]");
-    let picked = harness
-        .state()
-        .app
-        .executions
-        .picked
-        .clone()
-        .expect("a pick");
-    let record = picked.record.expect("the record, from the database");
+    // The record, read back from the database.
+    let record = picked_record(&harness);
     assert_eq!(record.input, serde_json::json!(3));
     assert_eq!(
         record.error.expect("its error").summary(),
         "ValueError: bad row 3"
     );
-    assert_eq!(picked.children.len(), 1, "it led to Fallback");
+    assert_eq!(picked(&harness).children.len(), 1, "it led to Fallback");
 
     // A second run; the first can still be shown (its counts on the canvas), then deleted for good.
     run_to_end(&mut harness);
