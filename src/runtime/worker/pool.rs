@@ -389,14 +389,9 @@ impl PoolActor {
                 .filter(|key| worker.in_flight.contains_key(key))
                 .collect();
             if !mine.is_empty() {
-                let mut frame = String::from(r#"{"op":"cancel","keys":["#);
-                for (i, key) in mine.iter().enumerate() {
-                    if i > 0 {
-                        frame.push(',');
-                    }
-                    let _ = write!(frame, "{key}");
-                }
-                frame.push_str("]}");
+                let mut frame = String::from(r#"{"op":"cancel","keys":"#);
+                push_list(&mut frame, mine.iter());
+                frame.push('}');
                 let _ = worker.frames.send(frame.into_bytes());
             }
         }
@@ -753,33 +748,18 @@ fn send_tasks(worker: &mut Worker, tasks: Vec<Task>) {
         );
         let _ = write!(
             frame,
-            r#"{{"op":"run","program":{program},"block":{block},"keys":["#
+            r#"{{"op":"run","program":{program},"block":{block},"keys":"#
         );
-        for (i, task) in tasks.iter().enumerate() {
-            if i > 0 {
-                frame.push(',');
-            }
-            let _ = write!(frame, "{}", task.key);
-        }
-        frame.push_str(r#"],"inputs":["#);
-        for (i, task) in tasks.iter().enumerate() {
-            if i > 0 {
-                frame.push(',');
-            }
-            frame.push_str(&task.input_json);
-        }
+        push_list(&mut frame, tasks.iter().map(|t| t.key));
+        frame.push_str(r#","inputs":"#);
+        push_list(&mut frame, tasks.iter().map(|t| &t.input_json));
         if tasks.iter().all(|t| &*t.backpack_json == "{}") {
             // Every one starts with an empty backpack (a fresh one each, made by the worker).
-            frame.push_str(r#"],"fresh":1}"#);
+            frame.push_str(r#","fresh":1}"#);
         } else {
-            frame.push_str(r#"],"backpacks":["#);
-            for (i, task) in tasks.iter().enumerate() {
-                if i > 0 {
-                    frame.push(',');
-                }
-                frame.push_str(&task.backpack_json);
-            }
-            frame.push_str("]}");
+            frame.push_str(r#","backpacks":"#);
+            push_list(&mut frame, tasks.iter().map(|t| &t.backpack_json));
+            frame.push('}');
         }
         let _ = worker.frames.send(frame.into_bytes());
         for task in tasks {
@@ -788,6 +768,18 @@ fn send_tasks(worker: &mut Worker, tasks: Vec<Task>) {
                 .insert(task.key, InFlight { task, sent: now });
         }
     }
+}
+
+/// Appends `[a,b,…]`: the items are numbers or JSON texts already.
+fn push_list(frame: &mut String, items: impl Iterator<Item = impl std::fmt::Display>) {
+    frame.push('[');
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            frame.push(',');
+        }
+        let _ = write!(frame, "{item}");
+    }
+    frame.push(']');
 }
 
 #[derive(serde::Serialize)]

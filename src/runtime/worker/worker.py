@@ -263,7 +263,6 @@ class Worker:
         ident = get_ident()
         with_env = False
         batch = None
-        task = None
         while True:
             task = next(batch.it, None) if batch is not None else None
             if task is None:
@@ -318,13 +317,14 @@ class Worker:
                 m1 = monotonic_ns()
                 if cancelled:
                     cancelled.discard(key)
+                t0 = (m0 - START_NS) // 1000
                 duration = (m1 - m0) // 1000
                 if status == OK and ifs is EMPTY and capture[0] is None and capture[1] is None:
-                    row = [key, (m0 - START_NS) // 1000, duration, ret, 0 if empty_in and not backpack else backpack]
+                    row = [key, t0, duration, ret, 0 if empty_in and not backpack else backpack]
                 else:
                     printed, logged = capture
                     capture[0] = capture[1] = None
-                    row = [key, (m0 - START_NS) // 1000, duration, ret, backpack, status, ifs, "".join(printed) if printed else "", "".join(logged) if logged else "", error]
+                    row = [key, t0, duration, ret, backpack, status, ifs, "".join(printed) if printed else "", "".join(logged) if logged else "", error]
             except (BraidTimeout, BraidCancelled) as e:
                 # An interrupt that landed just after the user's code returned.
                 row = self.interrupted_result(key, e)
