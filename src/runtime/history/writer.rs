@@ -57,11 +57,21 @@ impl HistoryWriter {
     /// permission) come back here, before anything is recorded.
     pub fn start(path: &Path) -> Result<Self, HistoryError> {
         let conn = open(path)?;
+        Self::spawn(path, move |path, receiver| {
+            Store::new(path, conn).serve(&receiver);
+        })
+    }
+
+    /// Starts the writer's thread, which runs `body` with the database's path and the channel's end.
+    fn spawn(
+        path: &Path,
+        body: impl FnOnce(PathBuf, Receiver<Message>) + Send + 'static,
+    ) -> Result<Self, HistoryError> {
         let (sender, receiver) = sync_channel(CHANNEL_CAPACITY);
-        let store = Store::new(path.to_owned(), conn);
+        let owned = path.to_owned();
         std::thread::Builder::new()
             .name("braid-history".to_owned())
-            .spawn(move || store.serve(&receiver))
+            .spawn(move || body(owned, receiver))
             .map_err(|e| HistoryError::Database {
                 path: path.to_owned(),
                 message: format!("can't start the history writer: {e}"),
@@ -98,29 +108,20 @@ impl HistoryWriter {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Self::start(path),
             Err(e) => return Err(refused(format!("can't create it: {e}"))),
         }
-        let (sender, receiver) = sync_channel(CHANNEL_CAPACITY);
-        let owned = path.to_owned();
-        std::thread::Builder::new()
-            .name("braid-history".to_owned())
-            .spawn(move || match open(&owned) {
-                Ok(conn) => Store::new(owned, conn).serve(&receiver),
-                Err(error) => {
-                    // Logged once; what was sent is dropped (`braid run` then says its run is missing).
-                    tracing::error!("history not recorded: {error}");
-                    for message in receiver {
-                        if let Message::Finished {
-                            done: Some(done), ..
-                        } = message
-                        {
-                            let _ = done.send(());
-                        }
+        Self::spawn(path, |path, receiver| match open(&path) {
+            Ok(conn) => Store::new(path, conn).serve(&receiver),
+            Err(error) => {
+                // Logged once; what was sent is dropped (`braid run` then says its run is missing).
+                tracing::error!("history not recorded: {error}");
+                for message in receiver {
+                    if let Message::Finished {
+                        done: Some(done), ..
+                    } = message
+                    {
+                        let _ = done.send(());
                     }
                 }
-            })
-            .map_err(|e| refused(format!("can't start the history writer: {e}")))?;
-        Ok(Self {
-            path: path.to_owned(),
-            sender,
+            }
         })
     }
 
