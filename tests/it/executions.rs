@@ -12,7 +12,9 @@ use egui::{Key, Modifiers};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable as _;
 
-use super::gui::{click, click_node, harness_1280x800, harness_sized, settle, wait_for};
+use super::gui::{
+    click, click_node, harness_1280x800, harness_sized, mask_fixed, settle, wait_for,
+};
 use super::support::Builder;
 
 const PROCESS_FAILS_ON_3: &str = "def main(block_input, backpack):\n    backpack[\"seen\"] = block_input\n    if block_input == 3:\n        raise ValueError(f\"bad row {block_input}\")\n    print(\"processing\", block_input)\n    return block_input * 10\n";
@@ -329,23 +331,30 @@ fn snapshot_of_the_executions_panel() {
     click_node(&mut harness, "Process");
     click(&mut harness, "Block Executions");
     click(&mut harness, "[3]");
-    // Times differ from run to run: cover them (durations read in ms or µs).
-    let masked: Vec<egui::Rect> = [" · 8 invocations", "queued ", " ms", " µs"]
-        .iter()
-        .flat_map(|label| {
-            harness
-                .query_all_by_label_contains(label)
-                .map(|n| n.rect())
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    for rect in masked {
-        harness.mask(rect);
+    // Times differ from run to run: cover them with boxes of fixed widths (durations read in ms or
+    // µs, so their labels' widths vary too).
+    let masked: Vec<(egui::Rect, f32)> = [
+        (" · 8 invocations", 190.0),
+        ("queued ", 400.0),
+        (" ms", 72.0),
+        (" µs", 72.0),
+    ]
+    .iter()
+    .flat_map(|&(label, width)| {
+        harness
+            .query_all_by_label_contains(label)
+            .map(|n| (n.rect(), width))
+            .collect::<Vec<_>>()
+    })
+    .collect();
+    for (rect, width) in masked {
+        mask_fixed(&mut harness, rect, width);
     }
     let runs = harness.get_by_label_contains("7 ok").rect();
-    harness.mask(runs.expand2(egui::vec2(0.0, 22.0)));
+    let runs = runs.expand2(egui::vec2(0.0, 27.0));
+    mask_fixed(&mut harness, runs, 250.0);
     let status = harness.get_by_label_contains("failing.braid.json").rect();
-    harness.mask(status);
+    mask_fixed(&mut harness, status, 400.0);
     harness.snapshot("executions_panel");
 
     // The timeline of the same run (bars vary with timing, so no image): lanes by slot, then by block.
