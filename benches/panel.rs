@@ -28,7 +28,7 @@ fn synthetic_run() -> RunData {
             InvocationRow {
                 id: i + 1,
                 block_id: block.clone(),
-                block_name: "Process".to_owned(),
+                block_name: "Process".into(),
                 item_path: vec![i as u32],
                 attempt: 1,
                 status: if failed {

@@ -532,7 +532,7 @@ fn history_command(args: &HistoryArgs) -> Result<ExitCode, UsageError> {
                 .invocation_rows(&run.run_id, &InvocationFilter::default())
                 .map_err(failed)?
                 .into_iter()
-                .find(|r| &r.block_name == name || &r.block_id.0 == name)
+                .find(|r| *r.block_name == **name || *r.block_id.0 == **name)
                 .map(|r| r.block_id)
                 .ok_or_else(|| {
                     UsageError(anyhow!(
@@ -590,7 +590,7 @@ fn history_command(args: &HistoryArgs) -> Result<ExitCode, UsageError> {
 
 /// The run with this id, or the only one whose id starts with it.
 fn find_run<'a>(runs: &'a [RunRow], wanted: &str, path: &Path) -> Result<&'a RunRow, UsageError> {
-    if let Some(run) = runs.iter().find(|r| r.run_id.0 == wanted) {
+    if let Some(run) = runs.iter().find(|r| *r.run_id.0 == *wanted) {
         return Ok(run);
     }
     let mut matching = runs.iter().filter(|r| r.run_id.0.starts_with(wanted));

@@ -21,7 +21,7 @@ pub fn fan_project(generate: &str, work: &str, collect: &str) -> Project {
     let mut project = Project::default();
     for (name, code) in [("Gen", generate), ("Work", work), ("Collect", collect)] {
         let mut block = Block::new_code(name, code, Position::default());
-        block.id = BlockId(name.to_owned());
+        block.id = BlockId(name.into());
         project.blocks.push(block);
     }
     project.transitions.push(Transition::new(

@@ -172,7 +172,7 @@ impl Command {
                 "move {}",
                 moves
                     .iter()
-                    .map(|(id, _)| id.0.as_str())
+                    .map(|(id, _)| &*id.0)
                     .collect::<Vec<_>>()
                     .join(",")
             )),

@@ -72,17 +72,17 @@ mod tests {
         let mut project = Project::default();
         for i in 0..=kinds.len() {
             let mut block = Block::new_code(format!("B{i}"), "", Position::default());
-            block.id = BlockId(format!("b{i}"));
+            block.id = BlockId(format!("b{i}").into());
             project.blocks.push(block);
         }
         let mut ids = Vec::new();
         for (i, kind) in kinds.iter().enumerate() {
             let mut t = Transition::new(
-                BlockId(format!("b{i}")),
-                BlockId(format!("b{}", i + 1)),
+                BlockId(format!("b{i}").into()),
+                BlockId(format!("b{}", i + 1).into()),
                 *kind,
             );
-            t.id = TransitionId(format!("t{i}"));
+            t.id = TransitionId(format!("t{i}").into());
             ids.push(t.id.clone());
             project.transitions.push(t);
         }

@@ -162,13 +162,13 @@ mod tests {
         let mut project = Project::default();
         for name in blocks {
             let mut block = Block::new_code(*name, "", Position::default());
-            block.id = BlockId((*name).to_owned());
+            block.id = BlockId((*name).into());
             project.blocks.push(block);
         }
         for (from, to) in edges {
             project.transitions.push(Transition::new(
-                BlockId((*from).to_owned()),
-                BlockId((*to).to_owned()),
+                BlockId((*from).into()),
+                BlockId((*to).into()),
                 TransitionKind::Then,
             ));
         }

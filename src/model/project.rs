@@ -1,6 +1,8 @@
 //! The project: blocks, transitions and settings. Pure data; everything here serialises in a stable order
 //! (vectors, never hash maps) so that a saved project diffs cleanly.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// The Braid project file format version written by this build.
@@ -12,21 +14,21 @@ pub const DEFAULT_TIMEOUT_S: u64 = 900;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct BlockId(pub String);
+pub struct BlockId(pub Arc<str>);
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct TransitionId(pub String);
+pub struct TransitionId(pub Arc<str>);
 
 impl BlockId {
     pub fn new_random() -> Self {
-        Self(new_id())
+        Self(new_id().into())
     }
 }
 
 impl TransitionId {
     pub fn new_random() -> Self {
-        Self(new_id())
+        Self(new_id().into())
     }
 }
 
@@ -280,7 +282,7 @@ impl Project {
     pub fn find_block(&self, id_or_name: &str) -> Option<&Block> {
         self.blocks
             .iter()
-            .find(|b| b.id.0 == id_or_name)
+            .find(|b| *b.id.0 == *id_or_name)
             .or_else(|| self.blocks.iter().find(|b| b.name == id_or_name))
     }
 
@@ -294,7 +296,7 @@ impl Project {
 
     /// The name of a block for messages, falling back to its id.
     pub fn block_name<'a>(&'a self, id: &'a BlockId) -> &'a str {
-        self.block(id).map_or(id.0.as_str(), |b| b.name.as_str())
+        self.block(id).map_or(&*id.0, |b| b.name.as_str())
     }
 }
 

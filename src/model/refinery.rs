@@ -123,7 +123,7 @@ fn import_block(index: usize, state: &Value) -> Result<Block, ImportError> {
         },
     };
     Ok(Block {
-        id: BlockId(id),
+        id: BlockId(id.into()),
         name,
         position: Position::default(),
         kind,
@@ -233,7 +233,7 @@ fn import_transition(index: usize, relationship: &Value) -> Result<Transition, I
         fields
             .get(key)
             .and_then(Value::as_str)
-            .map(|s| BlockId(s.to_owned()))
+            .map(|s| BlockId(s.into()))
             .ok_or_else(|| ImportError(format!("transition \"{id}\" has no \"{key}\" block")))
     };
     Ok(Transition {
@@ -241,7 +241,7 @@ fn import_transition(index: usize, relationship: &Value) -> Result<Transition, I
         to: endpoint("next")?,
         kind,
         expression: str_field(fields, "expression").to_owned(),
-        id: TransitionId(id.clone()),
+        id: TransitionId(id.as_str().into()),
     })
 }
 
@@ -405,10 +405,7 @@ mod tests {
         ]});
         let project = import(&export).expect("imports");
         let t = &project.transitions[0];
-        assert_eq!(
-            (t.id.0.as_str(), t.from.0.as_str(), t.to.0.as_str()),
-            ("t1", "a", "b")
-        );
+        assert_eq!((&*t.id.0, &*t.from.0, &*t.to.0), ("t1", "a", "b"));
         assert_eq!(t.kind, TransitionKind::If);
         assert_eq!(t.expression, "return_data > 2");
     }

@@ -358,7 +358,7 @@ mod tests {
         let mut project = Project::default();
         for name in blocks {
             let mut block = Block::new_code(*name, "", Position::default());
-            block.id = BlockId((*name).to_owned());
+            block.id = BlockId((*name).into());
             project.blocks.push(block);
         }
         project

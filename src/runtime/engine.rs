@@ -624,7 +624,7 @@ fn compile_errors(project: &Project, errors: Vec<BlockCompileError>) -> Vec<Comp
         .map(|e| {
             let block = project.blocks.get(e.block as usize);
             CompileError {
-                block_id: block.map_or(BlockId(String::new()), |b| b.id.clone()),
+                block_id: block.map_or(BlockId("".into()), |b| b.id.clone()),
                 block: block.map(|b| b.name.clone()).unwrap_or_default(),
                 what: e.what,
                 line: e.line,

@@ -80,7 +80,7 @@ pub struct RunRow {
 pub struct InvocationRow {
     pub id: InvocationId,
     pub block_id: BlockId,
-    pub block_name: String,
+    pub block_name: std::sync::Arc<str>,
     pub item_path: Vec<u32>,
     pub attempt: u32,
     pub status: InvocationStatus,
@@ -245,7 +245,7 @@ impl History {
         Ok(self
             .query_runs(
                 &format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1"),
-                &[SqlValue::Text(run.0.clone())],
+                &[SqlValue::Text(run.0.to_string())],
             )?
             .pop())
     }
@@ -327,7 +327,7 @@ impl History {
                 let blocks: Vec<bool> = segment
                     .blocks
                     .iter()
-                    .map(|(id, _)| filter.block.as_ref().is_none_or(|b| b.0 == *id))
+                    .map(|(id, _)| filter.block.as_ref().is_none_or(|b| *b.0 == **id))
                     .collect();
                 if !blocks.contains(&true) {
                     continue;
@@ -359,8 +359,8 @@ impl History {
                     let (block_id, block_name) = segment.blocks[raw.block];
                     rows.push(InvocationRow {
                         id: raw.id,
-                        block_id: BlockId(block_id.to_owned()),
-                        block_name: block_name.to_owned(),
+                        block_id: BlockId(block_id.into()),
+                        block_name: block_name.into(),
                         item_path: raw.item_path().map_err(damaged)?,
                         attempt: raw.attempt,
                         status: raw.status,
@@ -603,8 +603,8 @@ impl History {
         Ok(InvocationRecord {
             run_id: run.clone(),
             id: raw.id,
-            block_id: BlockId(block_id.to_owned()),
-            block_name: block_name.to_owned(),
+            block_id: BlockId(block_id.into()),
+            block_name: block_name.into(),
             item_path: raw.item_path().map_err(Failure::Damaged)?,
             attempt: raw.attempt,
             parents: raw.parents().collect(),
@@ -653,7 +653,7 @@ impl History {
         let mut index = known
             .filter(|i| i.seq == seq && i.chunks <= chunks && i.last_chunk <= last_chunk)
             .unwrap_or(RunIndex {
-                run: RunId(String::new()),
+                run: RunId("".into()),
                 version: 0,
                 seq,
                 chunks: 0,

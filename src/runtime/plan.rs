@@ -61,7 +61,7 @@ impl Outgoing {
 #[derive(Clone, Debug)]
 pub struct PlanBlock {
     pub id: BlockId,
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     /// Why this block can't run, if it can't (a Node.js block, a block type Braid doesn't support yet).
     pub not_runnable: Option<String>,
     pub cap: Option<u32>,
@@ -119,7 +119,7 @@ impl Plan {
                 };
                 PlanBlock {
                     id: block.id.clone(),
-                    name: block.name.clone(),
+                    name: block.name.as_str().into(),
                     not_runnable,
                     cap,
                     timeout_s,
@@ -164,7 +164,7 @@ impl Plan {
                 TransitionKind::Merge => {
                     let slot = blocks[target].merge_inputs;
                     blocks[target].merge_inputs += 1;
-                    let source = blocks[from].name.clone();
+                    let source = blocks[from].name.to_string();
                     blocks[target].merge_sources.push(source);
                     blocks[from].outgoing.merges.push(MergeEdge {
                         transition: t.id.clone(),

@@ -1,5 +1,7 @@
 //! What a run produces: invocation records, run summaries and the events that carry them out of the runtime.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -8,11 +10,11 @@ use crate::model::{BlockId, TransitionId};
 /// A run's identity. The requester chooses it, so that events of an old run can be told apart (and dropped).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct RunId(pub String);
+pub struct RunId(pub Arc<str>);
 
 impl RunId {
     pub fn new_random() -> Self {
-        Self(crate::model::new_id())
+        Self(crate::model::new_id().into())
     }
 }
 
@@ -99,7 +101,7 @@ pub struct InvocationRecord {
     pub run_id: RunId,
     pub id: InvocationId,
     pub block_id: BlockId,
-    pub block_name: String,
+    pub block_name: std::sync::Arc<str>,
     pub item_path: Vec<u32>,
     /// 1 normally; more when the invocation was run again because its worker died under another invocation.
     pub attempt: u32,

@@ -5,6 +5,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -19,10 +20,11 @@ use super::record::{
 use crate::model::TransitionId;
 
 /// Where an invocation sits: its item path, and the open fan-outs (frame, item) around it, outermost first.
+/// Inline up to a few levels of nesting: a fan-out's items then cost one allocation each, not three.
 #[derive(Debug, Default)]
 struct Ctx {
-    path: Vec<u32>,
-    frames: Vec<(u64, u32)>,
+    path: SmallVec<[u32; 4]>,
+    frames: SmallVec<[(u64, u32); 2]>,
 }
 
 struct Pending {
@@ -312,7 +314,7 @@ impl RunScheduler {
             id,
             block_id: plan_block.id.clone(),
             block_name: plan_block.name.clone(),
-            item_path: inv.ctx.path.clone(),
+            item_path: inv.ctx.path.to_vec(),
             attempt: result.attempt,
             parents: std::mem::take(&mut inv.parents),
             status: InvocationStatus::Succeeded,
@@ -344,9 +346,9 @@ impl RunScheduler {
                         self.results.push((
                             block,
                             RunResult {
-                                block: plan_block.name.clone(),
+                                block: plan_block.name.to_string(),
                                 block_id: plan_block.id.clone(),
-                                item_path: inv.ctx.path.clone(),
+                                item_path: inv.ctx.path.to_vec(),
                                 output: output.clone(),
                             },
                         ));
@@ -394,9 +396,9 @@ impl RunScheduler {
                 self.failures.push((
                     block,
                     RunFailure {
-                        block: plan_block.name.clone(),
+                        block: plan_block.name.to_string(),
                         block_id: plan_block.id.clone(),
-                        item_path: inv.ctx.path.clone(),
+                        item_path: inv.ctx.path.to_vec(),
                         status: if timed_out { "timed_out" } else { "exception" }.to_owned(),
                         error: error.summary(),
                         traceback: (!error.traceback.is_empty()).then(|| error.traceback.clone()),
@@ -457,13 +459,14 @@ impl RunScheduler {
                     .map(|(edge, _)| edge),
             )
             .chain(out.elses.iter().filter(|_| !out.ifs.is_empty() && !any_if));
-        let shared = Arc::new(backpack.clone());
+        let mut shared: Option<Arc<Value>> = None;
         for edge in passing {
             fired.push(edge.transition.clone());
+            let shared = shared.get_or_insert_with(|| Arc::new(backpack.clone()));
             self.enqueue(
                 edge.target,
                 output.clone(),
-                Arc::clone(&shared),
+                Arc::clone(shared),
                 Arc::clone(&inv.ctx),
                 vec![inv.id],
             );
@@ -490,6 +493,7 @@ impl RunScheduler {
             );
             // One growth for the whole fan-out rather than a copy of the queue at every doubling.
             self.queues[edge.target].reserve(items.len());
+            let shared = Arc::clone(shared.get_or_insert_with(|| Arc::new(backpack.clone())));
             for (i, item) in items.iter().enumerate() {
                 let mut path = inv.ctx.path.clone();
                 path.push(i as u32);
@@ -565,7 +569,7 @@ impl RunScheduler {
         backpack: &Value,
     ) {
         let k = self.plan.blocks[target].merge_inputs;
-        let key = (target, inv.ctx.frames.clone());
+        let key = (target, inv.ctx.frames.to_vec());
         let state = self
             .merges
             .entry(key.clone())
@@ -609,7 +613,7 @@ impl RunScheduler {
         self.failures.push((
             block,
             RunFailure {
-                block: plan_block.name.clone(),
+                block: plan_block.name.to_string(),
                 block_id: plan_block.id.clone(),
                 item_path: path.to_vec(),
                 status: status.to_owned(),
@@ -747,7 +751,7 @@ impl RunScheduler {
             if !dup.is_empty() {
                 let _ = write!(message, "; more than one result from {}", dup.join(", "));
             }
-            let path = state.ctx.path.clone();
+            let path = state.ctx.path.to_vec();
             let ctx = Arc::clone(&state.ctx);
             self.fail_run(key.0, &path, "merge", message);
             let reason = format!("merge \"{}\" failed", self.plan.blocks[key.0].name);
@@ -784,7 +788,7 @@ impl RunScheduler {
                 id: pending.id,
                 block_id: plan_block.id.clone(),
                 block_name: plan_block.name.clone(),
-                item_path: pending.ctx.path.clone(),
+                item_path: pending.ctx.path.to_vec(),
                 attempt: 1,
                 parents: pending.parents,
                 status: InvocationStatus::Cancelled,
@@ -926,13 +930,13 @@ mod tests {
         let mut p = Project::default();
         for name in blocks {
             let mut b = Block::new_code(*name, "", Position::default());
-            b.id = BlockId((*name).to_owned());
+            b.id = BlockId((*name).into());
             p.blocks.push(b);
         }
         for (from, to, kind) in links {
             p.transitions.push(Transition::new(
-                BlockId((*from).to_owned()),
-                BlockId((*to).to_owned()),
+                BlockId((*from).into()),
+                BlockId((*to).into()),
                 *kind,
             ));
         }

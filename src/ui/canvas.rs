@@ -698,7 +698,7 @@ impl Viewer<'_> {
     ) -> RecordingPin {
         let block = snarl
             .get_node(node)
-            .map_or_else(|| BlockId(String::new()), |n| n.block.clone());
+            .map_or_else(|| BlockId("".into()), |n| n.block.clone());
         let pins = if output {
             self.pins.outgoing(&block)
         } else {

@@ -291,7 +291,7 @@ impl ExecutionsPanel {
                     });
                     if all_blocks {
                         row.col(|ui| {
-                            ui.add(egui::Label::new(&data.block_name).truncate());
+                            ui.add(egui::Label::new(&*data.block_name).truncate());
                         });
                     }
                     row.col(|ui| {
@@ -435,7 +435,7 @@ fn runs_ui(
                         ui.close();
                     }
                     if ui.button("Copy run id").clicked() {
-                        ui.ctx().copy_text(run.run_id.0.clone());
+                        ui.ctx().copy_text(run.run_id.0.to_string());
                         ui.close();
                     }
                 });

@@ -429,7 +429,7 @@ fn transition_ui(ui: &mut Ui, app: &App, t: &Transition, tx: &CommandSender) {
                 expression,
             });
         }
-        for error in app.compile_errors.iter().filter(|e| e.what == t.id.0) {
+        for error in app.compile_errors.iter().filter(|e| *e.what == *t.id.0) {
             ui.label(RichText::new(&error.message).color(theme::error_color(dark)));
         }
     }

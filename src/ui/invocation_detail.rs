@@ -353,7 +353,7 @@ fn navigation_ui(ui: &mut Ui, picked: &Picked, tx: &CommandSender) {
 fn header_ui(ui: &mut Ui, record: &InvocationRecord) {
     let dark = ui.visuals().dark_mode;
     ui.horizontal_wrapped(|ui| {
-        ui.label(RichText::new(&record.block_name).strong().size(15.0));
+        ui.label(RichText::new(&*record.block_name).strong().size(15.0));
         ui.label(RichText::new(format!("#{}", record.id)).monospace().weak());
         ui.label(format!("item {}", item_path(&record.item_path)));
         if record.attempt > 1 {
@@ -396,7 +396,7 @@ fn links_ui(
                 || format!("#{id}"),
                 |row| {
                     if row.item_path.is_empty() {
-                        row.block_name.clone()
+                        row.block_name.to_string()
                     } else {
                         format!("{} {}", row.block_name, item_path(&row.item_path))
                     }

@@ -47,9 +47,9 @@ impl ResultsPanel {
         if let Some((run, summary)) = summary
             && !summary.failures.is_empty()
             && summary.results.is_empty()
-            && self.auto_switched.as_deref() != Some(run.run_id.0.as_str())
+            && self.auto_switched.as_deref() != Some(&*run.run_id.0)
         {
-            self.auto_switched = Some(run.run_id.0.clone());
+            self.auto_switched = Some(run.run_id.0.to_string());
             if matches!(self.tab, Tab::Results) {
                 self.tab = Tab::Failures;
             }

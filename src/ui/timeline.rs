@@ -296,7 +296,9 @@ impl TimelineView {
                 }
                 if let Some(lane) = order.iter().position(|b| *b == &row.block_id) {
                     lanes[lane].push(i);
-                    names[lane].clone_from(&row.block_name);
+                    if names[lane].is_empty() {
+                        names[lane] = row.block_name.to_string();
+                    }
                 }
             }
             let keep: Vec<bool> = lanes.iter().map(|l| !l.is_empty()).collect();

@@ -108,7 +108,7 @@ fn picked_record(harness: &Harness<'_, BraidApp>) -> InvocationRecord {
 }
 
 fn picked_block(harness: &Harness<'_, BraidApp>) -> String {
-    picked_record(harness).block_name
+    picked_record(harness).block_name.to_string()
 }
 
 fn press(harness: &mut Harness<'_, BraidApp>, key: Key) {
@@ -197,7 +197,7 @@ fn step_through_a_failed_item_follow_it_and_replay_it() {
         assert!(
             split
                 .lineage_blocks
-                .contains(&BlockId(format!("id-{block}"))),
+                .contains(&BlockId(format!("id-{block}").into())),
             "{block} is on the path"
         );
     }
@@ -375,7 +375,7 @@ fn snapshot_of_the_timeline() {
     let mut rows = vec![InvocationRow {
         id: 1,
         block_id: BlockId("split".into()),
-        block_name: "Split".to_owned(),
+        block_name: "Split".into(),
         item_path: Vec::new(),
         attempt: 1,
         status: InvocationStatus::Succeeded,
@@ -391,7 +391,7 @@ fn snapshot_of_the_timeline() {
         rows.push(InvocationRow {
             id: u64::from(i) + 2,
             block_id: BlockId("process".into()),
-            block_name: "Process".to_owned(),
+            block_name: "Process".into(),
             item_path: vec![i],
             attempt: 1,
             status: if failed {

@@ -98,7 +98,7 @@ fn a_failed_item_can_be_found_read_and_followed_after_a_restart() {
         .unwrap();
     assert_eq!(by_status.len(), 1);
     let broken = &by_status[0];
-    assert_eq!(broken.block_name, "Work");
+    assert_eq!(&*broken.block_name, "Work");
     assert_eq!(broken.item_path, [3]);
     assert_eq!(broken.input_preview, "\"oops\"");
     assert_eq!(

@@ -94,7 +94,7 @@ fn hello_world_fanout_maps_blocks_and_transitions() {
     );
     // Ids are kept exactly, so transitions still point at the right blocks.
     let fan_out = &project.transitions[1];
-    assert_eq!(fan_out.id.0, "690be531-3c08-45cc-a80e-bec46cc34c7b");
+    assert_eq!(&*fan_out.id.0, "690be531-3c08-45cc-a80e-bec46cc34c7b");
     assert_eq!(
         project.block_name(&fan_out.from),
         "Create Array of Data for Fan Out"

@@ -34,7 +34,7 @@ impl Builder {
 
     pub fn block(mut self, name: &str, code: &str) -> Self {
         let mut block = Block::new_code(name, code, Position::default());
-        block.id = BlockId(format!("id-{name}"));
+        block.id = BlockId(format!("id-{name}").into());
         self.project.blocks.push(block);
         self
     }
@@ -64,8 +64,8 @@ impl Builder {
 
     pub fn link_if(mut self, from: &str, to: &str, kind: TransitionKind, expression: &str) -> Self {
         let mut t = Transition::new(
-            BlockId(format!("id-{from}")),
-            BlockId(format!("id-{to}")),
+            BlockId(format!("id-{from}").into()),
+            BlockId(format!("id-{to}").into()),
             kind,
         );
         expression.clone_into(&mut t.expression);
@@ -97,7 +97,7 @@ impl Outcome {
     pub fn records_of(&self, block: &str) -> Vec<&InvocationRecord> {
         self.records
             .iter()
-            .filter(|r| r.block_name == block)
+            .filter(|r| *r.block_name == *block)
             .collect()
     }
 }

@@ -255,7 +255,7 @@ impl<'a> Encoder<'a> {
         for list in &self.fired {
             put_varint(&mut head, list.len() as u64);
             for transition in *list {
-                let index = self.transitions.iter().position(|t| *t == transition.0);
+                let index = self.transitions.iter().position(|t| *t == &*transition.0);
                 put_varint(&mut head, index.unwrap_or_default() as u64);
             }
         }
@@ -355,7 +355,7 @@ impl<'a> Encoder<'a> {
         let found = self.fired.iter().position(|f| *f == fired);
         found.unwrap_or_else(|| {
             for transition in fired {
-                if !self.transitions.contains(&transition.0.as_str()) {
+                if !self.transitions.contains(&&*transition.0) {
                     self.transitions.push(&transition.0);
                 }
             }
@@ -914,7 +914,7 @@ impl Raw<'_> {
     pub fn fired(&self, segment: &SegmentView<'_>) -> Vec<TransitionId> {
         segment.fired[self.fired]
             .iter()
-            .map(|&t| TransitionId(segment.transitions[t].to_owned()))
+            .map(|&t| TransitionId(segment.transitions[t].into()))
             .collect()
     }
 }

@@ -31,7 +31,7 @@ pub(super) fn from_v1(tx: &Transaction<'_>) -> Result<(), Failure> {
         .collect::<Result<_, _>>()?;
     let mut memo = payload::Memo::new();
     for (seq, run_id) in runs {
-        let run = RunId(run_id);
+        let run = RunId(run_id.into());
         let mut statement = tx.prepare(
             "SELECT id, block_id, block_name, item_path, attempt, status, queued_at_ms, started_at_ms,
              ended_at_ms, parents, input, backpack_in, output, backpack_out, stdout, stderr, error, fired

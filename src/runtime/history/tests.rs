@@ -16,8 +16,8 @@ fn record(
     InvocationRecord {
         run_id: run.clone(),
         id,
-        block_id: BlockId(format!("id-{block}")),
-        block_name: block.to_owned(),
+        block_id: BlockId(format!("id-{block}").into()),
+        block_name: block.into(),
         item_path: path.to_vec(),
         attempt: 1,
         parents: Vec::new(),
@@ -217,7 +217,7 @@ fn runs_are_listed_newest_first_with_counts() {
     let history = History::open(&path).unwrap();
     let runs = history.runs().unwrap();
     assert_eq!(
-        runs.iter().map(|r| r.run_id.0.as_str()).collect::<Vec<_>>(),
+        runs.iter().map(|r| &*r.run_id.0).collect::<Vec<_>>(),
         ["new", "old"]
     );
     let newest = &runs[0];
@@ -306,7 +306,7 @@ fn rows_honour_every_filter() {
         ..InvocationFilter::default()
     });
     assert_eq!(ids(&work), (2..22).collect::<Vec<_>>());
-    assert_eq!(work[0].block_name, "Work");
+    assert_eq!(&*work[0].block_name, "Work");
     assert_eq!(work[0].input_preview, r#"{"item":2}"#);
 
     let failed = rows(InvocationFilter {
@@ -428,7 +428,7 @@ fn children_follow_fan_out_and_fan_in() {
 #[test]
 fn delete_and_retention_remove_runs_and_only_unshared_payloads() {
     let (_dir, path) = temp_db();
-    let runs: Vec<RunId> = (0..4).map(|i| RunId(format!("run-{i}"))).collect();
+    let runs: Vec<RunId> = (0..4).map(|i| RunId(format!("run-{i}").into())).collect();
     for (i, run) in runs.iter().enumerate() {
         let mut records = sample(run);
         // A value only this run has.
