@@ -93,7 +93,7 @@ impl Invoker for ProcessPool {
 }
 
 /// One frame from a worker, parsed on the reader task (so that decoding runs beside the scheduler).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 struct WorkerFrame {
     op: String,
     #[serde(default)]
@@ -109,6 +109,77 @@ struct WorkerFrame {
     key: u64,
     #[serde(default)]
     code: Value,
+}
+
+/// A frame's body: a binary results frame (worker.py describes it) or a JSON message.
+fn parse_frame(body: &[u8]) -> Result<WorkerFrame, String> {
+    match body.split_first() {
+        Some((b'R', rest)) => parse_results(rest),
+        _ => serde_json::from_slice(body).map_err(|e| e.to_string()),
+    }
+}
+
+/// A results frame after its tag: the short rows' integer columns, then their return values and
+/// backpacks as JSON, then the full rows as JSON.
+fn parse_results(body: &[u8]) -> Result<WorkerFrame, String> {
+    let mut rest = body;
+    let mut take = |n: usize| -> Result<&[u8], String> {
+        if rest.len() < n {
+            return Err("a results frame is cut short".to_owned());
+        }
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        Ok(head)
+    };
+    let t = u64::from_le_bytes(take(8)?.try_into().map_err(|_| "bad header")?);
+    let n = u32::from_le_bytes(take(4)?.try_into().map_err(|_| "bad header")?) as usize;
+    let column = |bytes: &[u8]| -> Vec<i64> {
+        bytes
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()))
+            .collect()
+    };
+    let keys = column(take(n * 8)?);
+    let t0s = column(take(n * 8)?);
+    let durations = column(take(n * 8)?);
+    let mut json = || -> Result<&[u8], String> {
+        let len = u32::from_le_bytes(take(4)?.try_into().map_err(|_| "bad length")?);
+        take(len as usize)
+    };
+    let outputs: Vec<Value> = serde_json::from_slice(json()?).map_err(|e| e.to_string())?;
+    let backpacks: Value = serde_json::from_slice(json()?).map_err(|e| e.to_string())?;
+    let mut results: Vec<WireResult> =
+        serde_json::from_slice(json()?).map_err(|e| e.to_string())?;
+    if outputs.len() != n {
+        return Err(format!("{n} results but {} return values", outputs.len()));
+    }
+    let mut backpacks = match backpacks {
+        Value::Array(list) if list.len() == n => list.into_iter().map(Some).collect(),
+        Value::Number(_) => vec![None; n],
+        _ => return Err("a results frame's backpacks don't match its results".to_owned()),
+    };
+    let short = outputs
+        .into_iter()
+        .enumerate()
+        .map(|(i, output)| WireResult {
+            key: keys[i] as u64,
+            t0: t0s[i] as f64,
+            duration: durations[i] as f64,
+            output,
+            backpack: backpacks[i].take().filter(|b| *b != 0),
+            status: 0,
+            ifs: Vec::new(),
+            stdout: String::new(),
+            stderr: String::new(),
+            error: None,
+        });
+    results.splice(0..0, short);
+    Ok(WorkerFrame {
+        op: "done".to_owned(),
+        t: t as f64,
+        results,
+        ..WorkerFrame::default()
+    })
 }
 
 /// A result row, see worker.py: `[key, t0, duration, return, backpack]` when the invocation returned,
@@ -461,7 +532,7 @@ impl PoolActor {
                 if reader.read_exact(&mut body).await.is_err() {
                     break String::new();
                 }
-                match serde_json::from_slice::<WorkerFrame>(&body) {
+                match parse_frame(&body) {
                     Ok(frame) => {
                         if tx
                             .send((index, generation, FromWorker::Frame(frame)))

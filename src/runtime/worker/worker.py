@@ -9,16 +9,20 @@
 #              ("fresh": 1 instead of "backpacks": each invocation gets an empty backpack of its own)
 #            {"op": "cancel", "keys": [...]}   {"op": "unload", "program": P}
 # Replies:   {"op": "loaded", "program": P, "errors": [[block, what, line, message], ...]}
-#            {"op": "done", "t": T, "results": [row, ...]}   (T: this worker's start, wall-clock µs)
+#            a results frame, binary (below)
 #            {"op": "exiting", "key": K, "code": C}   (user code called os._exit)
 #            {"op": "stuck", "key": K}                (a timed-out invocation ignored the interrupt)
 #            {"op": "beat"}                           (alive, while invocations run)
-# row: [key, t0, duration, return, backpack] for an invocation that returned, printed nothing and has no
-#      `if`s (most of a big fan-out: short rows are cheaper to encode and decode), else
-#      [key, t0, duration, return, backpack, status, ifs, stdout, stderr, error].
-#      backpack 0: the empty backpack it was given, still empty (saves encoding it back).
+# Results frame: b"R", then little-endian u64 T (this worker's start, wall-clock µs) and u32 n, then the n
+# invocations that returned, printed nothing and have no `if`s (most of a big fan-out) as columns: n i64
+# keys, n i64 t0, n i64 durations, then three u32-length-prefixed JSON texts: their n return values; their
+# backpacks (0 when all are unchanged, else n values); the other invocations' rows
+# [key, t0, duration, return, backpack, status, ifs, stdout, stderr, error].
+# Integer columns cost next to nothing to write and read; JSON is kept for values.
+# backpack 0: the empty backpack it was given, still empty (saves encoding it back).
 # status: 0 returned, 1 raised, 2 timed out, 3 cancelled.  error: [type, message, traceback, line].
-# t0: microseconds since T; duration: microseconds (small integers: cheaper to encode than times).
+# t0: microseconds since T; duration: microseconds.
+import array
 import ast
 import collections
 import collections.abc
@@ -29,6 +33,7 @@ import json
 import linecache
 import os
 import site
+import struct
 import sys
 import threading
 import time
@@ -42,7 +47,7 @@ monotonic_ns = time.monotonic_ns
 # One clock read per timestamp, relative to the worker's start (sent as wall-clock time with each reply).
 START_NS = time.monotonic_ns()
 START_WALL_US = time.time_ns() // 1000
-DONE_PREFIX = b'{"op":"done","t":%d,"results":' % START_WALL_US
+UNCHANGED = 0
 FRESH = object()
 FLUSH_EVERY = 256
 FLUSH_AFTER_NS = 2_000_000
@@ -119,8 +124,10 @@ class Worker:
         # Run frames as they arrived (bytes), decoded in place into a Batch by the first thread to reach them.
         self.tasks = collections.deque()
         self.take_lock = threading.Lock()
-        # Result rows: appending to a deque is atomic, so exec threads append without a lock.
+        # Result rows: appending to a deque is atomic, so exec threads append without a lock. `out` holds
+        # the short rows (key, t0, duration, return, backpack), `slow` the full ones.
         self.out = collections.deque()
+        self.slow = collections.deque()
         self.flush_lock = threading.Lock()
         self.write_lock = threading.Lock()
         self.last_flush = monotonic_ns()
@@ -128,6 +135,7 @@ class Worker:
         self.idle = 0
         self.threads = 0
         self.max_threads = int(os.environ.get("BRAID_WORKER_MAX_THREADS", "512"))
+        # Invocations whose results were sent (the monitor adds those still waiting to go).
         self.completed = 0
         # thread ident -> [key, started (monotonic ns), timeout (ns), interrupted_at or None]
         self.running = {}
@@ -157,13 +165,50 @@ class Worker:
 
     def flush(self):
         with self.flush_lock:
-            out = self.out
-            if not out:
+            out, slow = self.out, self.slow
+            if not out and not slow:
                 return
             popleft = out.popleft
             rows = [popleft() for _ in range(len(out))]
+            popleft = slow.popleft
+            slow_rows = [popleft() for _ in range(len(slow))]
             self.last_flush = monotonic_ns()
-            self.send_raw(DONE_PREFIX + self.encode(rows).encode() + b"}")
+            self.completed += len(rows) + len(slow_rows)
+            self.send_raw(self.results_frame(rows, slow_rows))
+
+    def results_frame(self, rows, slow_rows):
+        """The binary results frame (see the top of this file) for short rows and full rows."""
+        try:
+            rets = _FAST_ENCODE([row[3] for row in rows])
+            backpacks = [row[4] for row in rows]
+            backpacks = "0" if backpacks.count(UNCHANGED) == len(backpacks) else _FAST_ENCODE(backpacks)
+        except (TypeError, ValueError, RecursionError):
+            # Some value is not JSON: find the rows it is in (checked), and let them fail alone.
+            good = []
+            for row in rows:
+                try:
+                    json.dumps(row, allow_nan=False)
+                    good.append(row)
+                except (TypeError, ValueError) as e:
+                    slow_rows.append(_unencodable(row, e))
+            return self.results_frame(good, slow_rows)
+        if rows:
+            keys, t0s, durations, _, _ = zip(*rows)
+            columns = array.array("q", keys + t0s + durations)
+            if sys.byteorder != "little":
+                columns.byteswap()
+            columns = columns.tobytes()
+        else:
+            columns = b""
+        rets = rets.encode()
+        backpacks = backpacks.encode()
+        rest = self.encode(slow_rows).encode()
+        return b"".join((
+            b"R", struct.pack("<QI", START_WALL_US, len(rows)), columns,
+            struct.pack("<I", len(rets)), rets,
+            struct.pack("<I", len(backpacks)), backpacks,
+            struct.pack("<I", len(rest)), rest,
+        ))
 
     # ----- requests -----
     def serve(self):
@@ -258,6 +303,7 @@ class Worker:
         capture = tls.capture
         out = self.out
         append = out.append
+        append_slow = self.slow.append
         running = self.running
         cancelled = self.cancelled
         ident = get_ident()
@@ -285,7 +331,6 @@ class Worker:
                 empty_in = True
             else:
                 empty_in = backpack.__class__ is dict and not backpack
-            tls.key = key
             # Each invocation gets its own copy of its block's variables (see _BlockEnviron).
             if block.env:
                 tls.env = dict(block.env)
@@ -320,18 +365,17 @@ class Worker:
                 t0 = (m0 - START_NS) // 1000
                 duration = (m1 - m0) // 1000
                 if status == OK and ifs is EMPTY and capture[0] is None and capture[1] is None:
-                    row = [key, t0, duration, ret, 0 if empty_in and not backpack else backpack]
+                    append((key, t0, duration, ret, UNCHANGED if empty_in and not backpack else backpack))
                 else:
                     printed, logged = capture
                     capture[0] = capture[1] = None
-                    row = [key, t0, duration, ret, backpack, status, ifs, "".join(printed) if printed else "", "".join(logged) if logged else "", error]
+                    append_slow([key, t0, duration, ret, backpack, status, ifs, "".join(printed) if printed else "", "".join(logged) if logged else "", error])
             except (BraidTimeout, BraidCancelled) as e:
                 # An interrupt that landed just after the user's code returned.
-                row = self.interrupted_result(key, e)
-            append(row)
-            self.completed += 1
+                append_slow(self.interrupted_result(key, e))
+                duration = FLUSH_AFTER_US + 1
             # A slow invocation's result goes out at once; fast ones go in batches.
-            if len(out) >= FLUSH_EVERY or row[2] > FLUSH_AFTER_US:
+            if len(out) >= FLUSH_EVERY or duration > FLUSH_AFTER_US:
                 self.flush()
 
     def take(self):
@@ -371,7 +415,7 @@ class Worker:
             # Unloaded meanwhile: its run has ended, so these were stopped before they began.
             now = _since_start_us(monotonic_ns())
             stopped = ["Cancelled", "the run was stopped", "", None]
-            self.out.extend([key, now, 0, None, None, CANCELLED, [], "", "", stopped] for key in keys)
+            self.slow.extend([key, now, 0, None, None, CANCELLED, [], "", "", stopped] for key in keys)
             return None
         backpacks = msg.get("backpacks")
         return Batch(program[msg["block"]], len(keys), zip(keys, msg["inputs"], itertools.repeat(FRESH) if backpacks is None else backpacks))
@@ -385,10 +429,11 @@ class Worker:
             # Grow the pool while every thread is blocked (sleeping, waiting on the network): no invocation
             # finished for a whole tick, yet work waits. Compute-bound work gains nothing from more threads,
             # but loses little, since the GIL hands over every 5 ms anyway.
-            if self.tasks and self.idle == 0 and self.completed == last_completed and self.threads < self.max_threads:
+            completed = self.completed + len(self.out) + len(self.slow)
+            if self.tasks and self.idle == 0 and completed == last_completed and self.threads < self.max_threads:
                 self.spawn(min(max(self.threads, 1), self.max_threads - self.threads, len(self.tasks)))
-            last_completed = self.completed
-            if now - self.last_flush > FLUSH_AFTER_NS and self.out:
+            last_completed = completed
+            if now - self.last_flush > FLUSH_AFTER_NS and (self.out or self.slow):
                 self.flush()
             for ident, entry in list(self.running.items()):
                 key, started, timeout_ns, interrupted = entry
@@ -599,7 +644,9 @@ def main():
     real_exit = os._exit
 
     def _exit(code):
-        key = getattr(_tls, "key", None)
+        # The invocation running on this thread, if the call came from one.
+        entry = worker.running.get(threading.get_ident())
+        key = entry[0] if entry is not None else None
         if key is not None:
             try:
                 worker.send({"op": "exiting", "key": key, "code": code})
