@@ -889,7 +889,7 @@ impl App {
         };
         let run_id = RunId::new_random();
         let backpack = if record.backpack_in.is_object() {
-            record.backpack_in.clone()
+            (*record.backpack_in).clone()
         } else {
             Value::Object(serde_json::Map::new())
         };

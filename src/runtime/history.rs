@@ -589,11 +589,11 @@ impl History {
                 Ok(String::from_utf8_lossy(&bytes(v)?).into_owned())
             })
         };
-        let backpack_in = json(raw.backpack_in)?;
+        let backpack_in = std::sync::Arc::new(json(raw.backpack_in)?);
         let backpack_out = match raw.backpack_out {
             None => None,
-            Some(Val::SameAsBackpackIn) => Some(backpack_in.clone()),
-            Some(value) => Some(json(value)?),
+            Some(Val::SameAsBackpackIn) => Some(std::sync::Arc::clone(&backpack_in)),
+            Some(value) => Some(std::sync::Arc::new(json(value)?)),
         };
         let error: Option<ErrorInfo> = match raw.error {
             None => None,

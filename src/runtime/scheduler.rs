@@ -40,7 +40,7 @@ struct Pending {
 
 struct Delivery {
     value: Value,
-    backpack: Value,
+    backpack: Arc<Value>,
     from: InvocationId,
 }
 
@@ -54,7 +54,7 @@ struct FanInSet {
 
 struct Frame {
     parent: Arc<Ctx>,
-    base_backpack: Value,
+    base_backpack: Arc<Value>,
     alive: Vec<u32>,
     unsettled: usize,
     sets: Vec<FanInSet>,
@@ -322,7 +322,7 @@ impl RunScheduler {
             started_at_ms: result.started_at_ms,
             ended_at_ms: result.ended_at_ms,
             input: Value::Null,
-            backpack_in: Value::Null,
+            backpack_in: Arc::clone(&inv.backpack),
             output: None,
             backpack_out: None,
             stdout: result.stdout,
@@ -337,7 +337,8 @@ impl RunScheduler {
                 backpack,
                 ifs,
             } => {
-                let backpack = backpack.unwrap_or_else(|| (*inv.backpack).clone());
+                // Unchanged (the common case): the same shared value, not a copy.
+                let backpack = backpack.map_or_else(|| Arc::clone(&inv.backpack), Arc::new);
                 if out.fan_outs.is_empty() || output.is_array() {
                     if !self.single {
                         self.fire_success(&inv, &output, &backpack, &ifs, &mut fired);
@@ -372,7 +373,7 @@ impl RunScheduler {
                     Some((error, Some(backpack), false))
                 }
             }
-            Outcome::Raised { error, backpack } => Some((error, backpack, false)),
+            Outcome::Raised { error, backpack } => Some((error, backpack.map(Arc::new), false)),
             Outcome::TimedOut { error } => Some((error, None, true)),
             Outcome::Crashed { error } => Some((error, None, false)),
             Outcome::Cancelled => {
@@ -381,7 +382,7 @@ impl RunScheduler {
             }
         };
         if let Some((error, backpack, timed_out)) = failure {
-            let backpack = backpack.unwrap_or_else(|| (*inv.backpack).clone());
+            let backpack = backpack.unwrap_or_else(|| Arc::clone(&inv.backpack));
             if out.exceptions.is_empty() {
                 record.status = if timed_out {
                     InvocationStatus::TimedOut
@@ -412,13 +413,12 @@ impl RunScheduler {
                     "exception_text": if error.traceback.is_empty() { error.summary() } else { error.traceback.clone() },
                     "input_data": inv.input,
                 });
-                let shared = Arc::new(backpack.clone());
                 for edge in &out.exceptions {
                     fired.push(edge.transition.clone());
                     self.enqueue(
                         edge.target,
                         payload.clone(),
-                        Arc::clone(&shared),
+                        Arc::clone(&backpack),
                         Arc::clone(&inv.ctx),
                         vec![id],
                     );
@@ -430,7 +430,6 @@ impl RunScheduler {
         record.fired = fired;
         self.counts[block].add_final(record.status);
         record.input = inv.input;
-        record.backpack_in = Arc::unwrap_or_clone(inv.backpack);
         self.outbox.push(record);
         self.release(&inv.ctx);
     }
@@ -439,7 +438,7 @@ impl RunScheduler {
         &mut self,
         inv: &Pending,
         output: &Value,
-        backpack: &Value,
+        backpack: &Arc<Value>,
         ifs: &[bool],
         fired: &mut Vec<TransitionId>,
     ) {
@@ -459,14 +458,12 @@ impl RunScheduler {
                     .map(|(edge, _)| edge),
             )
             .chain(out.elses.iter().filter(|_| !out.ifs.is_empty() && !any_if));
-        let mut shared: Option<Arc<Value>> = None;
         for edge in passing {
             fired.push(edge.transition.clone());
-            let shared = shared.get_or_insert_with(|| Arc::new(backpack.clone()));
             self.enqueue(
                 edge.target,
                 output.clone(),
-                Arc::clone(shared),
+                Arc::clone(backpack),
                 Arc::clone(&inv.ctx),
                 vec![inv.id],
             );
@@ -480,7 +477,7 @@ impl RunScheduler {
                 frame_id,
                 Frame {
                     parent: Arc::clone(&inv.ctx),
-                    base_backpack: backpack.clone(),
+                    base_backpack: Arc::clone(backpack),
                     alive: vec![0; items.len()],
                     unsettled: items.len(),
                     sets: edge
@@ -493,7 +490,6 @@ impl RunScheduler {
             );
             // One growth for the whole fan-out rather than a copy of the queue at every doubling.
             self.queues[edge.target].reserve(items.len());
-            let shared = Arc::clone(shared.get_or_insert_with(|| Arc::new(backpack.clone())));
             for (i, item) in items.iter().enumerate() {
                 let mut path = inv.ctx.path.clone();
                 path.push(i as u32);
@@ -502,7 +498,7 @@ impl RunScheduler {
                 self.enqueue(
                     edge.target,
                     item.clone(),
-                    Arc::clone(&shared),
+                    Arc::clone(backpack),
                     Arc::new(Ctx { path, frames }),
                     vec![inv.id],
                 );
@@ -521,7 +517,13 @@ impl RunScheduler {
         }
     }
 
-    fn deliver_fan_in(&mut self, inv: &Pending, target: usize, output: &Value, backpack: &Value) {
+    fn deliver_fan_in(
+        &mut self,
+        inv: &Pending,
+        target: usize,
+        output: &Value,
+        backpack: &Arc<Value>,
+    ) {
         let Some(&(frame_id, item)) = inv.ctx.frames.last() else {
             let name = self.plan.blocks[inv.block].name.clone();
             self.fail_run(
@@ -553,7 +555,7 @@ impl RunScheduler {
         } else {
             set.got[slot] = Some(Delivery {
                 value: output.clone(),
-                backpack: backpack.clone(),
+                backpack: Arc::clone(backpack),
                 from: inv.id,
             });
             set.delivered += 1;
@@ -566,7 +568,7 @@ impl RunScheduler {
         target: usize,
         slot: usize,
         output: &Value,
-        backpack: &Value,
+        backpack: &Arc<Value>,
     ) {
         let k = self.plan.blocks[target].merge_inputs;
         let key = (target, inv.ctx.frames.to_vec());
@@ -584,7 +586,7 @@ impl RunScheduler {
         }
         state.got[slot] = Some(Delivery {
             value: output.clone(),
-            backpack: backpack.clone(),
+            backpack: Arc::clone(backpack),
             from: inv.id,
         });
         if state.got.iter().all(Option::is_some) && state.extra.iter().all(|&e| e == 0) {
@@ -592,7 +594,7 @@ impl RunScheduler {
                 return;
             };
             let (values, backpack, parents) = combine(
-                Value::Object(Map::new()),
+                &Value::Object(Map::new()),
                 complete.got.into_iter().flatten(),
             );
             self.enqueue(target, values, Arc::new(backpack), complete.ctx, parents);
@@ -656,7 +658,7 @@ impl RunScheduler {
             let complete = set.delivered == n && set.extra.iter().all(|&e| e == 0);
             if complete {
                 let (values, backpack, parents) =
-                    combine(frame.base_backpack.clone(), set.got.into_iter().flatten());
+                    combine(&frame.base_backpack, set.got.into_iter().flatten());
                 self.enqueue(
                     set.target,
                     values,
@@ -796,7 +798,7 @@ impl RunScheduler {
                 started_at_ms: None,
                 ended_at_ms: Some(now),
                 input: pending.input,
-                backpack_in: Arc::unwrap_or_clone(pending.backpack),
+                backpack_in: pending.backpack,
                 output: None,
                 backpack_out: None,
                 stdout: String::new(),
@@ -875,21 +877,33 @@ impl FanInSet {
 /// The array of delivered values, the backpacks merged shallowly in order over `base` (a later key
 /// wins), and where they came from.
 fn combine(
-    base: Value,
+    base: &Value,
     deliveries: impl Iterator<Item = Delivery>,
 ) -> (Value, Value, Vec<InvocationId>) {
     let mut merged = match base {
-        Value::Object(map) => map,
+        Value::Object(map) => map.clone(),
         _ => Map::new(),
     };
     let mut values = Vec::new();
     let mut parents = Vec::new();
+    let mut last: Option<Arc<Value>> = None;
     for delivery in deliveries {
-        if let Value::Object(map) = delivery.backpack {
+        // Merging the backpack just merged again changes nothing: items that left theirs unchanged
+        // share one, so a big fan-in merges it once.
+        if last
+            .as_ref()
+            .is_some_and(|l| Arc::ptr_eq(l, &delivery.backpack))
+        {
+            values.push(delivery.value);
+            parents.push(delivery.from);
+            continue;
+        }
+        if let Value::Object(map) = &*delivery.backpack {
             for (k, v) in map {
-                merged.insert(k, v);
+                merged.insert(k.clone(), v.clone());
             }
         }
+        last = Some(delivery.backpack);
         values.push(delivery.value);
         parents.push(delivery.from);
     }
@@ -1068,5 +1082,27 @@ mod tests {
             .count();
         assert_eq!(cancelled, 4);
         assert_eq!(s.finish().status, RunStatus::Cancelled);
+    }
+
+    #[test]
+    fn combine_merges_a_shared_backpack_once_and_keeps_later_wins() {
+        let a = Arc::new(json!({"k": "a", "only_a": 1}));
+        let b = Arc::new(json!({"k": "b"}));
+        let delivery = |backpack: &Arc<Value>, from| Delivery {
+            value: json!(from),
+            backpack: Arc::clone(backpack),
+            from,
+        };
+        // a, a (skipped: the same value again), b, then a again: a's key wins, as it came last.
+        let deliveries = [
+            delivery(&a, 1),
+            delivery(&a, 2),
+            delivery(&b, 3),
+            delivery(&a, 4),
+        ];
+        let (values, backpack, parents) = combine(&json!({"base": true}), deliveries.into_iter());
+        assert_eq!(values, json!([1, 2, 3, 4]));
+        assert_eq!(backpack, json!({"base": true, "k": "a", "only_a": 1}));
+        assert_eq!(parents, vec![1, 2, 3, 4]);
     }
 }

@@ -80,7 +80,7 @@ impl InvocationDetail {
                 self.value_ui(ui, "Input", Some(&record.input));
                 self.value_ui(ui, "Backpack in", Some(&record.backpack_in));
                 self.value_ui(ui, "Return value", record.output.as_ref());
-                self.value_ui(ui, "Backpack out", record.backpack_out.as_ref());
+                self.value_ui(ui, "Backpack out", record.backpack_out.as_deref());
                 self.printed_ui(ui, "stdout", &record.stdout);
                 self.printed_ui(ui, "stderr", &record.stderr);
                 if !record.fired.is_empty() {

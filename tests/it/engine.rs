@@ -33,12 +33,12 @@ fn then_passes_value_and_backpack() {
     assert_eq!(out.results_of("B"), vec![&json!(50)]);
     let a = out.records_of("A")[0];
     assert_eq!(a.stdout, "from A\n");
-    assert_eq!(a.backpack_out, Some(json!({"seen": 4})));
+    assert_eq!(a.backpack_out.as_deref(), Some(&json!({"seen": 4})));
     let b = out.records_of("B")[0];
-    assert_eq!(b.backpack_in, json!({"seen": 4}));
+    assert_eq!(*b.backpack_in, json!({"seen": 4}));
     assert_eq!(
-        b.backpack_out,
-        Some(json!({"seen": 4})),
+        b.backpack_out.as_deref(),
+        Some(&json!({"seen": 4})),
         "rebinding the name changes nothing"
     );
     assert_eq!(b.parents, vec![a.id]);
@@ -130,7 +130,7 @@ fn exception_transition_gets_traceback_input_and_backpack() {
             .contains("invalid literal for int()")
     );
     assert_eq!(
-        out.records_of("Report")[0].backpack_in,
+        *out.records_of("Report")[0].backpack_in,
         json!({"tried": true})
     );
 }
@@ -311,7 +311,7 @@ fn merge_waits_for_every_source_in_transition_order() {
     assert_eq!(out.results_of("Join"), vec![&json!(["slow", "fast"])]);
     let join = out.records_of("Join")[0];
     assert_eq!(
-        join.backpack_in,
+        *join.backpack_in,
         json!({"start": 1, "who": "fast"}),
         "merge order: later transition wins"
     );

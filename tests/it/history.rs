@@ -146,7 +146,7 @@ fn a_failed_item_can_be_found_read_and_followed_after_a_restart() {
     // What it got, what it printed, why it failed.
     let record = history.invocation(run, broken.id).unwrap().unwrap();
     assert_eq!(record.input, json!("oops"));
-    assert_eq!(record.backpack_in, json!({}));
+    assert_eq!(*record.backpack_in, json!({}));
     assert_eq!(record.stdout, "working on oops\n");
     let error = record.error.unwrap();
     assert_eq!(error.kind, "ValueError");

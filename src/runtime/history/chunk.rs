@@ -43,6 +43,8 @@
 //! Times are differences of the f64 bit patterns: exact (the record read back is the record written),
 //! and a few bytes, since times of one batch are close together.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use crate::model::TransitionId;
@@ -326,10 +328,14 @@ impl<'a> Encoder<'a> {
         self.value(Some(&r.input));
         self.value(Some(&r.backpack_in));
         self.value(r.output.as_ref());
-        if r.backpack_out.as_ref() == Some(&r.backpack_in) {
+        // The same shared value (most invocations leave the backpack alone) or an equal one.
+        if r.backpack_out
+            .as_ref()
+            .is_some_and(|out| Arc::ptr_eq(out, &r.backpack_in) || out == &r.backpack_in)
+        {
             self.body.push(TAG_SAME_AS_BACKPACK_IN);
         } else {
-            self.value(r.backpack_out.as_ref());
+            self.value(r.backpack_out.as_deref());
         }
         if let Some(error) = &r.error {
             put_str(&mut self.body, &error.summary());
@@ -971,9 +977,9 @@ mod tests {
             started_at_ms: Some(1.7e12 + id as f64 * 0.125),
             ended_at_ms: Some(1.7e12 + id as f64 * 0.131),
             input: json!(id),
-            backpack_in: json!({}),
+            backpack_in: json!({}).into(),
             output: Some(json!(id * 2)),
-            backpack_out: Some(json!({})),
+            backpack_out: Some(json!({}).into()),
             stdout: String::new(),
             stderr: String::new(),
             error: None,
@@ -1038,8 +1044,8 @@ mod tests {
         let records: Vec<_> = (1..=10)
             .map(|id| {
                 let mut r = record(id);
-                r.backpack_in = big.clone();
-                r.backpack_out = Some(json!({"other": "y".repeat(2000)}));
+                r.backpack_in = big.clone().into();
+                r.backpack_out = Some(json!({"other": "y".repeat(2000)}).into());
                 r
             })
             .collect();

@@ -26,9 +26,9 @@ fn record(
         started_at_ms: Some(1000.0 + id as f64),
         ended_at_ms: Some(1000.0 + 2.0 * id as f64),
         input: json!({"item": id}),
-        backpack_in: json!({"shared": "the same for everyone"}),
+        backpack_in: json!({"shared": "the same for everyone"}).into(),
         output: (status == InvocationStatus::Succeeded).then(|| json!(id * 10)),
-        backpack_out: Some(json!({"shared": "the same for everyone"})),
+        backpack_out: Some(json!({"shared": "the same for everyone"}).into()),
         stdout: String::new(),
         stderr: String::new(),
         error: status.is_failure().then(|| ErrorInfo {
@@ -238,8 +238,8 @@ fn identical_payloads_are_stored_once_and_large_ones_compressed() {
     let records: Vec<_> = (1..=1000)
         .map(|id| {
             let mut r = record(&run, id, "Work", &[id as u32], InvocationStatus::Succeeded);
-            r.backpack_in = big.clone();
-            r.backpack_out = Some(big.clone());
+            r.backpack_in = big.clone().into();
+            r.backpack_out = Some(big.clone().into());
             r
         })
         .collect();
@@ -259,7 +259,7 @@ fn identical_payloads_are_stored_once_and_large_ones_compressed() {
     );
     assert_eq!(
         history.invocation(&run, 500).unwrap().unwrap().backpack_out,
-        Some(big)
+        Some(big.into())
     );
 }
 
@@ -763,7 +763,7 @@ fn v1_records(run: &RunId) -> Vec<InvocationRecord> {
     records[6].output = Some(json!({"big": "x".repeat(10_000)}));
     records[8].input = json!({"medium": "m".repeat(200)});
     for r in &mut records[10..15] {
-        r.backpack_in = json!({"large": "l".repeat(3000)});
+        r.backpack_in = json!({"large": "l".repeat(3000)}).into();
         r.backpack_out = None;
     }
     records
