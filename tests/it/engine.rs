@@ -45,6 +45,39 @@ fn then_passes_value_and_backpack() {
     assert_eq!(a.fired.len(), 1);
 }
 
+/// Recorded times are wall-clock times of the invocation itself: a 0.2 s sleep records about 0.2 s,
+/// starting between the run's request and its end, whether it printed (a full result row) or not.
+#[test]
+fn recorded_times_are_the_invocations_own() {
+    let sleep = |printed: &str| {
+        format!(
+            "import time\ndef main(block_input, backpack):\n    time.sleep(0.2)\n    {printed}\n    return block_input\n"
+        )
+    };
+    let project = Builder::new()
+        .block("Quiet", &sleep("pass"))
+        .block("Loud", &sleep("print('done')"))
+        .link("Quiet", "Loud", Then)
+        .build();
+    let before = braid::runtime::record::now_ms();
+    let out = run(project, json!(1));
+    let after = braid::runtime::record::now_ms();
+    assert_eq!(out.summary.status, RunStatus::Succeeded);
+    for block in ["Quiet", "Loud"] {
+        let record = out.records_of(block)[0];
+        let (start, end) = (
+            record.started_at_ms.expect("started"),
+            record.ended_at_ms.expect("ended"),
+        );
+        assert!(
+            before <= start && end <= after,
+            "{block}: {start}..{end} outside {before}..{after}"
+        );
+        let took = end - start;
+        assert!((195.0..1000.0).contains(&took), "{block} took {took} ms");
+    }
+}
+
 #[test]
 fn if_and_else_pick_branches() {
     let project = |input| {

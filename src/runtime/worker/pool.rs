@@ -187,8 +187,9 @@ fn parse_results(body: &[u8]) -> Result<WorkerFrame, String> {
 #[derive(Debug)]
 struct WireResult {
     key: u64,
-    /// µs after the worker's start.
+    /// ns after the worker's start.
     t0: f64,
+    /// ns.
     duration: f64,
     output: Value,
     /// `None`: the empty backpack it was given, unchanged.
@@ -283,12 +284,12 @@ impl WireResult {
                 backpack: self.backpack.filter(|b| !b.is_null()),
             },
         };
-        let started = (base + self.t0) / 1000.0;
+        let started = (base + self.t0 / 1000.0) / 1000.0;
         TaskResult {
             key: self.key,
             attempt,
             started_at_ms: Some(started),
-            ended_at_ms: Some(started + self.duration / 1000.0),
+            ended_at_ms: Some(started + self.duration / 1e6),
             stdout: self.stdout,
             stderr: self.stderr,
             outcome,

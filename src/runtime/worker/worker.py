@@ -21,7 +21,7 @@
 # Integer columns cost next to nothing to write and read; JSON is kept for values.
 # backpack 0: the empty backpack it was given, still empty (saves encoding it back).
 # status: 0 returned, 1 raised, 2 timed out, 3 cancelled.  error: [type, message, traceback, line].
-# t0: microseconds since T; duration: microseconds.
+# t0: nanoseconds since T; duration: nanoseconds (integers, exact and cheap to pack).
 import array
 import ast
 import collections
@@ -51,7 +51,6 @@ UNCHANGED = 0
 FRESH = object()
 FLUSH_EVERY = 256
 FLUSH_AFTER_NS = 2_000_000
-FLUSH_AFTER_US = FLUSH_AFTER_NS // 1000
 TICK_S = 0.005
 GRACE_NS = 1_000_000_000
 BEAT_NS = 1_000_000_000
@@ -137,7 +136,10 @@ class Worker:
         self.max_threads = int(os.environ.get("BRAID_WORKER_MAX_THREADS", "512"))
         # Invocations whose results were sent (the monitor adds those still waiting to go).
         self.completed = 0
-        # thread ident -> [key, started (monotonic ns), timeout (ns), interrupted_at or None]
+        # thread ident -> its slot: [key, started (monotonic ns), timeout (ns), interrupted_at or None],
+        # key None while the thread runs no invocation. One list per thread for its life, refilled in one
+        # step per invocation (a slice assignment), so the monitor never sees half of one and half of
+        # another.
         self.running = {}
         self.cancelled = set()
 
@@ -276,9 +278,9 @@ class Worker:
     def cancel(self, keys):
         keys = set(keys)
         self.cancelled |= keys
-        for ident, entry in list(self.running.items()):
-            if entry[0] in keys and self.running.get(ident) is entry:
-                entry[3] = monotonic_ns()
+        for ident, slot in list(self.running.items()):
+            if slot[0] in keys:
+                slot[3] = monotonic_ns()
                 _async_raise(ident, BraidCancelled)
 
     # ----- threads -----
@@ -289,14 +291,16 @@ class Worker:
 
     def loop(self):
         _tls.capture = [None, None]
+        slot = [None, 0, 0, None]
+        self.running[get_ident()] = slot
         while True:
             try:
-                self.loop_once()
+                self.loop_once(slot)
             except (BraidTimeout, BraidCancelled):
                 # A stray interrupt aimed at an invocation that had just finished: nothing to stop.
                 pass
 
-    def loop_once(self):
+    def loop_once(self, slot):
         """Runs invocations until the thread is interrupted. The hot path of a big fan-out: everything an
         invocation needs is a local here, and only what the user's code may observe is set per call."""
         tls = _tls
@@ -304,79 +308,78 @@ class Worker:
         out = self.out
         append = out.append
         append_slow = self.slow.append
-        running = self.running
         cancelled = self.cancelled
-        ident = get_ident()
         with_env = False
-        batch = None
         while True:
-            task = next(batch.it, None) if batch is not None else None
-            if task is None:
-                if batch is not None:
-                    batch.done = True
-                batch = self.take()
-                if batch is None:
-                    self.flush()
-                    with self.cv:
-                        if self.tasks:
-                            continue
-                        self.idle += 1
-                        self.cv.wait()
-                        self.idle -= 1
+            batch = self.take()
+            if batch is None:
+                self.flush()
+                with self.cv:
+                    if self.tasks:
+                        continue
+                    self.idle += 1
+                    self.cv.wait()
+                    self.idle -= 1
                 continue
             block = batch.block
-            key, block_input, backpack = task
-            if backpack is FRESH:
-                backpack = {}
-                empty_in = True
-            else:
-                empty_in = backpack.__class__ is dict and not backpack
-            # Each invocation gets its own copy of its block's variables (see _BlockEnviron).
-            if block.env:
-                tls.env = dict(block.env)
-                with_env = True
-            elif with_env:
+            main = block.main
+            block_ifs = block.ifs
+            block_env = block.env
+            timeout_ns = block.timeout_ns
+            if not block_env and with_env:
                 tls.env = None
                 with_env = False
-            ret = None
-            ifs = EMPTY
-            error = None
-            m0 = monotonic_ns()
-            running[ident] = entry = [key, m0, block.timeout_ns, None]
-            try:
+            for key, block_input, backpack in batch.it:
+                if backpack is FRESH:
+                    backpack = {}
+                    empty_in = True
+                else:
+                    empty_in = backpack.__class__ is dict and not backpack
+                # Each invocation gets its own copy of its block's variables (see _BlockEnviron).
+                if block_env:
+                    tls.env = dict(block_env)
+                    with_env = True
+                ret = None
+                ifs = EMPTY
+                error = None
+                m0 = monotonic_ns()
+                slot[:] = (key, m0, timeout_ns, None)
                 try:
                     try:
-                        if cancelled and key in cancelled:
-                            raise BraidCancelled()
-                        ret = (block.main or self.load_main(block))(block_input, backpack)
-                        if block.ifs:
-                            scope = {"return_data": ret, "backpack": backpack, "block_input": block_input, "lambda_input": block_input}
-                            ifs = [bool(eval(expr, scope)) for expr in block.ifs]
-                    finally:
-                        # Cleared before an interrupt can land outside the user's code.
-                        if running.get(ident) is entry:
-                            del running[ident]
-                    status = OK
-                except BaseException as e:
-                    status, error = _failure(block, e)
-                m1 = monotonic_ns()
-                if cancelled:
-                    cancelled.discard(key)
-                t0 = (m0 - START_NS) // 1000
-                duration = (m1 - m0) // 1000
-                if status == OK and ifs is EMPTY and capture[0] is None and capture[1] is None:
-                    append((key, t0, duration, ret, UNCHANGED if empty_in and not backpack else backpack))
-                else:
-                    printed, logged = capture
-                    capture[0] = capture[1] = None
-                    append_slow([key, t0, duration, ret, backpack, status, ifs, "".join(printed) if printed else "", "".join(logged) if logged else "", error])
-            except (BraidTimeout, BraidCancelled) as e:
-                # An interrupt that landed just after the user's code returned.
-                append_slow(self.interrupted_result(key, e))
-                duration = FLUSH_AFTER_US + 1
-            # A slow invocation's result goes out at once; fast ones go in batches.
-            if len(out) >= FLUSH_EVERY or duration > FLUSH_AFTER_US:
-                self.flush()
+                        try:
+                            if cancelled and key in cancelled:
+                                raise BraidCancelled()
+                            ret = (main or self.load_main(block))(block_input, backpack)
+                            if block_ifs:
+                                scope = {"return_data": ret, "backpack": backpack, "block_input": block_input, "lambda_input": block_input}
+                                ifs = [bool(eval(expr, scope)) for expr in block_ifs]
+                        finally:
+                            # Cleared before an interrupt can land outside the user's code.
+                            slot[0] = None
+                        status = OK
+                    except BaseException as e:
+                        status, error = _failure(block, e)
+                    m1 = monotonic_ns()
+                    if cancelled:
+                        cancelled.discard(key)
+                    duration = m1 - m0
+                    if status == OK and ifs is EMPTY and capture[0] is None and capture[1] is None:
+                        append((key, m0 - START_NS, duration, ret, UNCHANGED if empty_in and not backpack else backpack))
+                    else:
+                        printed, logged = capture
+                        capture[0] = capture[1] = None
+                        append_slow([key, m0 - START_NS, duration, ret, backpack, status, ifs, "".join(printed) if printed else "", "".join(logged) if logged else "", error])
+                except (BraidTimeout, BraidCancelled) as e:
+                    # An interrupt that landed just after the user's code returned.
+                    append_slow(self.interrupted_result(key, e))
+                    duration = FLUSH_AFTER_NS + 1
+                # A slow invocation's result goes out at once; fast ones go in batches.
+                if len(out) >= FLUSH_EVERY or duration > FLUSH_AFTER_NS:
+                    self.flush()
+                if main is None:
+                    main = block.main
+            # Whichever thread finds the shared iterator exhausted first retires the batch.
+            batch.done = True
 
     def take(self):
         """The batch to take invocations from (None when none waits); exhausted batches are dropped and
@@ -413,7 +416,7 @@ class Worker:
         program = self.programs.get(msg["program"])
         if program is None:
             # Unloaded meanwhile: its run has ended, so these were stopped before they began.
-            now = _since_start_us(monotonic_ns())
+            now = monotonic_ns() - START_NS
             stopped = ["Cancelled", "the run was stopped", "", None]
             self.slow.extend([key, now, 0, None, None, CANCELLED, [], "", "", stopped] for key in keys)
             return None
@@ -435,17 +438,22 @@ class Worker:
             last_completed = completed
             if now - self.last_flush > FLUSH_AFTER_NS and (self.out or self.slow):
                 self.flush()
-            for ident, entry in list(self.running.items()):
-                key, started, timeout_ns, interrupted = entry
+            busy = False
+            for ident, slot in list(self.running.items()):
+                key, started, timeout_ns, interrupted = slot
+                if key is None:
+                    continue
+                busy = True
                 if interrupted is None:
-                    if now - started > timeout_ns and self.running.get(ident) is entry:
-                        entry[3] = now
+                    # Still the same invocation (the slot is refilled in one step for the next one).
+                    if now - started > timeout_ns and slot[0] is key and slot[1] == started:
+                        slot[3] = now
                         _async_raise(ident, BraidTimeout)
                 elif now - interrupted > GRACE_NS:
-                    entry[3] = float("inf")
+                    slot[3] = float("inf")
                     # Python can't stop it (a C call, a sleep): the parent kills this process.
                     self.send({"op": "stuck", "key": key})
-            if self.running and now - last_beat > BEAT_NS:
+            if busy and now - last_beat > BEAT_NS:
                 last_beat = now
                 self.send({"op": "beat"})
 
@@ -466,10 +474,12 @@ class Worker:
         return "[" + ",".join(parts) + "]"
 
     def interrupted_result(self, key, exc):
-        now = _since_start_us(monotonic_ns())
+        now = monotonic_ns() - START_NS
         capture = _tls.capture
         capture[0] = capture[1] = None
-        self.running.pop(threading.get_ident(), None)
+        slot = self.running.get(get_ident())
+        if slot is not None:
+            slot[0] = None
         if isinstance(exc, BraidTimeout):
             return [key, now, 0, None, None, TIMED_OUT, [], "", "", ["Timeout", "ran past its timeout", "", None]]
         return [key, now, 0, None, None, CANCELLED, [], "", "", ["Cancelled", "the run was stopped", "", None]]
@@ -574,10 +584,6 @@ class Batch:
         self.done = False
 
 
-def _since_start_us(monotonic):
-    return (monotonic - START_NS) // 1000
-
-
 def _unencodable(row, exc):
     """The row of an invocation whose return value (or backpack) is not JSON: it fails, naming the type."""
     key, t0, duration, ret, backpack = row[:5]
@@ -645,8 +651,8 @@ def main():
 
     def _exit(code):
         # The invocation running on this thread, if the call came from one.
-        entry = worker.running.get(threading.get_ident())
-        key = entry[0] if entry is not None else None
+        slot = worker.running.get(threading.get_ident())
+        key = slot[0] if slot is not None else None
         if key is not None:
             try:
                 worker.send({"op": "exiting", "key": key, "code": code})
