@@ -297,13 +297,26 @@ fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
         single: false,
         history: history.as_ref().map(|h| h.path().to_owned()),
     })));
+    let outcome = follow_run(&mut runtime, &run_id, history.as_ref(), args.json);
+    // History is written out and closed before the process ends (a killed writer would leave its WAL).
+    runtime.shutdown(std::time::Duration::from_secs(10));
+    outcome
+}
+
+/// Shows a run's progress until it ends, then its summary; the exit code says how it went.
+fn follow_run(
+    runtime: &mut RuntimeHandle,
+    run_id: &RunId,
+    history: Option<&History>,
+    as_json: bool,
+) -> Result<ExitCode, UsageError> {
     let progress = Progress::new();
     let started = std::time::Instant::now();
     loop {
         let Some(event) = runtime.recv_blocking() else {
             return Err(UsageError(anyhow!("the runtime stopped unexpectedly")));
         };
-        if event.run_id() != &run_id {
+        if event.run_id() != run_id {
             continue;
         }
         match event {
@@ -313,9 +326,9 @@ fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
             RuntimeEvent::RunFinished(summary) => {
                 progress.finish();
                 if let Some(history) = &history {
-                    check_recorded(history, &run_id);
+                    check_recorded(history, run_id);
                 }
-                print_summary(&summary, args.json);
+                print_summary(&summary, as_json);
                 return Ok(if summary.status == RunStatus::Succeeded {
                     ExitCode::SUCCESS
                 } else {
@@ -329,7 +342,7 @@ fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
             } => {
                 progress.finish();
                 eprintln!("braid: {message}");
-                if args.json {
+                if as_json {
                     let failures: Vec<Value> = compile_errors
                         .iter()
                         .map(|e| {

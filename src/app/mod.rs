@@ -215,6 +215,14 @@ impl App {
         self.history.can_redo()
     }
 
+    /// Stops the runtime as the editor closes: a run still going is abandoned, and the history
+    /// database is written out and closed rather than cut off mid-write.
+    pub fn shutdown_runtime(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown(Duration::from_secs(5));
+        }
+    }
+
     pub fn has_runtime(&self) -> bool {
         self.runtime.is_some()
     }

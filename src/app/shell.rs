@@ -110,6 +110,10 @@ impl eframe::App for BraidApp {
         self.frame_ui(ui);
     }
 
+    fn on_exit(&mut self) {
+        self.app.shutdown_runtime();
+    }
+
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         if let Ok(text) = serde_json::to_string(&self.app.recent) {
             storage.set_string(RECENT_KEY, text);

@@ -92,6 +92,8 @@ impl RuntimeConfig {
 pub struct RuntimeHandle {
     requests: mpsc::Sender<RuntimeRequest>,
     events: mpsc::Receiver<RuntimeEvent>,
+    /// Answers once the engine has stopped (its history databases closed).
+    stopped: std::sync::mpsc::Receiver<()>,
 }
 
 impl RuntimeHandle {
@@ -99,6 +101,7 @@ impl RuntimeHandle {
     pub fn start(config: RuntimeConfig) -> std::io::Result<Self> {
         let (requests, requests_rx) = mpsc::channel(64);
         let (events_tx, events) = mpsc::channel(1024);
+        let (stopped_tx, stopped) = std::sync::mpsc::channel();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("braid-runtime")
@@ -108,8 +111,39 @@ impl RuntimeHandle {
             .name("braid-engine".to_owned())
             .spawn(move || {
                 runtime.block_on(Engine::run(config, requests_rx, events_tx));
+                let _ = stopped_tx.send(());
+                // Dropping the runtime stops the workers; nobody waits for that.
             })?;
-        Ok(Self { requests, events })
+        Ok(Self {
+            requests,
+            events,
+            stopped,
+        })
+    }
+
+    /// Stops the runtime: runs still going are abandoned, history databases are written out and
+    /// closed. Waits at most `timeout`; events that arrive meanwhile are dropped.
+    pub fn shutdown(self, timeout: Duration) {
+        let Self {
+            requests,
+            mut events,
+            stopped,
+        } = self;
+        drop(requests);
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            // Keep the events flowing, so the engine never waits to send one.
+            while events.try_recv().is_ok() {}
+            match stopped.recv_timeout(Duration::from_millis(5)) {
+                Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if std::time::Instant::now() >= deadline {
+                        tracing::warn!("the runtime did not stop within {timeout:?}");
+                        return;
+                    }
+                }
+            }
+        }
     }
 
     /// Sends a request. Blocks only if 64 requests are already waiting.
@@ -182,6 +216,8 @@ struct Engine {
 }
 
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+/// How long shutting down waits for a history database to close.
+const CLOSE_WITHIN: Duration = Duration::from_secs(10);
 
 impl Engine {
     async fn run(
@@ -227,6 +263,15 @@ impl Engine {
                     engine.prepared(number, prepared).await;
                 }
                 _ = tick.tick() => engine.progress().await,
+            }
+        }
+        // The handle went away: close the history databases, so each is left merged and whole.
+        for (path, writer) in engine.writers.drain() {
+            if tokio::time::timeout(CLOSE_WITHIN, writer.close())
+                .await
+                .is_err()
+            {
+                tracing::warn!("history: {} did not close in time", path.display());
             }
         }
     }

@@ -391,6 +391,21 @@ fn runs_a_pipeline_and_shows_the_result() {
     harness.get_by_label("Results (1)");
     // Running never touches the file.
     assert_eq!(std::fs::read_to_string(&path).expect("readable"), before);
+
+    // Closing the editor closes the run's history too: no write-ahead log is left beside it.
+    harness.state_mut().app.shutdown_runtime();
+    drop(harness);
+    let history = dir.path().join(".braid");
+    let files: Vec<String> = std::fs::read_dir(&history)
+        .expect("a history folder")
+        .map(|e| {
+            e.expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(files, ["map-reduce.braid.json.history.sqlite"], "{files:?}");
 }
 
 #[test]

@@ -241,6 +241,21 @@ fn project_with_a_failed_run() -> (tempfile::TempDir, PathBuf, String) {
     (dir, project, run_id)
 }
 
+/// `braid run` closes its history before it exits: the database is whole, with no write-ahead log
+/// left beside it to grow from run to run (and for the next open to scan).
+#[test]
+fn braid_run_leaves_its_history_closed() {
+    let (dir, project, run_id) = project_with_a_failed_run();
+    let history = dir.path().join(".braid");
+    let files: Vec<String> = std::fs::read_dir(&history)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files, ["pipeline.braid.json.history.sqlite"], "{files:?}");
+    let runs = history_json(&[project.to_str().unwrap()]);
+    assert_eq!(runs[0]["run_id"], run_id);
+}
+
 fn history_json(args: &[&str]) -> Value {
     let out = braid()
         .arg("history")

@@ -40,6 +40,9 @@ enum Message {
         summary: Box<RunSummary>,
         done: Option<oneshot::Sender<()>>,
     },
+    /// Write what came before, close the database (SQLite then checkpoints it and removes its WAL
+    /// file), end the thread, then answer.
+    Close(oneshot::Sender<()>),
 }
 
 /// Records runs into a history database from the runtime's side, batching writes on its own thread.
@@ -114,11 +117,17 @@ impl HistoryWriter {
                 // Logged once; what was sent is dropped (`braid run` then says its run is missing).
                 tracing::error!("history not recorded: {error}");
                 for message in receiver {
-                    if let Message::Finished {
-                        done: Some(done), ..
-                    } = message
-                    {
-                        let _ = done.send(());
+                    match message {
+                        Message::Finished {
+                            done: Some(done), ..
+                        } => {
+                            let _ = done.send(());
+                        }
+                        Message::Close(done) => {
+                            let _ = done.send(());
+                            break;
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -161,6 +170,15 @@ impl HistoryWriter {
             summary: Box::new(summary.clone()),
             done: Some(done),
         });
+        receiver
+    }
+
+    /// Ends the writer: everything sent before is written, then the database is closed. The receiver
+    /// completes once it is. Without this, a process that exits right after a run (`braid run`) leaves
+    /// the WAL behind, unmerged and growing from run to run, for the next open to scan.
+    pub fn close(&self) -> oneshot::Receiver<()> {
+        let (done, receiver) = oneshot::channel();
+        self.send(Message::Close(done));
         receiver
     }
 
@@ -234,11 +252,16 @@ impl Store {
     }
 
     fn serve(mut self, receiver: &Receiver<Message>) {
+        let mut closing = Vec::new();
         while let Ok(first) = receiver.recv() {
             let deadline = Instant::now() + BATCH_WAIT;
             let mut records = count(&first);
             let mut batch = vec![first];
-            while records < BATCH_RECORDS && !matches!(batch.last(), Some(Message::Finished { .. }))
+            while records < BATCH_RECORDS
+                && !matches!(
+                    batch.last(),
+                    Some(Message::Finished { .. } | Message::Close(_))
+                )
             {
                 match receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                     Ok(message) => {
@@ -260,18 +283,33 @@ impl Store {
             }
             let mut finished = false;
             for message in batch {
-                if let Message::Finished { done, .. } = message {
-                    finished = true;
-                    if let Some(done) = done {
-                        let _ = done.send(());
+                match message {
+                    Message::Finished { done, .. } => {
+                        finished = true;
+                        if let Some(done) = done {
+                            let _ = done.send(());
+                        }
                     }
+                    Message::Close(done) => closing.push(done),
+                    Message::Started { .. } | Message::Records(_) => {}
                 }
+            }
+            if !closing.is_empty() {
+                break;
             }
             // After the acknowledgement: a run's end does not wait for the checkpoint.
             self.since_checkpoint += 1;
             if finished || self.since_checkpoint >= CHECKPOINT_EVERY {
                 self.checkpoint();
             }
+        }
+        let path = self.path.clone();
+        // The last connection to close merges the WAL into the database and deletes it.
+        if let Err((_, e)) = self.conn.close() {
+            tracing::warn!("history: closing {} failed: {e}", path.display());
+        }
+        for done in closing {
+            let _ = done.send(());
         }
     }
 
@@ -415,6 +453,7 @@ impl Memos {
                     });
                     self.add(tx, seq, segment, &mut rows[i].1)?;
                 }
+                Message::Close(_) => {}
                 Message::Finished { summary, .. } => {
                     let Some(seq) = self.run_seq(tx, &summary.run_id, summary.started_at_ms)?
                     else {
@@ -548,6 +587,6 @@ fn recorded_ids(tx: &rusqlite::Transaction<'_>, seq: i64) -> rusqlite::Result<Ve
 fn count(message: &Message) -> usize {
     match message {
         Message::Records(segment) => segment.len(),
-        Message::Started { .. } | Message::Finished { .. } => 1,
+        Message::Started { .. } | Message::Finished { .. } | Message::Close(_) => 1,
     }
 }
