@@ -644,6 +644,46 @@ fn hostile_non_json_return() {
 }
 
 #[test]
+fn hostile_cyclic_and_too_deep_values() {
+    let out = hostile("        x = []\n        x.append(x)\n        return x", 10);
+    assert_only_item_4_failed(&out, InvocationStatus::Exception, "not JSON-serialisable");
+    // Nested deeper than the encoder can go: it fails alone too, rather than losing its result.
+    let out = hostile(
+        "        x = []\n        for _ in range(100000):\n            x = [x]\n        return x",
+        10,
+    );
+    assert_only_item_4_failed(&out, InvocationStatus::Exception, "not JSON-serialisable");
+    // Deeper than Braid keeps (127 levels), yet encodable: it fails alone, saying so; the same
+    // with a printed line (a full result row), and in the backpack.
+    for body in [
+        "        x = 0\n        for _ in range(400):\n            x = [x]\n        return x",
+        "        x = 0\n        for _ in range(400):\n            x = [x]\n        print('deep')\n        return x",
+        "        x = 0\n        for _ in range(400):\n            x = [x]\n        backpack['deep'] = x",
+    ] {
+        let out = hostile(body, 10);
+        assert_only_item_4_failed(&out, InvocationStatus::Exception, "levels deep");
+    }
+    // Within it: it passes through whole.
+    let out = hostile(
+        "        x = 0\n        for _ in range(100):\n            x = [x]\n        return x",
+        10,
+    );
+    assert_eq!(
+        out.summary.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        out.summary
+    );
+    let mut at = out.records_of("Work")[4].output.as_ref().expect("returned");
+    let mut depth = 0;
+    while let Some([inner]) = at.as_array().map(Vec::as_slice) {
+        depth += 1;
+        at = inner;
+    }
+    assert_eq!(depth, 100);
+}
+
+#[test]
 fn hostile_memory_error() {
     let out = hostile("        raise MemoryError()", 10);
     assert_only_item_4_failed(&out, InvocationStatus::Exception, "MemoryError");

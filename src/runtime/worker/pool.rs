@@ -146,33 +146,44 @@ fn parse_results(body: &[u8]) -> Result<WorkerFrame, String> {
         let len = u32::from_le_bytes(take(4)?.try_into().map_err(|_| "bad length")?);
         take(len as usize)
     };
-    let outputs: Vec<Value> = serde_json::from_slice(json()?).map_err(|e| e.to_string())?;
-    let backpacks: Value = serde_json::from_slice(json()?).map_err(|e| e.to_string())?;
-    let mut results: Vec<WireResult> =
-        serde_json::from_slice(json()?).map_err(|e| e.to_string())?;
-    if outputs.len() != n {
-        return Err(format!("{n} results but {} return values", outputs.len()));
-    }
-    let mut backpacks = match backpacks {
-        Value::Array(list) if list.len() == n => list.into_iter().map(Some).collect(),
-        Value::Number(_) => vec![None; n],
-        _ => return Err("a results frame's backpacks don't match its results".to_owned()),
+    let outputs = json_list(json()?, "return value")?;
+    let backpacks = json()?;
+    let mut backpacks = if backpacks == b"0" {
+        vec![Ok(Value::from(0)); n]
+    } else {
+        json_list(backpacks, "backpack")?
     };
-    let short = outputs
-        .into_iter()
-        .enumerate()
-        .map(|(i, output)| WireResult {
+    let mut results = slow_rows(json()?)?;
+    if outputs.len() != n || backpacks.len() != n {
+        return Err(format!(
+            "{n} results but {} return values and {} backpacks",
+            outputs.len(),
+            backpacks.len()
+        ));
+    }
+    let short = outputs.into_iter().enumerate().map(|(i, output)| {
+        let backpack = std::mem::replace(&mut backpacks[i], Ok(Value::Null));
+        let mut row = WireResult {
             key: keys[i] as u64,
             t0: t0s[i] as f64,
             duration: durations[i] as f64,
-            output,
-            backpack: backpacks[i].take().filter(|b| *b != 0),
+            output: Value::Null,
+            backpack: None,
             status: 0,
             ifs: Vec::new(),
             stdout: String::new(),
             stderr: String::new(),
             error: None,
-        });
+        };
+        match (output, backpack) {
+            (Ok(output), Ok(backpack)) => {
+                row.output = output;
+                row.backpack = (backpack != 0).then_some(backpack);
+            }
+            (Err(too_deep), _) | (_, Err(too_deep)) => row.fail(too_deep),
+        }
+        row
+    });
     results.splice(0..0, short);
     Ok(WorkerFrame {
         op: "done".to_owned(),
@@ -180,6 +191,145 @@ fn parse_results(body: &[u8]) -> Result<WorkerFrame, String> {
         results,
         ..WorkerFrame::default()
     })
+}
+
+/// The deepest nesting a value may have: `serde_json`'s own limit, which keeps every thread's stack safe
+/// (Python's encoder goes to about 1,000).
+const MAX_DEPTH: usize = 127;
+
+/// A results frame's JSON list of values. A value nested deeper than [`MAX_DEPTH`] is an error of its
+/// own (its invocation fails, saying so), not a broken frame.
+fn json_list(json: &[u8], what: &str) -> Result<Vec<Result<Value, String>>, String> {
+    match serde_json::from_slice::<Vec<Value>>(json) {
+        Ok(values) => Ok(values.into_iter().map(Ok).collect()),
+        Err(e) if too_deep(&e) => Ok(split_list(json)?
+            .into_iter()
+            .map(|(element, depth)| parse_element(element, depth, what))
+            .collect()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn too_deep(error: &serde_json::Error) -> bool {
+    error.to_string().contains("recursion limit exceeded")
+}
+
+fn parse_element(element: &[u8], depth: usize, what: &str) -> Result<Value, String> {
+    if depth > MAX_DEPTH {
+        return Err(format!(
+            "the {what} is nested {depth} levels deep; Braid keeps values up to {MAX_DEPTH} levels"
+        ));
+    }
+    serde_json::from_slice(element).map_err(|e| e.to_string())
+}
+
+/// The full rows; a row holding a value nested too deep fails alone, keeping its key, times and output.
+fn slow_rows(json: &[u8]) -> Result<Vec<WireResult>, String> {
+    match serde_json::from_slice::<Vec<WireResult>>(json) {
+        Ok(rows) => Ok(rows),
+        Err(e) if too_deep(&e) => split_list(json)?
+            .into_iter()
+            .map(|(row, _)| match serde_json::from_slice::<WireResult>(row) {
+                Ok(row) => Ok(row),
+                Err(e) if too_deep(&e) => deep_row(row),
+                Err(e) => Err(e.to_string()),
+            })
+            .collect(),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A full row with a value too deep in it: its other fields as sent, the invocation failed.
+fn deep_row(row: &[u8]) -> Result<WireResult, String> {
+    let fields = split_list(row)?;
+    let field = |i: usize| -> Result<Value, String> {
+        let (bytes, depth) = fields.get(i).ok_or("a result row is cut short")?;
+        parse_element(
+            bytes,
+            *depth,
+            if i == 3 { "return value" } else { "backpack" },
+        )
+    };
+    let plain = |i: usize| field(i).map_err(|_| "a result row is damaged".to_owned());
+    let number = |i: usize| plain(i).map(|v| v.as_f64().unwrap_or_default());
+    let mut result = WireResult {
+        key: plain(0)?.as_u64().ok_or("a result row has no key")?,
+        t0: number(1)?,
+        duration: number(2)?,
+        output: Value::Null,
+        backpack: None,
+        status: 0,
+        ifs: Vec::new(),
+        stdout: plain(7)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        stderr: plain(8)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        error: None,
+    };
+    match (field(3), field(4)) {
+        (Err(too_deep), _) | (_, Err(too_deep)) => result.fail(too_deep),
+        // The depth was elsewhere (the error's text): say so plainly.
+        (Ok(_), Ok(_)) => result.fail(format!(
+            "its result is nested more than {MAX_DEPTH} levels deep"
+        )),
+    }
+    Ok(result)
+}
+
+/// A JSON array's elements, each as its bytes and its nesting depth, without parsing them.
+fn split_list(json: &[u8]) -> Result<Vec<(&[u8], usize)>, String> {
+    let damaged = || "a results frame's JSON is damaged".to_owned();
+    let skip_space = |mut i: usize| {
+        while json.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        i
+    };
+    let mut i = skip_space(0);
+    if json.get(i) != Some(&b'[') {
+        return Err(damaged());
+    }
+    i = skip_space(i + 1);
+    let mut elements = Vec::new();
+    if json.get(i) == Some(&b']') {
+        return Ok(elements);
+    }
+    loop {
+        let start = i;
+        let (mut depth, mut deepest, mut in_string, mut escaped) = (0_usize, 0, false, false);
+        while let Some(&c) = json.get(i) {
+            if in_string {
+                match c {
+                    _ if escaped => escaped = false,
+                    b'\\' => escaped = true,
+                    b'"' => in_string = false,
+                    _ => {}
+                }
+            } else {
+                match c {
+                    b'"' => in_string = true,
+                    b'[' | b'{' => {
+                        depth += 1;
+                        deepest = deepest.max(depth);
+                    }
+                    b']' | b'}' | b',' if depth == 0 => break,
+                    b']' | b'}' => depth -= 1,
+                    _ => {}
+                }
+            }
+            i += 1;
+        }
+        elements.push((&json[start..i], deepest));
+        match json.get(i) {
+            Some(b',') => i = skip_space(i + 1),
+            Some(b']') => return Ok(elements),
+            _ => return Err(damaged()),
+        }
+    }
 }
 
 /// A result row, see worker.py: `[key, t0, duration, return, backpack]` when the invocation returned,
@@ -256,6 +406,14 @@ impl<'de> Deserialize<'de> for WireResult {
 }
 
 impl WireResult {
+    /// The invocation failed after all (its value can't be kept): say why, keep its times.
+    fn fail(&mut self, message: String) {
+        self.status = 1;
+        self.output = Value::Null;
+        self.backpack = None;
+        self.error = Some(("ValueError".to_owned(), message, String::new(), None));
+    }
+
     /// `base`: the worker's start (wall-clock µs); `attempt`: the task's, which the worker does not echo.
     fn into_result(self, base: f64, attempt: u32) -> TaskResult {
         let error = self
@@ -944,4 +1102,48 @@ fn timed_out_hard(task: &Task) -> TaskResult {
 
 fn cancelled(task: &Task) -> TaskResult {
     failed_result(task, Outcome::Cancelled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_list_finds_elements_and_depths_past_strings() {
+        let json = br#" [ 1, "a,]\"[{", [[2]], {"k": [3, "]"]} ] "#;
+        let parts: Vec<(String, usize)> = split_list(json)
+            .unwrap()
+            .into_iter()
+            .map(|(bytes, depth)| (String::from_utf8_lossy(bytes).trim().to_owned(), depth))
+            .collect();
+        assert_eq!(
+            parts,
+            [
+                ("1".to_owned(), 0),
+                (r#""a,]\"[{""#.to_owned(), 0),
+                ("[[2]]".to_owned(), 2),
+                (r#"{"k": [3, "]"]}"#.to_owned(), 2),
+            ]
+        );
+        assert_eq!(split_list(b"[]").unwrap().len(), 0);
+        assert!(split_list(b"[1, 2").is_err());
+        assert!(split_list(b"{}").is_err());
+    }
+
+    #[test]
+    fn a_value_too_deep_fails_alone() {
+        let deep = format!("{}0{}", "[".repeat(200), "]".repeat(200));
+        let list = format!("[1, {deep}, 3]");
+        let values = json_list(list.as_bytes(), "return value").unwrap();
+        assert_eq!(values[0], Ok(Value::from(1)));
+        assert!(
+            values[1]
+                .as_ref()
+                .unwrap_err()
+                .contains("nested 200 levels deep")
+        );
+        assert_eq!(values[2], Ok(Value::from(3)));
+        // Damage is still damage.
+        assert!(json_list(b"[1, oops]", "return value").is_err());
+    }
 }

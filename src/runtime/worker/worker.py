@@ -191,7 +191,7 @@ class Worker:
                 try:
                     json.dumps(row, allow_nan=False)
                     good.append(row)
-                except (TypeError, ValueError) as e:
+                except (TypeError, ValueError, RecursionError) as e:
                     slow_rows.append(_unencodable(row, e))
             return self.results_frame(good, slow_rows)
         if rows:
@@ -469,7 +469,7 @@ class Worker:
         for row in rows:
             try:
                 parts.append(json.dumps(row, separators=(",", ":"), allow_nan=False))
-            except (TypeError, ValueError) as e:
+            except (TypeError, ValueError, RecursionError) as e:
                 parts.append(json.dumps(_unencodable(row, e), separators=(",", ":")))
         return "[" + ",".join(parts) + "]"
 
@@ -592,7 +592,7 @@ def _unencodable(row, exc):
     try:
         json.dumps(ret, allow_nan=False)
         what, value = "backpack", backpack
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         pass
     error = ["TypeError", f"the {what} is not JSON-serialisable: {type(value).__name__} ({exc})", "", None]
     safe_backpack = None
@@ -600,7 +600,7 @@ def _unencodable(row, exc):
         try:
             json.dumps(backpack, allow_nan=False)
             safe_backpack = backpack
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             pass
     return [key, t0, duration, None, safe_backpack, RAISED, [], out, err, error]
 
