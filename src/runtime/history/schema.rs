@@ -91,6 +91,11 @@ pub(super) fn open(path: &Path) -> Result<Connection, HistoryError> {
     conn.busy_timeout(BUSY_TIMEOUT).map_err(error)?;
     // WAL: the panel reads while the runtime writes, neither waiting for the other. NORMAL sync is safe
     // against a crash of Braid (not of the machine), which is what history needs, and much faster.
+    // 16 kB pages for a new database (an existing one keeps its own): a run's chunks are blobs of
+    // about 100 kB, and bigger pages cut the WAL frames, overflow links and checksums the writer
+    // goes through; its CPU per recorded 100,000-item run went from about 45 to 27 ms.
+    conn.pragma_update(None, "page_size", 16384)
+        .map_err(error)?;
     conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
         .map_err(error)?;
     conn.pragma_update(None, "synchronous", "NORMAL")

@@ -135,6 +135,11 @@ fn open_creates_the_folder_and_the_schema_and_reopens() {
         .query_row("PRAGMA journal_mode", [], |row| row.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
+    let page_size: i64 = history
+        .conn
+        .query_row("PRAGMA page_size", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(page_size, 16384);
     drop(history);
     assert!(History::open(&path).unwrap().runs().unwrap().is_empty());
 }
