@@ -3,7 +3,7 @@
 //! the CLI ever blocks on Python.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -231,6 +231,8 @@ enum Recorded {
         writer: HistoryWriter,
         summary: RunSummary,
     },
+    /// No run records there any more: close it (after what came before), merging its WAL.
+    Close(HistoryWriter),
 }
 
 /// Runs until the engine drops its sender, after everything sent before.
@@ -258,6 +260,7 @@ async fn record(mut recorded: mpsc::Receiver<Recorded>, events: mpsc::Sender<Run
                     let _ = events.send(RuntimeEvent::RunFinished(summary)).await;
                 });
             }
+            Recorded::Close(writer) => drop(writer.close()),
         }
     }
 }
@@ -456,6 +459,9 @@ impl Engine {
             self.refuse(run_id, message, Vec::new()).await;
             return;
         }
+        if let Some(path) = &history {
+            self.close_idle_writers(path).await;
+        }
         let history = match history.map(|path| self.writer(path)).transpose() {
             Ok(history) => history,
             Err(error) => {
@@ -567,6 +573,27 @@ impl Engine {
         let writer = HistoryWriter::start_opening(&path)?;
         self.writers.insert(path, writer.clone());
         Ok(writer)
+    }
+
+    /// A run is about to record into `keep`: the databases no running run records into are closed
+    /// (the editor moved to another project), so their WAL is merged now rather than at exit.
+    async fn close_idle_writers(&mut self, keep: &Path) {
+        let busy: Vec<&Path> = self
+            .runs
+            .values()
+            .filter_map(|run| run.history.as_ref().map(HistoryWriter::path))
+            .collect();
+        let idle: Vec<PathBuf> = self
+            .writers
+            .keys()
+            .filter(|path| path.as_path() != keep && !busy.contains(&path.as_path()))
+            .cloned()
+            .collect();
+        for path in idle {
+            if let Some(writer) = self.writers.remove(&path) {
+                let _ = self.recorder.send(Recorded::Close(writer)).await;
+            }
+        }
     }
 
     async fn invoker_event(&mut self, event: InvokerEvent, touched: &mut Vec<u64>) {

@@ -256,6 +256,34 @@ fn braid_run_leaves_its_history_closed() {
     assert_eq!(runs[0]["run_id"], run_id);
 }
 
+/// A runtime that moves on to another project's history closes the one it left: its WAL is merged
+/// then, not when the editor exits.
+#[test]
+fn moving_to_another_projects_history_closes_the_last_one() {
+    let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (first_db, second_db) = (db_in(&first), db_in(&second));
+    let wal = |db: &Path| db.with_extension("sqlite-wal");
+    let mut runtime = RuntimeHandle::start(runtime_config()).unwrap();
+    run_recorded(&mut runtime, &first_db, json!([1, 2]));
+    assert!(wal(&first_db).exists(), "the first database is open");
+    run_recorded(&mut runtime, &second_db, json!([3]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while wal(&first_db).exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(!wal(&first_db).exists(), "the first database was closed");
+    assert!(
+        wal(&second_db).exists(),
+        "the second stays open for the next run"
+    );
+    assert_eq!(History::open(&first_db).unwrap().runs().unwrap().len(), 1);
+    // And back again: the first reopens.
+    run_recorded(&mut runtime, &first_db, json!([4]));
+    runtime.shutdown(std::time::Duration::from_secs(10));
+    assert_eq!(History::open(&first_db).unwrap().runs().unwrap().len(), 2);
+    assert_eq!(History::open(&second_db).unwrap().runs().unwrap().len(), 1);
+}
+
 fn history_json(args: &[&str]) -> Value {
     let out = braid()
         .arg("history")
