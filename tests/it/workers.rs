@@ -216,3 +216,68 @@ fn checking_code_does_not_restart_workers_that_hold_a_projects_libraries() {
         "workers restarted: {before:?} then {after:?}"
     );
 }
+
+/// A timeout interrupt meant for the invocation before, raised just as it ended, can land while the
+/// next one is being set up, before its code runs. That one must still run, once: the worker puts it
+/// back at the front of its queue. Driven through the worker's own Python, with the interrupt raised
+/// on cue (copying the block's variables raises it, the first time).
+#[test]
+fn an_interrupt_that_lands_before_an_invocation_begins_does_not_lose_it() {
+    let script = r#"
+import array, importlib.util, json, os, sys, threading, time
+spec = importlib.util.spec_from_file_location("braid_worker", sys.argv[1])
+w = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(w)
+worker = w.Worker(-1, -1)
+sent = []
+worker.send_raw = sent.append
+worker.load(1, [{"name": "B", "filename": "B", "ifs": [], "timeout_s": 60, "env": {},
+                 "code": "def main(block_input, backpack):\n    return block_input * 10\n"}])
+class Stale:
+    fired = False
+    def __bool__(self):
+        return True
+    def keys(self):
+        if not Stale.fired:
+            Stale.fired = True
+            raise w.BraidTimeout()
+        return []
+worker.programs[1][0].env = Stale()
+worker.tasks.append(b'{"op":"run","program":1,"block":0,"keys":[7,8],"inputs":[1,2],"fresh":1}')
+threading.Thread(target=worker.loop, daemon=True).start()
+deadline = time.time() + 10
+while worker.completed < 2 and time.time() < deadline:
+    time.sleep(0.01)
+time.sleep(0.1)
+keys, values = [], []
+for body in sent[1:]:
+    n = int.from_bytes(body[9:13], "little")
+    keys += array.array("q", body[13:13 + 8 * n]).tolist()
+    at = 13 + 24 * n
+    length = int.from_bytes(body[at:at + 4], "little")
+    values += json.loads(body[at + 4:at + 4 + length])
+print(json.dumps({"fired": Stale.fired, "keys": keys, "values": values}))
+"#;
+    let python = std::env::var("PYO3_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let worker_py = concat!(env!("CARGO_MANIFEST_DIR"), "/src/runtime/worker/worker.py");
+    let out = std::process::Command::new(python)
+        .args(["-c", script, worker_py])
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).expect("the script's JSON");
+    assert_eq!(got["fired"], true, "the interrupt was raised");
+    let mut pairs: Vec<(i64, i64)> = got["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(got["values"].as_array().unwrap())
+        .map(|(k, v)| (k.as_i64().unwrap(), v.as_i64().unwrap()))
+        .collect();
+    pairs.sort_unstable();
+    assert_eq!(pairs, [(7, 10), (8, 20)], "each invocation ran once");
+}

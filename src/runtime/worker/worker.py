@@ -329,21 +329,29 @@ class Worker:
             if not block_env and with_env:
                 tls.env = None
                 with_env = False
-            for key, block_input, backpack in batch.it:
-                if backpack is FRESH:
-                    backpack = {}
-                    empty_in = True
-                else:
-                    empty_in = backpack.__class__ is dict and not backpack
-                # Each invocation gets its own copy of its block's variables (see _BlockEnviron).
-                if block_env:
-                    tls.env = dict(block_env)
-                    with_env = True
-                ret = None
-                ifs = EMPTY
-                error = None
-                m0 = monotonic_ns()
-                slot[:] = (key, m0, timeout_ns, None)
+            for task in batch.it:
+                try:
+                    key, block_input, backpack = task
+                    if backpack is FRESH:
+                        backpack = {}
+                        empty_in = True
+                    else:
+                        empty_in = backpack.__class__ is dict and not backpack
+                    # Each invocation gets its own copy of its block's variables (see _BlockEnviron).
+                    if block_env:
+                        tls.env = dict(block_env)
+                        with_env = True
+                    ret = None
+                    ifs = EMPTY
+                    error = None
+                    m0 = monotonic_ns()
+                    slot[:] = (key, m0, timeout_ns, None)
+                except (BraidTimeout, BraidCancelled):
+                    # An interrupt aimed at the invocation before, raised just as it ended, landed
+                    # before this one began: this one runs after all, from the front of the queue.
+                    slot[0] = None
+                    self.tasks.appendleft(Batch(block, 1, iter((task,))))
+                    continue
                 try:
                     try:
                         try:
