@@ -890,20 +890,17 @@ fn combine(
     for delivery in deliveries {
         // Merging the backpack just merged again changes nothing: items that left theirs unchanged
         // share one, so a big fan-in merges it once.
-        if last
+        let repeated = last
             .as_ref()
-            .is_some_and(|l| Arc::ptr_eq(l, &delivery.backpack))
-        {
-            values.push(delivery.value);
-            parents.push(delivery.from);
-            continue;
-        }
-        if let Value::Object(map) = &*delivery.backpack {
-            for (k, v) in map {
-                merged.insert(k.clone(), v.clone());
+            .is_some_and(|l| Arc::ptr_eq(l, &delivery.backpack));
+        if !repeated {
+            if let Value::Object(map) = &*delivery.backpack {
+                for (k, v) in map {
+                    merged.insert(k.clone(), v.clone());
+                }
             }
+            last = Some(delivery.backpack);
         }
-        last = Some(delivery.backpack);
         values.push(delivery.value);
         parents.push(delivery.from);
     }

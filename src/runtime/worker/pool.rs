@@ -148,7 +148,7 @@ fn parse_results(body: &[u8]) -> Result<WorkerFrame, String> {
     };
     let outputs = json_list(json()?, "return value")?;
     let backpacks = json()?;
-    let mut backpacks = if backpacks == b"0" {
+    let backpacks = if backpacks == b"0" {
         vec![Ok(Value::from(0)); n]
     } else {
         json_list(backpacks, "backpack")?
@@ -161,29 +161,32 @@ fn parse_results(body: &[u8]) -> Result<WorkerFrame, String> {
             backpacks.len()
         ));
     }
-    let short = outputs.into_iter().enumerate().map(|(i, output)| {
-        let backpack = std::mem::replace(&mut backpacks[i], Ok(Value::Null));
-        let mut row = WireResult {
-            key: keys[i] as u64,
-            t0: t0s[i] as f64,
-            duration: durations[i] as f64,
-            output: Value::Null,
-            backpack: None,
-            status: 0,
-            ifs: Vec::new(),
-            stdout: String::new(),
-            stderr: String::new(),
-            error: None,
-        };
-        match (output, backpack) {
-            (Ok(output), Ok(backpack)) => {
-                row.output = output;
-                row.backpack = (backpack != 0).then_some(backpack);
+    let short = outputs
+        .into_iter()
+        .zip(backpacks)
+        .enumerate()
+        .map(|(i, (output, backpack))| {
+            let mut row = WireResult {
+                key: keys[i] as u64,
+                t0: t0s[i] as f64,
+                duration: durations[i] as f64,
+                output: Value::Null,
+                backpack: None,
+                status: 0,
+                ifs: Vec::new(),
+                stdout: String::new(),
+                stderr: String::new(),
+                error: None,
+            };
+            match (output, backpack) {
+                (Ok(output), Ok(backpack)) => {
+                    row.output = output;
+                    row.backpack = (backpack != 0).then_some(backpack);
+                }
+                (Err(too_deep), _) | (_, Err(too_deep)) => row.fail(too_deep),
             }
-            (Err(too_deep), _) | (_, Err(too_deep)) => row.fail(too_deep),
-        }
-        row
-    });
+            row
+        });
     results.splice(0..0, short);
     Ok(WorkerFrame {
         op: "done".to_owned(),
