@@ -38,6 +38,60 @@ struct Pending {
     queued_at_ms: f64,
 }
 
+/// One entry of a block's queue, with the sequence number its first invocation was queued under.
+enum Queued {
+    One(u64, Pending),
+    /// The items of one fan-out not taken yet. They become invocations one at a time as room frees up,
+    /// so a 100,000-item fan-out costs one entry here (and its values), not 100,000 invocations at once;
+    /// ids and sequence numbers were reserved when it fired, so the order is the same either way.
+    Items(Box<FanOutItems>),
+}
+
+struct FanOutItems {
+    items: std::vec::IntoIter<Value>,
+    /// The index of the next item (its id and sequence number are the first ones plus this).
+    next: u32,
+    first_id: InvocationId,
+    first_seq: u64,
+    frame: u64,
+    /// Where the fan-out fired: each item's context is this plus (frame, item).
+    parent: Arc<Ctx>,
+    backpack: Arc<Value>,
+    from: InvocationId,
+    queued_at_ms: f64,
+}
+
+impl Queued {
+    fn seq(&self) -> u64 {
+        match self {
+            Self::One(seq, _) => *seq,
+            Self::Items(items) => items.first_seq + u64::from(items.next),
+        }
+    }
+}
+
+impl FanOutItems {
+    /// The next item as an invocation of `block`.
+    fn take(&mut self, block: usize) -> Option<Pending> {
+        let input = self.items.next()?;
+        let item = self.next;
+        self.next += 1;
+        let mut path = self.parent.path.clone();
+        path.push(item);
+        let mut frames = self.parent.frames.clone();
+        frames.push((self.frame, item));
+        Some(Pending {
+            id: self.first_id + InvocationId::from(item),
+            block,
+            input,
+            backpack: Arc::clone(&self.backpack),
+            ctx: Arc::new(Ctx { path, frames }),
+            parents: vec![self.from],
+            queued_at_ms: self.queued_at_ms,
+        })
+    }
+}
+
 struct Delivery {
     value: Value,
     backpack: Arc<Value>,
@@ -58,8 +112,9 @@ struct Frame {
     alive: Vec<u32>,
     unsettled: usize,
     sets: Vec<FanInSet>,
-    /// Why an item's branch ended without delivering, first reason only.
-    reasons: Vec<Option<String>>,
+    /// Why an item's branch ended without delivering (the first reason), kept only for items that have
+    /// one: most have none, and a fan-out may have millions of items.
+    reasons: FxHashMap<u32, String>,
 }
 
 struct MergeState {
@@ -78,7 +133,7 @@ pub struct RunScheduler {
     next_id: InvocationId,
     next_seq: u64,
     next_frame: u64,
-    queues: Vec<VecDeque<(u64, Pending)>>,
+    queues: Vec<VecDeque<Queued>>,
     ready: BTreeSet<(u64, usize)>,
     running_per_block: Vec<u32>,
     running: FxHashMap<InvocationId, Pending>,
@@ -184,7 +239,7 @@ impl RunScheduler {
         if self.queues[block].is_empty() && self.has_room(block) {
             self.ready.insert((seq, block));
         }
-        self.queues[block].push_back((
+        self.queues[block].push_back(Queued::One(
             seq,
             Pending {
                 id,
@@ -200,6 +255,66 @@ impl RunScheduler {
         self.queued_total += 1;
     }
 
+    /// Queues a fan-out's items as one entry (see [`Queued::Items`]); as [`Self::enqueue`] would for each.
+    fn enqueue_items(
+        &mut self,
+        block: usize,
+        items: Vec<Value>,
+        frame: u64,
+        backpack: Arc<Value>,
+        parent: &Pending,
+    ) {
+        let n = items.len();
+        if n == 0 {
+            return;
+        }
+        // Each item keeps its own item of the new frame open (its `alive` starts at 1), and every item
+        // keeps the enclosing fan-outs' item open.
+        for &(outer, item) in &parent.ctx.frames {
+            if let Some(outer) = self.frames.get_mut(&outer) {
+                outer.alive[item as usize] += n as u32;
+            }
+        }
+        let first_id = self.next_id;
+        self.next_id += n as InvocationId;
+        let first_seq = self.next_seq;
+        self.next_seq += n as u64;
+        if self.queues[block].is_empty() && self.has_room(block) {
+            self.ready.insert((first_seq, block));
+        }
+        self.queues[block].push_back(Queued::Items(Box::new(FanOutItems {
+            items: items.into_iter(),
+            next: 0,
+            first_id,
+            first_seq,
+            frame,
+            parent: Arc::clone(&parent.ctx),
+            backpack,
+            from: parent.id,
+            queued_at_ms: self.now_ms,
+        })));
+        self.counts[block].queued += n as u64;
+        self.queued_total += n;
+    }
+
+    /// Takes the first queued invocation of `block`.
+    fn pop_queued(&mut self, block: usize) -> Option<Pending> {
+        let queue = &mut self.queues[block];
+        match queue.front_mut()? {
+            Queued::One(..) => match queue.pop_front() {
+                Some(Queued::One(_, pending)) => Some(pending),
+                _ => None,
+            },
+            Queued::Items(items) => {
+                let pending = items.take(block);
+                if items.items.len() == 0 {
+                    queue.pop_front();
+                }
+                pending
+            }
+        }
+    }
+
     fn has_room(&self, block: usize) -> bool {
         self.plan.blocks[block]
             .cap
@@ -213,14 +328,14 @@ impl RunScheduler {
             let Some((_, block)) = self.ready.pop_first() else {
                 break;
             };
-            let Some((_, pending)) = self.queues[block].pop_front() else {
+            let Some(pending) = self.pop_queued(block) else {
                 continue;
             };
             self.running_per_block[block] += 1;
             if self.has_room(block)
-                && let Some((seq, _)) = self.queues[block].front()
+                && let Some(front) = self.queues[block].front()
             {
-                self.ready.insert((*seq, block));
+                self.ready.insert((front.seq(), block));
             }
             self.queued_total -= 1;
             let counts = &mut self.counts[block];
@@ -295,10 +410,10 @@ impl RunScheduler {
         let block = inv.block;
         self.running_per_block[block] -= 1;
         self.counts[block].running -= 1;
-        if let Some((seq, _)) = self.queues[block].front()
+        if let Some(front) = self.queues[block].front()
             && self.has_room(block)
         {
-            self.ready.insert((*seq, block));
+            self.ready.insert((front.seq(), block));
         }
         let plan = Arc::clone(&self.plan);
         let plan_block = &plan.blocks[block];
@@ -478,31 +593,23 @@ impl RunScheduler {
                 Frame {
                     parent: Arc::clone(&inv.ctx),
                     base_backpack: Arc::clone(backpack),
-                    alive: vec![0; items.len()],
+                    alive: vec![1; items.len()],
                     unsettled: items.len(),
                     sets: edge
                         .closing
                         .iter()
                         .map(|&target| FanInSet::new(target, items.len()))
                         .collect(),
-                    reasons: vec![None; items.len()],
+                    reasons: FxHashMap::default(),
                 },
             );
-            // One growth for the whole fan-out rather than a copy of the queue at every doubling.
-            self.queues[edge.target].reserve(items.len());
-            for (i, item) in items.iter().enumerate() {
-                let mut path = inv.ctx.path.clone();
-                path.push(i as u32);
-                let mut frames = inv.ctx.frames.clone();
-                frames.push((frame_id, i as u32));
-                self.enqueue(
-                    edge.target,
-                    item.clone(),
-                    Arc::clone(backpack),
-                    Arc::new(Ctx { path, frames }),
-                    vec![inv.id],
-                );
-            }
+            self.enqueue_items(
+                edge.target,
+                items.to_vec(),
+                frame_id,
+                Arc::clone(backpack),
+                inv,
+            );
             if items.is_empty() {
                 self.settle_frame(frame_id);
             }
@@ -605,7 +712,7 @@ impl RunScheduler {
         if let Some(&(frame_id, item)) = ctx.frames.last()
             && let Some(frame) = self.frames.get_mut(&frame_id)
         {
-            frame.reasons[item as usize].get_or_insert(reason);
+            frame.reasons.entry(item).or_insert(reason);
         }
     }
 
@@ -683,7 +790,12 @@ impl RunScheduler {
                 message.push_str(&list_items(&missing));
                 let explained: Vec<String> = missing
                     .iter()
-                    .filter_map(|&i| frame.reasons[i].as_ref().map(|r| format!("item {i}: {r}")))
+                    .filter_map(|&i| {
+                        frame
+                            .reasons
+                            .get(&(i as u32))
+                            .map(|r| format!("item {i}: {r}"))
+                    })
                     .take(3)
                     .collect();
                 if !explained.is_empty() {
@@ -739,7 +851,7 @@ impl RunScheduler {
                 && let Some(reason) = self
                     .frames
                     .get(&frame_id)
-                    .and_then(|f| f.reasons[item as usize].clone())
+                    .and_then(|f| f.reasons.get(&item).cloned())
             {
                 let _ = write!(message, " ({reason})");
             }
@@ -768,8 +880,15 @@ impl RunScheduler {
         let mut keys = Vec::new();
         let now = now_ms();
         let mut stopped: Vec<Pending> = self.running.drain().map(|(_, p)| p).collect();
-        for queue in &mut self.queues {
-            stopped.extend(queue.drain(..).map(|(_, p)| p));
+        for (block, queue) in self.queues.iter_mut().enumerate() {
+            for queued in queue.drain(..) {
+                match queued {
+                    Queued::One(_, pending) => stopped.push(pending),
+                    Queued::Items(mut items) => {
+                        stopped.extend(std::iter::from_fn(|| items.take(block)));
+                    }
+                }
+            }
         }
         self.ready.clear();
         self.queued_total = 0;
@@ -1079,6 +1198,69 @@ mod tests {
             .count();
         assert_eq!(cancelled, 4);
         assert_eq!(s.finish().status, RunStatus::Cancelled);
+    }
+
+    #[test]
+    fn a_fan_outs_items_wait_as_one_entry_and_keep_their_ids_paths_and_order() {
+        use TransitionKind::{FanOut, Then};
+        // Gen goes on to Tail and fans out to Row; each row fans out to Cell.
+        let p = project(
+            &["Gen", "Row", "Cell", "Tail"],
+            &[
+                ("Gen", "Row", FanOut),
+                ("Row", "Cell", FanOut),
+                ("Gen", "Tail", Then),
+            ],
+        );
+        let mut s = scheduler(&p, 2);
+        let gen_task = s.take_ready().remove(0);
+        s.complete(returned(
+            &gen_task,
+            json!([[1, 2, 3], [4, 5, 6], [7, 8, 9]]),
+        ));
+        assert_eq!(s.queues[1].len(), 1, "three rows, one queue entry");
+        assert_eq!(s.counts[1].queued, 3);
+        let view = |tasks: &[Task]| -> Vec<(u32, u64, String)> {
+            tasks
+                .iter()
+                .map(|t| (t.block, t.key, t.input_json.clone()))
+                .collect()
+        };
+        // `then` fires before the fan-out: Tail is id 2, the rows 3, 4 and 5.
+        let first = s.take_ready();
+        let gen_output = "[[1,2,3],[4,5,6],[7,8,9]]";
+        assert_eq!(
+            view(&first),
+            [(3, 2, gen_output.into()), (1, 3, "[1,2,3]".into())]
+        );
+        // Row 3's cells (ids 6, 7) wait behind rows 4 and 5: first in, first out across blocks.
+        s.complete(returned(&first[1], json!([10, 20])));
+        let row4 = s.take_ready();
+        assert_eq!(view(&row4), [(1, 4, "[4,5,6]".into())]);
+        s.complete(returned(&first[0], json!("tail")));
+        let row5 = s.take_ready();
+        assert_eq!(view(&row5), [(1, 5, "[7,8,9]".into())]);
+        s.complete(returned(&row4[0], json!([40])));
+        let cell = s.take_ready();
+        assert_eq!(view(&cell), [(2, 6, "10".into())]);
+        // Stopping now: every invocation not finished ends as cancelled, with its own id, path and parent.
+        s.cancel();
+        let cancelled: Vec<(u64, Vec<u32>, Vec<u64>)> = s
+            .take_records()
+            .into_iter()
+            .filter(|r| r.status == InvocationStatus::Cancelled)
+            .map(|r| (r.id, r.item_path, r.parents))
+            .collect();
+        assert_eq!(
+            cancelled,
+            [
+                (5, vec![2], vec![1]),
+                (6, vec![0, 0], vec![3]),
+                (7, vec![0, 1], vec![3]),
+                (8, vec![1, 0], vec![4]),
+            ]
+        );
+        assert!(s.is_idle());
     }
 
     #[test]
