@@ -38,60 +38,6 @@ struct Pending {
     queued_at_ms: f64,
 }
 
-/// One entry of a block's queue, with the sequence number its first invocation was queued under.
-enum Queued {
-    One(u64, Pending),
-    /// The items of one fan-out not taken yet. They become invocations one at a time as room frees up,
-    /// so a 100,000-item fan-out costs one entry here (and its values), not 100,000 invocations at once;
-    /// ids and sequence numbers were reserved when it fired, so the order is the same either way.
-    Items(Box<FanOutItems>),
-}
-
-struct FanOutItems {
-    items: std::vec::IntoIter<Value>,
-    /// The index of the next item (its id and sequence number are the first ones plus this).
-    next: u32,
-    first_id: InvocationId,
-    first_seq: u64,
-    frame: u64,
-    /// Where the fan-out fired: each item's context is this plus (frame, item).
-    parent: Arc<Ctx>,
-    backpack: Arc<Value>,
-    from: InvocationId,
-    queued_at_ms: f64,
-}
-
-impl Queued {
-    fn seq(&self) -> u64 {
-        match self {
-            Self::One(seq, _) => *seq,
-            Self::Items(items) => items.first_seq + u64::from(items.next),
-        }
-    }
-}
-
-impl FanOutItems {
-    /// The next item as an invocation of `block`.
-    fn take(&mut self, block: usize) -> Option<Pending> {
-        let input = self.items.next()?;
-        let item = self.next;
-        self.next += 1;
-        let mut path = self.parent.path.clone();
-        path.push(item);
-        let mut frames = self.parent.frames.clone();
-        frames.push((self.frame, item));
-        Some(Pending {
-            id: self.first_id + InvocationId::from(item),
-            block,
-            input,
-            backpack: Arc::clone(&self.backpack),
-            ctx: Arc::new(Ctx { path, frames }),
-            parents: vec![self.from],
-            queued_at_ms: self.queued_at_ms,
-        })
-    }
-}
-
 struct Delivery {
     value: Value,
     backpack: Arc<Value>,
@@ -133,7 +79,7 @@ pub struct RunScheduler {
     next_id: InvocationId,
     next_seq: u64,
     next_frame: u64,
-    queues: Vec<VecDeque<Queued>>,
+    queues: Vec<VecDeque<(u64, Pending)>>,
     ready: BTreeSet<(u64, usize)>,
     running_per_block: Vec<u32>,
     running: FxHashMap<InvocationId, Pending>,
@@ -239,7 +185,7 @@ impl RunScheduler {
         if self.queues[block].is_empty() && self.has_room(block) {
             self.ready.insert((seq, block));
         }
-        self.queues[block].push_back(Queued::One(
+        self.queues[block].push_back((
             seq,
             Pending {
                 id,
@@ -255,66 +201,6 @@ impl RunScheduler {
         self.queued_total += 1;
     }
 
-    /// Queues a fan-out's items as one entry (see [`Queued::Items`]); as [`Self::enqueue`] would for each.
-    fn enqueue_items(
-        &mut self,
-        block: usize,
-        items: Vec<Value>,
-        frame: u64,
-        backpack: Arc<Value>,
-        parent: &Pending,
-    ) {
-        let n = items.len();
-        if n == 0 {
-            return;
-        }
-        // Each item keeps its own item of the new frame open (its `alive` starts at 1), and every item
-        // keeps the enclosing fan-outs' item open.
-        for &(outer, item) in &parent.ctx.frames {
-            if let Some(outer) = self.frames.get_mut(&outer) {
-                outer.alive[item as usize] += n as u32;
-            }
-        }
-        let first_id = self.next_id;
-        self.next_id += n as InvocationId;
-        let first_seq = self.next_seq;
-        self.next_seq += n as u64;
-        if self.queues[block].is_empty() && self.has_room(block) {
-            self.ready.insert((first_seq, block));
-        }
-        self.queues[block].push_back(Queued::Items(Box::new(FanOutItems {
-            items: items.into_iter(),
-            next: 0,
-            first_id,
-            first_seq,
-            frame,
-            parent: Arc::clone(&parent.ctx),
-            backpack,
-            from: parent.id,
-            queued_at_ms: self.now_ms,
-        })));
-        self.counts[block].queued += n as u64;
-        self.queued_total += n;
-    }
-
-    /// Takes the first queued invocation of `block`.
-    fn pop_queued(&mut self, block: usize) -> Option<Pending> {
-        let queue = &mut self.queues[block];
-        match queue.front_mut()? {
-            Queued::One(..) => match queue.pop_front() {
-                Some(Queued::One(_, pending)) => Some(pending),
-                _ => None,
-            },
-            Queued::Items(items) => {
-                let pending = items.take(block);
-                if items.items.len() == 0 {
-                    queue.pop_front();
-                }
-                pending
-            }
-        }
-    }
-
     fn has_room(&self, block: usize) -> bool {
         self.plan.blocks[block]
             .cap
@@ -328,14 +214,14 @@ impl RunScheduler {
             let Some((_, block)) = self.ready.pop_first() else {
                 break;
             };
-            let Some(pending) = self.pop_queued(block) else {
+            let Some((_, pending)) = self.queues[block].pop_front() else {
                 continue;
             };
             self.running_per_block[block] += 1;
             if self.has_room(block)
-                && let Some(front) = self.queues[block].front()
+                && let Some((seq, _)) = self.queues[block].front()
             {
-                self.ready.insert((front.seq(), block));
+                self.ready.insert((*seq, block));
             }
             self.queued_total -= 1;
             let counts = &mut self.counts[block];
@@ -410,10 +296,10 @@ impl RunScheduler {
         let block = inv.block;
         self.running_per_block[block] -= 1;
         self.counts[block].running -= 1;
-        if let Some(front) = self.queues[block].front()
+        if let Some((seq, _)) = self.queues[block].front()
             && self.has_room(block)
         {
-            self.ready.insert((front.seq(), block));
+            self.ready.insert((*seq, block));
         }
         let plan = Arc::clone(&self.plan);
         let plan_block = &plan.blocks[block];
@@ -593,7 +479,7 @@ impl RunScheduler {
                 Frame {
                     parent: Arc::clone(&inv.ctx),
                     base_backpack: Arc::clone(backpack),
-                    alive: vec![1; items.len()],
+                    alive: vec![0; items.len()],
                     unsettled: items.len(),
                     sets: edge
                         .closing
@@ -603,13 +489,21 @@ impl RunScheduler {
                     reasons: FxHashMap::default(),
                 },
             );
-            self.enqueue_items(
-                edge.target,
-                items.to_vec(),
-                frame_id,
-                Arc::clone(backpack),
-                inv,
-            );
+            // One growth for the whole fan-out rather than a copy of the queue at every doubling.
+            self.queues[edge.target].reserve(items.len());
+            for (i, item) in items.iter().enumerate() {
+                let mut path = inv.ctx.path.clone();
+                path.push(i as u32);
+                let mut frames = inv.ctx.frames.clone();
+                frames.push((frame_id, i as u32));
+                self.enqueue(
+                    edge.target,
+                    item.clone(),
+                    Arc::clone(backpack),
+                    Arc::new(Ctx { path, frames }),
+                    vec![inv.id],
+                );
+            }
             if items.is_empty() {
                 self.settle_frame(frame_id);
             }
@@ -880,15 +774,8 @@ impl RunScheduler {
         let mut keys = Vec::new();
         let now = now_ms();
         let mut stopped: Vec<Pending> = self.running.drain().map(|(_, p)| p).collect();
-        for (block, queue) in self.queues.iter_mut().enumerate() {
-            for queued in queue.drain(..) {
-                match queued {
-                    Queued::One(_, pending) => stopped.push(pending),
-                    Queued::Items(mut items) => {
-                        stopped.extend(std::iter::from_fn(|| items.take(block)));
-                    }
-                }
-            }
+        for queue in &mut self.queues {
+            stopped.extend(queue.drain(..).map(|(_, p)| p));
         }
         self.ready.clear();
         self.queued_total = 0;
@@ -1201,7 +1088,7 @@ mod tests {
     }
 
     #[test]
-    fn a_fan_outs_items_wait_as_one_entry_and_keep_their_ids_paths_and_order() {
+    fn nested_fan_out_items_keep_their_ids_paths_parents_and_order() {
         use TransitionKind::{FanOut, Then};
         // Gen goes on to Tail and fans out to Row; each row fans out to Cell.
         let p = project(
@@ -1218,7 +1105,6 @@ mod tests {
             &gen_task,
             json!([[1, 2, 3], [4, 5, 6], [7, 8, 9]]),
         ));
-        assert_eq!(s.queues[1].len(), 1, "three rows, one queue entry");
         assert_eq!(s.counts[1].queued, 3);
         let view = |tasks: &[Task]| -> Vec<(u32, u64, String)> {
             tasks
