@@ -340,6 +340,9 @@ impl App {
                     self.open_history(true, now_secs);
                 }
                 self.executions.run_finished(summary);
+                // The table shows the run's last rows now: the editor stops repainting once nothing
+                // runs, so a refresh held back by the throttle would leave it stale until the next input.
+                self.table_refreshed_at = f64::NEG_INFINITY;
             }
             _ => {}
         }

@@ -426,3 +426,41 @@ fn snapshot_of_the_timeline() {
     click(&mut harness, "blocks");
     harness.snapshot("timeline_blocks");
 }
+
+/// The table shows every invocation of a run as soon as it has finished, even when the last ones arrive
+/// inside the table's refresh interval: the editor repaints nothing more after a run ends, so a refresh
+/// left for later would leave the table stale until the user touched something. The clock is held
+/// still, so every refresh after the first is held back by the interval.
+#[test]
+fn the_table_has_every_invocation_once_the_run_has_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_failing_pipeline(dir.path());
+    let mut app = braid::app::App::new(
+        Some(super::support::runtime_config()),
+        braid::app::DialogMode::InApp,
+    );
+    app.open_at_start(&path);
+    let now = 1000.0;
+    app.poll(now);
+    app.apply(Command::Run(braid::app::RunOptions::default()), now);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
+    while !matches!(
+        app.run.as_ref().map(|r| &r.phase),
+        Some(RunPhase::Finished(_))
+    ) {
+        assert!(std::time::Instant::now() < deadline, "the run finishes");
+        app.poll(now);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let run = app.executions.shown().expect("the run is shown");
+    assert_eq!(
+        run.rows.len(),
+        1 + 5 + 1 + 1,
+        "Split, 5 Process, Fallback, Collect"
+    );
+    assert_eq!(
+        app.executions.visible.len(),
+        run.rows.len(),
+        "every row is in the table"
+    );
+}
