@@ -278,6 +278,12 @@ fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
     for problem in env_problems {
         eprintln!("braid: warning: {problem}");
     }
+    for missing in crate::model::env_file::missing_values(&project, &env) {
+        eprintln!(
+            "braid: warning: {missing} (set it in {} or the environment)",
+            crate::model::env_file::path_for_project(&args.project).display()
+        );
+    }
     let history = if args.no_history {
         None
     } else {

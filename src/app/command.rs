@@ -137,6 +137,13 @@ pub enum Command {
     /// The window's close button.
     Quit,
 
+    /// Sets (or, with `None`, removes) an environment variable's value in the project's values file
+    /// (`.braid/<project file>.env`, never the project).
+    SetEnvValue {
+        name: String,
+        value: Option<String>,
+    },
+
     // --- runs ---
     Run(RunOptions),
     StopRun,

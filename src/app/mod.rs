@@ -6,6 +6,7 @@
 
 pub mod command;
 pub mod edit;
+pub mod env_values;
 pub mod executions;
 pub mod files;
 pub mod history;
@@ -125,6 +126,8 @@ pub struct App {
     pub run: Option<RunState>,
     /// The Block Executions panel: runs, invocations, the picked one, replays.
     pub executions: Executions,
+    /// The values of the project's environment variables (not part of the project).
+    pub env_values: env_values::EnvValues,
     /// Where the code editor should go next (a traceback line was clicked).
     pub code_goto: Option<CodeGoto>,
     /// When the executions table was last rebuilt for a growing run (egui seconds).
@@ -169,6 +172,7 @@ impl App {
             check: CheckState::default(),
             run: None,
             executions: Executions::default(),
+            env_values: env_values::EnvValues::default(),
             code_goto: None,
             table_refreshed_at: f64::NEG_INFINITY,
             run_options: RunOptions::default(),
@@ -285,6 +289,8 @@ impl App {
             .retain(|n| n.level == NoticeLevel::Error || now_secs - n.at_secs < NOTICE_SECS);
         self.drain_runtime(now_secs);
         self.refresh_table(now_secs, false);
+        self.env_values
+            .refresh(self.path.as_deref(), now_secs, false);
         if let Some(outcome) = self.dialogs.poll() {
             self.dialog_answered(outcome, now_secs);
         }
@@ -492,6 +498,9 @@ impl App {
             Command::Quit => self.guard_unsaved(PendingAction::Quit, now_secs),
             Command::Run(options) => self.start_run(options, now_secs),
             Command::StopRun => self.stop_run(),
+            Command::SetEnvValue { name, value } => {
+                self.set_env_value(&name, value.as_deref(), now_secs);
+            }
             Command::DismissNotice(id) => self.notices.retain(|n| n.id != id),
             Command::ShowRun(Some(run)) => self.executions.select_run(run),
             Command::ShowRun(None) => {
@@ -772,6 +781,8 @@ impl App {
             );
         };
         let run_id = RunId::new_random();
+        let env = self.run_env();
+        let missing = crate::model::env_file::missing_values(&self.project, &env);
         runtime.send(RuntimeRequest::Run(Box::new(RunRequest {
             run_id: run_id.clone(),
             project: self.project.clone(),
@@ -779,7 +790,7 @@ impl App {
             backpack,
             from: options.from.clone(),
             concurrency: options.concurrency,
-            env: self.run_env(),
+            env,
             single: false,
             history: self
                 .path
@@ -788,12 +799,45 @@ impl App {
         })));
         self.run_options = options;
         self.run = Some(RunState::new(run_id, now_secs));
+        // Worth knowing before reading the run's failures; a block may well cope without the value.
+        if !missing.is_empty() {
+            let text = format!("{} (the block's inspector sets values)", missing.join("; "));
+            self.notify(NoticeLevel::Info, text, now_secs);
+        }
     }
 
     /// Environment variable values for a run (or a replay) of this project: its `.braid/` values file
     /// over Braid's own environment.
     fn run_env(&self) -> std::collections::BTreeMap<String, String> {
         crate::model::env_file::values_for(self.path.as_deref()).0
+    }
+
+    fn set_env_value(&mut self, name: &str, value: Option<&str>, now_secs: f64) {
+        let Some(path) = self.path.clone() else {
+            self.notify(
+                NoticeLevel::Error,
+                "Save the project first: its variables' values are kept beside it, in .braid/",
+                now_secs,
+            );
+            return;
+        };
+        match crate::model::env_file::save_value(&path, name, value) {
+            Ok(()) => {
+                let file = crate::model::env_file::path_for_project(&path);
+                let what = if value.is_some() {
+                    "saved in"
+                } else {
+                    "removed from"
+                };
+                self.notify(
+                    NoticeLevel::Info,
+                    format!("{name}'s value {what} {}", file.display()),
+                    now_secs,
+                );
+            }
+            Err(e) => self.notify(NoticeLevel::Error, e.to_string(), now_secs),
+        }
+        self.env_values.refresh(Some(&path), now_secs, true);
     }
 
     fn stop_run(&mut self) {

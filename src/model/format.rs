@@ -167,13 +167,18 @@ pub fn to_json_string(project: &Project) -> String {
 /// Saves atomically: the text goes to a temporary file beside the target, is flushed to disk, and then
 /// replaces the target in one rename. On any failure the old file is left as it was.
 pub fn save_project(path: &Path, project: &Project) -> Result<(), SaveError> {
-    let error = |source| SaveError {
+    write_atomically(path, to_json_string(project).as_bytes(), 0o666).map_err(|source| SaveError {
         path: path.to_owned(),
         source,
-    };
-    // Saving through a symlink updates the file it points to instead of replacing the link.
+    })
+}
+
+/// Replaces the file at `path` with `bytes` in one rename, after flushing them to disk: on any failure
+/// the old file is left as it was. A new file gets `new_mode` (subject to the umask); an existing one
+/// keeps its permissions. Writing through a symlink updates the file it points to.
+pub fn write_atomically(path: &Path, bytes: &[u8], new_mode: u32) -> std::io::Result<()> {
     let target = match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_symlink() => std::fs::canonicalize(path).map_err(error)?,
+        Ok(meta) if meta.file_type().is_symlink() => std::fs::canonicalize(path)?,
         _ => path.to_owned(),
     };
     let dir = match target.parent() {
@@ -192,17 +197,18 @@ pub fn save_project(path: &Path, project: &Project) -> Result<(), SaveError> {
     #[cfg(unix)]
     if existing_permissions.is_none() {
         use std::os::unix::fs::PermissionsExt as _;
-        // Like any newly created file (subject to the umask), not tempfile's private 0600.
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
+        // Not tempfile's private 0600 unless asked for: like any newly created file.
+        builder.permissions(std::fs::Permissions::from_mode(new_mode));
     }
-    let mut temp = builder.tempfile_in(&dir).map_err(error)?;
+    #[cfg(not(unix))]
+    let _ = new_mode;
+    let mut temp = builder.tempfile_in(&dir)?;
     if let Some(permissions) = existing_permissions {
-        temp.as_file().set_permissions(permissions).map_err(error)?;
+        temp.as_file().set_permissions(permissions)?;
     }
-    temp.write_all(to_json_string(project).as_bytes())
-        .map_err(error)?;
-    temp.as_file().sync_all().map_err(error)?;
-    temp.persist(&target).map_err(|e| error(e.error))?;
+    temp.write_all(bytes)?;
+    temp.as_file().sync_all()?;
+    temp.persist(&target).map_err(|e| e.error)?;
     // Make the rename itself durable; not every platform or file system can sync a directory, and the
     // new content is already safely in place, so a failure here is not reported.
     #[cfg(unix)]

@@ -4,6 +4,7 @@ pub mod env_file;
 pub mod format;
 pub mod graph;
 pub mod layout;
+pub mod local_folder;
 pub mod project;
 pub mod refinery;
 pub mod validate;

@@ -193,11 +193,7 @@ impl History {
     /// Where a project's history lives: `<dir>/.braid/<file name>.history.sqlite` (the folder is meant to be
     /// left out of version control).
     pub fn path_for_project(project_file: &Path) -> PathBuf {
-        let dir = project_file.parent().unwrap_or_else(|| Path::new("."));
-        let name = project_file
-            .file_name()
-            .map_or_else(|| "project".into(), |n| n.to_string_lossy().into_owned());
-        dir.join(".braid").join(format!("{name}.history.sqlite"))
+        crate::model::local_folder::file_for_project(project_file, ".history.sqlite")
     }
 
     /// Opens (creating if needed) the database at `path`, and its folder.

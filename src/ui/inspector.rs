@@ -7,7 +7,9 @@ use egui::{RichText, Ui};
 
 use super::code_editor::{LineMarks, code_editor_ui};
 use super::theme;
+use crate::app::env_values::ValueSource;
 use crate::app::{App, BlockEdit, Command, CommandSender};
+use crate::model::env_file;
 use crate::model::validate::{Problem, Severity, Subject};
 use crate::model::{Block, BlockId, BlockKind, CodeBlock, Transition, TransitionKind};
 
@@ -23,6 +25,8 @@ pub struct InspectorView {
     connect_kind: Option<TransitionKind>,
     /// The last "show this line" request the code editor followed.
     code_goto_done: Option<u64>,
+    /// Environment variable value fields while they are edited, and whether each value is shown.
+    env_buffers: BTreeMap<String, (String, bool)>,
 }
 
 impl InspectorView {
@@ -212,7 +216,92 @@ impl InspectorView {
                     BlockEdit::EnvVars,
                 );
                 ui.end_row();
+                self.env_values_ui(ui, app, &code.env_vars, tx);
             });
+    }
+
+    /// A value field for each declared variable. Values go to the project's values file (never the
+    /// project): set on Enter or when the field loses focus; emptying the field removes the value.
+    fn env_values_ui(&mut self, ui: &mut Ui, app: &App, names: &[String], tx: &CommandSender) {
+        let names: Vec<&String> = names.iter().filter(|n| env_file::is_name(n)).collect();
+        if names.is_empty() {
+            return;
+        }
+        if app.path.is_none() {
+            ui.label("");
+            ui.label(
+                RichText::new(
+                    "Save the project to give these variables values: they are kept beside it, in \
+                     .braid/, never in the project file.",
+                )
+                .small()
+                .weak(),
+            );
+            ui.end_row();
+            return;
+        }
+        let dark = ui.visuals().dark_mode;
+        for name in names {
+            let label = ui.label(RichText::new(name.as_str()).monospace());
+            let source = app.env_values.source(name);
+            let saved = match source {
+                ValueSource::File(value) => value,
+                ValueSource::Environment | ValueSource::Missing => "",
+            };
+            ui.vertical(|ui| {
+                let (buffer, shown) = self
+                    .env_buffers
+                    .entry(name.clone())
+                    .or_insert_with(|| (saved.to_owned(), false));
+                ui.horizontal(|ui| {
+                    let response = ui
+                        .add(
+                            egui::TextEdit::singleline(buffer)
+                                .password(!*shown)
+                                .desired_width(ui.available_width() - 60.0)
+                                .hint_text(if source == ValueSource::Environment {
+                                    "value (instead of the environment's)"
+                                } else {
+                                    "value"
+                                }),
+                        )
+                        .labelled_by(label.id);
+                    if response.lost_focus() && buffer != saved {
+                        tx.send(Command::SetEnvValue {
+                            name: name.clone(),
+                            value: (!buffer.is_empty()).then(|| buffer.clone()),
+                        });
+                    } else if !response.has_focus() && buffer != saved {
+                        // Changed on disk, or by another block's field for the same name.
+                        saved.clone_into(buffer);
+                    }
+                    let eye = if *shown { "hide" } else { "show" };
+                    if ui
+                        .small_button(eye)
+                        .on_hover_text(format!("{eye} the value of {name}"))
+                        .clicked()
+                    {
+                        *shown = !*shown;
+                    }
+                });
+                let (text, color) = match source {
+                    ValueSource::File(_) => (
+                        "in .braid/ beside the project".to_owned(),
+                        theme::success_color(dark),
+                    ),
+                    ValueSource::Environment => (
+                        "from the environment Braid was started in".to_owned(),
+                        ui.visuals().weak_text_color(),
+                    ),
+                    ValueSource::Missing => (
+                        format!("no value: the block won't find {name} in os.environ"),
+                        theme::severity_color(Severity::Warning, dark),
+                    ),
+                };
+                ui.label(RichText::new(text).small().color(color));
+            });
+            ui.end_row();
+        }
     }
 
     /// One item per line; the list is sent as it is typed.

@@ -312,3 +312,31 @@ fn environment_values_come_from_the_braid_folder_not_the_project() {
     assert_eq!(out["results"][0]["output"], "hunter2");
     assert!(!std::fs::read_to_string(&path).unwrap().contains("hunter2"));
 }
+
+/// A declared variable with no value anywhere is named, with its block, before the run; the run goes on
+/// (the block may cope without it).
+#[test]
+fn a_declared_variable_without_a_value_is_warned_about() {
+    let project = json!({
+        "format_version": 1, "name": "env",
+        "blocks": [{"id": "a", "name": "Call API", "kind": "code",
+                    "env_vars": ["BRAID_CLI_TEST_UNSET"],
+                    "code": "import os\ndef main(block_input, backpack):\n    return os.environ.get('BRAID_CLI_TEST_UNSET', 'none')\n"}],
+        "transitions": []
+    });
+    let (_dir, path) = write_temp("env.json", &project.to_string());
+    let out = braid()
+        .args(["run", "--no-history", path.to_str().unwrap()])
+        .env_remove("BRAID_CLI_TEST_UNSET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains(
+            "braid: warning: block \"Call API\" declares BRAID_CLI_TEST_UNSET, which has no value"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains(".braid/env.json.env"), "{stderr}");
+}

@@ -405,7 +405,80 @@ fn runs_a_pipeline_and_shows_the_result() {
                 .into_owned()
         })
         .collect();
-    assert_eq!(files, ["map-reduce.braid.json.history.sqlite"], "{files:?}");
+    let mut files = files;
+    files.sort();
+    assert_eq!(
+        files,
+        [".gitignore", "map-reduce.braid.json.history.sqlite"],
+        "{files:?}"
+    );
+}
+
+/// A block declares a variable; its value is typed into the inspector, lands in `.braid/` beside the
+/// project (never in the project file, which stays unchanged and saved), and the block's code sees it
+/// when the pipeline runs.
+#[test]
+fn a_variables_value_is_set_in_the_inspector_and_the_block_sees_it() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut project = crate::support::Builder::new()
+        .block(
+            "Call API",
+            "import os\ndef main(block_input, backpack):\n    return os.environ.get('BRAID_GUI_TOKEN')\n",
+        )
+        .build();
+    project.blocks[0].code_mut().unwrap().env_vars = vec!["BRAID_GUI_TOKEN".to_owned()];
+    let path = dir.path().join("api.braid.json");
+    braid::model::format::save_project(&path, &project).expect("saves");
+    let before = std::fs::read_to_string(&path).expect("readable");
+    let mut harness = harness_with(&path);
+    let run = |harness: &mut Harness<'_, BraidApp>| -> serde_json::Value {
+        let before = harness.state().app.run.as_ref().map(|r| r.run_id.clone());
+        harness.get_by_label("▶ Run").click();
+        wait_for(harness, "the run to finish", |app| {
+            app.app.run.as_ref().is_some_and(|r| {
+                Some(&r.run_id) != before.as_ref() && matches!(r.phase, RunPhase::Finished(_))
+            })
+        });
+        match harness.state().app.run.as_ref().map(|r| &r.phase) {
+            Some(RunPhase::Finished(summary)) => summary.results[0].output.clone(),
+            _ => unreachable!(),
+        }
+    };
+
+    click_node(&mut harness, "Call API");
+    harness.get_by_label_contains("no value:").hover();
+    // Without a value the run says so up front, and the block finds nothing.
+    assert_eq!(run(&mut harness), serde_json::Value::Null);
+    harness.get_by_label_contains("declares BRAID_GUI_TOKEN, which has no value");
+
+    harness.get_by_label("BRAID_GUI_TOKEN").click();
+    settle(&mut harness);
+    harness
+        .get_by_label("BRAID_GUI_TOKEN")
+        .type_text("s3cret value");
+    harness.key_press(Key::Enter);
+    settle(&mut harness);
+
+    let values_file = dir.path().join(".braid/api.braid.json.env");
+    let text = std::fs::read_to_string(&values_file).expect("the values file");
+    assert_eq!(text, "BRAID_GUI_TOKEN=s3cret value\n");
+    harness.get_by_label("in .braid/ beside the project");
+    assert!(
+        !harness.state().app.is_dirty(),
+        "a value is not a change to the project"
+    );
+    assert_eq!(std::fs::read_to_string(&path).expect("readable"), before);
+    assert_eq!(run(&mut harness), "s3cret value");
+
+    // Emptying the field removes the value.
+    harness.get_by_label("BRAID_GUI_TOKEN").click();
+    settle(&mut harness);
+    harness.key_press_modifiers(Modifiers::COMMAND, Key::A);
+    harness.key_press(Key::Backspace);
+    harness.key_press(Key::Enter);
+    settle(&mut harness);
+    assert_eq!(std::fs::read_to_string(&values_file).expect("readable"), "");
+    harness.get_by_label_contains("no value:");
 }
 
 #[test]

@@ -247,11 +247,17 @@ fn project_with_a_failed_run() -> (tempfile::TempDir, PathBuf, String) {
 fn braid_run_leaves_its_history_closed() {
     let (dir, project, run_id) = project_with_a_failed_run();
     let history = dir.path().join(".braid");
-    let files: Vec<String> = std::fs::read_dir(&history)
+    let mut files: Vec<String> = std::fs::read_dir(&history)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(files, ["pipeline.braid.json.history.sqlite"], "{files:?}");
+    files.sort();
+    // The `.gitignore` keeps the folder out of the user's repository.
+    assert_eq!(
+        files,
+        [".gitignore", "pipeline.braid.json.history.sqlite"],
+        "{files:?}"
+    );
     let runs = history_json(&[project.to_str().unwrap()]);
     assert_eq!(runs[0]["run_id"], run_id);
 }

@@ -81,7 +81,7 @@ pub(super) fn database_error(path: &Path, error: &rusqlite::Error) -> HistoryErr
 /// Opens the database at `path`, creating its folder and its tables when they are not there yet.
 pub(super) fn open(path: &Path) -> Result<Connection, HistoryError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| HistoryError::Database {
+        crate::model::local_folder::ensure(dir).map_err(|e| HistoryError::Database {
             path: path.to_owned(),
             message: format!("can't create the folder {}: {e}", dir.display()),
         })?;

@@ -98,7 +98,7 @@ impl HistoryWriter {
             message,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
+            crate::model::local_folder::ensure(dir)
                 .map_err(|e| refused(format!("can't create the folder {}: {e}", dir.display())))?;
         }
         // An empty file is an empty SQLite database; `create_new`: never clobber one made meanwhile.

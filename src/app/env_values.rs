@@ -1,0 +1,133 @@
+//! The values of the project's environment variables as the inspector shows them: from the project's
+//! values file (`.braid/<project file>.env`), re-read when it changes on disk, else from Braid's own
+//! environment. The values never go into the project file or its undo history.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::model::env_file;
+
+/// How often the values file is looked at for changes made outside Braid (egui seconds).
+const RECHECK_SECS: f64 = 1.0;
+
+/// Where a declared variable's value comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueSource<'a> {
+    /// The project's values file.
+    File(&'a str),
+    /// The environment Braid was started in (its value is not shown: it may be a secret too).
+    Environment,
+    /// Nowhere: the block's code won't find it in `os.environ`.
+    Missing,
+}
+
+#[derive(Debug)]
+pub struct EnvValues {
+    /// The values file of the project these values are from.
+    file: Option<PathBuf>,
+    modified: Option<SystemTime>,
+    checked_at: f64,
+    values: BTreeMap<String, String>,
+    /// Lines of the values file that could not be read, as messages.
+    pub problems: Vec<String>,
+}
+
+impl Default for EnvValues {
+    fn default() -> Self {
+        Self {
+            file: None,
+            modified: None,
+            checked_at: f64::NEG_INFINITY,
+            values: BTreeMap::new(),
+            problems: Vec::new(),
+        }
+    }
+}
+
+impl EnvValues {
+    /// Reads the values file again when the project's path changed, when `force`, or, at most once a
+    /// second, when the file changed on disk.
+    pub fn refresh(&mut self, project_file: Option<&Path>, now_secs: f64, force: bool) {
+        let file = project_file.map(env_file::path_for_project);
+        let moved = file != self.file;
+        if !moved && !force && now_secs - self.checked_at < RECHECK_SECS {
+            return;
+        }
+        self.checked_at = now_secs;
+        let modified = file
+            .as_deref()
+            .and_then(|f| std::fs::metadata(f).ok())
+            .and_then(|m| m.modified().ok());
+        if !moved && !force && modified == self.modified {
+            return;
+        }
+        self.file = file;
+        self.modified = modified;
+        (self.values, self.problems) = project_file.map(env_file::file_values).unwrap_or_default();
+    }
+
+    pub fn source(&self, name: &str) -> ValueSource<'_> {
+        match self.values.get(name) {
+            Some(value) => ValueSource::File(value),
+            None if std::env::var_os(name).is_some() => ValueSource::Environment,
+            None => ValueSource::Missing,
+        }
+    }
+
+    /// The values file, for messages (`None` for a project that was never saved).
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_come_from_the_file_and_follow_its_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let project = dir.path().join("p.braid.json");
+        let mut values = EnvValues::default();
+        values.refresh(Some(&project), 0.0, false);
+        assert_eq!(
+            values.source("BRAID_TEST_NOT_SET_ANYWHERE"),
+            ValueSource::Missing
+        );
+        assert_eq!(values.source("PATH"), ValueSource::Environment);
+
+        env_file::save_value(&project, "API_KEY", Some("one")).unwrap();
+        values.refresh(Some(&project), 0.5, false);
+        assert_eq!(
+            values.source("API_KEY"),
+            ValueSource::Missing,
+            "checked once a second"
+        );
+        values.refresh(Some(&project), 1.5, false);
+        assert_eq!(values.source("API_KEY"), ValueSource::File("one"));
+
+        // Written by another program: seen at the next look (the test sets the time, as an edit within
+        // the file system's time resolution would not show).
+        std::fs::write(
+            env_file::path_for_project(&project),
+            "API_KEY=two\nPATH=x\n",
+        )
+        .unwrap();
+        values.refresh(Some(&project), 1.6, true);
+        assert_eq!(values.source("API_KEY"), ValueSource::File("two"));
+        assert_eq!(
+            values.source("PATH"),
+            ValueSource::File("x"),
+            "the file wins"
+        );
+
+        values.refresh(None, 1.7, false);
+        assert_eq!(
+            values.source("API_KEY"),
+            ValueSource::Missing,
+            "another project"
+        );
+        assert!(values.file().is_none());
+    }
+}
