@@ -1108,10 +1108,14 @@ impl Viewer<'_> {
             ];
             for (n, status, label) in parts {
                 if n > 0 {
-                    ui.label(
-                        RichText::new(format!("{n} {label}"))
-                            .strong()
-                            .color(theme::status_color(status, dark)),
+                    // A count moves to the next line whole, never "15" here and "ok" below.
+                    ui.add(
+                        egui::Label::new(
+                            RichText::new(format!("{n} {label}"))
+                                .strong()
+                                .color(theme::status_color(status, dark)),
+                        )
+                        .extend(),
                     );
                 }
             }
