@@ -397,11 +397,11 @@ fn print_summary(summary: &RunSummary, as_json: bool) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "Run {} {} in {:.2} s: {} invocations",
+        "Run {} {} in {:.2} s: {}",
         summary.run_id,
         summary.status.label(),
         summary.duration_ms / 1000.0,
-        summary.invocations
+        crate::model::plural(summary.invocations, "invocation")
     );
     if !summary.results.is_empty() {
         let _ = writeln!(out, "Results:");
@@ -637,13 +637,13 @@ fn print_runs(runs: &[RunRow], as_json: bool, path: &Path) {
         let c = &run.counts;
         let _ = writeln!(
             out,
-            "{}  {:<9}  {}  {:>9}  {} invocations ({} succeeded, {} caught, {} failed, {} timed out{})",
+            "{}  {:<9}  {}  {:>9}  {} ({} succeeded, {} caught, {} failed, {} timed out{})",
             run.run_id,
             run.status.label(),
             utc_time(run.started_at_ms),
             run.duration_ms
                 .map_or_else(|| "-".to_owned(), |d| format!("{:.2} s", d / 1000.0)),
-            run.invocations,
+            crate::model::plural(run.invocations, "invocation"),
             c.succeeded,
             c.caught,
             c.failed,

@@ -15,6 +15,7 @@ use crate::app::executions::{
     outcome_text, traceback_location,
 };
 use crate::app::{App, Command, CommandSender, Step};
+use crate::model::plural;
 
 /// Children of an array or object shown before "show all".
 const SHOWN_CHILDREN: usize = 100;
@@ -125,7 +126,7 @@ impl InvocationDetail {
         let prefix = key.map_or_else(String::new, |k| format!("{k}: "));
         match value {
             Value::Object(map) if !map.is_empty() => {
-                let header = format!("{prefix}{{…}} {}", plural(map.len(), "key"));
+                let header = format!("{prefix}{{…}} {}", plural(map.len() as u64, "key"));
                 self.container_ui(ui, path, &header, value, depth, map.len(), |this, ui, n| {
                     for (k, v) in map.iter().take(n) {
                         this.json_ui(ui, &format!("{path}.{k}"), Some(k), v, depth + 1);
@@ -133,7 +134,7 @@ impl InvocationDetail {
                 });
             }
             Value::Array(items) if !items.is_empty() => {
-                let header = format!("{prefix}[…] {}", plural(items.len(), "item"));
+                let header = format!("{prefix}[…] {}", plural(items.len() as u64, "item"));
                 self.container_ui(
                     ui,
                     path,
@@ -342,9 +343,12 @@ fn navigation_ui(ui: &mut Ui, picked: &Picked, tx: &CommandSender) {
             }
         }
         ui.label(
-            RichText::new(format!("path: {} invocations", picked.lineage.len()))
-                .small()
-                .weak(),
+            RichText::new(format!(
+                "path: {}",
+                plural(picked.lineage.len() as u64, "invocation")
+            ))
+            .small()
+            .weak(),
         )
         .on_hover_text("Invocations on this item's path (highlighted on the canvas)");
     });
@@ -462,14 +466,6 @@ fn section_label(ui: &mut Ui, title: &str) {
             .strong()
             .color(ui.visuals().strong_text_color()),
     );
-}
-
-fn plural(n: usize, word: &str) -> String {
-    if n == 1 {
-        format!("1 {word}")
-    } else {
-        format!("{n} {word}s")
-    }
 }
 
 fn cut_chars(text: &str, max: usize) -> String {

@@ -151,9 +151,9 @@ fn status_line_ui(ui: &mut Ui, run: &RunState, tx: &CommandSender) {
                 ui.label(RichText::new(text).strong().color(color));
                 let width = ui
                     .label(format!(
-                        "in {} · {} invocations",
+                        "in {} · {}",
                         super::executions_panel::format_ms(summary.duration_ms),
-                        summary.invocations
+                        crate::model::plural(summary.invocations, "invocation")
                     ))
                     .rect
                     .width();
