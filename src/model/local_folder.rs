@@ -22,21 +22,19 @@ pub fn file_for_project(project_file: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Creates `dir` (and its parents). When it is a project's local folder, also its `.gitignore`, unless
-/// one is there already (the user's own wins).
+/// one is there already (the user's own wins). The `.gitignore` is a courtesy: a folder it can't be
+/// written to (a read-only copy of a project, whose history is only read) is not an error.
 pub fn ensure(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    if dir.file_name().is_none_or(|name| name != FOLDER) {
-        return Ok(());
-    }
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(dir.join(".gitignore"))
+    if dir.file_name().is_some_and(|name| name == FOLDER)
+        && let Ok(mut file) = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dir.join(".gitignore"))
     {
-        Ok(mut file) => file.write_all(GITIGNORE.as_bytes()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
+        let _ = file.write_all(GITIGNORE.as_bytes());
     }
+    Ok(())
 }
 
 #[cfg(test)]
