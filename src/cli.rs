@@ -73,6 +73,7 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
+    /// The project file whose history to read (from `.braid/` beside it).
     pub project: PathBuf,
     /// A run (its id, or the start of it): print its invocations instead of the list of runs.
     pub run_id: Option<String>,
@@ -586,7 +587,7 @@ fn history_command(args: &HistoryArgs) -> Result<ExitCode, UsageError> {
     } else {
         for row in &rows {
             let duration = match (row.started_at_ms, row.ended_at_ms) {
-                (Some(s), Some(e)) => format!("{:.1} ms", e - s),
+                (Some(s), Some(e)) => crate::model::format_ms(e - s),
                 _ => "-".to_owned(),
             };
             let item_path = format!("{:?}", row.item_path);
@@ -602,7 +603,11 @@ fn history_command(args: &HistoryArgs) -> Result<ExitCode, UsageError> {
                 row.error_summary.as_deref().unwrap_or(&row.input_preview)
             );
         }
-        let _ = writeln!(out, "{} invocation(s)", rows.len());
+        let _ = writeln!(
+            out,
+            "{}",
+            crate::model::plural(rows.len() as u64, "invocation")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -20,6 +20,23 @@ pub fn plural(n: impl Into<u64>, noun: &str) -> String {
     }
 }
 
+/// A duration for people: "< 1 µs", "5 µs", "61 ms", "2.10 s", "3 min 5 s". Workers time invocations
+/// to the microsecond, so a trivial one reads "< 1 µs", not "0.00 ms".
+pub fn format_ms(ms: f64) -> String {
+    if ms < 0.001 {
+        "< 1 µs".to_owned()
+    } else if ms < 1.0 {
+        format!("{:.0} µs", ms * 1000.0)
+    } else if ms < 1000.0 {
+        format!("{ms:.0} ms")
+    } else if ms < 60_000.0 {
+        format!("{:.2} s", ms / 1000.0)
+    } else {
+        let secs = (ms / 1000.0).round() as u64;
+        format!("{} min {} s", secs / 60, secs % 60)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -27,5 +44,14 @@ mod tests {
         assert_eq!(super::plural(1u64, "invocation"), "1 invocation");
         assert_eq!(super::plural(0u64, "invocation"), "0 invocations");
         assert_eq!(super::plural(12u32, "item"), "12 items");
+    }
+
+    #[test]
+    fn durations_read_in_the_unit_that_fits() {
+        assert_eq!(super::format_ms(0.0004), "< 1 µs");
+        assert_eq!(super::format_ms(0.005), "5 µs");
+        assert_eq!(super::format_ms(61.2), "61 ms");
+        assert_eq!(super::format_ms(2003.3), "2.00 s");
+        assert_eq!(super::format_ms(185_000.0), "3 min 5 s");
     }
 }

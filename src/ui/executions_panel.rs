@@ -478,22 +478,7 @@ pub fn item_path(path: &[u32]) -> String {
     }
 }
 
-/// `12 ms`, `1.25 s`, `2 min 5 s`.
-pub fn format_ms(ms: f64) -> String {
-    // Workers time invocations to the microsecond: a trivial one reads "< 1 µs", not "0.00 ms".
-    if ms < 0.001 {
-        "< 1 µs".to_owned()
-    } else if ms < 1.0 {
-        format!("{:.0} µs", ms * 1000.0)
-    } else if ms < 1000.0 {
-        format!("{ms:.0} ms")
-    } else if ms < 60_000.0 {
-        format!("{:.2} s", ms / 1000.0)
-    } else {
-        let secs = (ms / 1000.0).round() as u64;
-        format!("{} min {} s", secs / 60, secs % 60)
-    }
-}
+pub use crate::model::format_ms;
 
 /// Wall-clock time of day (UTC) of a Unix time in milliseconds, with the date when not today.
 pub fn format_time(unix_ms: f64) -> String {
