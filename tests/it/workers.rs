@@ -142,6 +142,31 @@ fn invocations_sharing_a_dead_worker_run_again() {
     }
 }
 
+/// Invocations that had finished on a worker before user code called `os._exit` there are not run
+/// again: their results go out before the process ends. (Each invocation notes its item in a file, so
+/// a second run of one would show.)
+#[test]
+fn finished_invocations_are_not_run_again_when_their_worker_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("ran.txt");
+    let project = Builder::new()
+        .block("Gen", &items(10))
+        .block(
+            "Work",
+            &format!(
+                "import os\ndef main(block_input, backpack):\n    with open({log:?}, 'a') as f:\n        f.write(f'{{block_input}}\\n')\n    if block_input == 4:\n        os._exit(3)\n    return block_input\n"
+            ),
+        )
+        .link("Gen", "Work", FanOut)
+        .build();
+    let out = run_with(project, Value::Null, Some(10));
+    assert_eq!(out.records_of("Work").len(), 10);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut ran: Vec<u32> = text.lines().map(|l| l.parse().unwrap()).collect();
+    ran.sort_unstable();
+    assert_eq!(ran, (0..10).collect::<Vec<_>>(), "each item ran once");
+}
+
 #[test]
 fn a_killed_worker_fails_only_the_item_that_killed_it() {
     let project = Builder::new()

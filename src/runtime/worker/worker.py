@@ -661,11 +661,14 @@ def main():
         # The invocation running on this thread, if the call came from one.
         slot = worker.running.get(threading.get_ident())
         key = slot[0] if slot is not None else None
-        if key is not None:
-            try:
+        try:
+            # Results that finished here and wait for their batch go out first: the parent would
+            # otherwise run them again on a fresh worker, repeating what they did.
+            worker.flush()
+            if key is not None:
                 worker.send({"op": "exiting", "key": key, "code": code})
-            except BaseException:
-                pass
+        except BaseException:
+            pass
         real_exit(code)
 
     os._exit = _exit
