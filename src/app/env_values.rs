@@ -26,7 +26,9 @@ pub enum ValueSource<'a> {
 pub struct EnvValues {
     /// The values file of the project these values are from.
     file: Option<PathBuf>,
-    modified: Option<SystemTime>,
+    /// The file's modification time and length when last read: a change within the file system's
+    /// time resolution still shows in the length, most of the time.
+    modified: Option<(SystemTime, u64)>,
     checked_at: f64,
     values: BTreeMap<String, String>,
     /// Lines of the values file that could not be read, as messages.
@@ -58,7 +60,7 @@ impl EnvValues {
         let modified = file
             .as_deref()
             .and_then(|f| std::fs::metadata(f).ok())
-            .and_then(|m| m.modified().ok());
+            .and_then(|m| Some((m.modified().ok()?, m.len())));
         if !moved && !force && modified == self.modified {
             return;
         }
@@ -107,14 +109,13 @@ mod tests {
         values.refresh(Some(&project), 1.5, false);
         assert_eq!(values.source("API_KEY"), ValueSource::File("one"));
 
-        // Written by another program: seen at the next look (the test sets the time, as an edit within
-        // the file system's time resolution would not show).
+        // Written by another program: seen at the next look.
         std::fs::write(
             env_file::path_for_project(&project),
             "API_KEY=two\nPATH=x\n",
         )
         .unwrap();
-        values.refresh(Some(&project), 1.6, true);
+        values.refresh(Some(&project), 2.6, false);
         assert_eq!(values.source("API_KEY"), ValueSource::File("two"));
         assert_eq!(
             values.source("PATH"),
@@ -122,7 +123,7 @@ mod tests {
             "the file wins"
         );
 
-        values.refresh(None, 1.7, false);
+        values.refresh(None, 2.7, false);
         assert_eq!(
             values.source("API_KEY"),
             ValueSource::Missing,

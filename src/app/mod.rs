@@ -781,8 +781,15 @@ impl App {
             );
         };
         let run_id = RunId::new_random();
-        let env = self.run_env();
+        // The values file's unreadable lines, then the variables left without a value.
+        let (env, mut warnings) = crate::model::env_file::values_for(self.path.as_deref());
         let missing = crate::model::env_file::missing_values(&self.project, &env);
+        if !missing.is_empty() {
+            warnings.push(format!(
+                "{} (the block's inspector sets values)",
+                missing.join("; ")
+            ));
+        }
         runtime.send(RuntimeRequest::Run(Box::new(RunRequest {
             run_id: run_id.clone(),
             project: self.project.clone(),
@@ -800,9 +807,8 @@ impl App {
         self.run_options = options;
         self.run = Some(RunState::new(run_id, now_secs));
         // Worth knowing before reading the run's failures; a block may well cope without the value.
-        if !missing.is_empty() {
-            let text = format!("{} (the block's inspector sets values)", missing.join("; "));
-            self.notify(NoticeLevel::Info, text, now_secs);
+        for warning in warnings {
+            self.notify(NoticeLevel::Info, warning, now_secs);
         }
     }
 

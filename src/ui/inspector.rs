@@ -302,6 +302,16 @@ impl InspectorView {
             });
             ui.end_row();
         }
+        // Lines of the values file Braid could not read: their variables would silently lack values.
+        for problem in &app.env_values.problems {
+            ui.label("");
+            ui.label(
+                RichText::new(problem)
+                    .small()
+                    .color(theme::severity_color(Severity::Warning, dark)),
+            );
+            ui.end_row();
+        }
     }
 
     /// One item per line; the list is sent as it is typed.

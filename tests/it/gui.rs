@@ -479,6 +479,13 @@ fn a_variables_value_is_set_in_the_inspector_and_the_block_sees_it() {
     settle(&mut harness);
     assert_eq!(std::fs::read_to_string(&values_file).expect("readable"), "");
     harness.get_by_label_contains("no value:");
+
+    // Edited outside Braid, with a line it can't read: the inspector says so.
+    std::fs::write(&values_file, "BRAID_GUI_TOKEN s3cret\n").expect("writes");
+    wait_for(&mut harness, "the values file to be read again", |app| {
+        !app.app.env_values.problems.is_empty()
+    });
+    harness.get_by_label_contains("expected NAME=value");
 }
 
 #[test]
