@@ -596,6 +596,37 @@ fn hostile_infinite_loop_times_out() {
     );
 }
 
+/// A print in a runaway loop: the invocation times out like any loop, by the interrupt (its worker is
+/// not killed), and keeps the first mebibyte of what it printed, with a note of how much was dropped.
+/// (Before, it kept everything: gigabytes of memory, and seconds of sending after the timeout.)
+#[test]
+fn hostile_print_loop_keeps_the_first_of_its_output() {
+    let out = hostile("        while True:\n            print('x' * 1000)", 1);
+    assert_only_item_4_failed(&out, InvocationStatus::TimedOut, "timeout of 1 s");
+    let chatty = out
+        .records_of("Work")
+        .into_iter()
+        .find(|r| r.item_path == vec![4])
+        .unwrap();
+    let error = chatty.error.as_ref().unwrap();
+    assert!(
+        !error.message.contains("killed"),
+        "stopped by the interrupt: {error:?}"
+    );
+    assert!(
+        chatty.stdout.starts_with(&"x".repeat(1000)),
+        "{}",
+        &chatty.stdout[..100]
+    );
+    let note = chatty.stdout.lines().last().unwrap();
+    assert!(
+        note.starts_with("[Braid kept the first 1,048,576 characters of this output; ")
+            && note.ends_with(" more were dropped]"),
+        "{note}"
+    );
+    assert!(chatty.stdout.len() < 1_048_576 + 200);
+}
+
 #[test]
 fn hostile_sleep_past_timeout_kills_the_worker() {
     let out = hostile("        time.sleep(30)", 1);

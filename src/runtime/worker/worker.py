@@ -54,6 +54,10 @@ FLUSH_AFTER_NS = 2_000_000
 TICK_S = 0.005
 GRACE_NS = 1_000_000_000
 BEAT_NS = 1_000_000_000
+# The most printed text kept per invocation and stream (characters). A print in a runaway loop would
+# otherwise fill memory until the timeout, then take seconds to send; the first part is what explains
+# the loop anyway.
+CAPTURE_LIMIT = 1 << 20
 
 
 class BraidTimeout(BaseException):
@@ -78,11 +82,18 @@ class _Capture:
         capture = getattr(_tls, "capture", None)
         if capture is None:
             return _real_stderr.write(text)
+        # [characters written so far, kept pieces...]
         buf = capture[self._index]
         if buf is None:
-            buf = capture[self._index] = []
-        buf.append(text)
-        return len(text)
+            buf = capture[self._index] = [0]
+        n = len(text)
+        room = CAPTURE_LIMIT - buf[0]
+        if n <= room:
+            buf.append(text)
+        elif room > 0:
+            buf.append(text[:room])
+        buf[0] += n
+        return n
 
     def writelines(self, lines):
         for line in lines:
@@ -376,7 +387,7 @@ class Worker:
                     else:
                         printed, logged = capture
                         capture[0] = capture[1] = None
-                        append_slow([key, m0 - START_NS, duration, ret, backpack, status, ifs, "".join(printed) if printed else "", "".join(logged) if logged else "", error])
+                        append_slow([key, m0 - START_NS, duration, ret, backpack, status, ifs, _captured(printed), _captured(logged), error])
                 except (BraidTimeout, BraidCancelled) as e:
                     # An interrupt that landed just after the user's code returned.
                     append_slow(self.interrupted_result(key, e))
@@ -590,6 +601,18 @@ class Batch:
         self.it = it
         # Set by the first thread to find the iterator exhausted; the batch then leaves the queue.
         self.done = False
+
+
+def _captured(buf):
+    """An invocation's printed text from its capture buffer (see _Capture.write), with a note when
+    some of it was dropped."""
+    if buf is None:
+        return ""
+    text = "".join(buf[1:])
+    dropped = buf[0] - CAPTURE_LIMIT
+    if dropped > 0:
+        text += f"\n[Braid kept the first {CAPTURE_LIMIT:,} characters of this output; {dropped:,} more were dropped]\n"
+    return text
 
 
 def _unencodable(row, exc):
