@@ -545,6 +545,14 @@ fn hostile(body: &str, timeout_s: u64) -> crate::support::Outcome {
     run_with(project, Value::Null, Some(10))
 }
 
+/// The record of the item that misbehaved.
+fn item_4(out: &crate::support::Outcome) -> &braid::runtime::InvocationRecord {
+    out.records_of("Work")
+        .into_iter()
+        .find(|r| r.item_path == vec![4])
+        .expect("item 4's record")
+}
+
 fn assert_only_item_4_failed(
     out: &crate::support::Outcome,
     status: InvocationStatus,
@@ -576,11 +584,7 @@ fn hostile_raise() {
 fn hostile_infinite_loop_times_out() {
     let out = hostile("        while True:\n            pass", 2);
     assert_only_item_4_failed(&out, InvocationStatus::TimedOut, "timeout of 2 s");
-    let stopped = out
-        .records_of("Work")
-        .into_iter()
-        .find(|r| r.item_path == vec![4])
-        .unwrap();
+    let stopped = item_4(&out);
     let error = stopped.error.as_ref().unwrap();
     assert!(
         error
@@ -603,11 +607,7 @@ fn hostile_infinite_loop_times_out() {
 fn hostile_print_loop_keeps_the_first_of_its_output() {
     let out = hostile("        while True:\n            print('x' * 1000)", 1);
     assert_only_item_4_failed(&out, InvocationStatus::TimedOut, "timeout of 1 s");
-    let chatty = out
-        .records_of("Work")
-        .into_iter()
-        .find(|r| r.item_path == vec![4])
-        .unwrap();
+    let chatty = item_4(&out);
     let error = chatty.error.as_ref().unwrap();
     assert!(
         !error.message.contains("killed"),
@@ -649,11 +649,7 @@ fn hostile_os_exit() {
 fn hostile_segfault() {
     let out = hostile("        ctypes.string_at(0)", 10);
     assert_only_item_4_failed(&out, InvocationStatus::Exception, "SIGSEGV");
-    let crash = out
-        .records_of("Work")
-        .into_iter()
-        .find(|r| r.item_path == vec![4])
-        .unwrap();
+    let crash = item_4(&out);
     assert!(
         crash
             .error
