@@ -627,6 +627,34 @@ fn hostile_print_loop_keeps_the_first_of_its_output() {
     assert!(chatty.stdout.len() < 1_048_576 + 200);
 }
 
+/// Module-level code that runs past the timeout of the invocation that first loads the block: that
+/// invocation times out, and the next ones run the module code again instead of inheriting its
+/// timeout. Only the first load is slow (a marker file), as with a cache warmed on first use.
+#[test]
+fn a_timed_out_module_load_is_not_the_next_invocations_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("loaded-once");
+    let code = format!(
+        "import os, time\nif not os.path.exists({marker:?}):\n    open({marker:?}, 'w').close()\n    t = time.time()\n    while time.time() - t < 30:\n        pass\n\ndef main(block_input, backpack):\n    return block_input\n"
+    );
+    let project = Builder::new()
+        .block("Gen", &items(6))
+        .block("Work", &code)
+        .timeout("Work", 1)
+        .link("Gen", "Work", FanOut)
+        .build();
+    // One at a time, so every invocation after the first meets the block as the first one left it.
+    let out = run_with(project, Value::Null, Some(1));
+    let work = out.records_of("Work");
+    assert_eq!(work.len(), 6);
+    let timed_out: Vec<_> = work
+        .iter()
+        .filter(|r| r.status == InvocationStatus::TimedOut)
+        .map(|r| r.item_path.clone())
+        .collect();
+    assert_eq!(timed_out, [vec![0]], "{work:#?}");
+}
+
 #[test]
 fn hostile_sleep_past_timeout_kills_the_worker() {
     let out = hostile("        time.sleep(30)", 1);

@@ -515,6 +515,10 @@ class Worker:
                 main = scope.get("main")
                 if not callable(main):
                     raise NameError("the block defines no main(block_input, backpack) function")
+            except (BraidTimeout, BraidCancelled):
+                # Stopped, not failed: the block's module code runs again with its next invocation,
+                # which must not inherit this one's timeout.
+                raise
             except BaseException as e:
                 block.load_error = e
                 raise
