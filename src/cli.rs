@@ -304,10 +304,40 @@ fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
         single: false,
         history: history.as_ref().map(|h| h.path().to_owned()),
     })));
+    let interrupts = stop_on_ctrl_c(runtime.requester(), run_id.clone());
     let outcome = follow_run(&mut runtime, &run_id, history.as_ref(), args.json);
+    if let Some(interrupts) = interrupts {
+        interrupts.close();
+    }
     // History is written out and closed before the process ends (a killed writer would leave its WAL).
     runtime.shutdown(std::time::Duration::from_secs(10));
     outcome
+}
+
+/// The first Ctrl+C stops the run the way the editor's Stop does: running invocations are interrupted,
+/// queued ones end as cancelled, the history records it all, and the summary says "cancelled". A second
+/// one quits at once (exit code 130). `None` when signals can't be watched (the run then just goes on).
+fn stop_on_ctrl_c(
+    requests: crate::runtime::Requester,
+    run_id: RunId,
+) -> Option<signal_hook::iterator::Handle> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT]).ok()?;
+    let handle = signals.handle();
+    std::thread::Builder::new()
+        .name("braid-ctrl-c".to_owned())
+        .spawn(move || {
+            let mut stopping = false;
+            for _ in signals.forever() {
+                if stopping {
+                    std::process::exit(130);
+                }
+                stopping = true;
+                eprintln!("braid: stopping the run (Ctrl+C again quits at once)");
+                requests.send(RuntimeRequest::Cancel(run_id.clone()));
+            }
+        })
+        .ok()?;
+    Some(handle)
 }
 
 /// Shows a run's progress until it ends, then its summary; the exit code says how it went.

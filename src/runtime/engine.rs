@@ -89,6 +89,17 @@ impl RuntimeConfig {
 }
 
 /// The way in and out of the runtime: requests in, events out.
+/// See [`RuntimeHandle::requester`].
+#[derive(Clone)]
+pub struct Requester(mpsc::Sender<RuntimeRequest>);
+
+impl Requester {
+    /// Like [`RuntimeHandle::send`]; from a thread outside the runtime.
+    pub fn send(&self, request: RuntimeRequest) {
+        let _ = self.0.blocking_send(request);
+    }
+}
+
 pub struct RuntimeHandle {
     requests: mpsc::Sender<RuntimeRequest>,
     events: mpsc::Receiver<RuntimeEvent>,
@@ -149,6 +160,11 @@ impl RuntimeHandle {
     /// Sends a request. Blocks only if 64 requests are already waiting.
     pub fn send(&self, request: RuntimeRequest) {
         let _ = self.requests.blocking_send(request);
+    }
+
+    /// Sends requests from another thread (a signal handler's, say) while this handle takes events.
+    pub fn requester(&self) -> Requester {
+        Requester(self.requests.clone())
     }
 
     pub fn try_recv(&mut self) -> Option<RuntimeEvent> {

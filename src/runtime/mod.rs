@@ -10,5 +10,5 @@ pub mod record;
 pub mod scheduler;
 pub mod worker;
 
-pub use engine::{RunRequest, RuntimeConfig, RuntimeHandle, RuntimeRequest};
+pub use engine::{Requester, RunRequest, RuntimeConfig, RuntimeHandle, RuntimeRequest};
 pub use record::*;

@@ -340,3 +340,70 @@ fn a_declared_variable_without_a_value_is_warned_about() {
     );
     assert!(stderr.contains(".braid/env.json.env"), "{stderr}");
 }
+
+/// A fan-out of sleepers whose items note that they started (in `started`), run by `braid run` in a
+/// process group of its own, as a shell runs a foreground command; returns the child once one item is
+/// running.
+fn start_sleepy_run(dir: &Path) -> std::process::Child {
+    use std::os::unix::process::CommandExt as _;
+    let started = dir.join("started");
+    let project = json!({
+        "format_version": 1, "name": "sleepy", "settings": {"concurrency_limit": 4},
+        "blocks": [
+            {"id": "g", "name": "Gen", "kind": "code",
+             "code": "def main(block_input, backpack):\n    return list(range(20))\n"},
+            {"id": "w", "name": "Sleep", "kind": "code", "timeout_s": 300,
+             "code": format!("import time\ndef main(block_input, backpack):\n    open({started:?}, 'a').close()\n    time.sleep(100)\n    return block_input\n")}
+        ],
+        "transitions": [{"id": "t", "from": "g", "to": "w", "type": "fan-out"}]
+    });
+    let path = dir.join("sleepy.braid.json");
+    std::fs::write(&path, project.to_string()).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_braid"))
+        .args(["run", path.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
+    while !started.exists() {
+        assert!(std::time::Instant::now() < deadline, "no item started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
+}
+
+/// Ctrl+C as a terminal sends it: to the whole foreground process group.
+fn ctrl_c(child: &std::process::Child) {
+    let group = rustix::process::Pid::from_raw(child.id().cast_signed()).expect("a process id");
+    rustix::process::kill_process_group(group, rustix::process::Signal::INT).expect("signalled");
+}
+
+/// Ctrl+C stops a headless run the way the editor's Stop does: the summary says cancelled (exit 1),
+/// and the history has the whole run, its stopped invocations recorded as cancelled.
+#[test]
+fn ctrl_c_stops_the_run_and_keeps_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = start_sleepy_run(dir.path());
+    ctrl_c(&child);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains(" cancelled in "), "{stdout}");
+    assert!(stderr.contains("stopping the run"), "{stderr}");
+
+    let runs = braid()
+        .args([
+            "history",
+            "--json",
+            dir.path().join("sleepy.braid.json").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let runs: Value = serde_json::from_slice(&runs.stdout).unwrap();
+    assert_eq!(runs[0]["status"], "cancelled", "{runs}");
+    assert_eq!(runs[0]["invocations"], 21, "{runs}");
+    assert_eq!(runs[0]["counts"]["cancelled"], 20, "{runs}");
+}

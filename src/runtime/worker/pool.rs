@@ -648,6 +648,10 @@ impl PoolActor {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        // A process group of its own: Ctrl+C in the terminal reaches Braid, which stops the run and
+        // its invocations itself; workers killed by it would take their invocations' results along.
+        #[cfg(unix)]
+        command.process_group(0);
         for (key, value) in &self.config.env {
             command.env(key, value);
         }
