@@ -132,8 +132,8 @@ impl RuntimeHandle {
         })
     }
 
-    /// Stops the runtime: runs still going are abandoned, history databases are written out and
-    /// closed. Waits at most `timeout`; events that arrive meanwhile are dropped.
+    /// Stops the runtime: runs still going end as cancelled (recorded so), history databases are
+    /// written out and closed. Waits at most `timeout`; events that arrive meanwhile are dropped.
     pub fn shutdown(self, timeout: Duration) {
         let Self {
             requests,
@@ -335,8 +335,19 @@ impl Engine {
                 _ = tick.tick() => engine.progress().await,
             }
         }
-        // The handle went away: let the recorder finish what it has, then close the history databases,
-        // so each is left merged and whole.
+        // The handle went away (the editor closed, `braid run` ended) with runs still going: they end
+        // as cancelled, as with Stop, so their history says what happened rather than "running".
+        let going: Vec<RunId> = engine
+            .runs
+            .values()
+            .filter(|run| !matches!(run.phase, Phase::Checking))
+            .map(|run| run.scheduler.run_id().clone())
+            .collect();
+        for run_id in going {
+            engine.request(RuntimeRequest::Cancel(run_id)).await;
+        }
+        // Then let the recorder finish what it has, and close the history databases, so each is left
+        // merged and whole.
         let Self {
             writers, recorder, ..
         } = engine;

@@ -219,6 +219,41 @@ fn a_cancelled_run_is_recorded_as_cancelled() {
     assert!(run.counts.cancelled > 0);
 }
 
+/// The runtime stopped mid-run (the editor closed): the run is recorded as cancelled, with every
+/// invocation, instead of staying "running" in the history forever.
+#[test]
+fn a_run_going_when_the_runtime_stops_is_recorded_as_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let started = dir.path().join("started");
+    let project = Builder::new()
+        .block("Gen", "def main(block_input, backpack):\n    return list(range(8))\n")
+        .block(
+            "Slow",
+            &format!("import time\ndef main(block_input, backpack):\n    open({started:?}, 'a').close()\n    time.sleep(100)\n    return block_input\n"),
+        )
+        .link("Gen", "Slow", TransitionKind::FanOut)
+        .build();
+    let runtime = RuntimeHandle::start(runtime_config()).unwrap();
+    let mut request = RunRequest::new(RunId::new_random(), project);
+    let run_id = request.run_id.clone();
+    request.history = Some(path.clone());
+    request.concurrency = Some(2);
+    runtime.send(RuntimeRequest::Run(Box::new(request)));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
+    while !started.exists() {
+        assert!(std::time::Instant::now() < deadline, "no item started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    runtime.shutdown(std::time::Duration::from_secs(30));
+
+    let history = History::open(&path).unwrap();
+    let run = history.run(&run_id).unwrap().expect("the run is recorded");
+    assert_eq!(run.status, RunStatus::Cancelled);
+    assert_eq!(run.invocations, 9, "Gen and all 8 items");
+    assert_eq!(run.counts.cancelled, 8);
+}
+
 // `braid history` as a user calls it.
 
 fn braid() -> Command {
