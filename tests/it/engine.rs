@@ -655,6 +655,28 @@ fn a_timed_out_module_load_is_not_the_next_invocations_timeout() {
     assert_eq!(timed_out, [vec![0]], "{work:#?}");
 }
 
+/// Text that is not Unicode (a lone surrogate, as `os.fsdecode` makes of a file name's undecodable
+/// bytes): returned, it fails only its invocation, saying what and how to fix it; printed, or in an
+/// exception's message, it is shown with U+FFFD in its place. Before, it broke the worker's whole reply:
+/// its worker was killed and the message blamed the memory.
+#[test]
+fn hostile_text_that_is_not_unicode() {
+    let out = hostile("        return os.fsdecode(b'file-\\xff.txt')", 10);
+    assert_only_item_4_failed(&out, InvocationStatus::Exception, "not Unicode: '\\udcff'");
+
+    let out = hostile(
+        "        print(os.fsdecode(b'name-\\xfe'))\n        raise ValueError(os.fsdecode(b'bad-\\xfd'))",
+        10,
+    );
+    assert_only_item_4_failed(
+        &out,
+        InvocationStatus::Exception,
+        "ValueError: bad-\u{fffd}",
+    );
+    let printed = &item_4(&out).stdout;
+    assert_eq!(printed, "name-\u{fffd}\n");
+}
+
 #[test]
 fn hostile_sleep_past_timeout_kills_the_worker() {
     let out = hostile("        time.sleep(30)", 1);

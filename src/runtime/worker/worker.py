@@ -192,15 +192,15 @@ class Worker:
     def results_frame(self, rows, slow_rows):
         """The binary results frame (see the top of this file) for short rows and full rows."""
         try:
-            rets = _FAST_ENCODE([row[3] for row in rows])
+            rets = _fast_json([row[3] for row in rows])
             backpacks = [row[4] for row in rows]
-            backpacks = "0" if backpacks.count(UNCHANGED) == len(backpacks) else _FAST_ENCODE(backpacks)
+            backpacks = b"0" if backpacks.count(UNCHANGED) == len(backpacks) else _fast_json(backpacks)
         except (TypeError, ValueError, RecursionError):
             # Some value is not JSON: find the rows it is in (checked), and let them fail alone.
             good = []
             for row in rows:
                 try:
-                    json.dumps(row, allow_nan=False)
+                    _json(row)
                     good.append(row)
                 except (TypeError, ValueError, RecursionError) as e:
                     slow_rows.append(_unencodable(row, e))
@@ -213,9 +213,7 @@ class Worker:
             columns = columns.tobytes()
         else:
             columns = b""
-        rets = rets.encode()
-        backpacks = backpacks.encode()
-        rest = self.encode(slow_rows).encode()
+        rest = self.encode(slow_rows)
         return b"".join((
             b"R", struct.pack("<QI", START_WALL_US, len(rows)), columns,
             struct.pack("<I", len(rets)), rets,
@@ -477,20 +475,28 @@ class Worker:
                 self.send({"op": "beat"})
 
     def encode(self, rows):
-        """One JSON text for a batch of result rows; a row whose value can't be encoded fails alone."""
+        """One JSON text (UTF-8) for a batch of full result rows. Printed text and error messages with
+        text that is not Unicode are shown with U+FFFD in its place; a row whose value can't be
+        encoded fails alone."""
         try:
-            # No circular check on the fast path (it costs a third of the encoding); a cyclic value
-            # recurses until RecursionError and is then found by the checked per-row pass below.
-            return _FAST_ENCODE(rows)
+            return _fast_json(rows)
         except (TypeError, ValueError, RecursionError):
             pass
         parts = []
         for row in rows:
             try:
-                parts.append(json.dumps(row, separators=(",", ":"), allow_nan=False))
+                parts.append(_json(row))
+                continue
+            except UnicodeEncodeError:
+                row = _clean_texts(row)
             except (TypeError, ValueError, RecursionError) as e:
-                parts.append(json.dumps(_unencodable(row, e), separators=(",", ":")))
-        return "[" + ",".join(parts) + "]"
+                parts.append(_json(_unencodable(row, e)))
+                continue
+            try:
+                parts.append(_json(row))
+            except (TypeError, ValueError, RecursionError) as e:
+                parts.append(_json(_unencodable(row, e)))
+        return b"[" + b",".join(parts) + b"]"
 
     def interrupted_result(self, key, exc):
         now = monotonic_ns() - START_NS
@@ -590,7 +596,39 @@ def _failure(block, exc):
     return RAISED, [type(exc).__name__, str(exc), _format_tb(), _user_line(block)]
 
 
-_FAST_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False).encode
+_FAST_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False, ensure_ascii=False).encode
+_CHECKED_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+
+
+def _fast_json(value):
+    """`value` as JSON in UTF-8. Text that is not Unicode (a lone surrogate: bytes that were not UTF-8,
+    kept by os.fsdecode or errors="surrogateescape") raises UnicodeEncodeError, a ValueError, like any
+    other value JSON can't hold. No circular check (it costs a third of the encoding): a cyclic value
+    recurses until RecursionError and is then found by a checked pass."""
+    return _FAST_ENCODE(value).encode()
+
+
+def _json(value):
+    """`_fast_json` with the circular check, for finding the value that failed."""
+    return _CHECKED_ENCODE(value).encode()
+
+
+def _clean_text(text):
+    """Text with each lone surrogate (or the byte it stands for) replaced by U+FFFD, for display."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+def _clean_texts(row):
+    """A full row with its printed output and error text made displayable (see _clean_text)."""
+    row = list(row)
+    row[7] = _clean_text(row[7])
+    row[8] = _clean_text(row[8])
+    if row[9] is not None:
+        row[9] = [_clean_text(part) if isinstance(part, str) else part for part in row[9]]
+    return row
 
 
 class Batch:
@@ -622,18 +660,22 @@ def _captured(buf):
 def _unencodable(row, exc):
     """The row of an invocation whose return value (or backpack) is not JSON: it fails, naming the type."""
     key, t0, duration, ret, backpack = row[:5]
-    out, err = (row[7], row[8]) if len(row) > 5 else ("", "")
+    out, err = (_clean_text(row[7]), _clean_text(row[8])) if len(row) > 5 else ("", "")
     what, value = "return value", ret
     try:
-        json.dumps(ret, allow_nan=False)
+        _json(ret)
         what, value = "backpack", backpack
     except (TypeError, ValueError, RecursionError):
         pass
-    error = ["TypeError", f"the {what} is not JSON-serialisable: {type(value).__name__} ({exc})", "", None]
+    if isinstance(exc, UnicodeEncodeError):
+        bad = exc.object[exc.start:exc.end]
+        error = ["ValueError", f"the {what} holds text that is not Unicode: {bad!r} (bytes that were not UTF-8, kept by os.fsdecode or errors='surrogateescape'); decode such bytes with errors='replace', or pass them as base64", "", None]
+    else:
+        error = ["TypeError", f"the {what} is not JSON-serialisable: {type(value).__name__} ({exc})", "", None]
     safe_backpack = None
     if what == "return value":
         try:
-            json.dumps(backpack, allow_nan=False)
+            _json(backpack)
             safe_backpack = backpack
         except (TypeError, ValueError, RecursionError):
             pass
