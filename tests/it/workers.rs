@@ -43,16 +43,8 @@ fn run_collecting(
     }
 }
 
-#[test]
-fn a_block_imports_a_library_from_the_project_environment() {
-    // six 1.16.0: the machine's own interpreter may have another six; the project's pin must win.
-    let mut project = Builder::new()
-        .block(
-            "Uses six",
-            "import six\ndef main(block_input, backpack):\n    return [six.__version__, six.__file__]\n",
-        )
-        .build();
-    project.blocks[0].code_mut().unwrap().libraries = vec!["six==1.16.0".to_owned()];
+/// Runs `project`, which must succeed, and returns its first result's output.
+fn first_result(project: braid::model::Project) -> Value {
     let (summary, refused, _log) = run_collecting(RunRequest::new(RunId::new_random(), project));
     assert_eq!(refused, None);
     let summary = summary.unwrap();
@@ -62,8 +54,23 @@ fn a_block_imports_a_library_from_the_project_environment() {
         "{:?}",
         summary.failures
     );
-    let output = &summary.results[0].output;
+    summary.results[0].output.clone()
+}
+
+#[test]
+fn a_block_imports_a_library_from_the_project_environment() {
+    // six 1.16.0: the machine's own interpreter may have another six; the project's pin must win.
+    let mut project = Builder::new()
+        .block(
+            "Uses six",
+            "import six, subprocess, sys\ndef main(block_input, backpack):\n    other = subprocess.run([sys.executable, '-c', 'import six; print(six.__version__)'], capture_output=True, text=True)\n    return [six.__version__, six.__file__, other.stdout.strip() or other.stderr]\n",
+        )
+        .build();
+    project.blocks[0].code_mut().unwrap().libraries = vec!["six==1.16.0".to_owned()];
+    let output = &first_result(project);
     assert_eq!(output[0], "1.16.0");
+    // Python started from the block (`sys.executable`) is the environment's, with the same library.
+    assert_eq!(output[2], "1.16.0");
     let cache = braid::runtime::environment::default_cache_dir();
     assert!(
         output[1]
@@ -73,6 +80,22 @@ fn a_block_imports_a_library_from_the_project_environment() {
         "{output} not from {}",
         cache.display()
     );
+}
+
+/// A block's own functions go to a `multiprocessing` pool (pickle finds them by module and name), and
+/// the Python a block starts as `sys.executable` is the one Braid embeds, not whichever `python3` is
+/// first on PATH.
+#[test]
+fn blocks_can_use_multiprocessing_and_start_their_own_python() {
+    let project = Builder::new()
+        .block(
+            "Pool",
+            "import multiprocessing, subprocess, sys\ndef square(x):\n    return x * x\ndef main(block_input, backpack):\n    with multiprocessing.Pool(2) as pool:\n        squares = pool.map(square, range(5))\n    other = subprocess.run([sys.executable, '-c', 'import sys; print(sys.version)'], capture_output=True, text=True)\n    return [squares, sys.version, other.stdout.strip()]\n",
+        )
+        .build();
+    let output = &first_result(project);
+    assert_eq!(output[0], json!([0, 1, 4, 9, 16]));
+    assert_eq!(output[2], output[1], "the same Python");
 }
 
 #[test]

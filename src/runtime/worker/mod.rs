@@ -15,7 +15,10 @@ pub fn serve() -> Result<(), String> {
     let code = CString::new(WORKER_PY).map_err(|e| e.to_string())?;
     Python::attach(|py| {
         let module = PyModule::from_code(py, &code, c"braid_worker.py", c"braid_worker")?;
-        module.getattr("main")?.call0()?;
+        let executable = crate::runtime::environment::python_executable();
+        module
+            .getattr("main")?
+            .call1((executable.to_string_lossy(),))?;
         Ok::<(), PyErr>(())
     })
     .map_err(|e| e.to_string())

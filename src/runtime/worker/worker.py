@@ -38,6 +38,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 
 OK, RAISED, TIMED_OUT, CANCELLED = 0, 1, 2, 3
 RUN_PREFIX = b'{"op":"run",'
@@ -111,7 +112,7 @@ class _Capture:
 
 
 class Block:
-    __slots__ = ("name", "filename", "code", "ifs", "timeout_s", "timeout_ns", "env", "main", "load_error", "lock")
+    __slots__ = ("name", "filename", "code", "ifs", "timeout_s", "timeout_ns", "env", "main", "load_error", "lock", "module_name")
 
     def __init__(self, name, filename, code, ifs, timeout_s, env):
         self.name = name
@@ -124,6 +125,9 @@ class Block:
         self.main = None
         self.load_error = None
         self.lock = threading.Lock()
+        # The block's code runs as this module, registered in sys.modules: pickle finds the functions it
+        # defines there (multiprocessing.Pool sends them to its processes by name).
+        self.module_name = "braid_block"
 
 
 class Worker:
@@ -246,7 +250,8 @@ class Worker:
             elif op == "cancel":
                 self.cancel(msg["keys"])
             elif op == "unload":
-                self.programs.pop(msg["program"], None)
+                for block in self.programs.pop(msg["program"], ()):
+                    sys.modules.pop(block.module_name, None)
             elif op == "exit":
                 return
 
@@ -258,6 +263,11 @@ class Worker:
             added = [p for p in sys.path if p not in before]
             sys.path[:] = added + before
             importlib.invalidate_caches()
+            # Python started from user code (subprocess, multiprocessing) is the environment's, so it
+            # has the project's libraries too: <env>/lib/pythonX.Y/site-packages -> <env>/bin/python.
+            env_python = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(site_packages))), "bin", "python")
+            if os.path.exists(env_python):
+                sys.executable = env_python
         compiled = []
         errors = []
         for index, spec in enumerate(blocks):
@@ -266,6 +276,7 @@ class Worker:
             # The traceback shows the block's own source lines.
             linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
             block = Block(spec["name"], filename, None, [], spec["timeout_s"], spec.get("env") or {})
+            block.module_name = f"braid_block_{program_id}_{index}"
             if spec.get("runnable", True):
                 try:
                     block.code = compile(code, filename, "exec")
@@ -515,7 +526,10 @@ class Worker:
                 return block.main
             if block.load_error is not None:
                 raise block.load_error
-            scope = {"__name__": "__braid_block__", "__file__": block.filename}
+            module = types.ModuleType(block.module_name)
+            module.__file__ = block.filename
+            sys.modules[block.module_name] = module
+            scope = module.__dict__
             try:
                 exec(block.code, scope)
                 main = scope.get("main")
@@ -708,8 +722,13 @@ def _user_line(block):
     return line
 
 
-def main():
+def main(executable=None):
     import faulthandler
+
+    # The interpreter Braid embeds, as a program: what user code starts as `sys.executable` must be the
+    # same Python (not whichever `python3` is first on PATH).
+    if executable and os.path.exists(executable):
+        sys.executable = executable
 
     # A segfault in user code prints where it happened to stderr, which the parent keeps to explain it.
     faulthandler.enable(file=sys.__stderr__, all_threads=True)
