@@ -57,6 +57,7 @@ fn run_recorded(
         env: std::collections::BTreeMap::new(),
         single: false,
         history: history.map(Path::to_path_buf),
+        working_dir: None,
     })));
     let mut records = 0;
     loop {

@@ -303,6 +303,7 @@ fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
         env,
         single: false,
         history: history.as_ref().map(|h| h.path().to_owned()),
+        working_dir: crate::model::local_folder::working_dir(&args.project),
     })));
     let interrupts = stop_on_ctrl_c(runtime.requester(), run_id.clone());
     let outcome = follow_run(&mut runtime, &run_id, history.as_ref(), args.json);

@@ -803,6 +803,10 @@ impl App {
                 .path
                 .as_deref()
                 .map(executions::History::path_for_project),
+            working_dir: self
+                .path
+                .as_deref()
+                .and_then(crate::model::local_folder::working_dir),
         })));
         self.run_options = options;
         self.run = Some(RunState::new(run_id, now_secs));
@@ -960,6 +964,10 @@ impl App {
             from: Some(record.block_id.clone()),
             env: self.run_env(),
             single: true,
+            working_dir: self
+                .path
+                .as_deref()
+                .and_then(crate::model::local_folder::working_dir),
             ..RunRequest::new(run_id.clone(), self.project.clone())
         })));
         self.executions.replay = Some(executions::Replay {

@@ -21,6 +21,15 @@ pub fn file_for_project(project_file: &Path, suffix: &str) -> PathBuf {
     dir.join(FOLDER).join(format!("{name}{suffix}"))
 }
 
+/// The folder a project's blocks run in: the project file's own, as an absolute path, so that data
+/// beside the project is found however Braid was started.
+pub fn working_dir(project_file: &Path) -> Option<PathBuf> {
+    std::path::absolute(project_file)
+        .ok()?
+        .parent()
+        .map(Path::to_path_buf)
+}
+
 /// Creates `dir` (and its parents). When it is a project's local folder, also its `.gitignore`, unless
 /// one is there already (the user's own wins). The `.gitignore` is a courtesy: a folder it can't be
 /// written to (a read-only copy of a project, whose history is only read) is not an error.

@@ -40,6 +40,9 @@ pub struct RunRequest {
     /// `RunFinished` comes only once all of it is written. A database that can't be opened refuses the
     /// run. Refused runs are not recorded (nothing ran).
     pub history: Option<PathBuf>,
+    /// The folder the blocks' code runs in (its relative paths start there): the project file's, so
+    /// data beside the project is found however Braid was started. `None` leaves the workers' own.
+    pub working_dir: Option<PathBuf>,
 }
 
 impl RunRequest {
@@ -56,6 +59,7 @@ impl RunRequest {
             env: BTreeMap::new(),
             single: false,
             history: None,
+            working_dir: None,
         }
     }
 }
@@ -437,6 +441,7 @@ impl Engine {
             env,
             single,
             history,
+            working_dir,
         } = request;
         if let Some(message) = &self.broken {
             self.refuse(run_id, message.clone(), Vec::new()).await;
@@ -502,7 +507,8 @@ impl Engine {
         let limit = concurrency
             .unwrap_or(project.settings.concurrency_limit)
             .max(1) as usize;
-        let program = plan.program(number, &project, &env);
+        let mut program = plan.program(number, &project, &env);
+        program.cwd = working_dir.map(|dir| dir.to_string_lossy().into_owned());
         let requirements = super::environment::requirements(&project);
         let phase = if requirements.is_empty() {
             self.invoker.load(program);

@@ -16,6 +16,8 @@ pub struct Program {
     pub blocks: Vec<ProgramBlock>,
     /// The project's library environment, put first on the workers' `sys.path`.
     pub site_packages: Option<String>,
+    /// The working directory the workers switch to (see `RunRequest::working_dir`).
+    pub cwd: Option<String>,
     /// Loaded only to compile (a check): it must not make the workers switch library environments.
     #[serde(skip)]
     pub compile_only: bool,

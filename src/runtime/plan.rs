@@ -230,6 +230,7 @@ impl Plan {
             id,
             blocks,
             site_packages: None,
+            cwd: None,
             compile_only: false,
         }
     }

@@ -407,3 +407,21 @@ fn ctrl_c_stops_the_run_and_keeps_its_record() {
     assert_eq!(runs[0]["invocations"], 21, "{runs}");
     assert_eq!(runs[0]["counts"]["cancelled"], 20, "{runs}");
 }
+
+/// Blocks run in the project file's folder, wherever `braid run` was started: data beside the project
+/// is found by its relative path.
+#[test]
+fn blocks_run_in_the_project_folder() {
+    let (dir, path) = write_temp(
+        "reads.braid.json",
+        &one_block("def main(block_input, backpack):\n    return open('data.txt').read()\n"),
+    );
+    std::fs::write(dir.path().join("data.txt"), "beside the project").unwrap();
+    let out = braid()
+        .current_dir("/")
+        .args(["run", "--json", "--no-history", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let out: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out["results"][0]["output"], "beside the project", "{out}");
+}

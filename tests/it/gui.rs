@@ -414,6 +414,39 @@ fn runs_a_pipeline_and_shows_the_result() {
     );
 }
 
+/// In the editor too, blocks run in the project file's folder (the editor may have been started from
+/// anywhere: a desktop launcher starts it in the home folder).
+#[test]
+fn the_editor_runs_blocks_in_the_project_folder() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let project = crate::support::Builder::new()
+        .block(
+            "Read",
+            "def main(block_input, backpack):\n    return open('data.txt').read()\n",
+        )
+        .build();
+    let path = dir.path().join("reads.braid.json");
+    braid::model::format::save_project(&path, &project).expect("saves");
+    std::fs::write(dir.path().join("data.txt"), "beside the project").expect("writes");
+    let mut harness = harness_with(&path);
+    assert_eq!(first_output(&mut harness), "beside the project");
+}
+
+/// Clicks Run, waits for that run to finish and returns its first result's output.
+fn first_output(harness: &mut Harness<'_, BraidApp>) -> serde_json::Value {
+    let before = harness.state().app.run.as_ref().map(|r| r.run_id.clone());
+    harness.get_by_label("▶ Run").click();
+    wait_for(harness, "the run to finish", |app| {
+        app.app.run.as_ref().is_some_and(|r| {
+            Some(&r.run_id) != before.as_ref() && matches!(r.phase, RunPhase::Finished(_))
+        })
+    });
+    match harness.state().app.run.as_ref().map(|r| &r.phase) {
+        Some(RunPhase::Finished(summary)) => summary.results[0].output.clone(),
+        other => panic!("the run did not finish: {other:?}"),
+    }
+}
+
 /// A block declares a variable; its value is typed into the inspector, lands in `.braid/` beside the
 /// project (never in the project file, which stays unchanged and saved), and the block's code sees it
 /// when the pipeline runs.
@@ -431,24 +464,10 @@ fn a_variables_value_is_set_in_the_inspector_and_the_block_sees_it() {
     braid::model::format::save_project(&path, &project).expect("saves");
     let before = std::fs::read_to_string(&path).expect("readable");
     let mut harness = harness_with(&path);
-    let run = |harness: &mut Harness<'_, BraidApp>| -> serde_json::Value {
-        let before = harness.state().app.run.as_ref().map(|r| r.run_id.clone());
-        harness.get_by_label("▶ Run").click();
-        wait_for(harness, "the run to finish", |app| {
-            app.app.run.as_ref().is_some_and(|r| {
-                Some(&r.run_id) != before.as_ref() && matches!(r.phase, RunPhase::Finished(_))
-            })
-        });
-        match harness.state().app.run.as_ref().map(|r| &r.phase) {
-            Some(RunPhase::Finished(summary)) => summary.results[0].output.clone(),
-            _ => unreachable!(),
-        }
-    };
-
     click_node(&mut harness, "Call API");
     harness.get_by_label_contains("no value:").hover();
     // Without a value the run says so up front, and the block finds nothing.
-    assert_eq!(run(&mut harness), serde_json::Value::Null);
+    assert_eq!(first_output(&mut harness), serde_json::Value::Null);
     harness.get_by_label_contains("declares BRAID_GUI_TOKEN, which has no value");
 
     harness.get_by_label("BRAID_GUI_TOKEN").click();
@@ -468,7 +487,7 @@ fn a_variables_value_is_set_in_the_inspector_and_the_block_sees_it() {
         "a value is not a change to the project"
     );
     assert_eq!(std::fs::read_to_string(&path).expect("readable"), before);
-    assert_eq!(run(&mut harness), "s3cret value");
+    assert_eq!(first_output(&mut harness), "s3cret value");
 
     // Emptying the field removes the value.
     harness.get_by_label("BRAID_GUI_TOKEN").click();

@@ -4,7 +4,8 @@
 # User code never sees those descriptors: fd 0 becomes /dev/null and fd 1 a copy of stderr, and
 # sys.stdout/sys.stderr capture per invocation (per thread).
 #
-# Requests:  {"op": "load", "program": P, "blocks": [{"name", "code", "ifs": [expr...], "timeout_s", "env": {...}} ...]}
+# Requests:  {"op": "load", "program": P, "blocks": [{"name", "code", "ifs": [expr...], "timeout_s", "env": {...}} ...],
+#             "site_packages": S or null, "cwd": D or null}
 #            {"op": "run", "program": P, "block": B, "keys": [...], "inputs": [...], "backpacks": [...]}
 #              ("fresh": 1 instead of "backpacks": each invocation gets an empty backpack of its own)
 #            {"op": "cancel", "keys": [...]}   {"op": "unload", "program": P}
@@ -246,7 +247,7 @@ class Worker:
             msg = json.loads(body)
             op = msg["op"]
             if op == "load":
-                self.load(msg["program"], msg["blocks"], msg.get("site_packages"))
+                self.load(msg["program"], msg["blocks"], msg.get("site_packages"), msg.get("cwd"))
             elif op == "cancel":
                 self.cancel(msg["keys"])
             elif op == "unload":
@@ -255,7 +256,13 @@ class Worker:
             elif op == "exit":
                 return
 
-    def load(self, program_id, blocks, site_packages=None):
+    def load(self, program_id, blocks, site_packages=None, cwd=None):
+        if cwd:
+            try:
+                os.chdir(cwd)
+            except OSError:
+                # Gone or unreadable: the code runs where the worker is, as for an unsaved project.
+                pass
         if site_packages and site_packages not in sys.path:
             # The project's libraries come before everything else, so its pinned versions win.
             before = list(sys.path)
