@@ -76,11 +76,6 @@ impl EnvValues {
             None => ValueSource::Missing,
         }
     }
-
-    /// The values file, for messages (`None` for a project that was never saved).
-    pub fn file(&self) -> Option<&Path> {
-        self.file.as_deref()
-    }
 }
 
 #[cfg(test)]
@@ -129,6 +124,5 @@ mod tests {
             ValueSource::Missing,
             "another project"
         );
-        assert!(values.file().is_none());
     }
 }
