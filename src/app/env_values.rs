@@ -26,8 +26,7 @@ pub enum ValueSource<'a> {
 pub struct EnvValues {
     /// The values file of the project these values are from.
     file: Option<PathBuf>,
-    /// The file's modification time and length when last read: a change within the file system's
-    /// time resolution still shows in the length, most of the time.
+    /// The file as last read (see `files::disk_stamp`).
     modified: Option<(SystemTime, u64)>,
     checked_at: f64,
     values: BTreeMap<String, String>,
@@ -57,10 +56,7 @@ impl EnvValues {
             return;
         }
         self.checked_at = now_secs;
-        let modified = file
-            .as_deref()
-            .and_then(|f| std::fs::metadata(f).ok())
-            .and_then(|m| Some((m.modified().ok()?, m.len())));
+        let modified = file.as_deref().and_then(super::files::disk_stamp);
         if !moved && !force && modified == self.modified {
             return;
         }

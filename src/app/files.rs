@@ -183,6 +183,14 @@ pub fn suggested_file_name(project_name: &str, imported_from: Option<&Path>) -> 
     }
 }
 
+/// What a file on disk looks like now, to tell when it changes: its modification time and length
+/// (`None` when it is not there). The length catches most changes made within the file system's time
+/// resolution.
+pub fn disk_stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

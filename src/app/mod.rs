@@ -128,6 +128,10 @@ pub struct App {
     pub executions: Executions,
     /// The values of the project's environment variables (not part of the project).
     pub env_values: env_values::EnvValues,
+    /// The project file as last opened or saved (see `files::disk_stamp`), to notice changes made to it
+    /// by other programs (a `git pull`, another editor); and when it was last looked at.
+    disk_stamp: Option<(std::time::SystemTime, u64)>,
+    disk_checked_at: f64,
     /// Where the code editor should go next (a traceback line was clicked).
     pub code_goto: Option<CodeGoto>,
     /// When the executions table was last rebuilt for a growing run (egui seconds).
@@ -173,6 +177,8 @@ impl App {
             run: None,
             executions: Executions::default(),
             env_values: env_values::EnvValues::default(),
+            disk_stamp: None,
+            disk_checked_at: f64::NEG_INFINITY,
             code_goto: None,
             table_refreshed_at: f64::NEG_INFINITY,
             run_options: RunOptions::default(),
@@ -291,6 +297,7 @@ impl App {
         self.refresh_table(now_secs, false);
         self.env_values
             .refresh(self.path.as_deref(), now_secs, false);
+        self.watch_disk(now_secs);
         if let Some(outcome) = self.dialogs.poll() {
             self.dialog_answered(outcome, now_secs);
         }
@@ -685,6 +692,7 @@ impl App {
                 };
                 files::push_recent(&mut self.recent, path);
                 self.replace_project(loaded.project, saved_path, imported, now_secs);
+                self.disk_stamp = self.path.as_deref().and_then(files::disk_stamp);
                 self.open_history(false, now_secs);
             }
             Err(e) => self.notify(NoticeLevel::Error, format!("Could not open {e}"), now_secs),
@@ -712,6 +720,74 @@ impl App {
         self.project_changed(now_secs);
     }
 
+    /// Notices, once a second at most, when another program changed the project file. Without unsaved
+    /// changes the project is read again; with some, they are kept and the user is told that Save
+    /// would replace the file's new content (nothing is overwritten unasked, nothing silently lost).
+    fn watch_disk(&mut self, now_secs: f64) {
+        const RECHECK_SECS: f64 = 1.0;
+        let Some(path) = self.path.clone() else {
+            return;
+        };
+        if now_secs - self.disk_checked_at < RECHECK_SECS {
+            return;
+        }
+        self.disk_checked_at = now_secs;
+        let stamp = files::disk_stamp(&path);
+        if stamp == self.disk_stamp {
+            return;
+        }
+        self.disk_stamp = stamp;
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        if stamp.is_none() {
+            self.notify(
+                NoticeLevel::Error,
+                format!("{name} was deleted or moved by another program; Save writes it again."),
+                now_secs,
+            );
+        } else if self.is_dirty() {
+            self.notify(
+                NoticeLevel::Error,
+                format!(
+                    "{name} was changed by another program. Your unsaved changes are kept: Save \
+                     replaces the file's new content with them, or open the file again to take its \
+                     version instead."
+                ),
+                now_secs,
+            );
+        } else {
+            match load_project(&path) {
+                Ok(loaded) if loaded.origin == Origin::Braid => {
+                    self.saved = loaded.project.clone();
+                    self.project = loaded.project;
+                    // Undo would step back across the reload into a project the file no longer holds.
+                    self.history.clear();
+                    self.project_changed(now_secs);
+                    self.notify(
+                        NoticeLevel::Info,
+                        format!("Reloaded {name}: another program changed it."),
+                        now_secs,
+                    );
+                }
+                Ok(_) => self.notify(
+                    NoticeLevel::Error,
+                    format!("{name} was replaced by a Refinery export; open it to import it."),
+                    now_secs,
+                ),
+                Err(e) => self.notify(
+                    NoticeLevel::Error,
+                    format!(
+                        "{name} was changed by another program and can't be read now ({e}); the \
+                         project shown is the one read before."
+                    ),
+                    now_secs,
+                ),
+            }
+        }
+    }
+
     /// Saves to the project's file, or asks for one. Returns whether the project is now saved.
     fn save(&mut self, now_secs: f64) -> bool {
         if let Some(path) = self.path.clone() {
@@ -726,6 +802,7 @@ impl App {
         match save_project(&path, &self.project) {
             Ok(()) => {
                 self.saved = self.project.clone();
+                self.disk_stamp = files::disk_stamp(&path);
                 files::push_recent(&mut self.recent, &path);
                 let moved = self.path.as_ref() != Some(&path);
                 self.path = Some(path);

@@ -630,3 +630,46 @@ fn snapshots_of_the_main_views() {
         }
     }
 }
+
+/// Another program (a `git pull`, another editor) changes the open project's file. With nothing
+/// unsaved here, the editor reads it again; with unsaved changes, it keeps them and says that Save would
+/// replace the file's new content, and Save does only that.
+#[test]
+fn a_project_changed_on_disk_is_reloaded_or_kept_with_a_warning() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = write_map_reduce(dir.path());
+    let mut harness = harness_with(&path);
+    let change_on_disk = |name: &str| {
+        let mut project = load_project(&path).expect("loads").project;
+        name.clone_into(&mut project.name);
+        braid::model::format::save_project(&path, &project).expect("saves");
+    };
+
+    change_on_disk("Pulled from git");
+    wait_for(&mut harness, "the reload", |app| {
+        app.app.project.name == "Pulled from git"
+    });
+    assert!(!harness.state().app.is_dirty());
+    harness.get_by_label_contains("Reloaded map-reduce.braid.json");
+
+    harness
+        .state_mut()
+        .app
+        .apply(braid::app::Command::RenameProject("Mine".to_owned()), 0.0);
+    change_on_disk("Pulled again");
+    wait_for(&mut harness, "the warning", |app| {
+        app.app
+            .notices
+            .iter()
+            .any(|n| n.text.contains("was changed by another program"))
+    });
+    assert_eq!(
+        harness.state().app.project.name,
+        "Mine",
+        "unsaved work kept"
+    );
+    assert!(harness.state().app.is_dirty());
+    harness.key_press_modifiers(Modifiers::COMMAND, Key::S);
+    settle(&mut harness);
+    assert_eq!(load_project(&path).expect("loads").project.name, "Mine");
+}
