@@ -101,6 +101,10 @@ impl BraidApp {
             ctx.request_repaint_after(Duration::from_millis(50));
         } else if !self.app.notices.is_empty() {
             ctx.request_repaint_after(Duration::from_millis(500));
+        } else if self.app.path.is_some() {
+            // Files other programs may change (the project, its variables' values) are looked at once
+            // a second, which takes a frame: an idle editor would otherwise never notice.
+            ctx.request_repaint_after(Duration::from_secs(1));
         }
     }
 }
