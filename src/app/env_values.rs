@@ -2,14 +2,10 @@
 //! values file (`.braid/<project file>.env`), re-read when it changes on disk, else from Braid's own
 //! environment. The values never go into the project file or its undo history.
 
+use super::files::FileWatch;
+use crate::model::env_file;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
-
-use crate::model::env_file;
-
-/// How often the values file is looked at for changes made outside Braid (egui seconds).
-const RECHECK_SECS: f64 = 1.0;
 
 /// Where a declared variable's value comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,47 +18,42 @@ pub enum ValueSource<'a> {
     Missing,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct EnvValues {
-    /// The values file of the project these values are from.
-    file: Option<PathBuf>,
-    /// The file as last read (see `files::disk_stamp`).
-    modified: Option<(SystemTime, u64)>,
-    checked_at: f64,
+    /// The project these values are from.
+    project: Option<PathBuf>,
+    /// Its values file, as last read.
+    watch: FileWatch,
     values: BTreeMap<String, String>,
     /// Lines of the values file that could not be read, as messages.
     pub problems: Vec<String>,
-}
-
-impl Default for EnvValues {
-    fn default() -> Self {
-        Self {
-            file: None,
-            modified: None,
-            checked_at: f64::NEG_INFINITY,
-            values: BTreeMap::new(),
-            problems: Vec::new(),
-        }
-    }
 }
 
 impl EnvValues {
     /// Reads the values file again when the project's path changed, when `force`, or, at most once a
     /// second, when the file changed on disk.
     pub fn refresh(&mut self, project_file: Option<&Path>, now_secs: f64, force: bool) {
-        let file = project_file.map(env_file::path_for_project);
-        let moved = file != self.file;
-        if !moved && !force && now_secs - self.checked_at < RECHECK_SECS {
+        let moved = project_file != self.project.as_deref();
+        if moved {
+            self.project = project_file.map(Path::to_path_buf);
+        }
+        let Some(project) = project_file else {
+            if moved {
+                self.values.clear();
+                self.problems.clear();
+            }
+            return;
+        };
+        if !(moved || force || self.watch.due(now_secs)) {
             return;
         }
-        self.checked_at = now_secs;
-        let modified = file.as_deref().and_then(super::files::disk_stamp);
-        if !moved && !force && modified == self.modified {
+        let file = env_file::path_for_project(project);
+        if moved || force {
+            self.watch.seen(&file, now_secs);
+        } else if self.watch.changed(&file, now_secs).is_none() {
             return;
         }
-        self.file = file;
-        self.modified = modified;
-        (self.values, self.problems) = project_file.map(env_file::file_values).unwrap_or_default();
+        (self.values, self.problems) = env_file::file_values(project);
     }
 
     pub fn source(&self, name: &str) -> ValueSource<'_> {

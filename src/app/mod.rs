@@ -128,10 +128,9 @@ pub struct App {
     pub executions: Executions,
     /// The values of the project's environment variables (not part of the project).
     pub env_values: env_values::EnvValues,
-    /// The project file as last opened or saved (see `files::disk_stamp`), to notice changes made to it
-    /// by other programs (a `git pull`, another editor); and when it was last looked at.
-    disk_stamp: Option<(std::time::SystemTime, u64)>,
-    disk_checked_at: f64,
+    /// The project file as last opened or saved, to notice changes other programs (a `git pull`,
+    /// another editor) make to it.
+    disk: files::FileWatch,
     /// Where the code editor should go next (a traceback line was clicked).
     pub code_goto: Option<CodeGoto>,
     /// When the executions table was last rebuilt for a growing run (egui seconds).
@@ -177,8 +176,7 @@ impl App {
             run: None,
             executions: Executions::default(),
             env_values: env_values::EnvValues::default(),
-            disk_stamp: None,
-            disk_checked_at: f64::NEG_INFINITY,
+            disk: files::FileWatch::default(),
             code_goto: None,
             table_refreshed_at: f64::NEG_INFINITY,
             run_options: RunOptions::default(),
@@ -692,7 +690,9 @@ impl App {
                 };
                 files::push_recent(&mut self.recent, path);
                 self.replace_project(loaded.project, saved_path, imported, now_secs);
-                self.disk_stamp = self.path.as_deref().and_then(files::disk_stamp);
+                if let Some(path) = &self.path {
+                    self.disk.seen(path, now_secs);
+                }
                 self.open_history(false, now_secs);
             }
             Err(e) => self.notify(NoticeLevel::Error, format!("Could not open {e}"), now_secs),
@@ -724,19 +724,16 @@ impl App {
     /// changes the project is read again; with some, they are kept and the user is told that Save
     /// would replace the file's new content (nothing is overwritten unasked, nothing silently lost).
     fn watch_disk(&mut self, now_secs: f64) {
-        const RECHECK_SECS: f64 = 1.0;
+        let Some(stamp) = self
+            .path
+            .as_deref()
+            .and_then(|path| self.disk.changed(path, now_secs))
+        else {
+            return;
+        };
         let Some(path) = self.path.clone() else {
             return;
         };
-        if now_secs - self.disk_checked_at < RECHECK_SECS {
-            return;
-        }
-        self.disk_checked_at = now_secs;
-        let stamp = files::disk_stamp(&path);
-        if stamp == self.disk_stamp {
-            return;
-        }
-        self.disk_stamp = stamp;
         let name = path.file_name().map_or_else(
             || path.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
@@ -802,7 +799,7 @@ impl App {
         match save_project(&path, &self.project) {
             Ok(()) => {
                 self.saved = self.project.clone();
-                self.disk_stamp = files::disk_stamp(&path);
+                self.disk.seen(&path, now_secs);
                 files::push_recent(&mut self.recent, &path);
                 let moved = self.path.as_ref() != Some(&path);
                 self.path = Some(path);
@@ -880,10 +877,7 @@ impl App {
                 .path
                 .as_deref()
                 .map(executions::History::path_for_project),
-            working_dir: self
-                .path
-                .as_deref()
-                .and_then(crate::model::local_folder::working_dir),
+            working_dir: self.working_dir(),
         })));
         self.run_options = options;
         self.run = Some(RunState::new(run_id, now_secs));
@@ -897,6 +891,13 @@ impl App {
     /// over Braid's own environment.
     fn run_env(&self) -> std::collections::BTreeMap<String, String> {
         crate::model::env_file::values_for(self.path.as_deref()).0
+    }
+
+    /// Where this project's blocks run: its file's folder (none for a project never saved).
+    fn working_dir(&self) -> Option<PathBuf> {
+        self.path
+            .as_deref()
+            .and_then(crate::model::local_folder::working_dir)
     }
 
     fn set_env_value(&mut self, name: &str, value: Option<&str>, now_secs: f64) {
@@ -1041,10 +1042,7 @@ impl App {
             from: Some(record.block_id.clone()),
             env: self.run_env(),
             single: true,
-            working_dir: self
-                .path
-                .as_deref()
-                .and_then(crate::model::local_folder::working_dir),
+            working_dir: self.working_dir(),
             ..RunRequest::new(run_id.clone(), self.project.clone())
         })));
         self.executions.replay = Some(executions::Replay {

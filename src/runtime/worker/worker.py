@@ -115,7 +115,7 @@ class _Capture:
 class Block:
     __slots__ = ("name", "filename", "code", "ifs", "timeout_s", "timeout_ns", "env", "main", "load_error", "lock", "module_name")
 
-    def __init__(self, name, filename, code, ifs, timeout_s, env):
+    def __init__(self, name, filename, code, ifs, timeout_s, env, module_name):
         self.name = name
         self.filename = filename
         self.code = code
@@ -128,7 +128,7 @@ class Block:
         self.lock = threading.Lock()
         # The block's code runs as this module, registered in sys.modules: pickle finds the functions it
         # defines there (multiprocessing.Pool sends them to its processes by name).
-        self.module_name = "braid_block"
+        self.module_name = module_name
 
 
 class Worker:
@@ -282,8 +282,7 @@ class Worker:
             code = spec["code"]
             # The traceback shows the block's own source lines.
             linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
-            block = Block(spec["name"], filename, None, [], spec["timeout_s"], spec.get("env") or {})
-            block.module_name = f"braid_block_{program_id}_{index}"
+            block = Block(spec["name"], filename, None, [], spec["timeout_s"], spec.get("env") or {}, f"braid_block_{program_id}_{index}")
             if spec.get("runnable", True):
                 try:
                     block.code = compile(code, filename, "exec")
