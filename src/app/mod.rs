@@ -802,6 +802,18 @@ impl App {
                 self.disk.seen(&path, now_secs);
                 files::push_recent(&mut self.recent, &path);
                 let moved = self.path.as_ref() != Some(&path);
+                // The blocks' variable values follow the project to its new name; its run history
+                // stays with the old file (this session's runs stay in view).
+                if moved
+                    && let Some(old_path) = &self.path
+                    && let Err(e) = crate::model::env_file::carry_over(old_path, &path)
+                {
+                    self.notify(
+                        NoticeLevel::Error,
+                        format!("The variables' values were not copied to the new name: {e}"),
+                        now_secs,
+                    );
+                }
                 self.path = Some(path);
                 if moved {
                     self.open_history(true, now_secs);

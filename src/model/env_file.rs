@@ -135,6 +135,31 @@ pub fn save_value(
     super::format::write_atomically(&path, text.as_bytes(), 0o600).map_err(io)
 }
 
+/// After Save As: gives the project's new file name the values of its old one, so that its blocks
+/// still find their variables. Nothing happens when the old name had no values file, or the new name
+/// has one already (the values kept for that name win). Returns whether values were copied.
+pub fn carry_over(from_project: &Path, to_project: &Path) -> Result<bool, SetValueError> {
+    let from = path_for_project(from_project);
+    let to = path_for_project(to_project);
+    if from == to || to.exists() {
+        return Ok(false);
+    }
+    let text = match std::fs::read(&from) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => return Err(SetValueError::Io { path: from, source }),
+    };
+    let io = |source| SetValueError::Io {
+        path: to.clone(),
+        source,
+    };
+    if let Some(dir) = to.parent() {
+        super::local_folder::ensure(dir).map_err(io)?;
+    }
+    super::format::write_atomically(&to, &text, 0o600).map_err(io)?;
+    Ok(true)
+}
+
 /// `text` (a values file) with `name` set to `value`: its line replaced where it was (later lines for
 /// the same name, which would win, are dropped), or added at the end; `None` removes it.
 pub fn set_in_text(text: &str, name: &str, value: Option<&str>) -> Result<String, SetValueError> {
@@ -239,6 +264,19 @@ mod tests {
         ));
     }
 
+    /// The project's values file can be read by its owner alone.
+    fn assert_owner_only(project: &Path) {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(path_for_project(project))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "{mode:o}");
+        }
+    }
+
     #[test]
     fn saved_values_are_private_to_their_owner_and_kept_out_of_git() {
         let dir = tempfile::tempdir().unwrap();
@@ -248,17 +286,27 @@ mod tests {
         assert_eq!(values["API_KEY"], "s3cret");
         assert!(problems.is_empty());
         assert!(dir.path().join(".braid/.gitignore").exists());
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            let mode = std::fs::metadata(path_for_project(&project))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o077, 0, "{mode:o}");
-        }
+        assert_owner_only(&project);
         save_value(&project, "API_KEY", None).unwrap();
         assert!(file_values(&project).0.is_empty());
+    }
+
+    #[test]
+    fn save_as_carries_the_values_to_the_new_name_without_overwriting() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("p.braid.json");
+        let elsewhere = dir.path().join("copies").join("q.braid.json");
+        save_value(&old, "API_KEY", Some("s3cret")).unwrap();
+        assert!(carry_over(&old, &elsewhere).unwrap());
+        assert_eq!(file_values(&elsewhere).0["API_KEY"], "s3cret");
+        assert!(dir.path().join("copies/.braid/.gitignore").exists());
+        assert_owner_only(&elsewhere);
+        // The new name's own values win; a name with no values file carries nothing.
+        save_value(&old, "API_KEY", Some("changed")).unwrap();
+        assert!(!carry_over(&old, &elsewhere).unwrap());
+        assert_eq!(file_values(&elsewhere).0["API_KEY"], "s3cret");
+        assert!(!carry_over(&dir.path().join("none.braid.json"), &old).unwrap());
+        assert_eq!(file_values(&old).0["API_KEY"], "changed");
     }
 
     #[test]

@@ -489,6 +489,20 @@ fn a_variables_value_is_set_in_the_inspector_and_the_block_sees_it() {
     assert_eq!(std::fs::read_to_string(&path).expect("readable"), before);
     assert_eq!(first_output(&mut harness), "s3cret value");
 
+    // Save As: the value goes along to the project's new name (and stays with the old one).
+    let copy = dir.path().join("api copy.braid.json");
+    harness.key_press_modifiers(Modifiers::COMMAND | Modifiers::SHIFT, Key::S);
+    settle(&mut harness);
+    type_path_and_save(&mut harness, &copy);
+    assert_eq!(harness.state().app.title(), "api copy.braid.json — Braid");
+    harness.get_by_label("in .braid/ beside the project");
+    assert_eq!(first_output(&mut harness), "s3cret value");
+    assert_eq!(
+        std::fs::read_to_string(&values_file).expect("readable"),
+        text
+    );
+    let values_file = dir.path().join(".braid/api copy.braid.json.env");
+
     // Emptying the field removes the value.
     harness.get_by_label("BRAID_GUI_TOKEN").click();
     settle(&mut harness);
