@@ -14,6 +14,7 @@
 mod chunk;
 mod codec;
 mod migrate;
+mod owner;
 mod payload;
 mod schema;
 #[cfg(test)]
@@ -187,7 +188,7 @@ impl From<rusqlite::Error> for Failure {
 }
 
 const RUN_COLUMNS: &str = "run_id, status, started_at_ms, duration_ms, invocations, succeeded, caught, \
-                           failed, timed_out, cancelled";
+                           failed, timed_out, cancelled, (SELECT owner FROM recorders WHERE run = runs.seq)";
 
 impl History {
     /// Where a project's history lives: `<dir>/.braid/<file name>.history.sqlite` (the folder is meant to be
@@ -266,15 +267,19 @@ impl History {
                         timed_out: row.get(8)?,
                         cancelled: row.get(9)?,
                     },
+                    row.get::<_, Option<String>>(10)?,
                 ))
             })
             .map_err(error)?;
         let mut runs = Vec::new();
         for row in rows {
-            let (run_id, status, started_at_ms, duration_ms, invocations, counts) =
+            let (run_id, status, started_at_ms, duration_ms, invocations, counts, owner) =
                 row.map_err(error)?;
-            let status = parse_run_status(&status)
+            let mut status = parse_run_status(&status)
                 .ok_or_else(|| self.damaged(&format!("run status {status:?}")))?;
+            if status == RunStatus::Running && owner.as_deref().is_some_and(owner::is_gone) {
+                status = RunStatus::Interrupted;
+            }
             runs.push(RunRow {
                 run_id,
                 status,
@@ -703,20 +708,29 @@ impl History {
     }
 
     /// Keeps the newest `keep` runs and deletes the rest. A run still marked running is never deleted
-    /// here: it may be being recorded right now.
+    /// here (it may be being recorded right now) unless its recorder is gone.
     pub fn apply_retention(&self, keep: usize) -> Result<(), HistoryError> {
         let error = |e: rusqlite::Error| self.sql_error(&e);
-        let old: Vec<i64> = self
+        let old: Vec<(i64, String, Option<String>)> = self
             .conn
             .prepare(
-                "SELECT seq FROM runs WHERE status != 'running' AND seq NOT IN \
-                 (SELECT seq FROM runs ORDER BY started_at_ms DESC, seq DESC LIMIT ?1)",
+                "SELECT seq, status, (SELECT owner FROM recorders WHERE run = runs.seq) FROM runs \
+                 WHERE seq NOT IN (SELECT seq FROM runs ORDER BY started_at_ms DESC, seq DESC LIMIT ?1)",
             )
             .map_err(error)?
-            .query_map([i64::try_from(keep).unwrap_or(i64::MAX)], |row| row.get(0))
+            .query_map([i64::try_from(keep).unwrap_or(i64::MAX)], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
             .map_err(error)?
             .collect::<Result<_, _>>()
             .map_err(error)?;
+        let old: Vec<i64> = old
+            .into_iter()
+            .filter(|(_, status, owner)| {
+                status != "running" || owner.as_deref().is_some_and(owner::is_gone)
+            })
+            .map(|(seq, _, _)| seq)
+            .collect();
         if old.is_empty() {
             return Ok(());
         }
@@ -742,6 +756,7 @@ impl History {
             drop(rows);
             for sql in [
                 "DELETE FROM chunks WHERE run = ?1",
+                "DELETE FROM recorders WHERE run = ?1",
                 "DELETE FROM runs WHERE seq = ?1",
             ] {
                 tx.execute(sql, [seq]).map_err(error)?;

@@ -152,6 +152,9 @@ pub enum RunStatus {
     Succeeded,
     Failed,
     Cancelled,
+    /// Read from the history: the process recording the run ended (killed, crashed, the machine
+    /// stopped) before the run did. Its records up to then are kept.
+    Interrupted,
 }
 
 impl RunStatus {
@@ -161,6 +164,7 @@ impl RunStatus {
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
+            Self::Interrupted => "interrupted",
         }
     }
 }

@@ -407,12 +407,24 @@ fn runs_ui(
                             RichText::new(format!(
                                 "{mark} {}  {}",
                                 format_time(run.started_at_ms),
-                                run.duration_ms.map_or_else(|| "…".to_owned(), format_ms)
+                                match (run.duration_ms, run.status) {
+                                    (Some(ms), _) => format_ms(ms),
+                                    (None, RunStatus::Interrupted) => "interrupted".to_owned(),
+                                    (None, _) => "…".to_owned(),
+                                }
                             ))
                             .color(color),
                         )
                     })
                     .inner;
+                let response = if run.status == RunStatus::Interrupted {
+                    response.on_hover_text(
+                        "Braid stopped (it was killed or crashed, or the machine stopped) before \
+                         this run ended. The invocations recorded until then are kept.",
+                    )
+                } else {
+                    response
+                };
                 let c = &run.counts;
                 let mut parts = vec![format!("{} ok", c.succeeded)];
                 for (n, label) in [
@@ -449,6 +461,10 @@ fn run_status_look(status: RunStatus, dark: bool) -> (&'static str, egui::Color3
         RunStatus::Succeeded => ("✔", theme::success_color(dark)),
         RunStatus::Failed => ("✖", theme::error_color(dark)),
         RunStatus::Cancelled => ("■", theme::status_color(InvocationStatus::Cancelled, dark)),
+        RunStatus::Interrupted => (
+            "⚠",
+            theme::severity_color(crate::ui::Severity::Warning, dark),
+        ),
     }
 }
 

@@ -147,6 +147,10 @@ fn status_line_ui(ui: &mut Ui, run: &RunState, tx: &CommandSender) {
                         theme::status_color(InvocationStatus::Cancelled, dark),
                     ),
                     RunStatus::Running => ("Running", ui.visuals().text_color()),
+                    RunStatus::Interrupted => (
+                        "⚠ Interrupted",
+                        theme::severity_color(crate::ui::Severity::Warning, dark),
+                    ),
                 };
                 ui.label(RichText::new(text).strong().color(color));
                 let width = ui

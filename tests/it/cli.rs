@@ -408,6 +408,44 @@ fn ctrl_c_stops_the_run_and_keeps_its_record() {
     assert_eq!(runs[0]["counts"]["cancelled"], 20, "{runs}");
 }
 
+/// The runs a project's history lists, newest first.
+fn history_runs(project: &Path) -> Value {
+    let out = braid()
+        .args(["history", "--json", project.to_str().unwrap()])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+/// A `braid run` killed outright (SIGKILL: no chance to record its end) leaves a run that reads as
+/// interrupted, not one "running" forever, with what it recorded until then; and retention can drop it.
+#[test]
+fn a_killed_braid_leaves_its_run_interrupted_not_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("sleepy.braid.json");
+    let mut child = start_sleepy_run(dir.path());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
+    while history_runs(&project)[0]["status"] != "running" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run was not recorded"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = rustix::process::Pid::from_raw(child.id().cast_signed()).expect("a process id");
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("killed");
+    child.wait().unwrap();
+
+    let runs = history_runs(&project);
+    assert_eq!(runs[0]["status"], "interrupted", "{runs}");
+    let listed = braid()
+        .args(["history", project.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert!(listed.contains("interrupted"), "{listed}");
+}
+
 /// Blocks run in the project file's folder, wherever `braid run` was started: data beside the project
 /// is found by its relative path.
 #[test]

@@ -41,6 +41,7 @@ pub(super) fn run_status_text(status: RunStatus) -> &'static str {
         RunStatus::Succeeded => "succeeded",
         RunStatus::Failed => "failed",
         RunStatus::Cancelled => "cancelled",
+        RunStatus::Interrupted => "interrupted",
     }
 }
 
@@ -50,6 +51,7 @@ pub(super) fn parse_run_status(text: &str) -> Option<RunStatus> {
         RunStatus::Succeeded,
         RunStatus::Failed,
         RunStatus::Cancelled,
+        RunStatus::Interrupted,
     ]
     .into_iter()
     .find(|s| run_status_text(*s) == text)

@@ -62,6 +62,11 @@ CREATE TABLE chunks (
 CREATE INDEX chunks_run ON chunks (run, min_id, max_id);
 ";
 
+/// The process recording each running run (see `owner.rs`), so that a run whose Braid was killed can be
+/// told from one still going.
+const RECORDERS_SCHEMA: &str =
+    "CREATE TABLE IF NOT EXISTS recorders (run INTEGER PRIMARY KEY, owner TEXT NOT NULL);";
+
 pub(super) fn database_error(path: &Path, error: &rusqlite::Error) -> HistoryError {
     let hint = match error.sqlite_error_code() {
         Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
@@ -140,6 +145,8 @@ pub(super) fn open(path: &Path) -> Result<Connection, HistoryError> {
             });
         }
     }
+    // Added without a format change: a Braid that does not know it leaves it alone (see `owner.rs`).
+    tx.execute_batch(RECORDERS_SCHEMA).map_err(error)?;
     tx.commit().map_err(error)?;
     Ok(conn)
 }

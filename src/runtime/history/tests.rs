@@ -919,3 +919,63 @@ fn a_new_database_where_no_file_can_be_made_is_refused_at_once() {
     let error = HistoryWriter::start_opening(&blocker.join("p.history.sqlite")).unwrap_err();
     assert!(error.to_string().contains("not-a-folder"), "{error}");
 }
+
+#[test]
+fn a_run_whose_recorder_is_gone_reads_as_interrupted_and_retention_may_drop_it() {
+    let (_dir, path) = temp_db();
+    let writer = HistoryWriter::start(&path).unwrap();
+    let (live, dead) = (RunId("live".into()), RunId("dead".into()));
+    writer.run_started(&live, "p", 1.0);
+    writer.run_started(&dead, "p", 2.0);
+    writer
+        .run_finished_flushed(&summary(
+            &RunId("done".into()),
+            RunStatus::Succeeded,
+            3.0,
+            0,
+        ))
+        .blocking_recv()
+        .unwrap();
+    let history = History::open(&path).unwrap();
+    let Some(me) = owner::this_process() else {
+        return; // no /proc here: nothing is claimed, every unfinished run reads as running
+    };
+    // The dead run's recorder: this process, as if it had started at another time (a reused pid).
+    let mut gone: Vec<&str> = me.split('\t').collect();
+    gone[3] = "1";
+    history
+        .conn
+        .execute(
+            "UPDATE recorders SET owner = ?1 WHERE run = (SELECT seq FROM runs WHERE run_id = 'dead')",
+            [gone.join("\t")],
+        )
+        .unwrap();
+    let status = |run: &RunId| history.run(run).unwrap().map(|r| r.status);
+    assert_eq!(status(&live), Some(RunStatus::Running));
+    assert_eq!(status(&dead), Some(RunStatus::Interrupted));
+
+    history.apply_retention(0).unwrap();
+    assert_eq!(
+        status(&live),
+        Some(RunStatus::Running),
+        "still being recorded"
+    );
+    assert_eq!(status(&dead), None);
+    let left: i64 = history
+        .conn
+        .query_row("SELECT count(*) FROM recorders", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(left, 1, "only the live run's recorder is left");
+
+    // The end of a run removes its recorder.
+    writer
+        .run_finished_flushed(&summary(&live, RunStatus::Succeeded, 1.0, 0))
+        .blocking_recv()
+        .unwrap();
+    assert_eq!(status(&live), Some(RunStatus::Succeeded));
+    let left: i64 = history
+        .conn
+        .query_row("SELECT count(*) FROM recorders", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(left, 0);
+}

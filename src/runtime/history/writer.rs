@@ -218,6 +218,8 @@ struct Memos {
     payloads: payload::Memo,
     /// Bumped in the database whenever payloads are deleted: memos of other connections are then stale.
     generation: i64,
+    /// This process, noted with each run it starts (see `owner.rs`).
+    owner: Option<String>,
 }
 
 impl Store {
@@ -234,6 +236,7 @@ impl Store {
             conn,
             memos: Memos {
                 generation: -1,
+                owner: super::owner::this_process(),
                 ..Memos::default()
             },
             since_checkpoint: 0,
@@ -438,6 +441,12 @@ impl Memos {
                         })?;
                     if new {
                         self.recorded.insert(seq, Vec::new());
+                        if let Some(owner) = &self.owner {
+                            tx.execute(
+                                "INSERT OR REPLACE INTO recorders (run, owner) VALUES (?1, ?2)",
+                                params![seq, owner],
+                            )?;
+                        }
                     }
                     self.runs.insert(run.clone(), seq);
                     self.started.insert(run.clone());
@@ -468,6 +477,7 @@ impl Memos {
                             summary.duration_ms
                         ],
                     )?;
+                    tx.execute("DELETE FROM recorders WHERE run = ?1", [seq])?;
                     finished.push(seq);
                 }
             }
