@@ -86,7 +86,8 @@ pub async fn ensure(
     mut log: impl FnMut(String),
 ) -> Result<PathBuf, EnvironmentError> {
     let version = option_env!("BRAID_BUILD_PYTHON_VERSION").unwrap_or("3");
-    let dir = cache_dir.join(environment_key(version, requirements));
+    let key = environment_key(version, requirements);
+    let dir = cache_dir.join(&key);
     let create_error = |message: String| EnvironmentError::Create {
         dir: dir.clone(),
         message,
@@ -94,11 +95,24 @@ pub async fn ensure(
     if dir.join(READY_MARKER).is_file() {
         return site_packages(&dir).ok_or_else(|| create_error("it has no site-packages".into()));
     }
+    std::fs::create_dir_all(cache_dir).map_err(|e| create_error(e.to_string()))?;
+    // One builder per environment, across Braid processes (the editor and a `braid run`, parallel
+    // runs in a script): another one would take a half-built environment for an interrupted one and
+    // delete it under the first. Held until this function returns.
+    let _lock = lock_environment(&cache_dir.join(format!("{key}.lock")), &dir, &mut log)
+        .await
+        .map_err(|e| create_error(e.to_string()))?;
+    if dir.join(READY_MARKER).is_file() {
+        log(format!(
+            "Using the environment just built in {}",
+            dir.display()
+        ));
+        return site_packages(&dir).ok_or_else(|| create_error("it has no site-packages".into()));
+    }
     if dir.exists() {
-        // Left half-built by an interrupted install: start again.
+        // Left half-built by an interrupted install (its builder is gone: the lock is ours): start again.
         std::fs::remove_dir_all(&dir).map_err(|e| create_error(e.to_string()))?;
     }
-    std::fs::create_dir_all(cache_dir).map_err(|e| create_error(e.to_string()))?;
     log(format!(
         "Creating a Python environment for {} in {}",
         requirements.join(", "),
@@ -146,6 +160,33 @@ pub async fn ensure(
     std::fs::write(dir.join(READY_MARKER), requirements.join("\n"))
         .map_err(|e| create_error(e.to_string()))?;
     site_packages(&dir).ok_or_else(|| create_error("it has no site-packages".into()))
+}
+
+/// Takes the lock file beside an environment's folder (an advisory lock, released when the file is
+/// closed, so also when its holder dies), waiting for another builder if there is one.
+async fn lock_environment(
+    path: &Path,
+    dir: &Path,
+    log: &mut impl FnMut(String),
+) -> std::io::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            log(format!(
+                "Waiting for another Braid to finish building the environment in {}",
+                dir.display()
+            ));
+            tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+                .await
+                .map_err(std::io::Error::other)?
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
 }
 
 /// Runs a command, passing each line of its stdout and stderr to `log` and keeping them in `output`.
@@ -208,6 +249,51 @@ mod tests {
             project.blocks.push(block);
         }
         assert_eq!(requirements(&project), vec!["numpy==2.1.*", "requests"]);
+    }
+
+    /// A second builder that comes while the first is installing waits for it and uses its
+    /// environment, rather than deleting it as half-built. (`pip` is in every new environment, so
+    /// this installs nothing from the network.)
+    #[test]
+    fn a_second_builder_waits_for_the_first_instead_of_deleting_its_work() {
+        let cache = tempfile::tempdir().unwrap();
+        let requirements = vec!["pip".to_owned()];
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let dir = cache.path().join(environment_key(
+            option_env!("BRAID_BUILD_PYTHON_VERSION").unwrap_or("3"),
+            &requirements,
+        ));
+        let (first, second) = runtime.block_on(async {
+            let first = tokio::spawn({
+                let (cache, requirements) = (cache.path().to_owned(), requirements.clone());
+                async move {
+                    let mut lines = Vec::new();
+                    let result = ensure(&cache, &requirements, |line| lines.push(line)).await;
+                    (result, lines)
+                }
+            });
+            while !dir.exists() {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            let mut lines = Vec::new();
+            let second = ensure(cache.path(), &requirements, |line| lines.push(line)).await;
+            (first.await.unwrap(), (second, lines))
+        });
+        let (first, first_lines) = first;
+        let (second, second_lines) = second;
+        let site = first.unwrap_or_else(|e| panic!("{e}\n{first_lines:?}"));
+        assert_eq!(second.unwrap(), site);
+        assert!(site.starts_with(&dir), "{}", site.display());
+        assert!(
+            second_lines
+                .iter()
+                .any(|l| l.starts_with("Waiting for another Braid")),
+            "{second_lines:?}"
+        );
+        assert!(
+            !second_lines.iter().any(|l| l.starts_with("Creating")),
+            "{second_lines:?}"
+        );
     }
 
     #[test]
