@@ -341,8 +341,8 @@ fn a_declared_variable_without_a_value_is_warned_about() {
     assert!(stderr.contains(".braid/env.json.env"), "{stderr}");
 }
 
-/// A fan-out of sleepers whose items note that they started (in `started`), run by `braid run` in a
-/// process group of its own, as a shell runs a foreground command; returns the child once one item is
+/// A fan-out of sleepers whose items note that they started (in `started`, with the pid of a helper
+/// process each starts), run by `braid run` in a process group of its own, as a shell runs a foreground command; returns the child once one item is
 /// running.
 fn start_sleepy_run(dir: &Path) -> std::process::Child {
     use std::os::unix::process::CommandExt as _;
@@ -353,7 +353,7 @@ fn start_sleepy_run(dir: &Path) -> std::process::Child {
             {"id": "g", "name": "Gen", "kind": "code",
              "code": "def main(block_input, backpack):\n    return list(range(20))\n"},
             {"id": "w", "name": "Sleep", "kind": "code", "timeout_s": 300,
-             "code": format!("import time\ndef main(block_input, backpack):\n    open({started:?}, 'a').close()\n    time.sleep(100)\n    return block_input\n")}
+             "code": format!("import subprocess, time\ndef main(block_input, backpack):\n    helper = subprocess.Popen(['sleep', '100'])\n    with open({started:?}, 'a') as f:\n        f.write(f'{{helper.pid}}\\n')\n    time.sleep(100)\n    return block_input\n")}
         ],
         "transitions": [{"id": "t", "from": "g", "to": "w", "type": "fan-out"}]
     });
@@ -438,6 +438,16 @@ fn a_killed_braid_leaves_its_run_interrupted_not_running() {
 
     let runs = history_runs(&project);
     assert_eq!(runs[0]["status"], "interrupted", "{runs}");
+    // Its workers saw it go, and ended what their blocks had started.
+    for pid in std::fs::read_to_string(dir.path().join("started"))
+        .unwrap()
+        .lines()
+    {
+        assert!(
+            crate::workers::ended(pid.parse().unwrap()),
+            "helper {pid} outlived the killed braid"
+        );
+    }
     let listed = braid()
         .args(["history", project.to_str().unwrap()])
         .output()

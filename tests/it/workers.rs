@@ -329,3 +329,72 @@ print(json.dumps({"fired": Stale.fired, "keys": keys, "values": values}))
     pairs.sort_unstable();
     assert_eq!(pairs, [(7, 10), (8, 20)], "each invocation ran once");
 }
+
+/// Whether the process `pid` has ended (a zombie left for a parent that does not reap counts as ended),
+/// waiting up to five seconds for it.
+pub fn ended(pid: u32) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| Some(s.rsplit_once(')')?.1.split_whitespace().next()?.to_owned()));
+        if state.as_deref().is_none_or(|s| s == "Z" || s == "X") {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Processes a block starts end with its worker: one stuck in a subprocess it waits for (the timeout
+/// kills the worker) and one it left running in the background, once the runtime shuts down.
+#[test]
+fn processes_a_block_started_do_not_outlive_its_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    let project = Builder::new()
+        .block(
+            "Stuck",
+            &format!(
+                "import subprocess\ndef main(block_input, backpack):\n    background = subprocess.Popen(['sleep', '300'])\n    waited_for = subprocess.Popen(['sleep', '301'])\n    with open({pids:?}, 'a') as f:\n        f.write(f'{{background.pid}}\\n{{waited_for.pid}}\\n')\n    waited_for.wait()\n"
+            ),
+        )
+        .timeout("Stuck", 1)
+        .build();
+    let outcome = crate::support::run(project, Value::Null);
+    assert_eq!(
+        outcome.records_of("Stuck")[0].status,
+        InvocationStatus::TimedOut
+    );
+    let started: Vec<u32> = std::fs::read_to_string(&pids)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(started.len(), 2);
+    for pid in started {
+        assert!(ended(pid), "the block's sleep {pid} lives on");
+    }
+
+    // A block that returns, leaving a process behind: it ends when the runtime does.
+    let project = Builder::new()
+        .block(
+            "Leaves",
+            "import subprocess\ndef main(block_input, backpack):\n    return subprocess.Popen(['sleep', '302']).pid\n",
+        )
+        .build();
+    let mut runtime = RuntimeHandle::start(crate::support::runtime_config()).unwrap();
+    let outcome = crate::support::run_on(&mut runtime, project, Value::Null, None, |_, _, _| {});
+    let pid = u32::try_from(outcome.results_of("Leaves")[0].as_u64().unwrap()).unwrap();
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "alive while the runtime is"
+    );
+    runtime.shutdown(std::time::Duration::from_secs(5));
+    assert!(
+        ended(pid),
+        "the background sleep {pid} outlived the runtime"
+    );
+}

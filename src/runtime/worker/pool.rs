@@ -544,7 +544,7 @@ impl PoolActor {
             self.dispatch();
         }
         for worker in self.workers.iter_mut().flatten() {
-            let _ = worker.child.start_kill();
+            end_worker(&mut worker.child);
         }
     }
 
@@ -564,7 +564,7 @@ impl PoolActor {
                         .collect();
                     for index in idle {
                         if let Some(mut old) = self.workers[index].take() {
-                            let _ = old.child.start_kill();
+                            end_worker(&mut old.child);
                         }
                         self.spawn(index).await;
                     }
@@ -814,7 +814,7 @@ impl PoolActor {
                 "exiting" => worker.exiting = Some((frame.key, frame.code)),
                 "stuck" => {
                     worker.stuck = Some(frame.key);
-                    let _ = worker.child.start_kill();
+                    end_worker(&mut worker.child);
                 }
                 _ => {}
             },
@@ -826,7 +826,7 @@ impl PoolActor {
         let Some(mut worker) = self.workers[index].take() else {
             return;
         };
-        let _ = worker.child.start_kill();
+        end_worker(&mut worker.child);
         let status = tokio::time::timeout(Duration::from_secs(5), worker.child.wait())
             .await
             .ok()
@@ -917,7 +917,7 @@ impl PoolActor {
                 .map(|f| f.task.key);
             if let Some(key) = overdue {
                 worker.stuck = Some(key);
-                let _ = worker.child.start_kill();
+                end_worker(&mut worker.child);
             }
         }
     }
@@ -1033,6 +1033,28 @@ impl<'a> From<&'a Program> for LoadFrame<'a> {
             program,
         }
     }
+}
+
+impl Drop for Worker {
+    /// However the pool ends (its task dropped with the runtime, as `braid run` exits), no worker or
+    /// process a block started is left behind.
+    fn drop(&mut self) {
+        end_worker(&mut self.child);
+    }
+}
+
+/// Ends a worker and everything its invocations started: its process group (it leads one of its own),
+/// so a subprocess a block left running, or one a timed-out invocation was stuck waiting for, does not
+/// outlive it. Called before the worker is reaped, while its pid (the group's id) can't be reused.
+fn end_worker(child: &mut Child) {
+    #[cfg(unix)]
+    if let Some(group) = child
+        .id()
+        .and_then(|id| rustix::process::Pid::from_raw(id.cast_signed()))
+    {
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+    }
+    let _ = child.start_kill();
 }
 
 fn describe_exit(status: Option<ExitStatus>, reason: &str) -> String {

@@ -33,6 +33,7 @@ import itertools
 import json
 import linecache
 import os
+import signal
 import site
 import struct
 import sys
@@ -767,4 +768,8 @@ def main(executable=None):
 
     os._exit = _exit
     worker.serve()
+    # Braid is done with this worker, or gone (killed: it had no chance to end the worker itself).
+    # Whatever the blocks started and left running ends with the worker: it leads its own group.
+    if os.getpgrp() == os.getpid():
+        os.killpg(0, signal.SIGKILL)
     real_exit(0)
