@@ -20,6 +20,15 @@ pub fn plural(n: impl Into<u64>, noun: &str) -> String {
     }
 }
 
+/// "1 block · 3 transitions": a project's size, as the inspector and the status bar show it.
+pub fn graph_size(project: &Project) -> String {
+    format!(
+        "{} · {}",
+        plural(project.blocks.len() as u64, "block"),
+        plural(project.transitions.len() as u64, "transition")
+    )
+}
+
 /// A duration for people: "< 1 µs", "5 µs", "61 ms", "2.10 s", "3 min 5 s". Workers time invocations
 /// to the microsecond, so a trivial one reads "< 1 µs", not "0.00 ms".
 pub fn format_ms(ms: f64) -> String {
@@ -44,6 +53,11 @@ mod tests {
         assert_eq!(super::plural(1u64, "invocation"), "1 invocation");
         assert_eq!(super::plural(0u64, "invocation"), "0 invocations");
         assert_eq!(super::plural(12u32, "item"), "12 items");
+        let mut project = super::Project::default();
+        project
+            .blocks
+            .push(super::Block::new_code("b", "", super::Position::default()));
+        assert_eq!(super::graph_size(&project), "1 block · 0 transitions");
     }
 
     #[test]

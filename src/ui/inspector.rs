@@ -558,15 +558,7 @@ fn several_ui(ui: &mut Ui, app: &App, tx: &CommandSender) {
 
 fn project_ui(ui: &mut Ui, app: &App, tx: &CommandSender) {
     let project = &app.project;
-    heading_ui(
-        ui,
-        "Project",
-        &format!(
-            "{} blocks · {} transitions",
-            project.blocks.len(),
-            project.transitions.len()
-        ),
-    );
+    heading_ui(ui, "Project", &crate::model::graph_size(project));
     egui::Grid::new("project-fields")
         .num_columns(2)
         .spacing([8.0, 6.0])

@@ -256,13 +256,9 @@ fn status_bar_ui(ui: &mut Ui, app: &App) {
                     .on_hover_text(problems.join("\n"));
             }
             ui.label(
-                RichText::new(format!(
-                    "{} blocks · {} transitions",
-                    app.project.blocks.len(),
-                    app.project.transitions.len()
-                ))
-                .small()
-                .weak(),
+                RichText::new(crate::model::graph_size(&app.project))
+                    .small()
+                    .weak(),
             );
         });
     });
