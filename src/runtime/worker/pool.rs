@@ -909,10 +909,7 @@ impl PoolActor {
             let overdue = worker
                 .in_flight
                 .values()
-                .filter(|f| {
-                    now.duration_since(f.sent)
-                        > Duration::from_secs_f64(f.task.timeout_s) + SILENCE_LIMIT
-                })
+                .filter(|f| now.duration_since(f.sent) > silent_past_timeout(f.task.timeout_s))
                 .min_by_key(|f| f.sent)
                 .map(|f| f.task.key);
             if let Some(key) = overdue {
@@ -1043,6 +1040,14 @@ impl Drop for Worker {
     }
 }
 
+/// How long after it was sent a silent worker's task counts as stuck. Total: a project may set an
+/// absurd timeout (any u64 of seconds), which `Duration::from_secs_f64` would panic on.
+fn silent_past_timeout(timeout_s: f64) -> Duration {
+    Duration::try_from_secs_f64(timeout_s)
+        .unwrap_or(Duration::MAX)
+        .saturating_add(SILENCE_LIMIT)
+}
+
 /// Ends a worker and everything its invocations started: its process group (it leads one of its own),
 /// so a subprocess a block left running, or one a timed-out invocation was stuck waiting for, does not
 /// outlive it. Called before the worker is reaped, while its pid (the group's id) can't be reused.
@@ -1157,6 +1162,13 @@ mod tests {
         assert_eq!(split_list(b"[]").unwrap().len(), 0);
         assert!(split_list(b"[1, 2").is_err());
         assert!(split_list(b"{}").is_err());
+    }
+
+    #[test]
+    fn any_timeout_a_project_can_hold_has_a_stuck_limit() {
+        assert_eq!(silent_past_timeout(2.0), Duration::from_secs(7));
+        assert_eq!(silent_past_timeout(u64::MAX as f64), Duration::MAX);
+        assert_eq!(silent_past_timeout(f64::NAN), Duration::MAX);
     }
 
     #[test]
