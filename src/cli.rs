@@ -216,19 +216,22 @@ fn validate_command(path: &Path) -> Result<ExitCode, UsageError> {
     let warnings = problems.len() + compile_errors.len() - errors;
     if errors == 0 {
         println!(
-            "{}: valid ({} blocks, {} transitions{})",
+            "{}: valid ({}{})",
             path.display(),
-            loaded.project.blocks.len(),
-            loaded.project.transitions.len(),
+            crate::model::graph_size(&loaded.project),
             if warnings > 0 {
-                format!(", {warnings} warning(s)")
+                format!(", {}", crate::model::plural(warnings as u64, "warning"))
             } else {
                 String::new()
             }
         );
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("{}: {errors} error(s)", path.display());
+        println!(
+            "{}: {}",
+            path.display(),
+            crate::model::plural(errors as u64, "error")
+        );
         Ok(ExitCode::FAILURE)
     }
 }

@@ -167,6 +167,20 @@ fn check_block(project: &Project, index: usize, block: &Block, found: &mut Found
                     format!("Block {name} has a concurrency cap of 0, so it could never run"),
                 );
             }
+            for variable in code
+                .env_vars
+                .iter()
+                .filter(|v| !super::env_file::is_name(v))
+            {
+                found.block(
+                    index,
+                    block,
+                    Severity::Warning,
+                    format!(
+                        "Block {name} declares {variable:?}, which is not a variable name (letters, digits and _, not starting with a digit): its value can't be set in Braid, only in the environment Braid starts in"
+                    ),
+                );
+            }
             if let Language::Other(language) = &code.language {
                 found.block(
                     index,
@@ -560,6 +574,21 @@ mod tests {
         let mut p = project(&["Loop"]);
         link(&mut p, "Loop", "Loop", TransitionKind::Then);
         assert_eq!(only(&p).severity, Severity::Warning);
+    }
+
+    #[test]
+    fn a_variable_name_that_cant_be_set_is_a_warning() {
+        let mut p = project(&["Call"]);
+        code_mut(&mut p, "Call").env_vars = vec!["API_KEY".into(), "API-KEY".into()];
+        let problem = only(&p);
+        assert_eq!(problem.severity, Severity::Warning);
+        assert!(
+            problem
+                .message
+                .starts_with("Block \"Call\" declares \"API-KEY\", which is not a variable name"),
+            "{}",
+            problem.message
+        );
     }
 
     #[test]

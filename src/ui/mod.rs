@@ -240,7 +240,11 @@ fn status_bar_ui(ui: &mut Ui, app: &App) {
                         .color(theme::success_color(dark)),
                 );
             } else {
-                let text = format!("{errors} error(s), {warnings} warning(s)");
+                let text = format!(
+                    "{}, {}",
+                    crate::model::plural(errors as u64, "error"),
+                    crate::model::plural(warnings as u64, "warning")
+                );
                 let color = if errors > 0 {
                     theme::error_color(dark)
                 } else {

@@ -262,6 +262,7 @@ fn validate_reports_every_problem_and_exit_code() {
     let out = braid().arg("validate").arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.ends_with(": 3 errors\n"), "{stdout}");
     assert!(stdout.contains("\"B\" line 1: SyntaxError"), "{stdout}");
     assert!(stdout.contains("else"), "{stdout}");
     assert!(stdout.contains("ghost"), "{stdout}");

@@ -544,7 +544,7 @@ fn compile_errors_show_before_anything_runs() {
     assert_eq!(error.line, Some(1));
     // On the node and in the status bar.
     harness.get_by_label_contains("✖ line 1");
-    harness.get_by_label("1 error(s), 0 warning(s)");
+    harness.get_by_label("1 error, 0 warnings");
 }
 
 #[test]
