@@ -63,6 +63,16 @@ BEAT_NS = 1_000_000_000
 CAPTURE_LIMIT = 1 << 20
 
 
+try:
+    # The hot loop for plain invocations, in Rust (src/runtime/worker/native.rs); absent when this file
+    # runs in a plain Python (its tests), where the loop below does everything.
+    from braid_native import run_plain as _run_plain
+except ImportError:
+    _run_plain = None
+# Why _run_plain returned (native.rs).
+N_EXHAUSTED, N_FLUSH, N_RAISED, N_PRINTED, N_CANCELLING = 0, 1, 2, 3, 4
+
+
 class BraidTimeout(BaseException):
     """Raised inside an invocation that ran past its block's timeout_s (BaseException: `except Exception` in user code must not swallow it)."""
 
@@ -356,6 +366,9 @@ class Worker:
             if not block_env and with_env:
                 tls.env = None
                 with_env = False
+            if batch.fresh and main is not None and not block_ifs and not block_env and _run_plain is not None:
+                self.run_native(batch, block, main, slot, capture, timeout_ns)
+                continue
             for task in batch.it:
                 try:
                     key, block_input, backpack = task
@@ -416,6 +429,59 @@ class Worker:
             # Whichever thread finds the shared iterator exhausted first retires the batch.
             batch.done = True
 
+    def run_native(self, batch, block, main, slot, capture, timeout_ns):
+        """Runs a batch of plain invocations through the native loop (native.rs), doing here only what it
+        hands back: an invocation that raised or printed, one that was cancelled, a flush."""
+        out = self.out
+        it = batch.it
+        cancelled = self.cancelled
+        # What the native loop stopped for, kept until it has been dealt with: a stray interrupt (aimed
+        # at an invocation that has ended) may land anywhere here, and then it is dealt with again (a
+        # result sent twice is dropped by Braid; one never sent would hang its item).
+        hand = [None]
+        while True:
+            try:
+                stop = hand[0]
+                if stop is None:
+                    _run_plain(hand, it, main, slot, capture, cancelled, out, timeout_ns, START_NS, max(1, FLUSH_EVERY - len(out)), FLUSH_AFTER_NS)
+                    stop = hand[0]
+                why = stop[0]
+                if why == N_EXHAUSTED:
+                    batch.done = True
+                    return
+                if why == N_FLUSH:
+                    self.flush()
+                    hand[0] = None
+                    continue
+                task = stop[1]
+                if why == N_CANCELLING:
+                    # The loop in loop_once stops it, as it stops any cancelled invocation.
+                    self.tasks.appendleft(Batch(block, 1, iter((task,))))
+                    return
+                _, _, backpack, value, t0, duration = stop
+                key = task[0]
+                printed, logged = capture
+                if why == N_PRINTED:
+                    self.slow.append([key, t0, duration, value, backpack, OK, EMPTY, _captured(printed), _captured(logged), None])
+                else:
+                    if isinstance(value, (BraidTimeout, BraidCancelled)) and _stale(value, key, duration, timeout_ns, cancelled):
+                        capture[0] = capture[1] = None
+                        self.tasks.appendleft(Batch(block, 1, iter((task,))))
+                        return
+                    try:
+                        raise value
+                    except BaseException as e:
+                        status, error = _failure(block, e)
+                    self.slow.append([key, t0, duration, None, backpack, status, EMPTY, _captured(printed), _captured(logged), error])
+                    if cancelled:
+                        cancelled.discard(key)
+                capture[0] = capture[1] = None
+                hand[0] = None
+                if len(out) >= FLUSH_EVERY or duration > FLUSH_AFTER_NS:
+                    self.flush()
+            except (BraidTimeout, BraidCancelled):
+                continue
+
     def take(self):
         """The batch to take invocations from (None when none waits); exhausted batches are dropped and
         frames decoded on the way. Threads share a batch's iterator (`next` on it is atomic), so a thread
@@ -456,7 +522,7 @@ class Worker:
             self.slow.extend([key, now, 0, None, None, CANCELLED, [], "", "", stopped] for key in keys)
             return None
         backpacks = msg.get("backpacks")
-        return Batch(program[msg["block"]], len(keys), zip(keys, msg["inputs"], itertools.repeat(FRESH) if backpacks is None else backpacks))
+        return Batch(program[msg["block"]], len(keys), zip(keys, msg["inputs"], itertools.repeat(FRESH) if backpacks is None else backpacks), backpacks is None)
 
     def monitor(self):
         last_completed = -1
@@ -602,6 +668,15 @@ class _BlockEnviron(collections.abc.MutableMapping):
         return f"environ({dict(self)!r})"
 
 
+def _stale(exc, key, duration, timeout_ns, cancelled):
+    """Whether an interrupt that stopped invocation `key` was meant for the one before it on the thread:
+    the monitor raises a timeout only past the timeout, and a cancel only for a cancelled key. (It
+    checks the slot, then raises a few bytecodes later, by when that invocation may have ended.)"""
+    if isinstance(exc, BraidTimeout):
+        return duration < timeout_ns
+    return key not in cancelled
+
+
 def _failure(block, exc):
     """The status and error of an invocation that raised `exc` (called inside its except block)."""
     if isinstance(exc, BraidTimeout):
@@ -656,12 +731,14 @@ class Batch:
     """A decoded run frame: its block and an iterator over its (key, input, backpack), shared by the exec
     threads."""
 
-    __slots__ = ("block", "size", "it", "done")
+    __slots__ = ("block", "size", "it", "done", "fresh")
 
-    def __init__(self, block, size, it):
+    def __init__(self, block, size, it, fresh=False):
         self.block = block
         self.size = size
         self.it = it
+        # Every task starts with a fresh empty backpack (the frame said so).
+        self.fresh = fresh
         # Set by the first thread to find the iterator exhausted; the batch then leaves the queue.
         self.done = False
 

@@ -1,0 +1,222 @@
+//! The worker's hot loop for plain invocations, in Rust: a big fan-out's items that start with a fresh
+//! backpack, on a block with no `if`s and no variables. Per invocation it does what `worker.py`'s loop
+//! does (time it, mark the thread's timeout slot, call `main`, queue the short result row) without
+//! running any Python bytecode of its own. Everything else (a raise, printed output, a cancel, the
+//! first call that loads the block) goes back to `worker.py`, which handles it as it always has.
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyIterator, PyList, PySet, PyTuple};
+
+/// The clock `time.monotonic_ns` reads, so the monitor thread and this loop agree on times.
+fn monotonic_ns() -> i64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    now.tv_sec * 1_000_000_000 + now.tv_nsec
+}
+
+/// What [`run_plain`] stopped for (the first item of the tuple it puts in `hand[0]`).
+const EXHAUSTED: u8 = 0;
+const FLUSH: u8 = 1;
+const RAISED: u8 = 2;
+const PRINTED: u8 = 3;
+const CANCELLING: u8 = 4;
+
+/// Runs the batch's tasks (`(key, input, fresh marker)` tuples from the shared iterator `tasks`) until
+/// one needs `worker.py`, or `room` results have been queued on `out`, or one ran longer than
+/// `flush_after_ns`. Puts into `hand[0]` (rather than returning it: an interrupt landing as the call
+/// returns would lose a return value, and with it the invocation) `(why, task, backpack, value, t0,
+/// duration)`:
+/// - `EXHAUSTED`, `FLUSH`: nothing else;
+/// - `RAISED`: the task, its backpack, the exception, its start and duration (the slot is cleared);
+/// - `PRINTED`: the task, its backpack, the return value, its start and duration;
+/// - `CANCELLING`: the task, not yet run: it was cancelled.
+///
+/// `slot` is the thread's `[key, started, timeout, interrupted]` list, `capture` its `[stdout, stderr]`
+/// buffers (None until the code prints), `cancelled` the worker's set of keys to stop.
+#[pyfunction]
+#[pyo3(signature = (hand, tasks, main, slot, capture, cancelled, out, timeout_ns, start_ns, room, flush_after_ns))]
+#[allow(clippy::too_many_arguments)] // one call per batch, mirroring worker.py's locals
+pub fn run_plain<'py>(
+    py: Python<'py>,
+    hand: &Bound<'py, PyList>,
+    tasks: &Bound<'py, PyIterator>,
+    main: &Bound<'py, PyAny>,
+    slot: &Bound<'py, PyList>,
+    capture: &Bound<'py, PyList>,
+    cancelled: &Bound<'py, PySet>,
+    out: &Bound<'py, PyAny>,
+    timeout_ns: i64,
+    start_ns: i64,
+    room: usize,
+    flush_after_ns: i64,
+) -> PyResult<()> {
+    let none = py.None().into_bound(py);
+    let append = out.getattr("append")?;
+    let stop = |why: u8, rest: &[&Bound<'py, PyAny>]| {
+        let mut items: Vec<Bound<'py, PyAny>> = vec![why.into_pyobject(py)?.into_any()];
+        items.extend(rest.iter().map(|b| (*b).clone()));
+        hand.set_item(0, PyTuple::new(py, items)?)
+    };
+    for _ in 0..room {
+        let Some(task) = tasks.clone().next() else {
+            return stop(EXHAUSTED, &[]);
+        };
+        let task = task?;
+        let task_tuple = task
+            .cast::<PyTuple>()
+            .map_err(|_| PyTypeError::new_err("a task is a (key, input, backpack) tuple"))?;
+        let key = task_tuple.get_item(0)?;
+        if !cancelled.is_empty() && cancelled.contains(&key)? {
+            return stop(CANCELLING, &[&task]);
+        }
+        let input = task_tuple.get_item(1)?;
+        let backpack = PyDict::new(py);
+        let m0 = monotonic_ns();
+        slot.set_item(2, timeout_ns)?;
+        slot.set_item(3, &none)?;
+        slot.set_item(1, m0)?;
+        // The key last: the monitor reads a slot as in use from it.
+        slot.set_item(0, &key)?;
+        let returned = main.call1((&input, &backpack));
+        slot.set_item(0, &none)?;
+        let m1 = monotonic_ns();
+        let (t0, duration) = (
+            (m0 - start_ns).into_pyobject(py)?,
+            (m1 - m0).into_pyobject(py)?,
+        );
+        let value = match returned {
+            Ok(value) => value,
+            Err(error) => {
+                // worker.py tells a cancel meant for this one from a stale one by `cancelled`.
+                let error = error.into_value(py).into_bound(py).into_any();
+                return stop(RAISED, &[&task, backpack.as_any(), &error, &t0, &duration]);
+            }
+        };
+        if !cancelled.is_empty() {
+            cancelled.discard(&key)?;
+        }
+        if !capture.get_item(0)?.is_none() || !capture.get_item(1)?.is_none() {
+            return stop(PRINTED, &[&task, backpack.as_any(), &value, &t0, &duration]);
+        }
+        // 0: the fresh backpack came back empty, as worker.py's UNCHANGED.
+        let backpack_out = if backpack.is_empty() {
+            0_i64.into_pyobject(py)?.into_any()
+        } else {
+            backpack.into_any()
+        };
+        append.call1((PyTuple::new(
+            py,
+            [
+                &key,
+                &t0.into_any(),
+                &duration.into_any(),
+                &value,
+                &backpack_out,
+            ],
+        )?,))?;
+        if m1 - m0 > flush_after_ns {
+            return stop(FLUSH, &[]);
+        }
+    }
+    stop(FLUSH, &[])
+}
+
+/// Makes `braid_native` importable by `worker.py`.
+pub fn register(py: Python<'_>) -> PyResult<()> {
+    let module = PyModule::new(py, "braid_native")?;
+    module.add_function(wrap_pyfunction!(run_plain, &module)?)?;
+    py.import("sys")?
+        .getattr("modules")?
+        .set_item("braid_native", module)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CString;
+
+    use super::*;
+
+    /// Each way the loop stops, with a block's `main` and the worker's lists made in Python.
+    #[test]
+    fn the_native_loop_runs_plain_invocations_and_hands_back_the_rest() {
+        Python::attach(|py| {
+            let code = CString::new(
+                "slot = [None, 0, 0, None]\n\
+                 capture = [None, None]\n\
+                 cancelled = {107}\n\
+                 out = []\n\
+                 hand = [None]\n\
+                 def main(x, backpack):\n\
+                 \x20   if x == 3:\n\
+                 \x20       raise ValueError('three')\n\
+                 \x20   if x == 4:\n\
+                 \x20       capture[0] = [5, 'hello']\n\
+                 \x20   if x == 5:\n\
+                 \x20       backpack['seen'] = x\n\
+                 \x20   assert slot[0] == 100 + x, slot\n\
+                 \x20   return x * 2\n\
+                 tasks = iter([(100 + x, x, None) for x in range(9)])\n",
+            )
+            .unwrap();
+            let module = PyModule::from_code(py, &code, c"t.py", c"t").unwrap();
+            let get = |name: &str| module.getattr(name).unwrap();
+            let tasks = get("tasks").cast_into::<PyIterator>().unwrap();
+            let call = |room: usize| {
+                let hand = get("hand");
+                let hand = hand.cast::<PyList>().unwrap();
+                run_plain(
+                    py,
+                    hand,
+                    &tasks,
+                    &get("main"),
+                    get("slot").cast::<PyList>().unwrap(),
+                    get("capture").cast::<PyList>().unwrap(),
+                    get("cancelled").cast::<PySet>().unwrap(),
+                    &get("out"),
+                    10_000_000_000,
+                    0,
+                    room,
+                    2_000_000,
+                )
+                .unwrap();
+                hand.get_item(0).unwrap().cast_into::<PyTuple>().unwrap()
+            };
+            let why =
+                |stop: &Bound<'_, PyTuple>| stop.get_item(0).unwrap().extract::<u8>().unwrap();
+            // The key of the task handed back.
+            let key_of = |stop: &Bound<'_, PyTuple>| {
+                let task = stop.get_item(1).unwrap();
+                task.get_item(0).unwrap().extract::<i64>().unwrap()
+            };
+            // Room for two: 0 and 1 run, then a flush is due. Then 2 runs and 3 raises.
+            assert_eq!(why(&call(2)), FLUSH);
+            let stop = call(10);
+            assert_eq!(why(&stop), RAISED);
+            assert_eq!(key_of(&stop), 103);
+            assert!(stop.get_item(3).unwrap().to_string().contains("three"));
+            assert!(
+                get("slot").get_item(0).unwrap().is_none(),
+                "the slot is free after a raise"
+            );
+            let stop = call(10);
+            assert_eq!(why(&stop), PRINTED);
+            assert_eq!(stop.get_item(3).unwrap().extract::<i64>().unwrap(), 8);
+            get("capture").set_item(0, py.None()).unwrap();
+            // 5 changes its backpack, 6 runs, 7 was cancelled: handed back unrun.
+            let stop = call(10);
+            assert_eq!(why(&stop), CANCELLING);
+            assert_eq!(key_of(&stop), 107);
+            assert_eq!(why(&call(10)), EXHAUSTED);
+            let rows: Vec<(i64, i64, i64, i64, Bound<'_, PyAny>)> = get("out").extract().unwrap();
+            let keys: Vec<i64> = rows.iter().map(|r| r.0).collect();
+            assert_eq!(keys, [100, 101, 102, 105, 106, 108]);
+            assert!(rows.iter().all(|r| r.3 == (r.0 - 100) * 2 && r.2 >= 0));
+            assert_eq!(
+                rows[1].4.extract::<i64>().unwrap(),
+                0,
+                "an empty backpack comes back as 0"
+            );
+            assert_eq!(rows[3].4.to_string(), "{'seen': 5}");
+        });
+    }
+}
