@@ -650,7 +650,11 @@ pub fn block_summary(block: &Block) -> String {
             });
             described.unwrap_or_else(|| {
                 let lines = code.code.lines().filter(|l| !l.trim().is_empty()).count();
-                format!("{} lines of {}", lines, code.language.label())
+                format!(
+                    "{} of {}",
+                    crate::model::plural(lines as u64, "line"),
+                    code.language.label()
+                )
             })
         }
         _ => block.kind_label(),
@@ -1138,5 +1142,27 @@ fn pin_info(color: Color32, connected: bool) -> PinInfo {
     } else {
         info.with_fill(Color32::TRANSPARENT)
             .with_stroke(Stroke::new(1.5, color))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{Block, Position};
+
+    #[test]
+    fn a_block_without_a_comment_is_summed_up_by_its_size() {
+        let block = |code: &str| Block::new_code("b", code, Position::default());
+        assert_eq!(
+            super::block_summary(&block("def main(block_input, backpack):\n    return 1\n")),
+            "2 lines of Python"
+        );
+        assert_eq!(
+            super::block_summary(&block("main = lambda block_input, backpack: 1\n")),
+            "1 line of Python"
+        );
+        assert_eq!(
+            super::block_summary(&block("# Doubles it\ndef main(b, p):\n    return b * 2\n")),
+            "Doubles it"
+        );
     }
 }

@@ -218,9 +218,9 @@ impl ExecutionsPanel {
         ui.horizontal(|ui| {
             ui.label(
                 RichText::new(format!(
-                    "{} of {} invocations",
+                    "{} of {}",
                     visible.len(),
-                    run.rows.len()
+                    crate::model::plural(run.rows.len() as u64, "invocation")
                 ))
                 .small()
                 .weak(),

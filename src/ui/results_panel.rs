@@ -124,7 +124,10 @@ fn status_line_ui(ui: &mut Ui, run: &RunState, tx: &CommandSender) {
                 ui.add(
                     egui::ProgressBar::new(done as f32 / total as f32)
                         .desired_width(240.0)
-                        .text(format!("{done} / {} invocations", totals.total())),
+                        .text(format!(
+                            "{done} / {}",
+                            crate::model::plural(totals.total(), "invocation")
+                        )),
                 );
                 let label = if run.phase == RunPhase::Stopping {
                     "Stopping…"
