@@ -777,3 +777,60 @@ fn else_without_if_is_refused_by_validation() {
     let message = out.refused.expect("refused");
     assert!(message.contains("else"), "{message}");
 }
+
+/// Every item of a fan-out keeps what is its own (printed output on either stream, its error, a
+/// backpack it changed), whichever worker thread ran it and however the items were batched: most of a
+/// big fan-out runs in the worker's native loop, which hands these back to its Python.
+#[test]
+fn every_item_of_a_fan_out_keeps_its_own_output_error_and_backpack() {
+    let code = "import sys\n\
+                def main(block_input, backpack):\n    \
+                    x = block_input\n    \
+                    if x % 3 == 0:\n        print(f'item {x}')\n    \
+                    if x % 5 == 0:\n        print(f'warn {x}', file=sys.stderr)\n    \
+                    if x % 7 == 6:\n        raise ValueError(f'bad {x}')\n    \
+                    if x % 4 == 1:\n        backpack['seen'] = x\n    \
+                    return x * 2\n";
+    let project = Builder::new()
+        .block("Gen", &items(600))
+        .block("Work", code)
+        .link("Gen", "Work", FanOut)
+        .build();
+    let out = run_with(project, Value::Null, Some(1000));
+    let work = out.records_of("Work");
+    assert_eq!(work.len(), 600);
+    for r in work {
+        let x = u64::from(r.item_path[0]);
+        let printed = if x % 3 == 0 {
+            format!("item {x}\n")
+        } else {
+            String::new()
+        };
+        let warned = if x % 5 == 0 {
+            format!("warn {x}\n")
+        } else {
+            String::new()
+        };
+        assert_eq!((&r.stdout, &r.stderr), (&printed, &warned), "item {x}");
+        if x % 7 == 6 {
+            assert_eq!(r.status, InvocationStatus::Exception, "item {x}");
+            let error = r.error.as_ref().expect("an error");
+            assert_eq!(error.summary(), format!("ValueError: bad {x}"));
+            assert_eq!(error.line, Some(9), "item {x}: {error:?}");
+        } else {
+            assert_eq!(r.status, InvocationStatus::Succeeded, "item {x}");
+            assert_eq!(r.output, Some(json!(x * 2)), "item {x}");
+        }
+        // An item that raised did so before it changed its backpack.
+        let seen = if x % 4 == 1 && x % 7 != 6 {
+            json!({"seen": x})
+        } else {
+            json!({})
+        };
+        assert_eq!(r.backpack_out.as_deref(), Some(&seen), "item {x}");
+        assert!(
+            r.started_at_ms.unwrap() <= r.ended_at_ms.unwrap(),
+            "item {x}"
+        );
+    }
+}

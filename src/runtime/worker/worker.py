@@ -366,7 +366,8 @@ class Worker:
             if not block_env and with_env:
                 tls.env = None
                 with_env = False
-            if batch.fresh and main is not None and not block_ifs and not block_env and _run_plain is not None:
+            native = batch.fresh and not block_ifs and not block_env and _run_plain is not None
+            if native and main is not None:
                 self.run_native(batch, block, main, slot, capture, timeout_ns)
                 continue
             for task in batch.it:
@@ -426,8 +427,14 @@ class Worker:
                     self.flush()
                 if main is None:
                     main = block.main
-            # Whichever thread finds the shared iterator exhausted first retires the batch.
-            batch.done = True
+                    if native and main is not None:
+                        # Loaded by this first invocation: the native loop takes the rest.
+                        break
+            else:
+                # Whichever thread finds the shared iterator exhausted first retires the batch.
+                batch.done = True
+                continue
+            self.run_native(batch, block, main, slot, capture, timeout_ns)
 
     def run_native(self, batch, block, main, slot, capture, timeout_ns):
         """Runs a batch of plain invocations through the native loop (native.rs), doing here only what it
