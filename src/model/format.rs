@@ -88,6 +88,7 @@ pub fn parse_project(text: &str, path: &Path) -> Result<LoadedProject, LoadError
             .map_err(|e| format_error(format!("not a valid Braid project: {e}")))?;
         // Older versions would be migrated here; what is in memory is always the current format.
         project.format_version = FORMAT_VERSION;
+        place_unplaced_blocks(&mut project, &value);
         return Ok(LoadedProject {
             project,
             origin: Origin::Braid,
@@ -110,6 +111,40 @@ pub fn parse_project(text: &str, path: &Path) -> Result<LoadedProject, LoadError
          no \"workflow_states\")"
             .to_owned(),
     ))
+}
+
+/// Blocks written without a `"position"` (a project made by a script or by hand) would all sit on top of
+/// each other at the origin. They get the automatic layout's places instead: all of it when no block
+/// has a position, else below the blocks that have one.
+fn place_unplaced_blocks(project: &mut Project, value: &Value) {
+    let unplaced: Vec<bool> = (0..project.blocks.len())
+        .map(|i| value["blocks"][i].get("position").is_none())
+        .collect();
+    if !unplaced.contains(&true) {
+        return;
+    }
+    let mut laid_out = project.clone();
+    layout::auto_layout(&mut laid_out);
+    let below = project
+        .blocks
+        .iter()
+        .zip(&unplaced)
+        .filter(|(_, unplaced)| !**unplaced)
+        .map(|(block, _)| block.position.y + layout::ROW_SPACING)
+        .fold(None, |lowest: Option<f32>, y| {
+            Some(lowest.map_or(y, |l| l.max(y)))
+        });
+    for ((block, placed), &unplaced) in project
+        .blocks
+        .iter_mut()
+        .zip(&laid_out.blocks)
+        .zip(&unplaced)
+    {
+        if unplaced {
+            block.position = placed.position;
+            block.position.y += below.unwrap_or(0.0);
+        }
+    }
 }
 
 fn check_format_version(version: &Value) -> Result<(), String> {
@@ -232,6 +267,46 @@ mod tests {
             Err(LoadError::Format { message, .. }) => message,
             other => panic!("expected a format error, got {other:?}"),
         }
+    }
+
+    /// A project written without positions is laid out rather than stacked at the origin; one that
+    /// has them keeps them, and blocks added without one go below the others.
+    #[test]
+    fn blocks_without_a_position_are_laid_out() {
+        let text = |positions: [Option<(f32, f32)>; 3]| {
+            let blocks: Vec<Value> = ["a", "b", "c"]
+                .iter()
+                .zip(positions)
+                .map(|(id, at)| {
+                    let mut block =
+                        serde_json::json!({"id": id, "name": id, "kind": "code", "code": ""});
+                    if let Some((x, y)) = at {
+                        block["position"] = serde_json::json!({"x": x, "y": y});
+                    }
+                    block
+                })
+                .collect();
+            serde_json::json!({"format_version": 1, "name": "p", "blocks": blocks, "transitions": [
+                {"id": "t1", "from": "a", "to": "b", "type": "then"},
+                {"id": "t2", "from": "b", "to": "c", "type": "then"}]})
+            .to_string()
+        };
+        let at = |text: String| -> Vec<(f32, f32)> {
+            parse(&text)
+                .unwrap()
+                .project
+                .blocks
+                .iter()
+                .map(|b| (b.position.x, b.position.y))
+                .collect()
+        };
+        let none = at(text([None, None, None]));
+        assert!(none[0].0 < none[1].0 && none[1].0 < none[2].0, "{none:?}");
+        let all = [Some((5.0, 6.0)), Some((7.0, 8.0)), Some((9.0, 10.0))];
+        assert_eq!(at(text(all)), [(5.0, 6.0), (7.0, 8.0), (9.0, 10.0)]);
+        let some = at(text([Some((0.0, 500.0)), Some((300.0, 500.0)), None]));
+        assert_eq!(&some[..2], [(0.0, 500.0), (300.0, 500.0)]);
+        assert!(some[2].1 >= 500.0 + layout::ROW_SPACING, "{some:?}");
     }
 
     #[test]

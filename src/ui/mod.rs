@@ -57,6 +57,10 @@ impl Views {
             .default_size(default_height)
             .size_range(80.0..=800.0)
             .show(ui, |ui| {
+                // The panel keeps the height it is given (its default, or where the user dragged it)
+                // rather than shrinking to short content, such as the hint shown before any run,
+                // and then staying that small.
+                ui.set_min_height(ui.available_height());
                 ui.add_space(4.0);
                 self.results.show_ui(ui, app, &tx);
             });

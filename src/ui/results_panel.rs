@@ -8,8 +8,10 @@ use super::canvas::cut;
 use super::executions_panel::ExecutionsPanel;
 use super::theme;
 use super::timeline::TimelineView;
+use crate::app::executions::InvocationId;
 use crate::app::run::{InvocationStatus, RunFailure, RunPhase, RunResult, RunState, RunStatus};
 use crate::app::{App, Command, CommandSender};
+use crate::model::BlockId;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Tab {
@@ -85,7 +87,16 @@ impl ResultsPanel {
         };
         match &run.phase {
             RunPhase::Finished(summary) => match self.tab {
-                Tab::Failures => failures_ui(ui, &summary.failures),
+                Tab::Failures => {
+                    if let Some((block_id, id)) = failures_ui(ui, &summary.failures) {
+                        // The failed invocation in Block Executions: its input, backpack and
+                        // traceback, with its block selected so that its code is beside them.
+                        tx.send(Command::SelectBlocks(vec![block_id]));
+                        tx.send(Command::ShowRun(Some(run.run_id.clone())));
+                        tx.send(Command::PickInvocation(id));
+                        self.tab = Tab::Executions;
+                    }
+                }
                 _ => results_ui(ui, &summary.results),
             },
             RunPhase::Refused {
@@ -244,38 +255,72 @@ fn results_ui(ui: &mut Ui, results: &[RunResult]) {
         });
 }
 
-fn failures_ui(ui: &mut Ui, failures: &[RunFailure]) {
+/// One line per failure (its traceback folds out under the ▸); a failure of one invocation links to
+/// it in Block Executions. Returns the block and invocation whose link was clicked.
+fn failures_ui(ui: &mut Ui, failures: &[RunFailure]) -> Option<(BlockId, InvocationId)> {
     if failures.is_empty() {
         ui.label(RichText::new("No failures.").weak());
-        return;
+        return None;
     }
     let dark = ui.visuals().dark_mode;
+    let mut clicked = None;
     egui::ScrollArea::vertical()
         .id_salt("failures-scroll")
         .auto_shrink([false, false])
         .show(ui, |ui| {
             // Tracebacks make rows of different heights, so at most the first 500 are listed.
             for (i, failure) in failures.iter().take(500).enumerate() {
-                ui.horizontal(|ui| {
-                    ui.label(RichText::new(&failure.block).strong());
-                    ui.label(RichText::new(item_path(&failure.item_path)).weak());
+                let mut row = |ui: &mut Ui| {
+                    let place = format!("{} {}", failure.block, item_path(&failure.item_path));
+                    match failure.invocation {
+                        Some(id) => {
+                            if ui
+                                .link(RichText::new(place).strong())
+                                .on_hover_text(
+                                    "Show this invocation in Block Executions: its input, \
+                                     backpack, printed output and traceback",
+                                )
+                                .clicked()
+                            {
+                                clicked = Some((failure.block_id.clone(), id));
+                            }
+                        }
+                        None => {
+                            ui.label(RichText::new(place).strong());
+                        }
+                    }
                     ui.label(
                         RichText::new(failure.status.replace('_', " "))
                             .color(theme::error_color(dark)),
                     );
                     ui.add(egui::Label::new(cut(&failure.error, 300)).truncate())
                         .on_hover_text(&failure.error);
-                });
-                if let Some(traceback) = &failure.traceback {
-                    egui::CollapsingHeader::new(RichText::new("traceback").small())
-                        .id_salt(("traceback", i))
-                        .show(ui, |ui| {
+                };
+                match &failure.traceback {
+                    Some(traceback) => {
+                        let id = ui.make_persistent_id(("traceback", i));
+                        egui::collapsing_header::CollapsingState::load_with_default_open(
+                            ui.ctx(),
+                            id,
+                            false,
+                        )
+                        .show_header(ui, row)
+                        .body(|ui| {
                             ui.label(RichText::new(traceback).monospace().small());
                         });
+                    }
+                    None => {
+                        ui.horizontal(|ui| {
+                            // Lined up with the rows that have a ▸.
+                            ui.add_space(ui.spacing().indent);
+                            row(ui);
+                        });
+                    }
                 }
             }
             if failures.len() > 500 {
                 ui.label(RichText::new(format!("… and {} more", failures.len() - 500)).weak());
             }
         });
+    clicked
 }

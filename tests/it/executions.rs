@@ -464,3 +464,54 @@ fn the_table_has_every_invocation_once_the_run_has_finished() {
         "every row is in the table"
     );
 }
+
+/// A run's failures are listed one line each, enough of them in view; a failure's block and item link
+/// to its invocation in Block Executions, with its block selected beside it.
+#[test]
+fn a_failure_links_to_its_invocation() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut project = Builder::new()
+        .block(
+            "Split",
+            "def main(block_input, backpack):\n    return list(range(30))\n",
+        )
+        .block(
+            "Process",
+            "def main(block_input, backpack):\n    if block_input % 4 == 3:\n        raise ValueError(f'bad row {block_input}')\n    return block_input\n",
+        )
+        .link("Split", "Process", TransitionKind::FanOut)
+        .build();
+    for (block, x) in project.blocks.iter_mut().zip([0.0, 300.0]) {
+        block.position = Position { x, y: 0.0 };
+    }
+    let path = dir.path().join("failures.braid.json");
+    braid::model::format::save_project(&path, &project).expect("saves");
+    let mut harness = harness_1280x800(Some(path));
+    run_to_end(&mut harness);
+
+    // Seven failures; the panel keeps its height (it does not shrink to the hint shown before the
+    // run), so several lines of them are in view.
+    let tab = harness.get_by_label("Failures (7)").rect();
+    assert!(
+        tab.top() < 650.0,
+        "the results panel starts at {}",
+        tab.top()
+    );
+    click(&mut harness, "Failures (7)");
+    harness.get_by_label_contains("bad row 19");
+
+    click(&mut harness, "Process [11]");
+    let record = picked_record(&harness);
+    assert_eq!(record.item_path, [11]);
+    assert_eq!(record.status, InvocationStatus::Exception);
+    assert_eq!(record.input, serde_json::json!(11));
+    harness.get_by_label("Error");
+    let app = &harness.state().app;
+    let process = app
+        .project
+        .find_block("Process")
+        .expect("Process")
+        .id
+        .clone();
+    assert_eq!(app.selection.single_block(), Some(&process));
+}

@@ -151,7 +151,8 @@ fn write_map_reduce(dir: &Path) -> PathBuf {
 
 #[test]
 fn build_connect_edit_undo_save_and_reopen() {
-    let mut harness = harness(None);
+    // Tall enough for the block's whole list of seven transitions in its inspector without scrolling.
+    let mut harness = harness_sized(None, [1280.0, 1400.0]);
 
     // Two blocks from the toolbar.
     click(&mut harness, "+ Block");
