@@ -309,7 +309,13 @@ fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
         working_dir: crate::model::local_folder::working_dir(&args.project),
     })));
     let interrupts = stop_on_ctrl_c(runtime.requester(), run_id.clone());
-    let outcome = follow_run(&mut runtime, &run_id, history.as_ref(), args.json);
+    let outcome = follow_run(
+        &mut runtime,
+        &run_id,
+        history.as_ref(),
+        args.json,
+        &args.project,
+    );
     if let Some(interrupts) = interrupts {
         interrupts.close();
     }
@@ -350,6 +356,7 @@ fn follow_run(
     run_id: &RunId,
     history: Option<&History>,
     as_json: bool,
+    project: &Path,
 ) -> Result<ExitCode, UsageError> {
     let progress = Progress::new();
     let started = std::time::Instant::now();
@@ -369,7 +376,7 @@ fn follow_run(
                 if let Some(history) = &history {
                     check_recorded(history, run_id);
                 }
-                print_summary(&summary, as_json);
+                print_summary(&summary, as_json, history.is_some().then_some(project));
                 return Ok(if summary.status == RunStatus::Succeeded {
                     ExitCode::SUCCESS
                 } else {
@@ -417,7 +424,12 @@ fn print_json(value: &Value) {
     let _ = writeln!(stdout);
 }
 
-fn print_summary(summary: &RunSummary, as_json: bool) {
+/// How many results, and how many failed invocations, the readable summary lists: a fan-out over
+/// thousands of items must not bury the summary. `--json` and the history have them all.
+const SUMMARY_LINES: usize = 20;
+
+/// The run's summary: JSON, or readable (`recorded_for`: the project whose history has the run).
+fn print_summary(summary: &RunSummary, as_json: bool, recorded_for: Option<&Path>) {
     if as_json {
         print_json(&json!({
             "run_id": summary.run_id,
@@ -440,7 +452,7 @@ fn print_summary(summary: &RunSummary, as_json: bool) {
     );
     if !summary.results.is_empty() {
         let _ = writeln!(out, "Results:");
-        for result in &summary.results {
+        for result in summary.results.iter().take(SUMMARY_LINES) {
             let _ = writeln!(
                 out,
                 "  {} {:?}: {}",
@@ -449,15 +461,47 @@ fn print_summary(summary: &RunSummary, as_json: bool) {
                 preview(&result.output, 200)
             );
         }
+        if let Some(more) = summary.results.len().checked_sub(SUMMARY_LINES)
+            && more > 0
+        {
+            let _ = writeln!(
+                out,
+                "  … and {} (--json prints them all)",
+                crate::model::plural(more as u64, "more result")
+            );
+        }
     }
     if !summary.failures.is_empty() {
         let _ = writeln!(out, "Failures:");
+        // Every failure that is not one invocation's (a fan-in that could not complete says which
+        // items it missed, and why), and the first failed invocations.
+        let mut listed = 0;
         for failure in &summary.failures {
+            if failure.invocation.is_some() {
+                listed += 1;
+                if listed > SUMMARY_LINES {
+                    continue;
+                }
+            }
             let _ = writeln!(
                 out,
                 "  {} {:?} ({}): {}",
                 failure.block, failure.item_path, failure.status, failure.error
             );
+        }
+        if let Some(more) = listed.checked_sub(SUMMARY_LINES)
+            && more > 0
+        {
+            let more = crate::model::plural(more as u64, "more failed invocation");
+            let _ = match recorded_for {
+                Some(project) => writeln!(
+                    out,
+                    "  … and {more}: braid history {} {} --status exception,timed_out lists them all",
+                    project.display(),
+                    summary.run_id
+                ),
+                None => writeln!(out, "  … and {more} (--json prints them all)"),
+            };
         }
     }
 }

@@ -234,6 +234,56 @@ fn human_summary_without_json() {
     );
 }
 
+/// A fan-out over many items keeps the readable summary short: the first 20 results and failed
+/// invocations, then how many more and where to find them all (the history, or `--json`).
+#[test]
+fn a_big_fan_outs_summary_lists_the_first_and_says_where_the_rest_are() {
+    let project = json!({
+        "format_version": 1, "name": "many",
+        "blocks": [
+            {"id": "g", "name": "Gen", "kind": "code",
+             "code": "def main(block_input, backpack):\n    return list(range(60))\n"},
+            {"id": "w", "name": "Work", "kind": "code",
+             "code": "def main(block_input, backpack):\n    if block_input % 2:\n        raise ValueError(f'odd {block_input}')\n    return block_input\n"}
+        ],
+        "transitions": [{"id": "t", "from": "g", "to": "w", "type": "fan-out"}]
+    });
+    let (_dir, path) = write_temp("many.braid.json", &project.to_string());
+    let out = braid().arg("run").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines = |prefix: &str| stdout.lines().filter(|l| l.starts_with(prefix)).count();
+    assert_eq!(lines("  Work ["), 40, "{stdout}");
+    assert!(
+        stdout.contains("  … and 10 more results (--json prints them all)\n"),
+        "{stdout}"
+    );
+    let hint = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("  … and 10 more failed invocations: braid history "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let args: Vec<&str> = hint
+        .strip_suffix(" lists them all")
+        .unwrap()
+        .split(' ')
+        .collect();
+    // The command it names lists every failed invocation.
+    let listed = braid().arg("history").args(&args).output().unwrap();
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert_eq!(
+        listed
+            .lines()
+            .filter(|l| l.contains("ValueError: odd"))
+            .count(),
+        30,
+        "{listed}"
+    );
+    // --json has them all.
+    let (json, _) = run_json(&[path.to_str().unwrap()]);
+    assert_eq!(json["failures"].as_array().unwrap().len(), 30);
+    assert_eq!(json["results"].as_array().unwrap().len(), 30);
+}
+
 #[test]
 fn validate_reports_every_problem_and_exit_code() {
     let out = braid()
