@@ -319,7 +319,13 @@ fn failures_ui(ui: &mut Ui, failures: &[RunFailure]) -> Option<(BlockId, Invocat
                 }
             }
             if failures.len() > 500 {
-                ui.label(RichText::new(format!("… and {} more", failures.len() - 500)).weak());
+                ui.label(
+                    RichText::new(format!(
+                        "… and {} more: Block Executions lists them all (filter on failed)",
+                        failures.len() - 500
+                    ))
+                    .weak(),
+                );
             }
         });
     clicked
