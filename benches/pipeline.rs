@@ -2,8 +2,9 @@
 //! on the same machine, so the ratios hold even where the absolute numbers don't.
 //!
 //! 1. A 100,000-item trivial fan-out/fan-in, every invocation recorded, against
-//!    `multiprocessing.Pool(2).map` of the same function; then the same run on a warm runtime with and
-//!    without the history database, for the cost of recording.
+//!    `multiprocessing.Pool(2)` running the same work two ways ([`POOL_CALLS`]), in process and as
+//!    whole processes; then the same run on a warm runtime with and without the history database, for
+//!    the cost of recording.
 //! 2. A CPU-bound fan-out (4 items × a 3,000,000-step loop) at limit 4 against limit 1.
 //! 3. An I/O-bound fan-out (1,000 × `time.sleep(0.1)`) at limit 100 (ideal: 1.0 s).
 //! 4. The seed's 100-item map-reduce, from a cold start (runtime and workers included).
@@ -92,7 +93,8 @@ fn python() -> String {
     std::env::var("PYO3_PYTHON").unwrap_or_else(|_| "python3".to_owned())
 }
 
-/// The two ways `multiprocessing.Pool(2)` can run the trivial work, as [`POOL_CALLS`] names them.
+/// The two ways `multiprocessing.Pool(2)` runs the trivial work: what each is called, the function,
+/// and the pool call (`{n}` is the item count).
 const POOL_CALLS: [(&str, &str, &str); 2] = [
     (
         "Pool(2).map of a one-argument function",
@@ -260,14 +262,19 @@ fn whole_process(n: usize, project: &braid::model::Project, repeats: usize) {
     println!("1c. The same, whole processes (median of {repeats})");
     println!("   `braid run` (history recorded): {}", ms(b));
     for ((what, _), times) in scripts.iter().zip(pools) {
-        let p = median(times);
-        println!(
-            "   `python pool.py`, {what}: {}, ratio {:.2}x",
-            ms(p),
-            b.as_secs_f64() / p.as_secs_f64()
-        );
+        print_ratio(&format!("   `python pool.py`, {what}"), b, times);
     }
     println!();
+}
+
+/// `label: <baseline's median>, ratio <braid / baseline>`.
+fn print_ratio(label: &str, braid: Duration, baseline: Vec<Duration>) {
+    let p = median(baseline);
+    println!(
+        "{label}: {}, ratio {:.2}x",
+        ms(p),
+        braid.as_secs_f64() / p.as_secs_f64()
+    );
 }
 
 mod common;
@@ -323,12 +330,7 @@ fn main() {
             let b = median(braid);
             println!("   {what}: braid {}", ms(b));
             for ((call, _, _), times) in POOL_CALLS.iter().zip(pool) {
-                let p = median(times);
-                println!(
-                    "      {call}: {}, ratio {:.2}x",
-                    ms(p),
-                    b.as_secs_f64() / p.as_secs_f64()
-                );
+                print_ratio(&format!("      {call}"), b, times);
             }
         }
         println!();

@@ -131,9 +131,7 @@ fn place_unplaced_blocks(project: &mut Project, value: &Value) {
         .zip(&unplaced)
         .filter(|(_, unplaced)| !**unplaced)
         .map(|(block, _)| block.position.y + layout::ROW_SPACING)
-        .fold(None, |lowest: Option<f32>, y| {
-            Some(lowest.map_or(y, |l| l.max(y)))
-        });
+        .reduce(f32::max);
     for ((block, placed), &unplaced) in project
         .blocks
         .iter_mut()

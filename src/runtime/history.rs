@@ -187,8 +187,18 @@ impl From<rusqlite::Error> for Failure {
     }
 }
 
-const RUN_COLUMNS: &str = "run_id, status, started_at_ms, duration_ms, invocations, succeeded, caught, \
-                           failed, timed_out, cancelled, (SELECT owner FROM recorders WHERE run = runs.seq)";
+/// The process recording a run, while it is running (see `history/owner.rs`).
+macro_rules! owner_column {
+    () => {
+        "(SELECT owner FROM recorders WHERE run = runs.seq)"
+    };
+}
+
+const RUN_COLUMNS: &str = concat!(
+    "run_id, status, started_at_ms, duration_ms, invocations, succeeded, caught, failed, timed_out, \
+     cancelled, ",
+    owner_column!()
+);
 
 impl History {
     /// Where a project's history lives: `<dir>/.braid/<file name>.history.sqlite` (the folder is meant to be
@@ -713,10 +723,12 @@ impl History {
         let error = |e: rusqlite::Error| self.sql_error(&e);
         let old: Vec<(i64, String, Option<String>)> = self
             .conn
-            .prepare(
-                "SELECT seq, status, (SELECT owner FROM recorders WHERE run = runs.seq) FROM runs \
-                 WHERE seq NOT IN (SELECT seq FROM runs ORDER BY started_at_ms DESC, seq DESC LIMIT ?1)",
-            )
+            .prepare(concat!(
+                "SELECT seq, status, ",
+                owner_column!(),
+                " FROM runs WHERE seq NOT IN \
+                     (SELECT seq FROM runs ORDER BY started_at_ms DESC, seq DESC LIMIT ?1)"
+            ))
             .map_err(error)?
             .query_map([i64::try_from(keep).unwrap_or(i64::MAX)], |row| {
                 Ok((row.get(0)?, row.get(1)?, row.get(2)?))

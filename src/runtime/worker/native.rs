@@ -52,13 +52,14 @@ pub fn run_plain<'py>(
 ) -> PyResult<()> {
     let none = py.None().into_bound(py);
     let append = out.getattr("append")?;
+    let mut tasks = tasks.clone();
     let stop = |why: u8, rest: &[&Bound<'py, PyAny>]| {
         let mut items: Vec<Bound<'py, PyAny>> = vec![why.into_pyobject(py)?.into_any()];
         items.extend(rest.iter().map(|b| (*b).clone()));
         hand.set_item(0, PyTuple::new(py, items)?)
     };
     for _ in 0..room {
-        let Some(task) = tasks.clone().next() else {
+        let Some(task) = tasks.next() else {
             return stop(EXHAUSTED, &[]);
         };
         let task = task?;
