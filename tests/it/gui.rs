@@ -64,6 +64,24 @@ pub(crate) fn click(harness: &mut Harness<'_, BraidApp>, label: &str) {
     settle(harness);
 }
 
+/// Clicks `labels` in turn until `done` holds (at most three times). A synthetic click now and then
+/// lands in a frame where egui does not take it (kittest presses and releases within one frame); a
+/// second try tells that apart from a broken button.
+fn click_until(
+    harness: &mut Harness<'_, BraidApp>,
+    labels: &[&str],
+    done: impl Fn(&BraidApp) -> bool,
+) {
+    for _attempt in 0..3 {
+        for label in labels {
+            click(harness, label);
+        }
+        if done(harness.state()) {
+            return;
+        }
+    }
+}
+
 /// Clicks a block's node on the canvas. Accessibility rectangles of canvas widgets are in canvas
 /// coordinates (egui does not apply the canvas's pan and zoom to them), so the point is mapped to the
 /// screen first.
@@ -168,16 +186,10 @@ fn build_connect_edit_undo_save_and_reopen() {
     // The second block is selected; connect it to the first with every transition type, through the
     // inspector's "Add a transition" row.
     for kind in TransitionKind::ALL {
-        // A synthetic click now and then lands in a frame where egui does not take it (kittest presses
-        // and releases within one frame); a second try tells that apart from a broken button.
         let before = project(&harness).transitions.len();
-        for _attempt in 0..3 {
-            click(&mut harness, kind.label());
-            click(&mut harness, "Connect");
-            if project(&harness).transitions.len() > before {
-                break;
-            }
-        }
+        click_until(&mut harness, &[kind.label(), "Connect"], |app| {
+            app.app.project.transitions.len() > before
+        });
     }
     let kinds = kinds_of(project(&harness));
     assert_eq!(
@@ -196,7 +208,9 @@ fn build_connect_edit_undo_save_and_reopen() {
     );
 
     // Select the `if` transition from the block's list and give it an expression.
-    click(&mut harness, "if ? to Code Block");
+    click_until(&mut harness, &["if ? to Code Block"], |app| {
+        app.app.selection.transition.is_some()
+    });
     harness.get_by_label("Condition (Python)").click();
     settle(&mut harness);
     harness
@@ -214,7 +228,9 @@ fn build_connect_edit_undo_save_and_reopen() {
     // turn the `else` wire into a `merge`.
     click_node(&mut harness, "Code Block 2");
     assert_eq!(harness.state().app.selection.single_block(), Some(&second));
-    click(&mut harness, "merge to Code Block");
+    click_until(&mut harness, &["merge to Code Block"], |app| {
+        app.app.selection.transition.is_some()
+    });
     click(&mut harness, "Delete transition");
     assert_eq!(project(&harness).transitions.len(), 6);
     click_node(&mut harness, "Code Block 2");
