@@ -527,7 +527,7 @@ impl Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = indicatif::ProgressBar::new(0);
             if let Ok(style) = indicatif::ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} invocations {msg}",
+                "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} invocations {msg}",
             ) {
                 bar.set_style(style);
             }
@@ -548,11 +548,16 @@ impl Progress {
             bar.set_length(total);
             bar.set_position(done);
             if failed > 0 {
-                bar.set_message(format!("({failed} failed)"));
+                bar.set_message(format!("({} failed)", crate::model::count(failed)));
             }
         } else if self.last_line.get().elapsed() >= Duration::from_secs(2) {
             self.last_line.set(std::time::Instant::now());
-            eprintln!("braid: {done}/{total} invocations finished, {failed} failed");
+            eprintln!(
+                "braid: {}/{} invocations finished, {} failed",
+                crate::model::count(done),
+                crate::model::count(total),
+                crate::model::count(failed)
+            );
         }
     }
 
@@ -727,12 +732,12 @@ fn print_runs(runs: &[RunRow], as_json: bool, path: &Path) {
             run.duration_ms
                 .map_or_else(|| "-".to_owned(), |d| format!("{:.2} s", d / 1000.0)),
             crate::model::plural(run.invocations, "invocation"),
-            c.succeeded,
-            c.caught,
-            c.failed,
-            c.timed_out,
+            crate::model::count(c.succeeded),
+            crate::model::count(c.caught),
+            crate::model::count(c.failed),
+            crate::model::count(c.timed_out),
             if c.cancelled > 0 {
-                format!(", {} cancelled", c.cancelled)
+                format!(", {} cancelled", crate::model::count(c.cancelled))
             } else {
                 String::new()
             }

@@ -11,13 +11,27 @@ pub mod validate;
 
 pub use project::*;
 
-/// "1 invocation", "2 invocations": a count with its noun, for every message and label that counts
-/// things in a project or a run.
+/// "1 invocation", "100,002 invocations": a count with its noun, for every message and label that
+/// counts things in a project or a run.
 pub fn plural(n: impl Into<u64>, noun: &str) -> String {
     match n.into() {
         1 => format!("1 {noun}"),
-        n => format!("{n} {noun}s"),
+        n => format!("{} {noun}s", count(n)),
     }
+}
+
+/// "100,002": a count grouped by thousands, as people read the size of a fan-out (`100002` is easily
+/// misread by a factor of ten). Only for text meant to be read; JSON output keeps plain numbers.
+pub fn count(n: impl Into<u64>) -> String {
+    let digits = n.into().to_string();
+    let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    grouped
 }
 
 /// "1 block · 3 transitions": a project's size, as the inspector and the status bar show it.
@@ -53,6 +67,12 @@ mod tests {
         assert_eq!(super::plural(1u64, "invocation"), "1 invocation");
         assert_eq!(super::plural(0u64, "invocation"), "0 invocations");
         assert_eq!(super::plural(12u32, "item"), "12 items");
+        assert_eq!(super::plural(100_002u64, "item"), "100,002 items");
+        assert_eq!(super::count(0u64), "0");
+        assert_eq!(super::count(999u64), "999");
+        assert_eq!(super::count(1000u64), "1,000");
+        assert_eq!(super::count(1_234_567u64), "1,234,567");
+        assert_eq!(super::count(u64::MAX), "18,446,744,073,709,551,615");
         let mut project = super::Project::default();
         project
             .blocks

@@ -1115,7 +1115,7 @@ impl Viewer<'_> {
                     // A count moves to the next line whole, never "15" here and "ok" below.
                     ui.add(
                         egui::Label::new(
-                            RichText::new(format!("{n} {label}"))
+                            RichText::new(format!("{} {label}", crate::model::count(n)))
                                 .strong()
                                 .color(theme::status_color(status, dark)),
                         )

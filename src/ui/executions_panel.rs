@@ -219,7 +219,7 @@ impl ExecutionsPanel {
             ui.label(
                 RichText::new(format!(
                     "{} of {}",
-                    visible.len(),
+                    crate::model::count(visible.len() as u64),
                     crate::model::plural(run.rows.len() as u64, "invocation")
                 ))
                 .small()
@@ -426,7 +426,7 @@ fn runs_ui(
                     response
                 };
                 let c = &run.counts;
-                let mut parts = vec![format!("{} ok", c.succeeded)];
+                let mut parts = vec![format!("{} ok", crate::model::count(c.succeeded))];
                 for (n, label) in [
                     (c.caught, "caught"),
                     (c.failed, "failed"),
@@ -434,7 +434,7 @@ fn runs_ui(
                     (c.cancelled, "cancelled"),
                 ] {
                     if n > 0 {
-                        parts.push(format!("{n} {label}"));
+                        parts.push(format!("{} {label}", crate::model::count(n)));
                     }
                 }
                 ui.label(RichText::new(parts.join(" · ")).small().weak());

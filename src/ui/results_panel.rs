@@ -61,7 +61,10 @@ impl ResultsPanel {
                 (Some(s.results.len()), Some(s.failures.len()))
             });
             let count = |title: &str, n: Option<usize>| {
-                n.map_or_else(|| title.to_owned(), |n| format!("{title} ({n})"))
+                n.map_or_else(
+                    || title.to_owned(),
+                    |n| format!("{title} ({})", crate::model::count(n as u64)),
+                )
             };
             ui.selectable_value(&mut self.tab, Tab::Results, count("Results", results));
             ui.selectable_value(&mut self.tab, Tab::Failures, count("Failures", failures));
@@ -136,7 +139,8 @@ fn status_line_ui(ui: &mut Ui, run: &RunState, tx: &CommandSender) {
                     egui::ProgressBar::new(done as f32 / total as f32)
                         .desired_width(240.0)
                         .text(format!(
-                            "{done} / {}",
+                            "{} / {}",
+                            crate::model::count(done),
                             crate::model::plural(totals.total(), "invocation")
                         )),
                 );
@@ -206,7 +210,8 @@ fn counts_ui(ui: &mut Ui, run: &RunState, dark: bool) {
     ] {
         if n > 0 {
             ui.label(
-                RichText::new(format!("{n} {label}")).color(theme::status_color(status, dark)),
+                RichText::new(format!("{} {label}", crate::model::count(n)))
+                    .color(theme::status_color(status, dark)),
             );
         }
     }
@@ -322,7 +327,7 @@ fn failures_ui(ui: &mut Ui, failures: &[RunFailure]) -> Option<(BlockId, Invocat
                 ui.label(
                     RichText::new(format!(
                         "… and {} more: Block Executions lists them all (filter on failed)",
-                        failures.len() - 500
+                        crate::model::count((failures.len() - 500) as u64)
                     ))
                     .weak(),
                 );

@@ -232,9 +232,9 @@ impl TimelineView {
                 Align2::RIGHT_BOTTOM,
                 format!(
                     "lanes {}–{} of {} (scroll)",
-                    self.first_lane + 1,
-                    last_lane,
-                    lanes.rows.len()
+                    crate::model::count((self.first_lane + 1) as u64),
+                    crate::model::count(last_lane as u64),
+                    crate::model::count(lanes.rows.len() as u64)
                 ),
                 FontId::proportional(11.0),
                 ui.visuals().weak_text_color(),

@@ -235,14 +235,15 @@ fn human_summary_without_json() {
 }
 
 /// A fan-out over many items keeps the readable summary short: the first 20 results and failed
-/// invocations, then how many more and where to find them all (the history, or `--json`).
+/// invocations, then how many more and where to find them all (the history, or `--json`). Counts are
+/// grouped by thousands.
 #[test]
 fn a_big_fan_outs_summary_lists_the_first_and_says_where_the_rest_are() {
     let project = json!({
         "format_version": 1, "name": "many",
         "blocks": [
             {"id": "g", "name": "Gen", "kind": "code",
-             "code": "def main(block_input, backpack):\n    return list(range(60))\n"},
+             "code": "def main(block_input, backpack):\n    return list(range(2060))\n"},
             {"id": "w", "name": "Work", "kind": "code",
              "code": "def main(block_input, backpack):\n    if block_input % 2:\n        raise ValueError(f'odd {block_input}')\n    return block_input\n"}
         ],
@@ -254,13 +255,14 @@ fn a_big_fan_outs_summary_lists_the_first_and_says_where_the_rest_are() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     let lines = |prefix: &str| stdout.lines().filter(|l| l.starts_with(prefix)).count();
     assert_eq!(lines("  Work ["), 40, "{stdout}");
+    assert!(stdout.contains(": 2,061 invocations"), "{stdout}");
     assert!(
-        stdout.contains("  … and 10 more results (--json prints them all)\n"),
+        stdout.contains("  … and 1,010 more results (--json prints them all)\n"),
         "{stdout}"
     );
     let hint = stdout
         .lines()
-        .find_map(|l| l.strip_prefix("  … and 10 more failed invocations: braid history "))
+        .find_map(|l| l.strip_prefix("  … and 1,010 more failed invocations: braid history "))
         .unwrap_or_else(|| panic!("{stdout}"));
     let args: Vec<&str> = hint
         .strip_suffix(" lists them all")
@@ -275,13 +277,13 @@ fn a_big_fan_outs_summary_lists_the_first_and_says_where_the_rest_are() {
             .lines()
             .filter(|l| l.contains("ValueError: odd"))
             .count(),
-        30,
+        1030,
         "{listed}"
     );
     // --json has them all.
     let (json, _) = run_json(&[path.to_str().unwrap()]);
-    assert_eq!(json["failures"].as_array().unwrap().len(), 30);
-    assert_eq!(json["results"].as_array().unwrap().len(), 30);
+    assert_eq!(json["failures"].as_array().unwrap().len(), 1030);
+    assert_eq!(json["results"].as_array().unwrap().len(), 1030);
 }
 
 #[test]
