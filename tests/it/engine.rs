@@ -834,3 +834,53 @@ fn every_item_of_a_fan_out_keeps_its_own_output_error_and_backpack() {
         );
     }
 }
+
+/// Code written for a terminal runs as it is and prints into its own invocation: `sys.stdout` is a whole
+/// text stream (`reconfigure`, `buffer`, `fileno` raising `io.UnsupportedOperation`, a `close` that
+/// doesn't stop later output), and a block that replaces `sys.stdout` or `sys.stderr` for good takes
+/// only its own printed output with it, not that of the invocations after it on the same worker.
+#[test]
+fn code_written_for_a_terminal_prints_into_its_own_invocation() {
+    let code = "import contextlib, io, os, sys\n\
+                def main(block_input, backpack):\n    \
+                    x = block_input\n    \
+                    if x == 0:\n        sys.stdout.reconfigure(encoding='utf-8', line_buffering=True)\n    \
+                    if x == 1:\n        sys.stdout.buffer.write('raw é\\n'.encode())\n    \
+                    if x == 2:\n        try:\n            sys.stderr.fileno()\n        except io.UnsupportedOperation:\n            print('no fileno')\n    \
+                    if x == 3:\n        sys.stdout.close()\n    \
+                    if x == 4:\n        sys.stdout = io.StringIO()\n    \
+                    if x == 5:\n        sys.stderr = open(os.devnull, 'w')\n    \
+                    if x == 6:\n        with contextlib.redirect_stdout(io.StringIO()):\n            print('hidden')\n    \
+                    print(f'item {x}', flush=True)\n    \
+                    if x % 50 == 5:\n        print(f'warn {x}', file=sys.stderr)\n    \
+                    return x\n";
+    let project = Builder::new()
+        .block("Gen", &items(300))
+        .block("Work", code)
+        .link("Gen", "Work", FanOut)
+        .build();
+    let out = run_with(project, Value::Null, Some(1000));
+    let work = out.records_of("Work");
+    assert_eq!(work.len(), 300);
+    for r in work {
+        let x = u64::from(r.item_path[0]);
+        assert_eq!(
+            r.status,
+            InvocationStatus::Succeeded,
+            "item {x}: {:?}",
+            r.error
+        );
+        let printed = match x {
+            1 => "raw é\nitem 1\n".to_owned(),
+            2 => "no fileno\nitem 2\n".to_owned(),
+            4 => String::new(),
+            _ => format!("item {x}\n"),
+        };
+        let warned = if x % 50 == 5 && x != 5 {
+            format!("warn {x}\n")
+        } else {
+            String::new()
+        };
+        assert_eq!((&r.stdout, &r.stderr), (&printed, &warned), "item {x}");
+    }
+}

@@ -349,7 +349,7 @@ worker.programs[1][0].env = Stale()",
 #[test]
 fn a_stale_interrupt_in_the_native_loop_reruns_its_invocation() {
     let (fired, pairs) = drive_worker(
-        "def run_plain(hand, it, main, slot, capture, cancelled, out, timeout_ns, start_ns, room, flush_after_ns):
+        "def run_plain(hand, it, main, slot, capture, cancelled, out, timeout_ns, start_ns, room, flush_after_ns, streams):
     for task in it:
         key, x, _ = task
         if key == 7 and not Stale.fired:

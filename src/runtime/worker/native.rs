@@ -5,6 +5,7 @@
 //! first call that loads the block) goes back to `worker.py`, which handles it as it always has.
 
 use pyo3::exceptions::PyTypeError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyIterator, PyList, PySet, PyTuple};
 
@@ -32,9 +33,11 @@ const CANCELLING: u8 = 4;
 /// - `CANCELLING`: the task, not yet run: it was cancelled.
 ///
 /// `slot` is the thread's `[key, started, timeout, interrupted]` list, `capture` its `[stdout, stderr]`
-/// buffers (None until the code prints), `cancelled` the worker's set of keys to stop.
+/// buffers (None until the code prints), `cancelled` the worker's set of keys to stop, `streams`
+/// `(sys.__dict__, stdout, stderr)`: an invocation after which sys's streams are others (the block
+/// reassigned them) is handed back as `PRINTED`, for `worker.py` to put them back.
 #[pyfunction]
-#[pyo3(signature = (hand, tasks, main, slot, capture, cancelled, out, timeout_ns, start_ns, room, flush_after_ns))]
+#[pyo3(signature = (hand, tasks, main, slot, capture, cancelled, out, timeout_ns, start_ns, room, flush_after_ns, streams))]
 #[allow(clippy::too_many_arguments)] // one call per batch, mirroring worker.py's locals
 pub fn run_plain<'py>(
     py: Python<'py>,
@@ -49,8 +52,16 @@ pub fn run_plain<'py>(
     start_ns: i64,
     room: usize,
     flush_after_ns: i64,
+    streams: &Bound<'py, PyTuple>,
 ) -> PyResult<()> {
     let none = py.None().into_bound(py);
+    let sys = streams.get_item(0)?.cast_into::<PyDict>()?;
+    let (stdout, stderr) = (streams.get_item(1)?, streams.get_item(2)?);
+    let (stdout_key, stderr_key) = (intern!(py, "stdout"), intern!(py, "stderr"));
+    let is_ours = |key: &Bound<'py, pyo3::types::PyString>, ours: &Bound<'py, PyAny>| {
+        sys.get_item(key)
+            .map(|now| now.is_some_and(|now| now.is(ours)))
+    };
     let append = out.getattr("append")?;
     let mut tasks = tasks.clone();
     let stop = |why: u8, rest: &[&Bound<'py, PyAny>]| {
@@ -96,7 +107,11 @@ pub fn run_plain<'py>(
         if !cancelled.is_empty() {
             cancelled.discard(&key)?;
         }
-        if !capture.get_item(0)?.is_none() || !capture.get_item(1)?.is_none() {
+        if !capture.get_item(0)?.is_none()
+            || !capture.get_item(1)?.is_none()
+            || !is_ours(stdout_key, &stdout)?
+            || !is_ours(stderr_key, &stderr)?
+        {
             return stop(PRINTED, &[&task, backpack.as_any(), &value, &t0, &duration]);
         }
         // 0: the fresh backpack came back empty, as worker.py's UNCHANGED.
@@ -142,7 +157,9 @@ mod tests {
     fn the_native_loop_runs_plain_invocations_and_hands_back_the_rest() {
         Python::attach(|py| {
             let code = CString::new(
-                "slot = [None, 0, 0, None]\n\
+                "import sys\n\
+                 streams = (sys.__dict__, sys.stdout, sys.stderr)\n\
+                 slot = [None, 0, 0, None]\n\
                  capture = [None, None]\n\
                  cancelled = {107}\n\
                  out = []\n\
@@ -154,6 +171,8 @@ mod tests {
                  \x20       capture[0] = [5, 'hello']\n\
                  \x20   if x == 5:\n\
                  \x20       backpack['seen'] = x\n\
+                 \x20   if x == 6:\n\
+                 \x20       sys.stderr = None\n\
                  \x20   assert slot[0] == 100 + x, slot\n\
                  \x20   return x * 2\n\
                  tasks = iter([(100 + x, x, None) for x in range(9)])\n",
@@ -178,6 +197,7 @@ mod tests {
                     0,
                     room,
                     2_000_000,
+                    get("streams").cast::<PyTuple>().unwrap(),
                 )
                 .unwrap();
                 hand.get_item(0).unwrap().cast_into::<PyTuple>().unwrap()
@@ -203,14 +223,23 @@ mod tests {
             assert_eq!(why(&stop), PRINTED);
             assert_eq!(stop.get_item(3).unwrap().extract::<i64>().unwrap(), 8);
             get("capture").set_item(0, py.None()).unwrap();
-            // 5 changes its backpack, 6 runs, 7 was cancelled: handed back unrun.
+            // 5 changes its backpack; 6 reassigns sys.stderr: handed back for worker.py to put it back.
+            let stop = call(10);
+            assert_eq!(why(&stop), PRINTED);
+            assert_eq!(key_of(&stop), 106);
+            let streams = get("streams");
+            py.import("sys")
+                .unwrap()
+                .setattr("stderr", streams.get_item(2).unwrap())
+                .unwrap();
+            // 7 was cancelled: handed back unrun.
             let stop = call(10);
             assert_eq!(why(&stop), CANCELLING);
             assert_eq!(key_of(&stop), 107);
             assert_eq!(why(&call(10)), EXHAUSTED);
             let rows: Vec<(i64, i64, i64, i64, Bound<'_, PyAny>)> = get("out").extract().unwrap();
             let keys: Vec<i64> = rows.iter().map(|r| r.0).collect();
-            assert_eq!(keys, [100, 101, 102, 105, 106, 108]);
+            assert_eq!(keys, [100, 101, 102, 105, 108]);
             assert!(rows.iter().all(|r| r.3 == (r.0 - 100) * 2 && r.2 >= 0));
             assert_eq!(
                 rows[1].4.extract::<i64>().unwrap(),

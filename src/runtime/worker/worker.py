@@ -29,6 +29,7 @@ import collections
 import collections.abc
 import ctypes
 import importlib
+import io
 import itertools
 import json
 import linecache
@@ -85,11 +86,15 @@ _tls = threading.local()
 _real_stderr = sys.__stderr__
 
 
-class _Capture:
-    """sys.stdout/sys.stderr: each invocation's thread collects its own printed text."""
+class _Capture(io.TextIOBase):
+    """sys.stdout/sys.stderr: each invocation's thread collects its own printed text. A text stream in
+    full (`buffer`, `reconfigure`, `fileno` raising io.UnsupportedOperation as StringIO's does...), so
+    code written for a terminal runs unchanged; it can't be closed, since later invocations print to it."""
 
     def __init__(self, index):
+        super().__init__()
         self._index = index
+        self._buffer = _CaptureBytes(self)
 
     def write(self, text):
         capture = getattr(_tls, "capture", None)
@@ -112,15 +117,78 @@ class _Capture:
         for line in lines:
             self.write(line)
 
+    def writable(self):
+        return True
+
     def flush(self):
+        pass
+
+    def close(self):
         pass
 
     def isatty(self):
         return False
 
+    def reconfigure(self, **_settings):
+        """Always UTF-8 and kept per invocation: there is nothing to change."""
+
     @property
     def encoding(self):
         return "utf-8"
+
+    @property
+    def errors(self):
+        return "strict"
+
+    @property
+    def line_buffering(self):
+        return True
+
+    @property
+    def name(self):
+        return ("<stdout>", "<stderr>")[self._index]
+
+    @property
+    def buffer(self):
+        return self._buffer
+
+
+class _CaptureBytes(io.RawIOBase):
+    """sys.stdout.buffer: bytes written go to the invocation's printed text, decoded as UTF-8."""
+
+    def __init__(self, text):
+        super().__init__()
+        self._text = text
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        data = bytes(data)
+        self._text.write(data.decode("utf-8", "replace"))
+        return len(data)
+
+    def close(self):
+        pass
+
+
+def _restore_streams(running, slot):
+    """A block that reassigned sys.stdout or sys.stderr and did not put it back would take the printed
+    output of every later invocation on this worker with it: Braid's go back once its invocation has
+    ended, unless another one is running (it may be inside a `redirect_stdout` of its own)."""
+    out, err = _streams
+    if (sys.stdout is not out or sys.stderr is not err) and not any(
+        other is not slot and other[0] is not None for other in list(running.values())
+    ):
+        sys.stdout = out
+        sys.stderr = err
+
+
+_STDOUT = _Capture(0)
+_STDERR = _Capture(1)
+# The streams invocations print to: Braid's once the worker has started (main), those of the process
+# that imported this file until then (the tests that drive the worker's loop).
+_streams = (sys.stdout, sys.stderr)
 
 
 class Block:
@@ -411,6 +479,8 @@ class Worker:
                     m1 = monotonic_ns()
                     if cancelled:
                         cancelled.discard(key)
+                    if sys.stdout is not _streams[0] or sys.stderr is not _streams[1]:
+                        _restore_streams(self.running, slot)
                     duration = m1 - m0
                     if status == OK and ifs is EMPTY and capture[0] is None and capture[1] is None:
                         append((key, m0 - START_NS, duration, ret, UNCHANGED if empty_in and not backpack else backpack))
@@ -446,11 +516,13 @@ class Worker:
         # at an invocation that has ended) may land anywhere here, and then it is dealt with again (a
         # result sent twice is dropped by Braid; one never sent would hang its item).
         hand = [None]
+        # The loop hands back an invocation after which these are no longer sys's (as if it printed).
+        streams = (sys.__dict__, *_streams)
         while True:
             try:
                 stop = hand[0]
                 if stop is None:
-                    _run_plain(hand, it, main, slot, capture, cancelled, out, timeout_ns, START_NS, max(1, FLUSH_EVERY - len(out)), FLUSH_AFTER_NS)
+                    _run_plain(hand, it, main, slot, capture, cancelled, out, timeout_ns, START_NS, max(1, FLUSH_EVERY - len(out)), FLUSH_AFTER_NS, streams)
                     stop = hand[0]
                 why = stop[0]
                 if why == N_EXHAUSTED:
@@ -484,6 +556,8 @@ class Worker:
                         cancelled.discard(key)
                 capture[0] = capture[1] = None
                 hand[0] = None
+                if sys.stdout is not _streams[0] or sys.stderr is not _streams[1]:
+                    _restore_streams(self.running, slot)
                 if len(out) >= FLUSH_EVERY or duration > FLUSH_AFTER_NS:
                     self.flush()
             except (BraidTimeout, BraidCancelled):
@@ -830,8 +904,9 @@ def main(executable=None):
     os.close(devnull)
     os.dup2(2, 1)
     sys.stdin = open(os.devnull)
-    sys.stdout = _Capture(0)
-    sys.stderr = _Capture(1)
+    global _streams
+    _streams = (_STDOUT, _STDERR)
+    sys.stdout, sys.stderr = _streams
     os.environ = _BlockEnviron(os.environ)
     worker = Worker(fd_in, fd_out)
     real_exit = os._exit
