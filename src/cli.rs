@@ -123,6 +123,9 @@ struct UsageError(anyhow::Error);
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Some(Command::Worker)) {
+        init_logging();
+    }
     let result = match cli.command {
         Some(Command::Worker) => {
             return match crate::runtime::worker::serve() {
@@ -145,6 +148,22 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Braid's warnings and errors that nothing else reports (a history write that failed, say) go to
+/// stderr; `RUST_LOG` picks more (`RUST_LOG=braid=debug`, or `braid::worker=debug` for what workers
+/// write to their own stderr). Other crates' logs (wgpu, winit) stay out unless asked for.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("braid=warn"));
+    // A subscriber set already (a test harness) is kept.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .without_time()
+        .with_target(false)
+        .try_init();
 }
 
 fn open_editor(project: Option<&Path>) -> ExitCode {

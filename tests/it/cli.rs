@@ -526,3 +526,35 @@ fn blocks_run_in_the_project_folder() {
     let out: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(out["results"][0]["output"], "beside the project", "{out}");
 }
+
+/// What a block's subprocess writes to the file descriptors it inherits is not any one invocation's
+/// printed output; `RUST_LOG=braid::worker=debug` shows it on braid's stderr (and by default it stays
+/// out of the way).
+#[test]
+fn rust_log_shows_what_workers_write_to_their_own_stderr() {
+    let (_dir, path) = write_temp(
+        "sub.braid.json",
+        &one_block(
+            "import subprocess, time\ndef main(block_input, backpack):\n    subprocess.run(['echo', 'from a subprocess'])\n    time.sleep(0.3)\n    return 1\n",
+        ),
+    );
+    let stderr = |log: Option<&str>| {
+        let mut command = braid();
+        command.args(["run", "--no-history", path.to_str().unwrap()]);
+        command.env_remove("RUST_LOG");
+        if let Some(log) = log {
+            command.env("RUST_LOG", log);
+        }
+        let out = command.output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stderr).unwrap()
+    };
+    assert!(
+        stderr(Some("braid::worker=debug")).contains("from a subprocess"),
+        "shown when asked for"
+    );
+    assert!(
+        !stderr(None).contains("from a subprocess"),
+        "quiet by default"
+    );
+}

@@ -744,7 +744,8 @@ impl PoolActor {
     }
 
     async fn give_up(&mut self, message: String) {
-        tracing::error!("{message}");
+        // Reported through the Broken event (the run is refused with it), so only a debug trace here.
+        tracing::debug!("{message}");
         self.broken = Some(message.clone());
         let mut results: Vec<TaskResult> = Vec::new();
         for task in self.waiting.drain(..).chain(self.suspects.drain(..)) {
