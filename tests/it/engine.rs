@@ -4,10 +4,12 @@
 use std::time::{Duration, Instant};
 
 use braid::model::TransitionKind::{Else, Exception, FanIn, FanOut, If, Merge, Then};
-use braid::runtime::{InvocationStatus, RunStatus, RuntimeEvent, RuntimeHandle, RuntimeRequest};
+use braid::runtime::{
+    InvocationStatus, RunId, RunRequest, RunStatus, RuntimeEvent, RuntimeHandle, RuntimeRequest,
+};
 use serde_json::{Value, json};
 
-use crate::support::{Builder, max_overlap, run, run_on, run_with, runtime_config};
+use crate::support::{Builder, max_overlap, run, run_on, run_request_on, run_with, runtime_config};
 
 const IDENTITY: &str = "def main(block_input, backpack):\n    return block_input\n";
 
@@ -882,5 +884,47 @@ fn code_written_for_a_terminal_prints_into_its_own_invocation() {
             String::new()
         };
         assert_eq!((&r.stdout, &r.stderr), (&printed, &warned), "item {x}");
+    }
+}
+
+/// Threads an invocation starts (a thread pool calling an API for it) belong to it: they see its block's
+/// variables, and what they print is its printed output; invocations after it on the same worker keep
+/// their own.
+#[test]
+fn threads_an_invocation_starts_see_its_variables_and_print_into_it() {
+    let code = "import os\n\
+                from concurrent.futures import ThreadPoolExecutor\n\
+                def fetch(x, part):\n    \
+                    print(f'part {part} of {x}')\n    \
+                    return os.environ['BRAID_IT_TOKEN'] + str(part)\n\
+                def main(block_input, backpack):\n    \
+                    with ThreadPoolExecutor(3) as pool:\n        \
+                        got = list(pool.map(lambda part: fetch(block_input, part), range(3)))\n    \
+                    return got\n";
+    let mut project = Builder::new()
+        .block("Gen", &items(40))
+        .block("Work", code)
+        .link("Gen", "Work", FanOut)
+        .build();
+    project.blocks[1].code_mut().unwrap().env_vars = vec!["BRAID_IT_TOKEN".to_owned()];
+    let mut request = RunRequest::new(RunId::new_random(), project);
+    request.env = std::collections::BTreeMap::from([("BRAID_IT_TOKEN".to_owned(), "t".to_owned())]);
+    let mut runtime = RuntimeHandle::start(runtime_config()).expect("runtime starts");
+    let out = run_request_on(&mut runtime, request, |_, _, _| {});
+    let work = out.records_of("Work");
+    assert_eq!(work.len(), 40);
+    for r in work {
+        let x = u64::from(r.item_path[0]);
+        assert_eq!(
+            r.status,
+            InvocationStatus::Succeeded,
+            "item {x}: {:?}",
+            r.error
+        );
+        assert_eq!(r.output, Some(json!(["t0", "t1", "t2"])), "item {x}");
+        let mut lines: Vec<&str> = r.stdout.lines().collect();
+        lines.sort_unstable();
+        let expected: Vec<String> = (0..3).map(|p| format!("part {p} of {x}")).collect();
+        assert_eq!(lines, expected, "item {x}");
     }
 }

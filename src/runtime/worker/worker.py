@@ -100,6 +100,10 @@ class _Capture(io.TextIOBase):
         capture = getattr(_tls, "capture", None)
         if capture is None:
             return _real_stderr.write(text)
+        owner = getattr(_tls, "owner", None)
+        if owner is not None and owner[2][0] != owner[3]:
+            # A thread an invocation started, printing after that invocation ended.
+            return _real_stderr.write(text)
         # [characters written so far, kept pieces...]
         buf = capture[self._index]
         if buf is None:
@@ -397,6 +401,9 @@ class Worker:
     def loop(self):
         _tls.capture = [None, None]
         slot = [None, 0, 0, None]
+        _tls.slot = slot
+        # An exec thread started while an invocation ran belongs to no invocation.
+        _tls.owner = _tls.env = None
         self.running[get_ident()] = slot
         while True:
             try:
@@ -700,6 +707,33 @@ class Worker:
             return main
 
 
+def _inherit_invocations():
+    """Threads that an invocation starts (a ThreadPoolExecutor calling an API, say) belong to it: they see
+    its block's variables in os.environ, and what they print is the invocation's printed output (until
+    it ends; after that it goes to the worker's stderr, see docs/runtime.md)."""
+    thread_init = threading.Thread.__init__
+    bootstrap_inner = threading.Thread._bootstrap_inner
+
+    def __init__(self, *args, **kwargs):
+        thread_init(self, *args, **kwargs)
+        tls = _tls
+        owner = getattr(tls, "owner", None)
+        if owner is None:
+            slot = getattr(tls, "slot", None)
+            if slot is not None and slot[0] is not None:
+                owner = (tls.capture, getattr(tls, "env", None), slot, slot[0])
+        self._braid_owner = owner
+
+    def _bootstrap_inner(self):
+        owner = getattr(self, "_braid_owner", None)
+        if owner is not None:
+            _tls.capture, _tls.env, _tls.owner = owner[0], owner[1], owner
+        bootstrap_inner(self)
+
+    threading.Thread.__init__ = __init__
+    threading.Thread._bootstrap_inner = _bootstrap_inner
+
+
 class _BlockEnviron(collections.abc.MutableMapping):
     """os.environ as each block sees it: the process environment with the values of the variables the
     running block declares laid over it. Invocations of different blocks share this process (and run on
@@ -908,6 +942,7 @@ def main(executable=None):
     _streams = (_STDOUT, _STDERR)
     sys.stdout, sys.stderr = _streams
     os.environ = _BlockEnviron(os.environ)
+    _inherit_invocations()
     worker = Worker(fd_in, fd_out)
     real_exit = os._exit
 
