@@ -862,16 +862,7 @@ fn code_written_for_a_terminal_prints_into_its_own_invocation() {
         .link("Gen", "Work", FanOut)
         .build();
     let out = run_with(project, Value::Null, Some(1000));
-    let work = out.records_of("Work");
-    assert_eq!(work.len(), 300);
-    for r in work {
-        let x = u64::from(r.item_path[0]);
-        assert_eq!(
-            r.status,
-            InvocationStatus::Succeeded,
-            "item {x}: {:?}",
-            r.error
-        );
+    for (x, r) in succeeded_items(&out, "Work", 300) {
         let printed = match x {
             1 => "raw é\nitem 1\n".to_owned(),
             2 => "no fileno\nitem 2\n".to_owned(),
@@ -911,9 +902,25 @@ fn threads_an_invocation_starts_see_its_variables_and_print_into_it() {
     request.env = std::collections::BTreeMap::from([("BRAID_IT_TOKEN".to_owned(), "t".to_owned())]);
     let mut runtime = RuntimeHandle::start(runtime_config()).expect("runtime starts");
     let out = run_request_on(&mut runtime, request, |_, _, _| {});
-    let work = out.records_of("Work");
-    assert_eq!(work.len(), 40);
-    for r in work {
+    for (x, r) in succeeded_items(&out, "Work", 40) {
+        assert_eq!(r.output, Some(json!(["t0", "t1", "t2"])), "item {x}");
+        let mut lines: Vec<&str> = r.stdout.lines().collect();
+        lines.sort_unstable();
+        let expected: Vec<String> = (0..3).map(|p| format!("part {p} of {x}")).collect();
+        assert_eq!(lines, expected, "item {x}");
+    }
+}
+
+/// The records of `block`'s invocations, each with its item number, after checking there are `n` and
+/// each succeeded.
+fn succeeded_items<'a>(
+    out: &'a crate::support::Outcome,
+    block: &str,
+    n: usize,
+) -> impl Iterator<Item = (u64, &'a braid::runtime::InvocationRecord)> {
+    let records = out.records_of(block);
+    assert_eq!(records.len(), n);
+    records.into_iter().map(|r| {
         let x = u64::from(r.item_path[0]);
         assert_eq!(
             r.status,
@@ -921,10 +928,6 @@ fn threads_an_invocation_starts_see_its_variables_and_print_into_it() {
             "item {x}: {:?}",
             r.error
         );
-        assert_eq!(r.output, Some(json!(["t0", "t1", "t2"])), "item {x}");
-        let mut lines: Vec<&str> = r.stdout.lines().collect();
-        lines.sort_unstable();
-        let expected: Vec<String> = (0..3).map(|p| format!("part {p} of {x}")).collect();
-        assert_eq!(lines, expected, "item {x}");
-    }
+        (x, r)
+    })
 }
