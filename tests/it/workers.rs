@@ -141,6 +141,35 @@ fn each_block_sees_the_values_of_the_variables_it_declares() {
     assert_eq!(by_block["Does not"], Value::Null);
 }
 
+/// A traceback shows what plain Python would: the block's lines and the library's, none of the worker's
+/// own (here, the stand-in for `os.environ` that lays the block's variables over the process's).
+#[test]
+fn a_traceback_shows_no_frames_of_the_worker() {
+    let code = "import os\ndef main(block_input, backpack):\n    try:\n        return os.environ['BRAID_TEST_SURELY_UNSET']\n    except KeyError as e:\n        raise RuntimeError('no token') from e\n";
+    let mut project = Builder::new().block("Reads", code).build();
+    project.blocks[0].code_mut().unwrap().env_vars = vec!["BRAID_TEST_TOKEN".to_owned()];
+    let mut request = RunRequest::new(RunId::new_random(), project);
+    request.env = BTreeMap::from([("BRAID_TEST_TOKEN".to_owned(), "s3cret".to_owned())]);
+    let mut runtime = RuntimeHandle::start(runtime_config()).expect("runtime starts");
+    let out = crate::support::run_request_on(&mut runtime, request, |_, _, _| {});
+    let error = out.records[0].error.as_ref().expect("it failed");
+    let traceback = &error.traceback;
+    assert!(!traceback.contains("braid_worker"), "{traceback}");
+    assert!(
+        traceback.contains("File \"Reads\", line 4, in main"),
+        "{traceback}"
+    );
+    assert!(
+        traceback.contains("KeyError: 'BRAID_TEST_SURELY_UNSET'"),
+        "{traceback}"
+    );
+    assert!(traceback.contains("direct cause"), "{traceback}");
+    assert!(
+        traceback.ends_with("RuntimeError: no token\n"),
+        "{traceback}"
+    );
+}
+
 #[test]
 fn invocations_sharing_a_dead_worker_run_again() {
     let project = Builder::new()

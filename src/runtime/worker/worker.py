@@ -900,11 +900,20 @@ def _async_raise(ident, exc_type):
 
 
 def _format_tb():
-    """The traceback without the worker's own frames: the user sees their block's lines only."""
-    etype, value, tb = sys.exc_info()
-    while tb is not None and tb.tb_frame.f_code.co_filename == _WORKER_FILE:
-        tb = tb.tb_next
-    return "".join(traceback.format_exception(etype, value, tb))
+    """The traceback without the worker's own frames (those that called the block, and those of
+    os.environ's and sys.stdout's stand-ins inside it), in chained exceptions too: what plain Python
+    would show for the block's code."""
+    top = traceback.TracebackException(*sys.exc_info())
+    todo, seen = [top], set()
+    while todo:
+        te = todo.pop()
+        if id(te) in seen:
+            continue
+        seen.add(id(te))
+        te.stack = traceback.StackSummary.from_list([f for f in te.stack if f.filename != _WORKER_FILE])
+        todo.extend(t for t in (te.__cause__, te.__context__) if t is not None)
+        todo.extend(getattr(te, "exceptions", None) or ())
+    return "".join(top.format())
 
 
 _WORKER_FILE = _format_tb.__code__.co_filename
