@@ -141,6 +141,24 @@ fn each_block_sees_the_values_of_the_variables_it_declares() {
     assert_eq!(by_block["Does not"], Value::Null);
 }
 
+/// When memory runs out, the kernel's out-of-memory killer takes a worker before the editor: workers
+/// carry the highest score there is.
+#[cfg(target_os = "linux")]
+#[test]
+fn workers_are_the_first_the_out_of_memory_killer_takes() {
+    let out = run_with(
+        Builder::new()
+            .block(
+                "Reads",
+                "def main(block_input, backpack):\n    return open('/proc/self/oom_score_adj').read().strip()\n",
+            )
+            .build(),
+        Value::Null,
+        None,
+    );
+    assert_eq!(out.results_of("Reads"), [&json!("1000")]);
+}
+
 /// A traceback shows what plain Python would: the block's lines and the library's, none of the worker's
 /// own (here, the stand-in for `os.environ` that lays the block's variables over the process's).
 #[test]

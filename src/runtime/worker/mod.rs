@@ -15,6 +15,11 @@ const WORKER_PY: &str = include_str!("worker.py");
 
 /// Runs the worker loop on this process's stdin/stdout until the parent goes away.
 pub fn serve() -> Result<(), String> {
+    // When memory runs out, the kernel's out-of-memory killer takes a worker (whose invocation then
+    // fails, the others running again) rather than the editor with the user's unsaved project. Raising
+    // one's own score needs no privilege; where there is no such file, nothing changes.
+    #[cfg(target_os = "linux")]
+    let _ = std::fs::write("/proc/self/oom_score_adj", "1000");
     let code = CString::new(WORKER_PY).map_err(|e| e.to_string())?;
     Python::attach(|py| {
         native::register(py)?;
