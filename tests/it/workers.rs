@@ -159,6 +159,42 @@ fn workers_are_the_first_the_out_of_memory_killer_takes() {
     assert_eq!(out.results_of("Reads"), [&json!("1000")]);
 }
 
+/// A block that forks: its child ends when the block returns or exits there (with or without the
+/// `os._exit` it should call), rather than going on as the worker and running the rest of the batch
+/// again; the parent's invocations all succeed, each child's work is done once.
+#[test]
+fn a_forked_child_ends_with_its_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let code = format!(
+        "import os\ndef main(block_input, backpack):\n    pid = os.fork()\n    if pid == 0:\n        with open(os.path.join({dir:?}, f'{{block_input}}.txt'), 'a') as f:\n            f.write('x')\n        if block_input % 2:\n            os._exit(0)\n        return 'from the child'\n    os.waitpid(pid, 0)\n    return block_input\n",
+        dir = dir.path().to_str().unwrap()
+    );
+    let out = run_with(
+        Builder::new()
+            .block("Gen", &items(30))
+            .block("Work", &code)
+            .link("Gen", "Work", FanOut)
+            .build(),
+        Value::Null,
+        None,
+    );
+    assert_eq!(
+        out.summary.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        out.summary
+    );
+    let work = out.records_of("Work");
+    assert_eq!(work.len(), 30);
+    for r in work {
+        let x = r.item_path[0];
+        assert_eq!(r.output, Some(json!(x)), "item {x}");
+        assert_eq!(r.attempt, 1, "item {x}");
+        let written = std::fs::read_to_string(dir.path().join(format!("{x}.txt"))).unwrap();
+        assert_eq!(written, "x", "item {x}'s child ran once");
+    }
+}
+
 /// A traceback shows what plain Python would: the block's lines and the library's, none of the worker's
 /// own (here, the stand-in for `os.environ` that lays the block's variables over the process's).
 #[test]

@@ -190,6 +190,20 @@ def _restore_streams(running, slot):
 
 _STDOUT = _Capture(0)
 _STDERR = _Capture(1)
+_real_os_exit = os._exit
+# True in a child process a block forked (os.fork without exec, a multiprocessing "fork" child).
+_forked = False
+
+
+def _after_fork_in_child():
+    """A child a block forked must not go on as the worker (running the rest of the batch again, sending
+    results): when the block returns or raises in it, the child ends there, as if by os._exit(0)."""
+    global _forked
+    _forked = True
+    capture = getattr(_tls, "capture", None)
+    if capture is not None and capture[0] is None:
+        # As if it printed: the block's return then goes through worker.py's Python, which ends it.
+        capture[0] = [0]
 # The streams invocations print to: Braid's once the worker has started (main), those of the process
 # that imported this file until then (the tests that drive the worker's loop).
 _streams = (sys.stdout, sys.stderr)
@@ -492,6 +506,8 @@ class Worker:
                     if status == OK and ifs is EMPTY and capture[0] is None and capture[1] is None:
                         append((key, m0 - START_NS, duration, ret, UNCHANGED if empty_in and not backpack else backpack))
                     else:
+                        if _forked:
+                            _real_os_exit(0)
                         printed, logged = capture
                         capture[0] = capture[1] = None
                         append_slow([key, m0 - START_NS, duration, ret, backpack, status, ifs, _captured(printed), _captured(logged), error])
@@ -539,6 +555,8 @@ class Worker:
                     self.flush()
                     hand[0] = None
                     continue
+                if _forked:
+                    _real_os_exit(0)
                 task = stop[1]
                 if why == N_CANCELLING:
                     # The loop in loop_once stops it, as it stops any cancelled invocation.
@@ -956,6 +974,9 @@ def main(executable=None):
     real_exit = os._exit
 
     def _exit(code):
+        if _forked:
+            # A child the block forked: nothing of the worker's is its to send.
+            real_exit(code)
         # The invocation running on this thread, if the call came from one.
         slot = worker.running.get(threading.get_ident())
         key = slot[0] if slot is not None else None
@@ -970,6 +991,7 @@ def main(executable=None):
         real_exit(code)
 
     os._exit = _exit
+    os.register_at_fork(after_in_child=_after_fork_in_child)
     worker.serve()
     # Braid is done with this worker, or gone (killed: it had no chance to end the worker itself).
     # Whatever the blocks started and left running ends with the worker: it leads its own group.
