@@ -39,6 +39,21 @@ fn write_temp(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
+/// A project `<name>.braid.json` in a temporary folder: Gen returns `0..n`, fanned out to Work (`work`
+/// is its code).
+fn fan_out_project(name: &str, n: usize, work: &str) -> (tempfile::TempDir, PathBuf) {
+    let project = json!({
+        "format_version": 1, "name": name,
+        "blocks": [
+            {"id": "g", "name": "Gen", "kind": "code",
+             "code": format!("def main(block_input, backpack):\n    return list(range({n}))\n")},
+            {"id": "w", "name": "Work", "kind": "code", "code": work}
+        ],
+        "transitions": [{"id": "t", "from": "g", "to": "w", "type": "fan-out"}]
+    });
+    write_temp(&format!("{name}.braid.json"), &project.to_string())
+}
+
 /// A one-block Braid project whose block has this code.
 fn one_block(code: &str) -> String {
     serde_json::to_string_pretty(&json!({
@@ -239,17 +254,11 @@ fn human_summary_without_json() {
 /// grouped by thousands.
 #[test]
 fn a_big_fan_outs_summary_lists_the_first_and_says_where_the_rest_are() {
-    let project = json!({
-        "format_version": 1, "name": "many",
-        "blocks": [
-            {"id": "g", "name": "Gen", "kind": "code",
-             "code": "def main(block_input, backpack):\n    return list(range(2060))\n"},
-            {"id": "w", "name": "Work", "kind": "code",
-             "code": "def main(block_input, backpack):\n    if block_input % 2:\n        raise ValueError(f'odd {block_input}')\n    return block_input\n"}
-        ],
-        "transitions": [{"id": "t", "from": "g", "to": "w", "type": "fan-out"}]
-    });
-    let (_dir, path) = write_temp("many.braid.json", &project.to_string());
+    let (_dir, path) = fan_out_project(
+        "many",
+        2060,
+        "def main(block_input, backpack):\n    if block_input % 2:\n        raise ValueError(f'odd {block_input}')\n    return block_input\n",
+    );
     let out = braid().arg("run").arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8(out.stdout).unwrap();
@@ -507,6 +516,39 @@ fn a_killed_braid_leaves_its_run_interrupted_not_running() {
         .unwrap();
     let listed = String::from_utf8(listed.stdout).unwrap();
     assert!(listed.contains("interrupted"), "{listed}");
+}
+
+/// A block that moves the worker's working folder (`os.chdir`) moves only itself: the invocations after
+/// it on the same worker still run in the project's folder.
+#[test]
+fn a_block_that_changes_folder_does_not_move_the_others() {
+    let (dir, path) = fan_out_project(
+        "moves",
+        40,
+        "import os\ndef main(block_input, backpack):\n    if block_input % 10 == 0:\n        os.chdir('/')\n        return 'moved'\n    return open('data.txt').read()\n",
+    );
+    std::fs::write(dir.path().join("data.txt"), "beside the project").unwrap();
+    let (out, _) = run_json(&[path.to_str().unwrap()]);
+    assert_eq!(
+        out["status"], "succeeded",
+        "first failure: {}",
+        out["failures"][0]
+    );
+    let outputs: Vec<&Value> = out["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["output"])
+        .collect();
+    assert_eq!(outputs.len(), 40);
+    for (x, output) in outputs.iter().enumerate() {
+        let expected = if x % 10 == 0 {
+            "moved"
+        } else {
+            "beside the project"
+        };
+        assert_eq!(**output, json!(expected), "item {x}");
+    }
 }
 
 /// Blocks run in the project file's folder, wherever `braid run` was started: data beside the project

@@ -176,6 +176,41 @@ class _CaptureBytes(io.RawIOBase):
         pass
 
 
+# The folder blocks run in (the project's), and whether a block has moved the worker out of it.
+_home = [None, False]
+_real_chdir = os.chdir
+
+
+def _track_chdir():
+    """os.chdir and os.fchdir as blocks see them: a block that moves the worker's working folder (to run
+    a tool somewhere, say) takes the rest of the worker's invocations along; noted here, it is moved
+    back when that invocation ends (see _restore_home)."""
+    for name in ("chdir", "fchdir"):
+        real = getattr(os, name)
+
+        def moved(path, _real=real):
+            _real(path)
+            _home[1] = True
+            capture = getattr(_tls, "capture", None)
+            if capture is not None and capture[0] is None:
+                # As if it printed: the invocation's end then goes through worker.py's Python.
+                capture[0] = [0]
+
+        setattr(os, name, moved)
+
+
+def _restore_home(running, slot):
+    """Back to the project's folder once the invocation that moved away has ended, unless another one is
+    running (it may rely on being where it moved)."""
+    if _home[0] is None or any(other is not slot and other[0] is not None for other in list(running.values())):
+        return
+    _home[1] = False
+    try:
+        _real_chdir(_home[0])
+    except OSError:
+        pass
+
+
 def _restore_streams(running, slot):
     """A block that reassigned sys.stdout or sys.stderr and did not put it back would take the printed
     output of every later invocation on this worker with it: Braid's go back once its invocation has
@@ -356,7 +391,8 @@ class Worker:
     def load(self, program_id, blocks, site_packages=None, cwd=None):
         if cwd:
             try:
-                os.chdir(cwd)
+                _real_chdir(cwd)
+                _home[0] = cwd
             except OSError:
                 # Gone or unreadable: the code runs where the worker is, as for an unsaved project.
                 pass
@@ -502,6 +538,8 @@ class Worker:
                         cancelled.discard(key)
                     if sys.stdout is not _streams[0] or sys.stderr is not _streams[1]:
                         _restore_streams(self.running, slot)
+                    if _home[1]:
+                        _restore_home(self.running, slot)
                     duration = m1 - m0
                     if status == OK and ifs is EMPTY and capture[0] is None and capture[1] is None:
                         append((key, m0 - START_NS, duration, ret, UNCHANGED if empty_in and not backpack else backpack))
@@ -583,6 +621,8 @@ class Worker:
                 hand[0] = None
                 if sys.stdout is not _streams[0] or sys.stderr is not _streams[1]:
                     _restore_streams(self.running, slot)
+                if _home[1]:
+                    _restore_home(self.running, slot)
                 if len(out) >= FLUSH_EVERY or duration > FLUSH_AFTER_NS:
                     self.flush()
             except (BraidTimeout, BraidCancelled):
@@ -970,6 +1010,7 @@ def main(executable=None):
     sys.stdout, sys.stderr = _streams
     os.environ = _BlockEnviron(os.environ)
     _inherit_invocations()
+    _track_chdir()
     worker = Worker(fd_in, fd_out)
     real_exit = os._exit
 
