@@ -329,6 +329,63 @@ fn validate_reports_every_problem_and_exit_code() {
     assert!(stdout.contains("ghost"), "{stdout}");
 }
 
+/// A `main` that can't take Braid's two arguments is a problem found before anything runs (from its
+/// definition: no code runs), with the block and line; the ways a `main` can take them all pass.
+#[test]
+fn a_main_that_cannot_take_two_arguments_is_a_problem_before_the_run() {
+    let block = |id: &str, code: &str| json!({"id": id, "name": id, "kind": "code", "code": code});
+    let project = json!({
+        "format_version": 1, "name": "signatures",
+        "blocks": [
+            block("One", "import os\n\ndef main(block_input):\n    return 1\n"),
+            block("Three", "def main(event, context, extra):\n    return 1\n"),
+            block("Keyword", "def main(block_input, backpack, *, retries):\n    return 1\n"),
+            block("Defaults", "def main(block_input, backpack=None, retries=3):\n    return 1\n"),
+            block("Star", "def main(*args):\n    return len(args)\n"),
+            block("Decorated", "import functools\ndef twice(f):\n    @functools.wraps(f)\n    def g(a, b):\n        return f(a)\n    return g\n@twice\ndef main(block_input):\n    return 1\n"),
+            block("Async", "import asyncio\nasync def main(block_input, backpack):\n    await asyncio.sleep(0.01)\n    return 'awaited'\n")
+        ],
+        "transitions": []
+    });
+    let (_dir, path) = write_temp("signatures.braid.json", &project.to_string());
+    let out = braid().arg("validate").arg(&path).output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.ends_with(": 3 errors\n"), "{stdout}");
+    assert!(
+        stdout
+            .contains("\"One\" line 3: main(block_input) takes one argument, but Braid passes two"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\"Three\" line 1: main(event, context, extra) needs 3 arguments"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\"Keyword\" line 1: main(block_input, backpack, *, retries) needs the keyword argument retries"),
+        "{stdout}"
+    );
+    // Those that pass run; an `async def main` is awaited.
+    let mut project = project;
+    project["blocks"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|b| !["One", "Three", "Keyword"].contains(&b["name"].as_str().unwrap()));
+    std::fs::write(&path, project.to_string()).unwrap();
+    let (out, code) = run_json(&[path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let by_block: std::collections::BTreeMap<&str, &Value> = out["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["block"].as_str().unwrap(), &r["output"]))
+        .collect();
+    assert_eq!(by_block["Async"], &json!("awaited"));
+    assert_eq!(by_block["Star"], &json!(2));
+    assert_eq!(by_block["Defaults"], &json!(1));
+    assert_eq!(by_block["Decorated"], &json!(1));
+}
+
 #[test]
 fn a_failing_library_install_is_shown_and_stops_the_run() {
     let project = json!({

@@ -27,6 +27,7 @@ import array
 import ast
 import collections
 import collections.abc
+import functools
 import ctypes
 import importlib
 import io
@@ -420,8 +421,11 @@ class Worker:
                 try:
                     block.code = compile(code, filename, "exec")
                     tree = ast.parse(code, filename)
-                    if not any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "main" for node in tree.body):
+                    mains = [node for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "main"]
+                    if not mains:
                         errors.append([index, "code", None, "defines no main(block_input, backpack) function"])
+                    elif (problem := _main_signature_problem(mains[-1])) is not None:
+                        errors.append([index, "code", mains[-1].lineno, problem])
                 except SyntaxError as e:
                     errors.append([index, "code", e.lineno, f"{type(e).__name__}: {e.msg}"])
             for if_index, expr in enumerate(spec.get("ifs", [])):
@@ -754,6 +758,9 @@ class Worker:
                 main = scope.get("main")
                 if not callable(main):
                     raise NameError("the block defines no main(block_input, backpack) function")
+                if getattr(getattr(main, "__code__", None), "co_flags", 0) & 0x80:
+                    # CO_COROUTINE: an `async def main` (inspect would cost the worker's start more).
+                    main = _awaited(main)
             except (BraidTimeout, BraidCancelled):
                 # Stopped, not failed: the block's module code runs again with its next invocation,
                 # which must not inherit this one's timeout.
@@ -763,6 +770,18 @@ class Worker:
                 raise
             block.main = main
             return main
+
+
+def _awaited(main):
+    """An `async def main` runs to completion in an event loop of its own, on its invocation's thread
+    (a timeout or a stop lands in the loop like anywhere else)."""
+    import asyncio
+
+    @functools.wraps(main)
+    def run(block_input, backpack):
+        return asyncio.run(main(block_input, backpack))
+
+    return run
 
 
 def _inherit_invocations():
@@ -848,6 +867,26 @@ def _stale(exc, key, duration, timeout_ns, cancelled):
     if isinstance(exc, BraidTimeout):
         return duration < timeout_ns
     return key not in cancelled
+
+
+def _main_signature_problem(node):
+    """Why Braid's call main(block_input, backpack) would fail on every invocation, from the definition
+    alone (no code runs to check it), or None. A decorated main is taken as it is: the decorator may
+    change what it takes."""
+    if node.decorator_list:
+        return None
+    args = node.args
+    positional = len(args.posonlyargs) + len(args.args)
+    required = positional - len(args.defaults)
+    keyword_only = [a.arg for a, default in zip(args.kwonlyargs, args.kw_defaults) if default is None]
+    shown = f"main({ast.unparse(args)})"
+    if required > 2:
+        return f"{shown} needs {required} arguments, but Braid passes two: main(block_input, backpack)"
+    if positional < 2 and args.vararg is None:
+        return f"{shown} takes {('no', 'one')[positional]} argument{'s' if positional == 0 else ''}, but Braid passes two: main(block_input, backpack)"
+    if keyword_only:
+        return f"{shown} needs the keyword argument {keyword_only[0]}, which Braid does not pass"
+    return None
 
 
 def _failure(block, exc):
