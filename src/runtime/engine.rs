@@ -684,7 +684,7 @@ impl Engine {
         if !errors.is_empty() {
             let compile_errors = compile_errors(&run.project, errors);
             let message = format!(
-                "the code does not compile, so nothing ran:\n  {}",
+                "the code has problems, so nothing ran:\n  {}",
                 compile_errors
                     .iter()
                     .map(ToString::to_string)

@@ -107,10 +107,18 @@ impl ResultsPanel {
                 compile_errors,
             } => {
                 let dark = ui.visuals().dark_mode;
-                ui.label(RichText::new(message).color(theme::error_color(dark)));
-                for error in compile_errors {
-                    ui.label(RichText::new(error.to_string()).color(theme::error_color(dark)));
-                }
+                // The message lists the code's problems too (for `braid run`): each once here.
+                let headline = if compile_errors.is_empty() {
+                    message.as_str()
+                } else {
+                    message.lines().next().unwrap_or_default()
+                };
+                ui.label(RichText::new(headline).color(theme::error_color(dark)));
+                ui.indent("compile errors", |ui| {
+                    for error in compile_errors {
+                        ui.label(RichText::new(error.to_string()).color(theme::error_color(dark)));
+                    }
+                });
             }
             RunPhase::Starting | RunPhase::Running | RunPhase::Stopping => {
                 ui.label(RichText::new("Results appear when the run ends.").weak());

@@ -562,6 +562,17 @@ fn compile_errors_show_before_anything_runs() {
     // On the node and in the status bar.
     harness.get_by_label_contains("✖ line 1");
     harness.get_by_label("1 error, 0 warnings");
+    // Run anyway: refused, and the results panel says why, each problem once (the refusal's message
+    // lists them too, for `braid run`).
+    harness.get_by_label("▶ Run").click();
+    wait_for(&mut harness, "the run to be refused", |app| {
+        matches!(
+            app.app.run.as_ref().map(|r| &r.phase),
+            Some(RunPhase::Refused { .. })
+        )
+    });
+    // The headline alone: before, the whole message with its list, and then the list again.
+    harness.get_by_label("the code has problems, so nothing ran:");
 }
 
 #[test]
