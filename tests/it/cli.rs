@@ -386,6 +386,19 @@ fn a_main_that_cannot_take_two_arguments_is_a_problem_before_the_run() {
     assert_eq!(by_block["Decorated"], &json!(1));
 }
 
+/// Code that starts with a byte order mark (pasted from a file saved with one) runs, as the same file
+/// would under Python; Windows line ends too.
+#[test]
+fn code_with_a_byte_order_mark_or_windows_line_ends_runs() {
+    let (_dir, path) = write_temp(
+        "bom.braid.json",
+        &one_block("\u{feff}def main(block_input, backpack):\r\n    return 'ran'\r\n"),
+    );
+    let (out, code) = run_json(&[path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out["results"][0]["output"], "ran");
+}
+
 #[test]
 fn a_failing_library_install_is_shown_and_stops_the_run() {
     let project = json!({

@@ -413,7 +413,9 @@ class Worker:
         errors = []
         for index, spec in enumerate(blocks):
             filename = spec["filename"]
-            code = spec["code"]
+            # A byte order mark (code pasted from a file saved with one) is not code, as Python itself
+            # skips it at the start of a source file.
+            code = spec["code"].removeprefix("\ufeff")
             # The traceback shows the block's own source lines.
             linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
             block = Block(spec["name"], filename, None, [], spec["timeout_s"], spec.get("env") or {}, f"braid_block_{program_id}_{index}")
