@@ -117,7 +117,27 @@ impl Found {
     }
 }
 
+/// The message of the problem an empty project has (the editor shows it as a hint rather than an error).
+pub const NO_BLOCKS: &str = "The project has no blocks: add a Code Block to run it";
+
 fn check_settings(project: &Project, found: &mut Found) {
+    if project.blocks.is_empty() {
+        found.project(Severity::Error, NO_BLOCKS.to_owned());
+    } else if !project.blocks.iter().any(|b| {
+        // Transitions from blocks that don't exist are problems of their own.
+        !project
+            .transitions
+            .iter()
+            .any(|t| t.to == b.id && project.block(&t.from).is_some())
+    }) {
+        // It still runs from a chosen block, so only a warning.
+        found.project(
+            Severity::Warning,
+            "Every block has an incoming transition, so no block starts a run: choose one to start \
+             from (Run…, or braid run --from)"
+                .to_owned(),
+        );
+    }
     if project.settings.concurrency_limit == 0 {
         found.project(
             Severity::Error,
@@ -430,13 +450,28 @@ mod tests {
 
     #[test]
     fn zero_concurrency_limit() {
-        let mut p = project(&[]);
+        let mut p = project(&["A"]);
         p.settings.concurrency_limit = 0;
         let problem = only(&p);
         assert_eq!(
             (problem.severity, problem.subject),
             (Severity::Error, Subject::Project)
         );
+    }
+
+    #[test]
+    fn an_empty_project_cannot_run_and_a_cycle_needs_a_start() {
+        let problem = only(&project(&[]));
+        assert_eq!(
+            (problem.severity, problem.subject, problem.message.as_str()),
+            (Severity::Error, Subject::Project, NO_BLOCKS)
+        );
+        let mut p = project(&["A", "B"]);
+        link(&mut p, "A", "B", TransitionKind::Then);
+        link(&mut p, "B", "A", TransitionKind::Then);
+        let problem = only(&p);
+        assert_eq!(problem.severity, Severity::Warning);
+        assert!(problem.message.contains("--from"), "{}", problem.message);
     }
 
     #[test]
@@ -571,7 +606,8 @@ mod tests {
 
     #[test]
     fn then_self_loop_is_a_warning() {
-        let mut p = project(&["Loop"]);
+        let mut p = project(&["Start", "Loop"]);
+        link(&mut p, "Start", "Loop", TransitionKind::Then);
         link(&mut p, "Loop", "Loop", TransitionKind::Then);
         assert_eq!(only(&p).severity, Severity::Warning);
     }

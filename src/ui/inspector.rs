@@ -603,13 +603,18 @@ fn project_ui(ui: &mut Ui, app: &App, tx: &CommandSender) {
     ui.add_space(6.0);
     let all: Vec<&Problem> = app.problems.iter().collect();
     ui.label(RichText::new("Problems").strong());
-    if all.is_empty() && app.compile_errors.is_empty() {
+    if project.blocks.is_empty() {
+        // Not a mistake yet, just a start: the one problem an empty project has, as a hint.
+        ui.label(
+            RichText::new("Nothing to run yet: add a Code Block (double-click the canvas).").weak(),
+        );
+    } else if all.is_empty() && app.compile_errors.is_empty() {
         ui.label(
             RichText::new("None: the project can run.")
                 .color(theme::success_color(ui.visuals().dark_mode)),
         );
     }
-    for problem in all {
+    for problem in all.into_iter().filter(|_| !project.blocks.is_empty()) {
         problem_line_ui(ui, problem);
     }
     for error in &app.compile_errors {

@@ -237,7 +237,10 @@ fn status_bar_ui(ui: &mut Ui, app: &App) {
                 .iter()
                 .filter(|p| p.severity == Severity::Warning)
                 .count();
-            if errors + warnings == 0 {
+            if app.project.blocks.is_empty() {
+                // An empty project's one problem is that it is empty, which "0 blocks" beside this
+                // already says: not an error to count.
+            } else if errors + warnings == 0 {
                 ui.label(
                     RichText::new("✔ no problems")
                         .small()

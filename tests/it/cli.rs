@@ -386,6 +386,41 @@ fn a_main_that_cannot_take_two_arguments_is_a_problem_before_the_run() {
     assert_eq!(by_block["Decorated"], &json!(1));
 }
 
+/// A project that can't run is not valid: an empty one is an error; one where every block has an
+/// incoming transition is a warning (it runs from a chosen block), as `braid run` refuses it otherwise.
+#[test]
+fn validate_says_when_a_project_has_nothing_to_start_from() {
+    let (_dir, empty) = write_temp(
+        "empty.braid.json",
+        r#"{"format_version": 1, "name": "empty", "blocks": [], "transitions": []}"#,
+    );
+    let out = braid().arg("validate").arg(&empty).output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("The project has no blocks"), "{stdout}");
+    let project = json!({
+        "format_version": 1, "name": "circle",
+        "blocks": [
+            {"id": "a", "name": "A", "kind": "code", "code": "def main(block_input, backpack):\n    return 1\n"},
+            {"id": "b", "name": "B", "kind": "code", "code": "def main(block_input, backpack):\n    return 1\n"}
+        ],
+        "transitions": [
+            {"id": "t1", "from": "a", "to": "b", "type": "then"},
+            {"id": "t2", "from": "b", "to": "a", "type": "if", "expression": "return_data < 0"}
+        ]
+    });
+    let (_dir, circle) = write_temp("circle.braid.json", &project.to_string());
+    let out = braid().arg("validate").arg(&circle).output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("warning: Every block has an incoming transition"),
+        "{stdout}"
+    );
+    let (out, code) = run_json(&["--from", "A", circle.to_str().unwrap()]);
+    assert_eq!((code, &out["status"]), (0, &json!("succeeded")), "{out}");
+}
+
 /// Code that starts with a byte order mark (pasted from a file saved with one) runs, as the same file
 /// would under Python; Windows line ends too.
 #[test]
