@@ -114,11 +114,15 @@ impl ResultsPanel {
                     message.lines().next().unwrap_or_default()
                 };
                 ui.label(RichText::new(headline).color(theme::error_color(dark)));
-                ui.indent("compile errors", |ui| {
-                    for error in compile_errors {
-                        ui.label(RichText::new(error.to_string()).color(theme::error_color(dark)));
-                    }
-                });
+                if !compile_errors.is_empty() {
+                    ui.indent("compile errors", |ui| {
+                        for error in compile_errors {
+                            ui.label(
+                                RichText::new(error.to_string()).color(theme::error_color(dark)),
+                            );
+                        }
+                    });
+                }
             }
             RunPhase::Starting | RunPhase::Running | RunPhase::Stopping => {
                 ui.label(RichText::new("Results appear when the run ends.").weak());
