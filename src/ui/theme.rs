@@ -8,6 +8,13 @@ use crate::model::validate::Severity;
 
 /// Sets Braid's spacing and fonts; the theme follows the system until the user picks one (View menu).
 pub fn install(ctx: &egui::Context) {
+    // Ubuntu-Light, the text font, lacks symbols labels use (● ▸ arrows): they showed as boxes. Hack,
+    // egui's monospace font, has them; it comes last, so it only fills those gaps.
+    let mut fonts = egui::FontDefinitions::default();
+    if let Some(proportional) = fonts.families.get_mut(&egui::FontFamily::Proportional) {
+        proportional.push("Hack".to_owned());
+    }
+    ctx.set_fonts(fonts);
     ctx.all_styles_mut(|style| {
         style.spacing.item_spacing = egui::vec2(8.0, 5.0);
         style.spacing.button_padding = egui::vec2(8.0, 3.0);
