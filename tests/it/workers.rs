@@ -195,6 +195,29 @@ fn a_forked_child_ends_with_its_block() {
     }
 }
 
+/// A block's own functions reach multiprocessing children that start a fresh Python ("spawn", and
+/// "forkserver": the defaults on macOS and, from Python 3.14, on Linux): they import the block's module.
+/// Before, the children failed to unpickle them and the pool hung until the timeout.
+#[test]
+fn multiprocessing_children_that_start_afresh_find_the_blocks_functions() {
+    let code = "import multiprocessing as mp\n\
+                def square(x):\n    return x * x\n\
+                def main(block_input, backpack):\n    \
+                    with mp.get_context(block_input).Pool(2) as pool:\n        \
+                        return pool.map(square, range(5))\n";
+    let mut block = Builder::new().block("Pool", code).build();
+    block.blocks[0].code_mut().unwrap().timeout_s = 20;
+    for method in ["spawn", "forkserver"] {
+        let out = run_with(block.clone(), json!(method), None);
+        assert_eq!(
+            out.results_of("Pool"),
+            [&json!([0, 1, 4, 9, 16])],
+            "{method}: {:?}",
+            out.records.first().and_then(|r| r.error.as_ref())
+        );
+    }
+}
+
 /// A traceback shows what plain Python would: the block's lines and the library's, none of the worker's
 /// own (here, the stand-in for `os.environ` that lays the block's variables over the process's).
 #[test]

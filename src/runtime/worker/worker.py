@@ -177,6 +177,63 @@ class _CaptureBytes(io.RawIOBase):
         pass
 
 
+# Where each loaded block's code is also a module file (see _publish_module), once the worker has started.
+_modules_dir = [None]
+
+
+def _start_modules_dir():
+    """A folder of this worker's own on sys.path, for block modules that child processes import: a
+    multiprocessing "spawn" or "forkserver" child (the default on macOS, and on Linux from Python
+    3.14) unpickles a block's functions by importing the block's module, which otherwise hung its pool.
+    Folders of workers that are gone (killed, so never cleaned up) are removed first."""
+    import shutil
+    import tempfile
+
+    prefix = "braid-blocks-"
+    base = tempfile.gettempdir()
+    try:
+        for name in os.listdir(base):
+            if name.startswith(prefix):
+                pid = name[len(prefix):].split("-", 1)[0]
+                if pid.isdigit() and not _alive(int(pid)):
+                    shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+        _modules_dir[0] = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-")
+        # Last: a block module must never shadow a library (multiprocessing hands sys.path to children).
+        sys.path.append(_modules_dir[0])
+    except OSError:
+        pass
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _publish_module(block, code):
+    """Writes `block`'s code as its module's file in the worker's folder (see _start_modules_dir)."""
+    if _modules_dir[0] is None:
+        return
+    try:
+        with open(os.path.join(_modules_dir[0], f"{block.module_name}.py"), "w", encoding="utf-8") as f:
+            f.write(code)
+    except OSError:
+        pass
+
+
+def _unpublish_module(block):
+    if _modules_dir[0] is None:
+        return
+    try:
+        os.unlink(os.path.join(_modules_dir[0], f"{block.module_name}.py"))
+    except OSError:
+        pass
+
+
 # The folder blocks run in (the project's), and whether a block has moved the worker out of it.
 _home = [None, False]
 _real_chdir = os.chdir
@@ -386,6 +443,7 @@ class Worker:
             elif op == "unload":
                 for block in self.programs.pop(msg["program"], ()):
                     sys.modules.pop(block.module_name, None)
+                    _unpublish_module(block)
             elif op == "exit":
                 return
 
@@ -422,6 +480,7 @@ class Worker:
             if spec.get("runnable", True):
                 try:
                     block.code = compile(code, filename, "exec")
+                    _publish_module(block, code)
                     tree = ast.parse(code, filename)
                     mains = [node for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "main"]
                     if not mains:
@@ -1052,6 +1111,7 @@ def main(executable=None):
     os.environ = _BlockEnviron(os.environ)
     _inherit_invocations()
     _track_chdir()
+    _start_modules_dir()
     worker = Worker(fd_in, fd_out)
     real_exit = os._exit
 
@@ -1075,6 +1135,10 @@ def main(executable=None):
     os._exit = _exit
     os.register_at_fork(after_in_child=_after_fork_in_child)
     worker.serve()
+    if _modules_dir[0] is not None:
+        import shutil
+
+        shutil.rmtree(_modules_dir[0], ignore_errors=True)
     # Braid is done with this worker, or gone (killed: it had no chance to end the worker itself).
     # Whatever the blocks started and left running ends with the worker: it leads its own group.
     if os.getpgrp() == os.getpid():
