@@ -931,3 +931,34 @@ fn succeeded_items<'a>(
         (x, r)
     })
 }
+
+/// Values that stand for JSON (numpy arrays and scalars: anything with a `tolist`) are returned and
+/// kept in the backpack as the lists and numbers they stand for; a value that stands for nothing JSON
+/// still fails its own invocation, naming its type.
+#[test]
+fn values_with_a_tolist_are_the_json_they_stand_for() {
+    let code = "class Vector:\n    def __init__(self, *xs):\n        self.xs = xs\n    def tolist(self):\n        return list(self.xs)\n\
+                class Opaque:\n    pass\n\
+                def main(block_input, backpack):\n    \
+                    if block_input == 'opaque':\n        return [1, Opaque()]\n    \
+                    backpack['v'] = Vector(3, 4)\n    \
+                    return {'v': Vector(1, Vector(2)), 'n': 5}\n";
+    let out = run(Builder::new().block("Numpyish", code).build(), json!("ok"));
+    let r = &out.records_of("Numpyish")[0];
+    assert_eq!(
+        r.output,
+        Some(json!({"v": [1, [2]], "n": 5})),
+        "{:?}",
+        r.error
+    );
+    assert_eq!(r.backpack_out.as_deref(), Some(&json!({"v": [3, 4]})));
+    let out = run(
+        Builder::new().block("Numpyish", code).build(),
+        json!("opaque"),
+    );
+    let error = out.records_of("Numpyish")[0]
+        .error
+        .as_ref()
+        .expect("it failed");
+    assert!(error.message.contains("Opaque"), "{error:?}");
+}

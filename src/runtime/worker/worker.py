@@ -965,8 +965,18 @@ def _failure(block, exc):
     return RAISED, [type(exc).__name__, str(exc), _format_tb(), _user_line(block)]
 
 
-_FAST_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False, ensure_ascii=False).encode
-_CHECKED_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+def _json_default(value):
+    """What JSON can't hold as it is: numpy arrays and scalars (anything with a `tolist`, which gives
+    the lists and plain numbers they stand for; `numpy.int64` is no int to json) become those. Anything
+    else is not JSON, as json itself says. Called only for such values, so plain ones cost nothing more."""
+    tolist = getattr(type(value), "tolist", None)
+    if callable(tolist):
+        return tolist(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+_FAST_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False, ensure_ascii=False, default=_json_default).encode
+_CHECKED_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False, default=_json_default).encode
 
 
 def _fast_json(value):
