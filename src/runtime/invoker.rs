@@ -18,8 +18,9 @@ pub struct Program {
     pub site_packages: Option<String>,
     /// The working directory the workers switch to (see `RunRequest::working_dir`).
     pub cwd: Option<String>,
-    /// Loaded only to compile (a check): it must not make the workers switch library environments.
-    #[serde(skip)]
+    /// Loaded only to compile (a check): it must not make the workers switch library environments,
+    /// nor publish its blocks as modules for child processes.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub compile_only: bool,
 }
 

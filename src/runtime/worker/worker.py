@@ -5,7 +5,7 @@
 # sys.stdout/sys.stderr capture per invocation (per thread).
 #
 # Requests:  {"op": "load", "program": P, "blocks": [{"name", "code", "ifs": [expr...], "timeout_s", "env": {...}} ...],
-#             "site_packages": S or null, "cwd": D or null}
+#             "site_packages": S or null, "cwd": D or null, "compile_only": true (only a check: left out)}
 #            {"op": "run", "program": P, "block": B, "keys": [...], "inputs": [...], "backpacks": [...]}
 #              ("fresh": 1 instead of "backpacks": each invocation gets an empty backpack of its own)
 #            {"op": "cancel", "keys": [...]}   {"op": "unload", "program": P}
@@ -27,8 +27,8 @@ import array
 import ast
 import collections
 import collections.abc
-import functools
 import ctypes
+import functools
 import importlib
 import io
 import itertools
@@ -297,6 +297,8 @@ def _after_fork_in_child():
     if capture is not None and capture[0] is None:
         # As if it printed: the block's return then goes through worker.py's Python, which ends it.
         capture[0] = [0]
+
+
 # The streams invocations print to: Braid's once the worker has started (main), those of the process
 # that imported this file until then (the tests that drive the worker's loop).
 _streams = (sys.stdout, sys.stderr)
@@ -437,7 +439,7 @@ class Worker:
             msg = json.loads(body)
             op = msg["op"]
             if op == "load":
-                self.load(msg["program"], msg["blocks"], msg.get("site_packages"), msg.get("cwd"))
+                self.load(msg["program"], msg["blocks"], msg.get("site_packages"), msg.get("cwd"), msg.get("compile_only", False))
             elif op == "cancel":
                 self.cancel(msg["keys"])
             elif op == "unload":
@@ -447,7 +449,7 @@ class Worker:
             elif op == "exit":
                 return
 
-    def load(self, program_id, blocks, site_packages=None, cwd=None):
+    def load(self, program_id, blocks, site_packages=None, cwd=None, compile_only=False):
         if cwd:
             try:
                 _real_chdir(cwd)
@@ -480,7 +482,8 @@ class Worker:
             if spec.get("runnable", True):
                 try:
                     block.code = compile(code, filename, "exec")
-                    _publish_module(block, code)
+                    if not compile_only:
+                        _publish_module(block, code)
                     tree = ast.parse(code, filename)
                     mains = [node for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "main"]
                     if not mains:
