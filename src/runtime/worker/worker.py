@@ -875,6 +875,67 @@ def _inherit_invocations():
     threading.Thread._bootstrap_inner = _bootstrap_inner
 
 
+def _capture_subprocesses():
+    """What a subprocess an invocation starts writes to the stdout and stderr it inherits is that
+    invocation's printed output, in order with its own prints (a tool's error message is often the
+    "why"): each such stream gets a pipe of its own, read by a thread that belongs to the invocation
+    (see _inherit_invocations), and waiting for the process waits for its output too. Streams the
+    caller chose (PIPE, a file, DEVNULL) are left alone; so is os.system, which writes to the worker's
+    own descriptors (its stderr, which Braid logs)."""
+    import codecs
+    import subprocess
+
+    popen_init = subprocess.Popen.__init__
+    popen_wait = subprocess.Popen.wait
+
+    def pump(fd, stream):
+        decode = codecs.getincrementaldecoder("utf-8")("replace").decode
+        with open(fd, "rb", buffering=0) as pipe:
+            while chunk := pipe.read(65536):
+                if text := decode(chunk):
+                    stream.write(text)
+        if text := decode(b"", True):
+            stream.write(text)
+
+    def __init__(self, args, *rest, **kwargs):
+        tls = _tls
+        slot = getattr(tls, "slot", None)
+        ours = getattr(tls, "owner", None) is not None or (slot is not None and slot[0] is not None)
+        pipes = []
+        # stdout and stderr are Popen's 5th and 6th parameters: given positionally, they are chosen.
+        for position, name, stream in ((4, "stdout", _STDOUT), (5, "stderr", _STDERR)):
+            if ours and len(rest) < position and kwargs.get(name) is None:
+                read, write = os.pipe()
+                kwargs[name] = write
+                pipes.append((read, write, stream))
+        try:
+            popen_init(self, args, *rest, **kwargs)
+        except BaseException:
+            for read, _, _ in pipes:
+                os.close(read)
+            raise
+        finally:
+            # The child has its own copies; the pipe ends when it (and whatever it started) is done.
+            for _, write, _ in pipes:
+                os.close(write)
+        self._braid_pumps = []
+        for read, _, stream in pipes:
+            pump_thread = threading.Thread(target=pump, args=(read, stream), name="braid-subprocess-output", daemon=True)
+            pump_thread.start()
+            self._braid_pumps.append(pump_thread)
+
+    def wait(self, timeout=None):
+        code = popen_wait(self, timeout)
+        # Its output is in before the block goes on; a process it left running may hold the pipe open,
+        # so not for long.
+        for pump_thread in getattr(self, "_braid_pumps", ()):
+            pump_thread.join(0.5)
+        return code
+
+    subprocess.Popen.__init__ = __init__
+    subprocess.Popen.wait = wait
+
+
 class _BlockEnviron(collections.abc.MutableMapping):
     """os.environ as each block sees it: the process environment with the values of the variables the
     running block declares laid over it. Invocations of different blocks share this process (and run on
@@ -1123,6 +1184,7 @@ def main(executable=None):
     sys.stdout, sys.stderr = _streams
     os.environ = _BlockEnviron(os.environ)
     _inherit_invocations()
+    _capture_subprocesses()
     _track_chdir()
     _start_modules_dir()
     worker = Worker(fd_in, fd_out)
