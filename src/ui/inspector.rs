@@ -601,10 +601,10 @@ fn project_ui(ui: &mut Ui, app: &App, tx: &CommandSender) {
         tx.send(Command::SetReadme(readme));
     }
     ui.add_space(6.0);
-    let all: Vec<&Problem> = app.problems.iter().collect();
+    let all = super::shown_problems(app);
     ui.label(RichText::new("Problems").strong());
     if project.blocks.is_empty() {
-        // Not a mistake yet, just a start: the one problem an empty project has, as a hint.
+        // Not a mistake yet, just a start: the problem an empty project has, as a hint.
         ui.label(
             RichText::new("Nothing to run yet: add a Code Block (double-click the canvas).").weak(),
         );
@@ -614,7 +614,7 @@ fn project_ui(ui: &mut Ui, app: &App, tx: &CommandSender) {
                 .color(theme::success_color(ui.visuals().dark_mode)),
         );
     }
-    for problem in all.into_iter().filter(|_| !project.blocks.is_empty()) {
+    for problem in all {
         problem_line_ui(ui, problem);
     }
     for error in &app.compile_errors {

@@ -226,20 +226,18 @@ fn status_bar_ui(ui: &mut Ui, app: &App) {
             ui.label(RichText::new("● unsaved changes").small());
         }
         ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-            let errors = app
-                .problems
+            let problems = shown_problems(app);
+            let errors = problems
                 .iter()
                 .filter(|p| p.severity == Severity::Error)
                 .count()
                 + app.compile_errors.len();
-            let warnings = app
-                .problems
+            let warnings = problems
                 .iter()
                 .filter(|p| p.severity == Severity::Warning)
                 .count();
-            if app.project.blocks.is_empty() {
-                // An empty project's one problem is that it is empty, which "0 blocks" beside this
-                // already says: not an error to count.
+            if app.project.blocks.is_empty() && errors + warnings == 0 {
+                // Nothing wrong yet but emptiness, which "0 blocks" beside this already says.
             } else if errors + warnings == 0 {
                 ui.label(
                     RichText::new("✔ no problems")
@@ -257,8 +255,7 @@ fn status_bar_ui(ui: &mut Ui, app: &App) {
                 } else {
                     theme::severity_color(Severity::Warning, dark)
                 };
-                let problems: Vec<String> = app
-                    .problems
+                let problems: Vec<String> = problems
                     .iter()
                     .map(ToString::to_string)
                     .chain(app.compile_errors.iter().map(|e| format!("error: {e}")))
@@ -273,4 +270,13 @@ fn status_bar_ui(ui: &mut Ui, app: &App) {
             );
         });
     });
+}
+
+/// The project's problems as the editor lists and counts them: an empty project's (it has nothing to
+/// run) is not among them, since the inspector shows it as a hint to add a block instead.
+pub(crate) fn shown_problems(app: &App) -> Vec<&crate::model::validate::Problem> {
+    app.problems
+        .iter()
+        .filter(|p| p.message != crate::model::validate::NO_BLOCKS)
+        .collect()
 }

@@ -569,6 +569,27 @@ fn every_symbol_the_editor_writes_has_a_glyph() {
     assert_eq!(missing, "", "no glyph in the text font");
 }
 
+/// A new, empty project is not shown as broken (its one problem, that it has nothing to run, is a hint
+/// to add a block), but its other problems still count.
+#[test]
+fn an_empty_project_shows_a_hint_not_an_error() {
+    let harness = harness(None);
+    harness.get_by_label("Nothing to run yet: add a Code Block (double-click the canvas).");
+    assert!(harness.query_by_label_contains("error").is_none());
+    // No blocks, and a transition between two blocks that aren't there.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("dangling.braid.json");
+    std::fs::write(
+        &path,
+        r#"{"format_version": 1, "name": "dangling", "blocks": [],
+            "transitions": [{"id": "t", "from": "a", "to": "b", "type": "then"}]}"#,
+    )
+    .expect("written");
+    let harness = harness_with(&path);
+    harness.get_by_label("Nothing to run yet: add a Code Block (double-click the canvas).");
+    harness.get_by_label("2 errors, 0 warnings");
+}
+
 #[test]
 fn compile_errors_show_before_anything_runs() {
     let dir = tempfile::tempdir().expect("a temporary directory");
