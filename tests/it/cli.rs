@@ -674,15 +674,15 @@ fn blocks_run_in_the_project_folder() {
     assert_eq!(out["results"][0]["output"], "beside the project", "{out}");
 }
 
-/// What goes to the worker's own descriptors (here `os.system`'s shell, which Braid does not give a pipe
-/// of its own, unlike `subprocess`) is not any one invocation's printed output;
-/// `RUST_LOG=braid::worker=debug` shows it on braid's stderr (and by default it stays out of the way).
+/// What goes to the worker's own descriptors (C code writing to them; here `os.write`) is not any one
+/// invocation's printed output; `RUST_LOG=braid::worker=debug` shows it on braid's stderr (and by
+/// default it stays out of the way).
 #[test]
 fn rust_log_shows_what_workers_write_to_their_own_stderr() {
     let (_dir, path) = write_temp(
         "sub.braid.json",
         &one_block(
-            "import os, time\ndef main(block_input, backpack):\n    os.system('echo from a subprocess')\n    time.sleep(0.3)\n    return 1\n",
+            "import os, time\ndef main(block_input, backpack):\n    os.write(2, b'from a subprocess\\n')\n    time.sleep(0.3)\n    return 1\n",
         ),
     );
     let stderr = |log: Option<&str>| {

@@ -965,16 +965,18 @@ fn values_with_a_tolist_are_the_json_they_stand_for() {
 
 /// What a subprocess an invocation starts writes (to the stdout and stderr it inherits) is that
 /// invocation's printed output, in order with its own prints: a failing tool's message is there beside
-/// the error. Streams the caller chose (`capture_output`) are left alone.
+/// the error. Streams the caller chose (`capture_output`) are left alone; `os.system` is captured too
+/// and returns its usual wait status.
 #[test]
 fn a_subprocess_writes_into_its_invocation() {
-    let code = "import subprocess\n\
+    let code = "import os, subprocess\n\
                 def main(block_input, backpack):\n    \
                     print('before')\n    \
                     subprocess.run(['sh', '-c', f'echo out {block_input}; echo err {block_input} >&2'])\n    \
                     done = subprocess.run(['echo', 'kept'], capture_output=True, text=True)\n    \
                     print('after')\n    \
                     subprocess.run(['sh', '-c', 'echo failing >&2; exit 3'], check=block_input == 5)\n    \
+                    assert os.system('echo by system; exit 2') == 512\n    \
                     return done.stdout\n";
     let project = Builder::new()
         .block("Gen", &items(8))
@@ -986,7 +988,12 @@ fn a_subprocess_writes_into_its_invocation() {
     assert_eq!(tool.len(), 8);
     for r in tool {
         let x = r.item_path[0];
-        assert_eq!(r.stdout, format!("before\nout {x}\nafter\n"), "item {x}");
+        let system = if x == 5 { "" } else { "by system\n" };
+        assert_eq!(
+            r.stdout,
+            format!("before\nout {x}\nafter\n{system}"),
+            "item {x}"
+        );
         assert_eq!(r.stderr, format!("err {x}\nfailing\n"), "item {x}");
         if x == 5 {
             assert_eq!(r.status, InvocationStatus::Exception);

@@ -894,8 +894,8 @@ def _capture_subprocesses():
     invocation's printed output, in order with its own prints (a tool's error message is often the
     "why"): each such stream gets a pipe of its own, read by a thread that belongs to the invocation
     (see _inherit_invocations), and waiting for the process waits for its output too. Streams the
-    caller chose (PIPE, a file, DEVNULL) are left alone; so is os.system, which writes to the worker's
-    own descriptors (its stderr, which Braid logs)."""
+    caller chose (PIPE, a file, DEVNULL) are left alone. os.system goes the same way (through a shell,
+    as it does, returning the same wait status)."""
     import codecs
     import subprocess
 
@@ -948,6 +948,13 @@ def _capture_subprocesses():
 
     subprocess.Popen.__init__ = __init__
     subprocess.Popen.wait = wait
+
+    def system(command):
+        code = subprocess.Popen(command, shell=True).wait()
+        # os.system's wait status: the exit code in the high byte, or the signal that ended the shell.
+        return code << 8 if code >= 0 else -code
+
+    os.system = system
 
 
 class _BlockEnviron(collections.abc.MutableMapping):
