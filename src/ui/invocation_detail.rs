@@ -220,6 +220,8 @@ impl InvocationDetail {
             }
         });
         let full = self.show_all.contains(title);
+        // As a terminal would show it (progress bars, colours); Copy gives the text as printed.
+        let text = &*as_a_terminal_shows(text);
         let shown = if full {
             text.to_owned()
         } else {
@@ -304,7 +306,7 @@ impl InvocationDetail {
                     section_label(ui, "Replay printed");
                     ui.label(
                         RichText::new(cut_chars(
-                            &format!("{}{}", new.stdout, new.stderr),
+                            &as_a_terminal_shows(&format!("{}{}", new.stdout, new.stderr)),
                             SHOWN_CHARS,
                         ))
                         .monospace()
@@ -472,5 +474,70 @@ fn cut_chars(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         Some((at, _)) => format!("{}…", &text[..at]),
         None => text.to_owned(),
+    }
+}
+
+/// Printed text as a terminal shows it: a carriage return goes back to the start of the line, so a
+/// progress bar that redraws itself (tqdm) shows its last state rather than every one; escape
+/// sequences (colours) are left out rather than shown as `[32m`.
+fn as_a_terminal_shows(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains(['\r', '\u{1b}']) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut shown = String::with_capacity(text.len());
+    let mut line: Vec<char> = Vec::new();
+    let mut column = 0;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => column = 0,
+            '\n' => {
+                shown.extend(line.drain(..));
+                shown.push('\n');
+                column = 0;
+            }
+            '\u{1b}' => {
+                // CSI: ESC [ parameters… final byte in @..~; other escapes: ESC and one character.
+                if chars.next_if_eq(&'[').is_some() {
+                    while chars.next().is_some_and(|c| !('@'..='~').contains(&c)) {}
+                } else {
+                    chars.next();
+                }
+            }
+            c => {
+                if column < line.len() {
+                    line[column] = c;
+                } else {
+                    line.push(c);
+                }
+                column += 1;
+            }
+        }
+    }
+    shown.extend(line);
+    std::borrow::Cow::Owned(shown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::as_a_terminal_shows;
+
+    #[test]
+    fn printed_text_shows_as_a_terminal_would() {
+        assert_eq!(as_a_terminal_shows("plain\ntext"), "plain\ntext");
+        // A progress bar redrawn in place shows its last state.
+        assert_eq!(
+            as_a_terminal_shows("  0%|   |\r 50%|#  |\r100%|###|\ndone\n"),
+            "100%|###|\ndone\n"
+        );
+        // A shorter redraw leaves the end of the longer one, as a terminal does.
+        assert_eq!(as_a_terminal_shows("abcdef\rxy"), "xycdef");
+        // Windows line ends keep their lines.
+        assert_eq!(as_a_terminal_shows("one\r\ntwo\r\n"), "one\ntwo\n");
+        // Colours are left out.
+        assert_eq!(
+            as_a_terminal_shows("\u{1b}[32mgreen\u{1b}[0m and \u{1b}[1;31mred\u{1b}[m"),
+            "green and red"
+        );
     }
 }
