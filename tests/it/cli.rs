@@ -55,6 +55,17 @@ fn fan_out_project(name: &str, n: usize, work: &str) -> (tempfile::TempDir, Path
 }
 
 /// A one-block Braid project whose block has this code.
+/// A Code Block named as its id, for projects written inline.
+fn code_block(id: &str, code: &str) -> Value {
+    json!({"id": id, "name": id, "kind": "code", "code": code})
+}
+
+/// `braid validate <path>`: its exit code and what it printed.
+fn validate(path: &Path) -> (Option<i32>, String) {
+    let out = braid().arg("validate").arg(path).output().unwrap();
+    (out.status.code(), String::from_utf8(out.stdout).unwrap())
+}
+
 fn one_block(code: &str) -> String {
     serde_json::to_string_pretty(&json!({
         "format_version": 1,
@@ -320,9 +331,8 @@ fn validate_reports_every_problem_and_exit_code() {
         ]
     });
     let (_dir, path) = write_temp("broken.json", &broken.to_string());
-    let out = braid().arg("validate").arg(&path).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let (code, stdout) = validate(&path);
+    assert_eq!(code, Some(1), "{stdout}");
     assert!(stdout.ends_with(": 3 errors\n"), "{stdout}");
     assert!(stdout.contains("\"B\" line 1: SyntaxError"), "{stdout}");
     assert!(stdout.contains("else"), "{stdout}");
@@ -333,24 +343,22 @@ fn validate_reports_every_problem_and_exit_code() {
 /// definition: no code runs), with the block and line; the ways a `main` can take them all pass.
 #[test]
 fn a_main_that_cannot_take_two_arguments_is_a_problem_before_the_run() {
-    let block = |id: &str, code: &str| json!({"id": id, "name": id, "kind": "code", "code": code});
     let project = json!({
         "format_version": 1, "name": "signatures",
         "blocks": [
-            block("One", "import os\n\ndef main(block_input):\n    return 1\n"),
-            block("Three", "def main(event, context, extra):\n    return 1\n"),
-            block("Keyword", "def main(block_input, backpack, *, retries):\n    return 1\n"),
-            block("Defaults", "def main(block_input, backpack=None, retries=3):\n    return 1\n"),
-            block("Star", "def main(*args):\n    return len(args)\n"),
-            block("Decorated", "import functools\ndef twice(f):\n    @functools.wraps(f)\n    def g(a, b):\n        return f(a)\n    return g\n@twice\ndef main(block_input):\n    return 1\n"),
-            block("Async", "import asyncio\nasync def main(block_input, backpack):\n    await asyncio.sleep(0.01)\n    return 'awaited'\n")
+            code_block("One", "import os\n\ndef main(block_input):\n    return 1\n"),
+            code_block("Three", "def main(event, context, extra):\n    return 1\n"),
+            code_block("Keyword", "def main(block_input, backpack, *, retries):\n    return 1\n"),
+            code_block("Defaults", "def main(block_input, backpack=None, retries=3):\n    return 1\n"),
+            code_block("Star", "def main(*args):\n    return len(args)\n"),
+            code_block("Decorated", "import functools\ndef twice(f):\n    @functools.wraps(f)\n    def g(a, b):\n        return f(a)\n    return g\n@twice\ndef main(block_input):\n    return 1\n"),
+            code_block("Async", "import asyncio\nasync def main(block_input, backpack):\n    await asyncio.sleep(0.01)\n    return 'awaited'\n")
         ],
         "transitions": []
     });
     let (_dir, path) = write_temp("signatures.braid.json", &project.to_string());
-    let out = braid().arg("validate").arg(&path).output().unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let (code, stdout) = validate(&path);
+    assert_eq!(code, Some(1), "{stdout}");
     assert!(stdout.ends_with(": 3 errors\n"), "{stdout}");
     assert!(
         stdout
@@ -394,25 +402,21 @@ fn validate_says_when_a_project_has_nothing_to_start_from() {
         "empty.braid.json",
         r#"{"format_version": 1, "name": "empty", "blocks": [], "transitions": []}"#,
     );
-    let out = braid().arg("validate").arg(&empty).output().unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let (code, stdout) = validate(&empty);
+    assert_eq!(code, Some(1), "{stdout}");
     assert!(stdout.contains("The project has no blocks"), "{stdout}");
+    let returns_one = "def main(block_input, backpack):\n    return 1\n";
     let project = json!({
         "format_version": 1, "name": "circle",
-        "blocks": [
-            {"id": "a", "name": "A", "kind": "code", "code": "def main(block_input, backpack):\n    return 1\n"},
-            {"id": "b", "name": "B", "kind": "code", "code": "def main(block_input, backpack):\n    return 1\n"}
-        ],
+        "blocks": [code_block("A", returns_one), code_block("B", returns_one)],
         "transitions": [
-            {"id": "t1", "from": "a", "to": "b", "type": "then"},
-            {"id": "t2", "from": "b", "to": "a", "type": "if", "expression": "return_data < 0"}
+            {"id": "t1", "from": "A", "to": "B", "type": "then"},
+            {"id": "t2", "from": "B", "to": "A", "type": "if", "expression": "return_data < 0"}
         ]
     });
     let (_dir, circle) = write_temp("circle.braid.json", &project.to_string());
-    let out = braid().arg("validate").arg(&circle).output().unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let (code, stdout) = validate(&circle);
+    assert_eq!(code, Some(0), "{stdout}");
     assert!(
         stdout.contains("warning: Every block has an incoming transition"),
         "{stdout}"
