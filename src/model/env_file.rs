@@ -119,20 +119,13 @@ pub fn save_value(
     value: Option<&str>,
 ) -> Result<(), SetValueError> {
     let path = path_for_project(project_file);
-    let io = |source| SetValueError::Io {
-        path: path.clone(),
-        source,
-    };
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(io(e)),
+        Err(source) => return Err(SetValueError::Io { path, source }),
     };
     let text = set_in_text(&text, name, value)?;
-    if let Some(dir) = path.parent() {
-        super::local_folder::ensure(dir).map_err(io)?;
-    }
-    super::format::write_atomically(&path, text.as_bytes(), 0o600).map_err(io)
+    write_values_file(&path, text.as_bytes())
 }
 
 /// After Save As: gives the project's new file name the values of its old one, so that its blocks
@@ -149,15 +142,21 @@ pub fn carry_over(from_project: &Path, to_project: &Path) -> Result<bool, SetVal
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(source) => return Err(SetValueError::Io { path: from, source }),
     };
+    write_values_file(&to, &text)?;
+    Ok(true)
+}
+
+/// Writes a values file, making its folder when needed: atomically, and readable by its owner only
+/// when new (it holds secrets).
+fn write_values_file(path: &Path, bytes: &[u8]) -> Result<(), SetValueError> {
     let io = |source| SetValueError::Io {
-        path: to.clone(),
+        path: path.to_owned(),
         source,
     };
-    if let Some(dir) = to.parent() {
+    if let Some(dir) = path.parent() {
         super::local_folder::ensure(dir).map_err(io)?;
     }
-    super::format::write_atomically(&to, &text, 0o600).map_err(io)?;
-    Ok(true)
+    super::format::write_atomically(path, bytes, 0o600).map_err(io)
 }
 
 /// `text` (a values file) with `name` set to `value`: its line replaced where it was (later lines for
