@@ -709,3 +709,26 @@ fn rust_log_shows_what_workers_write_to_their_own_stderr() {
         "quiet by default"
     );
 }
+
+/// `braid run` leaves nothing in the temp folder: its workers' folders of block modules go with them.
+/// Before, each run left one empty folder per worker until a later worker started.
+#[test]
+fn braid_run_leaves_no_folders_in_the_temp_folder() {
+    let (_dir, path) = fan_out_project(
+        "tidy",
+        20,
+        "def main(block_input, backpack):\n    return block_input\n",
+    );
+    let temp = tempfile::tempdir().unwrap();
+    braid()
+        .env("TMPDIR", temp.path())
+        .args(["run", "--no-history"])
+        .arg(&path)
+        .assert()
+        .success();
+    let left: Vec<_> = std::fs::read_dir(temp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

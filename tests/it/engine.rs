@@ -712,6 +712,21 @@ fn hostile_segfault() {
     );
 }
 
+/// A block that closes every file descriptor closes its worker's pipes to Braid, though the worker
+/// goes on running. Only its item fails, and the message says what happened. Before, it blamed a
+/// SIGKILL and perhaps the memory: Braid's own kill of the worker, mistaken for a crash.
+#[test]
+fn hostile_closing_every_file_descriptor() {
+    let out = hostile("        os.closerange(0, 1024)", 10);
+    assert_only_item_4_failed(
+        &out,
+        InvocationStatus::Exception,
+        "closed its pipe to Braid (a block closing file descriptors, such as os.closerange",
+    );
+    let message = &item_4(&out).error.as_ref().unwrap().message;
+    assert!(!message.contains("SIGKILL"), "{message}");
+}
+
 #[test]
 fn hostile_non_json_return() {
     let out = hostile("        return {1, 2, 3}", 10);

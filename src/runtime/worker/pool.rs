@@ -30,6 +30,10 @@ const SILENCE_LIMIT: Duration = Duration::from_secs(5);
 const STDERR_LINES: usize = 40;
 /// Deaths in a row with nothing done before the pool gives up (a broken Python install).
 const MAX_FUTILE_STARTS: u32 = 3;
+/// How long a worker whose output ended gets to finish dying before it is ended: a crash closes the
+/// pipe a moment before the process is gone, and its exit status, not our kill, says what happened.
+/// One still running by then closed its pipe itself (a block closing every file descriptor).
+const EXIT_GRACE: Duration = Duration::from_millis(250);
 
 #[derive(Clone, Debug)]
 pub struct PoolConfig {
@@ -827,6 +831,10 @@ impl PoolActor {
         let Some(mut worker) = self.workers[index].take() else {
             return;
         };
+        // Its output ended on its own (not a kill of ours, not a malformed reply): let it finish exiting.
+        let ended_here = reason.is_empty()
+            && worker.stuck.is_none()
+            && !exited_within(&worker.child, EXIT_GRACE).await;
         end_worker(&mut worker.child);
         let status = tokio::time::timeout(Duration::from_secs(5), worker.child.wait())
             .await
@@ -857,6 +865,10 @@ impl PoolActor {
                         Some((key, code)) if *key == task.key => {
                             format!("the code called os._exit({code}); its Python process ended")
                         }
+                        _ if ended_here => "its Python process closed its pipe to Braid (a block \
+                            closing file descriptors, such as os.closerange, does this) and went on \
+                            running; Braid ended it"
+                            .to_owned(),
                         _ => format!("its Python process died: {how}"),
                     };
                     let mut result = crashed(&task, &message);
@@ -1060,7 +1072,58 @@ fn end_worker(child: &mut Child) {
     {
         let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
     }
+    if let Some(pid) = child.id() {
+        remove_modules_dir(pid);
+    }
     let _ = child.start_kill();
+}
+
+/// Removes the folder of block modules a worker keeps (worker.py's `_start_modules_dir`), which a killed
+/// worker can't: otherwise every `braid run` would leave its workers' folders in the temp folder.
+/// Best effort: the next worker to start removes what is left of workers that are gone.
+fn remove_modules_dir(pid: u32) {
+    let base = std::env::var_os("TMPDIR")
+        .filter(|dir| !dir.is_empty())
+        .map_or_else(
+            || std::path::PathBuf::from("/tmp"),
+            std::path::PathBuf::from,
+        );
+    let prefix = format!("braid-blocks-{pid}-");
+    let Ok(entries) = std::fs::read_dir(&base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with(&prefix))
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Whether `child` has exited within `grace`, leaving it unreaped: its pid, and with it the id of its
+/// process group, stays its own until [`end_worker`] has ended the group.
+async fn exited_within(child: &Child, grace: Duration) -> bool {
+    use rustix::process::{Pid, WaitId, WaitIdOptions, waitid};
+    let Some(pid) = child.id().and_then(|id| Pid::from_raw(id.cast_signed())) else {
+        return true;
+    };
+    let deadline = Instant::now() + grace;
+    loop {
+        match waitid(
+            WaitId::Pid(pid),
+            WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT,
+        ) {
+            Ok(None) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Ok(None) => return false,
+            // Exited; or not waitable (already reaped): either way there is nothing to wait for.
+            Ok(Some(_)) | Err(_) => return true,
+        }
+    }
 }
 
 fn describe_exit(status: Option<ExitStatus>, reason: &str) -> String {
