@@ -390,6 +390,12 @@ fn follow_run(
             RuntimeEvent::Progress { counts, .. } => progress.update(&counts),
             // pip's output while the project's libraries install: visible, never on stdout.
             RuntimeEvent::Log { line, .. } => progress.log(&line),
+            // What a worker wrote outside any invocation's printed output (C code, late threads).
+            RuntimeEvent::WorkerOutput { worker, lines, .. } => {
+                for line in lines {
+                    progress.log(&format!("worker {worker}: {line}"));
+                }
+            }
             RuntimeEvent::RunFinished(summary) => {
                 progress.finish();
                 if let Some(history) = &history {

@@ -405,7 +405,11 @@ impl App {
             }
             RuntimeEvent::Log { line, .. } => {
                 tracing::info!(target: "braid::environment", "{line}");
+                run.add_log(run::LogSource::Install, [line.clone()]);
                 run.preparing = Some(line);
+            }
+            RuntimeEvent::WorkerOutput { worker, lines, .. } => {
+                run.add_log(run::LogSource::Worker(worker), lines);
             }
             RuntimeEvent::Checked { .. } => {}
         }

@@ -38,7 +38,27 @@ pub struct RunState {
     pub sent_at_secs: f64,
     /// The latest line of preparation output (pip installing the project's libraries).
     pub preparing: Option<String>,
+    /// What the run printed outside its invocations, in order: pip's output, worker output.
+    pub log: Vec<LogLine>,
 }
+
+/// A line of the run's log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    pub source: LogSource,
+    pub text: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogSource {
+    /// pip, installing the project's libraries before the run.
+    Install,
+    /// A worker (counted from 1), writing outside any one invocation's printed output.
+    Worker(usize),
+}
+
+/// The most log lines a run keeps (the runtime already caps worker output; pip's can be long).
+pub const LOG_LINES: usize = 10_000;
 
 impl RunState {
     pub fn new(run_id: RunId, now_secs: f64) -> Self {
@@ -49,7 +69,18 @@ impl RunState {
             records_received: 0,
             sent_at_secs: now_secs,
             preparing: None,
+            log: Vec::new(),
         }
+    }
+
+    pub fn add_log(&mut self, source: LogSource, lines: impl IntoIterator<Item = String>) {
+        let room = LOG_LINES.saturating_sub(self.log.len());
+        self.log.extend(
+            lines
+                .into_iter()
+                .take(room)
+                .map(|text| LogLine { source, text }),
+        );
     }
 
     pub fn is_active(&self) -> bool {

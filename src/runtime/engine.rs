@@ -13,7 +13,9 @@ use tokio::sync::mpsc;
 use super::history::HistoryWriter;
 use super::invoker::{BlockCompileError, Invoker, InvokerEvent, Program, TaskResult};
 use super::plan::Plan;
-use super::record::{CompileError, RunId, RunStatus, RunSummary, RuntimeEvent, now_ms};
+use super::record::{
+    CompileError, RunId, RunStatus, RunSummary, RuntimeEvent, WORKER_OUTPUT_LINES, now_ms,
+};
 use super::scheduler::{KEY_BITS, RunScheduler};
 use super::worker::pool::{PoolConfig, ProcessPool};
 use crate::model::validate::{Severity, validate};
@@ -220,6 +222,8 @@ struct ActiveRun {
     project: Arc<Project>,
     last_progress: std::time::Instant,
     history: Option<HistoryWriter>,
+    /// Lines of worker output sent so far (see [`RuntimeEvent::WorkerOutput`]).
+    output_lines: usize,
 }
 
 struct Engine {
@@ -353,8 +357,12 @@ impl Engine {
         // Then let the recorder finish what it has, and close the history databases, so each is left
         // merged and whole.
         let Self {
-            writers, recorder, ..
+            writers,
+            recorder,
+            invoker,
+            ..
         } = engine;
+        invoker.stop().await;
         drop(recorder);
         if tokio::time::timeout(CLOSE_WITHIN, recorder_task)
             .await
@@ -398,6 +406,7 @@ impl Engine {
                         project: Arc::new(*project),
                         last_progress: std::time::Instant::now(),
                         history: None,
+                        output_lines: 0,
                     },
                 );
             }
@@ -536,6 +545,7 @@ impl Engine {
                 project: Arc::new(project),
                 last_progress: std::time::Instant::now(),
                 history,
+                output_lines: 0,
             },
         );
     }
@@ -654,6 +664,38 @@ impl Engine {
                     }
                 }
             }
+            InvokerEvent::Output { worker, lines } => self.worker_output(worker, lines).await,
+        }
+    }
+
+    /// Worker output belongs to no one invocation: every run going on gets it (workers are shared, so
+    /// with two runs at once it can't say whose it is), up to [`WORKER_OUTPUT_LINES`] each.
+    async fn worker_output(&mut self, worker: usize, lines: Vec<String>) {
+        let mut sends = Vec::new();
+        for run in self.runs.values_mut() {
+            if !matches!(run.phase, Phase::Running) || run.output_lines > WORKER_OUTPUT_LINES {
+                continue;
+            }
+            let room = WORKER_OUTPUT_LINES - run.output_lines;
+            let mut shown: Vec<String> = lines.iter().take(room).cloned().collect();
+            run.output_lines += shown.len();
+            if lines.len() > room {
+                // Once, and never again for this run.
+                run.output_lines = WORKER_OUTPUT_LINES + 1;
+                shown.push(format!(
+                    "[Braid shows a run's first {} lines of worker output; \
+                     RUST_LOG=braid::worker=debug logs all of them]",
+                    crate::model::count(WORKER_OUTPUT_LINES as u64)
+                ));
+            }
+            sends.push(RuntimeEvent::WorkerOutput {
+                run_id: run.scheduler.run_id().clone(),
+                worker: worker + 1,
+                lines: shown,
+            });
+        }
+        for event in sends {
+            self.emit(event).await;
         }
     }
 

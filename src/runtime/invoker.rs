@@ -107,6 +107,13 @@ pub enum InvokerEvent {
     Finished(Vec<TaskResult>),
     /// Python can't be run at all (the worker won't start); every run fails with this message.
     Broken(String),
+    /// Lines a worker wrote to its own stderr or stdout: C code writing to them, a thread printing after
+    /// its invocation ended, a process that inherited them; nothing Python's streams in an invocation
+    /// caught. Sent ahead of the results the worker sent after writing them. `worker` counts from 0.
+    Output {
+        worker: usize,
+        lines: Vec<String>,
+    },
 }
 
 /// Runs Python for the scheduler. Calls return at once; answers arrive as [`InvokerEvent`]s.

@@ -274,6 +274,14 @@ pub enum RuntimeEvent {
         run_id: RunId,
         line: String,
     },
+    /// Lines a worker wrote outside any one invocation's printed output (C code writing to the
+    /// process's descriptors, a thread printing after its invocation ended) while the run went on.
+    /// `worker` counts from 1. A run gets at most [`WORKER_OUTPUT_LINES`] of them.
+    WorkerOutput {
+        run_id: RunId,
+        worker: usize,
+        lines: Vec<String>,
+    },
     /// The answer to a check: the code's compile errors (empty when everything compiles).
     Checked {
         check_id: RunId,
@@ -288,12 +296,16 @@ impl RuntimeEvent {
             | Self::RunRefused { run_id, .. }
             | Self::Invocations { run_id, .. }
             | Self::Progress { run_id, .. }
-            | Self::Log { run_id, .. } => run_id,
+            | Self::Log { run_id, .. }
+            | Self::WorkerOutput { run_id, .. } => run_id,
             Self::RunFinished(summary) => &summary.run_id,
             Self::Checked { check_id, .. } => check_id,
         }
     }
 }
+
+/// How many lines of worker output one run shows; a note after them says where the rest are.
+pub const WORKER_OUTPUT_LINES: usize = 1000;
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> f64 {

@@ -50,7 +50,9 @@ impl Views {
             results_panel::Tab::Executions | results_panel::Tab::Timeline => {
                 ("braid-executions", 380.0)
             }
-            results_panel::Tab::Results | results_panel::Tab::Failures => ("braid-results", 190.0),
+            results_panel::Tab::Results
+            | results_panel::Tab::Failures
+            | results_panel::Tab::Log => ("braid-results", 190.0),
         };
         egui::Panel::bottom(panel_id)
             .resizable(true)

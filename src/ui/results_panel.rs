@@ -1,6 +1,9 @@
 //! The bottom panel: the current run's progress, then its results and failures.
 //!
-//! Tabs: the results, the failures, the Block Executions panel and the timeline.
+//! Tabs: the results, the failures, the Block Executions panel, the timeline and the run's log (what it
+//! printed outside its invocations).
+
+use std::fmt::Write as _;
 
 use egui::{RichText, Ui};
 
@@ -9,7 +12,9 @@ use super::executions_panel::ExecutionsPanel;
 use super::theme;
 use super::timeline::TimelineView;
 use crate::app::executions::InvocationId;
-use crate::app::run::{InvocationStatus, RunFailure, RunPhase, RunResult, RunState, RunStatus};
+use crate::app::run::{
+    InvocationStatus, LogLine, LogSource, RunFailure, RunPhase, RunResult, RunState, RunStatus,
+};
 use crate::app::{App, Command, CommandSender};
 use crate::model::BlockId;
 
@@ -20,6 +25,7 @@ pub enum Tab {
     Failures,
     Executions,
     Timeline,
+    Log,
 }
 
 #[derive(Default)]
@@ -74,10 +80,30 @@ impl ResultsPanel {
                 );
             ui.selectable_value(&mut self.tab, Tab::Timeline, "Timeline")
                 .on_hover_text("The shown run's invocations on a time axis");
+            let lines = app.run.as_ref().map_or(0, |run| run.log.len());
+            let title = if lines == 0 {
+                "Log".to_owned()
+            } else {
+                format!("Log ({})", crate::model::count(lines as u64))
+            };
+            ui.selectable_value(&mut self.tab, Tab::Log, title)
+                .on_hover_text(
+                    "What the run printed outside its invocations: pip installing the libraries, \
+                     and what the workers wrote themselves",
+                );
         });
         match self.tab {
             Tab::Executions => return self.executions.show_ui(ui, app, tx),
             Tab::Timeline => return self.timeline.show_ui(ui, app, tx),
+            Tab::Log => {
+                if let Some(run) = &app.run {
+                    log_ui(ui, &run.log);
+                } else {
+                    ui.add_space(6.0);
+                    ui.label(RichText::new("Run the pipeline to see its log here.").weak());
+                }
+                return;
+            }
             Tab::Results | Tab::Failures => {}
         }
         let Some(run) = &app.run else {
@@ -267,6 +293,57 @@ fn results_ui(ui: &mut Ui, results: &[RunResult]) {
                     }
                     ui.add(egui::Label::new(RichText::new(cut(&text, 400)).monospace()).truncate())
                         .on_hover_text(cut(&text, 4000));
+                });
+            }
+        });
+}
+
+/// The run's log: pip's output, then what workers wrote outside any one invocation's printed output,
+/// each line with where it came from.
+fn log_ui(ui: &mut Ui, log: &[LogLine]) {
+    if log.is_empty() {
+        ui.add_space(6.0);
+        ui.label(
+            RichText::new(
+                "Nothing was printed outside the invocations. This is where pip's output goes while \
+                 the project's libraries install, and what a worker writes itself: C code writing to \
+                 the process's output, a thread printing after its invocation ended.",
+            )
+            .weak(),
+        );
+        return;
+    }
+    let source = |line: &LogLine| match line.source {
+        LogSource::Install => "pip".to_owned(),
+        LogSource::Worker(n) => format!("worker {n}"),
+    };
+    if ui
+        .small_button("Copy")
+        .on_hover_text("Copy the whole log")
+        .clicked()
+    {
+        let mut text = String::new();
+        for line in log {
+            let _ = writeln!(text, "{}: {}", source(line), line.text);
+        }
+        ui.ctx().copy_text(text);
+    }
+    egui::ScrollArea::vertical()
+        .id_salt("log-scroll")
+        .auto_shrink([false, false])
+        .stick_to_bottom(true)
+        .show_rows(ui, ROW_HEIGHT, log.len(), |ui, rows| {
+            for line in &log[rows] {
+                ui.horizontal(|ui| {
+                    ui.add_sized(
+                        [70.0, ROW_HEIGHT],
+                        egui::Label::new(RichText::new(source(line)).weak()),
+                    );
+                    ui.add(
+                        egui::Label::new(RichText::new(cut(&line.text, 1000)).monospace())
+                            .truncate(),
+                    )
+                    .on_hover_text(cut(&line.text, 4000));
                 });
             }
         });

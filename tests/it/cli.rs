@@ -679,8 +679,8 @@ fn blocks_run_in_the_project_folder() {
 }
 
 /// What goes to the worker's own descriptors (C code writing to them; here `os.write`) is not any one
-/// invocation's printed output; `RUST_LOG=braid::worker=debug` shows it on braid's stderr (and by
-/// default it stays out of the way).
+/// invocation's printed output: `braid run` shows it once as the worker's output, and
+/// `RUST_LOG=braid::worker=debug` also logs it as it arrives (all of it, past the run's cap).
 #[test]
 fn rust_log_shows_what_workers_write_to_their_own_stderr() {
     let (_dir, path) = write_temp(
@@ -700,14 +700,15 @@ fn rust_log_shows_what_workers_write_to_their_own_stderr() {
         assert!(out.status.success());
         String::from_utf8(out.stderr).unwrap()
     };
-    assert!(
-        stderr(Some("braid::worker=debug")).contains("from a subprocess"),
-        "shown when asked for"
-    );
-    assert!(
-        !stderr(None).contains("from a subprocess"),
-        "quiet by default"
-    );
+    let debug = stderr(Some("braid::worker=debug"));
+    assert_eq!(debug.matches("from a subprocess").count(), 2, "{debug}");
+    let default = stderr(None);
+    let shown: Vec<&str> = default
+        .lines()
+        .filter(|line| line.contains("from a subprocess"))
+        .collect();
+    assert_eq!(shown.len(), 1, "{default}");
+    assert!(shown[0].starts_with("worker "), "{default}");
 }
 
 /// `braid run` leaves nothing in the temp folder: its workers' folders of block modules go with them.
@@ -731,4 +732,30 @@ fn braid_run_leaves_no_folders_in_the_temp_folder() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// `braid run` shows what a worker wrote itself (C code writing to the process's stderr) on its own
+/// stderr, saying which worker; the block's printed output stays in its record.
+#[test]
+fn braid_run_shows_worker_output_on_stderr() {
+    let (_dir, path) = fan_out_project(
+        "c-output",
+        2,
+        "import os\ndef main(block_input, backpack):\n    os.write(2, f'from C {block_input}\\n'.encode())\n    return block_input\n",
+    );
+    let out = braid()
+        .args(["run", "--no-history"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let mut shown: Vec<&str> = stderr
+        .lines()
+        .filter_map(|line| line.strip_prefix("worker "))
+        .map(|line| line.split_once(": ").expect("worker N: text").1)
+        .collect();
+    shown.sort_unstable();
+    assert_eq!(shown, ["from C 0", "from C 1"], "{stderr}");
+    assert!(!String::from_utf8(out.stdout).unwrap().contains("from C"));
 }

@@ -431,6 +431,31 @@ fn runs_a_pipeline_and_shows_the_result() {
     );
 }
 
+/// The Log tab shows what the run printed outside its invocations: here a block's C-level write to the
+/// worker's stderr, with the worker it came from.
+#[test]
+fn the_log_tab_shows_what_workers_wrote_themselves() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let project = crate::support::Builder::new()
+        .block(
+            "Native",
+            "import os\ndef main(block_input, backpack):\n    os.write(2, b'native library says hi\\n')\n    return 1\n",
+        )
+        .build();
+    let path = dir.path().join("native.braid.json");
+    braid::model::format::save_project(&path, &project).expect("saves");
+    let mut harness = harness_with(&path);
+    assert_eq!(first_output(&mut harness), 1);
+    click(&mut harness, "Log (1)");
+    harness.get_by_label("native library says hi");
+    let run = harness.state().app.run.as_ref().expect("a run");
+    assert!(
+        matches!(run.log[0].source, braid::app::run::LogSource::Worker(1 | 2)),
+        "{:?}",
+        run.log
+    );
+}
+
 /// In the editor too, blocks run in the project file's folder (the editor may have been started from
 /// anywhere: a desktop launcher starts it in the home folder).
 #[test]

@@ -540,3 +540,89 @@ fn processes_a_block_started_do_not_outlive_its_worker() {
         "the background sleep {pid} outlived the runtime"
     );
 }
+
+/// The worker output a run got, in order, as `worker N: line`.
+fn worker_output_of(project: braid::model::Project) -> (RunStatus, Vec<String>) {
+    let mut runtime = RuntimeHandle::start(runtime_config()).expect("runtime starts");
+    let mut lines = Vec::new();
+    let out = crate::support::run_request_on(
+        &mut runtime,
+        RunRequest::new(RunId::new_random(), project),
+        |_, _, event| {
+            if let RuntimeEvent::WorkerOutput {
+                worker,
+                lines: more,
+                ..
+            } = event
+            {
+                lines.extend(more.iter().map(|line| format!("worker {worker}: {line}")));
+            }
+        },
+    );
+    (out.summary.status, lines)
+}
+
+/// What reaches a worker's own descriptors (C code writing to them, here `os.write`; a child process
+/// that inherited them) is no invocation's printed output, but the run gets it, before it ends: the
+/// editor's Log tab and `braid run`'s stderr show it. Before, only `RUST_LOG=braid::worker=debug` did.
+#[test]
+fn what_a_worker_writes_itself_reaches_the_run() {
+    let code = "import os\ndef main(block_input, backpack):\n    \
+                os.write(2, f'to stderr {block_input}\\n'.encode())\n    \
+                os.write(1, f'to stdout {block_input}\\n'.encode())\n    \
+                print('printed', block_input)\n    \
+                return block_input\n";
+    let project = Builder::new()
+        .block("Gen", &items(3))
+        .block("Work", code)
+        .link("Gen", "Work", FanOut)
+        .build();
+    let (status, lines) = worker_output_of(project);
+    assert_eq!(status, RunStatus::Succeeded);
+    let mut texts: Vec<&str> = lines
+        .iter()
+        .map(|line| line.split_once(": ").expect("worker N: text").1)
+        .collect();
+    texts.sort_unstable();
+    assert_eq!(
+        texts,
+        [
+            "to stderr 0",
+            "to stderr 1",
+            "to stderr 2",
+            "to stdout 0",
+            "to stdout 1",
+            "to stdout 2"
+        ],
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|line| line.starts_with("worker 1: ") || line.starts_with("worker 2: ")),
+        "{lines:?}"
+    );
+}
+
+/// A block that floods the worker's stderr: the run shows its first 1,000 lines and says where the rest
+/// are, rather than filling the editor's memory.
+#[test]
+fn a_runs_worker_output_is_capped_with_a_note() {
+    let code = "import os\ndef main(block_input, backpack):\n    \
+                os.write(2, b''.join(b'line %d\\n' % i for i in range(1500)))\n";
+    let project = Builder::new().block("Flood", code).build();
+    let (status, lines) = worker_output_of(project);
+    assert_eq!(status, RunStatus::Succeeded);
+    assert_eq!(
+        lines.len(),
+        1001,
+        "{:?}",
+        &lines[lines.len().saturating_sub(3)..]
+    );
+    assert!(lines[999].ends_with(": line 999"), "{}", lines[999]);
+    assert!(
+        lines[1000].contains("first 1,000 lines of worker output; RUST_LOG=braid::worker=debug"),
+        "{}",
+        lines[1000]
+    );
+}

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
@@ -28,6 +28,8 @@ const BATCH: usize = 256;
 const SILENCE_LIMIT: Duration = Duration::from_secs(5);
 /// Kept from a worker's stderr, to explain a crash.
 const STDERR_LINES: usize = 40;
+/// How long a worker's stderr is still read after its stdout ended, for the last words of a crash.
+const STDERR_AFTER_EXIT: Duration = Duration::from_millis(500);
 /// Deaths in a row with nothing done before the pool gives up (a broken Python install).
 const MAX_FUTILE_STARTS: u32 = 3;
 /// How long a worker whose output ended gets to finish dying before it is ended: a crash closes the
@@ -60,6 +62,8 @@ enum PoolCommand {
     Unload(u64),
     Submit(Vec<Task>),
     Cancel(Vec<u64>),
+    /// End every worker (and what their blocks started), then answer.
+    Stop(tokio::sync::oneshot::Sender<()>),
 }
 
 /// The handle the scheduler holds. Dropping it stops the workers.
@@ -75,6 +79,15 @@ impl ProcessPool {
         let (commands, rx) = mpsc::unbounded_channel();
         tokio::spawn(PoolActor::new(config, events).run(rx));
         Self { commands }
+    }
+
+    /// Ends the workers and waits until they are gone, their module folders removed: a process that
+    /// exits right after (as `braid run` does) would otherwise leave that to nobody.
+    pub async fn stop(self) {
+        let (done, stopped) = tokio::sync::oneshot::channel();
+        if self.commands.send(PoolCommand::Stop(done)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), stopped).await;
+        }
     }
 }
 
@@ -464,6 +477,8 @@ impl WireResult {
 
 enum FromWorker {
     Frame(WorkerFrame),
+    /// Complete lines from the worker's stderr, ahead of the frames it sent after writing them.
+    Output(Vec<String>),
     /// The worker's stdout closed or spoke garbage: it is gone (or must go).
     Gone(String),
 }
@@ -538,6 +553,11 @@ impl PoolActor {
             tokio::select! {
                 command = commands.recv() => {
                     let Some(command) = command else { break };
+                    if let PoolCommand::Stop(done) = command {
+                        self.end_workers();
+                        let _ = done.send(());
+                        return;
+                    }
                     self.command(command).await;
                 }
                 Some((index, generation, message)) = self.from_workers.recv() => {
@@ -547,9 +567,7 @@ impl PoolActor {
             }
             self.dispatch();
         }
-        for worker in self.workers.iter_mut().flatten() {
-            end_worker(&mut worker.child);
-        }
+        self.end_workers();
     }
 
     async fn command(&mut self, command: PoolCommand) {
@@ -603,7 +621,16 @@ impl PoolActor {
                 }
             }
             PoolCommand::Cancel(keys) => self.cancel(keys).await,
+            // Taken by the loop in `run`.
+            PoolCommand::Stop(_) => {}
         }
+    }
+
+    fn end_workers(&mut self) {
+        for worker in self.workers.iter_mut().flatten() {
+            end_worker(&mut worker.child);
+        }
+        self.workers.iter_mut().for_each(|w| *w = None);
     }
 
     async fn cancel(&mut self, keys: Vec<u64>) {
@@ -691,44 +718,66 @@ impl PoolActor {
             }
         });
         let tx = self.from_workers_tx.clone();
+        let lines = Arc::new(Mutex::new(VecDeque::new()));
+        let mut stderr = WorkerStderr {
+            pipe: stderr,
+            partial: Vec::new(),
+            tail: Arc::clone(&lines),
+        };
+        // One task reads both of the worker's outputs, so that what it wrote to stderr before sending
+        // a frame is passed on before that frame: output a block's C code wrote then reaches its run
+        // before the run can end.
         tokio::spawn(async move {
-            let mut reader = BufReader::with_capacity(1 << 16, stdout);
+            let send = |message| tx.send((index, generation, message)).is_ok();
+            let mut next = Box::pin(read_frame(BufReader::with_capacity(1 << 16, stdout)));
+            let mut stderr_open = true;
             let reason = loop {
-                let mut header = [0_u8; 4];
-                if reader.read_exact(&mut header).await.is_err() {
-                    break String::new();
-                }
-                let mut body = vec![0_u8; u32::from_le_bytes(header) as usize];
-                if reader.read_exact(&mut body).await.is_err() {
-                    break String::new();
-                }
-                match parse_frame(&body) {
-                    Ok(frame) => {
-                        if tx
-                            .send((index, generation, FromWorker::Frame(frame)))
-                            .is_err()
-                        {
+                tokio::select! {
+                    (reader, body) = &mut next => {
+                        let earlier = stderr.read_now();
+                        if !earlier.is_empty() && !send(FromWorker::Output(earlier)) {
                             return;
                         }
+                        let Some(body) = body else {
+                            break String::new();
+                        };
+                        match parse_frame(&body) {
+                            Ok(frame) => {
+                                if !send(FromWorker::Frame(frame)) {
+                                    return;
+                                }
+                            }
+                            Err(error) => {
+                                break format!("the worker sent a malformed reply ({error})");
+                            }
+                        }
+                        next = Box::pin(read_frame(reader));
                     }
-                    Err(error) => break format!("the worker sent a malformed reply ({error})"),
+                    more = stderr.read_some(), if stderr_open => match more {
+                        Some(more) => {
+                            if !more.is_empty() && !send(FromWorker::Output(more)) {
+                                return;
+                            }
+                        }
+                        None => stderr_open = false,
+                    },
                 }
             };
-            let _ = tx.send((index, generation, FromWorker::Gone(reason)));
-        });
-        let lines = Arc::new(Mutex::new(VecDeque::new()));
-        let sink = Arc::clone(&lines);
-        tokio::spawn(async move {
-            let mut reader = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                tracing::debug!(target: "braid::worker", "{line}");
-                if let Ok(mut lines) = sink.lock() {
-                    if lines.len() == STDERR_LINES {
-                        lines.pop_front();
-                    }
-                    lines.push_back(line);
+            // A worker that died wrote its last words (a segfault's traceback) to stderr as it went:
+            // they explain the crash, so they are read before it is reported.
+            let last = tokio::time::timeout(STDERR_AFTER_EXIT, async {
+                let mut last = Vec::new();
+                while stderr_open && let Some(more) = stderr.read_some().await {
+                    last.extend(more);
                 }
+                last
+            })
+            .await
+            .unwrap_or_default();
+            if !last.is_empty() {
+                send(FromWorker::Output(last));
             }
+            send(FromWorker::Gone(reason));
         });
         for frame in self.programs.values() {
             let _ = frames.send(frame.clone());
@@ -823,6 +872,13 @@ impl PoolActor {
                 }
                 _ => {}
             },
+            FromWorker::Output(lines) => {
+                self.emit(InvokerEvent::Output {
+                    worker: index,
+                    lines,
+                })
+                .await;
+            }
             FromWorker::Gone(reason) => self.worker_died(index, &reason).await,
         }
     }
@@ -1061,6 +1117,80 @@ fn silent_past_timeout(timeout_s: f64) -> Duration {
         .saturating_add(SILENCE_LIMIT)
 }
 
+/// Reads a worker's next frame (its length, then its body); `None` once the worker's stdout has ended.
+async fn read_frame<R: tokio::io::AsyncRead + Unpin>(mut reader: R) -> (R, Option<Vec<u8>>) {
+    let mut header = [0_u8; 4];
+    if reader.read_exact(&mut header).await.is_err() {
+        return (reader, None);
+    }
+    let mut body = vec![0_u8; u32::from_le_bytes(header) as usize];
+    if reader.read_exact(&mut body).await.is_err() {
+        return (reader, None);
+    }
+    (reader, Some(body))
+}
+
+/// A worker's stderr, read as lines: each is logged (`braid::worker`), kept in the tail that explains
+/// a crash, and handed on as the run's worker output.
+struct WorkerStderr {
+    pipe: tokio::process::ChildStderr,
+    /// The start of a line not ended yet.
+    partial: Vec<u8>,
+    tail: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl WorkerStderr {
+    /// Waits for more; the lines it completes (none if it ended no line), or `None` once the pipe has
+    /// closed (with the last, unended line given before).
+    async fn read_some(&mut self) -> Option<Vec<String>> {
+        let mut buf = [0_u8; 8192];
+        match self.pipe.read(&mut buf).await {
+            Ok(n) if n > 0 => Some(self.lines(&buf[..n])),
+            _ if self.partial.is_empty() => None,
+            _ => {
+                self.partial.push(b'\n');
+                Some(self.lines(&[]))
+            }
+        }
+    }
+
+    /// What is in the pipe now, without waiting: written before anything read from stdout after it.
+    fn read_now(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut buf = [0_u8; 8192];
+        // The pipe is non-blocking (tokio made it so): this stops at "would block".
+        while let Ok(n) = rustix::io::read(&self.pipe, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            lines.extend(self.lines(&buf[..n]));
+        }
+        lines
+    }
+
+    fn lines(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.partial.extend_from_slice(bytes);
+        let mut lines = Vec::new();
+        let mut start = 0;
+        while let Some(end) = self.partial[start..].iter().position(|&b| b == b'\n') {
+            let line = &self.partial[start..start + end];
+            let line =
+                String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line)).into_owned();
+            tracing::debug!(target: "braid::worker", "{line}");
+            if let Ok(mut tail) = self.tail.lock() {
+                if tail.len() == STDERR_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line.clone());
+            }
+            lines.push(line);
+            start += end + 1;
+        }
+        self.partial.drain(..start);
+        lines
+    }
+}
+
 /// Ends a worker and everything its invocations started: its process group (it leads one of its own),
 /// so a subprocess a block left running, or one a timed-out invocation was stuck waiting for, does not
 /// outlive it. Called before the worker is reaped, while its pid (the group's id) can't be reused.
@@ -1071,17 +1201,40 @@ fn end_worker(child: &mut Child) {
         .and_then(|id| rustix::process::Pid::from_raw(id.cast_signed()))
     {
         let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
-    }
-    if let Some(pid) = child.id() {
-        remove_modules_dir(pid);
+        let pid = group.as_raw_pid().cast_unsigned();
+        if !remove_modules_dir(pid) {
+            // No folder yet: the worker may still be starting, and make it after this look. Looked for
+            // again once it is gone (a killed process is gone within a millisecond or so; this waits
+            // 100 ms at most).
+            for _ in 0..100 {
+                if has_exited(group) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            remove_modules_dir(pid);
+        }
     }
     let _ = child.start_kill();
+}
+
+/// Whether the child `pid` has exited, leaving it unreaped (or can't be waited for: already reaped).
+fn has_exited(pid: rustix::process::Pid) -> bool {
+    use rustix::process::{WaitId, WaitIdOptions, waitid};
+    !matches!(
+        waitid(
+            WaitId::Pid(pid),
+            WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT,
+        ),
+        Ok(None)
+    )
 }
 
 /// Removes the folder of block modules a worker keeps (worker.py's `_start_modules_dir`), which a killed
 /// worker can't: otherwise every `braid run` would leave its workers' folders in the temp folder.
 /// Best effort: the next worker to start removes what is left of workers that are gone.
-fn remove_modules_dir(pid: u32) {
+/// Whether there was one.
+fn remove_modules_dir(pid: u32) -> bool {
     let base = std::env::var_os("TMPDIR")
         .filter(|dir| !dir.is_empty())
         .map_or_else(
@@ -1090,39 +1243,40 @@ fn remove_modules_dir(pid: u32) {
         );
     let prefix = format!("braid-blocks-{pid}-");
     let Ok(entries) = std::fs::read_dir(&base) else {
-        return;
+        return false;
     };
+    let mut found = false;
     for entry in entries.flatten() {
         if entry
             .file_name()
             .to_str()
             .is_some_and(|name| name.starts_with(&prefix))
         {
+            found = true;
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
+    found
 }
 
 /// Whether `child` has exited within `grace`, leaving it unreaped: its pid, and with it the id of its
 /// process group, stays its own until [`end_worker`] has ended the group.
 async fn exited_within(child: &Child, grace: Duration) -> bool {
-    use rustix::process::{Pid, WaitId, WaitIdOptions, waitid};
-    let Some(pid) = child.id().and_then(|id| Pid::from_raw(id.cast_signed())) else {
+    let Some(pid) = child
+        .id()
+        .and_then(|id| rustix::process::Pid::from_raw(id.cast_signed()))
+    else {
         return true;
     };
     let deadline = Instant::now() + grace;
     loop {
-        match waitid(
-            WaitId::Pid(pid),
-            WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT,
-        ) {
-            Ok(None) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            Ok(None) => return false,
-            // Exited; or not waitable (already reaped): either way there is nothing to wait for.
-            Ok(Some(_)) | Err(_) => return true,
+        if has_exited(pid) {
+            return true;
         }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
