@@ -1169,13 +1169,8 @@ impl WorkerStderr {
     }
 
     fn lines(&mut self, bytes: &[u8]) -> Vec<String> {
-        self.partial.extend_from_slice(bytes);
-        let mut lines = Vec::new();
-        let mut start = 0;
-        while let Some(end) = self.partial[start..].iter().position(|&b| b == b'\n') {
-            let line = &self.partial[start..start + end];
-            let line =
-                String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line)).into_owned();
+        let lines = split_lines(&mut self.partial, bytes);
+        for line in &lines {
             tracing::debug!(target: "braid::worker", "{line}");
             if let Ok(mut tail) = self.tail.lock() {
                 if tail.len() == STDERR_LINES {
@@ -1183,12 +1178,49 @@ impl WorkerStderr {
                 }
                 tail.push_back(line.clone());
             }
-            lines.push(line);
-            start += end + 1;
         }
-        self.partial.drain(..start);
         lines
     }
+}
+
+/// The most of one line of a worker's stderr that is kept: a longer one is cut there, so that C code
+/// writing without newlines can't grow Braid's memory.
+const LINE_LIMIT: usize = 16 * 1024;
+
+/// Adds `bytes` to the unended line in `partial` and takes out the lines that are complete.
+fn split_lines(partial: &mut Vec<u8>, bytes: &[u8]) -> Vec<String> {
+    partial.extend_from_slice(bytes);
+    let mut lines = Vec::new();
+    let mut start = 0;
+    while let Some(end) = partial[start..].iter().position(|&b| b == b'\n') {
+        lines.push(as_shown(&partial[start..start + end]));
+        start += end + 1;
+    }
+    partial.drain(..start);
+    // A progress bar redrawn with carriage returns: only its latest state can still show. (A final
+    // one may be the start of a CRLF.)
+    if let Some(cr) = partial[..partial.len().saturating_sub(1)]
+        .iter()
+        .rposition(|&b| b == b'\r')
+    {
+        partial.drain(..=cr);
+    }
+    if partial.len() > LINE_LIMIT {
+        lines.push(as_shown(&partial[..LINE_LIMIT]));
+        partial.clear();
+    }
+    lines
+}
+
+/// A line as a terminal shows it: what follows its last carriage return, as UTF-8 (U+FFFD for what
+/// isn't).
+fn as_shown(line: &[u8]) -> String {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let line = line
+        .iter()
+        .rposition(|&b| b == b'\r')
+        .map_or(line, |cr| &line[cr + 1..]);
+    String::from_utf8_lossy(line).into_owned()
 }
 
 /// Ends a worker and everything its invocations started: its process group (it leads one of its own),
@@ -1359,6 +1391,30 @@ fn cancelled(task: &Task) -> TaskResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A worker's stderr as lines: pieces joined, CRLF and a progress bar's redraws shown as a terminal
+    /// would, text that isn't UTF-8 replaced, and a line without end cut rather than kept growing.
+    #[test]
+    fn worker_stderr_splits_into_lines_as_a_terminal_shows_them() {
+        let mut partial = Vec::new();
+        assert_eq!(split_lines(&mut partial, b"one\ntw"), ["one"]);
+        assert_eq!(split_lines(&mut partial, b"o\r"), Vec::<String>::new());
+        assert_eq!(
+            split_lines(&mut partial, b"\nthree \xff\n"),
+            ["two", "three \u{fffd}"]
+        );
+        assert_eq!(
+            split_lines(&mut partial, b" 10%\r 50%\r 90%"),
+            Vec::<String>::new()
+        );
+        assert_eq!(partial, b" 90%", "only the latest redraw is kept");
+        assert_eq!(split_lines(&mut partial, b"\r100%\n"), ["100%"]);
+        let long = vec![b'x'; LINE_LIMIT + 10];
+        let lines = split_lines(&mut partial, &long);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].len(), LINE_LIMIT);
+        assert!(partial.is_empty());
+    }
 
     #[test]
     fn split_list_finds_elements_and_depths_past_strings() {
