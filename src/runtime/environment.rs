@@ -66,16 +66,20 @@ pub fn python_executable() -> PathBuf {
 /// A stable name for a requirement set on an interpreter version (FNV-1a: stable across Rust releases,
 /// unlike `DefaultHasher`).
 pub fn environment_key(python_version: &str, requirements: &[String]) -> String {
+    let mut text = python_version.as_bytes().to_vec();
+    text.push(0);
+    text.extend_from_slice(requirements.join("\n").as_bytes());
+    format!("py{python_version}-{}", stable_hash(&text))
+}
+
+/// FNV-1a of `bytes` as 16 hex digits: the same on every machine and Rust release.
+pub fn stable_hash(bytes: &[u8]) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in python_version
-        .bytes()
-        .chain(std::iter::once(0))
-        .chain(requirements.join("\n").bytes())
-    {
+    for &byte in bytes {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("py{python_version}-{hash:016x}")
+    format!("{hash:016x}")
 }
 
 /// Makes sure the environment for `requirements` exists and returns its `site-packages` folder.

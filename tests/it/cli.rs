@@ -759,3 +759,37 @@ fn braid_run_shows_worker_output_on_stderr() {
     assert_eq!(shown, ["from C 0", "from C 1"], "{stderr}");
     assert!(!String::from_utf8(out.stdout).unwrap().contains("from C"));
 }
+
+/// Workers keep `worker.py`'s compiled code in Braid's cache folder (as Python keeps a module's), which
+/// took about 8 ms of every worker's start to compile. A cache file that is damaged is compiled again
+/// and replaced; the run does not notice.
+#[test]
+fn workers_cache_their_compiled_code_and_survive_a_damaged_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let (_dir, path) = write_temp(
+        "cached.braid.json",
+        &one_block("def main(block_input, backpack):\n    return 7\n"),
+    );
+    let run = || {
+        let out = braid()
+            .env("XDG_CACHE_HOME", cache.path())
+            .args(["run", "--json", "--no-history"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let out: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(out["results"][0]["output"], 7, "{out}");
+    };
+    run();
+    let folder = cache.path().join("braid").join("bytecode");
+    let files: Vec<PathBuf> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let good = std::fs::read(&files[0]).unwrap();
+    assert!(good.len() > 10_000);
+    std::fs::write(&files[0], b"not marshal data").unwrap();
+    run();
+    assert_eq!(std::fs::read(&files[0]).unwrap(), good, "compiled again");
+}
