@@ -685,6 +685,22 @@ fn hostile_sleep_past_timeout_kills_the_worker() {
     assert_only_item_4_failed(&out, InvocationStatus::TimedOut, "Timeout");
 }
 
+/// C code that holds the interpreter past the timeout, so that not even the worker's own monitor can
+/// run, while something it started goes on writing to the worker's stderr: Braid's watchdog still
+/// finds the worker silent (stderr is no sign of life) and kills it. Only that item fails, timed out.
+#[test]
+fn hostile_c_call_holding_the_interpreter_while_printing_times_out() {
+    let out = hostile(
+        "        ctypes.PyDLL(None).system(b'while true; do echo tick >&2; sleep 0.2; done')",
+        1,
+    );
+    assert_only_item_4_failed(
+        &out,
+        InvocationStatus::TimedOut,
+        "did not stop when interrupted; its Python process was killed",
+    );
+}
+
 #[test]
 fn hostile_sys_exit() {
     let out = hostile("        sys.exit(2)", 10);

@@ -822,7 +822,10 @@ impl PoolActor {
         if worker.generation != generation {
             return;
         }
-        worker.last_heard = Instant::now();
+        // Stderr alone is no sign of life: C code stuck holding the interpreter may go on printing.
+        if !matches!(message, FromWorker::Output(_)) {
+            worker.last_heard = Instant::now();
+        }
         match message {
             FromWorker::Frame(frame) => match frame.op.as_str() {
                 "done" => {
@@ -1264,8 +1267,8 @@ fn has_exited(pid: rustix::process::Pid) -> bool {
 
 /// Removes the folder of block modules a worker keeps (worker.py's `_start_modules_dir`), which a killed
 /// worker can't: otherwise every `braid run` would leave its workers' folders in the temp folder.
-/// Best effort: the next worker to start removes what is left of workers that are gone.
-/// Whether there was one.
+/// Best effort: the next worker to start removes what is left of workers that are gone. Returns whether
+/// there was one.
 fn remove_modules_dir(pid: u32) -> bool {
     let base = std::env::var_os("TMPDIR")
         .filter(|dir| !dir.is_empty())
