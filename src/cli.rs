@@ -90,6 +90,10 @@ pub struct HistoryArgs {
     /// Only invocations whose input, output or error contains this text (ASCII case-insensitive).
     #[arg(long, requires = "run_id")]
     pub text: Option<String>,
+    /// Print the run's log instead: what it printed outside its invocations (pip's output as the
+    /// libraries installed, `worker N:` lines a worker wrote itself).
+    #[arg(long, requires = "run_id", conflicts_with_all = ["block", "item", "status", "text"])]
+    pub log: bool,
     /// Print JSON on stdout: the runs, or the run's whole invocation records, as one array.
     #[arg(long)]
     pub json: bool,
@@ -652,6 +656,29 @@ fn history_command(args: &HistoryArgs) -> Result<ExitCode, UsageError> {
         return Err(UsageError(anyhow!("no run {wanted} in {}", path.display())));
     };
     let failed = |e: crate::runtime::history::HistoryError| UsageError(anyhow!(e.to_string()));
+    if args.log {
+        let lines = history.log(&run.run_id).map_err(failed)?;
+        let mut out = std::io::stdout().lock();
+        if args.json {
+            let lines: Vec<Value> = lines
+                .iter()
+                .map(|(worker, text)| match worker {
+                    0 => json!({"source": "pip", "text": text}),
+                    n => json!({"source": "worker", "worker": n, "text": text}),
+                })
+                .collect();
+            let _ = serde_json::to_writer(&mut out, &lines);
+            let _ = writeln!(out);
+        } else {
+            for (worker, text) in &lines {
+                let _ = match worker {
+                    0 => writeln!(out, "pip: {text}"),
+                    n => writeln!(out, "worker {n}: {text}"),
+                };
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let block = match &args.block {
         Some(name) => Some(match project.find_block(name) {
             Some(block) => block.id.clone(),

@@ -124,6 +124,8 @@ pub struct App {
     pub compile_errors: Vec<CompileError>,
     check: CheckState,
     pub run: Option<RunState>,
+    /// The log of the run Block Executions shows, when that is not `run` (read from the history).
+    past_log: Option<(RunId, Vec<run::LogLine>)>,
     /// The Block Executions panel: runs, invocations, the picked one, replays.
     pub executions: Executions,
     /// The values of the project's environment variables (not part of the project).
@@ -174,6 +176,7 @@ impl App {
             compile_errors: Vec::new(),
             check: CheckState::default(),
             run: None,
+            past_log: None,
             executions: Executions::default(),
             env_values: env_values::EnvValues::default(),
             disk: files::FileWatch::default(),
@@ -293,6 +296,7 @@ impl App {
             .retain(|n| n.level == NoticeLevel::Error || now_secs - n.at_secs < NOTICE_SECS);
         self.drain_runtime(now_secs);
         self.refresh_table(now_secs, false);
+        self.refresh_past_log();
         self.env_values
             .refresh(self.path.as_deref(), now_secs, false);
         self.watch_disk(now_secs);
@@ -310,6 +314,51 @@ impl App {
             self.check.in_flight = Some(check_id);
             self.check.due_at = None;
         }
+    }
+
+    /// The log of the run Block Executions shows: the current run's as it grows, or a past run's from the
+    /// history. `None` when no run is shown.
+    pub fn shown_log(&self) -> Option<&[run::LogLine]> {
+        let shown = self.executions.shown_run_id()?;
+        match (&self.run, &self.past_log) {
+            (Some(run), _) if run.run_id == shown => Some(&run.log),
+            (_, Some((id, lines))) if *id == shown => Some(lines),
+            _ => None,
+        }
+    }
+
+    /// Reads a past run's log when Block Executions comes to show that run (once, not every frame).
+    fn refresh_past_log(&mut self) {
+        let current = self.run.as_ref().map(|run| &run.run_id);
+        let wanted = self
+            .executions
+            .shown_run_id()
+            .filter(|id| Some(id) != current);
+        if wanted.as_ref() == self.past_log.as_ref().map(|(id, _)| id) {
+            return;
+        }
+        self.past_log = wanted.map(|id| {
+            let lines = match self.executions.history().map(|h| h.log(&id)) {
+                Some(Ok(lines)) => lines,
+                Some(Err(error)) => {
+                    tracing::warn!("can't read the run's log: {error}");
+                    Vec::new()
+                }
+                None => Vec::new(),
+            };
+            let lines = lines
+                .into_iter()
+                .map(|(worker, text)| run::LogLine {
+                    source: if worker == 0 {
+                        run::LogSource::Install
+                    } else {
+                        run::LogSource::Worker(worker)
+                    },
+                    text,
+                })
+                .collect();
+            (id, lines)
+        });
     }
 
     fn drain_runtime(&mut self, now_secs: f64) {

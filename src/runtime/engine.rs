@@ -197,6 +197,10 @@ impl RuntimeHandle {
     }
 }
 
+/// A finished environment preparation: the run's number, the site-packages (or the error) and pip's
+/// output, for the run's log in the history.
+type Prepared = (u64, Result<std::path::PathBuf, String>, Vec<String>);
+
 enum Phase {
     /// Installing the project's libraries; the program is loaded once they are there.
     Preparing {
@@ -224,6 +228,8 @@ struct ActiveRun {
     history: Option<HistoryWriter>,
     /// Lines of worker output sent so far (see [`RuntimeEvent::WorkerOutput`]).
     output_lines: usize,
+    /// pip's output while the run's environment was built, until the history has the run.
+    pip_output: Vec<String>,
 }
 
 struct Engine {
@@ -231,7 +237,7 @@ struct Engine {
     invoker: ProcessPool,
     env_cache: std::path::PathBuf,
     /// Finished environment preparations: (run number, site-packages or the error).
-    prepared_tx: mpsc::Sender<(u64, Result<std::path::PathBuf, String>)>,
+    prepared_tx: mpsc::Sender<Prepared>,
     runs: HashMap<u64, ActiveRun>,
     /// One writer thread per history database, started on first use and kept for later runs.
     writers: HashMap<PathBuf, HistoryWriter>,
@@ -337,8 +343,8 @@ impl Engine {
                         engine.advance(run).await;
                     }
                 }
-                Some((number, prepared)) = prepared_rx.recv() => {
-                    engine.prepared(number, prepared).await;
+                Some((number, prepared, output)) = prepared_rx.recv() => {
+                    engine.prepared(number, prepared, output).await;
                 }
                 _ = tick.tick() => engine.progress().await,
             }
@@ -407,6 +413,7 @@ impl Engine {
                         last_progress: std::time::Instant::now(),
                         history: None,
                         output_lines: 0,
+                        pip_output: Vec::new(),
                     },
                 );
             }
@@ -546,6 +553,7 @@ impl Engine {
                 last_progress: std::time::Instant::now(),
                 history,
                 output_lines: 0,
+                pip_output: Vec::new(),
             },
         );
     }
@@ -558,7 +566,9 @@ impl Engine {
         let done = self.prepared_tx.clone();
         let run_id = run_id.clone();
         tokio::spawn(async move {
+            let mut output = Vec::new();
             let result = super::environment::ensure(&cache, &requirements, |line| {
+                output.push(line.clone());
                 // Dropping a line of pip's chatter beats stalling the install on a slow consumer.
                 let _ = events.try_send(RuntimeEvent::Log {
                     run_id: run_id.clone(),
@@ -567,14 +577,21 @@ impl Engine {
             })
             .await
             .map_err(|e| e.to_string());
-            let _ = done.send((number, result)).await;
+            let _ = done.send((number, result, output)).await;
         });
     }
 
-    async fn prepared(&mut self, number: u64, prepared: Result<std::path::PathBuf, String>) {
+    async fn prepared(
+        &mut self,
+        number: u64,
+        prepared: Result<std::path::PathBuf, String>,
+        output: Vec<String>,
+    ) {
         let Some(run) = self.runs.get_mut(&number) else {
             return;
         };
+        // Recorded once the run has started (refused runs are not recorded).
+        run.pip_output = output;
         let Phase::Preparing { .. } = &run.phase else {
             return;
         };
@@ -688,6 +705,15 @@ impl Engine {
                     crate::model::count(WORKER_OUTPUT_LINES as u64)
                 ));
             }
+            if let Some(history) = &run.history {
+                history.log(
+                    run.scheduler.run_id(),
+                    shown
+                        .iter()
+                        .map(|line| (worker + 1, line.clone()))
+                        .collect(),
+                );
+            }
             sends.push(RuntimeEvent::WorkerOutput {
                 run_id: run.scheduler.run_id().clone(),
                 worker: worker + 1,
@@ -752,6 +778,8 @@ impl Engine {
         let started_at_ms = now_ms();
         if let Some(history) = &run.history {
             history.run_started(&run_id, &run.project.name, started_at_ms);
+            let pip = std::mem::take(&mut run.pip_output);
+            history.log(&run_id, pip.into_iter().map(|line| (0, line)).collect());
         }
         self.emit(RuntimeEvent::RunStarted {
             run_id,

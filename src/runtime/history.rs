@@ -708,6 +708,25 @@ impl History {
         Ok(index)
     }
 
+    /// What a run printed outside its invocations, in order: `(0, line)` for pip's output while the
+    /// project's libraries installed, `(n, line)` for worker `n`'s output. Empty for a run not here.
+    pub fn log(&self, run: &RunId) -> Result<Vec<(usize, String)>, HistoryError> {
+        let Some(seq) = self.seq(run)? else {
+            return Ok(Vec::new());
+        };
+        let error = |e: rusqlite::Error| self.sql_error(&e);
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT worker, text FROM run_log WHERE run = ?1 ORDER BY line")
+            .map_err(error)?;
+        statement
+            .query_map([seq], |row| {
+                Ok((row.get::<_, i64>(0)?.max(0) as usize, row.get(1)?))
+            })
+            .and_then(Iterator::collect)
+            .map_err(error)
+    }
+
     /// Deletes a run and its invocations, and the stored values nothing else uses. Deleting a run that
     /// is not there does nothing.
     pub fn delete_run(&self, run: &RunId) -> Result<(), HistoryError> {
@@ -768,6 +787,7 @@ impl History {
             drop(rows);
             for sql in [
                 "DELETE FROM chunks WHERE run = ?1",
+                "DELETE FROM run_log WHERE run = ?1",
                 "DELETE FROM recorders WHERE run = ?1",
                 "DELETE FROM runs WHERE seq = ?1",
             ] {

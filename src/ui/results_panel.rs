@@ -80,7 +80,7 @@ impl ResultsPanel {
                 );
             ui.selectable_value(&mut self.tab, Tab::Timeline, "Timeline")
                 .on_hover_text("The shown run's invocations on a time axis");
-            let lines = app.run.as_ref().map_or(0, |run| run.log.len());
+            let lines = app.shown_log().map_or(0, <[LogLine]>::len);
             let title = if lines == 0 {
                 "Log".to_owned()
             } else {
@@ -88,16 +88,16 @@ impl ResultsPanel {
             };
             ui.selectable_value(&mut self.tab, Tab::Log, title)
                 .on_hover_text(
-                    "What the run printed outside its invocations: pip installing the libraries, \
-                     and what the workers wrote themselves",
+                    "What the run Block Executions shows printed outside its invocations: pip \
+                     installing the libraries, and what the workers wrote themselves",
                 );
         });
         match self.tab {
             Tab::Executions => return self.executions.show_ui(ui, app, tx),
             Tab::Timeline => return self.timeline.show_ui(ui, app, tx),
             Tab::Log => {
-                if let Some(run) = &app.run {
-                    log_ui(ui, &run.log);
+                if let Some(log) = app.shown_log() {
+                    log_ui(ui, log);
                 } else {
                     ui.add_space(6.0);
                     ui.label(RichText::new("Run the pipeline to see its log here.").weak());

@@ -793,3 +793,51 @@ fn workers_cache_their_compiled_code_and_survive_a_damaged_cache() {
     run();
     assert_eq!(std::fs::read(&files[0]).unwrap(), good, "compiled again");
 }
+
+/// The history keeps a run's log: `braid history <project> <run> --log` prints what its workers wrote
+/// themselves, as `braid run` showed it.
+#[test]
+fn braid_history_prints_a_runs_log() {
+    let (_dir, path) = fan_out_project(
+        "logged",
+        2,
+        "import os\ndef main(block_input, backpack):\n    os.write(2, f'from C {block_input}\\n'.encode())\n    return block_input\n",
+    );
+    braid().arg("run").arg(&path).assert().success();
+    let runs: Value = serde_json::from_slice(
+        &braid()
+            .args(["history", "--json"])
+            .arg(&path)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let run_id = runs[0]["run_id"].as_str().unwrap().to_owned();
+    let out = braid()
+        .arg("history")
+        .arg(&path)
+        .args([&run_id, "--log"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let mut texts: Vec<&str> = stdout
+        .lines()
+        .map(|line| line.split_once(": ").expect("worker N: text").1)
+        .collect();
+    texts.sort_unstable();
+    assert_eq!(texts, ["from C 0", "from C 1"], "{stdout}");
+    let json: Value = serde_json::from_slice(
+        &braid()
+            .arg("history")
+            .arg(&path)
+            .args([&run_id, "--log", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(json.as_array().map(Vec::len), Some(2), "{json}");
+    assert_eq!(json[0]["source"], "worker", "{json}");
+}

@@ -456,6 +456,35 @@ fn the_log_tab_shows_what_workers_wrote_themselves() {
     );
 }
 
+/// A past run's log comes from the history: reopened, the editor shows the log of the run Block
+/// Executions shows.
+#[test]
+fn the_log_tab_shows_a_past_runs_log_from_the_history() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let project = crate::support::Builder::new()
+        .block(
+            "Native",
+            "import os\ndef main(block_input, backpack):\n    os.write(2, b'written before the restart\\n')\n    return 1\n",
+        )
+        .build();
+    let path = dir.path().join("past.braid.json");
+    braid::model::format::save_project(&path, &project).expect("saves");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_braid"))
+        .arg("run")
+        .arg(&path)
+        .output()
+        .expect("braid run")
+        .status;
+    assert!(status.success());
+    let mut harness = harness_with(&path);
+    assert!(
+        harness.state().app.run.is_none(),
+        "nothing ran in this editor"
+    );
+    click(&mut harness, "Log (1)");
+    harness.get_by_label("written before the restart");
+}
+
 /// In the editor too, blocks run in the project file's folder (the editor may have been started from
 /// anywhere: a desktop launcher starts it in the home folder).
 #[test]

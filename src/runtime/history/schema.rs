@@ -67,6 +67,17 @@ CREATE INDEX chunks_run ON chunks (run, min_id, max_id);
 const RECORDERS_SCHEMA: &str =
     "CREATE TABLE IF NOT EXISTS recorders (run INTEGER PRIMARY KEY, owner TEXT NOT NULL);";
 
+/// What each run printed outside its invocations, a row per line in order: pip's output as the project's
+/// libraries installed (`worker` 0) and worker output (`worker` counts from 1). Added without a format
+/// change, like `recorders`: a Braid that does not know it leaves it alone.
+const LOG_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS run_log (
+    run INTEGER NOT NULL,
+    line INTEGER NOT NULL,
+    worker INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    PRIMARY KEY (run, line)
+) WITHOUT ROWID;";
+
 pub(super) fn database_error(path: &Path, error: &rusqlite::Error) -> HistoryError {
     let hint = match error.sqlite_error_code() {
         Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
@@ -147,6 +158,7 @@ pub(super) fn open(path: &Path) -> Result<Connection, HistoryError> {
     }
     // Added without a format change: a Braid that does not know it leaves it alone (see `owner.rs`).
     tx.execute_batch(RECORDERS_SCHEMA).map_err(error)?;
+    tx.execute_batch(LOG_SCHEMA).map_err(error)?;
     tx.commit().map_err(error)?;
     Ok(conn)
 }

@@ -979,3 +979,36 @@ fn a_run_whose_recorder_is_gone_reads_as_interrupted_and_retention_may_drop_it()
         .unwrap();
     assert_eq!(left, 0);
 }
+
+/// A run's log (pip's output, worker output) is kept in order with the run, in pieces as the engine
+/// sends it, read back whole, and deleted with the run.
+#[test]
+fn a_runs_log_is_kept_in_order_and_deleted_with_the_run() {
+    let (_dir, path) = temp_db();
+    let run = RunId("logged".into());
+    let writer = HistoryWriter::start(&path).unwrap();
+    writer.run_started(&run, "test project", 1000.0);
+    writer.log(&run, vec![(0, "Collecting six".to_owned())]);
+    writer.log(&run, Vec::new());
+    writer.log(
+        &run,
+        vec![(2, "from C".to_owned()), (1, "a late thread".to_owned())],
+    );
+    writer.invocations(&sample(&run));
+    writer
+        .run_finished_flushed(&summary(&run, RunStatus::Failed, 1000.0, 22))
+        .blocking_recv()
+        .unwrap();
+    let history = History::open(&path).unwrap();
+    assert_eq!(
+        history.log(&run).unwrap(),
+        [
+            (0, "Collecting six".to_owned()),
+            (2, "from C".to_owned()),
+            (1, "a late thread".to_owned())
+        ]
+    );
+    assert!(history.log(&RunId("other".into())).unwrap().is_empty());
+    history.delete_run(&run).unwrap();
+    assert_eq!(count(&history, "run_log"), 0);
+}

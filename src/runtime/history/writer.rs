@@ -36,6 +36,11 @@ enum Message {
         started_at_ms: f64,
     },
     Records(Box<Segment>),
+    /// Lines of the run's log: (0 for pip, else the worker counted from 1; the text).
+    Log {
+        run: RunId,
+        lines: Vec<(usize, String)>,
+    },
     Finished {
         summary: Box<RunSummary>,
         done: Option<oneshot::Sender<()>>,
@@ -136,6 +141,16 @@ impl HistoryWriter {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Lines the run printed outside its invocations (see [`Message::Log`]).
+    pub fn log(&self, run: &RunId, lines: Vec<(usize, String)>) {
+        if !lines.is_empty() {
+            self.send(Message::Log {
+                run: run.clone(),
+                lines,
+            });
+        }
     }
 
     pub fn run_started(&self, run: &RunId, project_name: &str, started_at_ms: f64) {
@@ -294,7 +309,7 @@ impl Store {
                         }
                     }
                     Message::Close(done) => closing.push(done),
-                    Message::Started { .. } | Message::Records(_) => {}
+                    Message::Started { .. } | Message::Records(_) | Message::Log { .. } => {}
                 }
             }
             if !closing.is_empty() {
@@ -451,6 +466,22 @@ impl Memos {
                     self.runs.insert(run.clone(), seq);
                     self.started.insert(run.clone());
                 }
+                Message::Log { run, lines } => {
+                    let Some(seq) = self.run_seq(tx, run, crate::runtime::record::now_ms())? else {
+                        continue;
+                    };
+                    let first: i64 = tx.query_row(
+                        "SELECT coalesce(max(line) + 1, 0) FROM run_log WHERE run = ?1",
+                        [seq],
+                        |row| row.get(0),
+                    )?;
+                    let mut insert = tx.prepare_cached(
+                        "INSERT INTO run_log (run, line, worker, text) VALUES (?1, ?2, ?3, ?4)",
+                    )?;
+                    for (line, (worker, text)) in (first..).zip(lines) {
+                        insert.execute(params![seq, line, worker, text])?;
+                    }
+                }
                 Message::Records(segment) => {
                     let Some(seq) = self.run_seq(tx, &segment.run, segment.first_queued_at_ms)?
                     else {
@@ -597,6 +628,7 @@ fn recorded_ids(tx: &rusqlite::Transaction<'_>, seq: i64) -> rusqlite::Result<Ve
 fn count(message: &Message) -> usize {
     match message {
         Message::Records(segment) => segment.len(),
+        Message::Log { lines, .. } => lines.len(),
         Message::Started { .. } | Message::Finished { .. } | Message::Close(_) => 1,
     }
 }
