@@ -431,19 +431,28 @@ fn runs_a_pipeline_and_shows_the_result() {
     );
 }
 
+/// A saved one-block project whose block writes `line` to its worker's stderr (as C code would) and
+/// returns 1.
+fn writes_to_stderr(dir: &Path, line: &str) -> PathBuf {
+    let project = crate::support::Builder::new()
+        .block(
+            "Native",
+            &format!(
+                "import os\ndef main(block_input, backpack):\n    os.write(2, b'{line}\\n')\n    return 1\n"
+            ),
+        )
+        .build();
+    let path = dir.join("native.braid.json");
+    braid::model::format::save_project(&path, &project).expect("saves");
+    path
+}
+
 /// The Log tab shows what the run printed outside its invocations: here a block's C-level write to the
 /// worker's stderr, with the worker it came from.
 #[test]
 fn the_log_tab_shows_what_workers_wrote_themselves() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let project = crate::support::Builder::new()
-        .block(
-            "Native",
-            "import os\ndef main(block_input, backpack):\n    os.write(2, b'native library says hi\\n')\n    return 1\n",
-        )
-        .build();
-    let path = dir.path().join("native.braid.json");
-    braid::model::format::save_project(&path, &project).expect("saves");
+    let path = writes_to_stderr(dir.path(), "native library says hi");
     let mut harness = harness_with(&path);
     assert_eq!(first_output(&mut harness), 1);
     click(&mut harness, "Log (1)");
@@ -461,14 +470,7 @@ fn the_log_tab_shows_what_workers_wrote_themselves() {
 #[test]
 fn the_log_tab_shows_a_past_runs_log_from_the_history() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let project = crate::support::Builder::new()
-        .block(
-            "Native",
-            "import os\ndef main(block_input, backpack):\n    os.write(2, b'written before the restart\\n')\n    return 1\n",
-        )
-        .build();
-    let path = dir.path().join("past.braid.json");
-    braid::model::format::save_project(&path, &project).expect("saves");
+    let path = writes_to_stderr(dir.path(), "written before the restart");
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_braid"))
         .arg("run")
         .arg(&path)
