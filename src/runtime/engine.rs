@@ -236,7 +236,7 @@ struct Engine {
     events: mpsc::Sender<RuntimeEvent>,
     invoker: ProcessPool,
     env_cache: std::path::PathBuf,
-    /// Finished environment preparations: (run number, site-packages or the error).
+    /// Finished environment preparations.
     prepared_tx: mpsc::Sender<Prepared>,
     runs: HashMap<u64, ActiveRun>,
     /// One writer thread per history database, started on first use and kept for later runs.
