@@ -1033,3 +1033,22 @@ fn a_subprocess_writes_into_its_invocation() {
         }
     }
 }
+
+/// A worker does not import `subprocess` as it starts (that took several milliseconds of every start);
+/// it patches it when a block first imports it, here inside `main` itself, and the subprocess's output
+/// is still that invocation's. `os.system` works before anything imported it.
+#[test]
+fn subprocess_is_patched_when_a_block_first_imports_it() {
+    let code = "import os, sys\n\
+                def main(block_input, backpack):\n    \
+                    before = 'subprocess' in sys.modules\n    \
+                    status = os.system('echo by system')\n    \
+                    import subprocess\n    \
+                    subprocess.run(['echo', 'by run'])\n    \
+                    return [before, status]\n";
+    let project = Builder::new().block("Late", code).build();
+    let out = run_with(project, Value::Null, None);
+    let late = &out.records_of("Late")[0];
+    assert_eq!(late.output, Some(json!([false, 0])), "{:?}", late.error);
+    assert_eq!(late.stdout, "by system\nby run\n");
+}

@@ -895,9 +895,59 @@ def _capture_subprocesses():
     "why"): each such stream gets a pipe of its own, read by a thread that belongs to the invocation
     (see _inherit_invocations), and waiting for the process waits for its output too. Streams the
     caller chose (PIPE, a file, DEVNULL) are left alone. os.system goes the same way (through a shell,
-    as it does, returning the same wait status)."""
+    as it does, returning the same wait status). subprocess is patched when something first imports
+    it: importing it took several milliseconds of every worker's start, and most blocks never use it."""
+
+    def system(command):
+        import subprocess
+
+        code = subprocess.Popen(command, shell=True).wait()
+        # os.system's wait status: the exit code in the high byte, or the signal that ended the shell.
+        return code << 8 if code >= 0 else -code
+
+    os.system = system
+    if "subprocess" in sys.modules:
+        _patch_subprocess(sys.modules["subprocess"])
+    else:
+        sys.meta_path.insert(0, _WhenImported("subprocess", _patch_subprocess))
+
+
+class _WhenImported:
+    """A finder that lets the usual finders find one module, and then runs `then(module)` right after the
+    module has run, before anyone can use it. It is used once and removes itself."""
+
+    def __init__(self, name, then):
+        self._name = name
+        self._then = then
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self._name:
+            return None
+        sys.meta_path.remove(self)
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            spec = find(fullname, path, target) if find is not None else None
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        exec_module = getattr(loader, "exec_module", None)
+        if exec_module is None:
+            return spec
+        then = self._then
+
+        def exec_then(module):
+            exec_module(module)
+            then(module)
+
+        # The loader was made for this module alone (a file finder makes one per module it finds).
+        loader.exec_module = exec_then
+        return spec
+
+
+def _patch_subprocess(subprocess):
     import codecs
-    import subprocess
 
     popen_init = subprocess.Popen.__init__
     popen_wait = subprocess.Popen.wait
@@ -948,13 +998,6 @@ def _capture_subprocesses():
 
     subprocess.Popen.__init__ = __init__
     subprocess.Popen.wait = wait
-
-    def system(command):
-        code = subprocess.Popen(command, shell=True).wait()
-        # os.system's wait status: the exit code in the high byte, or the signal that ended the shell.
-        return code << 8 if code >= 0 else -code
-
-    os.system = system
 
 
 class _BlockEnviron(collections.abc.MutableMapping):
