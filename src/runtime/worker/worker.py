@@ -27,7 +27,6 @@ import array
 import ast
 import collections
 import collections.abc
-import ctypes
 import functools
 import importlib
 import io
@@ -35,13 +34,11 @@ import itertools
 import json
 import linecache
 import os
-import signal
 import site
 import struct
 import sys
 import threading
 import time
-import traceback
 import types
 
 OK, RAISED, TIMED_OUT, CANCELLED = 0, 1, 2, 3
@@ -1192,6 +1189,8 @@ def _unencodable(row, exc):
 
 
 def _async_raise(ident, exc_type):
+    import ctypes  # Here rather than as the worker starts: only timeouts and cancels need it.
+
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc_type))
 
 
@@ -1199,6 +1198,8 @@ def _format_tb():
     """The traceback without the worker's own frames (those that called the block, and those of
     os.environ's and sys.stdout's stand-ins inside it), in chained exceptions too: what plain Python
     would show for the block's code."""
+    import traceback  # Here rather than as the worker starts: only failures need it.
+
     top = traceback.TracebackException(*sys.exc_info())
     todo, seen = [top], set()
     while todo:
@@ -1279,5 +1280,7 @@ def main(executable=None):
     # Braid is done with this worker, or gone (killed: it had no chance to end the worker itself).
     # Whatever the blocks started and left running ends with the worker: it leads its own group.
     if os.getpgrp() == os.getpid():
+        import signal
+
         os.killpg(0, signal.SIGKILL)
     real_exit(0)
