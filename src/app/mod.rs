@@ -13,7 +13,7 @@ pub mod history;
 pub mod run;
 pub mod shell;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -43,6 +43,8 @@ const CHECK_DELAY_SECS: f64 = 0.6;
 const EVENT_BUDGET: Duration = Duration::from_millis(6);
 /// Information notices fade after this long; errors stay until dismissed.
 const NOTICE_SECS: f64 = 5.0;
+/// How many of this session's earlier runs keep their log in memory (the history keeps every run's).
+const SESSION_LOGS: usize = 20;
 
 /// What is selected on the canvas. Not part of the project and not undoable.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -124,7 +126,10 @@ pub struct App {
     pub compile_errors: Vec<CompileError>,
     check: CheckState,
     pub run: Option<RunState>,
-    /// The log of the run Block Executions shows, when that is not `run` (read from the history).
+    /// The logs of this session's earlier runs, newest last (a project never saved has no history).
+    session_logs: VecDeque<(RunId, Vec<run::LogLine>)>,
+    /// The log of the run Block Executions shows, when that is neither `run` nor in `session_logs`
+    /// (read from the history).
     past_log: Option<(RunId, Vec<run::LogLine>)>,
     /// The Block Executions panel: runs, invocations, the picked one, replays.
     pub executions: Executions,
@@ -176,6 +181,7 @@ impl App {
             compile_errors: Vec::new(),
             check: CheckState::default(),
             run: None,
+            session_logs: VecDeque::new(),
             past_log: None,
             executions: Executions::default(),
             env_values: env_values::EnvValues::default(),
@@ -320,20 +326,22 @@ impl App {
     /// history. `None` when no run is shown.
     pub fn shown_log(&self) -> Option<&[run::LogLine]> {
         let shown = self.executions.shown_run_id()?;
-        match (&self.run, &self.past_log) {
-            (Some(run), _) if run.run_id == shown => Some(&run.log),
-            (_, Some((id, lines))) if *id == shown => Some(lines),
-            _ => None,
+        if let Some(run) = self.run.as_ref().filter(|run| run.run_id == shown) {
+            return Some(&run.log);
         }
+        self.session_logs
+            .iter()
+            .chain(&self.past_log)
+            .find(|(id, _)| *id == shown)
+            .map(|(_, lines)| lines.as_slice())
     }
 
     /// Reads a past run's log when Block Executions comes to show that run (once, not every frame).
     fn refresh_past_log(&mut self) {
         let current = self.run.as_ref().map(|run| &run.run_id);
-        let wanted = self
-            .executions
-            .shown_run_id()
-            .filter(|id| Some(id) != current);
+        let wanted = self.executions.shown_run_id().filter(|id| {
+            Some(id) != current && !self.session_logs.iter().any(|(run, _)| run == id)
+        });
         if wanted.as_ref() == self.past_log.as_ref().map(|(id, _)| id) {
             return;
         }
@@ -945,6 +953,12 @@ impl App {
             working_dir: self.working_dir(),
         })));
         self.run_options = options;
+        if let Some(earlier) = self.run.take() {
+            if self.session_logs.len() == SESSION_LOGS {
+                self.session_logs.pop_front();
+            }
+            self.session_logs.push_back((earlier.run_id, earlier.log));
+        }
         self.run = Some(RunState::new(run_id, now_secs));
         // Worth knowing before reading the run's failures; a block may well cope without the value.
         for warning in warnings {

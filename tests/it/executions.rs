@@ -80,7 +80,7 @@ fn search(harness: &mut Harness<'_, BraidApp>, text: &str, rows: usize) {
     });
 }
 
-fn current_run(harness: &Harness<'_, BraidApp>) -> braid::app::executions::RunId {
+pub(crate) fn current_run(harness: &Harness<'_, BraidApp>) -> braid::app::executions::RunId {
     harness
         .state()
         .app

@@ -487,6 +487,36 @@ fn the_log_tab_shows_a_past_runs_log_from_the_history() {
     harness.get_by_label("written before the restart");
 }
 
+/// In a project never saved (so with no history), an earlier run of the session keeps its log: Block
+/// Executions can go back to it and the Log tab shows what that run's worker wrote.
+#[test]
+fn an_earlier_runs_log_stays_in_an_unsaved_project() {
+    let mut harness = harness(None);
+    let code = |line: &str| {
+        format!(
+            "import os\ndef main(block_input, backpack):\n    os.write(2, b'{line}\\n')\n    return 1\n"
+        )
+    };
+    harness.state_mut().app.project = crate::support::Builder::new()
+        .block("Native", &code("from the first run"))
+        .build();
+    assert_eq!(first_output(&mut harness), 1);
+    let first = crate::executions::current_run(&harness);
+    harness.state_mut().app.project.blocks[0]
+        .code_mut()
+        .expect("a code block")
+        .code = code("from the second run");
+    assert_eq!(first_output(&mut harness), 1);
+    let texts = |harness: &Harness<'_, BraidApp>| -> Vec<String> {
+        let log = harness.state().app.shown_log().expect("a shown log");
+        log.iter().map(|line| line.text.clone()).collect()
+    };
+    assert_eq!(texts(&harness), ["from the second run"]);
+    harness.state_mut().app.executions.selected_run = Some(first);
+    settle(&mut harness);
+    assert_eq!(texts(&harness), ["from the first run"]);
+}
+
 /// In the editor too, blocks run in the project file's folder (the editor may have been started from
 /// anywhere: a desktop launcher starts it in the home folder).
 #[test]
