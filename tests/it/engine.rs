@@ -9,13 +9,11 @@ use braid::runtime::{
 };
 use serde_json::{Value, json};
 
-use crate::support::{Builder, max_overlap, run, run_on, run_request_on, run_with, runtime_config};
+use crate::support::{
+    Builder, items, max_overlap, run, run_on, run_request_on, run_with, runtime_config,
+};
 
 const IDENTITY: &str = "def main(block_input, backpack):\n    return block_input\n";
-
-fn items(n: usize) -> String {
-    format!("def main(block_input, backpack):\n    return list(range({n}))\n")
-}
 
 #[test]
 fn then_passes_value_and_backpack() {
@@ -538,11 +536,8 @@ fn hostile(body: &str, timeout_s: u64) -> crate::support::Outcome {
     let code = format!(
         "import os, sys, time, ctypes\ndef main(block_input, backpack):\n    if block_input == 4:\n{body}\n    return block_input\n"
     );
-    let project = Builder::new()
-        .block("Gen", &items(10))
-        .block("Work", &code)
+    let project = Builder::fan_out(10, "Work", &code)
         .timeout("Work", timeout_s)
-        .link("Gen", "Work", FanOut)
         .build();
     run_with(project, Value::Null, Some(10))
 }
@@ -639,11 +634,8 @@ fn a_timed_out_module_load_is_not_the_next_invocations_timeout() {
     let code = format!(
         "import os, time\nif not os.path.exists({marker:?}):\n    open({marker:?}, 'w').close()\n    t = time.time()\n    while time.time() - t < 30:\n        pass\n\ndef main(block_input, backpack):\n    return block_input\n"
     );
-    let project = Builder::new()
-        .block("Gen", &items(6))
-        .block("Work", &code)
+    let project = Builder::fan_out(6, "Work", &code)
         .timeout("Work", 1)
-        .link("Gen", "Work", FanOut)
         .build();
     // One at a time, so every invocation after the first meets the block as the first one left it.
     let out = run_with(project, Value::Null, Some(1));
@@ -824,11 +816,7 @@ fn every_item_of_a_fan_out_keeps_its_own_output_error_and_backpack() {
                     if x % 7 == 6:\n        raise ValueError(f'bad {x}')\n    \
                     if x % 4 == 1:\n        backpack['seen'] = x\n    \
                     return x * 2\n";
-    let project = Builder::new()
-        .block("Gen", &items(600))
-        .block("Work", code)
-        .link("Gen", "Work", FanOut)
-        .build();
+    let project = Builder::fan_out(600, "Work", code).build();
     let out = run_with(project, Value::Null, Some(1000));
     let work = out.records_of("Work");
     assert_eq!(work.len(), 600);
@@ -887,11 +875,7 @@ fn code_written_for_a_terminal_prints_into_its_own_invocation() {
                     print(f'item {x}', flush=True)\n    \
                     if x % 50 == 5:\n        print(f'warn {x}', file=sys.stderr)\n    \
                     return x\n";
-    let project = Builder::new()
-        .block("Gen", &items(300))
-        .block("Work", code)
-        .link("Gen", "Work", FanOut)
-        .build();
+    let project = Builder::fan_out(300, "Work", code).build();
     let out = run_with(project, Value::Null, Some(1000));
     for (x, r) in succeeded_items(&out, "Work", 300) {
         let printed = match x {
@@ -923,11 +907,7 @@ fn threads_an_invocation_starts_see_its_variables_and_print_into_it() {
                     with ThreadPoolExecutor(3) as pool:\n        \
                         got = list(pool.map(lambda part: fetch(block_input, part), range(3)))\n    \
                     return got\n";
-    let mut project = Builder::new()
-        .block("Gen", &items(40))
-        .block("Work", code)
-        .link("Gen", "Work", FanOut)
-        .build();
+    let mut project = Builder::fan_out(40, "Work", code).build();
     project.blocks[1].code_mut().unwrap().env_vars = vec!["BRAID_IT_TOKEN".to_owned()];
     let mut request = RunRequest::new(RunId::new_random(), project);
     request.env = std::collections::BTreeMap::from([("BRAID_IT_TOKEN".to_owned(), "t".to_owned())]);
@@ -1009,11 +989,7 @@ fn a_subprocess_writes_into_its_invocation() {
                     subprocess.run(['sh', '-c', 'echo failing >&2; exit 3'], check=block_input == 5)\n    \
                     assert os.system('echo by system; exit 2') == 512\n    \
                     return done.stdout\n";
-    let project = Builder::new()
-        .block("Gen", &items(8))
-        .block("Tool", code)
-        .link("Gen", "Tool", FanOut)
-        .build();
+    let project = Builder::fan_out(8, "Tool", code).build();
     let out = run_with(project, Value::Null, Some(1000));
     let tool = out.records_of("Tool");
     assert_eq!(tool.len(), 8);

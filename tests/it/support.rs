@@ -27,9 +27,23 @@ pub struct Builder {
     pub project: Project,
 }
 
+/// A block's code that returns `[0, 1, …, n - 1]`.
+pub fn items(n: usize) -> String {
+    format!("def main(block_input, backpack):\n    return list(range({n}))\n")
+}
+
 impl Builder {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// `Gen` returns `0..n` and fans out to the block `name` with this code.
+    pub fn fan_out(n: usize, name: &str, code: &str) -> Self {
+        Self::new().block("Gen", &items(n)).block(name, code).link(
+            "Gen",
+            name,
+            TransitionKind::FanOut,
+        )
     }
 
     pub fn block(mut self, name: &str, code: &str) -> Self {

@@ -9,11 +9,7 @@ use braid::runtime::{
 };
 use serde_json::{Value, json};
 
-use crate::support::{Builder, run_with, runtime_config};
-
-fn items(n: usize) -> String {
-    format!("def main(block_input, backpack):\n    return list(range({n}))\n")
-}
+use crate::support::{Builder, items, run_with, runtime_config};
 
 /// Runs and also collects the preparation log.
 fn run_collecting(
@@ -170,11 +166,7 @@ fn a_forked_child_ends_with_its_block() {
         dir = dir.path().to_str().unwrap()
     );
     let out = run_with(
-        Builder::new()
-            .block("Gen", &items(30))
-            .block("Work", &code)
-            .link("Gen", "Work", FanOut)
-            .build(),
+        Builder::fan_out(30, "Work", &code).build(),
         Value::Null,
         None,
     );
@@ -572,11 +564,7 @@ fn what_a_worker_writes_itself_reaches_the_run() {
                 os.write(1, f'to stdout {block_input}\\n'.encode())\n    \
                 print('printed', block_input)\n    \
                 return block_input\n";
-    let project = Builder::new()
-        .block("Gen", &items(3))
-        .block("Work", code)
-        .link("Gen", "Work", FanOut)
-        .build();
+    let project = Builder::fan_out(3, "Work", code).build();
     let (status, lines) = worker_output_of(project);
     assert_eq!(status, RunStatus::Succeeded);
     let mut texts: Vec<&str> = lines
