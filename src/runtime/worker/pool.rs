@@ -626,10 +626,8 @@ impl PoolActor {
         }
     }
 
+    /// Ends every worker: dropping one ends it (see `Drop for Worker`).
     fn end_workers(&mut self) {
-        for worker in self.workers.iter_mut().flatten() {
-            end_worker(&mut worker.child);
-        }
         self.workers.iter_mut().for_each(|w| *w = None);
     }
 
