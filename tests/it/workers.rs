@@ -94,6 +94,67 @@ fn blocks_can_use_multiprocessing_and_start_their_own_python() {
     assert_eq!(output[2], output[1], "the same Python");
 }
 
+/// An environment built for this run (a cache of its own, so pip has something to say): pip's output
+/// reaches the run as it installs and stays in the run's log in the history.
+#[test]
+fn a_fresh_install_prints_pips_output_and_the_history_keeps_it() {
+    let mut project = Builder::new()
+        .block(
+            "Uses six",
+            "import six\ndef main(block_input, backpack):\n    return six.__version__\n",
+        )
+        .build();
+    project.blocks[0].code_mut().unwrap().libraries = vec!["six==1.16.0".to_owned()];
+    let dir = tempfile::tempdir().unwrap();
+    let db = braid::runtime::history::History::path_for_project(&dir.path().join("p.braid.json"));
+    let mut config = runtime_config();
+    config.env_cache = dir.path().join("envs");
+    let mut runtime = RuntimeHandle::start(config).unwrap();
+    let mut request = RunRequest::new(RunId::new_random(), project);
+    request.history = Some(db.clone());
+    let run_id = request.run_id.clone();
+    runtime.send(RuntimeRequest::Run(Box::new(request)));
+    let mut streamed = Vec::new();
+    let summary = loop {
+        match runtime
+            .recv_timeout(std::time::Duration::from_mins(5))
+            .expect("the run ends")
+        {
+            RuntimeEvent::Log { line, .. } => streamed.push(line),
+            RuntimeEvent::RunFinished(summary) => break summary,
+            RuntimeEvent::RunRefused { message, .. } => panic!("refused: {message}"),
+            _ => {}
+        }
+    };
+    assert_eq!(
+        summary.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        summary.failures
+    );
+    assert_eq!(summary.results[0].output, "1.16.0");
+    let installed = |lines: &[String]| {
+        lines
+            .iter()
+            .any(|l| l.contains("Successfully installed six-1.16.0"))
+    };
+    assert!(installed(&streamed), "{streamed:#?}");
+    let kept: Vec<String> = braid::runtime::history::History::open(&db)
+        .unwrap()
+        .log(&run_id)
+        .unwrap()
+        .into_iter()
+        .map(|(worker, text)| {
+            assert_eq!(
+                worker, 0,
+                "pip's lines are the install's, not a worker's: {text}"
+            );
+            text
+        })
+        .collect();
+    assert!(installed(&kept), "{kept:#?}");
+}
+
 #[test]
 fn a_library_that_does_not_install_refuses_the_run_with_pips_words() {
     let mut project = Builder::new()
