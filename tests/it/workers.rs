@@ -53,17 +53,19 @@ fn first_result(project: braid::model::Project) -> Value {
     summary.results[0].output.clone()
 }
 
+/// One block, `code`, whose library list pins six 1.16.0.
+fn uses_six(code: &str) -> braid::model::Project {
+    let mut project = Builder::new().block("Uses six", code).build();
+    project.blocks[0].code_mut().unwrap().libraries = vec!["six==1.16.0".to_owned()];
+    project
+}
+
 #[test]
 fn a_block_imports_a_library_from_the_project_environment() {
     // six 1.16.0: the machine's own interpreter may have another six; the project's pin must win.
-    let mut project = Builder::new()
-        .block(
-            "Uses six",
-            "import six, subprocess, sys\ndef main(block_input, backpack):\n    other = subprocess.run([sys.executable, '-c', 'import six; print(six.__version__)'], capture_output=True, text=True)\n    return [six.__version__, six.__file__, other.stdout.strip() or other.stderr]\n",
-        )
-        .build();
-    project.blocks[0].code_mut().unwrap().libraries = vec!["six==1.16.0".to_owned()];
-    let output = &first_result(project);
+    let output = &first_result(uses_six(
+        "import six, subprocess, sys\ndef main(block_input, backpack):\n    other = subprocess.run([sys.executable, '-c', 'import six; print(six.__version__)'], capture_output=True, text=True)\n    return [six.__version__, six.__file__, other.stdout.strip() or other.stderr]\n",
+    ));
     assert_eq!(output[0], "1.16.0");
     // Python started from the block (`sys.executable`) is the environment's, with the same library.
     assert_eq!(output[2], "1.16.0");
@@ -98,13 +100,8 @@ fn blocks_can_use_multiprocessing_and_start_their_own_python() {
 /// reaches the run as it installs and stays in the run's log in the history.
 #[test]
 fn a_fresh_install_prints_pips_output_and_the_history_keeps_it() {
-    let mut project = Builder::new()
-        .block(
-            "Uses six",
-            "import six\ndef main(block_input, backpack):\n    return six.__version__\n",
-        )
-        .build();
-    project.blocks[0].code_mut().unwrap().libraries = vec!["six==1.16.0".to_owned()];
+    let project =
+        uses_six("import six\ndef main(block_input, backpack):\n    return six.__version__\n");
     let dir = tempfile::tempdir().unwrap();
     let db = braid::runtime::history::History::path_for_project(&dir.path().join("p.braid.json"));
     let mut config = runtime_config();
