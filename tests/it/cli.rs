@@ -513,9 +513,12 @@ fn a_declared_variable_without_a_value_is_warned_about() {
 }
 
 /// A fan-out of sleepers whose items note that they started (in `started`, with the pid of a helper
-/// process each starts), run by `braid run` in a process group of its own, as a shell runs a foreground command; returns the child once one item is
-/// running.
-fn start_sleepy_run(dir: &Path) -> std::process::Child {
+/// process each starts), run by `braid run` in a process group of its own, as a shell runs a foreground
+/// command; returns the child once one item is running. `sleep` is how an item sleeps (Python, one line).
+/// How [`start_sleepy_run`]'s items sleep unless told otherwise.
+const SLEEP: &str = "time.sleep(100)";
+
+fn start_sleepy_run(dir: &Path, sleep: &str) -> std::process::Child {
     use std::os::unix::process::CommandExt as _;
     let started = dir.join("started");
     let project = json!({
@@ -524,7 +527,7 @@ fn start_sleepy_run(dir: &Path) -> std::process::Child {
             {"id": "g", "name": "Gen", "kind": "code",
              "code": "def main(block_input, backpack):\n    return list(range(20))\n"},
             {"id": "w", "name": "Sleep", "kind": "code", "timeout_s": 300,
-             "code": format!("import subprocess, time\ndef main(block_input, backpack):\n    helper = subprocess.Popen(['sleep', '100'])\n    with open({started:?}, 'a') as f:\n        f.write(f'{{helper.pid}}\\n')\n    time.sleep(100)\n    return block_input\n")}
+             "code": format!("import subprocess, time\ndef main(block_input, backpack):\n    helper = subprocess.Popen(['sleep', '100'])\n    with open({started:?}, 'a') as f:\n        f.write(f'{{helper.pid}}\\n')\n    {sleep}\n    return block_input\n")}
         ],
         "transitions": [{"id": "t", "from": "g", "to": "w", "type": "fan-out"}]
     });
@@ -556,7 +559,7 @@ fn ctrl_c(child: &std::process::Child) {
 #[test]
 fn ctrl_c_stops_the_run_and_keeps_its_record() {
     let dir = tempfile::tempdir().unwrap();
-    let child = start_sleepy_run(dir.path());
+    let child = start_sleepy_run(dir.path(), SLEEP);
     ctrl_c(&child);
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
@@ -579,6 +582,42 @@ fn ctrl_c_stops_the_run_and_keeps_its_record() {
     assert_eq!(runs[0]["counts"]["cancelled"], 20, "{runs}");
 }
 
+/// A second Ctrl+C quits at once (exit 130) while the first is still stopping the run (its sleepers
+/// take the grace period to stop), and nothing the run started is left behind: the workers see
+/// Braid go and end what their blocks started.
+#[test]
+fn a_second_ctrl_c_quits_at_once_and_leaves_nothing_running() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    // Ignores the stop: its worker is killed only after the grace period, so the first Ctrl+C is
+    // still stopping the run when the second comes.
+    let mut child = start_sleepy_run(
+        dir.path(),
+        "while True:\n        try:\n            time.sleep(100)\n        except BaseException:\n            pass",
+    );
+    ctrl_c(&child);
+    // Only once the first is seen: two signals sent together may arrive as one.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("stopping the run") {
+        assert_ne!(stderr.read_line(&mut seen).unwrap(), 0, "{seen}");
+    }
+    ctrl_c(&child);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}");
+    let outcome = history_runs(&dir.path().join("sleepy.braid.json"));
+    assert_ne!(outcome[0]["status"], "running", "{outcome}");
+    for pid in std::fs::read_to_string(dir.path().join("started"))
+        .unwrap()
+        .lines()
+    {
+        assert!(
+            crate::workers::ended(pid.parse().unwrap()),
+            "helper {pid} outlived braid"
+        );
+    }
+}
+
 /// The runs a project's history lists, newest first.
 fn history_runs(project: &Path) -> Value {
     let out = braid()
@@ -594,7 +633,7 @@ fn history_runs(project: &Path) -> Value {
 fn a_killed_braid_leaves_its_run_interrupted_not_running() {
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path().join("sleepy.braid.json");
-    let mut child = start_sleepy_run(dir.path());
+    let mut child = start_sleepy_run(dir.path(), SLEEP);
     let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
     while history_runs(&project)[0]["status"] != "running" {
         assert!(
