@@ -548,6 +548,19 @@ fn start_sleepy_run(dir: &Path, sleep: &str) -> std::process::Child {
     child
 }
 
+/// Every helper process [`start_sleepy_run`]'s items started has ended.
+fn assert_helpers_ended(dir: &Path) {
+    for pid in std::fs::read_to_string(dir.join("started"))
+        .unwrap()
+        .lines()
+    {
+        assert!(
+            crate::workers::ended(pid.parse().unwrap()),
+            "helper {pid} outlived braid"
+        );
+    }
+}
+
 /// Ctrl+C as a terminal sends it: to the whole foreground process group.
 fn ctrl_c(child: &std::process::Child) {
     let group = rustix::process::Pid::from_raw(child.id().cast_signed()).expect("a process id");
@@ -607,15 +620,7 @@ fn a_second_ctrl_c_quits_at_once_and_leaves_nothing_running() {
     assert_eq!(status.code(), Some(130), "{seen}");
     let outcome = history_runs(&dir.path().join("sleepy.braid.json"));
     assert_ne!(outcome[0]["status"], "running", "{outcome}");
-    for pid in std::fs::read_to_string(dir.path().join("started"))
-        .unwrap()
-        .lines()
-    {
-        assert!(
-            crate::workers::ended(pid.parse().unwrap()),
-            "helper {pid} outlived braid"
-        );
-    }
+    assert_helpers_ended(dir.path());
 }
 
 /// The runs a project's history lists, newest first.
@@ -649,15 +654,7 @@ fn a_killed_braid_leaves_its_run_interrupted_not_running() {
     let runs = history_runs(&project);
     assert_eq!(runs[0]["status"], "interrupted", "{runs}");
     // Its workers saw it go, and ended what their blocks had started.
-    for pid in std::fs::read_to_string(dir.path().join("started"))
-        .unwrap()
-        .lines()
-    {
-        assert!(
-            crate::workers::ended(pid.parse().unwrap()),
-            "helper {pid} outlived the killed braid"
-        );
-    }
+    assert_helpers_ended(dir.path());
     let listed = braid()
         .args(["history", project.to_str().unwrap()])
         .output()
