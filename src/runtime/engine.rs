@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::history::HistoryWriter;
-use super::invoker::{BlockCompileError, Invoker, InvokerEvent, Program, TaskResult};
+use super::invoker::{BlockCompileError, Invoker, InvokerEvent, Program};
 use super::plan::Plan;
 use super::record::{
     CompileError, RunId, RunStatus, RunSummary, RuntimeEvent, WORKER_OUTPUT_LINES, now_ms,
@@ -662,8 +662,20 @@ impl Engine {
                 self.loaded(program, errors).await;
             }
             InvokerEvent::Finished(results) => {
-                for result in results {
-                    self.finished(result, touched);
+                // A batch's results are mostly of one run: look it up once per run met, not per result.
+                let mut results = results.into_iter().peekable();
+                while let Some(first) = results.next() {
+                    let number = first.key >> KEY_BITS;
+                    let run = self.runs.get_mut(&number);
+                    let same_run =
+                        std::iter::from_fn(|| results.next_if(|r| r.key >> KEY_BITS == number));
+                    if let Some(run) = run {
+                        run.scheduler.complete(first);
+                        same_run.for_each(|result| run.scheduler.complete(result));
+                        touched.push(number);
+                    } else {
+                        same_run.for_each(drop);
+                    }
                 }
             }
             InvokerEvent::Broken(message) => {
@@ -722,14 +734,6 @@ impl Engine {
         }
         for event in sends {
             self.emit(event).await;
-        }
-    }
-
-    fn finished(&mut self, result: TaskResult, touched: &mut Vec<u64>) {
-        let number = result.key >> KEY_BITS;
-        if let Some(run) = self.runs.get_mut(&number) {
-            run.scheduler.complete(result);
-            touched.push(number);
         }
     }
 

@@ -2,7 +2,7 @@
 //! fan-in and merge bookkeeping. Synchronous and free of I/O: results go in, tasks and records come out,
 //! so every rule here is tested without Python.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
@@ -69,6 +69,58 @@ struct MergeState {
     extra: Vec<u32>,
 }
 
+/// What a replay's block fires: nothing.
+static NO_TRANSITIONS: super::plan::Outgoing = super::plan::Outgoing {
+    then: Vec::new(),
+    ifs: Vec::new(),
+    elses: Vec::new(),
+    exceptions: Vec::new(),
+    fan_outs: Vec::new(),
+    fan_ins: Vec::new(),
+    merges: Vec::new(),
+};
+
+/// The blocks that have queued invocations and room to start one, each with its oldest queued
+/// invocation's sequence number, taken oldest first. A project has few blocks, so a scan of a short
+/// list beats a tree: a big fan-out puts its block in and takes it out once per invocation.
+struct Ready {
+    entries: Vec<(u64, usize)>,
+    listed: Vec<bool>,
+}
+
+impl Ready {
+    fn new(blocks: usize) -> Self {
+        Self {
+            entries: Vec::new(),
+            listed: vec![false; blocks],
+        }
+    }
+
+    /// Lists `block` (whose oldest queued invocation is `seq`) unless it is listed already.
+    fn insert(&mut self, (seq, block): (u64, usize)) {
+        if !self.listed[block] {
+            self.listed[block] = true;
+            self.entries.push((seq, block));
+        }
+    }
+
+    fn pop_first(&mut self) -> Option<(u64, usize)> {
+        let (index, _) = self
+            .entries
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, (seq, _))| *seq)?;
+        let entry = self.entries.swap_remove(index);
+        self.listed[entry.1] = false;
+        Some(entry)
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.listed.fill(false);
+    }
+}
+
 /// A run in progress.
 pub struct RunScheduler {
     run_id: RunId,
@@ -80,7 +132,7 @@ pub struct RunScheduler {
     next_seq: u64,
     next_frame: u64,
     queues: Vec<VecDeque<(u64, Pending)>>,
-    ready: BTreeSet<(u64, usize)>,
+    ready: Ready,
     running_per_block: Vec<u32>,
     running: FxHashMap<InvocationId, Pending>,
     frames: FxHashMap<u64, Frame>,
@@ -117,7 +169,7 @@ impl RunScheduler {
             next_seq: 0,
             next_frame: 0,
             queues: (0..n).map(|_| VecDeque::new()).collect(),
-            ready: BTreeSet::new(),
+            ready: Ready::new(n),
             running_per_block: vec![0; n],
             running: FxHashMap::default(),
             frames: FxHashMap::default(),
@@ -303,10 +355,9 @@ impl RunScheduler {
         }
         let plan = Arc::clone(&self.plan);
         let plan_block = &plan.blocks[block];
-        let no_transitions = super::plan::Outgoing::default();
         // A single-invocation run (a replay) fires nothing: its block is its only leaf.
         let out = if self.single {
-            &no_transitions
+            &NO_TRANSITIONS
         } else {
             &plan_block.outgoing
         };
