@@ -361,6 +361,17 @@ impl Executions {
             .map(|r| r.run_id.clone())
     }
 
+    /// The shown run's row (its start, status, counts), from this session or the history.
+    pub fn shown_run_row(&self) -> Option<RunRow> {
+        let id = self.shown_run_id()?;
+        self.session
+            .iter()
+            .map(|r| &r.row)
+            .chain(&self.history_runs)
+            .find(|row| row.run_id == id)
+            .cloned()
+    }
+
     /// The shown run's data, when it is in memory.
     pub fn shown(&self) -> Option<&RunData> {
         let id = self.shown_run_id()?;

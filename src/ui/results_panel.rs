@@ -96,6 +96,13 @@ impl ResultsPanel {
             Tab::Executions => return self.executions.show_ui(ui, app, tx),
             Tab::Timeline => return self.timeline.show_ui(ui, app, tx),
             Tab::Log => {
+                // Which run this is: the log follows the run Block Executions shows, not the newest.
+                if let Some(row) = app.executions.shown_run_row() {
+                    ui.label(RichText::new(log_title(&row)).small().weak())
+                        .on_hover_text(
+                            "The run Block Executions shows: pick another in its Runs list",
+                        );
+                }
                 if let Some(log) = app.shown_log() {
                     log_ui(ui, log);
                 } else {
@@ -300,6 +307,15 @@ fn results_ui(ui: &mut Ui, results: &[RunResult]) {
 
 /// The run's log: pip's output, then what workers wrote outside any one invocation's printed output,
 /// each line with where it came from.
+/// "Log of the run started 20:15:20 (succeeded)".
+pub fn log_title(row: &crate::app::executions::RunRow) -> String {
+    format!(
+        "Log of the run started {} ({})",
+        super::executions_panel::format_time(row.started_at_ms),
+        row.status.label()
+    )
+}
+
 fn log_ui(ui: &mut Ui, log: &[LogLine]) {
     if log.is_empty() {
         ui.add_space(6.0);

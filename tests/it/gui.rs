@@ -502,19 +502,39 @@ fn an_earlier_runs_log_stays_in_an_unsaved_project() {
         .build();
     assert_eq!(first_output(&mut harness), 1);
     let first = crate::executions::current_run(&harness);
+    // The second run fails after writing, so the two runs' titles differ even within one second.
     harness.state_mut().app.project.blocks[0]
         .code_mut()
         .expect("a code block")
-        .code = code("from the second run");
-    assert_eq!(first_output(&mut harness), 1);
+        .code = code("from the second run").replace("return 1", "raise ValueError('no')");
+    harness.get_by_label("▶ Run").click();
+    wait_for(&mut harness, "the second run to fail", |app| {
+        app.app
+            .run
+            .as_ref()
+            .is_some_and(|r| r.run_id != first && matches!(r.phase, RunPhase::Finished(_)))
+    });
     let texts = |harness: &Harness<'_, BraidApp>| -> Vec<String> {
         let log = harness.state().app.shown_log().expect("a shown log");
         log.iter().map(|line| line.text.clone()).collect()
     };
     assert_eq!(texts(&harness), ["from the second run"]);
-    harness.state_mut().app.executions.selected_run = Some(first);
+    harness.state_mut().app.executions.selected_run = Some(first.clone());
     settle(&mut harness);
     assert_eq!(texts(&harness), ["from the first run"]);
+    // The tab says which run it shows: the one picked, not the newest.
+    click(&mut harness, "Log (1)");
+    let row = harness
+        .state()
+        .app
+        .executions
+        .shown_run_row()
+        .expect("the picked run's row");
+    assert_eq!(row.run_id, first);
+    let title = braid::ui::results_panel::log_title(&row);
+    assert!(title.ends_with("(succeeded)"), "{title}");
+    harness.get_by_label(&title);
+    harness.get_by_label("from the first run");
 }
 
 /// In the editor too, blocks run in the project file's folder (the editor may have been started from
