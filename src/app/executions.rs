@@ -353,10 +353,7 @@ impl Executions {
             return Some(id.clone());
         }
         // Called several times a frame: find the newest without building the list.
-        self.session
-            .iter()
-            .map(|r| &r.row)
-            .chain(&self.history_runs)
+        self.run_rows()
             .max_by(|a, b| a.started_at_ms.total_cmp(&b.started_at_ms))
             .map(|r| r.run_id.clone())
     }
@@ -364,12 +361,15 @@ impl Executions {
     /// The shown run's row (its start, status, counts), from this session or the history.
     pub fn shown_run_row(&self) -> Option<RunRow> {
         let id = self.shown_run_id()?;
+        self.run_rows().find(|row| row.run_id == id).cloned()
+    }
+
+    /// This session's runs' rows, then the history's (a run may be in both).
+    fn run_rows(&self) -> impl Iterator<Item = &RunRow> {
         self.session
             .iter()
             .map(|r| &r.row)
             .chain(&self.history_runs)
-            .find(|row| row.run_id == id)
-            .cloned()
     }
 
     /// The shown run's data, when it is in memory.

@@ -305,8 +305,6 @@ fn results_ui(ui: &mut Ui, results: &[RunResult]) {
         });
 }
 
-/// The run's log: pip's output, then what workers wrote outside any one invocation's printed output,
-/// each line with where it came from.
 /// "Log of the run started 20:15:20 (succeeded)".
 pub fn log_title(row: &crate::app::executions::RunRow) -> String {
     format!(
@@ -316,6 +314,8 @@ pub fn log_title(row: &crate::app::executions::RunRow) -> String {
     )
 }
 
+/// The run's log: pip's output, then what workers wrote outside any one invocation's printed output,
+/// each line with where it came from.
 fn log_ui(ui: &mut Ui, log: &[LogLine]) {
     if log.is_empty() {
         ui.add_space(6.0);
