@@ -201,7 +201,8 @@ fn scheduler_alone(n: usize, repeats: usize) {
                 if tasks.is_empty() {
                     break;
                 }
-                for task in tasks {
+                // One batch per step, as the engine feeds a worker's reply in.
+                let results = tasks.into_iter().map(|task| {
                     let input: Value = serde_json::from_str(&task.input_json).expect("json");
                     let output = if task.block == 0 {
                         Value::from((0..n).collect::<Vec<_>>())
@@ -210,7 +211,7 @@ fn scheduler_alone(n: usize, repeats: usize) {
                     } else {
                         Value::from(input.as_array().map_or(0, Vec::len))
                     };
-                    scheduler.complete(TaskResult {
+                    TaskResult {
                         key: task.key,
                         attempt: 1,
                         started_at_ms: Some(0.0),
@@ -222,8 +223,9 @@ fn scheduler_alone(n: usize, repeats: usize) {
                             backpack: None,
                             ifs: Vec::new(),
                         },
-                    });
-                }
+                    }
+                });
+                scheduler.complete_all(results.collect::<Vec<_>>());
                 records += scheduler.take_records().len();
             }
             assert_eq!(records, n + 2);

@@ -670,8 +670,8 @@ impl Engine {
                     let same_run =
                         std::iter::from_fn(|| results.next_if(|r| r.key >> KEY_BITS == number));
                     if let Some(run) = run {
-                        run.scheduler.complete(first);
-                        same_run.for_each(|result| run.scheduler.complete(result));
+                        run.scheduler
+                            .complete_all(std::iter::once(first).chain(same_run));
                         touched.push(number);
                     } else {
                         same_run.for_each(drop);

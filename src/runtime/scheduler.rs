@@ -285,6 +285,7 @@ impl RunScheduler {
                 let id = pending.id;
                 self.running.insert(id, pending);
                 let now = now_ms();
+                self.now_ms = now;
                 self.complete_invocation(
                     id,
                     TaskResult {
@@ -336,15 +337,23 @@ impl RunScheduler {
 
     /// Feeds one finished task back in. Results of unknown or cancelled invocations are ignored.
     pub fn complete(&mut self, result: TaskResult) {
-        let id = result.key - self.key_base;
-        self.complete_invocation(id, result);
+        self.complete_all([result]);
+    }
+
+    /// Feeds a batch of finished tasks back in. The invocations they queue share one time stamp: the
+    /// clock is read once per batch (reading it per result was a tenth of the engine's time).
+    pub fn complete_all(&mut self, results: impl IntoIterator<Item = TaskResult>) {
+        self.now_ms = now_ms();
+        for result in results {
+            let id = result.key - self.key_base;
+            self.complete_invocation(id, result);
+        }
     }
 
     fn complete_invocation(&mut self, id: InvocationId, result: TaskResult) {
         let Some(mut inv) = self.running.remove(&id) else {
             return;
         };
-        self.now_ms = now_ms();
         let block = inv.block;
         self.running_per_block[block] -= 1;
         self.counts[block].running -= 1;
@@ -1071,6 +1080,31 @@ mod tests {
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].input_json, "13");
         assert!(!s.is_idle());
+    }
+
+    #[test]
+    fn a_batch_stamps_what_it_queues_with_the_time_it_came_in() {
+        use TransitionKind::FanOut;
+        let p = project(&["Gen", "Work"], &[("Gen", "Work", FanOut)]);
+        let mut s = scheduler(&p, 10);
+        let gen_task = s.take_ready().remove(0);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let before = now_ms();
+        s.complete_all([returned(&gen_task, json!([1, 2, 3]))]);
+        let after = now_ms();
+        for task in s.take_ready() {
+            s.complete_all([returned(&task, json!(0))]);
+        }
+        let queued: Vec<f64> = s
+            .take_records()
+            .iter()
+            .filter(|r| &*r.block_name == "Work")
+            .map(|r| r.queued_at_ms)
+            .collect();
+        assert_eq!(queued.len(), 3);
+        // Read once for the batch (the clock is not read per result), yet not a stale earlier reading.
+        assert!(queued.iter().all(|&t| t == queued[0]), "{queued:?}");
+        assert!((before..=after).contains(&queued[0]), "{queued:?}");
     }
 
     #[test]
