@@ -261,7 +261,10 @@ impl RunScheduler {
 
     /// Moves queued invocations into running, up to the limit, and returns them as tasks.
     pub fn take_ready(&mut self) -> Vec<Task> {
-        let mut tasks = Vec::new();
+        let mut tasks = Vec::with_capacity(
+            self.queued_total
+                .min(self.limit.saturating_sub(self.running.len())),
+        );
         while self.running.len() < self.limit {
             let Some((_, block)) = self.ready.pop_first() else {
                 break;
@@ -884,7 +887,10 @@ impl RunScheduler {
     }
 
     pub fn take_records(&mut self) -> Vec<InvocationRecord> {
-        std::mem::take(&mut self.outbox)
+        // The next batch is likely as big as this one: room for it up front, rather than growing a
+        // vector of large records by doubling (each doubling copied all the records before).
+        let room = self.outbox.len();
+        std::mem::replace(&mut self.outbox, Vec::with_capacity(room))
     }
 
     pub fn counts(&self) -> Vec<(crate::model::BlockId, BlockCounts)> {
