@@ -1109,7 +1109,10 @@ mod tests {
             .collect();
         assert_eq!(queued.len(), 3);
         // Read once for the batch (the clock is not read per result), yet not a stale earlier reading.
-        assert!(queued.iter().all(|&t| t == queued[0]), "{queued:?}");
+        assert!(
+            queued.iter().all(|t| t.to_bits() == queued[0].to_bits()),
+            "{queued:?}"
+        );
         assert!((before..=after).contains(&queued[0]), "{queued:?}");
     }
 
