@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::history::HistoryWriter;
 use super::invoker::{BlockCompileError, Invoker, InvokerEvent, Program};
@@ -124,10 +124,25 @@ impl RuntimeHandle {
             .thread_name("braid-runtime")
             .enable_all()
             .build()?;
+        // Bounded: when events are not taken, the engine waits, as it does for its own events.
+        let (recorder, to_record) = mpsc::channel(64);
+        let (recorder_done, recorder_finished) = oneshot::channel();
+        let (recorder_events, handle) = (events_tx.clone(), runtime.handle().clone());
+        std::thread::Builder::new()
+            .name("braid-recorder".to_owned())
+            .spawn(move || {
+                record(to_record, &recorder_events, &handle);
+                let _ = recorder_done.send(());
+            })?;
         std::thread::Builder::new()
             .name("braid-engine".to_owned())
             .spawn(move || {
-                runtime.block_on(Engine::run(config, requests_rx, events_tx));
+                runtime.block_on(Engine::run(
+                    config,
+                    requests_rx,
+                    events_tx,
+                    (recorder, recorder_finished),
+                ));
                 let _ = stopped_tx.send(());
                 // Dropping the runtime stops the workers; nobody waits for that.
             })?;
@@ -247,10 +262,10 @@ struct Engine {
     broken: Option<String>,
 }
 
-/// What a recorded run hands the recorder task. It encodes records for the history writer and then
-/// passes them on as events, off the engine's thread (which a big fan-out keeps busy): encoding is
-/// about a tenth of a microsecond a record. Going through the one task keeps a run's records ahead
-/// of its `RunFinished`, which waits for the writer to have committed them.
+/// What a recorded run hands the recorder. It encodes records for the history writer and then passes
+/// them on as events, off the engine's thread (which a big fan-out keeps busy): encoding is about a
+/// tenth of a microsecond a record. Going through the one recorder keeps a run's records ahead of its
+/// `RunFinished`, which waits for the writer to have committed them.
 enum Recorded {
     Records {
         writer: HistoryWriter,
@@ -265,27 +280,30 @@ enum Recorded {
     Close(HistoryWriter),
 }
 
-/// Runs until the engine drops its sender, after everything sent before.
-async fn record(mut recorded: mpsc::Receiver<Recorded>, events: mpsc::Sender<RuntimeEvent>) {
-    while let Some(message) = recorded.recv().await {
+/// The recorder: a thread of its own, since encoding and waiting for a full writer channel block.
+/// (As a task it moved the runtime's other tasks to another thread for every batch, with
+/// `block_in_place`, which cost about a sixth of its time.) Runs until the engine drops its sender,
+/// after everything sent before; `done` says it has finished.
+fn record(
+    mut recorded: mpsc::Receiver<Recorded>,
+    events: &mpsc::Sender<RuntimeEvent>,
+    runtime: &tokio::runtime::Handle,
+) {
+    while let Some(message) = recorded.blocking_recv() {
         match message {
             Recorded::Records {
                 writer,
                 run_id,
                 records,
             } => {
-                // Encoding, and waiting when the writer's channel is full, may block: let the runtime
-                // move its other tasks to another thread meanwhile.
-                tokio::task::block_in_place(|| writer.invocations(&records));
-                let _ = events
-                    .send(RuntimeEvent::Invocations { run_id, records })
-                    .await;
+                writer.invocations(&records);
+                let _ = events.blocking_send(RuntimeEvent::Invocations { run_id, records });
             }
             Recorded::Finished { writer, summary } => {
                 // Held back until the writer has committed the run, without holding up other runs.
                 let written = writer.run_finished_flushed(&summary);
                 let events = events.clone();
-                tokio::spawn(async move {
+                runtime.spawn(async move {
                     let _ = written.await;
                     let _ = events.send(RuntimeEvent::RunFinished(summary)).await;
                 });
@@ -304,13 +322,12 @@ impl Engine {
         config: RuntimeConfig,
         mut requests: mpsc::Receiver<RuntimeRequest>,
         events: mpsc::Sender<RuntimeEvent>,
+        (recorder, recorder_finished): (mpsc::Sender<Recorded>, oneshot::Receiver<()>),
     ) {
         let (invoker_tx, mut invoker_rx) = mpsc::channel(256);
         let invoker = ProcessPool::start(config.pool, invoker_tx);
         let (prepared_tx, mut prepared_rx) = mpsc::channel(16);
-        // Bounded: when events are not taken, the engine waits, as it does for its own events.
-        let (recorder, to_record) = mpsc::channel(64);
-        let recorder_task = tokio::spawn(record(to_record, events.clone()));
+
         let mut engine = Self {
             events,
             invoker,
@@ -370,7 +387,7 @@ impl Engine {
         } = engine;
         invoker.stop().await;
         drop(recorder);
-        if tokio::time::timeout(CLOSE_WITHIN, recorder_task)
+        if tokio::time::timeout(CLOSE_WITHIN, recorder_finished)
             .await
             .is_err()
         {
