@@ -234,6 +234,64 @@ fn write_array<'py>(
     true
 }
 
+/// The short rows' part of a results frame (see the top of `worker.py`): `b"R"`, the worker's start
+/// and the row count, the keys, start times and durations as little-endian 64-bit columns, then the
+/// return values and the backpacks as JSON, each after its length (`0` for backpacks all unchanged).
+/// `None` when a row holds anything [`to_json`] leaves to Python: `worker.py` then builds the frame
+/// itself, finding the rows that can't be encoded. Built in Python, a frame of 256 rows took more
+/// time than running its 256 trivial invocations.
+#[pyfunction]
+pub fn short_frame<'py>(
+    py: Python<'py>,
+    rows: &Bound<'py, PyList>,
+    start_wall_us: u64,
+) -> Option<Bound<'py, PyBytes>> {
+    let n = rows.len();
+    let mut columns = vec![0_i64; 3 * n];
+    let mut returns = Vec::with_capacity(8 * n + 2);
+    let mut backpacks = Vec::new();
+    let mut changed = false;
+    returns.push(b'[');
+    for (i, row) in rows.iter().enumerate() {
+        let row = row.cast_exact::<PyTuple>().ok()?;
+        if row.len() != 5 {
+            return None;
+        }
+        for (column, at) in [0, 1, 2].into_iter().enumerate() {
+            columns[column * n + i] = row.get_item(at).ok()?.extract::<i64>().ok()?;
+        }
+        if i > 0 {
+            returns.push(b',');
+        }
+        if !write_json(&row.get_item(3).ok()?, &mut returns, 1) {
+            return None;
+        }
+        let backpack = row.get_item(4).ok()?;
+        changed |=
+            !(backpack.is_exact_instance_of::<PyInt>() && backpack.extract::<i64>().ok()? == 0);
+        backpacks.push(backpack);
+    }
+    returns.push(b']');
+    let backpacks = if changed {
+        let mut out = Vec::with_capacity(4 * n + 2);
+        write_array(backpacks.into_iter(), &mut out, 0).then_some(out)?
+    } else {
+        b"0".to_vec()
+    };
+    let mut frame = Vec::with_capacity(1 + 12 + 24 * n + 12 + returns.len() + backpacks.len());
+    frame.push(b'R');
+    frame.extend_from_slice(&start_wall_us.to_le_bytes());
+    frame.extend_from_slice(&u32::try_from(n).ok()?.to_le_bytes());
+    for value in &columns {
+        frame.extend_from_slice(&value.to_le_bytes());
+    }
+    for part in [&returns, &backpacks] {
+        frame.extend_from_slice(&u32::try_from(part.len()).ok()?.to_le_bytes());
+        frame.extend_from_slice(part);
+    }
+    Some(PyBytes::new(py, &frame))
+}
+
 /// A JSON text (a run frame from the parent) as Python values, or `None` when `serde_json` does not
 /// take it (nesting past its limit, a lone surrogate escape, `NaN`…): `worker.py` then reads it with
 /// `json.loads`, as before. Both give the same values for what the parent writes: it writes
@@ -318,6 +376,7 @@ pub fn register(py: Python<'_>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(run_plain, &module)?)?;
     module.add_function(wrap_pyfunction!(to_json, &module)?)?;
     module.add_function(wrap_pyfunction!(from_json, &module)?)?;
+    module.add_function(wrap_pyfunction!(short_frame, &module)?)?;
     py.import("sys")?
         .getattr("modules")?
         .set_item("braid_native", module)

@@ -1393,6 +1393,62 @@ fn cancelled(task: &Task) -> TaskResult {
 mod tests {
     use super::*;
 
+    /// The worker's native short rows read back as what they were: keys, times, values, and backpacks
+    /// (unchanged when all were; else each its own). A row it can't encode leaves the frame to Python.
+    #[test]
+    fn a_native_short_frame_reads_back_as_its_rows() {
+        use pyo3::prelude::*;
+        use pyo3::types::PyList;
+        use serde_json::json;
+        Python::attach(|py| {
+            let rows = |code: &std::ffi::CStr| {
+                py.eval(code, None, None)
+                    .unwrap()
+                    .cast_into::<PyList>()
+                    .unwrap()
+            };
+            let read = |rows: &Bound<'_, PyList>| {
+                let head = super::super::native::short_frame(py, rows, 1_000_000).expect("plain");
+                let mut body = head.as_bytes().to_vec();
+                body.extend_from_slice(&2_u32.to_le_bytes());
+                body.extend_from_slice(b"[]");
+                parse_frame(&body).unwrap()
+            };
+            let frame = read(&rows(
+                c"[(7, 10, 5, [1, 'a'], 0), (2**40, 20, 6, {'k': 2.5}, 0), (9, 30, 7, None, 0)]",
+            ));
+            assert_eq!(frame.op, "done");
+            assert!((frame.t - 1_000_000.0).abs() < f64::EPSILON);
+            let got: Vec<_> = frame
+                .results
+                .iter()
+                .map(|r| {
+                    (
+                        r.key,
+                        r.t0,
+                        r.duration,
+                        r.output.clone(),
+                        r.backpack.clone(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                got,
+                [
+                    (7, 10.0, 5.0, json!([1, "a"]), None),
+                    (1 << 40, 20.0, 6.0, json!({"k": 2.5}), None),
+                    (9, 30.0, 7.0, Value::Null, None),
+                ]
+            );
+            let frame = read(&rows(c"[(1, 0, 1, 2, 0), (2, 0, 1, 4, {'seen': True})]"));
+            let backpacks: Vec<_> = frame.results.iter().map(|r| r.backpack.clone()).collect();
+            assert_eq!(backpacks, [None, Some(json!({"seen": true}))]);
+            assert!(read(&rows(c"[]")).results.is_empty());
+            let odd = rows(c"[(1, 0, 1, float('nan'), 0)]");
+            assert!(super::super::native::short_frame(py, &odd, 0).is_none());
+        });
+    }
+
     /// A worker's stderr as lines: pieces joined, CRLF and a progress bar's redraws shown as a terminal
     /// would, text that isn't UTF-8 replaced, and a line without end cut rather than kept growing.
     #[test]

@@ -66,9 +66,11 @@ try:
     # The hot loop for plain invocations, in Rust (src/runtime/worker/native.rs); absent when this file
     # runs in a plain Python (its tests), where the loop below does everything.
     from braid_native import run_plain as _run_plain, to_json as _native_json, from_json as _native_loads
+    from braid_native import short_frame as _native_short_frame
 except ImportError:
     _run_plain = None
     _native_json = _native_loads = lambda value: None  # noqa: E731 (Python's json does it all)
+    _native_short_frame = lambda rows, start: None  # noqa: E731
 # Why _run_plain returned (native.rs).
 N_EXHAUSTED, N_FLUSH, N_RAISED, N_PRINTED, N_CANCELLING = 0, 1, 2, 3, 4
 
@@ -400,6 +402,10 @@ class Worker:
 
     def results_frame(self, rows, slow_rows):
         """The binary results frame (see the top of this file) for short rows and full rows."""
+        head = _native_short_frame(rows, START_WALL_US)
+        if head is not None:
+            rest = self.encode(slow_rows)
+            return b"".join((head, struct.pack("<I", len(rest)), rest))
         try:
             rets = _fast_json([row[3] for row in rows])
             backpacks = [row[4] for row in rows]
