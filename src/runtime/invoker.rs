@@ -47,7 +47,7 @@ pub struct Task {
     pub program: u64,
     pub block: u32,
     pub timeout_s: f64,
-    pub input_json: String,
+    pub input_json: smol_str::SmolStr,
     /// Shared by the tasks of one fan-out, which all carry the same backpack.
     pub backpack_json: std::sync::Arc<str>,
 }

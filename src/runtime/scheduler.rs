@@ -189,6 +189,8 @@ pub struct RunScheduler {
     now_ms: f64,
     /// The last backpack encoded for a task, and its JSON (the items of a fan-out share one).
     backpack_json: Option<(Arc<Value>, Arc<str>)>,
+    /// Where a task's input is encoded before it is copied into the task (inline, when short).
+    json: Vec<u8>,
 }
 
 /// The largest invocation number a run can have: keys carry it in their low bits.
@@ -223,6 +225,7 @@ impl RunScheduler {
             single: false,
             now_ms: now_ms(),
             backpack_json: None,
+            json: Vec::new(),
         }
     }
 
@@ -353,7 +356,14 @@ impl RunScheduler {
                 program: self.program,
                 block: block as u32,
                 timeout_s: plan_block.timeout_s,
-                input_json: serde_json::to_string(&pending.input).unwrap_or_default(),
+                input_json: {
+                    self.json.clear();
+                    let _ = serde_json::to_writer(&mut self.json, &pending.input);
+                    // serde_json writes UTF-8.
+                    std::str::from_utf8(&self.json)
+                        .map(smol_str::SmolStr::new)
+                        .unwrap_or_default()
+                },
                 backpack_json: self.backpack_json(&pending.backpack),
             });
             self.running.insert(pending.id, pending);
@@ -1251,7 +1261,7 @@ mod tests {
         let view = |tasks: &[Task]| -> Vec<(u32, u64, String)> {
             tasks
                 .iter()
-                .map(|t| (t.block, t.key, t.input_json.clone()))
+                .map(|t| (t.block, t.key, t.input_json.to_string()))
                 .collect()
         };
         // `then` fires before the fan-out: Tail is id 2, the rows 3, 4 and 5.

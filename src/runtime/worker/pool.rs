@@ -652,7 +652,7 @@ impl PoolActor {
                 .collect();
             if !mine.is_empty() {
                 let mut frame = String::from(r#"{"op":"cancel","keys":"#);
-                push_list(&mut frame, mine.iter());
+                push_keys(&mut frame, mine.into_iter());
                 frame.push('}');
                 let _ = worker.frames.send(frame.into_bytes());
             }
@@ -1054,15 +1054,15 @@ fn send_tasks(worker: &mut Worker, tasks: Vec<Task>) {
             frame,
             r#"{{"op":"run","program":{program},"block":{block},"keys":"#
         );
-        push_list(&mut frame, tasks.iter().map(|t| t.key));
+        push_keys(&mut frame, tasks.iter().map(|t| t.key));
         frame.push_str(r#","inputs":"#);
-        push_list(&mut frame, tasks.iter().map(|t| &t.input_json));
+        push_list(&mut frame, tasks.iter().map(|t| t.input_json.as_str()));
         if tasks.iter().all(|t| &*t.backpack_json == "{}") {
             // Every one starts with an empty backpack (a fresh one each, made by the worker).
             frame.push_str(r#","fresh":1}"#);
         } else {
             frame.push_str(r#","backpacks":"#);
-            push_list(&mut frame, tasks.iter().map(|t| &t.backpack_json));
+            push_list(&mut frame, tasks.iter().map(|t| &*t.backpack_json));
             frame.push('}');
         }
         let _ = worker.frames.send(frame.into_bytes());
@@ -1074,14 +1074,27 @@ fn send_tasks(worker: &mut Worker, tasks: Vec<Task>) {
     }
 }
 
-/// Appends `[a,b,…]`: the items are numbers or JSON texts already.
-fn push_list(frame: &mut String, items: impl Iterator<Item = impl std::fmt::Display>) {
+/// Appends `[k,…]`, the keys as decimal numbers.
+fn push_keys(frame: &mut String, keys: impl Iterator<Item = u64>) {
+    let mut digits = itoa::Buffer::new();
+    frame.push('[');
+    for (i, key) in keys.enumerate() {
+        if i > 0 {
+            frame.push(',');
+        }
+        frame.push_str(digits.format(key));
+    }
+    frame.push(']');
+}
+
+/// Appends `[a,b,…]`: the items are JSON texts already.
+fn push_list<'a>(frame: &mut String, items: impl Iterator<Item = &'a str>) {
     frame.push('[');
     for (i, item) in items.enumerate() {
         if i > 0 {
             frame.push(',');
         }
-        let _ = write!(frame, "{item}");
+        frame.push_str(item);
     }
     frame.push(']');
 }
