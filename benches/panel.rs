@@ -29,7 +29,7 @@ fn synthetic_run() -> RunData {
                 id: i + 1,
                 block_id: block.clone(),
                 block_name: "Process".into(),
-                item_path: vec![i as u32],
+                item_path: smallvec::smallvec![i as u32],
                 attempt: 1,
                 status: if failed {
                     InvocationStatus::Exception

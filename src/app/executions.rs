@@ -100,7 +100,7 @@ impl RunData {
         for parent in &record.parents {
             self.children.entry(*parent).or_default().push(record.id);
         }
-        self.parents.insert(record.id, record.parents.clone());
+        self.parents.insert(record.id, record.parents.to_vec());
         self.row.counts.add_final(record.status);
         self.row.invocations += 1;
         self.push_row(row_of(&record));
@@ -740,7 +740,7 @@ impl Executions {
             return parents.clone();
         }
         self.fetch_record(run, id)
-            .map(|r| r.parents)
+            .map(|r| r.parents.to_vec())
             .unwrap_or_default()
     }
 
@@ -763,7 +763,7 @@ impl Executions {
     ) -> (BTreeSet<InvocationId>, BTreeSet<BlockId>) {
         let mut seen = BTreeSet::from([id]);
         let mut up: Vec<InvocationId> =
-            record.map_or_else(|| self.parents_of(run, id), |r| r.parents.clone());
+            record.map_or_else(|| self.parents_of(run, id), |r| r.parents.to_vec());
         while let Some(next) = up.pop() {
             if seen.insert(next) {
                 up.extend(self.parents_of(run, next));
@@ -823,7 +823,7 @@ impl Executions {
                 picked
                     .record
                     .as_ref()
-                    .map_or_else(|| self.parents_of(run, picked.id), |r| r.parents.clone())
+                    .map_or_else(|| self.parents_of(run, picked.id), |r| r.parents.to_vec())
                     .first()
                     .copied()
             }
@@ -1146,7 +1146,7 @@ mod tests {
             id,
             block_id: BlockId("b".into()),
             block_name: "B".into(),
-            item_path: vec![],
+            item_path: smallvec::smallvec![],
             attempt: 1,
             status: InvocationStatus::Succeeded,
             started_at_ms: Some(start),
@@ -1199,7 +1199,7 @@ mod tests {
     fn filters_and_sorts_in_memory() {
         let mut rows = vec![row(1, 0.0, 10.0), row(2, 1.0, 2.0), row(3, 2.0, 30.0)];
         rows[1].status = InvocationStatus::Exception;
-        rows[2].item_path = vec![4];
+        rows[2].item_path = smallvec::smallvec![4];
         let run = RunData::from_rows(
             RunRow {
                 run_id: RunId("r".into()),

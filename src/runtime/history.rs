@@ -82,7 +82,7 @@ pub struct InvocationRow {
     pub id: InvocationId,
     pub block_id: BlockId,
     pub block_name: std::sync::Arc<str>,
-    pub item_path: Vec<u32>,
+    pub item_path: crate::runtime::record::ItemPath,
     pub attempt: u32,
     pub status: InvocationStatus,
     pub started_at_ms: Option<f64>,

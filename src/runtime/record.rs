@@ -95,6 +95,14 @@ impl ErrorInfo {
     }
 }
 
+/// An invocation's item path, inline up to a fan-out in a fan-out: most records allocate nothing for it.
+/// (Records are made on the engine's thread and dropped on another; every allocation in them was a
+/// free across threads, which costs more than the allocation.)
+pub type ItemPath = smallvec::SmallVec<[u32; 2]>;
+
+/// The invocations one came from: one, inline, but for a fan-in or merge.
+pub type ParentIds = smallvec::SmallVec<[InvocationId; 1]>;
+
 /// One call of one block on one input, as the Block Executions panel shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InvocationRecord {
@@ -102,11 +110,11 @@ pub struct InvocationRecord {
     pub id: InvocationId,
     pub block_id: BlockId,
     pub block_name: std::sync::Arc<str>,
-    pub item_path: Vec<u32>,
+    pub item_path: ItemPath,
     /// 1 normally; more when the invocation was run again because its worker died under another invocation.
     pub attempt: u32,
     /// The invocations this one came from (several for a fan-in or merge).
-    pub parents: Vec<InvocationId>,
+    pub parents: ParentIds,
     pub status: InvocationStatus,
     /// Wall-clock times in milliseconds since the Unix epoch.
     pub queued_at_ms: f64,

@@ -27,8 +27,7 @@ struct Ctx {
     frames: SmallVec<[(u64, u32); 2]>,
 }
 
-/// The invocations an invocation came from: one, mostly (kept inline, no allocation).
-type Parents = SmallVec<[InvocationId; 1]>;
+use super::record::{ItemPath, ParentIds as Parents};
 
 struct Pending {
     id: InvocationId,
@@ -48,8 +47,8 @@ struct Pending {
 }
 
 impl Pending {
-    fn path(&self) -> Vec<u32> {
-        let mut path = self.ctx.path.to_vec();
+    fn path(&self) -> ItemPath {
+        let mut path = ItemPath::from_slice(&self.ctx.path);
         path.extend(self.item.map(|(_, index)| index));
         path
     }
@@ -426,7 +425,7 @@ impl RunScheduler {
             block_name: plan_block.name.clone(),
             item_path: inv.path(),
             attempt: result.attempt,
-            parents: std::mem::take(&mut inv.parents).into_vec(),
+            parents: std::mem::take(&mut inv.parents),
             status: InvocationStatus::Succeeded,
             queued_at_ms: inv.queued_at_ms,
             started_at_ms: result.started_at_ms,
@@ -459,7 +458,7 @@ impl RunScheduler {
                             RunResult {
                                 block: plan_block.name.to_string(),
                                 block_id: plan_block.id.clone(),
-                                item_path: inv.path(),
+                                item_path: inv.path().to_vec(),
                                 output: output.clone(),
                             },
                         ));
@@ -509,7 +508,7 @@ impl RunScheduler {
                     RunFailure {
                         block: plan_block.name.to_string(),
                         block_id: plan_block.id.clone(),
-                        item_path: inv.path(),
+                        item_path: inv.path().to_vec(),
                         status: if timed_out { "timed_out" } else { "exception" }.to_owned(),
                         error: error.summary(),
                         traceback: (!error.traceback.is_empty()).then(|| error.traceback.clone()),
@@ -919,7 +918,7 @@ impl RunScheduler {
                 block_name: plan_block.name.clone(),
                 item_path: pending.path(),
                 attempt: 1,
-                parents: pending.parents.into_vec(),
+                parents: pending.parents,
                 status: InvocationStatus::Cancelled,
                 queued_at_ms: pending.queued_at_ms,
                 started_at_ms: None,
@@ -1287,7 +1286,7 @@ mod tests {
             .take_records()
             .into_iter()
             .filter(|r| r.status == InvocationStatus::Cancelled)
-            .map(|r| (r.id, r.item_path, r.parents))
+            .map(|r| (r.id, r.item_path.to_vec(), r.parents.to_vec()))
             .collect();
         assert_eq!(
             cancelled,

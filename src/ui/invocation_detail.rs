@@ -409,7 +409,10 @@ fn links_ui(
                 },
             )
     };
-    for (title, ids) in [("came from", &record.parents), ("led to", &picked.children)] {
+    for (title, ids) in [
+        ("came from", &record.parents[..]),
+        ("led to", &picked.children[..]),
+    ] {
         ui.horizontal_wrapped(|ui| {
             ui.label(RichText::new(title).small().weak());
             if ids.is_empty() {

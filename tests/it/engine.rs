@@ -41,7 +41,7 @@ fn then_passes_value_and_backpack() {
         Some(&json!({"seen": 4})),
         "rebinding the name changes nothing"
     );
-    assert_eq!(b.parents, vec![a.id]);
+    assert_eq!(b.parents[..], [a.id]);
     assert_eq!(a.fired.len(), 1);
 }
 
@@ -199,13 +199,13 @@ fn fan_in_collects_in_item_order_whatever_the_finishing_order() {
     let expected: Vec<i64> = (0..20).map(|i| i * 2).collect();
     assert_eq!(out.results_of("Collect"), vec![&json!(expected)]);
     let slow = out.records_of("Slow");
-    assert_eq!(slow[5].item_path, vec![5]);
+    assert_eq!(slow[5].item_path[..], [5]);
     // Later items finished first, yet the merged backpack takes keys in item order: the last item wins.
     let collect = out.records_of("Collect")[0];
     assert_eq!(collect.backpack_in["last"], json!(19));
     assert_eq!(collect.backpack_in.as_object().unwrap().len(), 21);
     assert_eq!(collect.parents.len(), 20);
-    assert_eq!(collect.item_path, Vec::<u32>::new());
+    assert!(collect.item_path.is_empty());
 }
 
 #[test]
@@ -277,13 +277,13 @@ fn nested_fan_outs_with_hops_between() {
     let paths: Vec<Vec<u32>> = out
         .records_of("Square")
         .iter()
-        .map(|r| r.item_path.clone())
+        .map(|r| r.item_path.to_vec())
         .collect();
     assert!(paths.contains(&vec![1, 2]));
     let row_paths: Vec<Vec<u32>> = out
         .records_of("RowSum")
         .iter()
-        .map(|r| r.item_path.clone())
+        .map(|r| r.item_path.to_vec())
         .collect();
     assert_eq!(row_paths.len(), 3);
     assert!(row_paths.iter().all(|p| p.len() == 1));
@@ -546,7 +546,7 @@ fn hostile(body: &str, timeout_s: u64) -> crate::support::Outcome {
 fn item_4(out: &crate::support::Outcome) -> &braid::runtime::InvocationRecord {
     out.records_of("Work")
         .into_iter()
-        .find(|r| r.item_path == vec![4])
+        .find(|r| r.item_path[..] == [4])
         .expect("item 4's record")
 }
 
@@ -558,7 +558,7 @@ fn assert_only_item_4_failed(
     let work = out.records_of("Work");
     assert_eq!(work.len(), 10);
     for r in &work {
-        if r.item_path == vec![4] {
+        if r.item_path[..] == [4] {
             assert_eq!(r.status, status, "{r:?}");
             let error = r.error.as_ref().expect("an error");
             assert!(error.summary().contains(error_has), "{error:?}");
@@ -644,7 +644,7 @@ fn a_timed_out_module_load_is_not_the_next_invocations_timeout() {
     let timed_out: Vec<_> = work
         .iter()
         .filter(|r| r.status == InvocationStatus::TimedOut)
-        .map(|r| r.item_path.clone())
+        .map(|r| r.item_path.to_vec())
         .collect();
     assert_eq!(timed_out, [vec![0]], "{work:#?}");
 }

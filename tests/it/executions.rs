@@ -168,7 +168,7 @@ fn step_through_a_failed_item_follow_it_and_replay_it() {
     harness.get_by_label("5 of 8 invocations");
     click(&mut harness, "[3]");
     press(&mut harness, Key::J);
-    let item = |h: &Harness<'_, BraidApp>| picked_record(h).item_path;
+    let item = |h: &Harness<'_, BraidApp>| picked_record(h).item_path.to_vec();
     assert_eq!(item(&harness), vec![4]);
     press(&mut harness, Key::K);
     press(&mut harness, Key::K);
@@ -376,7 +376,7 @@ fn snapshot_of_the_timeline() {
         id: 1,
         block_id: BlockId("split".into()),
         block_name: "Split".into(),
-        item_path: Vec::new(),
+        item_path: braid::runtime::record::ItemPath::new(),
         attempt: 1,
         status: InvocationStatus::Succeeded,
         started_at_ms: Some(start),
@@ -392,7 +392,7 @@ fn snapshot_of_the_timeline() {
             id: u64::from(i) + 2,
             block_id: BlockId("process".into()),
             block_name: "Process".into(),
-            item_path: vec![i],
+            item_path: std::iter::once(i).collect(),
             attempt: 1,
             status: if failed {
                 InvocationStatus::Exception
@@ -502,7 +502,7 @@ fn a_failure_links_to_its_invocation() {
 
     click(&mut harness, "Process [11]");
     let record = picked_record(&harness);
-    assert_eq!(record.item_path, [11]);
+    assert_eq!(record.item_path[..], [11]);
     assert_eq!(record.status, InvocationStatus::Exception);
     assert_eq!(record.input, serde_json::json!(11));
     harness.get_by_label("Error");

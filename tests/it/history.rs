@@ -99,7 +99,7 @@ fn a_failed_item_can_be_found_read_and_followed_after_a_restart() {
     assert_eq!(by_status.len(), 1);
     let broken = &by_status[0];
     assert_eq!(&*broken.block_name, "Work");
-    assert_eq!(broken.item_path, [3]);
+    assert_eq!(broken.item_path[..], [3]);
     assert_eq!(broken.input_preview, "\"oops\"");
     assert_eq!(
         broken.error_summary.as_deref(),
@@ -155,7 +155,7 @@ fn a_failed_item_can_be_found_read_and_followed_after_a_restart() {
 
     // Back to the fan-out, forward from it.
     let gen_id = failed.records_of("Gen")[0].id;
-    assert_eq!(record.parents, [gen_id]);
+    assert_eq!(record.parents[..], [gen_id]);
     let mut fanned: Vec<u64> = work.iter().map(|r| r.id).collect();
     fanned.sort_unstable();
     assert_eq!(history.children(run, gen_id).unwrap(), fanned);

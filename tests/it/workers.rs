@@ -313,7 +313,7 @@ fn invocations_sharing_a_dead_worker_run_again() {
     let rerun = work.iter().filter(|r| r.attempt == 2).count();
     assert!(rerun >= 1, "the crash's neighbours ran again: {work:?}");
     for r in &work {
-        if r.item_path == vec![4] {
+        if r.item_path[..] == [4] {
             assert_eq!(r.status, InvocationStatus::Exception);
         } else {
             assert_eq!(r.status, InvocationStatus::Succeeded, "{r:?}");
@@ -360,7 +360,7 @@ fn a_killed_worker_fails_only_the_item_that_killed_it() {
     let work = out.records_of("Work");
     assert_eq!(work.len(), 6);
     for r in &work {
-        if r.item_path == vec![4] {
+        if r.item_path[..] == [4] {
             assert_eq!(r.status, InvocationStatus::Exception);
             let error = r.error.as_ref().unwrap();
             assert!(error.message.contains("signal 9"), "{error:?}");

@@ -896,7 +896,7 @@ fn varints(bytes: &[u8], count: usize) -> impl Iterator<Item = u64> + '_ {
 }
 
 impl Raw<'_> {
-    pub fn item_path(&self) -> Result<Vec<u32>, Damage> {
+    pub fn item_path(&self) -> Result<crate::runtime::record::ItemPath, Damage> {
         varints(self.item_path, self.path_len)
             .map(|i| u32::try_from(i).map_err(|_| "an item index is out of range".to_owned()))
             .collect()
@@ -975,9 +975,9 @@ mod tests {
             id,
             block_id: BlockId("b".into()),
             block_name: "B".into(),
-            item_path: vec![id as u32, 7],
+            item_path: smallvec::smallvec![id as u32, 7],
             attempt: 1,
-            parents: vec![1],
+            parents: smallvec::smallvec![1],
             status: InvocationStatus::Succeeded,
             queued_at_ms: 1.7e12 + id as f64 * 0.123,
             started_at_ms: Some(1.7e12 + id as f64 * 0.125),
@@ -1014,7 +1014,7 @@ mod tests {
             let raw = raw.unwrap();
             assert_eq!(raw.id, original.id);
             assert_eq!(raw.item_path().unwrap(), original.item_path);
-            assert_eq!(raw.parents().collect::<Vec<_>>(), original.parents);
+            assert_eq!(raw.parents().collect::<Vec<_>>(), original.parents.to_vec());
             assert_eq!(raw.queued_at_ms.to_bits(), original.queued_at_ms.to_bits());
             assert_eq!(raw.started_at_ms, original.started_at_ms);
             assert_eq!(raw.ended_at_ms, original.ended_at_ms);
@@ -1029,9 +1029,9 @@ mod tests {
     #[test]
     fn parents_and_fired_transitions_of_every_shape_round_trip() {
         let mut records: Vec<_> = (1..=6).map(record).collect();
-        records[0].parents = vec![];
-        records[2].parents = vec![2];
-        records[3].parents = vec![5, 1, 3];
+        records[0].parents = smallvec::smallvec![];
+        records[2].parents = smallvec::smallvec![2];
+        records[3].parents = smallvec::smallvec![5, 1, 3];
         records[4].fired = vec![];
         records[5].fired = vec![TransitionId("u".into()), TransitionId("t".into())];
         let data = chunk_of(&encode(&records));
@@ -1039,7 +1039,7 @@ mod tests {
         let segment = &chunk.segments[0];
         for (raw, original) in segment.records().zip(&records) {
             let raw = raw.unwrap();
-            assert_eq!(raw.parents().collect::<Vec<_>>(), original.parents);
+            assert_eq!(raw.parents().collect::<Vec<_>>(), original.parents.to_vec());
             assert_eq!(raw.fired(segment), original.fired);
         }
     }

@@ -89,6 +89,7 @@ fn record(
         block_id: BlockId(row.get(1)?),
         block_name: row.get(2)?,
         item_path: parse_item_path(&item_path)
+            .map(crate::runtime::record::ItemPath::from_vec)
             .ok_or_else(|| Failure::Damaged(format!("item path {item_path:?}")))?,
         attempt: row.get(4)?,
         parents: serde_json::from_str(&parents)

@@ -18,9 +18,9 @@ fn record(
         id,
         block_id: BlockId(format!("id-{block}").into()),
         block_name: block.into(),
-        item_path: path.to_vec(),
+        item_path: path.into(),
         attempt: 1,
-        parents: Vec::new(),
+        parents: smallvec::SmallVec::new(),
         status,
         queued_at_ms: 1000.0,
         started_at_ms: Some(1000.0 + id as f64),
@@ -111,7 +111,7 @@ fn sample(run: &RunId) -> Vec<InvocationRecord> {
             InvocationStatus::Succeeded
         };
         let mut r = record(run, id, "Work", &[i], status);
-        r.parents = vec![1];
+        r.parents = smallvec::smallvec![1];
         records.push(r);
     }
     let mut collect = record(run, 22, "Collect", &[], InvocationStatus::Succeeded);
@@ -323,7 +323,7 @@ fn rows_honour_every_filter() {
         failed[0].error_summary.as_deref(),
         Some("ValueError: bad row 7")
     );
-    assert_eq!(failed[0].item_path, [5]);
+    assert_eq!(failed[0].item_path[..], [5]);
 
     let under_3 = rows(InvocationFilter {
         item_path_prefix: Some(vec![3]),
@@ -425,7 +425,7 @@ fn children_follow_fan_out_and_fan_in() {
     assert_eq!(history.children(&run, 9).unwrap(), [22]);
     assert!(history.children(&run, 22).unwrap().is_empty());
     assert_eq!(
-        history.invocation(&run, 22).unwrap().unwrap().parents,
+        history.invocation(&run, 22).unwrap().unwrap().parents[..],
         (2..22).collect::<Vec<_>>()
     );
 }
