@@ -120,8 +120,9 @@ static NO_TRANSITIONS: super::plan::Outgoing = super::plan::Outgoing {
 };
 
 /// The blocks that have queued invocations and room to start one, each with its oldest queued
-/// invocation's id (ids count up in the order invocations are queued), taken oldest first. A project has few blocks, so a scan of a short
-/// list beats a tree: a big fan-out puts its block in and takes it out once per invocation.
+/// invocation's id (ids count up in the order invocations are queued), taken oldest first. A project
+/// has few blocks, so a scan of a short list beats a tree: a big fan-out puts its block in and takes it
+/// out once per invocation.
 struct Ready {
     entries: Vec<(u64, usize)>,
     listed: Vec<bool>,
@@ -289,6 +290,50 @@ impl RunScheduler {
         });
         self.counts[block].queued += 1;
         self.queued_total += 1;
+    }
+
+    /// Queues a fan-out's items (frame `frame`, its alive counts still 0) in one go: what
+    /// [`Self::enqueue`] does per invocation (the open items' counts, the ready list, the block's
+    /// counts) is done once for them all, and the queue grows once.
+    fn enqueue_items(
+        &mut self,
+        block: usize,
+        items: &[Value],
+        backpack: &Arc<Value>,
+        ctx: &Arc<Ctx>,
+        frame: u64,
+        parent: InvocationId,
+    ) {
+        let n = items.len();
+        if n == 0 {
+            return;
+        }
+        for &(outer, index) in &ctx.frames {
+            if let Some(outer) = self.frames.get_mut(&outer) {
+                outer.alive[index as usize] += n as u32;
+            }
+        }
+        if let Some(frame) = self.frames.get_mut(&frame) {
+            frame.alive.fill(1);
+        }
+        let first = self.next_id;
+        self.next_id += n as u64;
+        if self.queues[block].is_empty() && self.has_room(block) {
+            self.ready.insert((first, block));
+        }
+        let queued_at_ms = self.now_ms;
+        self.queues[block].extend(items.iter().zip(0..).map(|(item, index)| Pending {
+            id: first + u64::from(index),
+            block,
+            input: item.clone(),
+            backpack: Arc::clone(backpack),
+            ctx: Arc::clone(ctx),
+            item: Some((frame, index)),
+            parents: smallvec::smallvec![parent],
+            queued_at_ms,
+        }));
+        self.counts[block].queued += n as u64;
+        self.queued_total += n;
     }
 
     fn has_room(&self, block: usize) -> bool {
@@ -601,19 +646,8 @@ impl RunScheduler {
                     reasons: FxHashMap::default(),
                 },
             );
-            // One growth for the whole fan-out rather than a copy of the queue at every doubling.
-            self.queues[edge.target].reserve(items.len());
             let ctx = inv.full_ctx();
-            for (i, item) in items.iter().enumerate() {
-                self.enqueue(
-                    edge.target,
-                    item.clone(),
-                    Arc::clone(backpack),
-                    Arc::clone(&ctx),
-                    Some((frame_id, i as u32)),
-                    smallvec::smallvec![inv.id],
-                );
-            }
+            self.enqueue_items(edge.target, items, backpack, &ctx, frame_id, inv.id);
             if items.is_empty() {
                 self.settle_frame(frame_id);
             }
