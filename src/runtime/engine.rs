@@ -378,29 +378,32 @@ impl Engine {
             engine.request(RuntimeRequest::Cancel(run_id)).await;
         }
         // Then let the recorder finish what it has, and close the history databases, so each is left
-        // merged and whole.
+        // merged and whole; meanwhile the workers end (neither waits for the other: `braid run`
+        // exits once both are done).
         let Self {
             writers,
             recorder,
             invoker,
             ..
         } = engine;
-        invoker.stop().await;
         drop(recorder);
-        if tokio::time::timeout(CLOSE_WITHIN, recorder_finished)
-            .await
-            .is_err()
-        {
-            tracing::warn!("history: the recorder did not finish in time");
-        }
-        for (path, writer) in writers {
-            if tokio::time::timeout(CLOSE_WITHIN, writer.close())
+        let close_history = async {
+            if tokio::time::timeout(CLOSE_WITHIN, recorder_finished)
                 .await
                 .is_err()
             {
-                tracing::warn!("history: {} did not close in time", path.display());
+                tracing::warn!("history: the recorder did not finish in time");
             }
-        }
+            for (path, writer) in writers {
+                if tokio::time::timeout(CLOSE_WITHIN, writer.close())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("history: {} did not close in time", path.display());
+                }
+            }
+        };
+        tokio::join!(invoker.stop(), close_history);
     }
 
     async fn emit(&self, event: RuntimeEvent) {
