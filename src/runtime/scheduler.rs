@@ -14,8 +14,8 @@ use serde_json::{Map, Value, json};
 use super::invoker::{Outcome, Task, TaskResult};
 use super::plan::Plan;
 use super::record::{
-    BlockCounts, ErrorInfo, InvocationId, InvocationRecord, InvocationStatus, RunFailure, RunId,
-    RunResult, RunStatus, RunSummary, now_ms,
+    BlockCounts, ErrorInfo, InvocationId, InvocationRecord, InvocationStatus, ItemPath,
+    ParentIds as Parents, RunFailure, RunId, RunResult, RunStatus, RunSummary, now_ms,
 };
 use crate::model::TransitionId;
 
@@ -26,8 +26,6 @@ struct Ctx {
     path: SmallVec<[u32; 4]>,
     frames: SmallVec<[(u64, u32); 2]>,
 }
-
-use super::record::{ItemPath, ParentIds as Parents};
 
 struct Pending {
     id: InvocationId,
@@ -253,7 +251,6 @@ impl RunScheduler {
                 input.clone(),
                 Arc::clone(&backpack),
                 Arc::clone(&root),
-                None,
                 Parents::new(),
             );
         }
@@ -265,10 +262,9 @@ impl RunScheduler {
         input: Value,
         backpack: Arc<Value>,
         ctx: Arc<Ctx>,
-        item: Option<(u64, u32)>,
         parents: Parents,
     ) {
-        for (frame, index) in ctx.frames.iter().copied().chain(item) {
+        for &(frame, index) in &ctx.frames {
             if let Some(frame) = self.frames.get_mut(&frame) {
                 frame.alive[index as usize] += 1;
             }
@@ -284,7 +280,7 @@ impl RunScheduler {
             input,
             backpack,
             ctx,
-            item,
+            item: None,
             parents,
             queued_at_ms: self.now_ms,
         });
@@ -575,7 +571,6 @@ impl RunScheduler {
                         payload.clone(),
                         Arc::clone(&backpack),
                         ctx,
-                        None,
                         smallvec::smallvec![id],
                     );
                 }
@@ -622,7 +617,6 @@ impl RunScheduler {
                 output.clone(),
                 Arc::clone(backpack),
                 ctx,
-                None,
                 smallvec::smallvec![inv.id],
             );
         }
@@ -748,7 +742,6 @@ impl RunScheduler {
                 values,
                 Arc::new(backpack),
                 complete.ctx,
-                None,
                 parents.into(),
             );
         }
@@ -818,7 +811,6 @@ impl RunScheduler {
                     values,
                     Arc::new(backpack),
                     Arc::clone(&frame.parent),
-                    None,
                     parents.into(),
                 );
                 continue;
