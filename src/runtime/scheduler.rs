@@ -57,9 +57,10 @@ impl Pending {
     }
 
     /// The open fan-out items around it, innermost first.
-    fn open_items(&self) -> impl Iterator<Item = (u64, u32)> + use<> {
-        let outer: SmallVec<[(u64, u32); 4]> = self.ctx.frames.iter().rev().copied().collect();
-        self.item.into_iter().chain(outer)
+    fn open_items(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.item
+            .into_iter()
+            .chain(self.ctx.frames.iter().rev().copied())
     }
 
     /// Its whole context, for what it queues (made once, when first needed).
