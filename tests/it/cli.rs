@@ -595,19 +595,27 @@ fn ctrl_c_stops_the_run_and_keeps_its_record() {
     assert_eq!(runs[0]["counts"]["cancelled"], 20, "{runs}");
 }
 
-/// A second Ctrl+C quits at once (exit 130) while the first is still stopping the run (its sleepers
-/// take the grace period to stop), and nothing the run started is left behind: the workers see
-/// Braid go and end what their blocks started.
+/// A second Ctrl+C quits at once (exit 130) while the first is still stopping the run, and nothing
+/// the run started is left behind: the workers see Braid go and end what their blocks started.
 #[test]
 fn a_second_ctrl_c_quits_at_once_and_leaves_nothing_running() {
     use std::io::BufRead as _;
     let dir = tempfile::tempdir().unwrap();
-    // Ignores the stop: its worker is killed only after the grace period, so the first Ctrl+C is
-    // still stopping the run when the second comes.
+    // Its block ignores the stop, so only ending its worker ends what it started.
     let mut child = start_sleepy_run(
         dir.path(),
         "while True:\n        try:\n            time.sleep(100)\n        except BaseException:\n            pass",
     );
+    // The first Ctrl+C's stop waits to record the run's end while another connection holds the
+    // history's write lock, so it is surely still stopping when the second comes. (Without the lock
+    // the stop takes milliseconds, and the second Ctrl+C raced Braid's own exit.)
+    let db = dir.path().join(".braid/sleepy.braid.json.history.sqlite");
+    let mut lock = rusqlite::Connection::open(&db).unwrap();
+    lock.busy_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    let held = lock
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .unwrap();
     ctrl_c(&child);
     // Only once the first is seen: two signals sent together may arrive as one.
     let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
@@ -618,6 +626,7 @@ fn a_second_ctrl_c_quits_at_once_and_leaves_nothing_running() {
     ctrl_c(&child);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "{seen}");
+    drop(held);
     let outcome = history_runs(&dir.path().join("sleepy.braid.json"));
     assert_ne!(outcome[0]["status"], "running", "{outcome}");
     assert_helpers_ended(dir.path());
