@@ -64,7 +64,7 @@ fn uses_six(code: &str) -> braid::model::Project {
 fn a_block_imports_a_library_from_the_project_environment() {
     // six 1.16.0: the machine's own interpreter may have another six; the project's pin must win.
     let output = &first_result(uses_six(
-        "import six, subprocess, sys\ndef main(block_input, backpack):\n    other = subprocess.run([sys.executable, '-c', 'import six; print(six.__version__)'], capture_output=True, text=True)\n    return [six.__version__, six.__file__, other.stdout.strip() or other.stderr]\n",
+        "import six, subprocess, sys\ndef main(block_input, backpack):\n    other = subprocess.run([sys.executable, '-c', 'import six; print(six.__version__)'], capture_output=True, text=True)\n    return [six.__version__, six.__file__, other.stdout.strip() or other.stderr, sys.path]\n",
     ));
     assert_eq!(output[0], "1.16.0");
     // Python started from the block (`sys.executable`) is the environment's, with the same library.
@@ -78,6 +78,19 @@ fn a_block_imports_a_library_from_the_project_environment() {
         "{output} not from {}",
         cache.display()
     );
+    // Where `site` puts a site-packages: after the standard library (a backport must not shadow what
+    // it backports), before the worker's folder of block modules (which must not shadow a library).
+    let path: Vec<&str> = output[3]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    let at = |what: &dyn Fn(&str) -> bool| path.iter().position(|p| what(p)).expect("on sys.path");
+    let stdlib = at(&|p| p.ends_with("lib-dynload"));
+    let env = at(&|p| p.starts_with(cache.to_str().unwrap()));
+    let blocks = at(&|p| p.contains("braid-blocks-"));
+    assert!(stdlib < env && env < blocks, "{path:?}");
 }
 
 /// A block's own functions go to a `multiprocessing` pool (pickle finds them by module and name), and
@@ -455,18 +468,8 @@ for body in sent[1:]:
 print(json.dumps({{"fired": Stale.fired, "keys": keys, "values": values}}))
 "#
     );
-    let python = std::env::var("PYO3_PYTHON").unwrap_or_else(|_| "python3".to_owned());
     let worker_py = concat!(env!("CARGO_MANIFEST_DIR"), "/src/runtime/worker/worker.py");
-    let out = std::process::Command::new(python)
-        .args(["-c", &script, worker_py])
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: Value = serde_json::from_slice(&out.stdout).expect("the script's JSON");
+    let got = python_json(&script, &[worker_py]);
     let mut pairs: Vec<(i64, i64)> = got["keys"]
         .as_array()
         .unwrap()
@@ -671,4 +674,74 @@ fn a_runs_worker_output_is_capped_with_a_note() {
         "{}",
         lines[1000]
     );
+}
+
+/// Workers start without `site`: a block sees the standard library and its project's libraries, not the
+/// packages installed beside the interpreter (a project that runs here runs on a colleague's machine),
+/// and a missing one is named with what to do. What `site` gives every program is still there.
+#[test]
+fn a_block_sees_the_standard_library_and_its_projects_libraries_only() {
+    // The interpreter's own package folders, and a package in one of them (pip, which every
+    // interpreter that can build a project environment has).
+    let own = python_json(
+        "import json, site, pip\nprint(json.dumps([site.getsitepackages() + [site.getusersitepackages()], pip.__file__]))",
+        &[],
+    );
+    let pip_file = own[1].as_str().unwrap();
+    assert!(
+        own[0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|dir| pip_file.starts_with(dir.as_str().unwrap())),
+        "pip is not in the interpreter's site-packages: {own}"
+    );
+
+    let looks = Builder::new()
+        .block(
+            "Sees",
+            "import sys\ndef main(block_input, backpack):\n    return [sys.path, [callable(f) for f in (exit, quit, help)]]\n",
+        )
+        .build();
+    let out = crate::support::run(looks, Value::Null);
+    let seen = out.results_of("Sees")[0];
+    for dir in own[0].as_array().unwrap() {
+        assert!(
+            !seen[0].as_array().unwrap().contains(dir),
+            "{dir} is on the block's sys.path: {seen}"
+        );
+    }
+    assert_eq!(seen[1], json!([true, true, true]));
+
+    let imports = Builder::new()
+        .block(
+            "Imports pip",
+            "def main(block_input, backpack):\n    import pip\n    return pip.__file__\n",
+        )
+        .build();
+    let out = crate::support::run(imports, Value::Null);
+    let error = out.records[0].error.as_ref().expect("it failed");
+    assert_eq!(error.kind, "ModuleNotFoundError", "{error:?}");
+    assert!(
+        error
+            .message
+            .starts_with("No module named 'pip' (a block imports the standard library and its project's libraries only: add the package"),
+        "{error:?}"
+    );
+}
+
+/// What the interpreter Braid embeds prints, as JSON, for `python -c script args…`.
+fn python_json(script: &str, args: &[&str]) -> Value {
+    let python = std::env::var("PYO3_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let out = std::process::Command::new(python)
+        .args(["-c", script])
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the script's JSON")
 }

@@ -20,6 +20,7 @@ pub fn serve() -> Result<(), String> {
     // one's own score needs no privilege; where there is no such file, nothing changes.
     #[cfg(target_os = "linux")]
     let _ = std::fs::write("/proc/self/oom_score_adj", "1000");
+    start_without_site();
     Python::attach(|py| {
         native::register(py)?;
         let module = worker_module(py)?;
@@ -30,6 +31,25 @@ pub fn serve() -> Result<(), String> {
         Ok::<(), PyErr>(())
     })
     .map_err(|e| e.to_string())
+}
+
+/// Starts the interpreter as `python -S` would: without the `site` module's start-up, so blocks see the
+/// standard library and their project's libraries, not whatever else is installed beside the
+/// interpreter (see docs/runtime.md, "Libraries"). `worker.py` adds what `site` gives a program
+/// (`exit`, `quit`, `help`) and the project's environment.
+#[allow(
+    unsafe_code,
+    deprecated,
+    reason = "the only way to start pyo3's interpreter without `site` and with its otherwise \
+              unchanged settings is the legacy flag, set before the interpreter starts, while this \
+              process has one thread"
+)]
+fn start_without_site() {
+    // SAFETY: nothing has started Python yet and no other thread exists: `serve` runs first thing in
+    // a worker process, and pyo3 starts the interpreter (reading the flag) in the `attach` after this.
+    unsafe {
+        pyo3::ffi::Py_NoSiteFlag = 1;
+    }
 }
 
 /// `worker.py` as a module. Its compiled code is cached (`worker-<source hash>-<Python version>.pyc` in

@@ -476,11 +476,12 @@ class Worker:
                 # Gone or unreadable: the code runs where the worker is, as for an unsaved project.
                 pass
         if site_packages and site_packages not in sys.path:
-            # The project's libraries come before everything else, so its pinned versions win.
-            before = list(sys.path)
+            # Where `site` would put them: after the standard library (a backport must not shadow the
+            # module it backports), before the block modules (which must not shadow a library).
+            before = [p for p in sys.path if p != _modules_dir[0]]
             site.addsitedir(site_packages)
-            added = [p for p in sys.path if p not in before]
-            sys.path[:] = added + before
+            added = [p for p in sys.path if p not in before and p != _modules_dir[0]]
+            sys.path[:] = before + added + ([_modules_dir[0]] if _modules_dir[0] in sys.path else [])
             importlib.invalidate_caches()
             # Python started from user code (subprocess, multiprocessing) is the environment's, so it
             # has the project's libraries too: <env>/lib/pythonX.Y/site-packages -> <env>/bin/python.
@@ -1096,7 +1097,16 @@ def _failure(block, exc):
         return CANCELLED, ["Cancelled", "the run was stopped", "", None]
     if isinstance(exc, SystemExit):
         return RAISED, ["SystemExit", f"the code called sys.exit({exc.code!r})", _format_tb(), _user_line(block)]
-    return RAISED, [type(exc).__name__, str(exc), _format_tb(), _user_line(block)]
+    message = str(exc)
+    # A missing package (not a missing submodule of one that is there): blocks don't see what is
+    # installed beside the interpreter (the worker starts without `site`), so the likely fix is the one
+    # Refinery asked for too.
+    if isinstance(exc, ModuleNotFoundError) and exc.name and exc.name.partition(".")[0] not in sys.modules:
+        message += (
+            " (a block imports the standard library and its project's libraries only: add the package"
+            " that provides it to the block's Libraries)"
+        )
+    return RAISED, [type(exc).__name__, message, _format_tb(), _user_line(block)]
 
 
 def _json_default(value):
@@ -1247,6 +1257,11 @@ def main(executable=None):
     # same Python (not whichever `python3` is first on PATH).
     if executable and os.path.exists(executable):
         sys.executable = executable
+    # What `site` gives every program and the worker, started without it, must give itself: `exit()`,
+    # `quit()`, `help()`, `copyright`, `credits`, `license`.
+    site.setquit()
+    site.setcopyright()
+    site.sethelper()
 
     # A segfault in user code prints where it happened to stderr, which the parent keeps to explain it.
     faulthandler.enable(file=sys.__stderr__, all_threads=True)
