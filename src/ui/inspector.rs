@@ -324,7 +324,16 @@ impl InspectorView {
         tx: &CommandSender,
         make: fn(Vec<String>) -> BlockEdit,
     ) {
-        let label = ui.label(name);
+        // Blocks don't see packages installed beside the interpreter (docs/runtime.md).
+        let about = (name == "Libraries").then_some(
+            "pip requirements, installed into the project's own environment. A block imports the \
+             standard library and its project's libraries only, so the project runs the same on \
+             every machine.",
+        );
+        let mut label = ui.label(name);
+        if let Some(about) = about {
+            label = label.on_hover_text(about);
+        }
         let key = (block.clone(), name);
         let joined = items.join("\n");
         let buffer = self
@@ -348,6 +357,10 @@ impl InspectorView {
                     .hint_text(hint),
             )
             .labelled_by(label.id);
+        let response = match about {
+            Some(about) => response.on_hover_text(about),
+            None => response,
+        };
         if response.changed() {
             let list = parse_list(buffer);
             if list != items {

@@ -877,3 +877,29 @@ fn a_project_changed_on_disk_is_reloaded_or_kept_with_a_warning() {
     settle(&mut harness);
     assert_eq!(load_project(&path).expect("loads").project.name, "Mine");
 }
+
+/// The inspector says where a block's imports come from: the standard library and the project's own
+/// libraries, not whatever is installed beside the interpreter (docs/runtime.md).
+#[test]
+fn the_libraries_field_says_what_a_block_can_import() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let project = crate::support::Builder::new()
+        .block(
+            "Fetch",
+            "def main(block_input, backpack):\n    return None\n",
+        )
+        .build();
+    let path = dir.path().join("fetch.braid.json");
+    braid::model::format::save_project(&path, &project).expect("saves");
+    let mut harness = harness_with(&path);
+    click_node(&mut harness, "Fetch");
+    assert!(
+        harness
+            .query_by_label_contains("standard library and its project's libraries only")
+            .is_none()
+    );
+    harness.get_by_label("Libraries").hover();
+    // Tooltips wait for the pointer to rest (half a second of frames).
+    harness.run_steps(60);
+    harness.get_by_label_contains("standard library and its project's libraries only");
+}
