@@ -184,9 +184,10 @@ pub(super) fn encode(records: &[InvocationRecord]) -> Vec<Segment> {
     let mut segments = Vec::new();
     let mut rest = records;
     while let Some(first) = rest.first() {
+        // The records of one run share its id (one allocation): the pointer settles it.
         let n = rest
             .iter()
-            .position(|r| r.run_id != first.run_id)
+            .position(|r| !Arc::ptr_eq(&r.run_id.0, &first.run_id.0) && r.run_id != first.run_id)
             .unwrap_or(rest.len());
         segments.push(Encoder::new(&rest[..n]).encode(&rest[..n]));
         rest = &rest[n..];
@@ -349,7 +350,12 @@ impl<'a> Encoder<'a> {
     }
 
     fn block(&mut self, id: &'a str, name: &'a str) -> u64 {
-        let found = self.blocks.iter().position(|b| *b == (id, name));
+        // The plan's shared strings: comparing where they are settles nearly every lookup.
+        let same = |a: &str, b: &str| std::ptr::eq(a, b) || a == b;
+        let found = self
+            .blocks
+            .iter()
+            .position(|b| same(b.0, id) && same(b.1, name));
         found.unwrap_or_else(|| {
             self.blocks.push((id, name));
             self.blocks.len() - 1
