@@ -7,8 +7,9 @@
 
 use std::time::{Duration, Instant};
 
+use braid::app::DialogMode;
 use braid::app::run::RunPhase;
-use braid::app::{AppOptions, BraidApp, DialogMode};
+use braid::shell::{AppOptions, BraidApp};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable as _;
 

@@ -5,11 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use braid::app::executions::{
-    BlockCounts, InvocationRow, InvocationStatus, RunData, RunId, RunRow, RunStatus, Source,
-};
+use braid::app::executions::{RunData, Source};
 use braid::app::{App, DialogMode};
 use braid::model::BlockId;
+use braid::run::{BlockCounts, InvocationRow, InvocationStatus, RunId, RunRow, RunStatus};
 use braid::ui::Views;
 use braid::ui::results_panel::Tab;
 

@@ -14,8 +14,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use braid::model::Project;
+use braid::run::{RunId, RunStatus};
 use braid::runtime::history::History;
-use braid::runtime::{RunId, RunRequest, RunStatus, RuntimeEvent, RuntimeHandle, RuntimeRequest};
+use braid::runtime::{RunRequest, RuntimeEvent, RuntimeHandle, RuntimeRequest};
 use serde_json::{Value, json};
 
 /// Samples per measure; `BRAID_BENCH_REPEATS` raises it (for profiling).

@@ -11,11 +11,12 @@ use serde_json::{Value, json};
 
 use crate::model::format::{LoadedProject, load_project};
 use crate::model::validate::{Severity, validate};
-use crate::runtime::history::{DEFAULT_KEEP_RUNS, History, InvocationFilter, RunRow};
-use crate::runtime::{
-    BlockCounts, InvocationStatus, RunId, RunRequest, RunStatus, RunSummary, RuntimeConfig,
-    RuntimeEvent, RuntimeHandle, RuntimeRequest,
+use crate::run::{
+    BlockCounts, CompileError, InvocationFilter, InvocationStatus, RunId, RunRow, RunStatus,
+    RunSummary, civil_from_days,
 };
+use crate::runtime::history::{DEFAULT_KEEP_RUNS, History};
+use crate::runtime::{RunRequest, RuntimeConfig, RuntimeEvent, RuntimeHandle, RuntimeRequest};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -115,7 +116,7 @@ fn parse_item_path(text: &str) -> Result<ItemPath, String> {
 }
 
 fn parse_status_arg(text: &str) -> Result<InvocationStatus, String> {
-    crate::runtime::history::parse_status(text).ok_or_else(|| {
+    InvocationStatus::from_name(text).ok_or_else(|| {
         format!(
             "unknown status {text:?} (one of queued, running, succeeded, caught_exception, exception, timed_out, cancelled)"
         )
@@ -171,7 +172,7 @@ fn init_logging() {
 }
 
 fn open_editor(project: Option<&Path>) -> ExitCode {
-    match crate::app::shell::run_editor(project) {
+    match crate::shell::run_editor(project) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("braid: the editor could not start: {error:#}");
@@ -259,9 +260,7 @@ fn validate_command(path: &Path) -> Result<ExitCode, UsageError> {
     }
 }
 
-fn check_code(
-    project: &crate::model::Project,
-) -> anyhow::Result<Vec<crate::runtime::CompileError>> {
+fn check_code(project: &crate::model::Project) -> anyhow::Result<Vec<CompileError>> {
     let mut runtime = start_runtime()?;
     let check_id = RunId::new_random();
     runtime.send(RuntimeRequest::Check {
@@ -801,7 +800,7 @@ fn print_runs(runs: &[RunRow], as_json: bool, path: &Path) {
 fn utc_time(ms: f64) -> String {
     let secs = (ms / 1000.0).floor() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (year, month, day) = crate::runtime::history::civil_from_days(days);
+    let (year, month, day) = civil_from_days(days);
     format!(
         "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
         rem / 3600,

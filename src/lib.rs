@@ -1,10 +1,16 @@
 //! Braid: a desktop visual pipeline editor for Python map-reduce pipelines.
 //!
-//! The layers (see `ARCHITECTURE.md`): `model` (pure data) ← `runtime` (executor) ← `app` (glue) → `ui`;
-//! `cli` drives the runtime without any GUI.
+//! The layers, each using only those before it (see `ARCHITECTURE.md`; `tests/it/architecture.rs`
+//! checks the arrows):
+//! `model` (the project, pure data) ← `run` (the run vocabulary: ids, statuses, records, summaries)
+//! ← `runtime` (the executor) ← `app` (the editor's state and commands) ← `ui` (the views)
+//! ← `shell` (the eframe application tying app and views together). `cli` drives the runtime (and
+//! opens the shell) without reaching into the editor's state.
 
 pub mod app;
 pub mod cli;
 pub mod model;
+pub mod run;
 pub mod runtime;
+pub mod shell;
 pub mod ui;

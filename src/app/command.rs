@@ -9,8 +9,9 @@ use std::panic::Location;
 use std::path::PathBuf;
 use std::sync::mpsc;
 
-use super::executions::{InvocationId, RunId, Step, TableFilter};
+use super::executions::{Step, TableFilter};
 use crate::model::{BlockId, Position, TransitionId, TransitionKind};
+use crate::run::{InvocationId, RunId};
 
 /// One edit of a block's fields, as the inspector makes it.
 #[derive(Clone, Debug, PartialEq)]

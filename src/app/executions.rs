@@ -11,14 +11,11 @@ use std::sync::mpsc;
 use serde_json::Value;
 
 use crate::model::{BlockId, Project};
-pub use crate::runtime::history::{
-    DEFAULT_KEEP_RUNS, History, HistoryError, InvocationFilter, InvocationRow, RowOrder, RunRow,
-    civil_from_days,
+use crate::run::{
+    BlockCounts, ErrorInfo, InvocationFilter, InvocationId, InvocationRecord, InvocationRow,
+    InvocationStatus, RowOrder, RunId, RunRow, RunStatus, RunSummary,
 };
-pub use crate::runtime::{
-    BlockCounts, ErrorInfo, InvocationId, InvocationRecord, InvocationStatus, RunId, RunStatus,
-    RunSummary, now_ms,
-};
+use crate::runtime::history::{DEFAULT_KEEP_RUNS, History, HistoryError};
 
 /// Whole records kept in memory over all session runs; past it, only rows are kept (and the history
 /// database has the rest).

@@ -2,7 +2,7 @@
 //! and the current run. Views (`crate::ui`) read this state and send [`Command`]s; once per frame the
 //! application drains the runtime's events and the views' commands, in that order.
 //!
-//! Nothing here draws; [`shell::BraidApp`] ties this state and the views to eframe.
+//! Nothing here draws; [`crate::shell::BraidApp`] ties this state and the views to eframe.
 
 pub mod command;
 pub mod edit;
@@ -11,7 +11,6 @@ pub mod executions;
 pub mod files;
 pub mod history;
 pub mod run;
-pub mod shell;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -24,15 +23,13 @@ pub use command::{BlockEdit, Command, CommandSender, FileAction, RunOptions};
 pub use executions::{Executions, Step, TableFilter};
 pub use files::{DialogMode, FilePrompt};
 pub use run::{RunPhase, RunState};
-pub use shell::{AppOptions, BraidApp};
 
 use crate::model::format::{Origin, load_project, save_project};
 use crate::model::validate::{Problem, validate};
 use crate::model::{Block, BlockId, Position, Project, Transition, TransitionId};
-use crate::runtime::{
-    BlockCounts, CompileError, RunId, RunRequest, RuntimeConfig, RuntimeEvent, RuntimeHandle,
-    RuntimeRequest,
-};
+use crate::run::{BlockCounts, CompileError, RunId};
+use crate::runtime::history::History as RunHistory;
+use crate::runtime::{RunRequest, RuntimeConfig, RuntimeEvent, RuntimeHandle, RuntimeRequest};
 use files::{DialogOutcome, FileDialogs};
 use history::History;
 
@@ -946,10 +943,7 @@ impl App {
             concurrency: options.concurrency,
             env,
             single: false,
-            history: self
-                .path
-                .as_deref()
-                .map(executions::History::path_for_project),
+            history: self.path.as_deref().map(RunHistory::path_for_project),
             working_dir: self.working_dir(),
         })));
         self.run_options = options;
@@ -1026,13 +1020,13 @@ impl App {
         let Some(path) = self
             .path
             .as_deref()
-            .map(executions::History::path_for_project)
+            .map(RunHistory::path_for_project)
             .filter(|p| p.exists())
         else {
             self.executions.set_history(None, keep_session);
             return;
         };
-        match executions::History::open(&path) {
+        match RunHistory::open(&path) {
             Ok(history) => self.executions.set_history(Some(history), keep_session),
             Err(e) => {
                 self.executions.set_history(None, keep_session);

@@ -4,10 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::model::BlockId;
-pub use crate::runtime::{
-    BlockCounts, CompileError, InvocationRecord, InvocationStatus, RunFailure, RunId, RunResult,
-    RunStatus, RunSummary,
-};
+use crate::run::{BlockCounts, CompileError, InvocationStatus, RunId, RunSummary};
 
 /// Where the current (or last) run stands.
 #[derive(Clone, Debug, PartialEq)]

@@ -10,16 +10,15 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
+use super::event::{RuntimeEvent, WORKER_OUTPUT_LINES};
 use super::history::HistoryWriter;
 use super::invoker::{BlockCompileError, Invoker, InvokerEvent, Program};
 use super::plan::Plan;
-use super::record::{
-    CompileError, RunId, RunStatus, RunSummary, RuntimeEvent, WORKER_OUTPUT_LINES, now_ms,
-};
 use super::scheduler::{KEY_BITS, RunScheduler};
 use super::worker::pool::{PoolConfig, ProcessPool};
 use crate::model::validate::{Severity, validate};
 use crate::model::{BlockId, Project};
+use crate::run::{CompileError, RunId, RunStatus, RunSummary, now_ms};
 
 /// A request to run a pipeline.
 #[derive(Clone, Debug)]
@@ -270,7 +269,7 @@ enum Recorded {
     Records {
         writer: HistoryWriter,
         run_id: RunId,
-        records: Vec<crate::runtime::record::InvocationRecord>,
+        records: Vec<crate::run::InvocationRecord>,
     },
     Finished {
         writer: HistoryWriter,

@@ -27,18 +27,16 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension as _, Transaction, TransactionBehavior};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use codec::parse_status;
 pub use writer::HistoryWriter;
 
-use super::record::{
-    BlockCounts, ErrorInfo, InvocationId, InvocationRecord, InvocationStatus, RunId, RunStatus,
-};
 use crate::model::BlockId;
+use crate::run::{
+    BlockCounts, ErrorInfo, InvocationFilter, InvocationId, InvocationRecord, InvocationRow,
+    RowOrder, RunId, RunRow, RunStatus,
+};
 use chunk::{Chunk, SegmentView, Val};
-use codec::parse_run_status;
 
 /// How many runs a project keeps unless told otherwise (`braid run` applies it after each run).
 pub const DEFAULT_KEEP_RUNS: usize = 100;
@@ -47,73 +45,6 @@ pub const DEFAULT_KEEP_RUNS: usize = 100;
 pub enum HistoryError {
     #[error("history database {path}: {message}")]
     Database { path: PathBuf, message: String },
-}
-
-/// The calendar date `(year, month, day)` of a day count since 1970-01-01 (Howard Hinnant's algorithm),
-/// for showing run times without a date-time dependency.
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    // Day 1..=31 and month 1..=12: the casts can't truncate.
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
-}
-
-/// One run, as the runs list shows it (newest first).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RunRow {
-    pub run_id: RunId,
-    pub status: RunStatus,
-    pub started_at_ms: f64,
-    pub duration_ms: Option<f64>,
-    pub invocations: u64,
-    /// Totals over all blocks.
-    pub counts: BlockCounts,
-}
-
-/// One invocation, as a table row: small enough to hold a million of them.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct InvocationRow {
-    pub id: InvocationId,
-    pub block_id: BlockId,
-    pub block_name: std::sync::Arc<str>,
-    pub item_path: crate::runtime::record::ItemPath,
-    pub attempt: u32,
-    pub status: InvocationStatus,
-    pub started_at_ms: Option<f64>,
-    pub ended_at_ms: Option<f64>,
-    /// The input as JSON text, cut to at most 120 characters.
-    pub input_preview: String,
-    /// `ValueError: bad row`, when it failed.
-    pub error_summary: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RowOrder {
-    /// Invocation id (creation order).
-    #[default]
-    Id,
-    /// Start time.
-    Started,
-    DurationDescending,
-    DurationAscending,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InvocationFilter {
-    pub block: Option<BlockId>,
-    /// Empty: every status.
-    pub statuses: Vec<InvocationStatus>,
-    /// Text that must appear in the input, output or error.
-    pub text: Option<String>,
-    /// Rows whose item path starts with this.
-    pub item_path_prefix: Option<Vec<u32>>,
-    pub order: RowOrder,
 }
 
 /// A project's history database. Reads are cheap and synchronous; writes happen on the runtime's
@@ -285,7 +216,7 @@ impl History {
         for row in rows {
             let (run_id, status, started_at_ms, duration_ms, invocations, counts, owner) =
                 row.map_err(error)?;
-            let mut status = parse_run_status(&status)
+            let mut status = RunStatus::from_name(&status)
                 .ok_or_else(|| self.damaged(&format!("run status {status:?}")))?;
             if status == RunStatus::Running && owner.as_deref().is_some_and(owner::is_gone) {
                 status = RunStatus::Interrupted;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::record::ErrorInfo;
+use crate::run::ErrorInfo;
 
 /// The code of every block of one run, compiled once per worker.
 #[derive(Clone, Debug, Serialize)]

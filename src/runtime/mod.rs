@@ -3,12 +3,12 @@
 
 mod engine;
 pub mod environment;
+mod event;
 pub mod history;
 pub mod invoker;
 pub mod plan;
-pub mod record;
 pub mod scheduler;
 pub mod worker;
 
 pub use engine::{Requester, RunRequest, RuntimeConfig, RuntimeHandle, RuntimeRequest};
-pub use record::*;
+pub use event::{RuntimeEvent, WORKER_OUTPUT_LINES};

@@ -13,11 +13,11 @@ use serde_json::{Map, Value, json};
 
 use super::invoker::{Outcome, Task, TaskResult};
 use super::plan::Plan;
-use super::record::{
+use crate::model::TransitionId;
+use crate::run::{
     BlockCounts, ErrorInfo, InvocationId, InvocationRecord, InvocationStatus, ItemPath,
     ParentIds as Parents, RunFailure, RunId, RunResult, RunStatus, RunSummary, now_ms,
 };
-use crate::model::TransitionId;
 
 /// Where an invocation sits: its item path, and the open fan-outs (frame, item) around it, outermost first.
 /// Inline up to a few levels of nesting: a fan-out's items then cost one allocation each, not three.

@@ -20,10 +20,11 @@ use egui_snarl::ui::{
 use egui_snarl::{InPin, InPinId, NodeId, OutPin, OutPinId, Snarl};
 
 use super::theme;
-use crate::app::run::{InvocationStatus as S, worst_status};
+use crate::app::run::worst_status;
 use crate::app::{App, Command, CommandSender, position};
 use crate::model::validate::{Severity, Subject};
 use crate::model::{Block, BlockId, BlockKind, Position, Project, TransitionId, TransitionKind};
+use crate::run::InvocationStatus as S;
 
 /// The size assumed for a node that has not been drawn yet (fitting a project just opened).
 const ESTIMATED_NODE_SIZE: Vec2 = Vec2::new(220.0, 110.0);

@@ -11,11 +11,9 @@ use egui_extras::{Column, TableBuilder};
 use super::canvas::cut;
 use super::invocation_detail::InvocationDetail;
 use super::theme;
-use crate::app::executions::{
-    InvocationStatus, RowOrder, RunRow, RunStatus, civil_from_days, parse_item_path,
-    row_duration_ms,
-};
+use crate::app::executions::{parse_item_path, row_duration_ms};
 use crate::app::{App, Command, CommandSender, Step, TableFilter};
+use crate::run::{InvocationStatus, RowOrder, RunRow, RunStatus, civil_from_days, now_ms};
 
 const ROW_HEIGHT: f32 = 20.0;
 /// The search text applies this long after the last keystroke.
@@ -494,12 +492,12 @@ pub fn item_path(path: &[u32]) -> String {
     }
 }
 
-pub use crate::model::format_ms;
+use crate::model::format_ms;
 
 /// Wall-clock time of day (UTC) of a Unix time in milliseconds, with the date when not today.
 pub fn format_time(unix_ms: f64) -> String {
     let secs = (unix_ms / 1000.0).max(0.0) as u64;
-    let now_days = (crate::app::executions::now_ms() / 86_400_000.0).floor() as i64;
+    let now_days = (now_ms() / 86_400_000.0).floor() as i64;
     let days = (secs / 86_400).cast_signed();
     let time = format!(
         "{:02}:{:02}:{:02}",
@@ -520,9 +518,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dates_and_durations_read_well() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_000), (2024, 10, 4));
+    fn durations_read_well() {
         assert_eq!(format_ms(0.0), "< 1 µs");
         assert_eq!(format_ms(0.25), "250 µs");
         assert_eq!(format_ms(12.4), "12 ms");

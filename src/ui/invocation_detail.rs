@@ -8,14 +8,15 @@ use std::fmt::Write as _;
 use egui::{RichText, Ui};
 use serde_json::Value;
 
-use super::executions_panel::{format_ms, format_time, item_path};
+use super::executions_panel::{format_time, item_path};
 use super::theme;
 use crate::app::executions::{
-    DiffLine, InvocationId, InvocationRecord, Picked, ReplayPhase, block_for_file, line_diff,
-    outcome_text, traceback_location,
+    DiffLine, Picked, ReplayPhase, block_for_file, line_diff, outcome_text, traceback_location,
 };
 use crate::app::{App, Command, CommandSender, Step};
+use crate::model::format_ms;
 use crate::model::plural;
+use crate::run::{InvocationId, InvocationRecord};
 
 /// Children of an array or object shown before "show all".
 const SHOWN_CHILDREN: usize = 100;

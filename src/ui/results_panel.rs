@@ -11,12 +11,10 @@ use super::canvas::cut;
 use super::executions_panel::ExecutionsPanel;
 use super::theme;
 use super::timeline::TimelineView;
-use crate::app::executions::InvocationId;
-use crate::app::run::{
-    InvocationStatus, LogLine, LogSource, RunFailure, RunPhase, RunResult, RunState, RunStatus,
-};
+use crate::app::run::{LogLine, LogSource, RunPhase, RunState};
 use crate::app::{App, Command, CommandSender};
 use crate::model::BlockId;
+use crate::run::{InvocationId, InvocationStatus, RunFailure, RunResult, RunRow, RunStatus};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Tab {
@@ -219,7 +217,7 @@ fn status_line_ui(ui: &mut Ui, run: &RunState, tx: &CommandSender) {
                 let width = ui
                     .label(format!(
                         "in {} · {}",
-                        super::executions_panel::format_ms(summary.duration_ms),
+                        crate::model::format_ms(summary.duration_ms),
                         crate::model::plural(summary.invocations, "invocation")
                     ))
                     .rect
@@ -306,7 +304,7 @@ fn results_ui(ui: &mut Ui, results: &[RunResult]) {
 }
 
 /// "Log of the run started 20:15:20 (succeeded)".
-pub fn log_title(row: &crate::app::executions::RunRow) -> String {
+pub fn log_title(row: &RunRow) -> String {
     format!(
         "Log of the run started {} ({})",
         super::executions_panel::format_time(row.started_at_ms),

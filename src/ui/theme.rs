@@ -2,9 +2,9 @@
 
 use egui::Color32;
 
-use crate::app::run::InvocationStatus;
 use crate::model::TransitionKind;
 use crate::model::validate::Severity;
+use crate::run::InvocationStatus;
 
 /// Sets Braid's spacing and fonts; the theme follows the system until the user picks one (View menu).
 pub fn install(ctx: &egui::Context) {

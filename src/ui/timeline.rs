@@ -7,10 +7,12 @@
 
 use egui::{Align2, Color32, FontId, Pos2, Rect, RichText, Sense, Stroke, Ui, Vec2};
 
-use super::executions_panel::{format_ms, item_path};
+use super::executions_panel::item_path;
 use super::theme;
-use crate::app::executions::{InvocationStatus, RunData, RunId, slot_lanes};
+use crate::app::executions::{RunData, row_duration_ms, slot_lanes};
 use crate::app::{App, Command, CommandSender};
+use crate::model::format_ms;
+use crate::run::{InvocationStatus, RunId};
 
 const AXIS_HEIGHT: f32 = 18.0;
 const LANE_LABEL_WIDTH: f32 = 110.0;
@@ -248,7 +250,7 @@ impl TimelineView {
                 item_path(&row.item_path),
                 row.id,
                 row.status.label(),
-                crate::app::executions::row_duration_ms(row).map_or_else(String::new, format_ms)
+                row_duration_ms(row).map_or_else(String::new, format_ms)
             );
             response.clone().on_hover_text_at_pointer(text);
             if response.clicked() {

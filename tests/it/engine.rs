@@ -4,9 +4,8 @@
 use std::time::{Duration, Instant};
 
 use braid::model::TransitionKind::{Else, Exception, FanIn, FanOut, If, Merge, Then};
-use braid::runtime::{
-    InvocationStatus, RunId, RunRequest, RunStatus, RuntimeEvent, RuntimeHandle, RuntimeRequest,
-};
+use braid::run::{InvocationStatus, RunId, RunStatus};
+use braid::runtime::{RunRequest, RuntimeEvent, RuntimeHandle, RuntimeRequest};
 use serde_json::{Value, json};
 
 use crate::support::{
@@ -59,9 +58,9 @@ fn recorded_times_are_the_invocations_own() {
         .block("Loud", &sleep("print('done')"))
         .link("Quiet", "Loud", Then)
         .build();
-    let before = braid::runtime::record::now_ms();
+    let before = braid::run::now_ms();
     let out = run(project, json!(1));
-    let after = braid::runtime::record::now_ms();
+    let after = braid::run::now_ms();
     assert_eq!(out.summary.status, RunStatus::Succeeded);
     for block in ["Quiet", "Loud"] {
         let record = out.records_of(block)[0];
@@ -543,7 +542,7 @@ fn hostile(body: &str, timeout_s: u64) -> crate::support::Outcome {
 }
 
 /// The record of the item that misbehaved.
-fn item_4(out: &crate::support::Outcome) -> &braid::runtime::InvocationRecord {
+fn item_4(out: &crate::support::Outcome) -> &braid::run::InvocationRecord {
     out.records_of("Work")
         .into_iter()
         .find(|r| r.item_path[..] == [4])
@@ -928,7 +927,7 @@ fn succeeded_items<'a>(
     out: &'a crate::support::Outcome,
     block: &str,
     n: usize,
-) -> impl Iterator<Item = (u64, &'a braid::runtime::InvocationRecord)> {
+) -> impl Iterator<Item = (u64, &'a braid::run::InvocationRecord)> {
     let records = out.records_of(block);
     assert_eq!(records.len(), n);
     records.into_iter().map(|r| {

@@ -4,10 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
-use braid::app::executions::{InvocationRecord, InvocationStatus, Picked, ReplayPhase};
+use braid::app::executions::{Picked, ReplayPhase};
 use braid::app::run::RunPhase;
-use braid::app::{BlockEdit, BraidApp, Command};
+use braid::app::{BlockEdit, Command};
 use braid::model::{BlockId, Position, TransitionKind};
+use braid::run::{InvocationRecord, InvocationStatus};
+use braid::shell::BraidApp;
 use egui::{Key, Modifiers};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable as _;
@@ -80,7 +82,7 @@ fn search(harness: &mut Harness<'_, BraidApp>, text: &str, rows: usize) {
     });
 }
 
-pub(crate) fn current_run(harness: &Harness<'_, BraidApp>) -> braid::app::executions::RunId {
+pub(crate) fn current_run(harness: &Harness<'_, BraidApp>) -> braid::run::RunId {
     harness
         .state()
         .app
@@ -368,15 +370,14 @@ fn snapshot_of_the_executions_panel() {
 /// blocks, items starting in waves at a limit of 4, one slow item and one failure.
 #[test]
 fn snapshot_of_the_timeline() {
-    use braid::app::executions::{
-        BlockCounts, InvocationRow, RunData, RunId, RunRow, RunStatus, Source,
-    };
+    use braid::app::executions::{RunData, Source};
+    use braid::run::{BlockCounts, InvocationRow, RunId, RunRow, RunStatus};
     let start = 1.7e12;
     let mut rows = vec![InvocationRow {
         id: 1,
         block_id: BlockId("split".into()),
         block_name: "Split".into(),
-        item_path: braid::runtime::record::ItemPath::new(),
+        item_path: braid::run::ItemPath::new(),
         attempt: 1,
         status: InvocationStatus::Succeeded,
         started_at_ms: Some(start),

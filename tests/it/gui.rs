@@ -4,11 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use braid::app::run::{RunPhase, RunStatus};
-use braid::app::{AppOptions, BraidApp, DialogMode};
+use braid::app::DialogMode;
+use braid::app::run::RunPhase;
 use braid::model::format::load_project;
 use braid::model::{Block, BlockKind, Position, Project, Transition, TransitionKind};
+use braid::run::RunStatus;
 use braid::runtime::RuntimeConfig;
+use braid::shell::{AppOptions, BraidApp};
 use egui::{Key, Modifiers};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable as _;

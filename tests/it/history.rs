@@ -5,10 +5,9 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 use braid::model::TransitionKind;
-use braid::runtime::history::{History, InvocationFilter, RowOrder};
-use braid::runtime::{
-    InvocationStatus, RunId, RunRequest, RunStatus, RuntimeHandle, RuntimeRequest,
-};
+use braid::run::{InvocationFilter, InvocationStatus, RowOrder, RunId, RunStatus};
+use braid::runtime::history::History;
+use braid::runtime::{RunRequest, RuntimeHandle, RuntimeRequest};
 use serde_json::{Value, json};
 
 use crate::support::{Builder, Outcome, run_request_on, runtime_config};

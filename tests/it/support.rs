@@ -3,11 +3,9 @@
 use std::time::Duration;
 
 use braid::model::{Block, BlockId, Position, Project, Transition, TransitionKind};
+use braid::run::{InvocationRecord, RunId, RunSummary};
 use braid::runtime::worker::pool::PoolConfig;
-use braid::runtime::{
-    InvocationRecord, RunId, RunRequest, RunSummary, RuntimeConfig, RuntimeEvent, RuntimeHandle,
-    RuntimeRequest,
-};
+use braid::runtime::{RunRequest, RuntimeConfig, RuntimeEvent, RuntimeHandle, RuntimeRequest};
 use serde_json::{Value, json};
 
 pub fn runtime_config() -> RuntimeConfig {
@@ -171,7 +169,7 @@ pub fn run_request_on(
                 return Outcome {
                     summary: RunSummary {
                         run_id,
-                        status: braid::runtime::RunStatus::Failed,
+                        status: braid::run::RunStatus::Failed,
                         results: Vec::new(),
                         invocations: 0,
                         failures: Vec::new(),

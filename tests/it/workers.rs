@@ -4,9 +4,8 @@
 use std::collections::BTreeMap;
 
 use braid::model::TransitionKind::FanOut;
-use braid::runtime::{
-    InvocationStatus, RunId, RunRequest, RunStatus, RuntimeEvent, RuntimeHandle, RuntimeRequest,
-};
+use braid::run::{InvocationStatus, RunId, RunStatus};
+use braid::runtime::{RunRequest, RuntimeEvent, RuntimeHandle, RuntimeRequest};
 use serde_json::{Value, json};
 
 use crate::support::{Builder, items, run_with, runtime_config};
@@ -14,11 +13,7 @@ use crate::support::{Builder, items, run_with, runtime_config};
 /// Runs and also collects the preparation log.
 fn run_collecting(
     request: RunRequest,
-) -> (
-    Option<braid::runtime::RunSummary>,
-    Option<String>,
-    Vec<String>,
-) {
+) -> (Option<braid::run::RunSummary>, Option<String>, Vec<String>) {
     let mut runtime = RuntimeHandle::start(runtime_config()).unwrap();
     let run_id = request.run_id.clone();
     runtime.send(RuntimeRequest::Run(Box::new(request)));

@@ -48,7 +48,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::model::TransitionId;
-use crate::runtime::record::{InvocationId, InvocationRecord, InvocationStatus, RunId};
+use crate::run::{InvocationId, InvocationRecord, InvocationStatus, RunId};
 
 /// The first byte of every chunk's data: segments, not compressed.
 pub(super) const FORMAT: u8 = 1;
@@ -902,7 +902,7 @@ fn varints(bytes: &[u8], count: usize) -> impl Iterator<Item = u64> + '_ {
 }
 
 impl Raw<'_> {
-    pub fn item_path(&self) -> Result<crate::runtime::record::ItemPath, Damage> {
+    pub fn item_path(&self) -> Result<crate::run::ItemPath, Damage> {
         varints(self.item_path, self.path_len)
             .map(|i| u32::try_from(i).map_err(|_| "an item index is out of range".to_owned()))
             .collect()

@@ -12,13 +12,14 @@ use rusqlite::{Connection, OptionalExtension as _, Transaction};
 use serde::de::DeserializeOwned;
 
 use super::chunk;
-use super::codec::{parse_item_path, parse_status};
+use super::codec::parse_item_path;
 use super::payload;
 use super::schema::{CHUNKS_SCHEMA, SCHEMA_VERSION};
 use super::writer::Row;
 use super::{Failure, RunId};
 use crate::model::BlockId;
-use crate::runtime::record::InvocationRecord;
+use crate::run::InvocationRecord;
+use crate::run::InvocationStatus;
 
 /// Records per chunk: what the writer commits at most per transaction.
 const CHUNK_RECORDS: usize = 4000;
@@ -89,12 +90,12 @@ fn record(
         block_id: BlockId(row.get(1)?),
         block_name: row.get(2)?,
         item_path: parse_item_path(&item_path)
-            .map(crate::runtime::record::ItemPath::from_vec)
+            .map(crate::run::ItemPath::from_vec)
             .ok_or_else(|| Failure::Damaged(format!("item path {item_path:?}")))?,
         attempt: row.get(4)?,
         parents: serde_json::from_str(&parents)
             .map_err(|e| Failure::Damaged(format!("parents {parents:?}: {e}")))?,
-        status: parse_status(&status)
+        status: InvocationStatus::from_name(&status)
             .ok_or_else(|| Failure::Damaged(format!("status {status:?}")))?,
         queued_at_ms: row.get(6)?,
         started_at_ms: row.get(7)?,

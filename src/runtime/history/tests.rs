@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::*;
 use crate::model::TransitionId;
-use crate::runtime::record::{ErrorInfo, RunSummary};
+use crate::run::{ErrorInfo, InvocationStatus, RunSummary};
 
 fn record(
     run: &RunId,
@@ -555,13 +555,6 @@ fn text_search_over_100k_rows_is_quick_enough() {
         .unwrap();
     assert_eq!(all.len(), 100_000);
     assert_eq!(all[0].id, 100_000);
-}
-
-#[test]
-fn civil_dates() {
-    assert_eq!(civil_from_days(0), (1970, 1, 1));
-    assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-    assert_eq!(civil_from_days(-1), (1969, 12, 31));
 }
 
 // --- format 2: chunks ---------------------------------------------------------------------------

@@ -12,11 +12,10 @@ use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use super::chunk::{self, Segment};
-use super::codec::run_status_text;
 use super::payload;
 use super::schema::{database_error, open};
 use super::{HistoryError, RunId};
-use crate::runtime::record::{BlockCounts, InvocationId, InvocationRecord, RunSummary};
+use crate::run::{BlockCounts, InvocationId, InvocationRecord, RunSummary};
 
 /// Messages waiting for the writer. Each holds a whole batch of records, so this is far more than the
 /// engine produces while the writer commits one transaction; when it is full, the engine waits
@@ -467,7 +466,7 @@ impl Memos {
                     self.started.insert(run.clone());
                 }
                 Message::Log { run, lines } => {
-                    let Some(seq) = self.run_seq(tx, run, crate::runtime::record::now_ms())? else {
+                    let Some(seq) = self.run_seq(tx, run, crate::run::now_ms())? else {
                         continue;
                     };
                     let first: i64 = tx.query_row(
@@ -503,7 +502,7 @@ impl Memos {
                         "UPDATE runs SET status = ?2, started_at_ms = ?3, duration_ms = ?4 WHERE seq = ?1",
                         params![
                             seq,
-                            run_status_text(summary.status),
+                            summary.status.name(),
                             summary.started_at_ms,
                             summary.duration_ms
                         ],

@@ -17,10 +17,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
+use crate::run::ErrorInfo;
 use crate::runtime::invoker::{
     BlockCompileError, Invoker, InvokerEvent, Outcome, Program, Task, TaskResult,
 };
-use crate::runtime::record::ErrorInfo;
 
 /// Invocations sent to one worker in one frame, at most.
 const BATCH: usize = 256;
@@ -1360,7 +1360,7 @@ fn failed_result(task: &Task, outcome: Outcome) -> TaskResult {
         key: task.key,
         attempt: task.attempt,
         started_at_ms: None,
-        ended_at_ms: Some(crate::runtime::record::now_ms()),
+        ended_at_ms: Some(crate::run::now_ms()),
         stdout: String::new(),
         stderr: String::new(),
         outcome,

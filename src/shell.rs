@@ -1,10 +1,12 @@
-//! The eframe application: one frame = take the runtime's events, draw the views, apply their commands.
+//! The editor's shell, above `app` and `ui`: the eframe application that ties the app's state to the
+//! views. One frame = take the runtime's events, draw the views, apply their commands.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::files::{self, DialogMode, RECENT_KEY};
-use super::{App, Command};
+use crate::app::executions::KEEP_RUNS_KEY;
+use crate::app::files::{self, DialogMode, RECENT_KEY};
+use crate::app::{App, Command};
 use crate::runtime::RuntimeConfig;
 use crate::ui::Views;
 
@@ -31,7 +33,7 @@ impl BraidApp {
         if let Some(storage) = cc.storage {
             app.recent = files::recent_from_storage(storage.get_string(RECENT_KEY));
             if let Some(keep) = storage
-                .get_string(super::executions::KEEP_RUNS_KEY)
+                .get_string(KEEP_RUNS_KEY)
                 .and_then(|text| text.parse().ok())
             {
                 app.executions.keep_runs = keep;
@@ -122,15 +124,12 @@ impl eframe::App for BraidApp {
         if let Ok(text) = serde_json::to_string(&self.app.recent) {
             storage.set_string(RECENT_KEY, text);
         }
-        storage.set_string(
-            super::executions::KEEP_RUNS_KEY,
-            self.app.executions.keep_runs.to_string(),
-        );
+        storage.set_string(KEEP_RUNS_KEY, self.app.executions.keep_runs.to_string());
     }
 }
 
 /// The app icon (also in `assets/`).
-const ICON_PNG: &[u8] = include_bytes!("../../assets/icon.png");
+const ICON_PNG: &[u8] = include_bytes!("../assets/icon.png");
 
 /// Opens the editor window and returns when it closes.
 pub fn run_editor(project: Option<&std::path::Path>) -> anyhow::Result<()> {

@@ -1,0 +1,17 @@
+//! The run vocabulary: ids, statuses, invocation records, run summaries, block counts and the rows the
+//! Block Executions panel lists. Plain data below the runtime, so the runtime, the editor's app and
+//! views, and the command line all name the same types directly (nothing re-exports them).
+
+mod ids;
+mod record;
+mod rows;
+mod status;
+mod summary;
+mod time;
+
+pub use ids::{InvocationId, ItemPath, ParentIds, RunId};
+pub use record::{ErrorInfo, InvocationRecord};
+pub use rows::{InvocationFilter, InvocationRow, RowOrder, RunRow};
+pub use status::{BlockCounts, InvocationStatus, RunStatus};
+pub use summary::{CompileError, RunFailure, RunResult, RunSummary};
+pub use time::{civil_from_days, now_ms};

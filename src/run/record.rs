@@ -1,0 +1,67 @@
+//! One invocation as it is recorded: what went in, what came out, what it printed, how it ended.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{InvocationId, InvocationStatus, ItemPath, ParentIds, RunId};
+use crate::model::{BlockId, TransitionId};
+
+/// A Python error (or a crash of the code) as the user should see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// The exception's type (`ValueError`), or `Timeout` / `WorkerCrash`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub message: String,
+    /// The traceback, with the block's own file name and line numbers.
+    pub traceback: String,
+    /// The line in the block's code where it was raised, when known.
+    pub line: Option<u32>,
+}
+
+impl ErrorInfo {
+    /// `ValueError: bad row`.
+    pub fn summary(&self) -> String {
+        if self.message.is_empty() {
+            self.kind.clone()
+        } else {
+            format!("{}: {}", self.kind, self.message)
+        }
+    }
+}
+
+/// One call of one block on one input, as the Block Executions panel shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InvocationRecord {
+    pub run_id: RunId,
+    pub id: InvocationId,
+    pub block_id: BlockId,
+    pub block_name: std::sync::Arc<str>,
+    pub item_path: ItemPath,
+    /// 1 normally; more when the invocation was run again because its worker died under another invocation.
+    pub attempt: u32,
+    /// The invocations this one came from (several for a fan-in or merge).
+    pub parents: ParentIds,
+    pub status: InvocationStatus,
+    /// Wall-clock times in milliseconds since the Unix epoch.
+    pub queued_at_ms: f64,
+    pub started_at_ms: Option<f64>,
+    pub ended_at_ms: Option<f64>,
+    pub input: Value,
+    pub backpack_in: Arc<Value>,
+    pub output: Option<Value>,
+    pub backpack_out: Option<Arc<Value>>,
+    pub stdout: String,
+    pub stderr: String,
+    pub error: Option<ErrorInfo>,
+    /// Transitions that fired after this invocation, in project order.
+    pub fired: Vec<TransitionId>,
+}
+
+impl InvocationRecord {
+    pub fn duration_ms(&self) -> Option<f64> {
+        Some(self.ended_at_ms? - self.started_at_ms?)
+    }
+}

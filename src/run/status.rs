@@ -1,0 +1,175 @@
+//! Where an invocation, a block and a run stand.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvocationStatus {
+    Queued,
+    Running,
+    Succeeded,
+    CaughtException,
+    Exception,
+    TimedOut,
+    Cancelled,
+}
+
+impl InvocationStatus {
+    pub const ALL: [Self; 7] = [
+        Self::Queued,
+        Self::Running,
+        Self::Succeeded,
+        Self::CaughtException,
+        Self::Exception,
+        Self::TimedOut,
+        Self::Cancelled,
+    ];
+
+    /// The status's stable name: what the history stores, `--status` accepts and `--json` prints
+    /// (`caught_exception`, `timed_out`…), the same as its serde name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::CaughtException => "caught_exception",
+            Self::Exception => "exception",
+            Self::TimedOut => "timed_out",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::CaughtException => "caught exception",
+            Self::Exception => "exception",
+            Self::TimedOut => "timed out",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// A failure that ends its branch (and so fails the run).
+    pub fn is_failure(self) -> bool {
+        matches!(self, Self::Exception | Self::TimedOut)
+    }
+
+    /// How bad a status is, for colouring a block by its worst invocation.
+    pub fn severity(self) -> u8 {
+        match self {
+            Self::Succeeded => 0,
+            Self::Queued => 1,
+            Self::Running => 2,
+            Self::Cancelled => 3,
+            Self::CaughtException => 4,
+            Self::TimedOut => 5,
+            Self::Exception => 6,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    /// Read from the history: the process recording the run ended (killed, crashed, the machine
+    /// stopped) before the run did. Its records up to then are kept.
+    Interrupted,
+}
+
+impl RunStatus {
+    pub const ALL: [Self; 5] = [
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+        Self::Interrupted,
+    ];
+
+    /// The status's stable name: what the history stores and `--json` prints; the same as its
+    /// `label` and its serde name.
+    pub fn name(self) -> &'static str {
+        self.label()
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// Per-block live counts, for the canvas and progress bars.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockCounts {
+    pub queued: u64,
+    pub running: u64,
+    pub succeeded: u64,
+    pub caught: u64,
+    pub failed: u64,
+    pub timed_out: u64,
+    pub cancelled: u64,
+}
+
+impl BlockCounts {
+    pub fn finished(&self) -> u64 {
+        self.succeeded + self.caught + self.failed + self.timed_out + self.cancelled
+    }
+
+    pub fn total(&self) -> u64 {
+        self.queued + self.running + self.finished()
+    }
+
+    pub fn add_final(&mut self, status: InvocationStatus) {
+        match status {
+            InvocationStatus::Succeeded => self.succeeded += 1,
+            InvocationStatus::CaughtException => self.caught += 1,
+            InvocationStatus::Exception => self.failed += 1,
+            InvocationStatus::TimedOut => self.timed_out += 1,
+            InvocationStatus::Cancelled => self.cancelled += 1,
+            InvocationStatus::Queued => self.queued += 1,
+            InvocationStatus::Running => self.running += 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_round_trip_and_match_serde() {
+        for status in InvocationStatus::ALL {
+            assert_eq!(InvocationStatus::from_name(status.name()), Some(status));
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                serde_json::json!(status.name())
+            );
+        }
+        for status in RunStatus::ALL {
+            assert_eq!(RunStatus::from_name(status.name()), Some(status));
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                serde_json::json!(status.name())
+            );
+        }
+        assert_eq!(InvocationStatus::from_name("exploded"), None);
+    }
+}

@@ -1,0 +1,64 @@
+//! The end of a run: its status, results and failures; and the compile errors that refuse one.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{InvocationId, RunId, RunStatus};
+use crate::model::BlockId;
+
+/// A fan-in or merge that could not complete, or any other failure that is not one invocation's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunFailure {
+    pub block: String,
+    pub block_id: BlockId,
+    pub item_path: Vec<u32>,
+    /// `exception`, `timed_out`, `fan_in`, `merge` or `not_runnable`.
+    pub status: String,
+    pub error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceback: Option<String>,
+    /// The failed invocation, when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invocation: Option<InvocationId>,
+}
+
+/// A leaf invocation's return value: what the run produced.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    pub block: String,
+    pub block_id: BlockId,
+    pub item_path: Vec<u32>,
+    pub output: Value,
+}
+
+/// The end of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub run_id: RunId,
+    pub status: RunStatus,
+    pub results: Vec<RunResult>,
+    pub invocations: u64,
+    pub failures: Vec<RunFailure>,
+    pub started_at_ms: f64,
+    pub duration_ms: f64,
+}
+
+/// A block whose code does not compile: the run is refused before anything starts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompileError {
+    pub block_id: BlockId,
+    pub block: String,
+    /// `code` or the id of the `if` transition whose expression failed.
+    pub what: String,
+    pub line: Option<u32>,
+    pub message: String,
+}
+
+impl std::fmt::Display for CompileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "\"{}\" line {line}: {}", self.block, self.message),
+            None => write!(f, "\"{}\": {}", self.block, self.message),
+        }
+    }
+}
