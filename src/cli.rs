@@ -13,10 +13,11 @@ use crate::model::format::{LoadedProject, load_project};
 use crate::model::validate::{Severity, validate};
 use crate::run::{
     BlockCounts, CompileError, InvocationFilter, InvocationStatus, RunId, RunRow, RunStatus,
-    RunSummary, civil_from_days,
+    RunSummary,
 };
 use crate::runtime::history::{DEFAULT_KEEP_RUNS, History};
 use crate::runtime::{RunRequest, RuntimeConfig, RuntimeEvent, RuntimeHandle, RuntimeRequest};
+use crate::text::{truncate, utc_date_time};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -244,7 +245,7 @@ fn validate_command(path: &Path) -> Result<ExitCode, UsageError> {
             path.display(),
             crate::model::graph_size(&loaded.project),
             if warnings > 0 {
-                format!(", {}", crate::model::plural(warnings as u64, "warning"))
+                format!(", {}", crate::text::plural(warnings as u64, "warning"))
             } else {
                 String::new()
             }
@@ -254,7 +255,7 @@ fn validate_command(path: &Path) -> Result<ExitCode, UsageError> {
         println!(
             "{}: {}",
             path.display(),
-            crate::model::plural(errors as u64, "error")
+            crate::text::plural(errors as u64, "error")
         );
         Ok(ExitCode::FAILURE)
     }
@@ -476,7 +477,7 @@ fn print_summary(summary: &RunSummary, as_json: bool, recorded_for: Option<&Path
         summary.run_id,
         summary.status.label(),
         summary.duration_ms / 1000.0,
-        crate::model::plural(summary.invocations, "invocation")
+        crate::text::plural(summary.invocations, "invocation")
     );
     if !summary.results.is_empty() {
         let _ = writeln!(out, "Results:");
@@ -486,7 +487,7 @@ fn print_summary(summary: &RunSummary, as_json: bool, recorded_for: Option<&Path
                 "  {} {:?}: {}",
                 result.block,
                 result.item_path,
-                preview(&result.output, 200)
+                truncate(&result.output.to_string(), 200)
             );
         }
         if let Some(more) = summary.results.len().checked_sub(SUMMARY_LINES)
@@ -495,7 +496,7 @@ fn print_summary(summary: &RunSummary, as_json: bool, recorded_for: Option<&Path
             let _ = writeln!(
                 out,
                 "  … and {} (--json prints them all)",
-                crate::model::plural(more as u64, "more result")
+                crate::text::plural(more as u64, "more result")
             );
         }
     }
@@ -520,7 +521,7 @@ fn print_summary(summary: &RunSummary, as_json: bool, recorded_for: Option<&Path
         if let Some(more) = listed.checked_sub(SUMMARY_LINES)
             && more > 0
         {
-            let more = crate::model::plural(more as u64, "more failed invocation");
+            let more = crate::text::plural(more as u64, "more failed invocation");
             let _ = match recorded_for {
                 Some(project) => writeln!(
                     out,
@@ -532,16 +533,6 @@ fn print_summary(summary: &RunSummary, as_json: bool, recorded_for: Option<&Path
             };
         }
     }
-}
-
-/// A value as one line of at most `max` characters.
-fn preview(value: &Value, max: usize) -> String {
-    let text = value.to_string();
-    if text.chars().count() <= max {
-        return text;
-    }
-    let cut: String = text.chars().take(max).collect();
-    format!("{cut}…")
 }
 
 /// Progress on stderr: a bar on a terminal, a line now and then otherwise.
@@ -576,15 +567,15 @@ impl Progress {
             bar.set_length(total);
             bar.set_position(done);
             if failed > 0 {
-                bar.set_message(format!("({} failed)", crate::model::count(failed)));
+                bar.set_message(format!("({} failed)", crate::text::count(failed)));
             }
         } else if self.last_line.get().elapsed() >= Duration::from_secs(2) {
             self.last_line.set(std::time::Instant::now());
             eprintln!(
                 "braid: {}/{} invocations finished, {} failed",
-                crate::model::count(done),
-                crate::model::count(total),
-                crate::model::count(failed)
+                crate::text::count(done),
+                crate::text::count(total),
+                crate::text::count(failed)
             );
         }
     }
@@ -721,7 +712,7 @@ fn history_command(args: &HistoryArgs) -> Result<ExitCode, UsageError> {
     } else {
         for row in &rows {
             let duration = match (row.started_at_ms, row.ended_at_ms) {
-                (Some(s), Some(e)) => crate::model::format_ms(e - s),
+                (Some(s), Some(e)) => crate::text::duration_ms(e - s),
                 _ => "-".to_owned(),
             };
             let item_path = format!("{:?}", row.item_path);
@@ -740,7 +731,7 @@ fn history_command(args: &HistoryArgs) -> Result<ExitCode, UsageError> {
         let _ = writeln!(
             out,
             "{}",
-            crate::model::plural(rows.len() as u64, "invocation")
+            crate::text::plural(rows.len() as u64, "invocation")
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -779,16 +770,16 @@ fn print_runs(runs: &[RunRow], as_json: bool, path: &Path) {
             "{}  {:<9}  {}  {:>9}  {} ({} succeeded, {} caught, {} failed, {} timed out{})",
             run.run_id,
             run.status.label(),
-            utc_time(run.started_at_ms),
+            utc_date_time(run.started_at_ms),
             run.duration_ms
                 .map_or_else(|| "-".to_owned(), |d| format!("{:.2} s", d / 1000.0)),
-            crate::model::plural(run.invocations, "invocation"),
-            crate::model::count(c.succeeded),
-            crate::model::count(c.caught),
-            crate::model::count(c.failed),
-            crate::model::count(c.timed_out),
+            crate::text::plural(run.invocations, "invocation"),
+            crate::text::count(c.succeeded),
+            crate::text::count(c.caught),
+            crate::text::count(c.failed),
+            crate::text::count(c.timed_out),
             if c.cancelled > 0 {
-                format!(", {} cancelled", crate::model::count(c.cancelled))
+                format!(", {} cancelled", crate::text::count(c.cancelled))
             } else {
                 String::new()
             }
@@ -796,29 +787,9 @@ fn print_runs(runs: &[RunRow], as_json: bool, path: &Path) {
     }
 }
 
-/// `2025-01-31 14:05:09 UTC` from milliseconds since the Unix epoch.
-fn utc_time(ms: f64) -> String {
-    let secs = (ms / 1000.0).floor() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn utc_times_are_civil_dates() {
-        assert_eq!(utc_time(0.0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc_time(951_782_400_000.0), "2000-02-29 00:00:00 UTC");
-        assert_eq!(utc_time(1_735_689_599_999.0), "2024-12-31 23:59:59 UTC");
-    }
 
     #[test]
     fn item_paths_parse_from_comma_lists() {

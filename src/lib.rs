@@ -2,7 +2,7 @@
 //!
 //! The layers, each using only those before it (see `ARCHITECTURE.md`; `tests/it/architecture.rs`
 //! checks the arrows):
-//! `model` (the project, pure data) ← `run` (the run vocabulary: ids, statuses, records, summaries)
+//! `text` (counts, durations, times for people) ← `model` (the project, pure data) ← `run` (the run vocabulary: ids, statuses, records, summaries)
 //! ← `runtime` (the executor) ← `app` (the editor's state and commands) ← `ui` (the views)
 //! ← `shell` (the eframe application tying app and views together). `cli` drives the runtime (and
 //! opens the shell) without reaching into the editor's state.
@@ -13,4 +13,5 @@ pub mod model;
 pub mod run;
 pub mod runtime;
 pub mod shell;
+pub mod text;
 pub mod ui;

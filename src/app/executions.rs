@@ -130,17 +130,8 @@ pub fn row_of(record: &InvocationRecord) -> InvocationRow {
         status: record.status,
         started_at_ms: record.started_at_ms,
         ended_at_ms: record.ended_at_ms,
-        input_preview: preview(&record.input, PREVIEW_CHARS),
+        input_preview: crate::text::truncate(&record.input.to_string(), PREVIEW_CHARS),
         error_summary: record.error.as_ref().map(ErrorInfo::summary),
-    }
-}
-
-/// JSON text of `value`, cut to `max` characters.
-pub fn preview(value: &Value, max: usize) -> String {
-    let text = value.to_string();
-    match text.char_indices().nth(max) {
-        Some((at, _)) => format!("{}…", &text[..at]),
-        None => text,
     }
 }
 

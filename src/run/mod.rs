@@ -14,4 +14,4 @@ pub use record::{ErrorInfo, InvocationRecord};
 pub use rows::{InvocationFilter, InvocationRow, RowOrder, RunRow};
 pub use status::{BlockCounts, InvocationStatus, RunStatus};
 pub use summary::{CompileError, RunFailure, RunResult, RunSummary};
-pub use time::{civil_from_days, now_ms};
+pub use time::now_ms;

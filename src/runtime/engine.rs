@@ -733,7 +733,7 @@ impl Engine {
                 shown.push(format!(
                     "[Braid shows a run's first {} lines of worker output; \
                      RUST_LOG=braid::worker=debug logs all of them]",
-                    crate::model::count(WORKER_OUTPUT_LINES as u64)
+                    crate::text::count(WORKER_OUTPUT_LINES as u64)
                 ));
             }
             if let Some(history) = &run.history {

@@ -25,6 +25,7 @@ use crate::app::{App, Command, CommandSender, position};
 use crate::model::validate::{Severity, Subject};
 use crate::model::{Block, BlockId, BlockKind, Position, Project, TransitionId, TransitionKind};
 use crate::run::InvocationStatus as S;
+use crate::text::truncate;
 
 /// The size assumed for a node that has not been drawn yet (fitting a project just opened).
 const ESTIMATED_NODE_SIZE: Vec2 = Vec2::new(220.0, 110.0);
@@ -621,17 +622,7 @@ pub fn transition_text(kind: TransitionKind, expression: &str, max: usize) -> St
     if expression.is_empty() {
         return "if ?".to_owned();
     }
-    format!("if {}", cut(expression, max))
-}
-
-/// `text` cut to `max` characters, with an ellipsis when cut.
-pub fn cut(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_owned();
-    }
-    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
+    format!("if {}", truncate(expression, max))
 }
 
 /// One line that says what a block does: its docstring or first comment, else its size.
@@ -653,7 +644,7 @@ pub fn block_summary(block: &Block) -> String {
                 let lines = code.code.lines().filter(|l| !l.trim().is_empty()).count();
                 format!(
                     "{} of {}",
-                    crate::model::plural(lines as u64, "line"),
+                    crate::text::plural(lines as u64, "line"),
                     code.language.label()
                 )
             })
@@ -786,7 +777,7 @@ impl SnarlViewer<NodeData> for Viewer<'_> {
             return;
         };
         ui.vertical(|ui| {
-            ui.label(RichText::new(cut(&block.name, 22)).strong().size(14.0));
+            ui.label(RichText::new(truncate(&block.name, 22)).strong().size(14.0));
             let kind = match &block.kind {
                 BlockKind::Code(code) if code.language.is_runnable() => {
                     format!("{} · {} s", code.language.label(), code.timeout_s)
@@ -843,7 +834,7 @@ impl SnarlViewer<NodeData> for Viewer<'_> {
         let dark = self.dark;
         ui.vertical(|ui| {
             ui.set_width(NODE_BODY_WIDTH);
-            ui.label(RichText::new(cut(&block_summary(block), 28)).small())
+            ui.label(RichText::new(truncate(&block_summary(block), 28)).small())
                 .on_hover_text(block_summary(block));
             self.problems_ui(ui, block);
             self.counts_ui(ui, &block.id, dark);
@@ -1052,7 +1043,7 @@ impl Viewer<'_> {
                 None => format!("✖ {}", error.message),
             };
             ui.label(
-                RichText::new(cut(&text, 28))
+                RichText::new(truncate(&text, 28))
                     .small()
                     .color(theme::error_color(self.dark)),
             )
@@ -1071,7 +1062,7 @@ impl Viewer<'_> {
             };
             let text = format!("{mark} {}", problem.message);
             ui.label(
-                RichText::new(cut(&text, 28))
+                RichText::new(truncate(&text, 28))
                     .small()
                     .color(theme::severity_color(problem.severity, self.dark)),
             )
@@ -1088,10 +1079,14 @@ impl Viewer<'_> {
             && &record.block_id == block
         {
             ui.label(
-                RichText::new(format!("▶ #{} {:?}", record.id, record.item_path))
-                    .small()
-                    .strong()
-                    .color(theme::path_color(dark)),
+                RichText::new(format!(
+                    "▶ #{} {}",
+                    record.id,
+                    crate::text::item_path(&record.item_path)
+                ))
+                .small()
+                .strong()
+                .color(theme::path_color(dark)),
             );
         }
         // The runtime reports every block, so a block nothing reached has all-zero counts.
@@ -1116,7 +1111,7 @@ impl Viewer<'_> {
                     // A count moves to the next line whole, never "15" here and "ok" below.
                     ui.add(
                         egui::Label::new(
-                            RichText::new(format!("{} {label}", crate::model::count(n)))
+                            RichText::new(format!("{} {label}", crate::text::count(n)))
                                 .strong()
                                 .color(theme::status_color(status, dark)),
                         )

@@ -8,12 +8,12 @@
 use egui::{Align, Key, Modifiers, RichText, Ui};
 use egui_extras::{Column, TableBuilder};
 
-use super::canvas::cut;
 use super::invocation_detail::InvocationDetail;
 use super::theme;
 use crate::app::executions::{parse_item_path, row_duration_ms};
 use crate::app::{App, Command, CommandSender, Step, TableFilter};
-use crate::run::{InvocationStatus, RowOrder, RunRow, RunStatus, civil_from_days, now_ms};
+use crate::run::{InvocationStatus, RowOrder, RunRow, RunStatus};
+use crate::text::{clock_time, duration_ms, item_path, truncate};
 
 const ROW_HEIGHT: f32 = 20.0;
 /// The search text applies this long after the last keystroke.
@@ -106,7 +106,7 @@ impl ExecutionsPanel {
                 .and_then(|id| app.project.block(id))
             {
                 Some(block) => {
-                    ui.label(RichText::new(cut(&block.name, 24)).strong())
+                    ui.label(RichText::new(truncate(&block.name, 24)).strong())
                         .on_hover_text(
                             "The block selected on the canvas; its invocations are listed",
                         );
@@ -217,8 +217,8 @@ impl ExecutionsPanel {
             ui.label(
                 RichText::new(format!(
                     "{} of {}",
-                    crate::model::count(visible.len() as u64),
-                    crate::model::plural(run.rows.len() as u64, "invocation")
+                    crate::text::count(visible.len() as u64),
+                    crate::text::plural(run.rows.len() as u64, "invocation")
                 ))
                 .small()
                 .weak(),
@@ -305,7 +305,7 @@ impl ExecutionsPanel {
                         );
                     });
                     row.col(|ui| {
-                        ui.label(row_duration_ms(data).map_or_else(String::new, format_ms));
+                        ui.label(row_duration_ms(data).map_or_else(String::new, duration_ms));
                     });
                     row.col(|ui| {
                         let text = data.error_summary.as_ref().map_or_else(
@@ -404,9 +404,9 @@ fn runs_ui(
                             selected,
                             RichText::new(format!(
                                 "{mark} {}  {}",
-                                format_time(run.started_at_ms),
+                                clock_time(run.started_at_ms),
                                 match (run.duration_ms, run.status) {
-                                    (Some(ms), _) => format_ms(ms),
+                                    (Some(ms), _) => duration_ms(ms),
                                     (None, RunStatus::Interrupted) => "interrupted".to_owned(),
                                     (None, _) => "…".to_owned(),
                                 }
@@ -424,7 +424,7 @@ fn runs_ui(
                     response
                 };
                 let c = &run.counts;
-                let mut parts = vec![format!("{} ok", crate::model::count(c.succeeded))];
+                let mut parts = vec![format!("{} ok", crate::text::count(c.succeeded))];
                 for (n, label) in [
                     (c.caught, "caught"),
                     (c.failed, "failed"),
@@ -432,7 +432,7 @@ fn runs_ui(
                     (c.cancelled, "cancelled"),
                 ] {
                     if n > 0 {
-                        parts.push(format!("{} {label}", crate::model::count(n)));
+                        parts.push(format!("{} {label}", crate::text::count(n)));
                     }
                 }
                 ui.label(RichText::new(parts.join(" · ")).small().weak());
@@ -481,48 +481,5 @@ fn order_label(order: RowOrder) -> &'static str {
         RowOrder::Started => "by start time",
         RowOrder::DurationDescending => "slowest first",
         RowOrder::DurationAscending => "fastest first",
-    }
-}
-
-pub fn item_path(path: &[u32]) -> String {
-    if path.is_empty() {
-        "—".to_owned()
-    } else {
-        format!("{path:?}")
-    }
-}
-
-use crate::model::format_ms;
-
-/// Wall-clock time of day (UTC) of a Unix time in milliseconds, with the date when not today.
-pub fn format_time(unix_ms: f64) -> String {
-    let secs = (unix_ms / 1000.0).max(0.0) as u64;
-    let now_days = (now_ms() / 86_400_000.0).floor() as i64;
-    let days = (secs / 86_400).cast_signed();
-    let time = format!(
-        "{:02}:{:02}:{:02}",
-        secs / 3600 % 24,
-        secs / 60 % 60,
-        secs % 60
-    );
-    if days == now_days {
-        time
-    } else {
-        let (y, m, d) = civil_from_days(days);
-        format!("{y}-{m:02}-{d:02} {time}")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_well() {
-        assert_eq!(format_ms(0.0), "< 1 µs");
-        assert_eq!(format_ms(0.25), "250 µs");
-        assert_eq!(format_ms(12.4), "12 ms");
-        assert_eq!(format_ms(1250.0), "1.25 s");
-        assert_eq!(format_ms(125_000.0), "2 min 5 s");
     }
 }

@@ -8,15 +8,13 @@ use std::fmt::Write as _;
 use egui::{RichText, Ui};
 use serde_json::Value;
 
-use super::executions_panel::{format_time, item_path};
 use super::theme;
 use crate::app::executions::{
     DiffLine, Picked, ReplayPhase, block_for_file, line_diff, outcome_text, traceback_location,
 };
 use crate::app::{App, Command, CommandSender, Step};
-use crate::model::format_ms;
-use crate::model::plural;
 use crate::run::{InvocationId, InvocationRecord};
+use crate::text::{clock_time, duration_ms, item_path, plural, truncate};
 
 /// Children of an array or object shown before "show all".
 const SHOWN_CHILDREN: usize = 100;
@@ -162,7 +160,7 @@ impl InvocationDetail {
                 let shown = if full {
                     text.clone()
                 } else {
-                    cut_chars(&text, SHOWN_CHARS)
+                    truncate(&text, SHOWN_CHARS)
                 };
                 ui.horizontal_wrapped(|ui| {
                     ui.label(RichText::new(format!("{prefix}{shown}")).monospace());
@@ -226,7 +224,7 @@ impl InvocationDetail {
         let shown = if full {
             text.to_owned()
         } else {
-            cut_chars(text, SHOWN_CHARS)
+            truncate(text, SHOWN_CHARS)
         };
         ui.label(RichText::new(&shown).monospace().small());
         if !full && shown.len() < text.len() && ui.small_button("show all").clicked() {
@@ -280,13 +278,13 @@ impl InvocationDetail {
                         RichText::new(replay.original.status.label())
                             .color(theme::status_color(replay.original.status, dark)),
                     );
-                    columns[0].label(RichText::new(cut_chars(&before, SHOWN_CHARS)).monospace());
+                    columns[0].label(RichText::new(truncate(&before, SHOWN_CHARS)).monospace());
                     columns[1].label(RichText::new("Replay (current code)").strong());
                     columns[1].label(
                         RichText::new(new.status.label())
                             .color(theme::status_color(new.status, dark)),
                     );
-                    columns[1].label(RichText::new(cut_chars(&after, SHOWN_CHARS)).monospace());
+                    columns[1].label(RichText::new(truncate(&after, SHOWN_CHARS)).monospace());
                 });
                 section_label(ui, "Diff");
                 let diff = if before == after {
@@ -306,7 +304,7 @@ impl InvocationDetail {
                 if !new.stdout.is_empty() || !new.stderr.is_empty() {
                     section_label(ui, "Replay printed");
                     ui.label(
-                        RichText::new(cut_chars(
+                        RichText::new(truncate(
                             &as_a_terminal_shows(&format!("{}{}", new.stdout, new.stderr)),
                             SHOWN_CHARS,
                         ))
@@ -372,17 +370,17 @@ fn header_ui(ui: &mut Ui, record: &InvocationRecord) {
                 .color(theme::status_color(record.status, dark)),
         );
     });
-    let mut times = format!("queued {}", format_time(record.queued_at_ms));
+    let mut times = format!("queued {}", clock_time(record.queued_at_ms));
     if let Some(started) = record.started_at_ms {
         let _ = write!(
             times,
             " · waited {} · started {}",
-            format_ms(started - record.queued_at_ms),
-            format_time(started)
+            duration_ms(started - record.queued_at_ms),
+            clock_time(started)
         );
     }
     if let Some(duration) = record.duration_ms() {
-        let _ = write!(times, " · ran {}", format_ms(duration));
+        let _ = write!(times, " · ran {}", duration_ms(duration));
     }
     ui.label(RichText::new(times).small().weak());
 }
@@ -472,13 +470,6 @@ fn section_label(ui: &mut Ui, title: &str) {
             .strong()
             .color(ui.visuals().strong_text_color()),
     );
-}
-
-fn cut_chars(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((at, _)) => format!("{}…", &text[..at]),
-        None => text.to_owned(),
-    }
 }
 
 /// Printed text as a terminal shows it: a carriage return goes back to the start of the line, so a

@@ -249,8 +249,8 @@ fn status_bar_ui(ui: &mut Ui, app: &App) {
             } else {
                 let text = format!(
                     "{}, {}",
-                    crate::model::plural(errors as u64, "error"),
-                    crate::model::plural(warnings as u64, "warning")
+                    crate::text::plural(errors as u64, "error"),
+                    crate::text::plural(warnings as u64, "warning")
                 );
                 let color = if errors > 0 {
                     theme::error_color(dark)

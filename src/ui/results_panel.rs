@@ -7,7 +7,6 @@ use std::fmt::Write as _;
 
 use egui::{RichText, Ui};
 
-use super::canvas::cut;
 use super::executions_panel::ExecutionsPanel;
 use super::theme;
 use super::timeline::TimelineView;
@@ -15,6 +14,7 @@ use crate::app::run::{LogLine, LogSource, RunPhase, RunState};
 use crate::app::{App, Command, CommandSender};
 use crate::model::BlockId;
 use crate::run::{InvocationId, InvocationStatus, RunFailure, RunResult, RunRow, RunStatus};
+use crate::text::{clock_time, item_path, truncate};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Tab {
@@ -67,7 +67,7 @@ impl ResultsPanel {
             let count = |title: &str, n: Option<usize>| {
                 n.map_or_else(
                     || title.to_owned(),
-                    |n| format!("{title} ({})", crate::model::count(n as u64)),
+                    |n| format!("{title} ({})", crate::text::count(n as u64)),
                 )
             };
             ui.selectable_value(&mut self.tab, Tab::Results, count("Results", results));
@@ -82,7 +82,7 @@ impl ResultsPanel {
             let title = if lines == 0 {
                 "Log".to_owned()
             } else {
-                format!("Log ({})", crate::model::count(lines as u64))
+                format!("Log ({})", crate::text::count(lines as u64))
             };
             ui.selectable_value(&mut self.tab, Tab::Log, title)
                 .on_hover_text(
@@ -183,8 +183,8 @@ fn status_line_ui(ui: &mut Ui, run: &RunState, tx: &CommandSender) {
                         .desired_width(240.0)
                         .text(format!(
                             "{} / {}",
-                            crate::model::count(done),
-                            crate::model::plural(totals.total(), "invocation")
+                            crate::text::count(done),
+                            crate::text::plural(totals.total(), "invocation")
                         )),
                 );
                 let label = if run.phase == RunPhase::Stopping {
@@ -217,8 +217,8 @@ fn status_line_ui(ui: &mut Ui, run: &RunState, tx: &CommandSender) {
                 let width = ui
                     .label(format!(
                         "in {} · {}",
-                        crate::model::format_ms(summary.duration_ms),
-                        crate::model::plural(summary.invocations, "invocation")
+                        crate::text::duration_ms(summary.duration_ms),
+                        crate::text::plural(summary.invocations, "invocation")
                     ))
                     .rect
                     .width();
@@ -253,18 +253,10 @@ fn counts_ui(ui: &mut Ui, run: &RunState, dark: bool) {
     ] {
         if n > 0 {
             ui.label(
-                RichText::new(format!("{} {label}", crate::model::count(n)))
+                RichText::new(format!("{} {label}", crate::text::count(n)))
                     .color(theme::status_color(status, dark)),
             );
         }
-    }
-}
-
-fn item_path(path: &[u32]) -> String {
-    if path.is_empty() {
-        "—".to_owned()
-    } else {
-        format!("{path:?}")
     }
 }
 
@@ -282,7 +274,8 @@ fn results_ui(ui: &mut Ui, results: &[RunResult]) {
                 ui.horizontal(|ui| {
                     ui.add_sized(
                         [140.0, ROW_HEIGHT],
-                        egui::Label::new(RichText::new(cut(&result.block, 20)).strong()).truncate(),
+                        egui::Label::new(RichText::new(truncate(&result.block, 20)).strong())
+                            .truncate(),
                     );
                     ui.add_sized(
                         [70.0, ROW_HEIGHT],
@@ -296,8 +289,11 @@ fn results_ui(ui: &mut Ui, results: &[RunResult]) {
                     {
                         ui.ctx().copy_text(text.clone());
                     }
-                    ui.add(egui::Label::new(RichText::new(cut(&text, 400)).monospace()).truncate())
-                        .on_hover_text(cut(&text, 4000));
+                    ui.add(
+                        egui::Label::new(RichText::new(truncate(&text, 400)).monospace())
+                            .truncate(),
+                    )
+                    .on_hover_text(truncate(&text, 4000));
                 });
             }
         });
@@ -307,7 +303,7 @@ fn results_ui(ui: &mut Ui, results: &[RunResult]) {
 pub fn log_title(row: &RunRow) -> String {
     format!(
         "Log of the run started {} ({})",
-        super::executions_panel::format_time(row.started_at_ms),
+        clock_time(row.started_at_ms),
         row.status.label()
     )
 }
@@ -354,10 +350,10 @@ fn log_ui(ui: &mut Ui, log: &[LogLine]) {
                         egui::Label::new(RichText::new(source(line)).weak()),
                     );
                     ui.add(
-                        egui::Label::new(RichText::new(cut(&line.text, 1000)).monospace())
+                        egui::Label::new(RichText::new(truncate(&line.text, 1000)).monospace())
                             .truncate(),
                     )
-                    .on_hover_text(cut(&line.text, 4000));
+                    .on_hover_text(truncate(&line.text, 4000));
                 });
             }
         });
@@ -401,7 +397,7 @@ fn failures_ui(ui: &mut Ui, failures: &[RunFailure]) -> Option<(BlockId, Invocat
                         RichText::new(failure.status.replace('_', " "))
                             .color(theme::error_color(dark)),
                     );
-                    ui.add(egui::Label::new(cut(&failure.error, 300)).truncate())
+                    ui.add(egui::Label::new(truncate(&failure.error, 300)).truncate())
                         .on_hover_text(&failure.error);
                 };
                 match &failure.traceback {
@@ -430,7 +426,7 @@ fn failures_ui(ui: &mut Ui, failures: &[RunFailure]) -> Option<(BlockId, Invocat
                 ui.label(
                     RichText::new(format!(
                         "… and {} more: Block Executions lists them all (filter on failed)",
-                        crate::model::count((failures.len() - 500) as u64)
+                        crate::text::count((failures.len() - 500) as u64)
                     ))
                     .weak(),
                 );

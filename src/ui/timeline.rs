@@ -7,12 +7,11 @@
 
 use egui::{Align2, Color32, FontId, Pos2, Rect, RichText, Sense, Stroke, Ui, Vec2};
 
-use super::executions_panel::item_path;
 use super::theme;
 use crate::app::executions::{RunData, row_duration_ms, slot_lanes};
 use crate::app::{App, Command, CommandSender};
-use crate::model::format_ms;
 use crate::run::{InvocationStatus, RunId};
+use crate::text::{duration_ms, item_path};
 
 const AXIS_HEIGHT: f32 = 18.0;
 const LANE_LABEL_WIDTH: f32 = 110.0;
@@ -234,9 +233,9 @@ impl TimelineView {
                 Align2::RIGHT_BOTTOM,
                 format!(
                     "lanes {}–{} of {} (scroll)",
-                    crate::model::count((self.first_lane + 1) as u64),
-                    crate::model::count(last_lane as u64),
-                    crate::model::count(lanes.rows.len() as u64)
+                    crate::text::count((self.first_lane + 1) as u64),
+                    crate::text::count(last_lane as u64),
+                    crate::text::count(lanes.rows.len() as u64)
                 ),
                 FontId::proportional(11.0),
                 ui.visuals().weak_text_color(),
@@ -250,7 +249,7 @@ impl TimelineView {
                 item_path(&row.item_path),
                 row.id,
                 row.status.label(),
-                row_duration_ms(row).map_or_else(String::new, format_ms)
+                row_duration_ms(row).map_or_else(String::new, duration_ms)
             );
             response.clone().on_hover_text_at_pointer(text);
             if response.clicked() {
@@ -443,7 +442,7 @@ fn axis_ui(painter: &egui::Painter, ui: &Ui, plot: Rect, rect: Rect, t0: f64, t1
             if t.abs() < step * 1e-6 {
                 "0".to_owned()
             } else {
-                format_ms(t)
+                duration_ms(t)
             },
             FontId::proportional(10.0),
             color,

@@ -1,5 +1,6 @@
 //! Keeps the layering honest. The layers, each using only those below it (see `ARCHITECTURE.md`):
-//! `model` ← `run` ← `runtime` ← `app` ← `ui` ← `shell`; `cli` uses `runtime` (and opens `shell`).
+//! `text` ← `model` ← `run` ← `runtime` ← `app` ← `ui` ← `shell`; `cli` uses `runtime` (and opens
+//! `shell`).
 //! Nothing re-exports another layer's items, so an import always names the layer it comes from.
 
 use std::path::{Path, PathBuf};
@@ -59,6 +60,15 @@ fn offenders(layer: &str, forbidden: &[&str]) -> Vec<String> {
 
 fn assert_none(found: &[String], rule: &str) {
     assert!(found.is_empty(), "{rule}:\n{}", found.join("\n"));
+}
+
+#[test]
+fn text_for_people_uses_nothing_of_braid() {
+    let found = offenders("text", &["crate::", "braid::", "egui", "tokio", "pyo3"]);
+    assert_none(
+        &found,
+        "text.rs is below every layer: it formats plain numbers and strings only",
+    );
 }
 
 #[test]
@@ -167,7 +177,9 @@ fn the_command_line_stays_out_of_the_editor() {
 #[test]
 fn nothing_re_exports_another_layer() {
     let mut found = Vec::new();
-    for layer in ["model", "run", "runtime", "app", "ui", "shell", "cli"] {
+    for layer in [
+        "text", "model", "run", "runtime", "app", "ui", "shell", "cli",
+    ] {
         found.extend(offenders(layer, &["pub use crate::", "pub use braid::"]));
     }
     assert_none(
@@ -180,7 +192,9 @@ fn nothing_re_exports_another_layer() {
 fn imports_name_one_layer_each() {
     // `use crate::{app, ui}` would hide a layer from the checks above.
     let mut found = Vec::new();
-    for layer in ["model", "run", "runtime", "app", "ui", "shell", "cli"] {
+    for layer in [
+        "text", "model", "run", "runtime", "app", "ui", "shell", "cli",
+    ] {
         found.extend(offenders(layer, &["crate::{"]));
     }
     assert_none(

@@ -646,22 +646,33 @@ fn a_variables_value_is_set_in_the_inspector_and_the_block_sees_it() {
     harness.get_by_label_contains("expected NAME=value");
 }
 
-/// Every symbol the editor's text uses (any character beyond ASCII in `src/ui` and `src/app`) has a
-/// glyph in the text font: a missing one shows as a box (● did, in the status bar).
+/// The characters beyond ASCII in the Rust files at `path` (a file, or a folder and its folders).
+fn symbols_in(path: &Path, symbols: &mut std::collections::BTreeSet<char>) {
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).expect("the sources") {
+            symbols_in(&entry.expect("an entry").path(), symbols);
+        }
+    } else if path.extension().is_some_and(|e| e == "rs") {
+        let text = std::fs::read_to_string(path).expect("a source");
+        symbols.extend(text.chars().filter(|c| !c.is_ascii()));
+    }
+}
+
+/// Every symbol the editor's text uses (any character beyond ASCII in `src/ui`, `src/app` and
+/// `src/text.rs`) has a glyph in the text font: a missing one shows as a box (● did, in the status bar).
 #[test]
 fn every_symbol_the_editor_writes_has_a_glyph() {
     let harness = harness(None);
     let mut symbols = std::collections::BTreeSet::new();
-    for dir in ["src/ui", "src/app"] {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
-        for entry in std::fs::read_dir(dir).expect("the sources") {
-            let text = std::fs::read_to_string(entry.expect("an entry").path()).expect("a source");
-            symbols.extend(text.chars().filter(|c| !c.is_ascii()));
-        }
+    for source in ["src/ui", "src/app", "src/text.rs"] {
+        symbols_in(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join(source),
+            &mut symbols,
+        );
     }
     assert!(
-        symbols.contains(&'●'),
-        "the scan found the editor's symbols"
+        symbols.contains(&'●') && symbols.contains(&'µ'),
+        "the scan found the editor's symbols, and the durations'"
     );
     // egui's `has_glyph` says no for any glyph of the font that also holds its replacement glyph (its
     // TODO says so): NotoEmoji for text, these are in it (checked in the font file) and draw. The same

@@ -475,15 +475,9 @@ pub(super) const PREVIEW_CHARS: usize = 120;
 /// JSON text cut to at most [`PREVIEW_CHARS`] characters, the last one `…` when it was cut.
 pub(super) fn preview(json: &[u8]) -> String {
     // Only the start matters (a large value can be megabytes): 120 characters take at most 480 bytes,
-    // so a text longer than this has more than 120 characters.
+    // so a text longer than this has more than 120 characters and is cut either way.
     let head = &json[..json.len().min(PREVIEW_CHARS * 4 + 4)];
-    let text = String::from_utf8_lossy(head);
-    if head.len() == json.len() && text.chars().count() <= PREVIEW_CHARS {
-        return text.into_owned();
-    }
-    let mut cut: String = text.chars().take(PREVIEW_CHARS - 1).collect();
-    cut.push('…');
-    cut
+    crate::text::truncate(&String::from_utf8_lossy(head), PREVIEW_CHARS)
 }
 
 // --- reading ---------------------------------------------------------------------------------------
