@@ -1,4 +1,4 @@
-//! The headless command line (`../shared/spec/cli.md`): the same runtime as the editor, no GUI.
+//! The headless command line (`docs/spec/cli.md`): the same runtime as the editor, no GUI.
 
 use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};

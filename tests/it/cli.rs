@@ -14,7 +14,7 @@ fn repo(path: &str) -> PathBuf {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    repo("../shared/fixtures/refinery-examples").join(name)
+    repo("tests/fixtures/refinery-examples").join(name)
 }
 
 /// `braid run … --json`, without recording history: these tests run the repository's own sample

@@ -496,7 +496,8 @@ fn cancel_stops_a_run_promptly() {
 
 #[test]
 fn syntax_error_refuses_the_run_naming_block_and_line() {
-    // Code Block #1 of Refinery's own guide: the loop has no body.
+    // Code Block #1 of Refinery's guide (docs/spec/refinery-fan-out-fan-in.md) as a plain-text copy of
+    // the page has it: the loop's body is lost.
     let seed = "def main(block_input, backpack):\n    return_list = []\n\n    # Generate a list of 100 numbers in an array\n    for i in range( 0, 100 ):\n\n    # Return the array\n    return return_list\n";
     let project = Builder::new()
         .block("Code Block #1", seed)

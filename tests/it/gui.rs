@@ -749,7 +749,7 @@ fn compile_errors_show_before_anything_runs() {
 #[test]
 fn opening_a_refinery_export_then_save_writes_braid_format() {
     let export = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/refinery-examples/hello-world-fanout.json");
+        .join("tests/fixtures/refinery-examples/hello-world-fanout.json");
     let mut harness = harness_with(&export);
     assert!(!project(&harness).blocks.is_empty());
     assert!(harness.state().app.title().contains("(Refinery import)"));

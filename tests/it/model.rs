@@ -1,5 +1,5 @@
-//! Model integration tests: the real Refinery exports in `shared/fixtures`, the Braid file format, round
-//! trips and atomic saving.
+//! Model integration tests: the real Refinery exports in `tests/fixtures/refinery-examples`, the Braid
+//! file format, round trips and atomic saving.
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +8,7 @@ use braid::model::validate::{self, Severity};
 use braid::model::{BlockKind, Language, Project, TransitionKind};
 
 fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/refinery-examples")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/refinery-examples")
 }
 
 fn fixture_paths() -> Vec<PathBuf> {
