@@ -1,9 +1,7 @@
 //! Run history that lasts: every run and invocation of a project, in an SQLite database beside it.
 //!
-//! CONTRACT (written first so that the store and the Block Executions panel can be built at the same
-//! time): the types and signatures below are what the panel codes against. The store's owner fills in
-//! the bodies and may add items; changing these signatures needs both sides.
-
+//! [`History`] reads it (the Block Executions panel, `braid history`); the runtime writes it through
+//! [`HistoryWriter`], on a thread of its own.
 //!
 //! Layout (see `history/schema.rs`, `history/chunk.rs` and `docs/runtime.md`): `runs`, one row per run
 //! with live counts; `chunks`, the invocation records of a run in compact binary rows of about 4,000
@@ -12,8 +10,6 @@
 //! and filters in Rust.
 
 mod chunk;
-mod codec;
-mod migrate;
 mod owner;
 mod payload;
 mod schema;
@@ -749,7 +745,7 @@ fn parse_chunk<'a>(refs: &[u8], data: &'a [u8]) -> Result<(Vec<i64>, Chunk<'a>),
     Ok((refs, chunk))
 }
 
-/// Sorts rows as the SQL of format 1 did: missing times last, ties by id.
+/// Sorts rows: missing times last, ties by id.
 fn sort_rows(rows: &mut [InvocationRow], order: RowOrder) {
     let duration = |r: &InvocationRow| Some(r.ended_at_ms? - r.started_at_ms?);
     match order {

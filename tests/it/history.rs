@@ -424,37 +424,38 @@ fn braid_history_errors_are_one_line_and_exit_2() {
 }
 
 #[test]
-fn braid_history_reads_a_history_an_earlier_braid_wrote() {
-    // Format 1 (one row per invocation), as Braid wrote it before chunks: converted on open.
+fn a_history_a_pre_release_braid_wrote_is_refused_naming_the_file_and_runs_go_on_unrecorded() {
+    // Format 1 (one row per invocation), which only pre-release builds wrote.
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path().join("pipeline.braid.json");
     braid::model::format::save_project(&project, &pipeline()).unwrap();
     let db = History::path_for_project(&project);
     std::fs::create_dir_all(db.parent().unwrap()).unwrap();
-    std::fs::write(
-        &db,
-        include_bytes!("../../src/runtime/history/testdata/v1.history.sqlite"),
-    )
-    .unwrap();
-    let p = project.to_str().unwrap();
-    let runs = history_json(&[p]);
-    assert_eq!(runs[0]["run_id"], "run-1");
-    assert_eq!(runs[0]["invocations"], 22);
-    assert_eq!(runs[1]["run_id"], "run-2");
-    let failed = history_json(&[p, "run-1", "--status", "exception"]);
-    let ids: Vec<_> = failed
-        .as_array()
+    rusqlite::Connection::open(&db)
         .unwrap()
-        .iter()
-        .map(|r| r["id"].as_u64().unwrap())
-        .collect();
-    assert_eq!(ids, [7, 14]);
-    assert_eq!(failed[0]["error"]["type"], "ValueError");
-    assert_eq!(failed[0]["item_path"], json!([5]));
-    // Recording goes on into the same file.
-    braid()
-        .args(["run", p, "--input", "[1]"])
-        .assert()
-        .success();
-    assert_eq!(history_json(&[p]).as_array().unwrap().len(), 3);
+        .execute_batch(
+            "CREATE TABLE invocations (id INTEGER PRIMARY KEY); PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    let refusal = format!(
+        "history database {}: written by a pre-release Braid (history format 1; this Braid reads 2); \
+         move the file away to start a new history",
+        db.display()
+    );
+    let p = project.to_str().unwrap();
+    let out = braid().args(["history", p]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("braid: {refusal}\n")
+    );
+    let out = braid().args(["run", p, "--input", "[1]"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "braid: warning: the run will not be recorded: {refusal}"
+        )),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -4,7 +4,6 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hasher as _};
-use std::io::Read as _;
 
 use rusqlite::{Connection, OptionalExtension as _, params};
 
@@ -15,9 +14,8 @@ pub(super) type Hash = [u8; 16];
 
 /// Stored as it is.
 pub(super) const PLAIN: i64 = 0;
-/// Raw deflate (what format 1 and the first format-2 databases wrote; still read).
-pub(super) const DEFLATE: i64 = 1;
-/// An LZ4 block after its size (a little-endian u32): what is written now.
+/// An LZ4 block after its size (a little-endian u32). Codec 1 (deflate) was written only by pre-release
+/// builds and is not read.
 pub(super) const LZ4: i64 = 2;
 
 /// Smaller values are stored plain: compressing them doesn't pay off, and most payloads (numbers, short
@@ -41,7 +39,7 @@ pub(super) fn encode(bytes: &[u8]) -> (i64, Cow<'_, [u8]>) {
         return (PLAIN, Cow::Borrowed(bytes));
     }
     // LZ4 rather than deflate: a recorded run's large values (a fan-out's list, a fan-in's input) are
-    // compressed as the run ends, so their time is the run's; deflate took 2 ms per 600 kB here.
+    // compressed as the run ends, so their time is the run's; deflate takes 2 ms per 600 kB here.
     let compressed = lz4_flex::block::compress_prepend_size(bytes);
     if compressed.len() < bytes.len() {
         (LZ4, Cow::Owned(compressed))
@@ -125,13 +123,6 @@ pub(super) fn sweep(conn: &Connection, mut candidates: HashSet<i64>) -> rusqlite
 pub(super) fn decode(codec: i64, data: Vec<u8>) -> Result<Vec<u8>, String> {
     match codec {
         PLAIN => Ok(data),
-        DEFLATE => {
-            let mut out = Vec::with_capacity(data.len() * 3);
-            flate2::read::DeflateDecoder::new(data.as_slice())
-                .read_to_end(&mut out)
-                .map_err(|e| format!("a stored value is damaged: {e}"))?;
-            Ok(out)
-        }
         LZ4 => lz4_flex::block::decompress_size_prepended(&data)
             .map_err(|e| format!("a stored value is damaged: {e}")),
         other => Err(format!("a stored value has an unknown encoding ({other})")),
@@ -140,8 +131,6 @@ pub(super) fn decode(codec: i64, data: Vec<u8>) -> Result<Vec<u8>, String> {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write as _;
-
     use super::*;
 
     #[test]
@@ -156,17 +145,8 @@ mod tests {
     }
 
     #[test]
-    fn deflated_values_of_earlier_versions_still_read() {
-        let large = "abc".repeat(1000).into_bytes();
-        let mut encoder =
-            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
-        encoder.write_all(&large).unwrap();
-        assert_eq!(decode(DEFLATE, encoder.finish().unwrap()).unwrap(), large);
-    }
-
-    #[test]
     fn incompressible_values_are_stored_plain() {
-        // A xorshift sequence: no repetition for deflate to find.
+        // A xorshift sequence: no repetition for LZ4 to find.
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         let noise: Vec<u8> = (0..4096)
             .map(|_| {
@@ -188,9 +168,9 @@ mod tests {
 
     #[test]
     fn damaged_data_is_an_error_not_a_panic() {
-        assert!(decode(DEFLATE, vec![0xff, 0xff, 0xff]).is_err());
         assert!(decode(LZ4, vec![0xff, 0xff, 0xff]).is_err());
         assert!(decode(LZ4, vec![9, 0, 0, 0, 0xff]).is_err());
+        assert!(decode(1, vec![0x4b, 0x04, 0x00]).is_err());
         assert!(decode(7, Vec::new()).is_err());
     }
 }

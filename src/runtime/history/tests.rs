@@ -747,131 +747,31 @@ fn a_damaged_chunk_is_an_error_naming_the_run() {
     assert!(history.runs().unwrap().is_empty());
 }
 
-// --- format 1 ------------------------------------------------------------------------------------
-
-/// The records in `testdata/v1.history.sqlite`, which the format-1 writer (Braid at b449636) wrote:
-/// run-1 has all 22 of them (started at 5000), run-2 the first 3 (started at 1000). Values of every
-/// kind: small (in the row), payloads of 48 bytes and more, printed output, fired transitions.
-fn v1_records(run: &RunId) -> Vec<InvocationRecord> {
-    let mut records = sample(run);
-    records[6].stdout = "printed\n".to_owned();
-    records[6].stderr = "warned\n".repeat(100);
-    records[6].fired = vec![TransitionId("t1".into())];
-    records[6].attempt = 2;
-    records[6].output = Some(json!({"big": "x".repeat(10_000)}));
-    records[8].input = json!({"medium": "m".repeat(200)});
-    for r in &mut records[10..15] {
-        r.backpack_in = json!({"large": "l".repeat(3000)}).into();
-        r.backpack_out = None;
-    }
-    records
-}
-
-fn v1_copy() -> (tempfile::TempDir, PathBuf) {
-    let (dir, path) = temp_db();
+#[test]
+fn a_format_1_history_is_refused_and_left_as_it_was() {
+    let (_dir, path) = temp_db();
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, include_bytes!("testdata/v1.history.sqlite")).unwrap();
-    (dir, path)
-}
-
-#[test]
-fn a_format_1_history_is_migrated_and_reads_back_whole() {
-    let (_dir, path) = v1_copy();
-    let history = History::open(&path).unwrap();
-    let version: i64 = history
-        .conn
-        .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .unwrap();
-    assert_eq!(version, 2);
-    let tables: i64 = history
-        .conn
-        .query_row(
-            "SELECT count(*) FROM sqlite_master WHERE name IN ('invocations', 'parents')",
-            [],
-            |row| row.get(0),
-        )
-        .unwrap();
-    assert_eq!(tables, 0);
-
-    let (one, two) = (RunId("run-1".into()), RunId("run-2".into()));
-    let runs = history.runs().unwrap();
-    assert_eq!(
-        runs.iter().map(|r| &r.run_id).collect::<Vec<_>>(),
-        [&one, &two]
-    );
-    assert_eq!(runs[0].status, RunStatus::Failed);
-    assert_eq!(runs[0].invocations, 22);
-    assert_eq!((runs[0].counts.succeeded, runs[0].counts.failed), (20, 2));
-    assert_eq!(runs[0].duration_ms, Some(42.0));
-    assert_eq!(runs[1].invocations, 3);
-
-    for (run, n) in [(&one, 22), (&two, 3)] {
-        let originals = &v1_records(run)[..n];
-        for original in originals {
-            assert_eq!(
-                history.invocation(run, original.id).unwrap().as_ref(),
-                Some(original)
-            );
-        }
-        let rows = history
-            .invocation_rows(run, &InvocationFilter::default())
-            .unwrap();
-        assert_eq!(
-            ids(&rows),
-            originals.iter().map(|r| r.id).collect::<Vec<_>>()
-        );
-    }
-    assert_eq!(
-        history.children(&one, 1).unwrap(),
-        (2..22).collect::<Vec<_>>()
-    );
-    assert_eq!(history.children(&one, 9).unwrap(), [22]);
-    let failed = history
-        .invocation_rows(
-            &one,
-            &InvocationFilter {
-                statuses: vec![InvocationStatus::Exception],
-                text: Some("BAD ROW 14".into()),
-                ..InvocationFilter::default()
-            },
-        )
-        .unwrap();
-    assert_eq!(ids(&failed), [14]);
-    assert_eq!(
-        failed[0].error_summary.as_deref(),
-        Some("ValueError: bad row 14")
-    );
-    assert_eq!(stored_records(&history), 25);
-    // Of the six format-1 payloads, the values under 1 kB are in the chunks now; their payloads went.
-    assert_eq!(count(&history, "payloads"), 2);
-
-    // Opened again: nothing more to do. Deleting and recording work as on a new history.
-    drop(history);
-    let history = History::open(&path).unwrap();
-    history.delete_run(&two).unwrap();
-    let three = RunId("run-3".into());
-    write_run(&path, &three, 9000.0, &sample(&three));
-    assert_eq!(history.runs().unwrap().len(), 2);
-    assert_eq!(
-        history.invocation(&one, 7).unwrap().as_ref(),
-        Some(&v1_records(&one)[6])
-    );
-}
-
-#[test]
-fn a_format_1_history_that_cannot_be_migrated_is_left_as_it_was() {
-    let (_dir, path) = v1_copy();
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute(
-            "UPDATE invocations SET status = 'exploded' WHERE id = 5",
-            [],
+        conn.execute_batch(
+            "CREATE TABLE runs (seq INTEGER PRIMARY KEY, run_id TEXT);
+             CREATE TABLE invocations (id INTEGER PRIMARY KEY, run INTEGER);
+             INSERT INTO runs VALUES (1, 'run-1');
+             INSERT INTO invocations VALUES (1, 1);
+             PRAGMA user_version = 1;",
         )
         .unwrap();
     }
     let error = History::open(&path).unwrap_err().to_string();
-    assert!(error.contains("damaged history"), "{error}");
-    assert!(error.contains("exploded"), "{error}");
+    assert_eq!(
+        error,
+        format!(
+            "history database {}: written by a pre-release Braid (history format 1; this Braid \
+             reads 2); move the file away to start a new history",
+            path.display()
+        )
+    );
+    assert!(HistoryWriter::start(&path).is_err());
     let conn = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
@@ -880,7 +780,7 @@ fn a_format_1_history_that_cannot_be_migrated_is_left_as_it_was() {
     let rows: i64 = conn
         .query_row("SELECT count(*) FROM invocations", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(rows, 25);
+    assert_eq!(rows, 1);
 }
 
 #[test]
