@@ -28,8 +28,8 @@ pub struct RunState {
     pub phase: RunPhase,
     /// Live counts per block (the runtime sends them in project order).
     pub counts: BTreeMap<BlockId, BlockCounts>,
-    /// Finished invocations received so far. The records themselves are for the Block Executions panel
-    /// (issue 5), which will keep them; this state only counts them.
+    /// Finished invocations received so far. The records themselves go to the Block Executions panel's
+    /// state (`executions.rs`); this state only counts them.
     pub records_received: u64,
     /// When the run was sent, in egui time (seconds), for the elapsed-time display.
     pub sent_at_secs: f64,

@@ -25,8 +25,8 @@ impl std::fmt::Display for RunId {
 pub type InvocationId = u64;
 
 /// An invocation's item path, inline up to a fan-out in a fan-out: most records allocate nothing for it.
-/// (Records are made on the engine's thread and dropped on another; every allocation in them was a
-/// free across threads, which costs more than the allocation.)
+/// (Records are made on the engine's thread and dropped on another; every allocation in them would be
+/// a free across threads, which costs more than the allocation.)
 pub type ItemPath = smallvec::SmallVec<[u32; 2]>;
 
 /// The invocations one came from: one, inline, but for a fan-in or merge.

@@ -431,7 +431,7 @@ impl RunScheduler {
     }
 
     /// Feeds a batch of finished tasks back in. The invocations they queue share one time stamp: the
-    /// clock is read once per batch (reading it per result was a tenth of the engine's time).
+    /// clock is read once per batch (read per result, it takes a tenth of the engine's time).
     pub fn complete_all(&mut self, results: impl IntoIterator<Item = TaskResult>) {
         self.now_ms = now_ms();
         for result in results {
@@ -972,7 +972,7 @@ impl RunScheduler {
 
     pub fn take_records(&mut self) -> Vec<InvocationRecord> {
         // The next batch is likely as big as this one: room for it up front, rather than growing a
-        // vector of large records by doubling (each doubling copied all the records before).
+        // vector of large records by doubling (each doubling copies every record so far).
         let room = self.outbox.len();
         std::mem::replace(&mut self.outbox, Vec::with_capacity(room))
     }

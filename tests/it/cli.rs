@@ -756,8 +756,8 @@ fn rust_log_shows_what_workers_write_to_their_own_stderr() {
     assert!(shown[0].starts_with("worker "), "{default}");
 }
 
-/// `braid run` leaves nothing in the temp folder: its workers' folders of block modules go with them.
-/// Before, each run left one empty folder per worker until a later worker started.
+/// `braid run` leaves nothing in the temp folder: its workers' folders of block modules go with them,
+/// not when a later worker starts.
 #[test]
 fn braid_run_leaves_no_folders_in_the_temp_folder() {
     let (_dir, path) = fan_out_project(

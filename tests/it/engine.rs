@@ -598,8 +598,8 @@ fn hostile_infinite_loop_times_out() {
 }
 
 /// A print in a runaway loop: the invocation times out like any loop, by the interrupt (its worker is
-/// not killed), and keeps the first mebibyte of what it printed, with a note of how much was dropped.
-/// (Before, it kept everything: gigabytes of memory, and seconds of sending after the timeout.)
+/// not killed), and keeps the first mebibyte of what it printed, with a note of how much was dropped
+/// (keeping everything would take gigabytes of memory, and seconds of sending after the timeout).
 #[test]
 fn hostile_print_loop_keeps_the_first_of_its_output() {
     let out = hostile("        while True:\n            print('x' * 1000)", 1);
@@ -651,8 +651,8 @@ fn a_timed_out_module_load_is_not_the_next_invocations_timeout() {
 
 /// Text that is not Unicode (a lone surrogate, as `os.fsdecode` makes of a file name's undecodable
 /// bytes): returned, it fails only its invocation, saying what and how to fix it; printed, or in an
-/// exception's message, it is shown with U+FFFD in its place. Before, it broke the worker's whole reply:
-/// its worker was killed and the message blamed the memory.
+/// exception's message, it is shown with U+FFFD in its place. It must not break the worker's whole
+/// reply, which would have the worker killed and a message blaming the memory.
 #[test]
 fn hostile_text_that_is_not_unicode() {
     let out = hostile("        return os.fsdecode(b'file-\\xff.txt')", 10);
@@ -721,8 +721,8 @@ fn hostile_segfault() {
 }
 
 /// A block that closes every file descriptor closes its worker's pipes to Braid, though the worker
-/// goes on running. Only its item fails, and the message says what happened. Before, it blamed a
-/// SIGKILL and perhaps the memory: Braid's own kill of the worker, mistaken for a crash.
+/// goes on running. Only its item fails, and the message says what happened, not a SIGKILL and perhaps
+/// the memory (Braid's own kill of the worker, mistaken for a crash).
 #[test]
 fn hostile_closing_every_file_descriptor() {
     let out = hostile("        os.closerange(0, 1024)", 10);

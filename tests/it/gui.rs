@@ -742,7 +742,7 @@ fn compile_errors_show_before_anything_runs() {
             Some(RunPhase::Refused { .. })
         )
     });
-    // The headline alone: before, the whole message with its list, and then the list again.
+    // The headline alone, not the whole message with its list (the list follows it).
     harness.get_by_label("the code has problems, so nothing ran:");
 }
 

@@ -255,7 +255,7 @@ fn a_forked_child_ends_with_its_block() {
 
 /// A block's own functions reach multiprocessing children that start a fresh Python ("spawn", and
 /// "forkserver": the defaults on macOS and, from Python 3.14, on Linux): they import the block's module.
-/// Before, the children failed to unpickle them and the pool hung until the timeout.
+/// Otherwise the children could not unpickle them and the pool would hang until the timeout.
 #[test]
 fn multiprocessing_children_that_start_afresh_find_the_blocks_functions() {
     let code = "import multiprocessing as mp\n\
@@ -612,7 +612,7 @@ fn worker_output_of(project: braid::model::Project) -> (RunStatus, Vec<String>) 
 
 /// What reaches a worker's own descriptors (C code writing to them, here `os.write`; a child process
 /// that inherited them) is no invocation's printed output, but the run gets it, before it ends: the
-/// editor's Log tab and `braid run`'s stderr show it. Before, only `RUST_LOG=braid::worker=debug` did.
+/// editor's Log tab and `braid run`'s stderr show it, not only `RUST_LOG=braid::worker=debug`.
 #[test]
 fn what_a_worker_writes_itself_reaches_the_run() {
     let code = "import os\ndef main(block_input, backpack):\n    \

@@ -53,7 +53,7 @@ fn start_without_site() {
 }
 
 /// `worker.py` as a module. Its compiled code is cached (`worker-<source hash>-<Python version>.pyc` in
-/// Braid's cache folder), as Python caches a module's: compiling it took about 8 ms of every worker's
+/// Braid's cache folder), as Python caches a module's: compiling it takes about 8 ms, at every worker's
 /// start. A cache that can't be read or written changes nothing but that.
 fn worker_module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     let builtins = py.import("builtins")?;
