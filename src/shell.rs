@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::app::dialogs::{self, DialogMode, RECENT_KEY};
 use crate::app::executions::KEEP_RUNS_KEY;
-use crate::app::files::{self, DialogMode, RECENT_KEY};
-use crate::app::{App, Command};
+use crate::app::{App, FileCommand};
 use crate::runtime::RuntimeConfig;
 use crate::ui::Views;
 
@@ -31,7 +31,7 @@ impl BraidApp {
         crate::ui::theme::install(&cc.egui_ctx);
         let mut app = App::new(options.runtime, options.dialogs);
         if let Some(storage) = cc.storage {
-            app.recent = files::recent_from_storage(storage.get_string(RECENT_KEY));
+            app.recent = dialogs::recent_from_storage(storage.get_string(RECENT_KEY));
             if let Some(keep) = storage
                 .get_string(KEEP_RUNS_KEY)
                 .and_then(|text| text.parse().ok())
@@ -65,7 +65,7 @@ impl BraidApp {
             && !self.app.quit_confirmed
         {
             ctx.send_viewport_cmd(egui::ViewportCommand::CancelClose);
-            self.app.apply(Command::Quit, now);
+            self.app.apply(FileCommand::Quit, now);
         }
         let dropped = ctx.input(|i| {
             i.raw
@@ -76,7 +76,7 @@ impl BraidApp {
                 .next()
         });
         if let Some(path) = dropped {
-            self.app.apply(Command::Open(path), now);
+            self.app.apply(FileCommand::Open(path), now);
         }
 
         self.app.poll(now);

@@ -1,15 +1,17 @@
 //! Commands: everything the views ask of the application, as typed values.
 //!
 //! Views never change the project themselves. They send a [`Command`] through a [`CommandSender`]; the
-//! application drains the channel once per frame, after the views have drawn, and applies each command
-//! as one undoable edit. Each command remembers the line that sent it, so "who asked for this?" has a
-//! one-line answer in a log or a debugger.
+//! application drains the channel once per frame, after the views have drawn. Commands are nested by
+//! concern (an [`Edit`] of the project, a [`Select`]ion, a [`FileCommand`], …), so each handler takes
+//! exactly its own and nothing is sorted out at run time. Each command remembers the line that sent
+//! it, so "who asked for this?" has a one-line answer in a log or a debugger.
 
 use std::panic::Location;
 use std::path::PathBuf;
 use std::sync::mpsc;
 
-use super::executions::{Step, TableFilter};
+use super::executions::Step;
+use super::executions::table::TableFilter;
 use crate::model::{BlockId, Position, TransitionId, TransitionKind};
 use crate::run::{InvocationId, RunId};
 
@@ -70,9 +72,24 @@ pub enum FileAction {
     SaveAs,
 }
 
+/// Everything the views ask of the application, by concern. Each concern has its own handler, and
+/// the compiler checks that every command reaches one.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
-    // --- project edits (each one undoable) ---
+    /// A change of the project: one undo step (or merged into the last one).
+    Edit(Edit),
+    Undo,
+    Redo,
+    Select(Select),
+    File(FileCommand),
+    Run(RunCommand),
+    Executions(ExecutionsCommand),
+    DismissNotice(u64),
+}
+
+/// A change of the project. [`super::edit::apply_edit`] applies one to a project.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Edit {
     AddBlock {
         position: Position,
         /// Connect the new block from this block with this transition type.
@@ -109,68 +126,9 @@ pub enum Command {
     RenameProject(String),
     SetConcurrencyLimit(u32),
     SetReadme(String),
-    Undo,
-    Redo,
-
-    // --- selection ---
-    /// Replaces the selection with these blocks.
-    SelectBlocks(Vec<BlockId>),
-    /// Adds or removes one block (Ctrl+click).
-    ToggleBlock(BlockId),
-    SelectTransition(TransitionId),
-    SelectAll,
-    ClearSelection,
-
-    // --- files ---
-    New,
-    /// Shows a file dialog (native when there is one, else Braid's own).
-    ShowFileDialog(FileAction),
-    Open(PathBuf),
-    Save,
-    SaveAs(PathBuf),
-    /// Closes Braid's own path prompt without choosing.
-    CancelFilePrompt,
-    /// Answers a "discard unsaved changes?" question.
-    ConfirmDiscard(bool),
-    /// Answers the same question with "save first".
-    SaveThenContinue,
-    ForgetRecent(PathBuf),
-    /// The window's close button.
-    Quit,
-
-    /// Sets (or, with `None`, removes) an environment variable's value in the project's values file
-    /// (`.braid/<project file>.env`, never the project).
-    SetEnvValue {
-        name: String,
-        value: Option<String>,
-    },
-
-    // --- runs ---
-    Run(RunOptions),
-    StopRun,
-    DismissNotice(u64),
-
-    // --- Block Executions ---
-    /// Shows a run in the panel (and its counts on the canvas); `None` follows the newest run.
-    ShowRun(Option<RunId>),
-    DeleteRun(RunId),
-    /// How many runs the history keeps (applied now and after every run).
-    SetKeepRuns(usize),
-    SetTableFilter(TableFilter),
-    /// Selects an invocation of the shown run.
-    PickInvocation(InvocationId),
-    StepInvocation(Step),
-    /// Runs the picked invocation again with the block's current code.
-    Replay,
-    CloseReplay,
-    /// Selects a block and puts its code editor at a line (a traceback line was clicked).
-    ShowCode {
-        block: BlockId,
-        line: u32,
-    },
 }
 
-impl Command {
+impl Edit {
     /// Edits with the same key, made within a moment of each other, are one undo step (typing a word,
     /// dragging a block).
     pub(crate) fn merge_key(&self) -> Option<String> {
@@ -190,8 +148,110 @@ impl Command {
             Self::RenameProject(_) => Some("project name".to_owned()),
             Self::SetReadme(_) => Some("readme".to_owned()),
             Self::SetConcurrencyLimit(_) => Some("concurrency".to_owned()),
-            _ => None,
+            Self::AddBlock { .. }
+            | Self::Connect { .. }
+            | Self::SetTransitionKind { .. }
+            | Self::DeleteTransition(_)
+            | Self::DeleteBlocks(_)
+            | Self::DuplicateBlocks(_)
+            | Self::Paste { .. } => None,
         }
+    }
+}
+
+/// What is selected on the canvas (not part of the project, not undoable).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Select {
+    /// Replaces the selection with these blocks.
+    Blocks(Vec<BlockId>),
+    /// Adds or removes one block (Ctrl+click).
+    Toggle(BlockId),
+    Transition(TransitionId),
+    All,
+    Clear,
+    /// Selects a block and puts its code editor at a line (a traceback line was clicked).
+    CodeLine {
+        block: BlockId,
+        line: u32,
+    },
+}
+
+/// The project's file, and what waits on it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FileCommand {
+    New,
+    /// Shows a file dialog (native when there is one, else Braid's own).
+    ShowDialog(FileAction),
+    Open(PathBuf),
+    Save,
+    SaveAs(PathBuf),
+    /// Closes Braid's own path prompt without choosing.
+    CancelPrompt,
+    /// Answers a "discard unsaved changes?" question.
+    ConfirmDiscard(bool),
+    /// Answers the same question with "save first".
+    SaveThenContinue,
+    ForgetRecent(PathBuf),
+    /// The window's close button.
+    Quit,
+    /// Sets (or, with `None`, removes) an environment variable's value in the project's values file
+    /// (`.braid/<project file>.env`, never the project).
+    SetEnvValue {
+        name: String,
+        value: Option<String>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum RunCommand {
+    Start(RunOptions),
+    Stop,
+}
+
+/// The Block Executions panel.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ExecutionsCommand {
+    /// Shows a run in the panel (and its counts on the canvas); `None` follows the newest run.
+    ShowRun(Option<RunId>),
+    DeleteRun(RunId),
+    /// How many runs the history keeps (applied now and after every run).
+    SetKeepRuns(usize),
+    SetTableFilter(TableFilter),
+    /// Selects an invocation of the shown run.
+    Pick(InvocationId),
+    Step(Step),
+    /// Runs the picked invocation again with the block's current code.
+    Replay,
+    CloseReplay,
+}
+
+impl From<Edit> for Command {
+    fn from(edit: Edit) -> Self {
+        Self::Edit(edit)
+    }
+}
+
+impl From<Select> for Command {
+    fn from(select: Select) -> Self {
+        Self::Select(select)
+    }
+}
+
+impl From<FileCommand> for Command {
+    fn from(file: FileCommand) -> Self {
+        Self::File(file)
+    }
+}
+
+impl From<RunCommand> for Command {
+    fn from(run: RunCommand) -> Self {
+        Self::Run(run)
+    }
+}
+
+impl From<ExecutionsCommand> for Command {
+    fn from(command: ExecutionsCommand) -> Self {
+        Self::Executions(command)
     }
 }
 
@@ -207,11 +267,15 @@ pub struct Sent {
 pub struct CommandSender(mpsc::Sender<Sent>);
 
 impl CommandSender {
+    /// Sends a command, or any part of one (`tx.send(Edit::…)`, `tx.send(Select::All)`).
     #[track_caller]
-    pub fn send(&self, command: Command) {
+    pub fn send(&self, command: impl Into<Command>) {
         let caller = Location::caller();
         // The receiver lives as long as the application; a failed send means it is shutting down.
-        let _ = self.0.send(Sent { command, caller });
+        let _ = self.0.send(Sent {
+            command: command.into(),
+            caller,
+        });
     }
 }
 

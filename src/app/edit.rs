@@ -1,28 +1,19 @@
-//! Project edits that are more than setting a field: adding, deleting, duplicating and pasting blocks,
-//! and the clipboard format. Pure functions over [`Project`], so they are tested without a window.
+//! Edits of the project. [`apply_edit`] applies one [`Edit`] to a project: a pure function, tested
+//! without an application or a window. The application applies each edit to a copy of its project, so a
+//! refused edit changes nothing, and keeps the project as it was on its undo stack.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
-
-use crate::model::format::parse_project;
+use super::command::{BlockEdit, Edit, Select};
+use super::{App, CodeGoto, NoticeLevel, Selection};
+use crate::model::validate::validate;
 use crate::model::{Block, BlockId, Position, Project, Transition, TransitionId};
+
+/// After the last edit, this long passes before the code is compiled again (never run) to show errors.
+const CHECK_DELAY_SECS: f64 = 0.6;
 
 /// How far a duplicate lands from its original.
 pub const DUPLICATE_OFFSET: f32 = 40.0;
-
-/// What Ctrl+C puts on the clipboard: blocks and the transitions between them, as JSON text that another
-/// Braid window (or a text editor) can take.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Clipboard {
-    /// Marks the text as Braid blocks (and the version of this format).
-    #[serde(rename = "braid_clipboard")]
-    format: u32,
-    blocks: Vec<Block>,
-    #[serde(default)]
-    transitions: Vec<Transition>,
-}
 
 /// Copies of the blocks `ids` and of the transitions among them, in project order.
 pub fn blocks_with_inner_transitions(
@@ -42,32 +33,6 @@ pub fn blocks_with_inner_transitions(
         .cloned()
         .collect();
     (blocks, transitions)
-}
-
-/// The blocks `ids` and the transitions among them, as clipboard JSON (in project order).
-pub fn copy_to_json(project: &Project, ids: &BTreeSet<BlockId>) -> Option<String> {
-    let (blocks, transitions) = blocks_with_inner_transitions(project, ids);
-    if blocks.is_empty() {
-        return None;
-    }
-    serde_json::to_string_pretty(&Clipboard {
-        format: 1,
-        blocks,
-        transitions,
-    })
-    .ok()
-}
-
-/// Reads blocks from clipboard text: Braid's clipboard JSON, or a whole project file (Braid or
-/// Refinery), whose blocks are then pasted.
-pub fn parse_clipboard(text: &str) -> Result<(Vec<Block>, Vec<Transition>), String> {
-    if let Ok(clip) = serde_json::from_str::<Clipboard>(text) {
-        return Ok((clip.blocks, clip.transitions));
-    }
-    match parse_project(text, std::path::Path::new("clipboard")) {
-        Ok(loaded) => Ok((loaded.project.blocks, loaded.project.transitions)),
-        Err(_) => Err("the clipboard holds no Braid blocks".to_owned()),
-    }
 }
 
 /// Inserts copies of `blocks` (with fresh ids and unique names) and of the `transitions` among them.
@@ -145,22 +110,232 @@ pub fn delete_blocks(project: &mut Project, ids: &BTreeSet<BlockId>) -> bool {
     project.blocks.len() != before
 }
 
-/// Where a new block goes when none was asked for: right of the rightmost block.
-pub fn free_position(project: &Project) -> Position {
-    project
-        .blocks
-        .iter()
-        .max_by(|a, b| a.position.x.total_cmp(&b.position.x))
-        .map_or(Position::default(), |b| Position {
-            x: b.position.x + 280.0,
-            y: b.position.y,
-        })
+/// Applies one edit to `project`. Returns the ids of inserted blocks (to select them), or a message for
+/// the user when the edit can't be made (the project is then left as it was).
+pub fn apply_edit(project: &mut Project, edit: Edit) -> Result<Option<Vec<BlockId>>, String> {
+    match edit {
+        Edit::AddBlock {
+            mut position,
+            connect_from,
+        } => {
+            // A block added where another one is goes a little aside, so both can be seen.
+            while project.blocks.iter().any(|b| {
+                (b.position.x - position.x).abs() < 20.0 && (b.position.y - position.y).abs() < 20.0
+            }) {
+                position.x += 30.0;
+                position.y += 30.0;
+            }
+            let name = unique_name(project, "Code Block");
+            let block = Block::new_code(name, crate::model::DEFAULT_PYTHON_CODE, position);
+            let id = block.id.clone();
+            project.blocks.push(block);
+            if let Some((from, kind)) = connect_from {
+                project
+                    .transitions
+                    .push(Transition::new(from, id.clone(), kind));
+            }
+            Ok(Some(vec![id]))
+        }
+        Edit::EditBlock { block, edit } => {
+            let Some(target) = project.block_mut(&block) else {
+                return Ok(None);
+            };
+            if let BlockEdit::Name(name) = edit {
+                target.name = name;
+                return Ok(None);
+            }
+            let Some(code) = target.code_mut() else {
+                return Err(format!("\"{}\" is not a Code Block", target.name));
+            };
+            match edit {
+                BlockEdit::Code(text) => code.code = text,
+                BlockEdit::TimeoutSecs(secs) => code.timeout_s = secs.max(1),
+                BlockEdit::ConcurrencyCap(cap) => code.concurrency_cap = cap.map(|c| c.max(1)),
+                BlockEdit::Libraries(list) => code.libraries = list,
+                BlockEdit::EnvVars(list) => code.env_vars = list,
+                BlockEdit::Name(_) => {}
+            }
+            Ok(None)
+        }
+        Edit::MoveBlocks(moves) => {
+            for (id, position) in moves {
+                if let Some(block) = project.block_mut(&id) {
+                    block.position = position;
+                }
+            }
+            Ok(None)
+        }
+        Edit::Connect { from, to, kind } => {
+            if from == to {
+                return Err("A block can't be connected to itself.".to_owned());
+            }
+            if project
+                .transitions
+                .iter()
+                .any(|t| t.from == from && t.to == to && t.kind == kind)
+            {
+                return Err(format!(
+                    "\"{}\" already has a {kind} transition to \"{}\".",
+                    project.block_name(&from),
+                    project.block_name(&to)
+                ));
+            }
+            project.transitions.push(Transition::new(from, to, kind));
+            Ok(None)
+        }
+        Edit::SetTransitionKind { transition, kind } => {
+            if let Some(t) = project.transitions.iter_mut().find(|t| t.id == transition) {
+                t.kind = kind;
+            }
+            Ok(None)
+        }
+        Edit::SetTransitionExpression {
+            transition,
+            expression,
+        } => {
+            if let Some(t) = project.transitions.iter_mut().find(|t| t.id == transition) {
+                t.expression = expression;
+            }
+            Ok(None)
+        }
+        Edit::DeleteTransition(id) => {
+            project.transitions.retain(|t| t.id != id);
+            Ok(None)
+        }
+        Edit::DeleteBlocks(ids) => {
+            delete_blocks(project, &ids.into_iter().collect());
+            Ok(None)
+        }
+        Edit::DuplicateBlocks(ids) => {
+            let ids: BTreeSet<BlockId> = ids.into_iter().collect();
+            let (blocks, transitions) = blocks_with_inner_transitions(project, &ids);
+            Ok(Some(insert_copies(project, blocks, &transitions, None)))
+        }
+        Edit::Paste { text, at } => {
+            let (blocks, transitions) = super::clipboard::parse_clipboard(&text)?;
+            Ok(Some(insert_copies(project, blocks, &transitions, at)))
+        }
+        Edit::RenameProject(name) => {
+            project.name = name;
+            Ok(None)
+        }
+        Edit::SetConcurrencyLimit(limit) => {
+            project.settings.concurrency_limit = limit.max(1);
+            Ok(None)
+        }
+        Edit::SetReadme(text) => {
+            project.readme = text;
+            Ok(None)
+        }
+    }
+}
+
+impl App {
+    /// Applies a project edit as one undo step (or merged into the last one).
+    pub(super) fn edit(&mut self, edit: Edit, now_secs: f64) {
+        let merge_key = edit.merge_key();
+        let mut project = self.project.clone();
+        let inserted = match apply_edit(&mut project, edit) {
+            Ok(inserted) => inserted,
+            Err(message) => {
+                self.notify(NoticeLevel::Error, message, now_secs);
+                return;
+            }
+        };
+        if project == self.project {
+            return;
+        }
+        let before = std::mem::replace(&mut self.project, project);
+        // A line marked from a traceback means nothing once that code changes.
+        if self
+            .code_goto
+            .as_ref()
+            .is_some_and(|g| self.project.block(&g.block) != before.block(&g.block))
+        {
+            self.code_goto = None;
+        }
+        self.undo_stack.record(&before, merge_key, now_secs);
+        if let Some(inserted) = inserted {
+            self.selection = Selection::blocks(inserted);
+        }
+        self.project_changed(now_secs);
+    }
+
+    pub(super) fn undo(&mut self, now_secs: f64) {
+        if let Some(previous) = self.undo_stack.undo(&self.project) {
+            self.project = previous;
+            self.project_changed(now_secs);
+        }
+    }
+
+    pub(super) fn redo(&mut self, now_secs: f64) {
+        if let Some(next) = self.undo_stack.redo(&self.project) {
+            self.project = next;
+            self.project_changed(now_secs);
+        }
+    }
+
+    pub fn can_undo(&self) -> bool {
+        self.undo_stack.can_undo()
+    }
+
+    pub fn can_redo(&self) -> bool {
+        self.undo_stack.can_redo()
+    }
+
+    /// Everything derived from the project is refreshed; the code is checked again after a pause.
+    pub(super) fn project_changed(&mut self, now_secs: f64) {
+        self.revision += 1;
+        self.problems = validate(&self.project);
+        let project = &self.project;
+        self.selection
+            .blocks
+            .retain(|id| project.block(id).is_some());
+        if let Some(t) = &self.selection.transition
+            && project.transition(t).is_none()
+        {
+            self.selection.transition = None;
+        }
+        self.check.due_at = Some(now_secs + CHECK_DELAY_SECS);
+    }
+
+    /// Changes what is selected (not part of the project, not undoable).
+    pub(super) fn select(&mut self, select: Select) {
+        match select {
+            Select::Blocks(ids) => self.selection = Selection::blocks(ids),
+            Select::Toggle(id) => {
+                self.selection.transition = None;
+                if !self.selection.blocks.remove(&id) {
+                    self.selection.blocks.insert(id);
+                }
+            }
+            Select::Transition(id) => {
+                self.selection = Selection {
+                    blocks: BTreeSet::new(),
+                    transition: Some(id),
+                };
+            }
+            Select::All => {
+                self.selection =
+                    Selection::blocks(self.project.blocks.iter().map(|b| b.id.clone()));
+            }
+            Select::Clear => self.selection = Selection::default(),
+            Select::CodeLine { block, line } => {
+                if self.project.block(&block).is_some() {
+                    self.selection = Selection::blocks([block.clone()]);
+                    let seq = self.code_goto.as_ref().map_or(1, |g| g.seq + 1);
+                    self.code_goto = Some(CodeGoto { block, line, seq });
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::TransitionKind;
+    use crate::app::clipboard::{copy_to_json, parse_clipboard};
+    use crate::model::{BlockKind, TransitionKind};
 
     fn two_blocks() -> (Project, BlockId, BlockId) {
         let mut project = Project::default();
@@ -218,5 +393,121 @@ mod tests {
         assert_eq!(unique_name(&project, "A"), "A 2");
         project.blocks[1].name = "A 2".to_owned();
         assert_eq!(unique_name(&project, "A 2"), "A 3");
+    }
+
+    #[test]
+    fn a_block_added_onto_another_goes_aside_with_a_fresh_name_and_its_connection() {
+        let (mut project, a, _) = two_blocks();
+        let inserted = apply_edit(
+            &mut project,
+            Edit::AddBlock {
+                position: Position { x: 5.0, y: 5.0 },
+                connect_from: Some((a.clone(), TransitionKind::Then)),
+            },
+        )
+        .expect("added")
+        .expect("selects the new block");
+        let new = project.block(&inserted[0]).expect("in the project");
+        assert_eq!(new.name, "Code Block");
+        assert_eq!(new.position, Position { x: 35.0, y: 35.0 });
+        let wire = project.transitions.last().expect("connected");
+        assert_eq!(
+            (&wire.from, &wire.to, wire.kind),
+            (&a, &inserted[0], TransitionKind::Then)
+        );
+    }
+
+    #[test]
+    fn a_block_is_never_connected_to_itself_nor_twice_the_same_way() {
+        let (mut project, a, b) = two_blocks();
+        let before = project.clone();
+        let connect = |from: &BlockId, to: &BlockId| Edit::Connect {
+            from: from.clone(),
+            to: to.clone(),
+            kind: TransitionKind::FanOut,
+        };
+        assert_eq!(
+            apply_edit(&mut project, connect(&a, &a)),
+            Err("A block can't be connected to itself.".to_owned())
+        );
+        assert_eq!(
+            apply_edit(&mut project, connect(&a, &b)),
+            Err("\"A\" already has a fan-out transition to \"B\".".to_owned())
+        );
+        assert_eq!(project, before);
+        assert_eq!(apply_edit(&mut project, connect(&b, &a)), Ok(None));
+        assert_eq!(project.transitions.len(), 2);
+    }
+
+    #[test]
+    fn code_fields_of_a_block_that_is_not_code_are_refused_by_name_but_it_can_be_renamed() {
+        let mut project = Project::default();
+        let mut block = Block::new_code("Endpoint", "", Position::default());
+        block.kind = BlockKind::ApiResponse;
+        let id = block.id.clone();
+        project.blocks.push(block);
+        let edit = |edit| Edit::EditBlock {
+            block: id.clone(),
+            edit,
+        };
+        assert_eq!(
+            apply_edit(&mut project, edit(BlockEdit::Code("x".into()))),
+            Err("\"Endpoint\" is not a Code Block".to_owned())
+        );
+        assert_eq!(
+            apply_edit(&mut project, edit(BlockEdit::Name("Reply".into()))),
+            Ok(None)
+        );
+        assert_eq!(project.blocks[0].name, "Reply");
+    }
+
+    #[test]
+    fn timeouts_caps_and_the_limit_are_at_least_one() {
+        let (mut project, a, _) = two_blocks();
+        let edit = |edit| Edit::EditBlock {
+            block: a.clone(),
+            edit,
+        };
+        apply_edit(&mut project, edit(BlockEdit::TimeoutSecs(0))).unwrap();
+        apply_edit(&mut project, edit(BlockEdit::ConcurrencyCap(Some(0)))).unwrap();
+        apply_edit(&mut project, Edit::SetConcurrencyLimit(0)).unwrap();
+        let code = project.blocks[0].code_mut().expect("a Code Block");
+        assert_eq!((code.timeout_s, code.concurrency_cap), (1, Some(1)));
+        assert_eq!(project.settings.concurrency_limit, 1);
+    }
+
+    #[test]
+    fn pasting_text_that_holds_no_blocks_is_refused_and_changes_nothing() {
+        let (mut project, _, _) = two_blocks();
+        let before = project.clone();
+        let paste = Edit::Paste {
+            text: "hello".into(),
+            at: None,
+        };
+        assert_eq!(
+            apply_edit(&mut project, paste),
+            Err("the clipboard holds no Braid blocks".to_owned())
+        );
+        assert_eq!(project, before);
+    }
+
+    #[test]
+    fn duplicates_keep_their_inner_transitions_and_land_aside() {
+        let (mut project, a, b) = two_blocks();
+        let copies = apply_edit(&mut project, Edit::DuplicateBlocks(vec![b.clone(), a]))
+            .unwrap()
+            .expect("selects the copies");
+        let names: Vec<&str> = project.blocks.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["A", "B", "A 2", "B 2"]);
+        assert_eq!(copies.len(), 2);
+        let copy = &project.transitions[1];
+        assert_eq!((&copy.from, &copy.to), (&copies[0], &copies[1]));
+        assert_eq!(
+            project.blocks[3].position,
+            Position {
+                x: 200.0 + DUPLICATE_OFFSET,
+                y: DUPLICATE_OFFSET
+            }
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! values file (`.braid/<project file>.env`), re-read when it changes on disk, else from Braid's own
 //! environment. The values never go into the project file or its undo history.
 
-use super::files::FileWatch;
+use super::disk::FileWatch;
 use crate::model::env_file;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,273 +1,310 @@
-//! File dialogs and recent projects.
-//!
-//! Native dialogs come from rfd's xdg-desktop-portal backend, shown from a named thread so the window
-//! keeps drawing while the dialog is open. With no portal running (and no zenity), rfd returns `None`
-//! at once, exactly like Cancel, which would leave the user with a button that does nothing. So an
-//! answer of "nothing" that comes back faster than a person can press Cancel means "there is no native
-//! dialog": Braid then shows its own path prompt, and keeps using it for the rest of the session.
+//! The project's file: new, open, save, "discard unsaved changes?", the file dialogs' answers, changes
+//! other programs make to the file, and the variables' values kept beside it.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
-use super::command::FileAction;
+use super::command::{FileAction, FileCommand};
+use super::dialogs::{self, DialogOutcome, FilePrompt};
+use super::{App, NoticeLevel, PendingAction, Selection, file_name};
+use crate::model::Project;
+use crate::model::format::{Origin, load_project, save_project};
 
-/// Faster than anyone closes a real dialog.
-const NO_DIALOG_THRESHOLD: Duration = Duration::from_millis(400);
-/// How many recent projects the File menu lists.
-pub const MAX_RECENT: usize = 10;
-/// The key of the recent-projects list in eframe's storage.
-pub const RECENT_KEY: &str = "braid.recent_projects";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DialogMode {
-    /// The desktop's own dialogs, falling back to Braid's prompt when there are none.
-    Native,
-    /// Braid's own path prompt only (tests, or `BRAID_FILE_DIALOG=builtin`).
-    InApp,
-}
-
-impl DialogMode {
-    /// `BRAID_FILE_DIALOG=builtin` forces Braid's own prompt.
-    pub fn from_env() -> Self {
-        match std::env::var("BRAID_FILE_DIALOG") {
-            Ok(value) if value == "builtin" => Self::InApp,
-            _ => Self::Native,
-        }
-    }
-}
-
-/// Braid's own "type a path" prompt, shown when there is no native dialog.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FilePrompt {
-    pub action: FileAction,
-    /// The path the prompt starts with.
-    pub suggested: PathBuf,
-}
-
-/// What the file dialog thread answered.
-pub enum DialogOutcome {
-    Chosen(FileAction, PathBuf),
-    Cancelled,
-    /// No native dialog could be shown: use the prompt instead.
-    Unavailable(FileAction),
-}
-
-struct Pending {
-    action: FileAction,
-    started: Instant,
-    answer: mpsc::Receiver<Option<PathBuf>>,
-}
-
-pub struct FileDialogs {
-    mode: DialogMode,
-    pending: Option<Pending>,
-}
-
-impl FileDialogs {
-    pub fn new(mode: DialogMode) -> Self {
-        Self {
-            mode,
-            pending: None,
-        }
-    }
-
-    pub fn is_open(&self) -> bool {
-        self.pending.is_some()
-    }
-
-    /// Starts a native dialog, or returns `false` when Braid's prompt should be used instead.
-    pub fn start(&mut self, action: FileAction, suggested: &Path) -> bool {
-        if self.mode == DialogMode::InApp || self.pending.is_some() {
-            return self.pending.is_some();
-        }
-        let (tx, rx) = mpsc::sync_channel(1);
-        let directory = suggested
-            .parent()
-            .filter(|p| p.is_dir())
-            .map(Path::to_path_buf);
-        let file_name = suggested
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned());
-        let spawned = std::thread::Builder::new()
-            .name("braid-file-dialog".to_owned())
-            .spawn(move || {
-                let mut dialog = rfd::FileDialog::new()
-                    .add_filter("Braid project or Refinery export", &["json"])
-                    .add_filter("All files", &["*"]);
-                if let Some(directory) = directory {
-                    dialog = dialog.set_directory(directory);
+impl App {
+    pub(super) fn file_command(&mut self, command: FileCommand, now_secs: f64) {
+        match command {
+            FileCommand::New => self.guard_unsaved(PendingAction::New, now_secs),
+            FileCommand::ShowDialog(FileAction::Open) => {
+                self.guard_unsaved(PendingAction::OpenDialog, now_secs);
+            }
+            FileCommand::ShowDialog(FileAction::SaveAs) => self.show_dialog(FileAction::SaveAs),
+            FileCommand::Open(path) => {
+                self.file_prompt = None;
+                self.guard_unsaved(PendingAction::Open(path), now_secs);
+            }
+            FileCommand::Save => {
+                self.save(now_secs);
+            }
+            FileCommand::SaveAs(path) => {
+                self.file_prompt = None;
+                self.save_to(path, now_secs);
+            }
+            FileCommand::CancelPrompt => {
+                self.file_prompt = None;
+                self.continue_after_save = None;
+            }
+            FileCommand::ConfirmDiscard(discard) => {
+                if let Some(action) = self.confirm.take()
+                    && discard
+                {
+                    self.do_pending(action, now_secs);
                 }
-                let chosen = match action {
-                    FileAction::Open => dialog.set_title("Open project").pick_file(),
-                    FileAction::SaveAs => {
-                        if let Some(name) = file_name {
-                            dialog = dialog.set_file_name(name);
+            }
+            FileCommand::SaveThenContinue => {
+                if let Some(action) = self.confirm.take() {
+                    if self.path.is_some() {
+                        if self.save(now_secs) {
+                            self.do_pending(action, now_secs);
                         }
-                        dialog.set_title("Save project as").save_file()
+                    } else {
+                        self.continue_after_save = Some(action);
+                        self.show_dialog(FileAction::SaveAs);
                     }
+                }
+            }
+            FileCommand::ForgetRecent(path) => self.recent.retain(|p| p != &path),
+            FileCommand::Quit => self.guard_unsaved(PendingAction::Quit, now_secs),
+            FileCommand::SetEnvValue { name, value } => {
+                self.set_env_value(&name, value.as_deref(), now_secs);
+            }
+        }
+    }
+
+    /// Opens a project file at start-up (from the command line).
+    pub fn open_at_start(&mut self, path: &Path) {
+        self.open_file(path, 0.0);
+    }
+
+    fn guard_unsaved(&mut self, action: PendingAction, now_secs: f64) {
+        if self.is_dirty() && !(action == PendingAction::Quit && self.quit_confirmed) {
+            self.confirm = Some(action);
+        } else {
+            self.do_pending(action, now_secs);
+        }
+    }
+
+    fn do_pending(&mut self, action: PendingAction, now_secs: f64) {
+        match action {
+            PendingAction::New => self.replace_project(Project::default(), None, None, now_secs),
+            PendingAction::Open(path) => self.open_file(&path, now_secs),
+            PendingAction::OpenDialog => self.show_dialog(FileAction::Open),
+            PendingAction::Quit => {
+                self.quit_confirmed = true;
+                self.close_requested = true;
+            }
+        }
+    }
+
+    fn show_dialog(&mut self, action: FileAction) {
+        let suggested = self.suggested_path(action);
+        if !self.dialogs.start(action, &suggested) {
+            self.file_prompt = Some(FilePrompt { action, suggested });
+        }
+    }
+
+    fn suggested_path(&self, action: FileAction) -> PathBuf {
+        let dir = self
+            .path
+            .as_deref()
+            .or(self.imported_from.as_deref())
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::current_dir().ok())
+            .unwrap_or_default();
+        match (action, &self.path) {
+            (FileAction::SaveAs, Some(path)) => path.clone(),
+            (FileAction::SaveAs, None) => dir.join(dialogs::suggested_file_name(
+                &self.project.name,
+                self.imported_from.as_deref(),
+            )),
+            (FileAction::Open, _) => dir.join(""),
+        }
+    }
+
+    pub(super) fn dialog_answered(&mut self, outcome: DialogOutcome, now_secs: f64) {
+        match outcome {
+            DialogOutcome::Chosen(FileAction::Open, path) => self.open_file(&path, now_secs),
+            DialogOutcome::Chosen(FileAction::SaveAs, path) => {
+                self.save_to(path, now_secs);
+            }
+            DialogOutcome::Cancelled => self.continue_after_save = None,
+            DialogOutcome::Unavailable(action) => {
+                self.notify(
+                    NoticeLevel::Info,
+                    "No system file dialog is available here (no xdg-desktop-portal); type a path \
+                     instead.",
+                    now_secs,
+                );
+                let suggested = self.suggested_path(action);
+                self.file_prompt = Some(FilePrompt { action, suggested });
+            }
+        }
+    }
+
+    /// Opens a project. Loading only parses: no code runs.
+    fn open_file(&mut self, path: &Path, now_secs: f64) {
+        match load_project(path) {
+            Ok(loaded) => {
+                let (saved_path, imported) = match loaded.origin {
+                    Origin::Braid => (Some(path.to_owned()), None),
+                    // Saving must not overwrite the export with another format: Save asks for a file.
+                    Origin::Refinery => (None, Some(path.to_owned())),
                 };
-                let _ = tx.send(chosen);
-            });
-        if spawned.is_err() {
-            self.mode = DialogMode::InApp;
-            return false;
+                dialogs::push_recent(&mut self.recent, path);
+                self.replace_project(loaded.project, saved_path, imported, now_secs);
+                if let Some(path) = &self.path {
+                    self.disk.seen(path, now_secs);
+                }
+                self.open_history(false, now_secs);
+            }
+            Err(e) => self.notify(NoticeLevel::Error, format!("Could not open {e}"), now_secs),
         }
-        self.pending = Some(Pending {
-            action,
-            started: Instant::now(),
-            answer: rx,
-        });
-        true
     }
 
-    /// The dialog's answer, once there is one.
-    pub fn poll(&mut self) -> Option<DialogOutcome> {
-        let pending = self.pending.as_ref()?;
-        let answer = match pending.answer.try_recv() {
-            Ok(answer) => answer,
-            Err(mpsc::TryRecvError::Empty) => return None,
-            Err(mpsc::TryRecvError::Disconnected) => None,
+    fn replace_project(
+        &mut self,
+        project: Project,
+        path: Option<PathBuf>,
+        imported_from: Option<PathBuf>,
+        now_secs: f64,
+    ) {
+        self.stop_run();
+        self.run = None;
+        self.saved = project.clone();
+        self.project = project;
+        self.path = path;
+        self.imported_from = imported_from;
+        self.undo_stack.clear();
+        self.selection = Selection::default();
+        self.compile_errors.clear();
+        self.executions.set_history(None, false);
+        self.document += 1;
+        self.project_changed(now_secs);
+    }
+
+    /// Notices, once a second at most, when another program changed the project file. Without unsaved
+    /// changes the project is read again; with some, they are kept and the user is told that Save
+    /// would replace the file's new content (nothing is overwritten unasked, nothing silently lost).
+    pub(super) fn watch_disk(&mut self, now_secs: f64) {
+        let Some(stamp) = self
+            .path
+            .as_deref()
+            .and_then(|path| self.disk.changed(path, now_secs))
+        else {
+            return;
         };
-        let action = pending.action;
-        let quick = pending.started.elapsed() < NO_DIALOG_THRESHOLD;
-        self.pending = None;
-        Some(match answer {
-            Some(path) => DialogOutcome::Chosen(action, path),
-            None if quick => {
-                self.mode = DialogMode::InApp;
-                DialogOutcome::Unavailable(action)
+        let Some(path) = self.path.clone() else {
+            return;
+        };
+        let name = file_name(&path);
+        if stamp.is_none() {
+            self.notify(
+                NoticeLevel::Error,
+                format!("{name} was deleted or moved by another program; Save writes it again."),
+                now_secs,
+            );
+        } else if self.is_dirty() {
+            self.notify(
+                NoticeLevel::Error,
+                format!(
+                    "{name} was changed by another program. Your unsaved changes are kept: Save \
+                     replaces the file's new content with them, or open the file again to take its \
+                     version instead."
+                ),
+                now_secs,
+            );
+        } else {
+            match load_project(&path) {
+                Ok(loaded) if loaded.origin == Origin::Braid => {
+                    self.saved = loaded.project.clone();
+                    self.project = loaded.project;
+                    // Undo would step back across the reload into a project the file no longer holds.
+                    self.undo_stack.clear();
+                    self.project_changed(now_secs);
+                    self.notify(
+                        NoticeLevel::Info,
+                        format!("Reloaded {name}: another program changed it."),
+                        now_secs,
+                    );
+                }
+                Ok(_) => self.notify(
+                    NoticeLevel::Error,
+                    format!("{name} was replaced by a Refinery export; open it to import it."),
+                    now_secs,
+                ),
+                Err(e) => self.notify(
+                    NoticeLevel::Error,
+                    format!(
+                        "{name} was changed by another program and can't be read now ({e}); the \
+                         project shown is the one read before."
+                    ),
+                    now_secs,
+                ),
             }
-            None => DialogOutcome::Cancelled,
-        })
-    }
-}
-
-/// Puts `path` first in the recent list, without duplicates.
-pub fn push_recent(recent: &mut Vec<PathBuf>, path: &Path) {
-    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
-    recent.retain(|p| p != &path);
-    recent.insert(0, path);
-    recent.truncate(MAX_RECENT);
-}
-
-/// The recent list as stored (JSON text), tolerant of anything unreadable.
-pub fn recent_from_storage(text: Option<String>) -> Vec<PathBuf> {
-    text.and_then(|t| serde_json::from_str::<Vec<PathBuf>>(&t).ok())
-        .unwrap_or_default()
-}
-
-/// The file name Save As suggests for a project that has no Braid file yet.
-pub fn suggested_file_name(project_name: &str, imported_from: Option<&Path>) -> String {
-    if let Some(stem) = imported_from
-        .and_then(Path::file_stem)
-        .map(|s| s.to_string_lossy().into_owned())
-    {
-        return format!("{stem}.braid.json");
-    }
-    let slug: String = project_name
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let slug = slug.trim_matches('-');
-    if slug.is_empty() {
-        "project.braid.json".to_owned()
-    } else {
-        format!("{slug}.braid.json")
-    }
-}
-
-/// What a file on disk looks like: its modification time and length (`None` when it is not there). The
-/// length catches most changes made within the file system's time resolution.
-pub type DiskStamp = Option<(std::time::SystemTime, u64)>;
-
-fn disk_stamp(path: &Path) -> DiskStamp {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
-}
-
-/// Notices when another program changes a file, looking at most once a second (each look is a
-/// `stat`, and the editor asks for a frame a second to make it).
-#[derive(Debug)]
-pub struct FileWatch {
-    stamp: DiskStamp,
-    checked_at: f64,
-}
-
-impl Default for FileWatch {
-    fn default() -> Self {
-        Self {
-            stamp: None,
-            checked_at: f64::NEG_INFINITY,
         }
     }
-}
 
-impl FileWatch {
-    /// Whether a second has passed since the last look (cheap: no file system call).
-    pub fn due(&self, now_secs: f64) -> bool {
-        const RECHECK_SECS: f64 = 1.0;
-        now_secs - self.checked_at >= RECHECK_SECS
-    }
-
-    /// The file is as it is now (just read or written by Braid itself).
-    pub fn seen(&mut self, path: &Path, now_secs: f64) {
-        self.stamp = disk_stamp(path);
-        self.checked_at = now_secs;
-    }
-
-    /// `Some(stamp)` when, looking again (a second after the last look), the file is not as last seen;
-    /// it then counts as seen.
-    pub fn changed(&mut self, path: &Path, now_secs: f64) -> Option<DiskStamp> {
-        if !self.due(now_secs) {
-            return None;
+    /// Saves to the project's file, or asks for one. Returns whether the project is now saved.
+    fn save(&mut self, now_secs: f64) -> bool {
+        if let Some(path) = self.path.clone() {
+            self.save_to(path, now_secs)
+        } else {
+            self.show_dialog(FileAction::SaveAs);
+            false
         }
-        self.checked_at = now_secs;
-        let stamp = disk_stamp(path);
-        (stamp != self.stamp).then(|| {
-            self.stamp = stamp;
-            stamp
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn recent_list_is_most_recent_first_without_duplicates() {
-        let mut recent = vec![PathBuf::from("/nonexistent/a.json")];
-        push_recent(&mut recent, Path::new("/nonexistent/b.json"));
-        push_recent(&mut recent, Path::new("/nonexistent/a.json"));
-        assert_eq!(
-            recent,
-            [
-                PathBuf::from("/nonexistent/a.json"),
-                PathBuf::from("/nonexistent/b.json")
-            ]
-        );
-        let text = serde_json::to_string(&recent).expect("paths serialise");
-        assert_eq!(recent_from_storage(Some(text)), recent);
-        assert!(recent_from_storage(Some("garbage".into())).is_empty());
     }
 
-    #[test]
-    fn suggested_names() {
-        assert_eq!(
-            suggested_file_name("Map-reduce: double", None),
-            "map-reduce--double.braid.json"
-        );
-        assert_eq!(
-            suggested_file_name("x", Some(Path::new("/a/export.json"))),
-            "export.braid.json"
-        );
-        assert_eq!(suggested_file_name("???", None), "project.braid.json");
+    fn save_to(&mut self, path: PathBuf, now_secs: f64) -> bool {
+        match save_project(&path, &self.project) {
+            Ok(()) => {
+                self.saved = self.project.clone();
+                self.disk.seen(&path, now_secs);
+                dialogs::push_recent(&mut self.recent, &path);
+                let moved = self.path.as_ref() != Some(&path);
+                // The blocks' variable values follow the project to its new name; its run history
+                // stays with the old file (this session's runs stay in view).
+                if moved
+                    && let Some(old_path) = &self.path
+                    && let Err(e) = crate::model::env_file::carry_over(old_path, &path)
+                {
+                    self.notify(
+                        NoticeLevel::Error,
+                        format!("The variables' values were not copied to the new name: {e}"),
+                        now_secs,
+                    );
+                }
+                self.path = Some(path);
+                if moved {
+                    self.open_history(true, now_secs);
+                }
+                self.imported_from = None;
+                if let Some(action) = self.continue_after_save.take() {
+                    self.do_pending(action, now_secs);
+                }
+                true
+            }
+            Err(e) => {
+                self.continue_after_save = None;
+                self.notify(NoticeLevel::Error, e.to_string(), now_secs);
+                false
+            }
+        }
+    }
+
+    fn set_env_value(&mut self, name: &str, value: Option<&str>, now_secs: f64) {
+        let Some(path) = self.path.clone() else {
+            self.notify(
+                NoticeLevel::Error,
+                "Save the project first: its variables' values are kept beside it, in .braid/",
+                now_secs,
+            );
+            return;
+        };
+        match crate::model::env_file::save_value(&path, name, value) {
+            Ok(()) => {
+                let file = crate::model::env_file::path_for_project(&path);
+                let what = if value.is_some() {
+                    "saved in"
+                } else {
+                    "removed from"
+                };
+                self.notify(
+                    NoticeLevel::Info,
+                    format!("{name}'s value {what} {}", file.display()),
+                    now_secs,
+                );
+            }
+            Err(e) => self.notify(NoticeLevel::Error, e.to_string(), now_secs),
+        }
+        self.env_values.refresh(Some(&path), now_secs, true);
     }
 }

@@ -1,10 +1,21 @@
-//! The state of the current run, as the views show it: live counts per block while it runs, then its
-//! summary. Built from the runtime's events; the views never see the runtime itself.
+//! Runs: the state of the current run as the views show it (live counts per block while it runs, then
+//! its summary, its log), starting and stopping one, and the runtime's events of a run. The views never
+//! see the runtime itself.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
+use serde_json::Value;
+
+use super::command::RunOptions;
+use super::{App, NoticeLevel};
 use crate::model::BlockId;
-use crate::run::{BlockCounts, CompileError, InvocationStatus, RunId, RunSummary};
+use crate::run::{BlockCounts, CompileError, RunId, RunSummary};
+use crate::runtime::history::History as RunHistory;
+use crate::runtime::{RunRequest, RuntimeEvent, RuntimeRequest};
+
+/// How many of this session's earlier runs keep their log in memory (the history keeps every run's).
+const SESSION_LOGS: usize = 20;
 
 /// Where the current (or last) run stands.
 #[derive(Clone, Debug, PartialEq)]
@@ -29,7 +40,7 @@ pub struct RunState {
     /// Live counts per block (the runtime sends them in project order).
     pub counts: BTreeMap<BlockId, BlockCounts>,
     /// Finished invocations received so far. The records themselves go to the Block Executions panel's
-    /// state (`executions.rs`); this state only counts them.
+    /// state (`executions/`); this state only counts them.
     pub records_received: u64,
     /// When the run was sent, in egui time (seconds), for the elapsed-time display.
     pub sent_at_secs: f64,
@@ -104,38 +115,246 @@ impl RunState {
     }
 }
 
-/// The worst status among a block's counts, for its colour on the canvas.
-pub fn worst_status(counts: &BlockCounts) -> Option<InvocationStatus> {
-    [
-        (counts.failed, InvocationStatus::Exception),
-        (counts.timed_out, InvocationStatus::TimedOut),
-        (counts.caught, InvocationStatus::CaughtException),
-        (counts.cancelled, InvocationStatus::Cancelled),
-        (counts.running, InvocationStatus::Running),
-        (counts.queued, InvocationStatus::Queued),
-        (counts.succeeded, InvocationStatus::Succeeded),
-    ]
-    .into_iter()
-    .filter(|(n, _)| *n > 0)
-    .map(|(_, status)| status)
-    .max_by_key(|status| status.severity())
+impl App {
+    pub fn is_running(&self) -> bool {
+        self.run.as_ref().is_some_and(RunState::is_active)
+    }
+
+    pub(super) fn start_run(&mut self, options: RunOptions, now_secs: f64) {
+        if self.is_running() {
+            self.notify(
+                NoticeLevel::Info,
+                "A run is already going; stop it first.",
+                now_secs,
+            );
+            return;
+        }
+        let input = match parse_json("input", &options.input) {
+            Ok(v) => v,
+            Err(message) => return self.notify(NoticeLevel::Error, message, now_secs),
+        };
+        let backpack = match parse_json("backpack", &options.backpack) {
+            Ok(v) if v.is_object() => v,
+            Ok(_) => {
+                return self.notify(
+                    NoticeLevel::Error,
+                    "The backpack must be a JSON object, like {}.",
+                    now_secs,
+                );
+            }
+            Err(message) => return self.notify(NoticeLevel::Error, message, now_secs),
+        };
+        let run_id = RunId::new_random();
+        // The values file's unreadable lines, then the variables left without a value.
+        let (env, mut warnings) = crate::model::env_file::values_for(self.path.as_deref());
+        let missing = crate::model::env_file::missing_values(&self.project, &env);
+        if !missing.is_empty() {
+            warnings.push(format!(
+                "{} (the block's inspector sets values)",
+                missing.join("; ")
+            ));
+        }
+        let request = RunRequest {
+            run_id: run_id.clone(),
+            project: self.project.clone(),
+            input,
+            backpack,
+            from: options.from.clone(),
+            concurrency: options.concurrency,
+            env,
+            single: false,
+            history: self.path.as_deref().map(RunHistory::path_for_project),
+            working_dir: self.working_dir(),
+        };
+        if !self.request_run(request, now_secs) {
+            return;
+        }
+        self.run_options = options;
+        if let Some(earlier) = self.run.take() {
+            if self.session_logs.len() == SESSION_LOGS {
+                self.session_logs.pop_front();
+            }
+            self.session_logs.push_back((earlier.run_id, earlier.log));
+        }
+        self.run = Some(RunState::new(run_id, now_secs));
+        // Worth knowing before reading the run's failures; a block may well cope without the value.
+        for warning in warnings {
+            self.notify(NoticeLevel::Info, warning, now_secs);
+        }
+    }
+
+    /// Sends a run (or a replay) to the runtime; without one, says so. Returns whether it was sent.
+    pub(super) fn request_run(&mut self, request: RunRequest, now_secs: f64) -> bool {
+        let Some(runtime) = &self.runtime else {
+            self.notify(
+                NoticeLevel::Error,
+                "Pipelines can't run: the runtime did not start.",
+                now_secs,
+            );
+            return false;
+        };
+        runtime.send(RuntimeRequest::Run(Box::new(request)));
+        true
+    }
+
+    pub(super) fn stop_run(&mut self) {
+        if let (Some(run), Some(runtime)) = (&mut self.run, &self.runtime)
+            && run.is_active()
+        {
+            runtime.send(RuntimeRequest::Cancel(run.run_id.clone()));
+            run.phase = RunPhase::Stopping;
+        }
+    }
+
+    /// Environment variable values for a run (or a replay) of this project: its `.braid/` values file
+    /// over Braid's own environment.
+    pub(super) fn run_env(&self) -> BTreeMap<String, String> {
+        crate::model::env_file::values_for(self.path.as_deref()).0
+    }
+
+    /// Where this project's blocks run: its file's folder (none for a project never saved).
+    pub(super) fn working_dir(&self) -> Option<PathBuf> {
+        self.path
+            .as_deref()
+            .and_then(crate::model::local_folder::working_dir)
+    }
+
+    /// An event of a run (not a check, not a replay): Block Executions records every run's; the run
+    /// state takes the current run's only, so a late event of an earlier run changes nothing shown.
+    pub(super) fn run_event(&mut self, event: RuntimeEvent, now_secs: f64) {
+        match &event {
+            RuntimeEvent::RunStarted {
+                run_id,
+                started_at_ms,
+            } if self.run.as_ref().is_some_and(|r| &r.run_id == run_id) => {
+                self.executions.run_started(run_id, *started_at_ms);
+            }
+            RuntimeEvent::RunFinished(summary) => {
+                // The runtime creates the database with the project's first run.
+                if self.executions.history().is_none() {
+                    self.open_history(true, now_secs);
+                }
+                self.executions.run_finished(summary);
+                // The table shows the run's last rows now: the editor stops repainting once nothing
+                // runs, so a refresh held back by the throttle would leave it stale until the next input.
+                self.table_refreshed_at = f64::NEG_INFINITY;
+            }
+            _ => {}
+        }
+        let Some(run) = self
+            .run
+            .as_mut()
+            .filter(|run| &run.run_id == event.run_id())
+        else {
+            return;
+        };
+        match event {
+            RuntimeEvent::RunStarted { .. } => {
+                if run.phase == RunPhase::Starting {
+                    run.phase = RunPhase::Running;
+                }
+            }
+            RuntimeEvent::Progress { counts, .. } => {
+                run.counts = counts.into_iter().collect();
+            }
+            RuntimeEvent::Invocations { run_id, records } => {
+                run.records_received += records.len() as u64;
+                self.executions.invocations(&run_id, records);
+            }
+            RuntimeEvent::RunFinished(summary) => {
+                let failed = summary.failures.len();
+                run.phase = RunPhase::Finished(Box::new(summary));
+                if failed > 0 {
+                    tracing::info!("run finished with {failed} failure(s)");
+                }
+            }
+            RuntimeEvent::RunRefused {
+                message,
+                compile_errors,
+                ..
+            } => {
+                if !compile_errors.is_empty() {
+                    self.compile_errors.clone_from(&compile_errors);
+                }
+                run.phase = RunPhase::Refused {
+                    message: message.clone(),
+                    compile_errors,
+                };
+                self.notify(
+                    NoticeLevel::Error,
+                    format!("The run did not start: {message}"),
+                    now_secs,
+                );
+            }
+            RuntimeEvent::Log { line, .. } => {
+                tracing::info!(target: "braid::environment", "{line}");
+                run.add_log(LogSource::Install, [line.clone()]);
+                run.preparing = Some(line);
+            }
+            RuntimeEvent::WorkerOutput { worker, lines, .. } => {
+                run.add_log(LogSource::Worker(worker), lines);
+            }
+            // Answers to checks never reach a run.
+            RuntimeEvent::Checked { .. } => {}
+        }
+    }
+
+    /// The log of the run Block Executions shows: the current run's as it grows, or a past run's from the
+    /// history. `None` when no run is shown.
+    pub fn shown_log(&self) -> Option<&[LogLine]> {
+        let shown = self.executions.shown_run_id()?;
+        if let Some(run) = self.run.as_ref().filter(|run| run.run_id == shown) {
+            return Some(&run.log);
+        }
+        self.session_logs
+            .iter()
+            .chain(&self.past_log)
+            .find(|(id, _)| *id == shown)
+            .map(|(_, lines)| lines.as_slice())
+    }
+
+    /// Reads a past run's log when Block Executions comes to show that run (once, not every frame).
+    pub(super) fn refresh_past_log(&mut self) {
+        let current = self.run.as_ref().map(|run| &run.run_id);
+        let wanted = self.executions.shown_run_id().filter(|id| {
+            Some(id) != current && !self.session_logs.iter().any(|(run, _)| run == id)
+        });
+        if wanted.as_ref() == self.past_log.as_ref().map(|(id, _)| id) {
+            return;
+        }
+        self.past_log = wanted.map(|id| {
+            let lines = match self.executions.history().map(|h| h.log(&id)) {
+                Some(Ok(lines)) => lines,
+                Some(Err(error)) => {
+                    tracing::warn!("can't read the run's log: {error}");
+                    Vec::new()
+                }
+                None => Vec::new(),
+            };
+            let lines = lines
+                .into_iter()
+                .map(|(worker, text)| LogLine {
+                    source: if worker == 0 {
+                        LogSource::Install
+                    } else {
+                        LogSource::Worker(worker)
+                    },
+                    text,
+                })
+                .collect();
+            (id, lines)
+        });
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn worst_status_prefers_failures() {
-        let mut counts = BlockCounts {
-            succeeded: 10,
-            ..BlockCounts::default()
-        };
-        assert_eq!(worst_status(&counts), Some(InvocationStatus::Succeeded));
-        counts.running = 1;
-        assert_eq!(worst_status(&counts), Some(InvocationStatus::Running));
-        counts.failed = 1;
-        assert_eq!(worst_status(&counts), Some(InvocationStatus::Exception));
-        assert_eq!(worst_status(&BlockCounts::default()), None);
-    }
+/// JSON text from the run dialog, with the position of a mistake.
+pub fn parse_json(what: &str, text: &str) -> Result<Value, String> {
+    let text = if text.trim().is_empty() { "null" } else { text };
+    serde_json::from_str(text).map_err(|e| {
+        format!(
+            "The {what} is not valid JSON (line {}, column {}): {e}",
+            e.line(),
+            e.column()
+        )
+    })
 }

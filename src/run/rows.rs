@@ -34,6 +34,30 @@ pub struct InvocationRow {
     pub error_summary: Option<String>,
 }
 
+impl InvocationRow {
+    /// How long it ran, once it has ended.
+    pub fn duration_ms(&self) -> Option<f64> {
+        Some(self.ended_at_ms? - self.started_at_ms?)
+    }
+
+    /// A row of block "B" at the top level that succeeded, for tests of what is built from rows.
+    #[cfg(test)]
+    pub(crate) fn succeeded(id: InvocationId, started_at_ms: f64, ended_at_ms: f64) -> Self {
+        Self {
+            id,
+            block_id: BlockId("b".into()),
+            block_name: "B".into(),
+            item_path: ItemPath::new(),
+            attempt: 1,
+            status: InvocationStatus::Succeeded,
+            started_at_ms: Some(started_at_ms),
+            ended_at_ms: Some(ended_at_ms),
+            input_preview: "null".into(),
+            error_summary: None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RowOrder {
     /// Invocation id (creation order).

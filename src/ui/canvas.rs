@@ -20,11 +20,10 @@ use egui_snarl::ui::{
 use egui_snarl::{InPin, InPinId, NodeId, OutPin, OutPinId, Snarl};
 
 use super::theme;
-use crate::app::run::worst_status;
-use crate::app::{App, Command, CommandSender, position};
+use crate::app::{App, CommandSender, Edit, RunCommand, RunOptions, Select};
 use crate::model::validate::{Severity, Subject};
 use crate::model::{Block, BlockId, BlockKind, Position, Project, TransitionId, TransitionKind};
-use crate::run::InvocationStatus as S;
+use crate::run::{BlockCounts, InvocationStatus as S};
 use crate::text::truncate;
 
 /// The size assumed for a node that has not been drawn yet (fitting a project just opened).
@@ -298,7 +297,7 @@ impl CanvasView {
             && let Some(pointer) = response.interact_pointer_pos()
         {
             let p = self.to_global.inverse() * pointer;
-            tx.send(Command::AddBlock {
+            tx.send(Edit::AddBlock {
                 position: position(p.x - 20.0, p.y - 20.0),
                 connect_from: None,
             });
@@ -371,7 +370,7 @@ impl CanvasView {
                 )
             })
             .collect();
-        tx.send(Command::MoveBlocks(new_positions));
+        tx.send(Edit::MoveBlocks(new_positions));
     }
 
     /// Shift-drag selects a rectangle in Snarl; Braid adopts it, then resets Snarl's own selection so the
@@ -391,7 +390,7 @@ impl CanvasView {
                 blocks.insert(data.block.clone());
             }
         }
-        tx.send(Command::SelectBlocks(blocks.into_iter().collect()));
+        tx.send(Select::Blocks(blocks.into_iter().collect()));
         self.epoch += 1;
         self.snarl_selection.clear();
         self.impose = Some(self.to_global);
@@ -421,7 +420,7 @@ impl CanvasView {
         }
         let graph = self.to_global.inverse() * pointer;
         if let Some((id, _)) = self.label_rects.iter().find(|(_, r)| r.contains(graph)) {
-            tx.send(Command::SelectTransition(id.clone()));
+            tx.send(Select::Transition(id.clone()));
             if secondary {
                 self.picker = Some((Picker::Change(id.clone()), pointer));
             }
@@ -437,14 +436,14 @@ impl CanvasView {
                 .is_some_and(|r| r.contains(graph))
         });
         match hit {
-            Some(block) if modifiers.command => tx.send(Command::ToggleBlock(block.id.clone())),
+            Some(block) if modifiers.command => tx.send(Select::Toggle(block.id.clone())),
             Some(block) if modifiers.shift => {
                 let mut blocks = app.selection.blocks.clone();
                 blocks.insert(block.id.clone());
-                tx.send(Command::SelectBlocks(blocks.into_iter().collect()));
+                tx.send(Select::Blocks(blocks.into_iter().collect()));
             }
-            Some(block) => tx.send(Command::SelectBlocks(vec![block.id.clone()])),
-            None if !modifiers.command && !modifiers.shift => tx.send(Command::ClearSelection),
+            Some(block) => tx.send(Select::Blocks(vec![block.id.clone()])),
+            None if !modifiers.command && !modifiers.shift => tx.send(Select::Clear),
             None => {}
         }
     }
@@ -533,12 +532,12 @@ impl CanvasView {
                             .clicked()
                         {
                             tx.send(match &picker {
-                                Picker::Connect { from, to } => Command::Connect {
+                                Picker::Connect { from, to } => Edit::Connect {
                                     from: from.clone(),
                                     to: to.clone(),
                                     kind,
                                 },
-                                Picker::Change(id) => Command::SetTransitionKind {
+                                Picker::Change(id) => Edit::SetTransitionKind {
                                     transition: id.clone(),
                                     kind,
                                 },
@@ -550,7 +549,7 @@ impl CanvasView {
                     if let Picker::Change(id) = &picker
                         && ui.button("Delete transition").clicked()
                     {
-                        tx.send(Command::DeleteTransition(id.clone()));
+                        tx.send(Edit::DeleteTransition(id.clone()));
                         close = true;
                     }
                     if ui.button("Cancel").clicked() {
@@ -611,6 +610,28 @@ fn snarl_style(ui: &Ui) -> SnarlStyle {
 
 fn to_pos(p: Position) -> Pos2 {
     Pos2::new(p.x, p.y)
+}
+
+/// A position on the canvas (in graph space) as the project stores it.
+fn position(x: f32, y: f32) -> Position {
+    Position { x, y }
+}
+
+/// The worst status among a block's counts, for its colour on the canvas.
+fn worst_status(counts: &BlockCounts) -> Option<S> {
+    [
+        (counts.failed, S::Exception),
+        (counts.timed_out, S::TimedOut),
+        (counts.caught, S::CaughtException),
+        (counts.cancelled, S::Cancelled),
+        (counts.running, S::Running),
+        (counts.queued, S::Queued),
+        (counts.succeeded, S::Succeeded),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(_, status)| status)
+    .max_by_key(|status| status.severity())
 }
 
 /// `fan-out`, or `if x > 3` with the expression cut to `max` characters.
@@ -902,14 +923,14 @@ impl SnarlViewer<NodeData> for Viewer<'_> {
 
     fn show_graph_menu(&mut self, pos: Pos2, ui: &mut Ui, _snarl: &mut Snarl<NodeData>) {
         if ui.button("Add Code Block here").clicked() {
-            self.tx.send(Command::AddBlock {
+            self.tx.send(Edit::AddBlock {
                 position: position(pos.x, pos.y),
                 connect_from: None,
             });
             ui.close();
         }
         if ui.button("Select all").clicked() {
-            self.tx.send(Command::SelectAll);
+            self.tx.send(Select::All);
             ui.close();
         }
         ui.label(RichText::new("Paste with Ctrl+V").weak().small());
@@ -937,20 +958,20 @@ impl SnarlViewer<NodeData> for Viewer<'_> {
             vec![id.clone()]
         };
         if ui.button("Duplicate").clicked() {
-            self.tx.send(Command::DuplicateBlocks(targets.clone()));
+            self.tx.send(Edit::DuplicateBlocks(targets.clone()));
             ui.close();
         }
         if ui.button("Run from here").clicked() {
-            let options = crate::app::RunOptions {
+            let options = RunOptions {
                 from: Some(id.clone()),
                 ..self.app.run_options.clone()
             };
-            self.tx.send(Command::Run(options));
+            self.tx.send(RunCommand::Start(options));
             ui.close();
         }
         ui.separator();
         if ui.button("Delete").clicked() {
-            self.tx.send(Command::DeleteBlocks(targets));
+            self.tx.send(Edit::DeleteBlocks(targets));
             ui.close();
         }
     }
@@ -984,7 +1005,7 @@ impl SnarlViewer<NodeData> for Viewer<'_> {
                 .on_hover_text(theme::transition_help(kind))
                 .clicked()
             {
-                self.tx.send(Command::AddBlock {
+                self.tx.send(Edit::AddBlock {
                     position: position(pos.x, pos.y),
                     connect_from: Some((from.clone(), kind)),
                 });
@@ -1004,19 +1025,19 @@ impl SnarlViewer<NodeData> for Viewer<'_> {
 
     fn disconnect(&mut self, from: &OutPin, _to: &InPin, snarl: &mut Snarl<NodeData>) {
         if let Some(id) = self.transition_at_output(snarl, from.id) {
-            self.tx.send(Command::DeleteTransition(id));
+            self.tx.send(Edit::DeleteTransition(id));
         }
     }
 
     fn drop_outputs(&mut self, pin: &OutPin, snarl: &mut Snarl<NodeData>) {
         if let Some(id) = self.transition_at_output(snarl, pin.id) {
-            self.tx.send(Command::DeleteTransition(id));
+            self.tx.send(Edit::DeleteTransition(id));
         }
     }
 
     fn drop_inputs(&mut self, pin: &InPin, snarl: &mut Snarl<NodeData>) {
         if let Some(id) = self.transition_at_input(snarl, pin.id) {
-            self.tx.send(Command::DeleteTransition(id));
+            self.tx.send(Edit::DeleteTransition(id));
         }
     }
 
@@ -1143,7 +1164,22 @@ fn pin_info(color: Color32, connected: bool) -> PinInfo {
 
 #[cfg(test)]
 mod tests {
+    use super::{BlockCounts, S, worst_status};
     use crate::model::{Block, Position};
+
+    #[test]
+    fn a_block_shows_its_worst_status() {
+        let mut counts = BlockCounts {
+            succeeded: 10,
+            ..BlockCounts::default()
+        };
+        assert_eq!(worst_status(&counts), Some(S::Succeeded));
+        counts.running = 1;
+        assert_eq!(worst_status(&counts), Some(S::Running));
+        counts.failed = 1;
+        assert_eq!(worst_status(&counts), Some(S::Exception));
+        assert_eq!(worst_status(&BlockCounts::default()), None);
+    }
 
     #[test]
     fn a_block_without_a_comment_is_summed_up_by_its_size() {

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use egui::{RichText, Ui};
 
 use super::theme;
-use crate::app::{App, Command, CommandSender, FileAction, FilePrompt, NoticeLevel, PendingAction};
+use crate::app::{
+    App, Command, CommandSender, FileAction, FileCommand, FilePrompt, NoticeLevel, PendingAction,
+};
 
 pub fn confirm_discard_ui(ctx: &egui::Context, app: &App, tx: &CommandSender) {
     let Some(action) = &app.confirm else {
@@ -26,18 +28,18 @@ pub fn confirm_discard_ui(ctx: &egui::Context, app: &App, tx: &CommandSender) {
         ui.add_space(8.0);
         ui.horizontal(|ui| {
             if ui.button(RichText::new("Save").strong()).clicked() {
-                tx.send(Command::SaveThenContinue);
+                tx.send(FileCommand::SaveThenContinue);
             }
             if ui.button("Discard changes").clicked() {
-                tx.send(Command::ConfirmDiscard(true));
+                tx.send(FileCommand::ConfirmDiscard(true));
             }
             if ui.button("Cancel").clicked() {
-                tx.send(Command::ConfirmDiscard(false));
+                tx.send(FileCommand::ConfirmDiscard(false));
             }
         });
     });
     if modal.should_close() {
-        tx.send(Command::ConfirmDiscard(false));
+        tx.send(FileCommand::ConfirmDiscard(false));
     }
 }
 
@@ -90,18 +92,18 @@ impl FilePromptView {
                     submit = true;
                 }
                 if ui.button("Cancel").clicked() {
-                    tx.send(Command::CancelFilePrompt);
+                    tx.send(FileCommand::CancelPrompt);
                 }
             });
         });
         if submit && !self.path.trim().is_empty() {
             let path = expand_home(self.path.trim());
             match prompt.action {
-                FileAction::Open => tx.send(Command::Open(path)),
-                FileAction::SaveAs => tx.send(Command::SaveAs(path)),
+                FileAction::Open => tx.send(FileCommand::Open(path)),
+                FileAction::SaveAs => tx.send(FileCommand::SaveAs(path)),
             }
         } else if modal.should_close() {
-            tx.send(Command::CancelFilePrompt);
+            tx.send(FileCommand::CancelPrompt);
         }
     }
 }

@@ -10,8 +10,9 @@ use egui_extras::{Column, TableBuilder};
 
 use super::invocation_detail::InvocationDetail;
 use super::theme;
-use crate::app::executions::{parse_item_path, row_duration_ms};
-use crate::app::{App, Command, CommandSender, Step, TableFilter};
+use crate::app::executions::table::TableFilter;
+use crate::app::executions::table::parse_item_path;
+use crate::app::{App, CommandSender, ExecutionsCommand, Select, Step};
 use crate::run::{InvocationStatus, RowOrder, RunRow, RunStatus};
 use crate::text::{clock_time, duration_ms, item_path, truncate};
 
@@ -115,7 +116,7 @@ impl ExecutionsPanel {
                         .on_hover_text("List every block's invocations")
                         .clicked()
                     {
-                        tx.send(Command::ClearSelection);
+                        tx.send(Select::Clear);
                     }
                 }
                 None => {
@@ -185,13 +186,13 @@ impl ExecutionsPanel {
                 self.text_due = Some(now + TEXT_PAUSE_SECS);
             } else {
                 self.text_due = None;
-                tx.send(Command::SetTableFilter(self.filter.clone()));
+                tx.send(ExecutionsCommand::SetTableFilter(self.filter.clone()));
             }
         }
         if let Some(due) = self.text_due {
             if now >= due {
                 self.text_due = None;
-                tx.send(Command::SetTableFilter(self.filter.clone()));
+                tx.send(ExecutionsCommand::SetTableFilter(self.filter.clone()));
             } else {
                 ui.ctx()
                     .request_repaint_after(std::time::Duration::from_secs_f64(due - now));
@@ -305,7 +306,7 @@ impl ExecutionsPanel {
                         );
                     });
                     row.col(|ui| {
-                        ui.label(row_duration_ms(data).map_or_else(String::new, duration_ms));
+                        ui.label(data.duration_ms().map_or_else(String::new, duration_ms));
                     });
                     row.col(|ui| {
                         let text = data.error_summary.as_ref().map_or_else(
@@ -319,7 +320,7 @@ impl ExecutionsPanel {
                         // A focused row would take the arrow keys for focus moves, and the
                         // editor's shortcuts: the panel's keys should work instead.
                         response.surrender_focus();
-                        tx.send(Command::PickInvocation(data.id));
+                        tx.send(ExecutionsCommand::Pick(data.id));
                     }
                 });
             });
@@ -349,7 +350,7 @@ fn keys(ui: &Ui, tx: &CommandSender) {
     ];
     for (modifiers, key, step) in steps {
         if ui.ctx().input_mut(|i| i.consume_key(modifiers, key)) {
-            tx.send(Command::StepInvocation(step));
+            tx.send(ExecutionsCommand::Step(step));
         }
     }
 }
@@ -387,7 +388,7 @@ fn runs_ui(
                 && let Some(keep) = keep_edit.take()
                 && keep != app.executions.keep_runs
             {
-                tx.send(Command::SetKeepRuns(keep));
+                tx.send(ExecutionsCommand::SetKeepRuns(keep));
             }
         }
     });
@@ -437,11 +438,11 @@ fn runs_ui(
                 }
                 ui.label(RichText::new(parts.join(" · ")).small().weak());
                 if response.clicked() {
-                    tx.send(Command::ShowRun(Some(run.run_id.clone())));
+                    tx.send(ExecutionsCommand::ShowRun(Some(run.run_id.clone())));
                 }
                 response.context_menu(|ui| {
                     if run.status != RunStatus::Running && ui.button("Delete run").clicked() {
-                        tx.send(Command::DeleteRun(run.run_id.clone()));
+                        tx.send(ExecutionsCommand::DeleteRun(run.run_id.clone()));
                         ui.close();
                     }
                     if ui.button("Copy run id").clicked() {

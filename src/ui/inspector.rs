@@ -8,7 +8,7 @@ use egui::{RichText, Ui};
 use super::code_editor::{LineMarks, code_editor_ui};
 use super::theme;
 use crate::app::env_values::ValueSource;
-use crate::app::{App, BlockEdit, Command, CommandSender};
+use crate::app::{App, BlockEdit, CommandSender, Edit, FileCommand, Select};
 use crate::model::env_file;
 use crate::model::validate::{Problem, Severity, Subject};
 use crate::model::{Block, BlockId, BlockKind, CodeBlock, Transition, TransitionKind};
@@ -64,7 +64,7 @@ impl InspectorView {
                     .labelled_by(label.id)
                     .changed()
                 {
-                    tx.send(Command::EditBlock {
+                    tx.send(Edit::EditBlock {
                         block: id.clone(),
                         edit: BlockEdit::Name(name),
                     });
@@ -91,10 +91,10 @@ impl InspectorView {
         ui.add_space(6.0);
         ui.horizontal(|ui| {
             if ui.button("Duplicate").clicked() {
-                tx.send(Command::DuplicateBlocks(vec![id.clone()]));
+                tx.send(Edit::DuplicateBlocks(vec![id.clone()]));
             }
             if ui.button("Delete block").clicked() {
-                tx.send(Command::DeleteBlocks(vec![id.clone()]));
+                tx.send(Edit::DeleteBlocks(vec![id.clone()]));
             }
         });
     }
@@ -141,7 +141,7 @@ impl InspectorView {
             goto: goto.map(|g| g.line),
         };
         if let Some(text) = code_editor_ui(ui, &id.0, label.inner.id, &code.code, marks, height) {
-            tx.send(Command::EditBlock {
+            tx.send(Edit::EditBlock {
                 block: id.clone(),
                 edit: BlockEdit::Code(text),
             });
@@ -169,7 +169,7 @@ impl InspectorView {
                     .labelled_by(label.id)
                     .changed()
                 {
-                    tx.send(Command::EditBlock {
+                    tx.send(Edit::EditBlock {
                         block: id.clone(),
                         edit: BlockEdit::TimeoutSecs(timeout),
                     });
@@ -190,7 +190,7 @@ impl InspectorView {
                         .labelled_by(label.id)
                         .changed();
                     if toggled || dragged {
-                        tx.send(Command::EditBlock {
+                        tx.send(Edit::EditBlock {
                             block: id.clone(),
                             edit: BlockEdit::ConcurrencyCap(capped.then_some(cap)),
                         });
@@ -267,7 +267,7 @@ impl InspectorView {
                         )
                         .labelled_by(label.id);
                     if response.lost_focus() && buffer != saved {
-                        tx.send(Command::SetEnvValue {
+                        tx.send(FileCommand::SetEnvValue {
                             name: name.clone(),
                             value: (!buffer.is_empty()).then(|| buffer.clone()),
                         });
@@ -364,7 +364,7 @@ impl InspectorView {
         if response.changed() {
             let list = parse_list(buffer);
             if list != items {
-                tx.send(Command::EditBlock {
+                tx.send(Edit::EditBlock {
                     block: block.clone(),
                     edit: make(list),
                 });
@@ -430,7 +430,7 @@ impl InspectorView {
                 .clicked()
                 && let Some(to) = self.connect_to.clone()
             {
-                tx.send(Command::Connect {
+                tx.send(Edit::Connect {
                     from: from.clone(),
                     to,
                     kind,
@@ -473,7 +473,7 @@ fn transitions_list_ui(ui: &mut Ui, app: &App, block: &BlockId, tx: &CommandSend
             .on_hover_text("Edit this transition")
             .clicked()
         {
-            tx.send(Command::SelectTransition(t.id.clone()));
+            tx.send(Select::Transition(t.id.clone()));
         }
     }
     ui.add_space(4.0);
@@ -511,7 +511,7 @@ fn transition_ui(ui: &mut Ui, app: &App, t: &Transition, tx: &CommandSender) {
             .radio(t.kind == kind, text)
             .on_hover_text(theme::transition_help(kind));
         if response.clicked() && t.kind != kind {
-            tx.send(Command::SetTransitionKind {
+            tx.send(Edit::SetTransitionKind {
                 transition: t.id.clone(),
                 kind,
             });
@@ -536,7 +536,7 @@ fn transition_ui(ui: &mut Ui, app: &App, t: &Transition, tx: &CommandSender) {
             .labelled_by(label.id)
             .changed()
         {
-            tx.send(Command::SetTransitionExpression {
+            tx.send(Edit::SetTransitionExpression {
                 transition: t.id.clone(),
                 expression,
             });
@@ -548,7 +548,7 @@ fn transition_ui(ui: &mut Ui, app: &App, t: &Transition, tx: &CommandSender) {
     problems_ui(ui, app, &Subject::Transition(t.id.clone()));
     ui.add_space(8.0);
     if ui.button("Delete transition").clicked() {
-        tx.send(Command::DeleteTransition(t.id.clone()));
+        tx.send(Edit::DeleteTransition(t.id.clone()));
     }
 }
 
@@ -561,10 +561,10 @@ fn several_ui(ui: &mut Ui, app: &App, tx: &CommandSender) {
     ui.add_space(6.0);
     ui.horizontal(|ui| {
         if ui.button("Duplicate").clicked() {
-            tx.send(Command::DuplicateBlocks(ids.clone()));
+            tx.send(Edit::DuplicateBlocks(ids.clone()));
         }
         if ui.button("Delete blocks").clicked() {
-            tx.send(Command::DeleteBlocks(ids.clone()));
+            tx.send(Edit::DeleteBlocks(ids.clone()));
         }
     });
 }
@@ -583,7 +583,7 @@ fn project_ui(ui: &mut Ui, app: &App, tx: &CommandSender) {
                 .labelled_by(label.id)
                 .changed()
             {
-                tx.send(Command::RenameProject(name));
+                tx.send(Edit::RenameProject(name));
             }
             ui.end_row();
             let label = ui.label("Concurrency limit");
@@ -594,7 +594,7 @@ fn project_ui(ui: &mut Ui, app: &App, tx: &CommandSender) {
                 .on_hover_text("At most this many invocations run at once")
                 .changed()
             {
-                tx.send(Command::SetConcurrencyLimit(limit));
+                tx.send(Edit::SetConcurrencyLimit(limit));
             }
             ui.end_row();
         });
@@ -611,7 +611,7 @@ fn project_ui(ui: &mut Ui, app: &App, tx: &CommandSender) {
         .labelled_by(label.id)
         .changed()
     {
-        tx.send(Command::SetReadme(readme));
+        tx.send(Edit::SetReadme(readme));
     }
     ui.add_space(6.0);
     let all = super::shown_problems(app);

@@ -9,10 +9,9 @@ use egui::{RichText, Ui};
 use serde_json::Value;
 
 use super::theme;
-use crate::app::executions::{
-    DiffLine, Picked, ReplayPhase, block_for_file, line_diff, outcome_text, traceback_location,
-};
-use crate::app::{App, Command, CommandSender, Step};
+use crate::app::executions::{Picked, ReplayPhase};
+use crate::app::{App, CommandSender, ExecutionsCommand, Select, Step};
+use crate::model::{BlockId, Project};
 use crate::run::{InvocationId, InvocationRecord};
 use crate::text::{clock_time, duration_ms, item_path, plural, truncate};
 
@@ -248,13 +247,13 @@ impl InvocationDetail {
                 )
                 .clicked()
             {
-                tx.send(Command::Replay);
+                tx.send(ExecutionsCommand::Replay);
             }
             if running {
                 ui.spinner();
             }
             if replay.is_some() && ui.small_button("Close replay").clicked() {
-                tx.send(Command::CloseReplay);
+                tx.send(ExecutionsCommand::CloseReplay);
             }
         });
         let Some(replay) = replay else {
@@ -340,7 +339,7 @@ fn navigation_ui(ui: &mut Ui, picked: &Picked, tx: &CommandSender) {
             ),
         ] {
             if ui.button(text).on_hover_text(hover).clicked() {
-                tx.send(Command::StepInvocation(step));
+                tx.send(ExecutionsCommand::Step(step));
             }
         }
         ui.label(
@@ -419,7 +418,7 @@ fn links_ui(
             }
             for id in ids.iter().take(SHOWN_LINKS) {
                 if ui.link(describe(*id)).clicked() {
-                    tx.send(Command::PickInvocation(*id));
+                    tx.send(ExecutionsCommand::Pick(*id));
                 }
             }
             if ids.len() > SHOWN_LINKS {
@@ -452,7 +451,7 @@ fn traceback_ui(ui: &mut Ui, app: &App, traceback: &str, tx: &CommandSender) {
                             .link(RichText::new(line).monospace().small())
                             .on_hover_text("Open this line of the block's code");
                         if response.clicked() {
-                            tx.send(Command::ShowCode { block, line: n });
+                            tx.send(Select::CodeLine { block, line: n });
                         }
                     }
                     None => {
@@ -513,9 +512,95 @@ fn as_a_terminal_shows(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(shown)
 }
 
+/// A line of a diff.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum DiffLine {
+    Same(String),
+    Removed(String),
+    Added(String),
+}
+
+/// A line diff (longest common subsequence; inputs past 2,000 lines are compared as wholes).
+fn line_diff(old: &str, new: &str) -> Vec<DiffLine> {
+    let a: Vec<&str> = old.lines().collect();
+    let b: Vec<&str> = new.lines().collect();
+    if a.len() * b.len() > 4_000_000 {
+        if old == new {
+            return a.iter().map(|l| DiffLine::Same((*l).to_owned())).collect();
+        }
+        return a
+            .iter()
+            .map(|l| DiffLine::Removed((*l).to_owned()))
+            .chain(b.iter().map(|l| DiffLine::Added((*l).to_owned())))
+            .collect();
+    }
+    // lcs[i][j]: the common length of a[i..] and b[j..].
+    let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while i < a.len() && j < b.len() {
+        if a[i] == b[j] {
+            out.push(DiffLine::Same(a[i].to_owned()));
+            i += 1;
+            j += 1;
+        } else if lcs[i + 1][j] >= lcs[i][j + 1] {
+            out.push(DiffLine::Removed(a[i].to_owned()));
+            i += 1;
+        } else {
+            out.push(DiffLine::Added(b[j].to_owned()));
+            j += 1;
+        }
+    }
+    out.extend(a[i..].iter().map(|l| DiffLine::Removed((*l).to_owned())));
+    out.extend(b[j..].iter().map(|l| DiffLine::Added((*l).to_owned())));
+    out
+}
+
+/// What an invocation came to, as text to compare: its return value (pretty JSON) or its error.
+fn outcome_text(record: &InvocationRecord) -> String {
+    match (&record.output, &record.error) {
+        (Some(output), _) => serde_json::to_string_pretty(output).unwrap_or_default(),
+        (None, Some(error)) => format!("{} ({})", error.summary(), record.status.label()),
+        (None, None) => format!("({})", record.status.label()),
+    }
+}
+
+/// The block a traceback's file name means: block names are the file names (`"Name #2"` for the
+/// second block of that name).
+fn block_for_file<'a>(project: &'a Project, file: &str) -> Option<&'a BlockId> {
+    let (name, nth) = match file.rsplit_once(" #") {
+        Some((name, n)) if n.parse::<usize>().is_ok() => (name, n.parse::<usize>().ok()?),
+        _ => (file, 1),
+    };
+    project
+        .blocks
+        .iter()
+        .filter(|b| b.name == name)
+        .nth(nth.checked_sub(1)?)
+        .map(|b| &b.id)
+}
+
+/// `  File "Process", line 3, in main` → `("Process", 3)`.
+fn traceback_location(line: &str) -> Option<(&str, u32)> {
+    let rest = line.trim_start().strip_prefix("File \"")?;
+    let (file, rest) = rest.split_once('"')?;
+    let rest = rest.trim_start().strip_prefix(", line ")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    Some((file, digits.parse().ok()?))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::as_a_terminal_shows;
+    use super::{DiffLine, as_a_terminal_shows, line_diff, traceback_location};
 
     #[test]
     fn printed_text_shows_as_a_terminal_would() {
@@ -534,5 +619,28 @@ mod tests {
             as_a_terminal_shows("\u{1b}[32mgreen\u{1b}[0m and \u{1b}[1;31mred\u{1b}[m"),
             "green and red"
         );
+    }
+
+    #[test]
+    fn diff_marks_changed_lines() {
+        let diff = line_diff("a\nb\nc", "a\nx\nc");
+        assert_eq!(
+            diff,
+            vec![
+                DiffLine::Same("a".into()),
+                DiffLine::Removed("b".into()),
+                DiffLine::Added("x".into()),
+                DiffLine::Same("c".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn traceback_lines_name_block_and_line() {
+        assert_eq!(
+            traceback_location("  File \"Process #2\", line 14, in main"),
+            Some(("Process #2", 14))
+        );
+        assert_eq!(traceback_location("ValueError: bad"), None);
     }
 }

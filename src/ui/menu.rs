@@ -3,7 +3,9 @@
 use egui::{RichText, Ui};
 
 use super::Views;
-use crate::app::{App, Command, CommandSender, FileAction, RunPhase};
+use crate::app::{
+    App, Command, CommandSender, Edit, FileAction, FileCommand, RunCommand, RunPhase, Select,
+};
 
 pub fn menu_bar_ui(ui: &mut Ui, views: &mut Views, app: &App, tx: &CommandSender) {
     egui::MenuBar::new().ui(ui, |ui| {
@@ -12,13 +14,13 @@ pub fn menu_bar_ui(ui: &mut Ui, views: &mut Views, app: &App, tx: &CommandSender
                 .add(egui::Button::new("New").shortcut_text("Ctrl+N"))
                 .clicked()
             {
-                tx.send(Command::New);
+                tx.send(FileCommand::New);
             }
             if ui
                 .add(egui::Button::new("Open…").shortcut_text("Ctrl+O"))
                 .clicked()
             {
-                tx.send(Command::ShowFileDialog(FileAction::Open));
+                tx.send(FileCommand::ShowDialog(FileAction::Open));
             }
             ui.menu_button("Open recent", |ui| {
                 if app.recent.is_empty() {
@@ -34,7 +36,7 @@ pub fn menu_bar_ui(ui: &mut Ui, views: &mut Views, app: &App, tx: &CommandSender
                         .on_hover_text(path.display().to_string())
                         .clicked()
                     {
-                        tx.send(Command::Open(path.clone()));
+                        tx.send(FileCommand::Open(path.clone()));
                     }
                 }
             });
@@ -43,17 +45,17 @@ pub fn menu_bar_ui(ui: &mut Ui, views: &mut Views, app: &App, tx: &CommandSender
                 .add(egui::Button::new("Save").shortcut_text("Ctrl+S"))
                 .clicked()
             {
-                tx.send(Command::Save);
+                tx.send(FileCommand::Save);
             }
             if ui
                 .add(egui::Button::new("Save as…").shortcut_text("Ctrl+Shift+S"))
                 .clicked()
             {
-                tx.send(Command::ShowFileDialog(FileAction::SaveAs));
+                tx.send(FileCommand::ShowDialog(FileAction::SaveAs));
             }
             ui.separator();
             if ui.button("Quit").clicked() {
-                tx.send(Command::Quit);
+                tx.send(FileCommand::Quit);
             }
         });
         ui.menu_button("Edit", |ui| {
@@ -82,7 +84,7 @@ pub fn menu_bar_ui(ui: &mut Ui, views: &mut Views, app: &App, tx: &CommandSender
                 .add(egui::Button::new("Add Code Block").shortcut_text("A"))
                 .clicked()
             {
-                tx.send(Command::AddBlock {
+                tx.send(Edit::AddBlock {
                     position: views.canvas.center_position(),
                     connect_from: None,
                 });
@@ -91,7 +93,7 @@ pub fn menu_bar_ui(ui: &mut Ui, views: &mut Views, app: &App, tx: &CommandSender
                 .add_enabled(any, egui::Button::new("Duplicate").shortcut_text("Ctrl+D"))
                 .clicked()
             {
-                tx.send(Command::DuplicateBlocks(selected.clone()));
+                tx.send(Edit::DuplicateBlocks(selected.clone()));
             }
             if ui
                 .add_enabled(
@@ -106,7 +108,7 @@ pub fn menu_bar_ui(ui: &mut Ui, views: &mut Views, app: &App, tx: &CommandSender
                 .add(egui::Button::new("Select all").shortcut_text("Ctrl+A"))
                 .clicked()
             {
-                tx.send(Command::SelectAll);
+                tx.send(Select::All);
             }
         });
         ui.menu_button("View", |ui| {
@@ -151,7 +153,7 @@ pub fn menu_bar_ui(ui: &mut Ui, views: &mut Views, app: &App, tx: &CommandSender
                 )
                 .clicked()
             {
-                tx.send(Command::Run(app.run_options.clone()));
+                tx.send(RunCommand::Start(app.run_options.clone()));
             }
             if ui
                 .add(egui::Button::new("Run with input…").shortcut_text("Ctrl+R"))
@@ -163,7 +165,7 @@ pub fn menu_bar_ui(ui: &mut Ui, views: &mut Views, app: &App, tx: &CommandSender
                 .add_enabled(app.is_running(), egui::Button::new("Stop"))
                 .clicked()
             {
-                tx.send(Command::StopRun);
+                tx.send(RunCommand::Stop);
             }
         });
         ui.menu_button("Help", |ui| {
@@ -187,7 +189,7 @@ fn toolbar_ui(ui: &mut Ui, views: &mut Views, app: &App, tx: &CommandSender) {
         .on_hover_text("Run with the last input (Ctrl+Enter)")
         .clicked()
     {
-        tx.send(Command::Run(app.run_options.clone()));
+        tx.send(RunCommand::Start(app.run_options.clone()));
     }
     if ui
         .add_enabled(!running, egui::Button::new("Run…"))
@@ -204,7 +206,7 @@ fn toolbar_ui(ui: &mut Ui, views: &mut Views, app: &App, tx: &CommandSender) {
         .add_enabled(running && !stopping, egui::Button::new("■ Stop"))
         .clicked()
     {
-        tx.send(Command::StopRun);
+        tx.send(RunCommand::Stop);
     }
     ui.separator();
     if ui
@@ -212,7 +214,7 @@ fn toolbar_ui(ui: &mut Ui, views: &mut Views, app: &App, tx: &CommandSender) {
         .on_hover_text("Add a Code Block (A, or double-click the canvas)")
         .clicked()
     {
-        tx.send(Command::AddBlock {
+        tx.send(Edit::AddBlock {
             position: views.canvas.center_position(),
             connect_from: None,
         });

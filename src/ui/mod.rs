@@ -18,8 +18,8 @@ pub mod timeline;
 
 use egui::{Key, KeyboardShortcut, Modifiers, RichText, Ui};
 
-use crate::app::edit::copy_to_json;
-use crate::app::{App, Command, CommandSender, FileAction};
+use crate::app::clipboard::copy_to_json;
+use crate::app::{App, Command, CommandSender, Edit, FileAction, FileCommand, RunCommand, Select};
 use crate::model::validate::Severity;
 
 #[derive(Default)]
@@ -96,11 +96,11 @@ impl Views {
 
     pub fn delete_selection(&self, app: &App, tx: &CommandSender) {
         if !app.selection.blocks.is_empty() {
-            tx.send(Command::DeleteBlocks(
+            tx.send(Edit::DeleteBlocks(
                 app.selection.blocks.iter().cloned().collect(),
             ));
         } else if let Some(t) = &app.selection.transition {
-            tx.send(Command::DeleteTransition(t.clone()));
+            tx.send(Edit::DeleteTransition(t.clone()));
         }
     }
 
@@ -113,21 +113,21 @@ impl Views {
         let take = |shortcut: KeyboardShortcut| ctx.input_mut(|i| i.consume_shortcut(&shortcut));
 
         if take(command_shift(Key::S)) {
-            tx.send(Command::ShowFileDialog(FileAction::SaveAs));
+            tx.send(FileCommand::ShowDialog(FileAction::SaveAs));
         } else if take(command(Key::S)) {
-            tx.send(Command::Save);
+            tx.send(FileCommand::Save);
         }
         if take(command(Key::O)) {
-            tx.send(Command::ShowFileDialog(FileAction::Open));
+            tx.send(FileCommand::ShowDialog(FileAction::Open));
         }
         if take(command(Key::N)) {
-            tx.send(Command::New);
+            tx.send(FileCommand::New);
         }
         if take(command(Key::Enter)) {
             if self.run_dialog.open {
                 self.run_dialog.request_run();
             } else {
-                tx.send(Command::Run(app.run_options.clone()));
+                tx.send(RunCommand::Start(app.run_options.clone()));
             }
         }
         if take(command(Key::R)) {
@@ -146,12 +146,12 @@ impl Views {
             tx.send(Command::Undo);
         }
         if take(command(Key::D)) && !app.selection.blocks.is_empty() {
-            tx.send(Command::DuplicateBlocks(
+            tx.send(Edit::DuplicateBlocks(
                 app.selection.blocks.iter().cloned().collect(),
             ));
         }
         if take(command(Key::A)) {
-            tx.send(Command::SelectAll);
+            tx.send(Select::All);
         }
         let plain = |key| KeyboardShortcut::new(Modifiers::NONE, key);
         if take(plain(Key::Delete)) || take(plain(Key::Backspace)) {
@@ -163,7 +163,7 @@ impl Views {
             } else if self.run_dialog.open {
                 self.run_dialog.open = false;
             } else {
-                tx.send(Command::ClearSelection);
+                tx.send(Select::Clear);
             }
         }
         if take(plain(Key::A)) {
@@ -171,7 +171,7 @@ impl Views {
                 .canvas
                 .pointer_position(ctx)
                 .unwrap_or_else(|| self.canvas.center_position());
-            tx.send(Command::AddBlock {
+            tx.send(Edit::AddBlock {
                 position,
                 connect_from: None,
             });
@@ -194,14 +194,14 @@ impl Views {
                     if let Some(text) = copy_to_json(&app.project, &app.selection.blocks) {
                         ctx.copy_text(text);
                         if event == egui::Event::Cut {
-                            tx.send(Command::DeleteBlocks(
+                            tx.send(Edit::DeleteBlocks(
                                 app.selection.blocks.iter().cloned().collect(),
                             ));
                         }
                     }
                 }
                 egui::Event::Paste(text) => {
-                    tx.send(Command::Paste {
+                    tx.send(Edit::Paste {
                         text,
                         at: self.canvas.pointer_position(ctx),
                     });

@@ -11,7 +11,7 @@ use super::executions_panel::ExecutionsPanel;
 use super::theme;
 use super::timeline::TimelineView;
 use crate::app::run::{LogLine, LogSource, RunPhase, RunState};
-use crate::app::{App, Command, CommandSender};
+use crate::app::{App, CommandSender, ExecutionsCommand, RunCommand, Select};
 use crate::model::BlockId;
 use crate::run::{InvocationId, InvocationStatus, RunFailure, RunResult, RunRow, RunStatus};
 use crate::text::{clock_time, item_path, truncate};
@@ -125,9 +125,9 @@ impl ResultsPanel {
                     if let Some((block_id, id)) = failures_ui(ui, &summary.failures) {
                         // The failed invocation in Block Executions: its input, backpack and
                         // traceback, with its block selected so that its code is beside them.
-                        tx.send(Command::SelectBlocks(vec![block_id]));
-                        tx.send(Command::ShowRun(Some(run.run_id.clone())));
-                        tx.send(Command::PickInvocation(id));
+                        tx.send(Select::Blocks(vec![block_id]));
+                        tx.send(ExecutionsCommand::ShowRun(Some(run.run_id.clone())));
+                        tx.send(ExecutionsCommand::Pick(id));
                         self.tab = Tab::Executions;
                     }
                 }
@@ -196,7 +196,7 @@ fn status_line_ui(ui: &mut Ui, run: &RunState, tx: &CommandSender) {
                     .add_enabled(run.phase == RunPhase::Running, egui::Button::new(label))
                     .clicked()
                 {
-                    tx.send(Command::StopRun);
+                    tx.send(RunCommand::Stop);
                 }
             }
             RunPhase::Finished(summary) => {

@@ -3,7 +3,8 @@
 use egui::{RichText, Ui};
 
 use super::theme;
-use crate::app::{App, Command, CommandSender, RunOptions, parse_json};
+use crate::app::run::parse_json;
+use crate::app::{App, CommandSender, RunCommand, RunOptions};
 
 #[derive(Default)]
 pub struct RunDialog {
@@ -56,7 +57,7 @@ impl RunDialog {
                         .add_enabled(app.is_running(), egui::Button::new("■ Stop"))
                         .clicked()
                     {
-                        tx.send(Command::StopRun);
+                        tx.send(RunCommand::Stop);
                     }
                     if !app.has_runtime() {
                         ui.label(
@@ -68,7 +69,7 @@ impl RunDialog {
                 run &= parse_json("input", &options.input).is_ok() && !app.is_running();
             });
         if run {
-            tx.send(Command::Run(options.clone()));
+            tx.send(RunCommand::Start(options.clone()));
             open = false;
         }
         self.open = open;

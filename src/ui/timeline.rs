@@ -8,9 +8,9 @@
 use egui::{Align2, Color32, FontId, Pos2, Rect, RichText, Sense, Stroke, Ui, Vec2};
 
 use super::theme;
-use crate::app::executions::{RunData, row_duration_ms, slot_lanes};
-use crate::app::{App, Command, CommandSender};
-use crate::run::{InvocationStatus, RunId};
+use crate::app::executions::RunData;
+use crate::app::{App, CommandSender, ExecutionsCommand};
+use crate::run::{InvocationRow, InvocationStatus, RunId};
 use crate::text::{duration_ms, item_path};
 
 const AXIS_HEIGHT: f32 = 18.0;
@@ -249,11 +249,11 @@ impl TimelineView {
                 item_path(&row.item_path),
                 row.id,
                 row.status.label(),
-                row_duration_ms(row).map_or_else(String::new, duration_ms)
+                row.duration_ms().map_or_else(String::new, duration_ms)
             );
             response.clone().on_hover_text_at_pointer(text);
             if response.clicked() {
-                tx.send(Command::PickInvocation(row.id));
+                tx.send(ExecutionsCommand::Pick(row.id));
             }
         }
     }
@@ -448,5 +448,82 @@ fn axis_ui(painter: &egui::Painter, ui: &Ui, plot: Rect, rect: Rect, t0: f64, t1
             color,
         );
         t += step;
+    }
+}
+
+/// Lane of each row (by index) when invocations are packed greedily onto concurrency slots: a row takes
+/// the lowest lane that is free at its start. Rows that never started get no lane.
+fn slot_lanes(rows: &[InvocationRow]) -> (Vec<Option<u32>>, u32) {
+    let mut order: Vec<usize> = (0..rows.len())
+        .filter(|&i| rows[i].started_at_ms.is_some())
+        .collect();
+    order.sort_by(|&a, &b| {
+        rows[a]
+            .started_at_ms
+            .unwrap_or_default()
+            .total_cmp(&rows[b].started_at_ms.unwrap_or_default())
+    });
+    let mut lanes = vec![None; rows.len()];
+    // Free lanes (lowest first) and busy lanes by end time.
+    let mut free: std::collections::BinaryHeap<std::cmp::Reverse<u32>> =
+        std::collections::BinaryHeap::new();
+    let mut busy: std::collections::BinaryHeap<std::cmp::Reverse<(OrdF64, u32)>> =
+        std::collections::BinaryHeap::new();
+    let mut count = 0u32;
+    for i in order {
+        let start = rows[i].started_at_ms.unwrap_or_default();
+        let end = rows[i].ended_at_ms.unwrap_or(start).max(start);
+        while let Some(std::cmp::Reverse((OrdF64(at), lane))) = busy.peek().copied() {
+            if at > start {
+                break;
+            }
+            busy.pop();
+            free.push(std::cmp::Reverse(lane));
+        }
+        let lane = free.pop().map_or_else(
+            || {
+                count += 1;
+                count - 1
+            },
+            |std::cmp::Reverse(l)| l,
+        );
+        busy.push(std::cmp::Reverse((OrdF64(end), lane)));
+        lanes[i] = Some(lane);
+    }
+    (lanes, count)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct OrdF64(f64);
+
+impl Eq for OrdF64 {}
+
+impl PartialOrd for OrdF64 {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for OrdF64 {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_reuse_free_slots() {
+        let rows = [
+            InvocationRow::succeeded(1, 0.0, 10.0),
+            InvocationRow::succeeded(2, 0.0, 5.0),
+            InvocationRow::succeeded(3, 5.0, 8.0),
+            InvocationRow::succeeded(4, 11.0, 12.0),
+        ];
+        let (lanes, count) = slot_lanes(&rows);
+        assert_eq!(count, 2);
+        assert_eq!(lanes, vec![Some(0), Some(1), Some(1), Some(0)]);
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use braid::app::executions::{Picked, ReplayPhase};
 use braid::app::run::RunPhase;
-use braid::app::{BlockEdit, Command};
+use braid::app::{BlockEdit, Edit, ExecutionsCommand, RunCommand};
 use braid::model::{BlockId, Position, TransitionKind};
 use braid::run::{InvocationRecord, InvocationStatus};
 use braid::shell::BraidApp;
@@ -225,7 +225,7 @@ fn step_through_a_failed_item_follow_it_and_replay_it() {
 
     // Fix the code, pick the failed item again and replay it: the diff shows the new result.
     harness.state_mut().app.apply(
-        Command::EditBlock {
+        Edit::EditBlock {
             block: BlockId("id-Process".into()),
             edit: BlockEdit::Code(PROCESS_FIXED.into()),
         },
@@ -234,7 +234,7 @@ fn step_through_a_failed_item_follow_it_and_replay_it() {
     harness
         .state_mut()
         .app
-        .apply(Command::PickInvocation(record.id), 0.0);
+        .apply(ExecutionsCommand::Pick(record.id), 0.0);
     settle(&mut harness);
     click(&mut harness, "⟲ Replay");
     wait_for(&mut harness, "the replay", |app| {
@@ -301,9 +301,9 @@ fn runs_are_found_again_after_a_restart() {
         app.app.executions.runs().len() == 2
     });
     let app = &mut harness.state_mut().app;
-    app.apply(Command::ShowRun(Some(first_run.clone())), 0.0);
+    app.apply(ExecutionsCommand::ShowRun(Some(first_run.clone())), 0.0);
     assert_eq!(app.executions.shown_run_id(), Some(first_run.clone()));
-    app.apply(Command::DeleteRun(first_run.clone()), 0.0);
+    app.apply(ExecutionsCommand::DeleteRun(first_run.clone()), 0.0);
     let runs = app.executions.runs();
     assert_eq!(runs.len(), 1);
     assert_ne!(runs[0].run_id, first_run);
@@ -315,7 +315,7 @@ fn runs_are_found_again_after_a_restart() {
     });
     let newest = current_run(&harness);
     let app = &mut harness.state_mut().app;
-    app.apply(Command::SetKeepRuns(1), 0.0);
+    app.apply(ExecutionsCommand::SetKeepRuns(1), 0.0);
     let runs = app.executions.runs();
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_eq!(runs[0].run_id, newest);
@@ -443,7 +443,7 @@ fn the_table_has_every_invocation_once_the_run_has_finished() {
     app.open_at_start(&path);
     let now = 1000.0;
     app.poll(now);
-    app.apply(Command::Run(braid::app::RunOptions::default()), now);
+    app.apply(RunCommand::Start(braid::app::RunOptions::default()), now);
     let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
     while !matches!(
         app.run.as_ref().map(|r| &r.phase),

@@ -258,7 +258,7 @@ fn build_connect_edit_undo_save_and_reopen() {
     harness
         .state_mut()
         .app
-        .apply(braid::app::Command::SelectBlocks(vec![first.clone()]), 0.0);
+        .apply(braid::app::Select::Blocks(vec![first.clone()]), 0.0);
     settle(&mut harness);
     click(&mut harness, "Code");
     harness.get_by_label("Code").type_text("# doubled\n");
@@ -377,7 +377,7 @@ fn copy_paste_duplicate_and_delete_blocks() {
     harness
         .state_mut()
         .app
-        .apply(braid::app::Command::SelectBlocks(vec![double]), 0.0);
+        .apply(braid::app::Select::Blocks(vec![double]), 0.0);
     settle(&mut harness);
     click(&mut harness, "Duplicate");
     assert_eq!(project(&harness).blocks.len(), 7);
@@ -716,7 +716,7 @@ fn compile_errors_show_before_anything_runs() {
     let mut harness = harness_with(&path);
     let double = project(&harness).blocks[1].id.clone();
     harness.state_mut().app.apply(
-        braid::app::Command::EditBlock {
+        braid::app::Edit::EditBlock {
             block: double.clone(),
             edit: braid::app::BlockEdit::Code(
                 "def main(block_input, backpack)\n    return 1\n".into(),
@@ -825,7 +825,7 @@ fn snapshots_of_the_main_views() {
     harness
         .state_mut()
         .app
-        .apply(braid::app::Command::SelectBlocks(vec![double]), 0.0);
+        .apply(braid::app::Select::Blocks(vec![double]), 0.0);
     harness.ctx.set_theme(egui::Theme::Light);
     settle(&mut harness);
     results.push(snapshot(&mut harness, "editor_light_block_selected"));
@@ -872,7 +872,7 @@ fn a_project_changed_on_disk_is_reloaded_or_kept_with_a_warning() {
     harness
         .state_mut()
         .app
-        .apply(braid::app::Command::RenameProject("Mine".to_owned()), 0.0);
+        .apply(braid::app::Edit::RenameProject("Mine".to_owned()), 0.0);
     change_on_disk("Pulled again");
     wait_for(&mut harness, "the warning", |app| {
         app.app

@@ -2,7 +2,8 @@
 //! stack. Quick edits of the same thing (typing, dragging) share one snapshot, so one Ctrl+Z undoes the
 //! whole word or the whole drag.
 //!
-//! History is never saved with the project (it is not `Serialize`, on purpose).
+//! The undo stack is never saved with the project (it is not `Serialize`, on purpose). It is named for
+//! what it is: the run history is the runtime's (`crate::runtime::history::History`).
 
 use crate::model::Project;
 
@@ -12,14 +13,14 @@ const MAX_STEPS: usize = 200;
 const MERGE_WINDOW_SECS: f64 = 1.0;
 
 #[derive(Default)]
-pub struct History {
+pub struct UndoStack {
     undo: Vec<Project>,
     redo: Vec<Project>,
     /// The merge key and time of the last recorded edit.
     last: Option<(String, f64)>,
 }
 
-impl History {
+impl UndoStack {
     /// Call before applying an edit to `before`. Returns whether a new step was recorded.
     pub fn record(&mut self, before: &Project, merge_key: Option<String>, now_secs: f64) -> bool {
         self.redo.clear();
@@ -87,26 +88,26 @@ mod tests {
 
     #[test]
     fn quick_edits_of_one_thing_merge() {
-        let mut history = History::default();
-        assert!(history.record(&named("a"), Some("name".into()), 0.0));
-        assert!(!history.record(&named("ab"), Some("name".into()), 0.3));
-        assert!(history.record(&named("abc"), Some("name".into()), 2.0));
-        assert!(history.record(&named("abcd"), None, 2.1));
-        let back = history.undo(&named("abcde")).expect("a step");
+        let mut undo = UndoStack::default();
+        assert!(undo.record(&named("a"), Some("name".into()), 0.0));
+        assert!(!undo.record(&named("ab"), Some("name".into()), 0.3));
+        assert!(undo.record(&named("abc"), Some("name".into()), 2.0));
+        assert!(undo.record(&named("abcd"), None, 2.1));
+        let back = undo.undo(&named("abcde")).expect("a step");
         assert_eq!(back.name, "abcd");
-        assert_eq!(history.undo(&back).expect("a step").name, "abc");
-        assert_eq!(history.undo(&named("abc")).expect("a step").name, "a");
-        assert!(!history.can_undo());
-        assert_eq!(history.redo(&named("a")).expect("a step").name, "abc");
+        assert_eq!(undo.undo(&back).expect("a step").name, "abc");
+        assert_eq!(undo.undo(&named("abc")).expect("a step").name, "a");
+        assert!(!undo.can_undo());
+        assert_eq!(undo.redo(&named("a")).expect("a step").name, "abc");
     }
 
     #[test]
     fn a_new_edit_clears_redo() {
-        let mut history = History::default();
-        history.record(&named("a"), None, 0.0);
-        let _ = history.undo(&named("b"));
-        assert!(history.can_redo());
-        history.record(&named("a"), None, 1.0);
-        assert!(!history.can_redo());
+        let mut undo = UndoStack::default();
+        undo.record(&named("a"), None, 0.0);
+        let _ = undo.undo(&named("b"));
+        assert!(undo.can_redo());
+        undo.record(&named("a"), None, 1.0);
+        assert!(!undo.can_redo());
     }
 }
