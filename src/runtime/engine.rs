@@ -761,7 +761,7 @@ impl Engine {
             return;
         };
         if matches!(run.phase, Phase::Checking) {
-            let compile_errors = compile_errors(&run.project, errors);
+            let compile_errors = compile_errors(&run.project, run.scheduler.plan(), errors);
             let check_id = run.scheduler.run_id().clone();
             self.runs.remove(&program);
             self.invoker.unload(program);
@@ -773,7 +773,7 @@ impl Engine {
             return;
         }
         if !errors.is_empty() {
-            let compile_errors = compile_errors(&run.project, errors);
+            let compile_errors = compile_errors(&run.project, run.scheduler.plan(), errors);
             let message = format!(
                 "the code has problems, so nothing ran:\n  {}",
                 compile_errors
@@ -886,15 +886,32 @@ impl Engine {
     }
 }
 
-fn compile_errors(project: &Project, errors: Vec<BlockCompileError>) -> Vec<CompileError> {
+/// The errors as the editor shows them: an `if` expression's is the transition's, named by its id (the
+/// plan lists a block's `if`s in the order the program gave them to the invoker).
+fn compile_errors(
+    project: &Project,
+    plan: &Plan,
+    errors: Vec<BlockCompileError>,
+) -> Vec<CompileError> {
     errors
         .into_iter()
         .map(|e| {
             let block = project.blocks.get(e.block as usize);
+            let what = match e.if_index {
+                None => "code".to_owned(),
+                Some(i) => plan
+                    .blocks
+                    .get(e.block as usize)
+                    .and_then(|b| b.outgoing.ifs.get(i as usize))
+                    .map_or_else(
+                        || format!("if #{}", i + 1),
+                        |edge| edge.transition.0.to_string(),
+                    ),
+            };
             CompileError {
                 block_id: block.map_or(BlockId("".into()), |b| b.id.clone()),
                 block: block.map(|b| b.name.clone()).unwrap_or_default(),
-                what: e.what,
+                what,
                 line: e.line,
                 message: e.message,
             }

@@ -92,7 +92,9 @@ pub struct TaskResult {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlockCompileError {
     pub block: u32,
-    pub what: String,
+    /// The `if` expression's index among the block's (as [`ProgramBlock::ifs`] lists them); `None`:
+    /// the block's code.
+    pub if_index: Option<u32>,
     pub line: Option<u32>,
     pub message: String,
 }

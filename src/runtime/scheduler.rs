@@ -197,6 +197,10 @@ pub const KEY_BITS: u32 = 40;
 
 impl RunScheduler {
     /// `key_base` is added to invocation ids to form task keys unique across the runs of one runtime.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
     pub fn new(run_id: RunId, plan: Arc<Plan>, program: u64, limit: usize, key_base: u64) -> Self {
         let n = plan.blocks.len();
         Self {

@@ -805,7 +805,7 @@ fn braid_run_shows_worker_output_on_stderr() {
     assert!(!String::from_utf8(out.stdout).unwrap().contains("from C"));
 }
 
-/// Workers keep `worker.py`'s compiled code in Braid's cache folder (as Python keeps a module's), which
+/// Workers keep their Python package's compiled code in Braid's cache folder (as Python keeps a module's), which
 /// took about 8 ms of every worker's start to compile. A cache file that is damaged is compiled again
 /// and replaced; the run does not notice.
 #[test]

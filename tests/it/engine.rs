@@ -511,6 +511,47 @@ fn syntax_error_refuses_the_run_naming_block_and_line() {
     assert!(out.records.is_empty(), "nothing ran");
 }
 
+/// An `if` expression that does not compile is reported on its transition (the inspector shows it
+/// under that transition's expression), the second `if` of its block here; the block's code on the block.
+#[test]
+fn a_bad_if_expression_is_reported_on_its_transition() {
+    let project = Builder::new()
+        .block("A", "def main(block_input, backpack)\n    return 1\n")
+        .block("B", IDENTITY)
+        .block("C", IDENTITY)
+        .link_if("A", "B", If, "return_data > 1")
+        .link_if("A", "C", If, "return_data >")
+        .build();
+    let second_if = project.transitions[1].id.clone();
+    let mut runtime = RuntimeHandle::start(runtime_config()).unwrap();
+    let check_id = RunId::new_random();
+    runtime.send(RuntimeRequest::Check {
+        check_id: check_id.clone(),
+        project: Box::new(project),
+    });
+    let errors = loop {
+        match runtime
+            .recv_timeout(Duration::from_secs(30))
+            .expect("checked")
+        {
+            RuntimeEvent::Checked {
+                check_id: id,
+                compile_errors,
+            } if id == check_id => break compile_errors,
+            _ => {}
+        }
+    };
+    let got: Vec<(&str, &str, Option<u32>)> = errors
+        .iter()
+        .map(|e| (e.block.as_str(), e.what.as_str(), e.line))
+        .collect();
+    assert_eq!(
+        got,
+        [("A", "code", Some(1)), ("A", &*second_if.0, None)],
+        "{errors:?}"
+    );
+}
+
 #[test]
 fn blocks_run_on_the_interpreter_braid_was_built_with() {
     let project = Builder::new()

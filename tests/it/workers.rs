@@ -429,95 +429,43 @@ fn checking_code_does_not_restart_workers_that_hold_a_projects_libraries() {
     );
 }
 
-/// Runs `setup` (Python, with `w` the worker module and `worker` a Worker whose block B returns its input
-/// times ten) and then the invocations 7 and 8 of inputs 1 and 2 on one exec thread. Returns the
-/// (key, value) pairs that came out, and whether `Stale.fired` was set.
-fn drive_worker(setup: &str) -> (bool, Vec<(i64, i64)>) {
-    let script = format!(
-        r#"
-import array, importlib.util, json, os, sys, threading, time
-spec = importlib.util.spec_from_file_location("braid_worker", sys.argv[1])
-w = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(w)
-worker = w.Worker(-1, -1)
-sent = []
-worker.send_raw = sent.append
-worker.load(1, [{{"name": "B", "filename": "B", "ifs": [], "timeout_s": 60, "env": {{}},
-                 "code": "def main(block_input, backpack):\n    return block_input * 10\n"}}])
-class Stale:
-    fired = False
-{setup}
-worker.tasks.append(b'{{"op":"run","program":1,"block":0,"keys":[7,8],"inputs":[1,2],"fresh":1}}')
-threading.Thread(target=worker.loop, daemon=True).start()
-deadline = time.time() + 10
-while worker.completed < 2 and time.time() < deadline:
-    time.sleep(0.01)
-time.sleep(0.1)
-keys, values = [], []
-for body in sent[1:]:
-    n = int.from_bytes(body[9:13], "little")
-    keys += array.array("q", body[13:13 + 8 * n]).tolist()
-    at = 13 + 24 * n
-    length = int.from_bytes(body[at:at + 4], "little")
-    values += json.loads(body[at + 4:at + 4 + length])
-print(json.dumps({{"fired": Stale.fired, "keys": keys, "values": values}}))
-"#
-    );
-    let worker_py = concat!(env!("CARGO_MANIFEST_DIR"), "/src/runtime/worker/worker.py");
-    let got = python_json(&script, &[worker_py]);
-    let mut pairs: Vec<(i64, i64)> = got["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .zip(got["values"].as_array().unwrap())
-        .map(|(k, v)| (k.as_i64().unwrap(), v.as_i64().unwrap()))
-        .collect();
-    pairs.sort_unstable();
-    (got["fired"] == true, pairs)
-}
-
-/// A timeout interrupt meant for the invocation before, raised just as it ended, can land while the
-/// next one is being set up, before its code runs. That one must still run, once: the worker puts it
-/// back at the front of its queue. Driven through the worker's own Python loop, with the interrupt
-/// raised on cue (copying the block's variables raises it, the first time).
+/// The worker's Python package (`src/runtime/worker/python`) passes its own tests (pytest, in a plain
+/// Python: without Braid's native module) and its lint (ruff: checks and formatting). The tools come
+/// from `scripts/requirements-test.txt`; where one is not installed, this says so and checks nothing.
 #[test]
-fn an_interrupt_that_lands_before_an_invocation_begins_does_not_lose_it() {
-    let (fired, pairs) = drive_worker(
-        "    def __bool__(self):
-        return True
-    def keys(self):
-        if not Stale.fired:
-            Stale.fired = True
-            raise w.BraidTimeout()
-        return []
-worker.programs[1][0].env = Stale()",
-    );
-    assert!(fired, "the interrupt was raised");
-    assert_eq!(pairs, [(7, 10), (8, 20)], "each invocation ran once");
-}
-
-/// In the native loop (native.rs) no Python runs between invocations, so such a stale interrupt lands
-/// in the next invocation's own code. It must not fail there: it is told by its time (far short of the
-/// timeout) and the invocation runs again. Driven with a stand-in for the native loop that reports
-/// exactly that for invocation 7.
-#[test]
-fn a_stale_interrupt_in_the_native_loop_reruns_its_invocation() {
-    let (fired, pairs) = drive_worker(
-        "def run_plain(hand, it, main, slot, capture, cancelled, out, timeout_ns, start_ns, room, flush_after_ns, streams):
-    for task in it:
-        key, x, _ = task
-        if key == 7 and not Stale.fired:
-            Stale.fired = True
-            hand[0] = (w.N_RAISED, task, {}, w.BraidTimeout(), 0, 1000)
-            return
-        out.append((key, 0, 1, main(x, {}), 0))
-    hand[0] = (w.N_EXHAUSTED,)
-w._run_plain = run_plain
-# Loaded already (the block's first invocation on a worker runs in the Python loop, loading it).
-worker.load_main(worker.programs[1][0])",
-    );
-    assert!(fired, "the interrupt was reported");
-    assert_eq!(pairs, [(7, 10), (8, 20)], "each invocation ran once");
+fn the_worker_package_passes_its_python_tests_and_lint() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/runtime/worker/python");
+    let python = std::env::var("PYO3_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let run = |args: &[&str]| {
+        std::process::Command::new(&python)
+            .args(args)
+            .current_dir(dir)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .output()
+            .expect("python runs")
+    };
+    for (tool, args) in [
+        ("pytest", &["-m", "pytest", "-q"][..]),
+        ("ruff", &["-m", "ruff", "check", "--no-cache", "."]),
+        (
+            "ruff",
+            &["-m", "ruff", "format", "--no-cache", "--check", "."],
+        ),
+    ] {
+        let out = run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.contains(&format!("No module named {tool}")) {
+            eprintln!(
+                "SKIPPED: {tool} is not installed for {python} (pip install -r scripts/requirements-test.txt)"
+            );
+            continue;
+        }
+        assert!(
+            out.status.success(),
+            "{tool} {args:?}:\n{}\n{stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
 }
 
 /// Whether the process `pid` has ended (a zombie left for a parent that does not reap counts as ended),

@@ -1,17 +1,33 @@
-//! Python workers: `pool` is the parent side; `serve` is what `braid __worker` runs, in the child, with
-//! `native` the hot loop it hands plain invocations to.
+//! Python workers: `pool` is the parent side; `serve` is what `braid __worker` runs, in the child: the
+//! `braid_worker` Python package (`python/braid_worker/`), with `native` the hot loop it hands plain
+//! invocations to. `protocol` is what the two sides say to each other.
 
 mod native;
 pub mod pool;
+mod protocol;
 
 use std::path::PathBuf;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyModule};
+use pyo3::types::{PyBytes, PyDict, PyList, PyModule, PyTuple};
 
-/// The worker's main loop, in Python: frames, JSON, captures, interrupts and every invocation that is
-/// not plain (see `native.rs`).
-const WORKER_PY: &str = include_str!("worker.py");
+/// The `braid_worker` package's modules, in the order they are run (each after those it imports): its
+/// loop, in Python, reads requests, captures output, raises interrupts and runs every invocation that
+/// is not plain (see `native.rs`).
+const PACKAGE: [(&str, &str); 6] = [
+    (
+        "constants",
+        include_str!("python/braid_worker/constants.py"),
+    ),
+    ("protocol", include_str!("python/braid_worker/protocol.py")),
+    ("capture", include_str!("python/braid_worker/capture.py")),
+    (
+        "isolation",
+        include_str!("python/braid_worker/isolation.py"),
+    ),
+    ("loop", include_str!("python/braid_worker/loop.py")),
+    ("__init__", include_str!("python/braid_worker/__init__.py")),
+];
 
 /// Runs the worker loop on this process's stdin/stdout until the parent goes away.
 pub fn serve() -> Result<(), String> {
@@ -23,9 +39,10 @@ pub fn serve() -> Result<(), String> {
     start_without_site();
     Python::attach(|py| {
         native::register(py)?;
-        let module = worker_module(py)?;
+        let package = load_package(py)?;
         let executable = crate::runtime::environment::python_executable();
-        module
+        package
+            .getattr("loop")?
             .getattr("main")?
             .call1((executable.to_string_lossy(),))?;
         Ok::<(), PyErr>(())
@@ -35,7 +52,7 @@ pub fn serve() -> Result<(), String> {
 
 /// Starts the interpreter as `python -S` would: without the `site` module's start-up, so blocks see the
 /// standard library and their project's libraries, not whatever else is installed beside the
-/// interpreter (see docs/runtime.md, "Libraries"). `worker.py` adds what `site` gives a program
+/// interpreter (see docs/runtime.md, "Libraries"). `loop.py` adds what `site` gives a program
 /// (`exit`, `quit`, `help`) and the project's environment.
 #[allow(
     unsafe_code,
@@ -52,17 +69,20 @@ fn start_without_site() {
     }
 }
 
-/// `worker.py` as a module. Its compiled code is cached (`worker-<source hash>-<Python version>.pyc` in
-/// Braid's cache folder), as Python caches a module's: compiling it takes about 8 ms, at every worker's
-/// start. A cache that can't be read or written changes nothing but that.
-fn worker_module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
+/// The `braid_worker` package, from the sources built into this binary: each module made and run as
+/// Python's import would (in `sys.modules`, with its spec), so the package's relative imports find one
+/// another. Their compiled code is cached (`braid_worker-<sources' hash>-<Python version>.pyc` in
+/// Braid's cache folder, one file for all of them), as Python caches a module's: compiling it takes
+/// about 8 ms, at every worker's start. A cache that can't be read or written changes nothing but that.
+fn load_package(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     let builtins = py.import("builtins")?;
     let marshal = py.import("marshal")?;
     let version: u64 = py.import("sys")?.getattr("hexversion")?.extract()?;
+    let sources: String = PACKAGE.iter().map(|(_, source)| *source).collect();
     let cached = bytecode_dir().map(|dir| {
         dir.join(format!(
-            "worker-{}-{version:x}.pyc",
-            crate::runtime::environment::stable_hash(WORKER_PY.as_bytes())
+            "braid_worker-{}-{version:x}.pyc",
+            crate::runtime::environment::stable_hash(sources.as_bytes())
         ))
     });
     let loaded = cached
@@ -72,24 +92,58 @@ fn worker_module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
             marshal
                 .call_method1("loads", (PyBytes::new(py, &bytes),))
                 .ok()
-        });
-    let code = if let Some(code) = loaded {
-        code
+        })
+        .and_then(|codes| codes.extract::<Vec<Bound<'_, PyAny>>>().ok())
+        .filter(|codes| codes.len() == PACKAGE.len());
+    let codes = if let Some(codes) = loaded {
+        codes
     } else {
-        let code = builtins.call_method1("compile", (WORKER_PY, "braid_worker.py", "exec"))?;
+        let codes = PACKAGE
+            .iter()
+            .map(|(name, source)| {
+                builtins.call_method1("compile", (*source, file_name(name), "exec"))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
         if let Some(path) = &cached {
-            let bytes: Vec<u8> = marshal.call_method1("dumps", (&code,))?.extract()?;
+            let bytes: Vec<u8> = marshal
+                .call_method1("dumps", (PyTuple::new(py, &codes)?,))?
+                .extract()?;
             store(path, &bytes);
         }
-        code
+        codes
     };
-    let module = PyModule::new(py, "braid_worker")?;
-    module.setattr("__file__", "braid_worker.py")?;
-    py.import("sys")?
-        .getattr("modules")?
-        .set_item("braid_worker", &module)?;
-    builtins.call_method1("exec", (code, module.dict()))?;
-    Ok(module)
+    let modules = py.import("sys")?.getattr("modules")?;
+    let spec = py.import("_frozen_importlib")?.getattr("ModuleSpec")?;
+    let make = |name: &str, file: &str, is_package: bool| -> PyResult<Bound<'_, PyModule>> {
+        let module = PyModule::new(py, name)?;
+        module.setattr("__file__", file)?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("origin", file)?;
+        kwargs.set_item("is_package", is_package)?;
+        module.setattr("__spec__", spec.call((name, py.None()), Some(&kwargs))?)?;
+        module.setattr("__package__", "braid_worker")?;
+        modules.set_item(name, &module)?;
+        Ok(module)
+    };
+    let package = make("braid_worker", &file_name("__init__"), true)?;
+    package.setattr("__path__", PyList::empty(py))?;
+    for ((name, _), code) in PACKAGE.iter().zip(codes) {
+        let module = if *name == "__init__" {
+            package.clone()
+        } else {
+            let module = make(&format!("braid_worker.{name}"), &file_name(name), false)?;
+            package.setattr(*name, &module)?;
+            module
+        };
+        builtins.call_method1("exec", (code, module.dict()))?;
+    }
+    Ok(package)
+}
+
+/// The file name a module's code carries (tracebacks show it; the worker leaves frames from this folder
+/// out of a block's traceback).
+fn file_name(module: &str) -> String {
+    format!("<braid>/braid_worker/{module}.py")
 }
 
 /// `$XDG_CACHE_HOME/braid/bytecode` (or `~/.cache/braid/bytecode`).

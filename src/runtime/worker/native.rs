@@ -1,8 +1,9 @@
 //! The worker's hot loop for plain invocations, in Rust: a big fan-out's items that start with a fresh
-//! backpack, on a block with no `if`s and no variables. Per invocation it does what `worker.py`'s loop
+//! backpack, on a block with no `if`s and no variables. Per invocation it does what `loop.py`'s loop
 //! does (time it, mark the thread's timeout slot, call `main`, queue the short result row) without
 //! running any Python bytecode of its own. Everything else (a raise, printed output, a cancel, the
-//! first call that loads the block) goes back to `worker.py`, which handles it as it always has.
+//! first call that loads the block) goes back to `loop.py`, which handles it in Python. This is
+//! also where the worker writes JSON and results frames (through `protocol.rs`'s writer).
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::intern;
@@ -11,36 +12,27 @@ use pyo3::types::{
     PyBool, PyBytes, PyDict, PyFloat, PyInt, PyIterator, PyList, PySet, PyString, PyTuple,
 };
 
+use super::protocol::{NativeStop, ResultsParts, UNCHANGED, write_results};
+
 /// The clock `time.monotonic_ns` reads, so the monitor thread and this loop agree on times.
 fn monotonic_ns() -> i64 {
     let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     now.tv_sec * 1_000_000_000 + now.tv_nsec
 }
 
-/// What [`run_plain`] stopped for (the first item of the tuple it puts in `hand[0]`).
-const EXHAUSTED: u8 = 0;
-const FLUSH: u8 = 1;
-const RAISED: u8 = 2;
-const PRINTED: u8 = 3;
-const CANCELLING: u8 = 4;
-
 /// Runs the batch's tasks (`(key, input, fresh marker)` tuples from the shared iterator `tasks`) until
-/// one needs `worker.py`, or `room` results have been queued on `out`, or one ran longer than
+/// one needs `loop.py`, or `room` results have been queued on `out`, or one ran longer than
 /// `flush_after_ns`. Puts into `hand[0]` (rather than returning it: an interrupt landing as the call
-/// returns would lose a return value, and with it the invocation) `(why, task, backpack, value, t0,
-/// duration)`:
-/// - `EXHAUSTED`, `FLUSH`: nothing else;
-/// - `RAISED`: the task, its backpack, the exception, its start and duration (the slot is cleared);
-/// - `PRINTED`: the task, its backpack, the return value, its start and duration;
-/// - `CANCELLING`: the task, not yet run: it was cancelled.
+/// returns would lose a return value, and with it the invocation) `(why, …)`, `why` a [`NativeStop`]
+/// and after it what that says (the slot is cleared after a raise).
 ///
 /// `slot` is the thread's `[key, started, timeout, interrupted]` list, `capture` its `[stdout, stderr]`
 /// buffers (None until the code prints), `cancelled` the worker's set of keys to stop, `streams`
 /// `(sys.__dict__, stdout, stderr)`: an invocation after which sys's streams are others (the block
-/// reassigned them) is handed back as `PRINTED`, for `worker.py` to put them back.
+/// reassigned them) is handed back as `Printed`, for `loop.py` to put them back.
 #[pyfunction]
 #[pyo3(signature = (hand, tasks, main, slot, capture, cancelled, out, timeout_ns, start_ns, room, flush_after_ns, streams))]
-#[allow(clippy::too_many_arguments)] // one call per batch, mirroring worker.py's locals
+#[allow(clippy::too_many_arguments)] // one call per batch, mirroring loop.py's locals
 pub fn run_plain<'py>(
     py: Python<'py>,
     hand: &Bound<'py, PyList>,
@@ -66,14 +58,14 @@ pub fn run_plain<'py>(
     };
     let append = out.getattr("append")?;
     let mut tasks = tasks.clone();
-    let stop = |why: u8, rest: &[&Bound<'py, PyAny>]| {
-        let mut items: Vec<Bound<'py, PyAny>> = vec![why.into_pyobject(py)?.into_any()];
+    let stop = |why: NativeStop, rest: &[&Bound<'py, PyAny>]| {
+        let mut items: Vec<Bound<'py, PyAny>> = vec![(why as u8).into_pyobject(py)?.into_any()];
         items.extend(rest.iter().map(|b| (*b).clone()));
         hand.set_item(0, PyTuple::new(py, items)?)
     };
     for _ in 0..room {
         let Some(task) = tasks.next() else {
-            return stop(EXHAUSTED, &[]);
+            return stop(NativeStop::Exhausted, &[]);
         };
         let task = task?;
         let task_tuple = task
@@ -81,7 +73,7 @@ pub fn run_plain<'py>(
             .map_err(|_| PyTypeError::new_err("a task is a (key, input, backpack) tuple"))?;
         let key = task_tuple.get_item(0)?;
         if !cancelled.is_empty() && cancelled.contains(&key)? {
-            return stop(CANCELLING, &[&task]);
+            return stop(NativeStop::Cancelling, &[&task]);
         }
         let input = task_tuple.get_item(1)?;
         let backpack = PyDict::new(py);
@@ -101,9 +93,12 @@ pub fn run_plain<'py>(
         let value = match returned {
             Ok(value) => value,
             Err(error) => {
-                // worker.py tells a cancel meant for this one from a stale one by `cancelled`.
+                // loop.py tells a cancel meant for this one from a stale one by `cancelled`.
                 let error = error.into_value(py).into_bound(py).into_any();
-                return stop(RAISED, &[&task, backpack.as_any(), &error, &t0, &duration]);
+                return stop(
+                    NativeStop::Raised,
+                    &[&task, backpack.as_any(), &error, &t0, &duration],
+                );
             }
         };
         if !cancelled.is_empty() {
@@ -114,11 +109,13 @@ pub fn run_plain<'py>(
             || !is_ours(stdout_key, &stdout)?
             || !is_ours(stderr_key, &stderr)?
         {
-            return stop(PRINTED, &[&task, backpack.as_any(), &value, &t0, &duration]);
+            return stop(
+                NativeStop::Printed,
+                &[&task, backpack.as_any(), &value, &t0, &duration],
+            );
         }
-        // 0: the fresh backpack came back empty, as worker.py's UNCHANGED.
         let backpack_out = if backpack.is_empty() {
-            0_i64.into_pyobject(py)?.into_any()
+            UNCHANGED.into_pyobject(py)?.into_any()
         } else {
             backpack.into_any()
         };
@@ -133,10 +130,10 @@ pub fn run_plain<'py>(
             ],
         )?,))?;
         if m1 - m0 > flush_after_ns {
-            return stop(FLUSH, &[]);
+            return stop(NativeStop::Flush, &[]);
         }
     }
-    stop(FLUSH, &[])
+    stop(NativeStop::Flush, &[])
 }
 
 /// Values nested deeper than this go to Python's encoder (and so on to the parent's own depth check).
@@ -144,7 +141,7 @@ const MAX_DEPTH: usize = 100;
 
 /// `value` as JSON (UTF-8), or `None` when it holds anything but the exact built-in types a value
 /// mostly is (`None`, `bool`, an `int` of 64 bits, a finite `float`, `str`, `list`, `tuple`, and
-/// `dict` with `str` keys), or nests deeper than [`MAX_DEPTH`]. `worker.py` then encodes it with
+/// `dict` with `str` keys), or nests deeper than [`MAX_DEPTH`]. `protocol.py` then encodes it with
 /// Python's `json`, so every other case (numpy values, `NaN`, other key types, subclasses, cycles,
 /// text that is not Unicode) behaves as `json` has it. About six times as fast as Python's
 /// encoder (1.4 against 8 ms for a list of 100,000 numbers, which a fan-out waits for).
@@ -234,66 +231,106 @@ fn write_array<'py>(
     true
 }
 
-/// The short rows' part of a results frame (see the top of `worker.py`): `b"R"`, the worker's start
-/// and the row count, the keys, start times and durations as little-endian 64-bit columns, then the
-/// return values and the backpacks as JSON, each after its length (`0` for backpacks all unchanged).
-/// `None` when a row holds anything [`to_json`] leaves to Python: `worker.py` then builds the frame
-/// itself, finding the rows that can't be encoded. Built in Python, a frame of 256 rows took more
-/// time than running its 256 trivial invocations.
+/// A results frame (`protocol.rs`) for the short rows `rows` (`(key, t0, duration, value, backpack)`
+/// tuples) and the full rows `full` (lists). `None` when a value in them is one [`to_json`] leaves to
+/// Python: `protocol.py` then encodes them itself, finding the rows that can't be encoded. Built in
+/// Python, a frame of 256 rows took more time than running its 256 trivial invocations.
 #[pyfunction]
-pub fn short_frame<'py>(
+pub fn results_frame<'py>(
     py: Python<'py>,
     rows: &Bound<'py, PyList>,
+    full: &Bound<'py, PyAny>,
     start_wall_us: u64,
 ) -> Option<Bound<'py, PyBytes>> {
     let n = rows.len();
-    let mut columns = vec![0_i64; 3 * n];
-    let mut returns = Vec::with_capacity(8 * n + 2);
+    let (mut keys, mut t0s, mut durations) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let mut values = Vec::with_capacity(8 * n + 2);
     let mut backpacks = Vec::new();
     let mut changed = false;
-    returns.push(b'[');
+    values.push(b'[');
     for (i, row) in rows.iter().enumerate() {
         let row = row.cast_exact::<PyTuple>().ok()?;
         if row.len() != 5 {
             return None;
         }
-        for (column, at) in [0, 1, 2].into_iter().enumerate() {
-            columns[column * n + i] = row.get_item(at).ok()?.extract::<i64>().ok()?;
-        }
+        keys.push(row.get_item(0).ok()?.extract::<i64>().ok()?);
+        t0s.push(row.get_item(1).ok()?.extract::<i64>().ok()?);
+        durations.push(row.get_item(2).ok()?.extract::<i64>().ok()?);
         if i > 0 {
-            returns.push(b',');
+            values.push(b',');
         }
-        if !write_json(&row.get_item(3).ok()?, &mut returns, 1) {
+        if !write_json(&row.get_item(3).ok()?, &mut values, 1) {
             return None;
         }
         let backpack = row.get_item(4).ok()?;
-        changed |=
-            !(backpack.is_exact_instance_of::<PyInt>() && backpack.extract::<i64>().ok()? == 0);
+        changed |= !(backpack.is_exact_instance_of::<PyInt>()
+            && backpack.extract::<i64>().ok()? == UNCHANGED);
         backpacks.push(backpack);
     }
-    returns.push(b']');
+    values.push(b']');
     let backpacks = if changed {
         let mut out = Vec::with_capacity(4 * n + 2);
         write_array(backpacks.into_iter(), &mut out, 0).then_some(out)?
     } else {
-        b"0".to_vec()
+        Vec::new()
     };
-    let mut frame = Vec::with_capacity(1 + 12 + 24 * n + 12 + returns.len() + backpacks.len());
-    frame.push(b'R');
-    frame.extend_from_slice(&start_wall_us.to_le_bytes());
-    frame.extend_from_slice(&u32::try_from(n).ok()?.to_le_bytes());
-    for value in &columns {
-        frame.extend_from_slice(&value.to_le_bytes());
+    let mut full_json = Vec::new();
+    if !write_json(full, &mut full_json, 0) {
+        return None;
     }
-    for part in [&returns, &backpacks] {
-        frame.extend_from_slice(&u32::try_from(part.len()).ok()?.to_le_bytes());
-        frame.extend_from_slice(part);
-    }
+    let frame = write_results(&ResultsParts {
+        start_wall_us,
+        keys: &keys,
+        t0s: &t0s,
+        durations: &durations,
+        values: &values,
+        backpacks: changed.then_some(&backpacks[..]),
+        full: &full_json,
+    })?;
     Some(PyBytes::new(py, &frame))
 }
 
+/// A results frame from its parts, for `protocol.py` when it encoded the values itself (see
+/// `pack_results_plain` there, which packs the same bytes in a Python without this module).
+#[pyfunction]
+#[allow(
+    clippy::too_many_arguments,
+    clippy::needless_pass_by_value,
+    reason = "the frame's parts as protocol.py has them; pyo3 extracts a Python list as a Vec, not a slice"
+)]
+pub fn pack_results<'py>(
+    py: Python<'py>,
+    start_wall_us: u64,
+    keys: Vec<i64>,
+    t0s: Vec<i64>,
+    durations: Vec<i64>,
+    values: &[u8],
+    backpacks: Option<&[u8]>,
+    full: &[u8],
+) -> PyResult<Bound<'py, PyBytes>> {
+    let frame = write_results(&ResultsParts {
+        start_wall_us,
+        keys: &keys,
+        t0s: &t0s,
+        durations: &durations,
+        values,
+        backpacks,
+        full,
+    })
+    .ok_or_else(|| {
+        pyo3::exceptions::PyValueError::new_err(
+            "a results frame past 4 GiB, or columns of unequal length",
+        )
+    })?;
+    Ok(PyBytes::new(py, &frame))
+}
+
 /// A JSON text (a run frame from the parent) as Python values, or `None` when `serde_json` does not
-/// take it (nesting past its limit, a lone surrogate escape, `NaN`…): `worker.py` then reads it with
+/// take it (nesting past its limit, a lone surrogate escape, `NaN`…): `loop.py` then reads it with
 /// `json.loads`. Both give the same values for what the parent writes: it writes
 /// `serde_json`'s own output. This takes about half the time of `json.loads` (15 against 32 µs for a
 /// frame of 256 items; 9 against 13 ms for a 100,000-item fan-in's input).
@@ -370,13 +407,14 @@ impl<'de, 'py> serde::de::Visitor<'de> for PyValue<'py> {
     }
 }
 
-/// Makes `braid_native` importable by `worker.py`.
+/// Makes `braid_native` importable by the `braid_worker` package.
 pub fn register(py: Python<'_>) -> PyResult<()> {
     let module = PyModule::new(py, "braid_native")?;
     module.add_function(wrap_pyfunction!(run_plain, &module)?)?;
     module.add_function(wrap_pyfunction!(to_json, &module)?)?;
     module.add_function(wrap_pyfunction!(from_json, &module)?)?;
-    module.add_function(wrap_pyfunction!(short_frame, &module)?)?;
+    module.add_function(wrap_pyfunction!(results_frame, &module)?)?;
+    module.add_function(wrap_pyfunction!(pack_results, &module)?)?;
     py.import("sys")?
         .getattr("modules")?
         .set_item("braid_native", module)
@@ -386,10 +424,91 @@ pub fn register(py: Python<'_>) -> PyResult<()> {
 mod tests {
     use std::ffi::CString;
 
+    use serde_json::{Value, json};
+
+    use super::super::protocol::{Reply, Status, read_reply};
     use super::*;
 
+    /// The frames the worker writes in Rust read back as their rows: keys, times, values, backpacks
+    /// (unchanged when all were, else each its own) and full rows. A row it can't encode leaves the
+    /// frame to Python.
+    #[test]
+    fn a_native_results_frame_reads_back_as_its_rows() {
+        Python::attach(|py| {
+            let list = |code: &std::ffi::CStr| {
+                py.eval(code, None, None)
+                    .unwrap()
+                    .cast_into::<PyList>()
+                    .unwrap()
+            };
+            let read = |rows: &Bound<'_, PyList>, full: &Bound<'_, PyList>| {
+                let frame = results_frame(py, rows, full, 1_000_000).expect("plain values");
+                match read_reply(frame.as_bytes()).unwrap() {
+                    Reply::Results(results) => results,
+                    other => panic!("{other:?}"),
+                }
+            };
+            let none = list(c"[]");
+            let results = read(
+                &list(c"[(7, 10, 5, [1, 'a'], 0), (2**40, 20, 6, {'k': 2.5}, 0), (9, 30, 7, None, 0)]"),
+                &none,
+            );
+            assert_eq!(results.start_wall_us, 1_000_000);
+            let got: Vec<_> = results
+                .rows
+                .iter()
+                .map(|r| {
+                    (
+                        r.key,
+                        r.t0_ns,
+                        r.duration_ns,
+                        r.value.clone(),
+                        r.backpack.clone(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                got,
+                [
+                    (7, 10, 5, json!([1, "a"]), None),
+                    (1 << 40, 20, 6, json!({"k": 2.5}), None),
+                    (9, 30, 7, Value::Null, None),
+                ]
+            );
+            let results = read(
+                &list(c"[(1, 0, 1, 2, 0), (2, 0, 1, 4, {'seen': True})]"),
+                &list(c"[[3, 5, 6, None, {'b': 1}, 1, [], 'out', '', ['KeyError', \"'x'\", 'tb', 2]]]"),
+            );
+            let backpacks: Vec<_> = results.rows.iter().map(|r| r.backpack.clone()).collect();
+            assert_eq!(
+                backpacks,
+                [None, Some(json!({"seen": true})), Some(json!({"b": 1}))]
+            );
+            let full = &results.rows[2];
+            assert_eq!(
+                (full.key, full.status, full.stdout.as_str()),
+                (3, Status::Raised, "out")
+            );
+            assert_eq!(
+                full.error.as_ref().map(|e| (e.kind.as_str(), e.line)),
+                Some(("KeyError", Some(2)))
+            );
+            assert!(read(&none, &none).rows.is_empty());
+            assert!(results_frame(py, &list(c"[(1, 0, 1, float('nan'), 0)]"), &none, 0).is_none());
+            assert!(
+                results_frame(
+                    py,
+                    &none,
+                    &list(c"[[1, 0, 1, {1}, 0, 0, [], '', '', None]]"),
+                    0
+                )
+                .is_none()
+            );
+        });
+    }
+
     /// Plain values come back from JSON as they went in (tuples as lists); anything else is left to
-    /// Python's encoder (`None`), which then treats it as it always has.
+    /// Python's encoder (`None`), which then treats it as `json` does.
     #[test]
     fn to_json_encodes_plain_values_and_leaves_the_rest_to_python() {
         Python::attach(|py| {
@@ -519,9 +638,9 @@ mod tests {
                 task.get_item(0).unwrap().extract::<i64>().unwrap()
             };
             // Room for two: 0 and 1 run, then a flush is due. Then 2 runs and 3 raises.
-            assert_eq!(why(&call(2)), FLUSH);
+            assert_eq!(why(&call(2)), NativeStop::Flush as u8);
             let stop = call(10);
-            assert_eq!(why(&stop), RAISED);
+            assert_eq!(why(&stop), NativeStop::Raised as u8);
             assert_eq!(key_of(&stop), 103);
             assert!(stop.get_item(3).unwrap().to_string().contains("three"));
             assert!(
@@ -529,12 +648,12 @@ mod tests {
                 "the slot is free after a raise"
             );
             let stop = call(10);
-            assert_eq!(why(&stop), PRINTED);
+            assert_eq!(why(&stop), NativeStop::Printed as u8);
             assert_eq!(stop.get_item(3).unwrap().extract::<i64>().unwrap(), 8);
             get("capture").set_item(0, py.None()).unwrap();
-            // 5 changes its backpack; 6 reassigns sys.stderr: handed back for worker.py to put it back.
+            // 5 changes its backpack; 6 reassigns sys.stderr: handed back for loop.py to put it back.
             let stop = call(10);
-            assert_eq!(why(&stop), PRINTED);
+            assert_eq!(why(&stop), NativeStop::Printed as u8);
             assert_eq!(key_of(&stop), 106);
             let streams = get("streams");
             py.import("sys")
@@ -543,9 +662,9 @@ mod tests {
                 .unwrap();
             // 7 was cancelled: handed back unrun.
             let stop = call(10);
-            assert_eq!(why(&stop), CANCELLING);
+            assert_eq!(why(&stop), NativeStop::Cancelling as u8);
             assert_eq!(key_of(&stop), 107);
-            assert_eq!(why(&call(10)), EXHAUSTED);
+            assert_eq!(why(&call(10)), NativeStop::Exhausted as u8);
             let rows: Vec<(i64, i64, i64, i64, Bound<'_, PyAny>)> = get("out").extract().unwrap();
             let keys: Vec<i64> = rows.iter().map(|r| r.0).collect();
             assert_eq!(keys, [100, 101, 102, 105, 108]);

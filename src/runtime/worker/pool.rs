@@ -11,8 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
-use serde::Deserialize;
-use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -21,6 +19,8 @@ use crate::run::ErrorInfo;
 use crate::runtime::invoker::{
     BlockCompileError, Invoker, InvokerEvent, Outcome, Program, Task, TaskResult,
 };
+
+use super::protocol::{Reply, Request, ResultRow, Status, read_reply};
 
 /// Invocations sent to one worker in one frame, at most.
 const BATCH: usize = 256;
@@ -109,374 +109,42 @@ impl Invoker for ProcessPool {
     }
 }
 
-/// One frame from a worker, parsed on the reader task (so that decoding runs beside the scheduler).
-#[derive(Debug, Default, Deserialize)]
-struct WorkerFrame {
-    op: String,
-    #[serde(default)]
-    program: u64,
-    #[serde(default)]
-    errors: Vec<(u32, String, Option<u32>, String)>,
-    /// The worker's start, wall-clock µs since the epoch: result times count from it.
-    #[serde(default)]
-    t: f64,
-    #[serde(default)]
-    results: Vec<WireResult>,
-    #[serde(default)]
-    key: u64,
-    #[serde(default)]
-    code: Value,
-}
-
-/// A frame's body: a binary results frame (worker.py describes it) or a JSON message.
-fn parse_frame(body: &[u8]) -> Result<WorkerFrame, String> {
-    match body.split_first() {
-        Some((b'R', rest)) => parse_results(rest),
-        _ => serde_json::from_slice(body).map_err(|e| e.to_string()),
-    }
-}
-
-/// A results frame after its tag: the short rows' integer columns, then their return values and
-/// backpacks as JSON, then the full rows as JSON.
-fn parse_results(body: &[u8]) -> Result<WorkerFrame, String> {
-    let mut rest = body;
-    let mut take = |n: usize| -> Result<&[u8], String> {
-        if rest.len() < n {
-            return Err("a results frame is cut short".to_owned());
-        }
-        let (head, tail) = rest.split_at(n);
-        rest = tail;
-        Ok(head)
+/// A result row as the invoker reports it. `start_wall_us`: the worker's start (its rows' times count
+/// from it); `attempt`: the task's, which the worker does not echo.
+fn task_result(row: ResultRow, start_wall_us: u64, attempt: u32) -> TaskResult {
+    let outcome = match (row.status, row.error) {
+        (Status::Returned, _) => Outcome::Returned {
+            output: row.value,
+            backpack: row.backpack,
+            ifs: row.ifs,
+        },
+        (Status::TimedOut, Some(error)) => Outcome::TimedOut { error },
+        (Status::Cancelled, _) => Outcome::Cancelled,
+        (Status::Raised | Status::TimedOut, error) => Outcome::Raised {
+            error: error.unwrap_or_else(|| ErrorInfo {
+                kind: "Error".to_owned(),
+                message: "the invocation failed".to_owned(),
+                traceback: String::new(),
+                line: None,
+            }),
+            backpack: row.backpack.filter(|b| !b.is_null()),
+        },
     };
-    let t = u64::from_le_bytes(take(8)?.try_into().map_err(|_| "bad header")?);
-    let n = u32::from_le_bytes(take(4)?.try_into().map_err(|_| "bad header")?) as usize;
-    let column = |bytes: &[u8]| -> Vec<i64> {
-        bytes
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()))
-            .collect()
-    };
-    let keys = column(take(n * 8)?);
-    let t0s = column(take(n * 8)?);
-    let durations = column(take(n * 8)?);
-    let mut json = || -> Result<&[u8], String> {
-        let len = u32::from_le_bytes(take(4)?.try_into().map_err(|_| "bad length")?);
-        take(len as usize)
-    };
-    let outputs = json_list(json()?, "return value")?;
-    let backpacks = json()?;
-    let backpacks = if backpacks == b"0" {
-        vec![Ok(Value::from(0)); n]
-    } else {
-        json_list(backpacks, "backpack")?
-    };
-    let mut results = slow_rows(json()?)?;
-    if outputs.len() != n || backpacks.len() != n {
-        return Err(format!(
-            "{n} results but {} return values and {} backpacks",
-            outputs.len(),
-            backpacks.len()
-        ));
-    }
-    let short = outputs
-        .into_iter()
-        .zip(backpacks)
-        .enumerate()
-        .map(|(i, (output, backpack))| {
-            let mut row = WireResult {
-                key: keys[i] as u64,
-                t0: t0s[i] as f64,
-                duration: durations[i] as f64,
-                output: Value::Null,
-                backpack: None,
-                status: 0,
-                ifs: Vec::new(),
-                stdout: String::new(),
-                stderr: String::new(),
-                error: None,
-            };
-            match (output, backpack) {
-                (Ok(output), Ok(backpack)) => {
-                    row.output = output;
-                    row.backpack = (backpack != 0).then_some(backpack);
-                }
-                (Err(too_deep), _) | (_, Err(too_deep)) => row.fail(too_deep),
-            }
-            row
-        });
-    results.splice(0..0, short);
-    Ok(WorkerFrame {
-        op: "done".to_owned(),
-        t: t as f64,
-        results,
-        ..WorkerFrame::default()
-    })
-}
-
-/// The deepest nesting a value may have: `serde_json`'s own limit, which keeps every thread's stack safe
-/// (Python's encoder goes to about 1,000).
-const MAX_DEPTH: usize = 127;
-
-/// A results frame's JSON list of values. A value nested deeper than [`MAX_DEPTH`] is an error of its
-/// own (its invocation fails, saying so), not a broken frame.
-fn json_list(json: &[u8], what: &str) -> Result<Vec<Result<Value, String>>, String> {
-    match serde_json::from_slice::<Vec<Value>>(json) {
-        Ok(values) => Ok(values.into_iter().map(Ok).collect()),
-        Err(e) if too_deep(&e) => Ok(split_list(json)?
-            .into_iter()
-            .map(|(element, depth)| parse_element(element, depth, what))
-            .collect()),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-fn too_deep(error: &serde_json::Error) -> bool {
-    error.to_string().contains("recursion limit exceeded")
-}
-
-fn parse_element(element: &[u8], depth: usize, what: &str) -> Result<Value, String> {
-    if depth > MAX_DEPTH {
-        return Err(format!(
-            "the {what} is nested {depth} levels deep; Braid keeps values up to {MAX_DEPTH} levels"
-        ));
-    }
-    serde_json::from_slice(element).map_err(|e| e.to_string())
-}
-
-/// The full rows; a row holding a value nested too deep fails alone, keeping its key, times and output.
-fn slow_rows(json: &[u8]) -> Result<Vec<WireResult>, String> {
-    match serde_json::from_slice::<Vec<WireResult>>(json) {
-        Ok(rows) => Ok(rows),
-        Err(e) if too_deep(&e) => split_list(json)?
-            .into_iter()
-            .map(|(row, _)| match serde_json::from_slice::<WireResult>(row) {
-                Ok(row) => Ok(row),
-                Err(e) if too_deep(&e) => deep_row(row),
-                Err(e) => Err(e.to_string()),
-            })
-            .collect(),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-/// A full row with a value too deep in it: its other fields as sent, the invocation failed.
-fn deep_row(row: &[u8]) -> Result<WireResult, String> {
-    let fields = split_list(row)?;
-    let field = |i: usize| -> Result<Value, String> {
-        let (bytes, depth) = fields.get(i).ok_or("a result row is cut short")?;
-        parse_element(
-            bytes,
-            *depth,
-            if i == 3 { "return value" } else { "backpack" },
-        )
-    };
-    let plain = |i: usize| field(i).map_err(|_| "a result row is damaged".to_owned());
-    let number = |i: usize| plain(i).map(|v| v.as_f64().unwrap_or_default());
-    let mut result = WireResult {
-        key: plain(0)?.as_u64().ok_or("a result row has no key")?,
-        t0: number(1)?,
-        duration: number(2)?,
-        output: Value::Null,
-        backpack: None,
-        status: 0,
-        ifs: Vec::new(),
-        stdout: plain(7)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
-        stderr: plain(8)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
-        error: None,
-    };
-    match (field(3), field(4)) {
-        (Err(too_deep), _) | (_, Err(too_deep)) => result.fail(too_deep),
-        // The depth was elsewhere (the error's text): say so plainly.
-        (Ok(_), Ok(_)) => result.fail(format!(
-            "its result is nested more than {MAX_DEPTH} levels deep"
-        )),
-    }
-    Ok(result)
-}
-
-/// A JSON array's elements, each as its bytes and its nesting depth, without parsing them.
-fn split_list(json: &[u8]) -> Result<Vec<(&[u8], usize)>, String> {
-    let damaged = || "a results frame's JSON is damaged".to_owned();
-    let skip_space = |mut i: usize| {
-        while json.get(i).is_some_and(u8::is_ascii_whitespace) {
-            i += 1;
-        }
-        i
-    };
-    let mut i = skip_space(0);
-    if json.get(i) != Some(&b'[') {
-        return Err(damaged());
-    }
-    i = skip_space(i + 1);
-    let mut elements = Vec::new();
-    if json.get(i) == Some(&b']') {
-        return Ok(elements);
-    }
-    loop {
-        let start = i;
-        let (mut depth, mut deepest, mut in_string, mut escaped) = (0_usize, 0, false, false);
-        while let Some(&c) = json.get(i) {
-            if in_string {
-                match c {
-                    _ if escaped => escaped = false,
-                    b'\\' => escaped = true,
-                    b'"' => in_string = false,
-                    _ => {}
-                }
-            } else {
-                match c {
-                    b'"' => in_string = true,
-                    b'[' | b'{' => {
-                        depth += 1;
-                        deepest = deepest.max(depth);
-                    }
-                    b']' | b'}' | b',' if depth == 0 => break,
-                    b']' | b'}' => depth -= 1,
-                    _ => {}
-                }
-            }
-            i += 1;
-        }
-        elements.push((&json[start..i], deepest));
-        match json.get(i) {
-            Some(b',') => i = skip_space(i + 1),
-            Some(b']') => return Ok(elements),
-            _ => return Err(damaged()),
-        }
-    }
-}
-
-/// A result row, see worker.py: `[key, t0, duration, return, backpack]` when the invocation returned,
-/// printed nothing and has no `if`s, else with `status, ifs, stdout, stderr, error` after those.
-#[derive(Debug)]
-struct WireResult {
-    key: u64,
-    /// ns after the worker's start.
-    t0: f64,
-    /// ns.
-    duration: f64,
-    output: Value,
-    /// `None`: the empty backpack it was given, unchanged.
-    backpack: Option<Value>,
-    status: u8,
-    ifs: Vec<bool>,
-    stdout: String,
-    stderr: String,
-    error: Option<(String, String, String, Option<u32>)>,
-}
-
-impl<'de> Deserialize<'de> for WireResult {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Row;
-        impl<'de> serde::de::Visitor<'de> for Row {
-            type Value = WireResult;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a result row")
-            }
-
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<WireResult, A::Error> {
-                use serde::de::Error as _;
-                let missing = |i| A::Error::invalid_length(i, &"a result row of 5 or 10 values");
-                let key = seq.next_element()?.ok_or_else(|| missing(0))?;
-                let t0 = seq.next_element()?.ok_or_else(|| missing(1))?;
-                let duration = seq.next_element()?.ok_or_else(|| missing(2))?;
-                let output = seq.next_element()?.ok_or_else(|| missing(3))?;
-                let backpack: Value = seq.next_element()?.ok_or_else(|| missing(4))?;
-                let backpack = (backpack != 0).then_some(backpack);
-                let Some(status) = seq.next_element()? else {
-                    return Ok(WireResult {
-                        key,
-                        t0,
-                        duration,
-                        output,
-                        backpack,
-                        status: 0,
-                        ifs: Vec::new(),
-                        stdout: String::new(),
-                        stderr: String::new(),
-                        error: None,
-                    });
-                };
-                Ok(WireResult {
-                    key,
-                    t0,
-                    duration,
-                    output,
-                    backpack,
-                    status,
-                    ifs: seq.next_element()?.ok_or_else(|| missing(6))?,
-                    stdout: seq.next_element()?.ok_or_else(|| missing(7))?,
-                    stderr: seq.next_element()?.ok_or_else(|| missing(8))?,
-                    error: seq.next_element()?.ok_or_else(|| missing(9))?,
-                })
-            }
-        }
-        deserializer.deserialize_seq(Row)
-    }
-}
-
-impl WireResult {
-    /// The invocation failed after all (its value can't be kept): say why, keep its times.
-    fn fail(&mut self, message: String) {
-        self.status = 1;
-        self.output = Value::Null;
-        self.backpack = None;
-        self.error = Some(("ValueError".to_owned(), message, String::new(), None));
-    }
-
-    /// `base`: the worker's start (wall-clock µs); `attempt`: the task's, which the worker does not echo.
-    fn into_result(self, base: f64, attempt: u32) -> TaskResult {
-        let error = self
-            .error
-            .map(|(kind, message, traceback, line)| ErrorInfo {
-                kind,
-                message,
-                traceback,
-                line,
-            });
-        let outcome = match (self.status, error) {
-            (0, _) => Outcome::Returned {
-                output: self.output,
-                backpack: self.backpack,
-                ifs: self.ifs,
-            },
-            (2, Some(error)) => Outcome::TimedOut { error },
-            (3, _) => Outcome::Cancelled,
-            (_, error) => Outcome::Raised {
-                error: error.unwrap_or_else(|| ErrorInfo {
-                    kind: "Error".to_owned(),
-                    message: "the invocation failed".to_owned(),
-                    traceback: String::new(),
-                    line: None,
-                }),
-                backpack: self.backpack.filter(|b| !b.is_null()),
-            },
-        };
-        let started = (base + self.t0 / 1000.0) / 1000.0;
-        TaskResult {
-            key: self.key,
-            attempt,
-            started_at_ms: Some(started),
-            ended_at_ms: Some(started + self.duration / 1e6),
-            stdout: self.stdout,
-            stderr: self.stderr,
-            outcome,
-        }
+    let started = (start_wall_us as f64 + row.t0_ns as f64 / 1000.0) / 1000.0;
+    TaskResult {
+        key: row.key,
+        attempt,
+        started_at_ms: Some(started),
+        ended_at_ms: Some(started + row.duration_ns as f64 / 1e6),
+        stdout: row.stdout,
+        stderr: row.stderr,
+        outcome,
     }
 }
 
 enum FromWorker {
-    Frame(WorkerFrame),
+    /// A reply, read on the reader task (so that decoding runs beside the scheduler).
+    Reply(Reply),
     /// Complete lines from the worker's stderr, ahead of the frames it sent after writing them.
     Output(Vec<String>),
     /// The worker's stdout closed or spoke garbage: it is gone (or must go).
@@ -497,7 +165,7 @@ struct Worker {
     /// Running a suspect alone: no other task goes to this worker meanwhile.
     solo: bool,
     last_heard: Instant,
-    exiting: Option<(u64, Value)>,
+    exiting: Option<(u64, i64)>,
     stuck: Option<u64>,
     useful: bool,
 }
@@ -591,8 +259,7 @@ impl PoolActor {
                         self.spawn(index).await;
                     }
                 }
-                let mut frame = Vec::new();
-                let _ = serde_json::to_writer(&mut frame, &LoadFrame::from(&program));
+                let frame = Request::Load(&program).encode();
                 for worker in self.workers.iter().flatten() {
                     let _ = worker.frames.send(frame.clone());
                 }
@@ -604,7 +271,7 @@ impl PoolActor {
             PoolCommand::Unload(program) => {
                 self.programs.remove(&program);
                 self.loaded_reported.remove(&program);
-                let frame = format!(r#"{{"op":"unload","program":{program}}}"#).into_bytes();
+                let frame = Request::Unload { program }.encode();
                 for worker in self.workers.iter().flatten() {
                     let _ = worker.frames.send(frame.clone());
                 }
@@ -651,10 +318,7 @@ impl PoolActor {
                 .filter(|key| worker.in_flight.contains_key(key))
                 .collect();
             if !mine.is_empty() {
-                let mut frame = String::from(r#"{"op":"cancel","keys":"#);
-                push_keys(&mut frame, mine.into_iter());
-                frame.push('}');
-                let _ = worker.frames.send(frame.into_bytes());
+                let _ = worker.frames.send(Request::Cancel { keys: &mine }.encode());
             }
         }
         self.cancelled.extend(keys);
@@ -739,9 +403,9 @@ impl PoolActor {
                         let Some(body) = body else {
                             break String::new();
                         };
-                        match parse_frame(&body) {
-                            Ok(frame) => {
-                                if !send(FromWorker::Frame(frame)) {
+                        match read_reply(&body) {
+                            Ok(reply) => {
+                                if !send(FromWorker::Reply(reply)) {
                                     return;
                                 }
                             }
@@ -825,54 +489,46 @@ impl PoolActor {
             worker.last_heard = Instant::now();
         }
         match message {
-            FromWorker::Frame(frame) => match frame.op.as_str() {
-                "done" => {
-                    worker.useful = true;
-                    self.futile_starts = 0;
-                    let mut results = Vec::with_capacity(frame.results.len());
-                    for wire in frame.results {
-                        if let Some(flight) = worker.in_flight.remove(&wire.key) {
-                            if !self.cancelled.is_empty() {
-                                self.cancelled.remove(&wire.key);
-                            }
-                            results.push(wire.into_result(frame.t, flight.task.attempt));
+            FromWorker::Reply(Reply::Results(results)) => {
+                worker.useful = true;
+                self.futile_starts = 0;
+                let mut finished = Vec::with_capacity(results.rows.len());
+                for row in results.rows {
+                    if let Some(flight) = worker.in_flight.remove(&row.key) {
+                        if !self.cancelled.is_empty() {
+                            self.cancelled.remove(&row.key);
                         }
+                        finished.push(task_result(row, results.start_wall_us, flight.task.attempt));
                     }
-                    if worker.in_flight.is_empty() {
-                        worker.solo = false;
-                    }
-                    self.emit(InvokerEvent::Finished(results)).await;
                 }
-                "loaded" => {
-                    worker.useful = true;
-                    self.futile_starts = 0;
-                    if self.programs.contains_key(&frame.program)
-                        && self.loaded_reported.insert(frame.program)
-                    {
-                        let errors = frame
-                            .errors
-                            .into_iter()
-                            .map(|(block, what, line, message)| BlockCompileError {
-                                block,
-                                what,
-                                line,
-                                message,
-                            })
-                            .collect();
-                        self.emit(InvokerEvent::Loaded {
-                            program: frame.program,
-                            errors,
+                if worker.in_flight.is_empty() {
+                    worker.solo = false;
+                }
+                self.emit(InvokerEvent::Finished(finished)).await;
+            }
+            FromWorker::Reply(Reply::Loaded { program, errors }) => {
+                worker.useful = true;
+                self.futile_starts = 0;
+                if self.programs.contains_key(&program) && self.loaded_reported.insert(program) {
+                    let errors = errors
+                        .into_iter()
+                        .map(|e| BlockCompileError {
+                            block: e.block,
+                            if_index: e.if_index,
+                            line: e.line,
+                            message: e.message,
                         })
-                        .await;
-                    }
+                        .collect();
+                    self.emit(InvokerEvent::Loaded { program, errors }).await;
                 }
-                "exiting" => worker.exiting = Some((frame.key, frame.code)),
-                "stuck" => {
-                    worker.stuck = Some(frame.key);
-                    end_worker(&mut worker.child);
-                }
-                _ => {}
-            },
+            }
+            FromWorker::Reply(Reply::Exiting { key, code }) => worker.exiting = Some((key, code)),
+            FromWorker::Reply(Reply::Stuck { key }) => {
+                worker.stuck = Some(key);
+                end_worker(&mut worker.child);
+            }
+            // Alive: noted above.
+            FromWorker::Reply(Reply::Beat) => {}
             FromWorker::Output(lines) => {
                 self.emit(InvokerEvent::Output {
                     worker: index,
@@ -1033,7 +689,7 @@ impl PoolActor {
 }
 
 fn send_tasks(worker: &mut Worker, tasks: Vec<Task>) {
-    // One frame per (program, block), columns rather than rows: cheaper for the worker to decode.
+    // One request per (program, block), columns rather than rows: cheaper for the worker to decode.
     let mut groups: Vec<((u64, u32), Vec<Task>)> = Vec::new();
     for task in tasks {
         let group = (task.program, task.block);
@@ -1044,73 +700,17 @@ fn send_tasks(worker: &mut Worker, tasks: Vec<Task>) {
     }
     let now = Instant::now();
     for ((program, block), tasks) in groups {
-        let mut frame = String::with_capacity(
-            96 + tasks
-                .iter()
-                .map(|t| 24 + t.input_json.len() + t.backpack_json.len())
-                .sum::<usize>(),
-        );
-        let _ = write!(
-            frame,
-            r#"{{"op":"run","program":{program},"block":{block},"keys":"#
-        );
-        push_keys(&mut frame, tasks.iter().map(|t| t.key));
-        frame.push_str(r#","inputs":"#);
-        push_list(&mut frame, tasks.iter().map(|t| t.input_json.as_str()));
-        if tasks.iter().all(|t| &*t.backpack_json == "{}") {
-            // Every one starts with an empty backpack (a fresh one each, made by the worker).
-            frame.push_str(r#","fresh":1}"#);
-        } else {
-            frame.push_str(r#","backpacks":"#);
-            push_list(&mut frame, tasks.iter().map(|t| &*t.backpack_json));
-            frame.push('}');
+        let frame = Request::Run {
+            program,
+            block,
+            tasks: &tasks,
         }
-        let _ = worker.frames.send(frame.into_bytes());
+        .encode();
+        let _ = worker.frames.send(frame);
         for task in tasks {
             worker
                 .in_flight
                 .insert(task.key, InFlight { task, sent: now });
-        }
-    }
-}
-
-/// Appends `[k,…]`, the keys as decimal numbers.
-fn push_keys(frame: &mut String, keys: impl Iterator<Item = u64>) {
-    let mut digits = itoa::Buffer::new();
-    frame.push('[');
-    for (i, key) in keys.enumerate() {
-        if i > 0 {
-            frame.push(',');
-        }
-        frame.push_str(digits.format(key));
-    }
-    frame.push(']');
-}
-
-/// Appends `[a,b,…]`: the items are JSON texts already.
-fn push_list<'a>(frame: &mut String, items: impl Iterator<Item = &'a str>) {
-    frame.push('[');
-    for (i, item) in items.enumerate() {
-        if i > 0 {
-            frame.push(',');
-        }
-        frame.push_str(item);
-    }
-    frame.push(']');
-}
-
-#[derive(serde::Serialize)]
-struct LoadFrame<'a> {
-    op: &'static str,
-    #[serde(flatten)]
-    program: &'a Program,
-}
-
-impl<'a> From<&'a Program> for LoadFrame<'a> {
-    fn from(program: &'a Program) -> Self {
-        Self {
-            op: "load",
-            program,
         }
     }
 }
@@ -1276,7 +876,7 @@ fn has_exited(pid: rustix::process::Pid) -> bool {
     )
 }
 
-/// Removes the folder of block modules a worker keeps (worker.py's `_start_modules_dir`), which a killed
+/// Removes the folder of block modules a worker keeps (`isolation.py`'s `start_modules_dir`), which a killed
 /// worker can't: otherwise every `braid run` would leave its workers' folders in the temp folder.
 /// Best effort: the next worker to start removes what is left of workers that are gone. Returns whether
 /// there was one.
@@ -1406,62 +1006,6 @@ fn cancelled(task: &Task) -> TaskResult {
 mod tests {
     use super::*;
 
-    /// The worker's native short rows read back as what they were: keys, times, values, and backpacks
-    /// (unchanged when all were; else each its own). A row it can't encode leaves the frame to Python.
-    #[test]
-    fn a_native_short_frame_reads_back_as_its_rows() {
-        use pyo3::prelude::*;
-        use pyo3::types::PyList;
-        use serde_json::json;
-        Python::attach(|py| {
-            let rows = |code: &std::ffi::CStr| {
-                py.eval(code, None, None)
-                    .unwrap()
-                    .cast_into::<PyList>()
-                    .unwrap()
-            };
-            let read = |rows: &Bound<'_, PyList>| {
-                let head = super::super::native::short_frame(py, rows, 1_000_000).expect("plain");
-                let mut body = head.as_bytes().to_vec();
-                body.extend_from_slice(&2_u32.to_le_bytes());
-                body.extend_from_slice(b"[]");
-                parse_frame(&body).unwrap()
-            };
-            let frame = read(&rows(
-                c"[(7, 10, 5, [1, 'a'], 0), (2**40, 20, 6, {'k': 2.5}, 0), (9, 30, 7, None, 0)]",
-            ));
-            assert_eq!(frame.op, "done");
-            assert!((frame.t - 1_000_000.0).abs() < f64::EPSILON);
-            let got: Vec<_> = frame
-                .results
-                .iter()
-                .map(|r| {
-                    (
-                        r.key,
-                        r.t0,
-                        r.duration,
-                        r.output.clone(),
-                        r.backpack.clone(),
-                    )
-                })
-                .collect();
-            assert_eq!(
-                got,
-                [
-                    (7, 10.0, 5.0, json!([1, "a"]), None),
-                    (1 << 40, 20.0, 6.0, json!({"k": 2.5}), None),
-                    (9, 30.0, 7.0, Value::Null, None),
-                ]
-            );
-            let frame = read(&rows(c"[(1, 0, 1, 2, 0), (2, 0, 1, 4, {'seen': True})]"));
-            let backpacks: Vec<_> = frame.results.iter().map(|r| r.backpack.clone()).collect();
-            assert_eq!(backpacks, [None, Some(json!({"seen": true}))]);
-            assert!(read(&rows(c"[]")).results.is_empty());
-            let odd = rows(c"[(1, 0, 1, float('nan'), 0)]");
-            assert!(super::super::native::short_frame(py, &odd, 0).is_none());
-        });
-    }
-
     /// A worker's stderr as lines: pieces joined, CRLF and a progress bar's redraws shown as a terminal
     /// would, text that isn't UTF-8 replaced, and a line without end cut rather than kept growing.
     #[test]
@@ -1487,48 +1031,9 @@ mod tests {
     }
 
     #[test]
-    fn split_list_finds_elements_and_depths_past_strings() {
-        let json = br#" [ 1, "a,]\"[{", [[2]], {"k": [3, "]"]} ] "#;
-        let parts: Vec<(String, usize)> = split_list(json)
-            .unwrap()
-            .into_iter()
-            .map(|(bytes, depth)| (String::from_utf8_lossy(bytes).trim().to_owned(), depth))
-            .collect();
-        assert_eq!(
-            parts,
-            [
-                ("1".to_owned(), 0),
-                (r#""a,]\"[{""#.to_owned(), 0),
-                ("[[2]]".to_owned(), 2),
-                (r#"{"k": [3, "]"]}"#.to_owned(), 2),
-            ]
-        );
-        assert_eq!(split_list(b"[]").unwrap().len(), 0);
-        assert!(split_list(b"[1, 2").is_err());
-        assert!(split_list(b"{}").is_err());
-    }
-
-    #[test]
     fn any_timeout_a_project_can_hold_has_a_stuck_limit() {
         assert_eq!(silent_past_timeout(2.0), Duration::from_secs(7));
         assert_eq!(silent_past_timeout(u64::MAX as f64), Duration::MAX);
         assert_eq!(silent_past_timeout(f64::NAN), Duration::MAX);
-    }
-
-    #[test]
-    fn a_value_too_deep_fails_alone() {
-        let deep = format!("{}0{}", "[".repeat(200), "]".repeat(200));
-        let list = format!("[1, {deep}, 3]");
-        let values = json_list(list.as_bytes(), "return value").unwrap();
-        assert_eq!(values[0], Ok(Value::from(1)));
-        assert!(
-            values[1]
-                .as_ref()
-                .unwrap_err()
-                .contains("nested 200 levels deep")
-        );
-        assert_eq!(values[2], Ok(Value::from(3)));
-        // Damage is still damage.
-        assert!(json_list(b"[1, oops]", "return value").is_err());
     }
 }

@@ -1,0 +1,121 @@
+from helpers import Driven, block
+
+from braid_worker import loop
+from braid_worker.constants import NATIVE_EXHAUSTED, NATIVE_RAISED, RAISED, RETURNED, UNCHANGED
+
+
+def short(rows):
+    return [(row[0], row[3]) for row in rows]
+
+
+def test_invocations_run_and_their_short_rows_come_back(monkeypatch):
+    driven = Driven(monkeypatch)
+    driven.run([7, 8], [1, 2])
+    rows = driven.wait(2)
+    assert short(rows) == [(7, 10), (8, 20)]
+    assert [row[4] for row in rows] == [UNCHANGED, UNCHANGED]
+
+
+def test_an_interrupt_that_lands_before_an_invocation_begins_does_not_lose_it(monkeypatch):
+    """A timeout interrupt meant for the invocation before, raised just as it ended, can land while the
+    next one is being set up, before its code runs. That one must still run, once: the worker puts it
+    back at the front of its queue. The interrupt is raised on cue: copying the block's variables raises
+    it, the first time."""
+
+    class Stale:
+        fired = False
+
+        def __bool__(self):
+            return True
+
+        def keys(self):
+            if not Stale.fired:
+                Stale.fired = True
+                raise loop.BraidTimeout()
+            return []
+
+    driven = Driven(monkeypatch)
+    driven.worker.programs[1][0].env = Stale()
+    driven.run([7, 8], [1, 2])
+    rows = driven.wait(2)
+    assert Stale.fired
+    assert short(rows) == [(7, 10), (8, 20)], "each invocation ran once"
+
+
+def test_a_stale_interrupt_in_the_native_loop_reruns_its_invocation(monkeypatch):
+    """In the native loop (native.rs) no Python runs between invocations, so such a stale interrupt lands
+    in the next invocation's own code. It must not fail there: it is told by its time (far short of the
+    timeout) and the invocation runs again. A stand-in for the native loop reports exactly that for
+    invocation 7."""
+    fired = []
+
+    def run_plain(hand, it, main, slot, capture, cancelled, out, timeout_ns, start_ns, room, flush_after_ns, streams):
+        for task in it:
+            key, x, _ = task
+            if key == 7 and not fired:
+                fired.append(key)
+                hand[0] = (NATIVE_RAISED, task, {}, loop.BraidTimeout(), 0, 1000)
+                return
+            out.append((key, 0, 1, main(x, {}), UNCHANGED))
+        hand[0] = (NATIVE_EXHAUSTED,)
+
+    monkeypatch.setattr(loop, "_run_plain", run_plain)
+    driven = Driven(monkeypatch)
+    # Loaded already: a block's first invocation on a worker runs in the Python loop, loading it.
+    driven.worker.load_main(driven.worker.programs[1][0])
+    driven.run([7, 8], [1, 2])
+    rows = driven.wait(2)
+    assert fired == [7]
+    assert short(rows) == [(7, 10), (8, 20)], "each invocation ran once"
+
+
+def test_a_raise_is_a_full_row_with_the_blocks_own_traceback(monkeypatch):
+    code = "def main(block_input, backpack):\n    backpack['seen'] = 1\n    print('about to fail')\n    raise ValueError(f'bad {block_input}')\n"
+    driven = Driven(monkeypatch, block(code, filename="Fails"))
+    driven.run([3], [5])
+    (row,) = driven.wait(1)
+    key, _t0, _duration, value, backpack, status, ifs, stdout, stderr, error = row
+    assert (key, value, backpack, status, ifs, stdout, stderr) == (3, None, {"seen": 1}, RAISED, (), "about to fail\n", "")
+    kind, text, traceback, line = error
+    assert (kind, text, line) == ("ValueError", "bad 5", 4)
+    assert 'File "Fails", line 4, in main' in traceback
+    assert "braid_worker" not in traceback
+
+
+def test_if_expressions_see_the_return_value_and_the_backpack(monkeypatch):
+    driven = Driven(monkeypatch, block(ifs=["return_data > 10", "backpack['n'] == 1"]))
+    driven.run([1, 2], [1, 2], backpacks=[{"n": 1}, {"n": 2}])
+    rows = driven.wait(2)
+    assert [(row[0], row[3], row[5], row[6]) for row in rows] == [(1, 10, RETURNED, [False, True]), (2, 20, RETURNED, [True, False])]
+
+
+def test_loading_reports_each_blocks_compile_problems_by_index(monkeypatch):
+    driven = Driven(
+        monkeypatch,
+        block(),
+        block("def main(block_input, backpack)\n    return 1\n"),
+        block("def main(x):\n    return x\n"),
+        block("x = 1\n"),
+        block(ifs=["return_data >", "True"]),
+    )
+    ((loaded),) = driven.replies
+    assert loaded == {
+        "op": "loaded",
+        "program": 1,
+        "errors": [
+            {"block": 1, "if": None, "line": 1, "message": "SyntaxError: expected ':'"},
+            {"block": 2, "if": None, "line": 1, "message": "main(x) takes one argument, but Braid passes two: main(block_input, backpack)"},
+            {"block": 3, "if": None, "line": None, "message": "defines no main(block_input, backpack) function"},
+            {"block": 4, "if": 0, "line": None, "message": "if expression 'return_data >': SyntaxError: invalid syntax"},
+        ],
+    }
+
+
+def test_an_unknown_request_is_an_error_that_names_it(monkeypatch):
+    driven = Driven(monkeypatch)
+    try:
+        driven.worker.handle({"op": "launch", "program": 1})
+    except ValueError as e:
+        assert str(e) == "Braid sent a request this worker does not know: op 'launch'"
+    else:
+        raise AssertionError("an unknown op was passed over")
