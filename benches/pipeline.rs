@@ -50,16 +50,9 @@ fn run_recorded(
     let run_id = RunId::new_random();
     let start = Instant::now();
     runtime.send(RuntimeRequest::Run(Box::new(RunRequest {
-        run_id: run_id.clone(),
-        project: project.clone(),
-        input: Value::Null,
-        backpack: json!({}),
-        from: None,
         concurrency: Some(limit),
-        env: std::collections::BTreeMap::new(),
-        single: false,
         history: history.map(Path::to_path_buf),
-        working_dir: None,
+        ..RunRequest::new(run_id.clone(), project.clone())
     })));
     let mut records = 0;
     loop {
@@ -322,7 +315,7 @@ fn main() {
     let want = |section: &str| only.is_empty() || only.iter().any(|s| s == section);
     println!(
         "Braid executor benchmark ({} cores)\n",
-        config().pool.workers
+        common::pool().workers
     );
 
     let n = 100_000;

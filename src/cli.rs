@@ -320,16 +320,14 @@ fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
     let run_id = RunId::new_random();
 
     runtime.send(RuntimeRequest::Run(Box::new(RunRequest {
-        run_id: run_id.clone(),
-        project,
         input,
         backpack,
         from,
         concurrency: args.concurrency,
         env,
-        single: false,
         history: history.as_ref().map(|h| h.path().to_owned()),
         working_dir: crate::model::local_folder::working_dir(&args.project),
+        ..RunRequest::new(run_id.clone(), project)
     })));
     let interrupts = stop_on_ctrl_c(runtime.requester(), run_id.clone());
     let outcome = follow_run(

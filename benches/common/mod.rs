@@ -6,13 +6,15 @@ use braid::runtime::worker::pool::PoolConfig;
 
 /// The runtime as the `braid` binary starts it: one worker per core.
 pub fn config() -> RuntimeConfig {
-    RuntimeConfig {
-        pool: PoolConfig {
-            worker_exe: env!("CARGO_BIN_EXE_braid").into(),
-            workers: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
-            env: Vec::new(),
-        },
-        env_cache: braid::runtime::environment::default_cache_dir(),
+    RuntimeConfig::workers(pool())
+}
+
+/// The worker pool of [`config`].
+pub fn pool() -> PoolConfig {
+    PoolConfig {
+        worker_exe: env!("CARGO_BIN_EXE_braid").into(),
+        workers: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+        env: Vec::new(),
     }
 }
 

@@ -155,16 +155,14 @@ impl App {
             ));
         }
         let request = RunRequest {
-            run_id: run_id.clone(),
-            project: self.project.clone(),
             input,
             backpack,
             from: options.from.clone(),
             concurrency: options.concurrency,
             env,
-            single: false,
             history: self.path.as_deref().map(RunHistory::path_for_project),
             working_dir: self.working_dir(),
+            ..RunRequest::new(run_id.clone(), self.project.clone())
         };
         if !self.request_run(request, now_secs) {
             return;

@@ -1,5 +1,5 @@
-//! The executor's event loop: owns the runs in progress and the invoker, takes requests in and sends
-//! events out. Runs on its own thread with its own tokio runtime, so neither the editor's frame loop nor
+//! The executor's event loop: owns the runs in progress and the invokers (one per [`Executor`]), takes
+//! requests in and sends events out. Runs on its own thread with its own tokio runtime, so neither the editor's frame loop nor
 //! the CLI ever blocks on Python.
 
 use std::collections::{BTreeMap, HashMap};
@@ -12,9 +12,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::event::{RuntimeEvent, WORKER_OUTPUT_LINES};
 use super::history::HistoryWriter;
-use super::invoker::{BlockCompileError, Invoker, InvokerEvent, Program};
+use super::invoker::{BlockCompileError, Executor, Invoker, InvokerEvent, InvokerEvents, Program};
 use super::plan::Plan;
 use super::scheduler::{KEY_BITS, RunScheduler};
+use super::scripted::Script;
 use super::worker::pool::{PoolConfig, ProcessPool};
 use crate::model::validate::{Severity, validate};
 use crate::model::{BlockId, Project};
@@ -44,6 +45,8 @@ pub struct RunRequest {
     /// The folder the blocks' code runs in (its relative paths start there): the project file's, so
     /// data beside the project is found however Braid was started. `None` leaves the workers' own.
     pub working_dir: Option<PathBuf>,
+    /// Where the run executes.
+    pub executor: Executor,
 }
 
 impl RunRequest {
@@ -61,6 +64,7 @@ impl RunRequest {
             single: false,
             history: None,
             working_dir: None,
+            executor: Executor::Local,
         }
     }
 }
@@ -79,17 +83,50 @@ pub enum RuntimeRequest {
 
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
-    pub pool: PoolConfig,
+    /// What runs the blocks of the runs on this machine ([`Executor::Local`]).
+    pub local: LocalInvoker,
     /// Where per-project library environments are built and cached.
     pub env_cache: std::path::PathBuf,
 }
 
+/// The invoker behind [`Executor::Local`].
+#[derive(Clone, Debug)]
+pub enum LocalInvoker {
+    /// A pool of `braid __worker` processes, each embedding CPython: what Braid runs blocks with.
+    Workers(PoolConfig),
+    /// Rust closures standing in for Python: tests and benchmarks of everything around it.
+    Scripted(Script),
+}
+
+impl LocalInvoker {
+    /// Starts it on the current tokio runtime.
+    fn start(self, events: InvokerEvents) -> Box<dyn Invoker> {
+        match self {
+            Self::Workers(pool) => Box::new(ProcessPool::start(pool, events)),
+            Self::Scripted(script) => Box::new(script.start(events)),
+        }
+    }
+}
+
 impl RuntimeConfig {
+    /// The worker pool, started from the running executable, one worker per core.
     pub fn from_current_exe() -> std::io::Result<Self> {
-        Ok(Self {
-            pool: PoolConfig::from_current_exe()?,
+        Ok(Self::workers(PoolConfig::from_current_exe()?))
+    }
+
+    pub fn workers(pool: PoolConfig) -> Self {
+        Self {
+            local: LocalInvoker::Workers(pool),
             env_cache: super::environment::default_cache_dir(),
-        })
+        }
+    }
+
+    /// Blocks run by `script` instead of Python.
+    pub fn scripted(script: Script) -> Self {
+        Self {
+            local: LocalInvoker::Scripted(script),
+            env_cache: super::environment::default_cache_dir(),
+        }
     }
 }
 
@@ -113,7 +150,8 @@ pub struct RuntimeHandle {
 }
 
 impl RuntimeHandle {
-    /// Starts the runtime thread. Workers start at once, so the first run does not wait for them.
+    /// Starts the runtime thread. The local invoker starts at once (the workers, for the pool), so the
+    /// first run does not wait for it.
     pub fn start(config: RuntimeConfig) -> std::io::Result<Self> {
         let (requests, requests_rx) = mpsc::channel(64);
         let (events_tx, events) = mpsc::channel(1024);
@@ -150,6 +188,22 @@ impl RuntimeHandle {
             events,
             stopped,
         })
+    }
+
+    /// A handle over channels with no engine behind them: whoever holds the other ends plays the
+    /// runtime's part, taking the requests and sending the events (an editor test scripting a run's
+    /// events). [`Self::shutdown`] returns at once, as there is nothing to stop.
+    pub fn from_channels(
+        requests: mpsc::Sender<RuntimeRequest>,
+        events: mpsc::Receiver<RuntimeEvent>,
+    ) -> Self {
+        // Its sender dropped: the handle finds the runtime stopped already.
+        let (_, stopped) = std::sync::mpsc::channel();
+        Self {
+            requests,
+            events,
+            stopped,
+        }
     }
 
     /// Stops the runtime: runs still going end as cancelled (recorded so), history databases are
@@ -236,6 +290,8 @@ enum Phase {
 
 struct ActiveRun {
     scheduler: RunScheduler,
+    /// Where it runs: its loads, tasks and cancels go to this executor's invoker.
+    executor: Executor,
     phase: Phase,
     project: Arc<Project>,
     last_progress: std::time::Instant,
@@ -248,7 +304,9 @@ struct ActiveRun {
 
 struct Engine {
     events: mpsc::Sender<RuntimeEvent>,
-    invoker: ProcessPool,
+    invokers: HashMap<Executor, Box<dyn Invoker>>,
+    /// Executors whose invoker can't run anything, with why: their runs are refused.
+    broken: HashMap<Executor, String>,
     env_cache: std::path::PathBuf,
     /// Finished environment preparations.
     prepared_tx: mpsc::Sender<Prepared>,
@@ -258,7 +316,6 @@ struct Engine {
     /// The recorder's way in: recorded runs' records and ends, in order (see [`Recorded`]).
     recorder: mpsc::Sender<Recorded>,
     next_run: u64,
-    broken: Option<String>,
 }
 
 /// What a recorded run hands the recorder. It encodes records for the history writer and then passes
@@ -324,19 +381,21 @@ impl Engine {
         (recorder, recorder_finished): (mpsc::Sender<Recorded>, oneshot::Receiver<()>),
     ) {
         let (invoker_tx, mut invoker_rx) = mpsc::channel(256);
-        let invoker = ProcessPool::start(config.pool, invoker_tx);
+        let local = config
+            .local
+            .start(InvokerEvents::new(Executor::Local, invoker_tx));
         let (prepared_tx, mut prepared_rx) = mpsc::channel(16);
 
         let mut engine = Self {
             events,
-            invoker,
+            invokers: HashMap::from([(Executor::Local, local)]),
+            broken: HashMap::new(),
             env_cache: config.env_cache,
             prepared_tx,
             runs: HashMap::new(),
             writers: HashMap::new(),
             recorder,
             next_run: 1,
-            broken: None,
         };
         let mut tick = tokio::time::interval(PROGRESS_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -346,12 +405,12 @@ impl Engine {
                     let Some(request) = request else { break };
                     engine.request(request).await;
                 }
-                Some(event) = invoker_rx.recv() => {
+                Some((executor, event)) = invoker_rx.recv() => {
                     let mut touched = Vec::new();
-                    engine.invoker_event(event, &mut touched).await;
+                    engine.invoker_event(&executor, event, &mut touched).await;
                     // Take whatever else is already waiting before scheduling: fewer, larger batches.
-                    while let Ok(event) = invoker_rx.try_recv() {
-                        engine.invoker_event(event, &mut touched).await;
+                    while let Ok((executor, event)) = invoker_rx.try_recv() {
+                        engine.invoker_event(&executor, event, &mut touched).await;
                     }
                     touched.sort_unstable();
                     touched.dedup();
@@ -377,14 +436,23 @@ impl Engine {
             engine.request(RuntimeRequest::Cancel(run_id)).await;
         }
         // Then let the recorder finish what it has, and close the history databases, so each is left
-        // merged and whole; meanwhile the workers end (neither waits for the other: `braid run`
-        // exits once both are done).
+        // merged and whole; meanwhile the invokers stop (the workers end; none waits for another:
+        // `braid run` exits once all are done).
         let Self {
             writers,
             recorder,
-            invoker,
+            invokers,
             ..
         } = engine;
+        let stopping: Vec<_> = invokers
+            .into_values()
+            .map(|invoker| tokio::spawn(invoker.stop()))
+            .collect();
+        let stop_invokers = async {
+            for stopped in stopping {
+                let _ = stopped.await;
+            }
+        };
         drop(recorder);
         let close_history = async {
             if tokio::time::timeout(CLOSE_WITHIN, recorder_finished)
@@ -402,7 +470,7 @@ impl Engine {
                 }
             }
         };
-        tokio::join!(invoker.stop(), close_history);
+        tokio::join!(stop_invokers, close_history);
     }
 
     async fn emit(&self, event: RuntimeEvent) {
@@ -413,20 +481,25 @@ impl Engine {
         match request {
             RuntimeRequest::Run(request) => self.start_run(*request).await,
             RuntimeRequest::Check { check_id, project } => {
-                if let Some(message) = &self.broken {
-                    self.refuse(check_id, message.clone(), Vec::new()).await;
-                    return;
-                }
+                let executor = Executor::Local;
                 let number = self.next_run;
-                self.next_run += 1;
+                let invoker = match self.usable(&executor) {
+                    Ok(invoker) => invoker,
+                    Err(message) => {
+                        self.refuse(check_id, message, Vec::new()).await;
+                        return;
+                    }
+                };
                 let plan = Arc::new(Plan::new(&project));
                 let mut program = plan.program(number, &project, &BTreeMap::new());
                 program.compile_only = true;
-                self.invoker.load(program);
+                invoker.load(program);
+                self.next_run += 1;
                 self.runs.insert(
                     number,
                     ActiveRun {
                         scheduler: RunScheduler::new(check_id, plan, number, 1, number << KEY_BITS),
+                        executor,
                         phase: Phase::Checking,
                         project: Arc::new(*project),
                         last_progress: std::time::Instant::now(),
@@ -446,8 +519,10 @@ impl Engine {
                 };
                 if let Some(run) = self.runs.get_mut(&number) {
                     let keys = run.scheduler.cancel();
-                    if !keys.is_empty() {
-                        self.invoker.cancel(keys);
+                    if !keys.is_empty()
+                        && let Some(invoker) = self.invokers.get_mut(&run.executor)
+                    {
+                        invoker.cancel(keys);
                     }
                     run.phase = Phase::Running;
                 }
@@ -477,9 +552,10 @@ impl Engine {
             single,
             history,
             working_dir,
+            executor,
         } = request;
-        if let Some(message) = &self.broken {
-            self.refuse(run_id, message.clone(), Vec::new()).await;
+        if let Err(message) = self.usable(&executor) {
+            self.refuse(run_id, message, Vec::new()).await;
             return;
         }
         let errors: Vec<String> = validate(&project)
@@ -546,7 +622,9 @@ impl Engine {
         program.cwd = working_dir.map(|dir| dir.to_string_lossy().into_owned());
         let requirements = super::environment::requirements(&project);
         let phase = if requirements.is_empty() {
-            self.invoker.load(program);
+            if let Some(invoker) = self.invokers.get_mut(&executor) {
+                invoker.load(program);
+            }
             Phase::Compiling {
                 entries,
                 input,
@@ -567,6 +645,7 @@ impl Engine {
             number,
             ActiveRun {
                 scheduler,
+                executor,
                 phase,
                 project: Arc::new(project),
                 last_progress: std::time::Instant::now(),
@@ -626,7 +705,9 @@ impl Engine {
         match prepared {
             Ok(site_packages) => {
                 program.site_packages = Some(site_packages.to_string_lossy().into_owned());
-                self.invoker.load(*program);
+                if let Some(invoker) = self.invokers.get_mut(&run.executor) {
+                    invoker.load(*program);
+                }
                 run.phase = Phase::Compiling {
                     entries,
                     input,
@@ -675,7 +756,22 @@ impl Engine {
         }
     }
 
-    async fn invoker_event(&mut self, event: InvokerEvent, touched: &mut Vec<u64>) {
+    /// The invoker of `executor`, or why runs can't go there.
+    fn usable(&mut self, executor: &Executor) -> Result<&mut Box<dyn Invoker>, String> {
+        if let Some(message) = self.broken.get(executor) {
+            return Err(message.clone());
+        }
+        self.invokers
+            .get_mut(executor)
+            .ok_or_else(|| format!("the runtime has no invoker for {executor:?} runs"))
+    }
+
+    async fn invoker_event(
+        &mut self,
+        executor: &Executor,
+        event: InvokerEvent,
+        touched: &mut Vec<u64>,
+    ) {
         match event {
             InvokerEvent::Loaded { program, errors } => {
                 self.loaded(program, errors).await;
@@ -698,11 +794,15 @@ impl Engine {
                 }
             }
             InvokerEvent::Broken(message) => {
-                self.broken = Some(message.clone());
+                self.broken.insert(executor.clone(), message.clone());
+                // Its runs already going get their invocations' results (failed); those yet to
+                // start never will.
                 let compiling: Vec<u64> = self
                     .runs
                     .iter()
-                    .filter(|(_, run)| !matches!(run.phase, Phase::Running))
+                    .filter(|(_, run)| {
+                        run.executor == *executor && !matches!(run.phase, Phase::Running)
+                    })
                     .map(|(&number, _)| number)
                     .collect();
                 for number in compiling {
@@ -712,16 +812,22 @@ impl Engine {
                     }
                 }
             }
-            InvokerEvent::Output { worker, lines } => self.worker_output(worker, lines).await,
+            InvokerEvent::Output { worker, lines } => {
+                self.worker_output(executor, worker, lines).await;
+            }
         }
     }
 
-    /// Worker output belongs to no one invocation: every run going on gets it (workers are shared, so
-    /// with two runs at once it can't say whose it is), up to [`WORKER_OUTPUT_LINES`] each.
-    async fn worker_output(&mut self, worker: usize, lines: Vec<String>) {
+    /// Worker output belongs to no one invocation: every run going on on that executor gets it
+    /// (workers are shared, so with two runs at once it can't say whose it is), up to
+    /// [`WORKER_OUTPUT_LINES`] each.
+    async fn worker_output(&mut self, executor: &Executor, worker: usize, lines: Vec<String>) {
         let mut sends = Vec::new();
         for run in self.runs.values_mut() {
-            if !matches!(run.phase, Phase::Running) || run.output_lines > WORKER_OUTPUT_LINES {
+            if run.executor != *executor
+                || !matches!(run.phase, Phase::Running)
+                || run.output_lines > WORKER_OUTPUT_LINES
+            {
                 continue;
             }
             let room = WORKER_OUTPUT_LINES - run.output_lines;
@@ -763,8 +869,10 @@ impl Engine {
         if matches!(run.phase, Phase::Checking) {
             let compile_errors = compile_errors(&run.project, run.scheduler.plan(), errors);
             let check_id = run.scheduler.run_id().clone();
+            if let Some(invoker) = self.invokers.get_mut(&run.executor) {
+                invoker.unload(program);
+            }
             self.runs.remove(&program);
-            self.invoker.unload(program);
             self.emit(RuntimeEvent::Checked {
                 check_id,
                 compile_errors,
@@ -783,8 +891,10 @@ impl Engine {
                     .join("\n  ")
             );
             let run_id = run.scheduler.run_id().clone();
+            if let Some(invoker) = self.invokers.get_mut(&run.executor) {
+                invoker.unload(program);
+            }
             self.runs.remove(&program);
-            self.invoker.unload(program);
             self.refuse(run_id, message, compile_errors).await;
             return;
         }
@@ -821,8 +931,10 @@ impl Engine {
             return;
         }
         let tasks = run.scheduler.take_ready();
-        if !tasks.is_empty() {
-            self.invoker.submit(tasks);
+        if !tasks.is_empty()
+            && let Some(invoker) = self.invokers.get_mut(&run.executor)
+        {
+            invoker.submit(tasks);
         }
         let records = run.scheduler.take_records();
         let run_id = run.scheduler.run_id().clone();
@@ -851,7 +963,9 @@ impl Engine {
         if idle && let Some(run) = self.runs.remove(&number) {
             let counts = run.scheduler.counts();
             let summary: RunSummary = run.scheduler.finish();
-            self.invoker.unload(number);
+            if let Some(invoker) = self.invokers.get_mut(&run.executor) {
+                invoker.unload(number);
+            }
             self.emit(RuntimeEvent::Progress { run_id, counts }).await;
             debug_assert!(summary.status != RunStatus::Running);
             match run.history {
@@ -917,4 +1031,48 @@ fn compile_errors(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Project;
+
+    #[test]
+    fn a_handle_over_channels_passes_requests_out_and_events_in() {
+        let (requests_tx, mut requests) = mpsc::channel(4);
+        let (events, events_rx) = mpsc::channel(4);
+        let mut handle = RuntimeHandle::from_channels(requests_tx, events_rx);
+        let run_id = RunId("r".into());
+        handle.send(RuntimeRequest::Cancel(run_id.clone()));
+        handle
+            .requester()
+            .send(RuntimeRequest::Run(Box::new(RunRequest::new(
+                run_id.clone(),
+                Project::default(),
+            ))));
+        assert!(matches!(requests.try_recv(), Ok(RuntimeRequest::Cancel(id)) if id == run_id));
+        assert!(
+            matches!(requests.try_recv(), Ok(RuntimeRequest::Run(request)) if request.run_id == run_id)
+        );
+        assert!(handle.try_recv().is_none());
+        events
+            .try_send(RuntimeEvent::Log {
+                run_id: run_id.clone(),
+                line: "hello".to_owned(),
+            })
+            .unwrap();
+        assert!(matches!(
+            handle.try_recv(),
+            Some(RuntimeEvent::Log { line, .. }) if line == "hello"
+        ));
+        drop(events);
+        assert!(handle.recv_blocking().is_none(), "the events ended");
+        let asked = std::time::Instant::now();
+        handle.shutdown(Duration::from_secs(10));
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "nothing to wait for"
+        );
+    }
 }

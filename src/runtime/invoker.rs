@@ -1,10 +1,18 @@
 //! The one narrow interface between the scheduler and whatever runs Python. No pyo3 type crosses it: code
 //! goes in as text, values as JSON text, results come back as `serde_json` values.
+//!
+//! The engine holds one invoker per [`Executor`] (where a run executes) and sends each run's loads,
+//! tasks and cancels to its executor's invoker; what an invoker reports reaches the engine tagged with
+//! its executor ([`InvokerEvents`]). Implementations: the local pool of `braid __worker` processes
+//! (`worker::pool`), and [`super::scripted`], Rust closures standing in for Python in tests.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 
 use serde::Serialize;
 use serde_json::Value;
+use tokio::sync::mpsc;
 
 use crate::run::ErrorInfo;
 
@@ -118,7 +126,8 @@ pub enum InvokerEvent {
     },
 }
 
-/// Runs Python for the scheduler. Calls return at once; answers arrive as [`InvokerEvent`]s.
+/// Runs Python for the scheduler. Calls return at once; answers arrive as [`InvokerEvent`]s on the
+/// [`InvokerEvents`] it was started with.
 pub trait Invoker: Send {
     /// Compiles every block of a program (nothing runs); answered by [`InvokerEvent::Loaded`].
     fn load(&mut self, program: Program);
@@ -126,4 +135,44 @@ pub trait Invoker: Send {
     fn submit(&mut self, tasks: Vec<Task>);
     /// Stops these tasks; each still gets a result ([`Outcome::Cancelled`] unless it had finished).
     fn cancel(&mut self, keys: Vec<u64>);
+    /// Ends what it started (processes, connections) and resolves once they are gone, so a process
+    /// that exits right after leaves nothing behind. The engine calls it as it stops.
+    fn stop(self: Box<Self>) -> Stopping;
+}
+
+/// What [`Invoker::stop`] returns: resolves once the invoker has stopped.
+pub type Stopping = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Where a run executes; the engine has one invoker for each.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Executor {
+    /// This machine: the runtime's local invoker (the worker pool, or a script standing in for it).
+    #[default]
+    Local,
+}
+
+/// How an invoker reports back: each event reaches the engine with the executor it came from, so a
+/// broken invoker refuses only its own runs, and a worker's output goes to the runs on that executor.
+#[derive(Clone, Debug)]
+pub struct InvokerEvents {
+    executor: Executor,
+    events: mpsc::Sender<(Executor, InvokerEvent)>,
+}
+
+impl InvokerEvents {
+    pub fn new(executor: Executor, events: mpsc::Sender<(Executor, InvokerEvent)>) -> Self {
+        Self { executor, events }
+    }
+
+    pub fn executor(&self) -> &Executor {
+        &self.executor
+    }
+
+    /// Sends an event, waiting while the engine's channel is full. `Err` once the engine has gone.
+    pub async fn send(&self, event: InvokerEvent) -> Result<(), InvokerEvent> {
+        self.events
+            .send((self.executor.clone(), event))
+            .await
+            .map_err(|mpsc::error::SendError((_, event))| event)
+    }
 }

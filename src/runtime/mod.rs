@@ -8,7 +8,10 @@ pub mod history;
 pub mod invoker;
 pub mod plan;
 pub mod scheduler;
+pub mod scripted;
 pub mod worker;
 
-pub use engine::{Requester, RunRequest, RuntimeConfig, RuntimeHandle, RuntimeRequest};
+pub use engine::{
+    LocalInvoker, Requester, RunRequest, RuntimeConfig, RuntimeHandle, RuntimeRequest,
+};
 pub use event::{RuntimeEvent, WORKER_OUTPUT_LINES};

@@ -92,6 +92,8 @@ struct FanInSet {
 
 struct Frame {
     parent: Arc<Ctx>,
+    /// The invocation that fanned out: what a fan-in of no items comes from.
+    origin: InvocationId,
     base_backpack: Arc<Value>,
     alive: Vec<u32>,
     unsettled: usize,
@@ -634,6 +636,7 @@ impl RunScheduler {
                 frame_id,
                 Frame {
                     parent: inv.full_ctx(),
+                    origin: inv.id,
                     base_backpack: Arc::clone(backpack),
                     alive: vec![0; items.len()],
                     unsettled: items.len(),
@@ -809,8 +812,11 @@ impl RunScheduler {
             let target_name = self.plan.blocks[set.target].name.clone();
             let complete = set.delivered == n && set.extra.iter().all(|&e| e == 0);
             if complete {
-                let (values, backpack, parents) =
+                let (values, backpack, mut parents) =
                     combine(&frame.base_backpack, set.got.into_iter().flatten());
+                if parents.is_empty() {
+                    parents.push(frame.origin);
+                }
                 self.enqueue(
                     set.target,
                     values,
@@ -1329,6 +1335,115 @@ mod tests {
             ]
         );
         assert!(s.is_idle());
+    }
+
+    #[test]
+    fn an_empty_fan_out_fires_its_fan_in_at_once_coming_from_the_fan_out() {
+        use TransitionKind::{FanIn, FanOut};
+        let p = project(
+            &["Gen", "Work", "Collect"],
+            &[("Gen", "Work", FanOut), ("Work", "Collect", FanIn)],
+        );
+        let mut s = scheduler(&p, 10);
+        let gen_task = s.take_ready().remove(0);
+        s.complete(returned(&gen_task, json!([])));
+        let collect = s.take_ready();
+        assert_eq!(
+            collect
+                .iter()
+                .map(|t| (t.block, t.input_json.as_str()))
+                .collect::<Vec<_>>(),
+            [(2, "[]")]
+        );
+        s.complete(returned(&collect[0], json!("done")));
+        let records = s.take_records();
+        assert_eq!(records[1].parents[..], [gen_task.key]);
+        assert_eq!(s.finish().status, RunStatus::Succeeded);
+    }
+
+    #[test]
+    fn counts_follow_invocations_from_queued_to_their_end() {
+        use TransitionKind::FanOut;
+        let p = project(&["Gen", "Work"], &[("Gen", "Work", FanOut)]);
+        let mut s = scheduler(&p, 2);
+        let counts = |s: &RunScheduler| -> Vec<(u64, u64, u64, u64)> {
+            s.counts()
+                .iter()
+                .map(|(_, c)| (c.queued, c.running, c.succeeded, c.failed))
+                .collect()
+        };
+        assert_eq!(counts(&s), [(1, 0, 0, 0), (0, 0, 0, 0)]);
+        let gen_task = s.take_ready().remove(0);
+        assert_eq!(counts(&s), [(0, 1, 0, 0), (0, 0, 0, 0)]);
+        s.complete(returned(&gen_task, json!([1, 2, 3])));
+        assert_eq!(counts(&s), [(0, 0, 1, 0), (3, 0, 0, 0)]);
+        let work = s.take_ready();
+        assert_eq!(counts(&s), [(0, 0, 1, 0), (1, 2, 0, 0)]);
+        s.complete(raised(&work[0]));
+        s.complete(returned(&work[1], json!(2)));
+        assert_eq!(counts(&s), [(0, 0, 1, 0), (1, 0, 1, 1)]);
+        assert_eq!(s.invocations(), 4);
+    }
+
+    #[test]
+    fn a_result_that_comes_twice_or_for_no_invocation_changes_nothing() {
+        use TransitionKind::Then;
+        let p = project(&["A", "B"], &[("A", "B", Then)]);
+        let mut s = scheduler(&p, 10);
+        let a = s.take_ready().remove(0);
+        s.complete(returned(&a, json!(1)));
+        s.complete(returned(&a, json!(2)));
+        let stranger = Task {
+            key: 99,
+            ..a.clone()
+        };
+        s.complete(returned(&stranger, json!(3)));
+        let b = s.take_ready();
+        assert_eq!(b.len(), 1, "B runs once");
+        assert_eq!(b[0].input_json, "1");
+        assert_eq!(s.take_records().len(), 1);
+    }
+
+    #[test]
+    fn a_single_run_fires_nothing_and_its_block_is_the_result() {
+        use TransitionKind::{FanOut, Then};
+        let p = project(&["A", "B", "C"], &[("A", "B", Then), ("A", "C", FanOut)]);
+        let mut s = RunScheduler::new(RunId("r".into()), Arc::new(Plan::new(&p)), 1, 10, 0);
+        s.set_single(true);
+        s.start(&[0], &json!([1, 2]), &json!({}));
+        let a = s.take_ready().remove(0);
+        s.complete(returned(&a, json!([1, 2])));
+        assert!(s.take_ready().is_empty());
+        assert!(s.is_idle());
+        let records = s.take_records();
+        assert!(records[0].fired.is_empty());
+        let summary = s.finish();
+        assert_eq!(summary.status, RunStatus::Succeeded);
+        assert_eq!(summary.results.len(), 1);
+        assert_eq!(summary.results[0].output, json!([1, 2]));
+    }
+
+    #[test]
+    fn a_block_braid_cannot_run_fails_without_reaching_the_invoker() {
+        use TransitionKind::Then;
+        let mut p = project(&["A", "Node"], &[("A", "Node", Then)]);
+        if let Some(code) = p.blocks[1].code_mut() {
+            code.language = crate::model::Language::Other("nodejs".into());
+        }
+        let mut s = scheduler(&p, 10);
+        let a = s.take_ready().remove(0);
+        s.complete(returned(&a, json!(1)));
+        assert!(s.take_ready().is_empty(), "no task for it");
+        assert!(s.is_idle());
+        let records = s.take_records();
+        let node = &records[1];
+        assert_eq!(node.status, InvocationStatus::Exception);
+        let error = node.error.as_ref().expect("why");
+        assert_eq!(error.kind, "NotRunnable");
+        assert!(error.message.contains("block \"Node\""), "{error:?}");
+        let summary = s.finish();
+        assert_eq!(summary.status, RunStatus::Failed);
+        assert_eq!(summary.failures[0].block, "Node");
     }
 
     #[test]

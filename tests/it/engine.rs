@@ -1,142 +1,189 @@
-//! The engine through real Python: every transition type, fan-out/fan-in bookkeeping, the concurrency
-//! limit, cancel, and hostile code that must fail only its own item.
-
-use std::time::{Duration, Instant};
+//! The engine's semantics over a script standing in for Python (no worker starts, so each test takes
+//! milliseconds): every transition type, fan-out/fan-in and merge bookkeeping, the concurrency limit
+//! and per-block caps, cancel, late replies, records and run summaries. What only Python shows is in
+//! `python.rs` and `workers.rs`.
 
 use braid::model::TransitionKind::{Else, Exception, FanIn, FanOut, If, Merge, Then};
-use braid::run::{InvocationStatus, RunId, RunStatus};
+use braid::model::{BlockId, Project, TransitionId};
+use braid::run::{InvocationStatus, RunFailure, RunId, RunStatus};
+use braid::runtime::scripted::{Call, Held, Reply, Script};
 use braid::runtime::{RunRequest, RuntimeEvent, RuntimeHandle, RuntimeRequest};
 use serde_json::{Value, json};
 
 use crate::support::{
-    Builder, items, max_overlap, run, run_on, run_request_on, run_with, runtime_config,
+    Builder, Outcome, follow, run_on, run_request_on, run_scripted, scripted_runtime,
 };
 
-const IDENTITY: &str = "def main(block_input, backpack):\n    return block_input\n";
+/// The call's input as a number.
+fn n(call: &Call) -> i64 {
+    call.input.as_i64().expect("a number")
+}
+
+/// `Gen` returns `0..count`.
+fn gen_items(count: i64) -> impl Fn(&Call) -> Reply + Send + Sync + 'static {
+    move |_| Reply::returns(json!((0..count).collect::<Vec<_>>()))
+}
+
+fn transition(project: &Project, from: &str, to: &str) -> TransitionId {
+    let (from, to) = (
+        BlockId(format!("id-{from}").into()),
+        BlockId(format!("id-{to}").into()),
+    );
+    project
+        .transitions
+        .iter()
+        .find(|t| t.from == from && t.to == to)
+        .expect("a transition between them")
+        .id
+        .clone()
+}
+
+/// Sends `project`'s run to `runtime` and returns its id, without waiting for it.
+fn start(runtime: &RuntimeHandle, project: Project, limit: Option<u32>) -> RunId {
+    let mut request = RunRequest::new(RunId::new_random(), project);
+    request.concurrency = limit;
+    let run_id = request.run_id.clone();
+    runtime.send(RuntimeRequest::Run(Box::new(request)));
+    run_id
+}
+
+/// Collects `run_id`'s events until it ends.
+fn finish(runtime: &mut RuntimeHandle, run_id: &RunId) -> Outcome {
+    follow(runtime, run_id, |_, _, _| {})
+}
+
+/// Collects `run_id`'s events until it ends, letting every held invocation end as it goes.
+fn finish_releasing(runtime: &mut RuntimeHandle, script: &Script, run_id: &RunId) -> Outcome {
+    follow(runtime, run_id, |_, _, _| {
+        script.release_all();
+    })
+}
+
+fn inputs(held: &[Held]) -> Vec<Value> {
+    held.iter().map(|h| h.input.clone()).collect()
+}
 
 #[test]
-fn then_passes_value_and_backpack() {
+fn then_passes_the_value_and_backpack_on_and_records_parent_and_transition() {
     let project = Builder::new()
-        .block(
-            "A",
-            "def main(block_input, backpack):\n    backpack['seen'] = block_input\n    print('from A')\n    return block_input + 1\n",
-        )
-        .block(
-            "B",
-            "def main(block_input, backpack):\n    backpack = {'rebinding': 'has no effect'}\n    return block_input * 10\n",
-        )
+        .scripted(&["A", "B"])
         .link("A", "B", Then)
         .build();
-    let out = run(project, json!(4));
+    let then = transition(&project, "A", "B");
+    let script = Script::new()
+        .block("A", |call| {
+            Reply::returns(json!(n(call) + 1))
+                .with_backpack(json!({"seen": call.input}))
+                .printing("from A\n")
+                .printing_to_stderr("careful\n")
+        })
+        .block("B", |call| Reply::returns(json!(n(call) * 10)));
+    let out = run_scripted(project, &script, json!(4), None);
     assert_eq!(out.summary.status, RunStatus::Succeeded);
-    assert_eq!(out.results_of("B"), vec![&json!(50)]);
+    assert_eq!(out.results_of("B"), [&json!(50)]);
+    assert_eq!(out.summary.invocations, 2);
     let a = out.records_of("A")[0];
-    assert_eq!(a.stdout, "from A\n");
+    assert_eq!(
+        (a.id, a.attempt, a.status),
+        (1, 1, InvocationStatus::Succeeded)
+    );
+    assert!(a.parents.is_empty() && a.item_path.is_empty());
+    assert_eq!(
+        (a.input.clone(), a.output.clone()),
+        (json!(4), Some(json!(5)))
+    );
+    assert_eq!((&*a.stdout, &*a.stderr), ("from A\n", "careful\n"));
     assert_eq!(a.backpack_out.as_deref(), Some(&json!({"seen": 4})));
+    assert_eq!(a.fired, [then]);
     let b = out.records_of("B")[0];
+    assert_eq!((b.id, &b.parents[..]), (2, &[1][..]));
+    assert_eq!(b.input, json!(5));
     assert_eq!(*b.backpack_in, json!({"seen": 4}));
     assert_eq!(
         b.backpack_out.as_deref(),
         Some(&json!({"seen": 4})),
-        "rebinding the name changes nothing"
+        "left unchanged, it is the backpack it got"
     );
-    assert_eq!(b.parents[..], [a.id]);
-    assert_eq!(a.fired.len(), 1);
-}
-
-/// Recorded times are wall-clock times of the invocation itself: a 0.2 s sleep records about 0.2 s,
-/// starting between the run's request and its end, whether it printed (a full result row) or not.
-#[test]
-fn recorded_times_are_the_invocations_own() {
-    let sleep = |printed: &str| {
-        format!(
-            "import time\ndef main(block_input, backpack):\n    time.sleep(0.2)\n    {printed}\n    return block_input\n"
-        )
-    };
-    let project = Builder::new()
-        .block("Quiet", &sleep("pass"))
-        .block("Loud", &sleep("print('done')"))
-        .link("Quiet", "Loud", Then)
-        .build();
-    let before = braid::run::now_ms();
-    let out = run(project, json!(1));
-    let after = braid::run::now_ms();
-    assert_eq!(out.summary.status, RunStatus::Succeeded);
-    for block in ["Quiet", "Loud"] {
-        let record = out.records_of(block)[0];
-        let (start, end) = (
-            record.started_at_ms.expect("started"),
-            record.ended_at_ms.expect("ended"),
+    assert!(b.fired.is_empty());
+    for r in [a, b] {
+        let (queued, started, ended) = (
+            r.queued_at_ms,
+            r.started_at_ms.unwrap(),
+            r.ended_at_ms.unwrap(),
         );
-        assert!(
-            before <= start && end <= after,
-            "{block}: {start}..{end} outside {before}..{after}"
-        );
-        let took = end - start;
-        assert!((195.0..1000.0).contains(&took), "{block} took {took} ms");
+        assert!(queued <= started && started <= ended, "{r:?}");
     }
 }
 
 #[test]
-fn if_and_else_pick_branches() {
-    let project = |input| {
-        let p = Builder::new()
-            .block("Measure", "def main(block_input, backpack):\n    backpack['n'] = block_input\n    return block_input\n")
-            .block("Big", IDENTITY)
-            .block("Even", IDENTITY)
-            .block("Small", IDENTITY)
-            .link_if("Measure", "Big", If, "return_data > 10")
-            .link_if("Measure", "Even", If, "backpack['n'] % 2 == 0 and block_input == return_data")
-            .link("Measure", "Small", Else)
-            .build();
-        run(p, input)
-    };
-    let big_even = project(json!(12));
-    assert_eq!(big_even.results_of("Big"), vec![&json!(12)]);
-    assert_eq!(
-        big_even.results_of("Even"),
-        vec![&json!(12)],
-        "every true if fires"
-    );
-    assert!(big_even.results_of("Small").is_empty());
-    let small_odd = project(json!(3));
-    assert_eq!(small_odd.results_of("Small"), vec![&json!(3)]);
-    assert!(small_odd.results_of("Big").is_empty());
-}
-
-#[test]
-fn if_expression_that_raises_fails_the_invocation() {
+fn then_fires_always_every_true_if_fires_and_else_fires_when_none_is_true() {
     let project = Builder::new()
-        .block("A", IDENTITY)
-        .block("B", IDENTITY)
-        .block("Caught", IDENTITY)
-        .link_if("A", "B", If, "return_data['missing']")
-        .link("A", "Caught", Exception)
+        .scripted(&["Measure", "Always", "Big", "Even", "Small"])
+        .link("Measure", "Always", Then)
+        .link_if("Measure", "Big", If, "return_data > 10")
+        .link_if("Measure", "Even", If, "return_data % 2 == 0")
+        .link("Measure", "Small", Else)
         .build();
-    let out = run(project, json!({}));
-    let a = out.records_of("A")[0];
-    assert_eq!(a.status, InvocationStatus::CaughtException);
-    assert!(out.results_of("B").is_empty(), "nothing else fires");
-    let caught = out.results_of("Caught")[0];
-    assert!(
-        caught["exception_text"]
-            .as_str()
-            .unwrap()
-            .contains("KeyError")
+    let script = Script::new().block("Measure", |call| {
+        let x = n(call);
+        Reply::returns(json!(x)).with_ifs([x > 10, x % 2 == 0])
+    });
+    let ran = |input: i64| {
+        let out = run_scripted(project.clone(), &script, json!(input), None);
+        assert_eq!(out.summary.status, RunStatus::Succeeded);
+        let leaves: Vec<&str> = ["Always", "Big", "Even", "Small"]
+            .into_iter()
+            .filter(|block| out.results_of(block) == [&json!(input)])
+            .collect();
+        (leaves, out.records_of("Measure")[0].fired.clone())
+    };
+    let t = |to| transition(&project, "Measure", to);
+    assert_eq!(
+        ran(12),
+        (
+            vec!["Always", "Big", "Even"],
+            vec![t("Always"), t("Big"), t("Even")]
+        )
+    );
+    assert_eq!(
+        ran(11),
+        (vec!["Always", "Big"], vec![t("Always"), t("Big")])
+    );
+    assert_eq!(
+        ran(3),
+        (vec!["Always", "Small"], vec![t("Always"), t("Small")])
     );
 }
 
 #[test]
-fn exception_transition_gets_traceback_input_and_backpack() {
+fn a_block_that_answers_the_wrong_number_of_ifs_fails_saying_so() {
     let project = Builder::new()
-        .block(
-            "Parse",
-            "def main(block_input, backpack):\n    backpack['tried'] = True\n    return int(block_input)\n",
-        )
-        .block("Report", IDENTITY)
+        .scripted(&["A", "B"])
+        .link_if("A", "B", If, "True")
+        .build();
+    let out = run_scripted(project, &Script::new(), json!(1), None);
+    assert_eq!(out.summary.status, RunStatus::Failed);
+    assert_eq!(
+        out.summary.failures[0].error,
+        "ScriptError: the script of \"A\" answered 0 `if`s; the block has 1"
+    );
+}
+
+#[test]
+fn an_exception_transition_gets_the_exception_text_the_input_and_the_backpack_as_it_was() {
+    let project = Builder::new()
+        .scripted(&["Parse", "Next", "Report"])
+        .link("Parse", "Next", Then)
         .link("Parse", "Report", Exception)
         .build();
-    let out = run(project, json!("forty-two"));
+    let caught = transition(&project, "Parse", "Report");
+    let traceback = "Traceback (most recent call last):\n  File \"Parse\", line 3, in main\nValueError: invalid literal\n";
+    let script = Script::new().block("Parse", move |_| {
+        Reply::raises("ValueError", "invalid literal")
+            .with_traceback(traceback, Some(3))
+            .with_backpack(json!({"tried": true}))
+    });
+    let out = run_scripted(project, &script, json!("forty-two"), None);
     assert_eq!(
         out.summary.status,
         RunStatus::Succeeded,
@@ -144,169 +191,263 @@ fn exception_transition_gets_traceback_input_and_backpack() {
     );
     let parse = out.records_of("Parse")[0];
     assert_eq!(parse.status, InvocationStatus::CaughtException);
-    let error = parse.error.as_ref().unwrap();
-    assert_eq!(error.kind, "ValueError");
-    assert_eq!(error.line, Some(3));
-    assert!(
-        error.traceback.contains("File \"Parse\", line 3, in main"),
-        "{}",
-        error.traceback
-    );
-    let report = &out.results_of("Report")[0];
-    assert_eq!(report["version"], "1.0.0");
-    assert_eq!(report["input_data"], "forty-two");
-    assert!(
-        report["exception_text"]
-            .as_str()
-            .unwrap()
-            .contains("invalid literal for int()")
-    );
+    assert_eq!(parse.fired, [caught], "only the exception transition fires");
+    assert_eq!(parse.error.as_ref().unwrap().line, Some(3));
+    assert_eq!(parse.backpack_out.as_deref(), Some(&json!({"tried": true})));
+    assert!(out.records_of("Next").is_empty());
+    let report = out.records_of("Report")[0];
     assert_eq!(
-        *out.records_of("Report")[0].backpack_in,
-        json!({"tried": true})
+        report.input,
+        json!({"version": "1.0.0", "exception_text": traceback, "input_data": "forty-two"})
+    );
+    assert_eq!(*report.backpack_in, json!({"tried": true}));
+    assert_eq!(report.parents[..], [parse.id]);
+
+    // Without a traceback, the text is the exception's summary.
+    let project = Builder::new()
+        .scripted(&["Parse", "Report"])
+        .link("Parse", "Report", Exception)
+        .build();
+    let script = Script::new().block("Parse", |_| Reply::raises("KeyError", "'x'"));
+    let out = run_scripted(project, &script, json!(1), None);
+    assert_eq!(
+        out.results_of("Report")[0]["exception_text"],
+        json!("KeyError: 'x'")
     );
 }
 
 #[test]
-fn uncaught_exception_fails_the_run() {
+fn an_uncaught_exception_timeout_or_crash_fails_the_run_naming_block_item_and_invocation() {
     let project = Builder::new()
-        .block(
-            "Boom",
-            "def main(block_input, backpack):\n    raise ValueError('bad row')\n",
-        )
+        .scripted(&["Gen", "Work"])
+        .link("Gen", "Work", FanOut)
         .build();
-    let out = run(project, Value::Null);
+    let script = Script::new()
+        .block("Gen", gen_items(4))
+        .block("Work", |call| match n(call) {
+            1 => Reply::raises("ValueError", "bad row")
+                .with_traceback("Traceback: bad row\n", Some(2)),
+            2 => Reply::times_out(2.0),
+            3 => Reply::crashes("the worker running it died (os._exit(3))").on_attempt(2),
+            x => Reply::returns(json!(x)),
+        });
+    let out = run_scripted(project, &script, Value::Null, None);
     assert_eq!(out.summary.status, RunStatus::Failed);
-    assert_eq!(out.summary.failures[0].error, "ValueError: bad row");
-    assert_eq!(out.records[0].status, InvocationStatus::Exception);
+    let work = out.records_of("Work");
+    let statuses: Vec<_> = work.iter().map(|r| (r.status, r.attempt)).collect();
+    assert_eq!(
+        statuses,
+        [
+            (InvocationStatus::Succeeded, 1),
+            (InvocationStatus::Exception, 1),
+            (InvocationStatus::TimedOut, 1),
+            (InvocationStatus::Exception, 2),
+        ]
+    );
+    let failure = |item: u32, status: &str, error: &str, traceback: Option<&str>| RunFailure {
+        block: "Work".to_owned(),
+        block_id: BlockId("id-Work".into()),
+        item_path: vec![item],
+        status: status.to_owned(),
+        error: error.to_owned(),
+        traceback: traceback.map(str::to_owned),
+        invocation: Some(work[item as usize].id),
+    };
+    assert_eq!(
+        out.summary.failures,
+        [
+            failure(
+                1,
+                "exception",
+                "ValueError: bad row",
+                Some("Traceback: bad row\n")
+            ),
+            failure(2, "timed_out", "Timeout: ran past its timeout of 2 s", None),
+            failure(
+                3,
+                "exception",
+                "WorkerCrash: the worker running it died (os._exit(3))",
+                None
+            ),
+        ]
+    );
+    assert_eq!(out.results_of("Work"), [&json!(0)]);
 }
 
 #[test]
-fn fan_in_collects_in_item_order_whatever_the_finishing_order() {
+fn a_fan_in_collects_in_item_order_whatever_the_finishing_order() {
     let project = Builder::new()
-        .block("Gen", &items(20))
-        .block(
-            "Slow",
-            "import time\ndef main(block_input, backpack):\n    time.sleep((20 - block_input) * 0.005)\n    backpack['last'] = block_input\n    backpack[f'k{block_input}'] = 1\n    return block_input * 2\n",
-        )
-        .block("Collect", IDENTITY)
+        .scripted(&["Gen", "Slow", "Collect"])
         .link("Gen", "Slow", FanOut)
         .link("Slow", "Collect", FanIn)
         .build();
-    let out = run(project, Value::Null);
+    let script = Script::new()
+        .block("Gen", gen_items(20))
+        .block("Slow", |call| {
+            let x = n(call);
+            Reply::returns(json!(x * 2))
+                .with_backpack(json!({"last": x, format!("k{x}"): 1}))
+                .held()
+        });
+    let mut runtime = scripted_runtime(&script);
+    let run_id = start(&runtime, project, None);
+    let held = script.wait_held(20);
+    // The last item ends first, the first last.
+    for item in held.iter().rev() {
+        assert!(script.release(item.key));
+    }
+    let out = finish(&mut runtime, &run_id);
     assert_eq!(out.summary.status, RunStatus::Succeeded);
     let expected: Vec<i64> = (0..20).map(|i| i * 2).collect();
-    assert_eq!(out.results_of("Collect"), vec![&json!(expected)]);
+    assert_eq!(out.results_of("Collect"), [&json!(expected)]);
     let slow = out.records_of("Slow");
-    assert_eq!(slow[5].item_path[..], [5]);
-    // Later items finished first, yet the merged backpack takes keys in item order: the last item wins.
+    let paths: Vec<Vec<u32>> = slow.iter().map(|r| r.item_path.to_vec()).collect();
+    assert_eq!(paths, (0..20).map(|i| vec![i]).collect::<Vec<_>>());
+    // The backpacks merge in item order, not finishing order: the last item's key wins.
     let collect = out.records_of("Collect")[0];
     assert_eq!(collect.backpack_in["last"], json!(19));
     assert_eq!(collect.backpack_in.as_object().unwrap().len(), 21);
-    assert_eq!(collect.parents.len(), 20);
+    let slow_ids: Vec<u64> = slow.iter().map(|r| r.id).collect();
+    assert_eq!(
+        collect.parents.to_vec(),
+        slow_ids,
+        "its parents, in item order"
+    );
     assert!(collect.item_path.is_empty());
 }
 
 #[test]
-fn empty_fan_out_fires_the_fan_in_with_an_empty_array() {
+fn an_empty_fan_out_fires_its_fan_in_with_an_empty_array() {
     let project = Builder::new()
-        .block("Gen", &items(0))
-        .block("Work", IDENTITY)
-        .block(
-            "Collect",
-            "def main(block_input, backpack):\n    return {'got': block_input}\n",
-        )
+        .scripted(&["Gen", "Work", "Collect"])
         .link("Gen", "Work", FanOut)
         .link("Work", "Collect", FanIn)
         .build();
-    let out = run(project, Value::Null);
-    assert_eq!(out.results_of("Collect"), vec![&json!({"got": []})]);
+    let script = Script::new()
+        .block("Gen", gen_items(0))
+        .block("Collect", |call| Reply::returns(json!({"got": call.input})));
+    let out = run_scripted(project, &script, Value::Null, None);
+    assert_eq!(out.summary.status, RunStatus::Succeeded);
+    assert_eq!(out.results_of("Collect"), [&json!({"got": []})]);
+    assert!(out.records_of("Work").is_empty());
+    let gen_id = out.records_of("Gen")[0].id;
+    assert_eq!(
+        out.records_of("Collect")[0].parents[..],
+        [gen_id],
+        "with no items to come from, it comes from the fan-out"
+    );
 }
 
 #[test]
-fn fan_out_of_a_non_array_fails_naming_the_type() {
+fn a_fan_out_of_a_non_array_fails_naming_the_type() {
     let project = Builder::new()
-        .block(
-            "Gen",
-            "def main(block_input, backpack):\n    return {'a': 1}\n",
-        )
-        .block("Work", IDENTITY)
+        .scripted(&["Gen", "Work"])
         .link("Gen", "Work", FanOut)
         .build();
-    let out = run(project, Value::Null);
+    let script = Script::new().block("Gen", |_| Reply::returns(json!({"a": 1})));
+    let out = run_scripted(project, &script, Value::Null, None);
     assert_eq!(out.summary.status, RunStatus::Failed);
     assert_eq!(
         out.summary.failures[0].error,
         "TypeError: fan-out needs an array, got object"
     );
+    let gen_record = out.records_of("Gen")[0];
+    assert_eq!(gen_record.status, InvocationStatus::Exception);
+    assert_eq!(
+        gen_record.output,
+        Some(json!({"a": 1})),
+        "what it returned is kept"
+    );
+    assert!(out.records_of("Work").is_empty());
 }
 
 #[test]
-fn nested_fan_outs_with_hops_between() {
+fn nested_fan_outs_with_hops_between_close_in_order() {
     let project = Builder::new()
-        .block(
-            "Rows",
-            "def main(block_input, backpack):\n    return [[1, 2], [3, 4, 5], []]\n",
-        )
-        .block("Cells", IDENTITY)
-        .block(
-            "Square",
-            "def main(block_input, backpack):\n    return block_input * block_input\n",
-        )
-        .block("Hop", IDENTITY)
-        .block(
-            "RowSum",
-            "def main(block_input, backpack):\n    return sum(block_input)\n",
-        )
-        .block("Table", IDENTITY)
+        .scripted(&["Rows", "Cells", "Square", "Hop", "RowSum", "Table"])
         .link("Rows", "Cells", FanOut)
         .link("Cells", "Square", FanOut)
         .link("Square", "Hop", Then)
         .link("Hop", "RowSum", FanIn)
         .link("RowSum", "Table", FanIn)
         .build();
-    let out = run(project, Value::Null);
+    let script = Script::new()
+        .block("Rows", |_| Reply::returns(json!([[1, 2], [3, 4, 5], []])))
+        .block("Square", |call| Reply::returns(json!(n(call) * n(call))))
+        .block("RowSum", |call| {
+            let cells = call.input.as_array().expect("an array");
+            Reply::returns(json!(cells.iter().filter_map(Value::as_i64).sum::<i64>()))
+        });
+    let out = run_scripted(project, &script, Value::Null, None);
     assert_eq!(
         out.summary.status,
         RunStatus::Succeeded,
         "{:?}",
         out.summary.failures
     );
-    assert_eq!(out.results_of("Table"), vec![&json!([5, 50, 0])]);
-    let paths: Vec<Vec<u32>> = out
-        .records_of("Square")
-        .iter()
-        .map(|r| r.item_path.to_vec())
-        .collect();
-    assert!(paths.contains(&vec![1, 2]));
-    let row_paths: Vec<Vec<u32>> = out
-        .records_of("RowSum")
-        .iter()
-        .map(|r| r.item_path.to_vec())
-        .collect();
-    assert_eq!(row_paths.len(), 3);
-    assert!(row_paths.iter().all(|p| p.len() == 1));
+    assert_eq!(out.results_of("Table"), [&json!([5, 50, 0])]);
+    let paths = |block: &str| -> Vec<Vec<u32>> {
+        let mut paths: Vec<Vec<u32>> = out
+            .records_of(block)
+            .iter()
+            .map(|r| r.item_path.to_vec())
+            .collect();
+        paths.sort();
+        paths
+    };
+    let cells = vec![vec![0, 0], vec![0, 1], vec![1, 0], vec![1, 1], vec![1, 2]];
+    assert_eq!(paths("Square"), cells);
+    assert_eq!(paths("Hop"), cells);
+    assert_eq!(paths("Cells"), [vec![0], vec![1], vec![2]]);
+    assert_eq!(paths("RowSum"), [vec![0], vec![1], vec![2]]);
+    assert_eq!(paths("Table"), [Vec::<u32>::new()]);
+    // Each row's sum came from its own cells' hops, in cell order; the empty row's from its fan-out.
+    for row in out.records_of("RowSum") {
+        let mut hops: Vec<(Vec<u32>, u64)> = out
+            .records_of("Hop")
+            .iter()
+            .filter(|h| h.item_path[0] == row.item_path[0])
+            .map(|h| (h.item_path.to_vec(), h.id))
+            .collect();
+        hops.sort();
+        let mut expected: Vec<u64> = hops.into_iter().map(|(_, id)| id).collect();
+        if expected.is_empty() {
+            let cells = out.records_of("Cells");
+            expected.extend(
+                cells
+                    .iter()
+                    .filter(|c| c.item_path == row.item_path)
+                    .map(|c| c.id),
+            );
+        }
+        assert_eq!(row.parents.to_vec(), expected, "row {:?}", row.item_path);
+    }
 }
 
 #[test]
-fn failing_item_fails_the_fan_in_fast_and_names_it() {
+fn a_failing_item_fails_the_fan_in_and_names_what_is_missing_and_why() {
     let project = Builder::new()
-        .block("Gen", &items(100))
-        .block(
-            "Process",
-            "def main(block_input, backpack):\n    if block_input in (3, 17, 42):\n        raise ValueError('bad row')\n    return block_input\n",
-        )
-        .block("Filter", IDENTITY)
-        .block("Collect", IDENTITY)
+        .scripted(&["Gen", "Process", "Filter", "Collect"])
         .link("Gen", "Process", FanOut)
         .link_if("Process", "Filter", If, "return_data != 50")
         .link("Filter", "Collect", FanIn)
         .build();
-    let start = Instant::now();
-    let out = run(project, Value::Null);
-    assert!(start.elapsed() < Duration::from_secs(30));
+    let script = Script::new()
+        .block("Gen", gen_items(100))
+        .block("Process", |call| {
+            let x = n(call);
+            if [3, 17, 42].contains(&x) {
+                Reply::raises("ValueError", "bad row")
+            } else {
+                Reply::returns(json!(x)).with_ifs([x != 50])
+            }
+        });
+    let out = run_scripted(project, &script, Value::Null, Some(10));
     assert_eq!(out.summary.status, RunStatus::Failed);
-    assert!(out.results_of("Collect").is_empty());
+    assert!(
+        out.records_of("Collect").is_empty(),
+        "the fan-in never fires"
+    );
     let fan_in = out
         .summary
         .failures
@@ -317,755 +458,511 @@ fn failing_item_fails_the_fan_in_fast_and_names_it() {
         fan_in.error,
         "fan-in \"Collect\" got 96 of 100 results; missing items 3, 17, 42, 50 (item 3: ValueError: bad row in \"Process\"; item 17: ValueError: bad row in \"Process\"; item 42: ValueError: bad row in \"Process\")"
     );
-    let process_failures: Vec<_> = out
+    assert_eq!(
+        (
+            fan_in.block.as_str(),
+            fan_in.item_path.len(),
+            fan_in.invocation
+        ),
+        ("Collect", 0, None)
+    );
+    let failed_items: Vec<Vec<u32>> = out
         .summary
         .failures
         .iter()
         .filter(|f| f.block == "Process")
+        .map(|f| f.item_path.clone())
         .collect();
-    assert_eq!(process_failures.len(), 3);
-    assert_eq!(process_failures[0].item_path, vec![3]);
+    assert_eq!(failed_items, [vec![3], vec![17], vec![42]]);
+    // Item 50 fired nothing: its record says so.
+    let item_50 = out.records_of("Process")[50];
+    assert_eq!(item_50.item_path[..], [50]);
+    assert!(item_50.fired.is_empty());
 }
 
 #[test]
-fn merge_waits_for_every_source_in_transition_order() {
+fn a_merge_waits_for_every_source_and_takes_them_in_transition_order() {
     let project = Builder::new()
-        .block("Start", "def main(block_input, backpack):\n    backpack['start'] = 1\n    return 5\n")
-        .block("Slow", "import time\ndef main(block_input, backpack):\n    time.sleep(0.2)\n    backpack['who'] = 'slow'\n    return 'slow'\n")
-        .block("Fast", "def main(block_input, backpack):\n    backpack['who'] = 'fast'\n    return 'fast'\n")
-        .block("Join", IDENTITY)
+        .scripted(&["Start", "Slow", "Fast", "Join"])
         .link("Start", "Slow", Then)
         .link("Start", "Fast", Then)
         .link("Slow", "Join", Merge)
         .link("Fast", "Join", Merge)
         .build();
-    let out = run(project, Value::Null);
-    assert_eq!(out.results_of("Join"), vec![&json!(["slow", "fast"])]);
+    let script = Script::new()
+        .block("Start", |_| {
+            Reply::returns(json!(5)).with_backpack(json!({"start": 1}))
+        })
+        .block("Slow", |_| {
+            Reply::returns(json!("slow"))
+                .with_backpack(json!({"start": 1, "who": "slow"}))
+                .held()
+        })
+        .block("Fast", |_| {
+            Reply::returns(json!("fast")).with_backpack(json!({"start": 1, "who": "fast"}))
+        });
+    let mut runtime = scripted_runtime(&script);
+    let run_id = start(&runtime, project, None);
+    // Fast ends at once; Slow only now.
+    let slow = script.wait_held(1);
+    assert_eq!(slow[0].block, "Slow");
+    script.release_all();
+    let out = finish(&mut runtime, &run_id);
+    assert_eq!(out.results_of("Join"), [&json!(["slow", "fast"])]);
     let join = out.records_of("Join")[0];
     assert_eq!(
         *join.backpack_in,
         json!({"start": 1, "who": "fast"}),
-        "merge order: later transition wins"
+        "the later transition's backpack wins"
     );
+    let (slow, fast) = (out.records_of("Slow")[0].id, out.records_of("Fast")[0].id);
+    assert_eq!(join.parents[..], [slow, fast]);
 }
 
 #[test]
-fn merge_inside_a_fan_out_fires_per_item_and_fails_when_a_source_is_missing() {
+fn a_merge_inside_a_fan_out_fires_per_item_and_fails_where_a_source_is_missing() {
     let project = Builder::new()
-        .block("Gen", &items(4))
-        .block("Split", IDENTITY)
-        .block("Left", IDENTITY)
-        .block("Right", "def main(block_input, backpack):\n    if block_input == 2:\n        raise RuntimeError('no right side')\n    return -block_input\n")
-        .block("Join", IDENTITY)
+        .scripted(&["Gen", "Split", "Left", "Right", "Join"])
         .link("Gen", "Split", FanOut)
         .link("Split", "Left", Then)
         .link("Split", "Right", Then)
         .link("Left", "Join", Merge)
         .link("Right", "Join", Merge)
         .build();
-    let out = run(project, Value::Null);
+    let script = Script::new()
+        .block("Gen", gen_items(4))
+        .block("Right", |call| {
+            if n(call) == 2 {
+                Reply::raises("RuntimeError", "no right side")
+            } else {
+                Reply::returns(json!(-n(call)))
+            }
+        });
+    let out = run_scripted(project, &script, Value::Null, None);
     assert_eq!(out.summary.status, RunStatus::Failed);
-    let joins = out.results_of("Join");
     assert_eq!(
-        joins,
-        vec![&json!([0, 0]), &json!([1, -1]), &json!([3, -3])]
+        out.results_of("Join"),
+        [&json!([0, 0]), &json!([1, -1]), &json!([3, -3])]
     );
+    let joins: Vec<Vec<u32>> = out
+        .records_of("Join")
+        .iter()
+        .map(|r| r.item_path.to_vec())
+        .collect();
+    let mut sorted = joins.clone();
+    sorted.sort();
+    assert_eq!(sorted, [vec![0], vec![1], vec![3]]);
     let merge = out
         .summary
         .failures
         .iter()
         .find(|f| f.status == "merge")
-        .expect("merge failure");
-    assert!(
-        merge.error.starts_with(
-            "merge \"Join\" got 1 of 2 inputs at item [2]; missing the result of \"Right\""
-        ),
-        "{}",
-        merge.error
+        .expect("a merge failure");
+    assert_eq!(
+        merge.error,
+        "merge \"Join\" got 1 of 2 inputs at item [2]; missing the result of \"Right\" (RuntimeError: no right side in \"Right\")"
     );
     assert_eq!(merge.item_path, vec![2]);
 }
 
 #[test]
-fn concurrency_limit_is_never_exceeded_and_is_used() {
+fn a_merge_at_the_top_that_never_completes_fails_the_run_when_it_ends() {
     let project = Builder::new()
-        .block("Gen", &items(40))
-        .block("Sleep", "import time\ndef main(block_input, backpack):\n    time.sleep(0.15)\n    return block_input\n")
-        .block("Collect", IDENTITY)
-        .link("Gen", "Sleep", FanOut)
-        .link("Sleep", "Collect", FanIn)
+        .scripted(&["Start", "Left", "Right", "Join"])
+        .link("Start", "Left", Then)
+        .link_if("Start", "Right", If, "False")
+        .link("Left", "Join", Merge)
+        .link("Right", "Join", Merge)
         .build();
-    let out = run_with(project, Value::Null, Some(5));
-    assert_eq!(out.summary.status, RunStatus::Succeeded);
-    let overlap = max_overlap(&out.records_of("Sleep"));
-    assert!(overlap <= 5, "at most 5 at once, saw {overlap}");
-    assert!(
-        overlap >= 4,
-        "the limit is used, not serialised: saw {overlap}"
+    let script = Script::new().block("Start", |_| Reply::returns(json!(1)).with_ifs([false]));
+    let out = run_scripted(project, &script, Value::Null, None);
+    assert_eq!(out.summary.status, RunStatus::Failed);
+    assert_eq!(
+        out.summary.failures[0].error,
+        "merge \"Join\" got 1 of 2 inputs; missing the result of \"Right\""
     );
+    assert!(out.records_of("Join").is_empty());
 }
 
 #[test]
-fn per_block_cap_limits_that_block_only() {
-    let sleep = "import time\ndef main(block_input, backpack):\n    time.sleep(0.1)\n    return block_input\n";
+fn the_limit_holds_the_rest_back_first_in_first_out_and_is_used() {
     let project = Builder::new()
-        .block("Gen", &items(12))
-        .block("Capped", sleep)
-        .block("Free", sleep)
+        .scripted(&["Gen", "Work", "Collect"])
+        .link("Gen", "Work", FanOut)
+        .link("Work", "Collect", FanIn)
+        .build();
+    let script = Script::new()
+        .block("Gen", gen_items(40))
+        .block("Work", |call| Reply::returns(call.input.clone()).held());
+    let mut runtime = scripted_runtime(&script);
+    let run_id = start(&runtime, project, Some(5));
+    let running = script.wait_held(5);
+    assert_eq!(inputs(&running), [0, 1, 2, 3, 4].map(|i| json!(i)));
+    // One ends: the next in line starts, and only it.
+    script.release(running[2].key);
+    let running = script.wait_held(5);
+    assert_eq!(inputs(&running), [0, 1, 3, 4, 5].map(|i| json!(i)));
+    let out = finish_releasing(&mut runtime, &script, &run_id);
+    assert_eq!(out.summary.status, RunStatus::Succeeded);
+    assert_eq!(
+        script.max_in_flight(),
+        5,
+        "never more than the limit, and all of it"
+    );
+    let started: Vec<Value> = script
+        .submitted()
+        .iter()
+        .filter(|s| s.block == "Work")
+        .map(|s| s.input.clone())
+        .collect();
+    assert_eq!(started, (0..40).map(|i| json!(i)).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_per_block_cap_limits_that_block_only() {
+    let project = Builder::new()
+        .scripted(&["Gen", "Capped", "Free"])
         .cap("Capped", 2)
         .link("Gen", "Capped", FanOut)
         .link("Gen", "Free", FanOut)
         .build();
-    let out = run_with(project, Value::Null, Some(50));
+    let script = Script::new()
+        .block("Gen", gen_items(12))
+        .block("Capped", |call| Reply::returns(call.input.clone()).held())
+        .block("Free", |call| Reply::returns(call.input.clone()).held());
+    let mut runtime = scripted_runtime(&script);
+    let run_id = start(&runtime, project, Some(50));
+    let of = |held: &[Held], block: &str| -> Vec<Held> {
+        held.iter().filter(|h| h.block == block).cloned().collect()
+    };
+    let held = script.wait_held(14);
+    assert_eq!(inputs(&of(&held, "Capped")), [json!(0), json!(1)]);
+    assert_eq!(of(&held, "Free").len(), 12);
+    // A capped invocation ends: the next capped one starts in its place.
+    script.release(of(&held, "Capped")[0].key);
+    let held = script.wait_held(14);
+    assert_eq!(inputs(&of(&held, "Capped")), [json!(1), json!(2)]);
+    let out = finish_releasing(&mut runtime, &script, &run_id);
     assert_eq!(out.summary.status, RunStatus::Succeeded);
-    assert!(max_overlap(&out.records_of("Capped")) <= 2);
-    assert!(max_overlap(&out.records_of("Free")) >= 4);
+    assert_eq!(out.records_of("Capped").len(), 12);
 }
 
 #[test]
 fn ten_thousand_items_at_limit_1000_all_complete() {
     let project = Builder::new()
-        .block("Gen", &items(10_000))
-        .block(
-            "Double",
-            "def main(block_input, backpack):\n    return block_input * 2\n",
-        )
-        .block(
-            "Collect",
-            "def main(block_input, backpack):\n    return [len(block_input), sum(block_input)]\n",
-        )
+        .scripted(&["Gen", "Double", "Collect"])
         .link("Gen", "Double", FanOut)
         .link("Double", "Collect", FanIn)
         .build();
-    let out = run_with(project, Value::Null, Some(1000));
+    let script = Script::new()
+        .block("Gen", gen_items(10_000))
+        .block("Double", |call| Reply::returns(json!(n(call) * 2)))
+        .block("Collect", |call| {
+            let values = call.input.as_array().expect("an array");
+            Reply::returns(json!([
+                values.len(),
+                values.iter().filter_map(Value::as_i64).sum::<i64>()
+            ]))
+        });
+    let out = run_scripted(project, &script, Value::Null, Some(1000));
     assert_eq!(out.summary.status, RunStatus::Succeeded);
     assert_eq!(out.summary.invocations, 10_002);
+    assert_eq!(out.records.len(), 10_002);
     assert_eq!(
         out.results_of("Collect"),
-        vec![&json!([10_000, 9_999 * 10_000])]
+        [&json!([10_000, 9_999 * 10_000])]
     );
-    assert!(max_overlap(&out.records_of("Double")) <= 1000);
+    assert!(script.max_in_flight() <= 1000, "{}", script.max_in_flight());
 }
 
 #[test]
-fn cancel_stops_a_run_promptly() {
+fn cancel_ends_every_queued_and_running_invocation_as_cancelled_and_the_runtime_goes_on() {
     let project = Builder::new()
-        .block("Gen", &items(200))
-        .block("Sleep", "import time\ndef main(block_input, backpack):\n    time.sleep(2)\n    return block_input\n")
-        .block("Collect", IDENTITY)
+        .scripted(&["Gen", "Sleep", "Collect"])
         .link("Gen", "Sleep", FanOut)
         .link("Sleep", "Collect", FanIn)
         .build();
-    let mut runtime = RuntimeHandle::start(runtime_config()).unwrap();
-    let mut sent = None;
-    let out = run_on(
-        &mut runtime,
-        project,
-        Value::Null,
-        Some(10),
-        |rt, run_id, event| {
-            if sent.is_none() && matches!(event, RuntimeEvent::Invocations { .. }) {
-                sent = Some(Instant::now());
-                rt.send(RuntimeRequest::Cancel(run_id.clone()));
-            }
-        },
-    );
-    let took = sent.expect("cancel was sent").elapsed();
-    assert!(took < Duration::from_secs(1), "cancel took {took:?}");
+    let script = Script::new()
+        .block("Gen", gen_items(200))
+        .block("Sleep", |call| Reply::returns(call.input.clone()).held());
+    let mut runtime = scripted_runtime(&script);
+    let run_id = start(&runtime, project, Some(10));
+    let running = script.wait_held(10);
+    runtime.send(RuntimeRequest::Cancel(run_id.clone()));
+    let out = finish(&mut runtime, &run_id);
     assert_eq!(out.summary.status, RunStatus::Cancelled);
-    let cancelled = out
-        .records
-        .iter()
-        .filter(|r| r.status == InvocationStatus::Cancelled)
-        .count();
-    assert_eq!(
-        cancelled, 200,
+    assert!(out.summary.failures.is_empty());
+    let sleep = out.records_of("Sleep");
+    assert_eq!(sleep.len(), 200);
+    assert!(
+        sleep
+            .iter()
+            .all(|r| r.status == InvocationStatus::Cancelled && r.output.is_none()),
         "every queued and running item ends as cancelled"
     );
-    assert!(out.results_of("Collect").is_empty());
-    // The same runtime runs the next pipeline normally: the cancelled work left nothing behind.
-    let next = Builder::new()
-        .block(
-            "A",
-            "def main(block_input, backpack):\n    return 'again'\n",
+    let paths: Vec<u32> = sleep.iter().map(|r| r.item_path[0]).collect();
+    assert_eq!(paths, (0..200).collect::<Vec<_>>());
+    assert_eq!(out.records_of("Gen")[0].status, InvocationStatus::Succeeded);
+    assert!(out.records_of("Collect").is_empty());
+    let mut asked = script.cancelled();
+    asked.sort_unstable();
+    assert_eq!(
+        asked,
+        running.iter().map(|h| h.key).collect::<Vec<_>>(),
+        "the invoker is asked to stop exactly the running ones"
+    );
+    assert!(script.held().is_empty(), "the invoker stopped them");
+    // The same runtime runs the next pipeline normally.
+    let next = Builder::new().scripted(&["A"]).build();
+    let again = run_on(&mut runtime, next, json!("again"), None, |_, _, _| {});
+    assert_eq!(again.results_of("A"), [&json!("again")]);
+}
+
+/// Replies that come after their run was cancelled (a worker too busy to stop at once) change nothing:
+/// not the cancelled run's records, and not the next run's, though it reuses the workers.
+#[test]
+fn late_replies_of_a_cancelled_run_are_dropped() {
+    let project = Builder::new()
+        .scripted(&["Gen", "Work"])
+        .link("Gen", "Work", FanOut)
+        .build();
+    let script = Script::new()
+        .ignoring_cancel()
+        .block("Gen", gen_items(6))
+        .block("Work", |call| Reply::returns(call.input.clone()).held());
+    let mut runtime = scripted_runtime(&script);
+    let first = start(&runtime, project.clone(), Some(3));
+    script.wait_held(3);
+    runtime.send(RuntimeRequest::Cancel(first.clone()));
+    let cancelled = finish(&mut runtime, &first);
+    assert_eq!(cancelled.summary.status, RunStatus::Cancelled);
+    assert_eq!(script.held().len(), 3, "still running in the invoker");
+
+    let second = start(&runtime, project, Some(3));
+    let held = script.wait_held(6);
+    // The first run's three answer now, late, before any of the second run's.
+    assert_eq!(script.release_where(|h| held[..3].contains(h)), 3);
+    let out = finish_releasing(&mut runtime, &script, &second);
+    assert_eq!(out.summary.status, RunStatus::Succeeded);
+    assert_eq!(out.records.len(), 7);
+    assert!(out.records.iter().all(|r| r.run_id == second));
+    let expected: Vec<Value> = (0..6).map(|i| json!(i)).collect();
+    assert_eq!(out.results_of("Work"), expected.iter().collect::<Vec<_>>());
+    // Nothing more arrives for the first run.
+    while let Some(event) = runtime.recv_timeout(std::time::Duration::from_millis(100)) {
+        assert_ne!(event.run_id(), &first, "{event:?}");
+    }
+}
+
+#[test]
+fn results_are_ordered_by_block_then_item_whatever_the_finishing_order() {
+    let project = Builder::new()
+        .scripted(&["Gen", "First", "Second"])
+        .link("Gen", "First", FanOut)
+        .link("Gen", "Second", FanOut)
+        .build();
+    let script = Script::new()
+        .block("Gen", gen_items(3))
+        .block("First", |call| {
+            Reply::returns(json!(format!("first {}", n(call)))).held()
+        })
+        .block("Second", |call| {
+            Reply::returns(json!(format!("second {}", n(call)))).held()
+        });
+    let mut runtime = scripted_runtime(&script);
+    let run_id = start(&runtime, project, None);
+    for item in script.wait_held(6).iter().rev() {
+        script.release(item.key);
+    }
+    let out = finish(&mut runtime, &run_id);
+    let results: Vec<(&str, Vec<u32>, &Value)> = out
+        .summary
+        .results
+        .iter()
+        .map(|r| (r.block.as_str(), r.item_path.clone(), &r.output))
+        .collect();
+    assert_eq!(
+        results,
+        [
+            ("First", vec![0], &json!("first 0")),
+            ("First", vec![1], &json!("first 1")),
+            ("First", vec![2], &json!("first 2")),
+            ("Second", vec![0], &json!("second 0")),
+            ("Second", vec![1], &json!("second 1")),
+            ("Second", vec![2], &json!("second 2")),
+        ]
+    );
+}
+
+#[test]
+fn an_else_without_an_if_is_refused_by_validation() {
+    let project = Builder::new()
+        .scripted(&["A", "B"])
+        .link("A", "B", Else)
+        .build();
+    let out = run_scripted(project, &Script::new(), Value::Null, None);
+    assert_eq!(
+        out.refused.as_deref(),
+        Some(
+            "the project has problems:\n  Transition \"else\" from \"A\" to \"B\" has no \"if\" beside it, so it could never fire"
         )
-        .build();
-    let again = run_on(&mut runtime, next, Value::Null, None, |_, _, _| {});
-    assert_eq!(again.results_of("A"), vec![&json!("again")]);
+    );
+    assert!(out.records.is_empty());
 }
 
 #[test]
-fn syntax_error_refuses_the_run_naming_block_and_line() {
-    // Code Block #1 of Refinery's guide (docs/spec/refinery-fan-out-fan-in.md) as a plain-text copy of
-    // the page has it: the loop's body is lost.
-    let seed = "def main(block_input, backpack):\n    return_list = []\n\n    # Generate a list of 100 numbers in an array\n    for i in range( 0, 100 ):\n\n    # Return the array\n    return return_list\n";
+fn code_that_does_not_compile_refuses_the_run_naming_block_and_line() {
     let project = Builder::new()
-        .block("Code Block #1", seed)
-        .block("Code Block #2", IDENTITY)
-        .link("Code Block #1", "Code Block #2", FanOut)
+        .scripted(&["A", "B"])
+        .link("A", "B", Then)
         .build();
-    let out = run(project, Value::Null);
-    let message = out.refused.expect("the run is refused");
-    assert!(message.contains("\"Code Block #1\" line 8"), "{message}");
-    assert!(message.contains("IndentationError"), "{message}");
-    assert!(out.records.is_empty(), "nothing ran");
+    let script = Script::new().compile_error("B", Some(3), "SyntaxError: invalid syntax");
+    let out = run_scripted(project, &script, Value::Null, None);
+    assert_eq!(
+        out.refused.as_deref(),
+        Some("the code has problems, so nothing ran:\n  \"B\" line 3: SyntaxError: invalid syntax")
+    );
+    assert!(script.submitted().is_empty(), "nothing ran");
 }
 
-/// An `if` expression that does not compile is reported on its transition (the inspector shows it
-/// under that transition's expression), the second `if` of its block here; the block's code on the block.
 #[test]
-fn a_bad_if_expression_is_reported_on_its_transition() {
-    let project = Builder::new()
-        .block("A", "def main(block_input, backpack)\n    return 1\n")
-        .block("B", IDENTITY)
-        .block("C", IDENTITY)
-        .link_if("A", "B", If, "return_data > 1")
-        .link_if("A", "C", If, "return_data >")
+fn bad_requests_are_refused_with_what_is_wrong() {
+    let script = Script::new();
+    let mut runtime = scripted_runtime(&script);
+    let refused = |runtime: &mut RuntimeHandle, request: RunRequest| {
+        run_request_on(runtime, request, |_, _, _| {})
+            .refused
+            .expect("refused")
+    };
+    let project = Builder::new().scripted(&["A"]).build();
+    let mut from_nowhere = RunRequest::new(RunId::new_random(), project.clone());
+    from_nowhere.from = Some(BlockId("no-such-block".into()));
+    assert_eq!(
+        refused(&mut runtime, from_nowhere),
+        "there is no block no-such-block"
+    );
+    let mut backpack = RunRequest::new(RunId::new_random(), project);
+    backpack.backpack = json!([1]);
+    assert_eq!(
+        refused(&mut runtime, backpack),
+        "the backpack must be a JSON object"
+    );
+    let looped = Builder::new()
+        .scripted(&["A", "B"])
+        .link("A", "B", Then)
+        .link("B", "A", Then)
         .build();
-    let second_if = project.transitions[1].id.clone();
-    let mut runtime = RuntimeHandle::start(runtime_config()).unwrap();
+    assert_eq!(
+        refused(&mut runtime, RunRequest::new(RunId::new_random(), looped)),
+        "every block has an incoming transition, so there is no entry block: choose a block to start from"
+    );
+    assert!(script.submitted().is_empty());
+}
+
+/// A replay runs the chosen block once on the given input and fires nothing after it.
+#[test]
+fn a_single_run_runs_its_block_once_and_fires_nothing() {
+    let project = Builder::new()
+        .scripted(&["A", "B"])
+        .link("A", "B", Then)
+        .build();
+    let script = Script::new().block("B", |call| Reply::returns(json!(n(call) + 1)));
+    let mut runtime = scripted_runtime(&script);
+    let mut request = RunRequest::new(RunId::new_random(), project);
+    request.from = Some(BlockId("id-B".into()));
+    request.single = true;
+    request.input = json!(41);
+    let out = run_request_on(&mut runtime, request, |_, _, _| {});
+    assert_eq!(out.summary.status, RunStatus::Succeeded);
+    assert_eq!(out.results_of("B"), [&json!(42)]);
+    assert_eq!(out.records.len(), 1);
+    assert!(out.records[0].fired.is_empty());
+}
+
+/// An invoker that can't run anything (Python won't start) refuses the runs waiting for it and every
+/// run and check after, with its message.
+#[test]
+fn a_broken_invoker_refuses_runs_and_checks_with_its_message() {
+    let script = Script::new();
+    let mut runtime = scripted_runtime(&script);
+    script.break_with("Python could not start: no libpython");
+    // The runtime learns of it in its own time: wait until a run is refused.
+    let project = Builder::new().scripted(&["A"]).build();
+    let message = (0..1000)
+        .find_map(|_| {
+            run_on(
+                &mut runtime,
+                project.clone(),
+                Value::Null,
+                None,
+                |_, _, _| {},
+            )
+            .refused
+        })
+        .expect("a run is refused");
+    assert_eq!(message, "Python could not start: no libpython");
     let check_id = RunId::new_random();
     runtime.send(RuntimeRequest::Check {
         check_id: check_id.clone(),
         project: Box::new(project),
     });
-    let errors = loop {
-        match runtime
-            .recv_timeout(Duration::from_secs(30))
-            .expect("checked")
-        {
-            RuntimeEvent::Checked {
-                check_id: id,
-                compile_errors,
-            } if id == check_id => break compile_errors,
-            _ => {}
+    let refused = loop {
+        match runtime.recv_timeout(std::time::Duration::from_secs(10)) {
+            Some(RuntimeEvent::RunRefused {
+                run_id, message, ..
+            }) if run_id == check_id => {
+                break message;
+            }
+            Some(_) => {}
+            None => panic!("the check got no answer"),
         }
     };
-    let got: Vec<(&str, &str, Option<u32>)> = errors
-        .iter()
-        .map(|e| (e.block.as_str(), e.what.as_str(), e.line))
-        .collect();
-    assert_eq!(
-        got,
-        [("A", "code", Some(1)), ("A", &*second_if.0, None)],
-        "{errors:?}"
-    );
+    assert_eq!(refused, "Python could not start: no libpython");
 }
 
+/// What workers write outside any invocation reaches the runs going on, numbered from 1, up to 1,000
+/// lines a run, then a note says where the rest are.
 #[test]
-fn blocks_run_on_the_interpreter_braid_was_built_with() {
-    let project = Builder::new()
-        .block("Version", "import sys\ndef main(block_input, backpack):\n    return [sys.version_info[0], sys.version_info[1], sys.version_info[2], sys.prefix]\n")
-        .build();
-    let out = run(project, Value::Null);
-    let v = out.results_of("Version")[0];
-    let expected = std::process::Command::new("python3")
-        .args(["-c", "import sys; print(sys.version_info[2])"])
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse::<u64>().ok());
-    assert_eq!(v[0], 3);
-    assert_eq!(v[1], 11);
-    if let Some(micro) = expected {
-        assert_eq!(v[2], micro, "not Debian's libpython: {v}");
-    }
-}
-
-/// One item of ten misbehaves; the other nine succeed and the editor process is untouched.
-fn hostile(body: &str, timeout_s: u64) -> crate::support::Outcome {
-    let code = format!(
-        "import os, sys, time, ctypes\ndef main(block_input, backpack):\n    if block_input == 4:\n{body}\n    return block_input\n"
-    );
-    let project = Builder::fan_out(10, "Work", &code)
-        .timeout("Work", timeout_s)
-        .build();
-    run_with(project, Value::Null, Some(10))
-}
-
-/// The record of the item that misbehaved.
-fn item_4(out: &crate::support::Outcome) -> &braid::run::InvocationRecord {
-    out.records_of("Work")
-        .into_iter()
-        .find(|r| r.item_path[..] == [4])
-        .expect("item 4's record")
-}
-
-fn assert_only_item_4_failed(
-    out: &crate::support::Outcome,
-    status: InvocationStatus,
-    error_has: &str,
-) {
-    let work = out.records_of("Work");
-    assert_eq!(work.len(), 10);
-    for r in &work {
-        if r.item_path[..] == [4] {
-            assert_eq!(r.status, status, "{r:?}");
-            let error = r.error.as_ref().expect("an error");
-            assert!(error.summary().contains(error_has), "{error:?}");
-        } else {
-            assert_eq!(r.status, InvocationStatus::Succeeded, "{r:?}");
+fn worker_output_reaches_the_run_going_on_capped_with_a_note() {
+    let project = Builder::new().scripted(&["Flood"]).build();
+    let script = Script::new().block("Flood", |_| Reply::returns(Value::Null).held());
+    let mut runtime = scripted_runtime(&script);
+    let run_id = start(&runtime, project, None);
+    script.wait_held(1);
+    script.write_output(0, vec!["hello".to_owned()]);
+    script.write_output(1, (0..1500).map(|i| format!("line {i}")).collect());
+    script.write_output(1, vec!["never shown".to_owned()]);
+    // The invoker sends what it was given in order: the lines, then the end of the invocation.
+    script.release_all();
+    let mut lines = Vec::new();
+    loop {
+        match runtime.recv_timeout(std::time::Duration::from_secs(10)) {
+            Some(RuntimeEvent::WorkerOutput {
+                worker,
+                lines: more,
+                ..
+            }) => lines.extend(
+                more.into_iter()
+                    .map(|line| format!("worker {worker}: {line}")),
+            ),
+            Some(RuntimeEvent::RunFinished(summary)) if summary.run_id == run_id => {
+                assert_eq!(summary.status, RunStatus::Succeeded);
+                break;
+            }
+            Some(_) => {}
+            None => panic!("the run did not end"),
         }
     }
-    assert_eq!(out.summary.status, RunStatus::Failed);
-    assert_eq!(out.summary.failures.len(), 1);
-    assert_eq!(out.summary.failures[0].item_path, vec![4]);
-}
-
-#[test]
-fn hostile_raise() {
-    let out = hostile("        raise KeyError('nope')", 10);
-    assert_only_item_4_failed(&out, InvocationStatus::Exception, "KeyError: 'nope'");
-}
-
-#[test]
-fn hostile_infinite_loop_times_out() {
-    let out = hostile("        while True:\n            pass", 2);
-    assert_only_item_4_failed(&out, InvocationStatus::TimedOut, "timeout of 2 s");
-    let stopped = item_4(&out);
-    let error = stopped.error.as_ref().unwrap();
-    assert!(
-        error
-            .traceback
-            .ends_with("Timeout: ran past its timeout of 2 s\n"),
-        "{}",
-        error.traceback
-    );
-    assert!(
-        matches!(error.line, Some(4 | 5)),
-        "the loop's line, where it was stopped: {:?}",
-        error.line
-    );
-}
-
-/// A print in a runaway loop: the invocation times out like any loop, by the interrupt (its worker is
-/// not killed), and keeps the first mebibyte of what it printed, with a note of how much was dropped
-/// (keeping everything would take gigabytes of memory, and seconds of sending after the timeout).
-#[test]
-fn hostile_print_loop_keeps_the_first_of_its_output() {
-    let out = hostile("        while True:\n            print('x' * 1000)", 1);
-    assert_only_item_4_failed(&out, InvocationStatus::TimedOut, "timeout of 1 s");
-    let chatty = item_4(&out);
-    let error = chatty.error.as_ref().unwrap();
-    assert!(
-        !error.message.contains("killed"),
-        "stopped by the interrupt: {error:?}"
-    );
-    assert!(
-        chatty.stdout.starts_with(&"x".repeat(1000)),
-        "{}",
-        &chatty.stdout[..100]
-    );
-    let note = chatty.stdout.lines().last().unwrap();
-    assert!(
-        note.starts_with("[Braid kept the first 1,048,576 characters of this output; ")
-            && note.ends_with(" more were dropped]"),
-        "{note}"
-    );
-    assert!(chatty.stdout.len() < 1_048_576 + 200);
-}
-
-/// Module-level code that runs past the timeout of the invocation that first loads the block: that
-/// invocation times out, and the next ones run the module code again instead of inheriting its
-/// timeout. Only the first load is slow (a marker file), as with a cache warmed on first use.
-#[test]
-fn a_timed_out_module_load_is_not_the_next_invocations_timeout() {
-    let dir = tempfile::tempdir().unwrap();
-    let marker = dir.path().join("loaded-once");
-    let code = format!(
-        "import os, time\nif not os.path.exists({marker:?}):\n    open({marker:?}, 'w').close()\n    t = time.time()\n    while time.time() - t < 30:\n        pass\n\ndef main(block_input, backpack):\n    return block_input\n"
-    );
-    let project = Builder::fan_out(6, "Work", &code)
-        .timeout("Work", 1)
-        .build();
-    // One at a time, so every invocation after the first meets the block as the first one left it.
-    let out = run_with(project, Value::Null, Some(1));
-    let work = out.records_of("Work");
-    assert_eq!(work.len(), 6);
-    let timed_out: Vec<_> = work
-        .iter()
-        .filter(|r| r.status == InvocationStatus::TimedOut)
-        .map(|r| r.item_path.to_vec())
-        .collect();
-    assert_eq!(timed_out, [vec![0]], "{work:#?}");
-}
-
-/// Text that is not Unicode (a lone surrogate, as `os.fsdecode` makes of a file name's undecodable
-/// bytes): returned, it fails only its invocation, saying what and how to fix it; printed, or in an
-/// exception's message, it is shown with U+FFFD in its place. It must not break the worker's whole
-/// reply, which would have the worker killed and a message blaming the memory.
-#[test]
-fn hostile_text_that_is_not_unicode() {
-    let out = hostile("        return os.fsdecode(b'file-\\xff.txt')", 10);
-    assert_only_item_4_failed(&out, InvocationStatus::Exception, "not Unicode: '\\udcff'");
-
-    let out = hostile(
-        "        print(os.fsdecode(b'name-\\xfe'))\n        raise ValueError(os.fsdecode(b'bad-\\xfd'))",
-        10,
-    );
-    assert_only_item_4_failed(
-        &out,
-        InvocationStatus::Exception,
-        "ValueError: bad-\u{fffd}",
-    );
-    let printed = &item_4(&out).stdout;
-    assert_eq!(printed, "name-\u{fffd}\n");
-}
-
-#[test]
-fn hostile_sleep_past_timeout_kills_the_worker() {
-    let out = hostile("        time.sleep(30)", 1);
-    assert_only_item_4_failed(&out, InvocationStatus::TimedOut, "Timeout");
-}
-
-/// C code that holds the interpreter past the timeout, so that not even the worker's own monitor can
-/// run, while something it started goes on writing to the worker's stderr: Braid's watchdog still
-/// finds the worker silent (stderr is no sign of life) and kills it. Only that item fails, timed out.
-#[test]
-fn hostile_c_call_holding_the_interpreter_while_printing_times_out() {
-    let out = hostile(
-        "        ctypes.PyDLL(None).system(b'while true; do echo tick >&2; sleep 0.2; done')",
-        1,
-    );
-    assert_only_item_4_failed(
-        &out,
-        InvocationStatus::TimedOut,
-        "did not stop when interrupted; its Python process was killed",
-    );
-}
-
-#[test]
-fn hostile_sys_exit() {
-    let out = hostile("        sys.exit(2)", 10);
-    assert_only_item_4_failed(&out, InvocationStatus::Exception, "sys.exit(2)");
-}
-
-#[test]
-fn hostile_os_exit() {
-    let out = hostile("        time.sleep(0.05)\n        os._exit(3)", 10);
-    assert_only_item_4_failed(&out, InvocationStatus::Exception, "os._exit(3)");
-}
-
-#[test]
-fn hostile_segfault() {
-    let out = hostile("        ctypes.string_at(0)", 10);
-    assert_only_item_4_failed(&out, InvocationStatus::Exception, "SIGSEGV");
-    let crash = item_4(&out);
-    assert!(
-        crash
-            .error
-            .as_ref()
-            .unwrap()
-            .traceback
-            .contains("Segmentation fault")
-    );
-}
-
-/// A block that closes every file descriptor closes its worker's pipes to Braid, though the worker
-/// goes on running. Only its item fails, and the message says what happened, not a SIGKILL and perhaps
-/// the memory (Braid's own kill of the worker, mistaken for a crash).
-#[test]
-fn hostile_closing_every_file_descriptor() {
-    let out = hostile("        os.closerange(0, 1024)", 10);
-    assert_only_item_4_failed(
-        &out,
-        InvocationStatus::Exception,
-        "closed its pipe to Braid (a block closing file descriptors, such as os.closerange",
-    );
-    let message = &item_4(&out).error.as_ref().unwrap().message;
-    assert!(!message.contains("SIGKILL"), "{message}");
-}
-
-#[test]
-fn hostile_non_json_return() {
-    let out = hostile("        return {1, 2, 3}", 10);
-    assert_only_item_4_failed(
-        &out,
-        InvocationStatus::Exception,
-        "not JSON-serialisable: set",
-    );
-}
-
-#[test]
-fn hostile_cyclic_and_too_deep_values() {
-    let out = hostile("        x = []\n        x.append(x)\n        return x", 10);
-    assert_only_item_4_failed(&out, InvocationStatus::Exception, "not JSON-serialisable");
-    // Nested deeper than the encoder can go: it fails alone too, rather than losing its result.
-    let out = hostile(
-        "        x = []\n        for _ in range(100000):\n            x = [x]\n        return x",
-        10,
-    );
-    assert_only_item_4_failed(&out, InvocationStatus::Exception, "not JSON-serialisable");
-    // Deeper than Braid keeps (127 levels), yet encodable: it fails alone, saying so; the same
-    // with a printed line (a full result row), and in the backpack.
-    for body in [
-        "        x = 0\n        for _ in range(400):\n            x = [x]\n        return x",
-        "        x = 0\n        for _ in range(400):\n            x = [x]\n        print('deep')\n        return x",
-        "        x = 0\n        for _ in range(400):\n            x = [x]\n        backpack['deep'] = x",
-    ] {
-        let out = hostile(body, 10);
-        assert_only_item_4_failed(&out, InvocationStatus::Exception, "levels deep");
-    }
-    // Within it: it passes through whole.
-    let out = hostile(
-        "        x = 0\n        for _ in range(100):\n            x = [x]\n        return x",
-        10,
-    );
     assert_eq!(
-        out.summary.status,
-        RunStatus::Succeeded,
+        lines.len(),
+        1001,
         "{:?}",
-        out.summary
+        &lines[lines.len().saturating_sub(3)..]
     );
-    let mut at = out.records_of("Work")[4].output.as_ref().expect("returned");
-    let mut depth = 0;
-    while let Some([inner]) = at.as_array().map(Vec::as_slice) {
-        depth += 1;
-        at = inner;
-    }
-    assert_eq!(depth, 100);
-}
-
-#[test]
-fn hostile_memory_error() {
-    let out = hostile("        raise MemoryError()", 10);
-    assert_only_item_4_failed(&out, InvocationStatus::Exception, "MemoryError");
-}
-
-#[test]
-fn else_without_if_is_refused_by_validation() {
-    let project = Builder::new()
-        .block("A", IDENTITY)
-        .block("B", IDENTITY)
-        .link("A", "B", Else)
-        .build();
-    let out = run(project, Value::Null);
-    let message = out.refused.expect("refused");
-    assert!(message.contains("else"), "{message}");
-}
-
-/// Every item of a fan-out keeps what is its own (printed output on either stream, its error, a
-/// backpack it changed), whichever worker thread ran it and however the items were batched: most of a
-/// big fan-out runs in the worker's native loop, which hands these back to its Python.
-#[test]
-fn every_item_of_a_fan_out_keeps_its_own_output_error_and_backpack() {
-    let code = "import sys\n\
-                def main(block_input, backpack):\n    \
-                    x = block_input\n    \
-                    if x % 3 == 0:\n        print(f'item {x}')\n    \
-                    if x % 5 == 0:\n        print(f'warn {x}', file=sys.stderr)\n    \
-                    if x % 7 == 6:\n        raise ValueError(f'bad {x}')\n    \
-                    if x % 4 == 1:\n        backpack['seen'] = x\n    \
-                    return x * 2\n";
-    let project = Builder::fan_out(600, "Work", code).build();
-    let out = run_with(project, Value::Null, Some(1000));
-    let work = out.records_of("Work");
-    assert_eq!(work.len(), 600);
-    for r in work {
-        let x = u64::from(r.item_path[0]);
-        let printed = if x % 3 == 0 {
-            format!("item {x}\n")
-        } else {
-            String::new()
-        };
-        let warned = if x % 5 == 0 {
-            format!("warn {x}\n")
-        } else {
-            String::new()
-        };
-        assert_eq!((&r.stdout, &r.stderr), (&printed, &warned), "item {x}");
-        if x % 7 == 6 {
-            assert_eq!(r.status, InvocationStatus::Exception, "item {x}");
-            let error = r.error.as_ref().expect("an error");
-            assert_eq!(error.summary(), format!("ValueError: bad {x}"));
-            assert_eq!(error.line, Some(9), "item {x}: {error:?}");
-        } else {
-            assert_eq!(r.status, InvocationStatus::Succeeded, "item {x}");
-            assert_eq!(r.output, Some(json!(x * 2)), "item {x}");
-        }
-        // An item that raised did so before it changed its backpack.
-        let seen = if x % 4 == 1 && x % 7 != 6 {
-            json!({"seen": x})
-        } else {
-            json!({})
-        };
-        assert_eq!(r.backpack_out.as_deref(), Some(&seen), "item {x}");
-        assert!(
-            r.started_at_ms.unwrap() <= r.ended_at_ms.unwrap(),
-            "item {x}"
-        );
-    }
-}
-
-/// Code written for a terminal runs as it is and prints into its own invocation: `sys.stdout` is a whole
-/// text stream (`reconfigure`, `buffer`, `fileno` raising `io.UnsupportedOperation`, a `close` that
-/// doesn't stop later output), and a block that replaces `sys.stdout` or `sys.stderr` for good takes
-/// only its own printed output with it, not that of the invocations after it on the same worker.
-#[test]
-fn code_written_for_a_terminal_prints_into_its_own_invocation() {
-    let code = "import contextlib, io, os, sys\n\
-                def main(block_input, backpack):\n    \
-                    x = block_input\n    \
-                    if x == 0:\n        sys.stdout.reconfigure(encoding='utf-8', line_buffering=True)\n    \
-                    if x == 1:\n        sys.stdout.buffer.write('raw é\\n'.encode())\n    \
-                    if x == 2:\n        try:\n            sys.stderr.fileno()\n        except io.UnsupportedOperation:\n            print('no fileno')\n    \
-                    if x == 3:\n        sys.stdout.close()\n    \
-                    if x == 4:\n        sys.stdout = io.StringIO()\n    \
-                    if x == 5:\n        sys.stderr = open(os.devnull, 'w')\n    \
-                    if x == 6:\n        with contextlib.redirect_stdout(io.StringIO()):\n            print('hidden')\n    \
-                    print(f'item {x}', flush=True)\n    \
-                    if x % 50 == 5:\n        print(f'warn {x}', file=sys.stderr)\n    \
-                    return x\n";
-    let project = Builder::fan_out(300, "Work", code).build();
-    let out = run_with(project, Value::Null, Some(1000));
-    for (x, r) in succeeded_items(&out, "Work", 300) {
-        let printed = match x {
-            1 => "raw é\nitem 1\n".to_owned(),
-            2 => "no fileno\nitem 2\n".to_owned(),
-            4 => String::new(),
-            _ => format!("item {x}\n"),
-        };
-        let warned = if x % 50 == 5 && x != 5 {
-            format!("warn {x}\n")
-        } else {
-            String::new()
-        };
-        assert_eq!((&r.stdout, &r.stderr), (&printed, &warned), "item {x}");
-    }
-}
-
-/// Threads an invocation starts (a thread pool calling an API for it) belong to it: they see its block's
-/// variables, and what they print is its printed output; invocations after it on the same worker keep
-/// their own.
-#[test]
-fn threads_an_invocation_starts_see_its_variables_and_print_into_it() {
-    let code = "import os\n\
-                from concurrent.futures import ThreadPoolExecutor\n\
-                def fetch(x, part):\n    \
-                    print(f'part {part} of {x}')\n    \
-                    return os.environ['BRAID_IT_TOKEN'] + str(part)\n\
-                def main(block_input, backpack):\n    \
-                    with ThreadPoolExecutor(3) as pool:\n        \
-                        got = list(pool.map(lambda part: fetch(block_input, part), range(3)))\n    \
-                    return got\n";
-    let mut project = Builder::fan_out(40, "Work", code).build();
-    project.blocks[1].code_mut().unwrap().env_vars = vec!["BRAID_IT_TOKEN".to_owned()];
-    let mut request = RunRequest::new(RunId::new_random(), project);
-    request.env = std::collections::BTreeMap::from([("BRAID_IT_TOKEN".to_owned(), "t".to_owned())]);
-    let mut runtime = RuntimeHandle::start(runtime_config()).expect("runtime starts");
-    let out = run_request_on(&mut runtime, request, |_, _, _| {});
-    for (x, r) in succeeded_items(&out, "Work", 40) {
-        assert_eq!(r.output, Some(json!(["t0", "t1", "t2"])), "item {x}");
-        let mut lines: Vec<&str> = r.stdout.lines().collect();
-        lines.sort_unstable();
-        let expected: Vec<String> = (0..3).map(|p| format!("part {p} of {x}")).collect();
-        assert_eq!(lines, expected, "item {x}");
-    }
-}
-
-/// The records of `block`'s invocations, each with its item number, after checking there are `n` and
-/// each succeeded.
-fn succeeded_items<'a>(
-    out: &'a crate::support::Outcome,
-    block: &str,
-    n: usize,
-) -> impl Iterator<Item = (u64, &'a braid::run::InvocationRecord)> {
-    let records = out.records_of(block);
-    assert_eq!(records.len(), n);
-    records.into_iter().map(|r| {
-        let x = u64::from(r.item_path[0]);
-        assert_eq!(
-            r.status,
-            InvocationStatus::Succeeded,
-            "item {x}: {:?}",
-            r.error
-        );
-        (x, r)
-    })
-}
-
-/// Values that stand for JSON (numpy arrays and scalars: anything with a `tolist`) are returned and
-/// kept in the backpack as the lists and numbers they stand for; a value that stands for nothing JSON
-/// still fails its own invocation, naming its type.
-#[test]
-fn values_with_a_tolist_are_the_json_they_stand_for() {
-    let code = "class Vector:\n    def __init__(self, *xs):\n        self.xs = xs\n    def tolist(self):\n        return list(self.xs)\n\
-                class Opaque:\n    pass\n\
-                def main(block_input, backpack):\n    \
-                    if block_input == 'opaque':\n        return [1, Opaque()]\n    \
-                    backpack['v'] = Vector(3, 4)\n    \
-                    return {'v': Vector(1, Vector(2)), 'n': 5}\n";
-    let out = run(Builder::new().block("Numpyish", code).build(), json!("ok"));
-    let r = &out.records_of("Numpyish")[0];
+    assert_eq!(lines[0], "worker 1: hello");
+    assert_eq!(lines[999], "worker 2: line 998");
     assert_eq!(
-        r.output,
-        Some(json!({"v": [1, [2]], "n": 5})),
-        "{:?}",
-        r.error
+        lines[1000],
+        "worker 2: [Braid shows a run's first 1,000 lines of worker output; RUST_LOG=braid::worker=debug logs all of them]"
     );
-    assert_eq!(r.backpack_out.as_deref(), Some(&json!({"v": [3, 4]})));
-    let out = run(
-        Builder::new().block("Numpyish", code).build(),
-        json!("opaque"),
-    );
-    let error = out.records_of("Numpyish")[0]
-        .error
-        .as_ref()
-        .expect("it failed");
-    assert!(error.message.contains("Opaque"), "{error:?}");
-}
-
-/// What a subprocess an invocation starts writes (to the stdout and stderr it inherits) is that
-/// invocation's printed output, in order with its own prints: a failing tool's message is there beside
-/// the error. Streams the caller chose (`capture_output`) are left alone; `os.system` is captured too
-/// and returns its usual wait status.
-#[test]
-fn a_subprocess_writes_into_its_invocation() {
-    let code = "import os, subprocess\n\
-                def main(block_input, backpack):\n    \
-                    print('before')\n    \
-                    subprocess.run(['sh', '-c', f'echo out {block_input}; echo err {block_input} >&2'])\n    \
-                    done = subprocess.run(['echo', 'kept'], capture_output=True, text=True)\n    \
-                    print('after')\n    \
-                    subprocess.run(['sh', '-c', 'echo failing >&2; exit 3'], check=block_input == 5)\n    \
-                    assert os.system('echo by system; exit 2') == 512\n    \
-                    return done.stdout\n";
-    let project = Builder::fan_out(8, "Tool", code).build();
-    let out = run_with(project, Value::Null, Some(1000));
-    let tool = out.records_of("Tool");
-    assert_eq!(tool.len(), 8);
-    for r in tool {
-        let x = r.item_path[0];
-        let system = if x == 5 { "" } else { "by system\n" };
-        assert_eq!(
-            r.stdout,
-            format!("before\nout {x}\nafter\n{system}"),
-            "item {x}"
-        );
-        assert_eq!(r.stderr, format!("err {x}\nfailing\n"), "item {x}");
-        if x == 5 {
-            assert_eq!(r.status, InvocationStatus::Exception);
-        } else {
-            assert_eq!(r.output, Some(json!("kept\n")), "item {x}: {:?}", r.error);
-        }
-    }
-}
-
-/// A worker does not import `subprocess` as it starts (that took several milliseconds of every start);
-/// it patches it when a block first imports it, here inside `main` itself, and the subprocess's output
-/// is still that invocation's. `os.system` works before anything imported it.
-#[test]
-fn subprocess_is_patched_when_a_block_first_imports_it() {
-    let code = "import os, sys\n\
-                def main(block_input, backpack):\n    \
-                    before = 'subprocess' in sys.modules\n    \
-                    status = os.system('echo by system')\n    \
-                    import subprocess\n    \
-                    subprocess.run(['echo', 'by run'])\n    \
-                    return [before, status]\n";
-    let project = Builder::new().block("Late", code).build();
-    let out = run_with(project, Value::Null, None);
-    let late = &out.records_of("Late")[0];
-    assert_eq!(late.output, Some(json!([false, 0])), "{:?}", late.error);
-    assert_eq!(late.stdout, "by system\nby run\n");
 }

@@ -1,5 +1,6 @@
-//! Run history through the real runtime and real Python: record a run with a failing item, read it back
-//! (as the Block Executions panel and `braid history` do), after a "restart" too.
+//! Run history through the real runtime (its blocks run by a script, or by Python through `braid run`):
+//! record a run with a failing item, read it back (as the Block Executions panel and `braid history`
+//! do), after a "restart" too.
 
 use std::path::{Path, PathBuf};
 
@@ -7,10 +8,11 @@ use assert_cmd::Command;
 use braid::model::TransitionKind;
 use braid::run::{InvocationFilter, InvocationStatus, RowOrder, RunId, RunStatus};
 use braid::runtime::history::History;
+use braid::runtime::scripted::{Reply, Script};
 use braid::runtime::{RunRequest, RuntimeHandle, RuntimeRequest};
 use serde_json::{Value, json};
 
-use crate::support::{Builder, Outcome, run_request_on, runtime_config};
+use crate::support::{Builder, Outcome, run_request_on, scripted_runtime};
 
 /// Gen fans its input out to Work, which doubles numbers and fails on anything else; Collect fans in.
 fn pipeline() -> braid::model::Project {
@@ -24,6 +26,34 @@ fn pipeline() -> braid::model::Project {
         .link("Gen", "Work", TransitionKind::FanOut)
         .link("Work", "Collect", TransitionKind::FanIn)
         .build()
+}
+
+/// [`pipeline`]'s blocks as a script: Work prints, doubles numbers and raises on anything else.
+fn pipeline_script() -> Script {
+    Script::new().block("Work", |call| {
+        let shown = call
+            .input
+            .as_str()
+            .map_or_else(|| call.input.to_string(), str::to_owned);
+        let printed = format!("working on {shown}\n");
+        if let Some(x) = call.input.as_i64() {
+            return Reply::returns(json!(x * 2)).printing(&printed);
+        }
+        let message = format!("bad row {}", python_repr(&call.input));
+        let traceback = format!(
+            "Traceback (most recent call last):\n  File \"Work\", line 4, in main\nValueError: {message}\n"
+        );
+        Reply::raises("ValueError", &message)
+            .with_traceback(&traceback, Some(4))
+            .printing(&printed)
+    })
+}
+
+/// How Python's `repr` shows a string (the only non-number the tests send).
+fn python_repr(value: &Value) -> String {
+    value
+        .as_str()
+        .map_or_else(|| value.to_string(), |text| format!("'{text}'"))
 }
 
 fn run_recorded(runtime: &mut RuntimeHandle, history: &Path, input: Value) -> Outcome {
@@ -41,7 +71,7 @@ fn db_in(dir: &tempfile::TempDir) -> PathBuf {
 fn a_failed_item_can_be_found_read_and_followed_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir);
-    let mut runtime = RuntimeHandle::start(runtime_config()).unwrap();
+    let mut runtime = scripted_runtime(&pipeline_script());
     let failed = run_recorded(&mut runtime, &path, json!([1, 2, 3, "oops", 5]));
     assert_eq!(failed.summary.status, RunStatus::Failed);
     let good = run_recorded(&mut runtime, &path, json!([10, 20, 30]));
@@ -180,7 +210,7 @@ fn a_history_that_cannot_be_opened_refuses_the_run_with_its_path() {
     let path = db_in(&dir);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, "not a database ".repeat(1000)).unwrap();
-    let mut runtime = RuntimeHandle::start(runtime_config()).unwrap();
+    let mut runtime = scripted_runtime(&pipeline_script());
     let outcome = run_recorded(&mut runtime, &path, json!([1]));
     let message = outcome.refused.expect("refused");
     assert!(message.contains("can't record the run"), "{message}");
@@ -192,14 +222,15 @@ fn a_cancelled_run_is_recorded_as_cancelled() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir);
     let project = Builder::new()
-        .block("Gen", "def main(block_input, backpack):\n    return list(range(50))\n")
-        .block(
-            "Slow",
-            "import time\ndef main(block_input, backpack):\n    time.sleep(0.05)\n    return block_input\n",
-        )
+        .scripted(&["Gen", "Slow"])
         .link("Gen", "Slow", TransitionKind::FanOut)
         .build();
-    let mut runtime = RuntimeHandle::start(runtime_config()).unwrap();
+    let script = Script::new()
+        .block("Gen", |_| {
+            Reply::returns(json!((0..50).collect::<Vec<_>>()))
+        })
+        .block("Slow", |call| Reply::returns(call.input.clone()).held());
+    let mut runtime = scripted_runtime(&script);
     let mut request = RunRequest::new(RunId::new_random(), project);
     request.history = Some(path.clone());
     request.concurrency = Some(2);
@@ -207,6 +238,7 @@ fn a_cancelled_run_is_recorded_as_cancelled() {
     let outcome = run_request_on(&mut runtime, request, |runtime, run_id, event| {
         if !cancelled && matches!(event, braid::runtime::RuntimeEvent::Invocations { .. }) {
             cancelled = true;
+            script.wait_held(2);
             runtime.send(RuntimeRequest::Cancel(run_id.clone()));
         }
     });
@@ -214,8 +246,9 @@ fn a_cancelled_run_is_recorded_as_cancelled() {
     let history = History::open(&path).unwrap();
     let run = history.run(&outcome.summary.run_id).unwrap().unwrap();
     assert_eq!(run.status, RunStatus::Cancelled);
-    assert_eq!(run.invocations, outcome.records.len() as u64);
-    assert!(run.counts.cancelled > 0);
+    assert_eq!(run.invocations, 51);
+    assert_eq!(outcome.records.len(), 51);
+    assert_eq!((run.counts.succeeded, run.counts.cancelled), (1, 50));
 }
 
 /// The runtime stopped mid-run (the editor closed): the run is recorded as cancelled, with every
@@ -224,26 +257,20 @@ fn a_cancelled_run_is_recorded_as_cancelled() {
 fn a_run_going_when_the_runtime_stops_is_recorded_as_cancelled() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir);
-    let started = dir.path().join("started");
     let project = Builder::new()
-        .block("Gen", "def main(block_input, backpack):\n    return list(range(8))\n")
-        .block(
-            "Slow",
-            &format!("import time\ndef main(block_input, backpack):\n    open({started:?}, 'a').close()\n    time.sleep(100)\n    return block_input\n"),
-        )
+        .scripted(&["Gen", "Slow"])
         .link("Gen", "Slow", TransitionKind::FanOut)
         .build();
-    let runtime = RuntimeHandle::start(runtime_config()).unwrap();
+    let script = Script::new()
+        .block("Gen", |_| Reply::returns(json!((0..8).collect::<Vec<_>>())))
+        .block("Slow", |call| Reply::returns(call.input.clone()).held());
+    let runtime = scripted_runtime(&script);
     let mut request = RunRequest::new(RunId::new_random(), project);
     let run_id = request.run_id.clone();
     request.history = Some(path.clone());
     request.concurrency = Some(2);
     runtime.send(RuntimeRequest::Run(Box::new(request)));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
-    while !started.exists() {
-        assert!(std::time::Instant::now() < deadline, "no item started");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    script.wait_held(2);
     runtime.shutdown(std::time::Duration::from_secs(30));
 
     let history = History::open(&path).unwrap();
@@ -303,7 +330,7 @@ fn moving_to_another_projects_history_closes_the_last_one() {
     let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (first_db, second_db) = (db_in(&first), db_in(&second));
     let wal = |db: &Path| db.with_extension("sqlite-wal");
-    let mut runtime = RuntimeHandle::start(runtime_config()).unwrap();
+    let mut runtime = scripted_runtime(&pipeline_script());
     run_recorded(&mut runtime, &first_db, json!([1, 2]));
     assert!(wal(&first_db).exists(), "the first database is open");
     run_recorded(&mut runtime, &second_db, json!([3]));

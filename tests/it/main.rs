@@ -12,5 +12,6 @@ mod executions;
 mod gui;
 mod history;
 mod model;
+mod python;
 mod support;
 mod workers;

@@ -1,22 +1,37 @@
-//! Shared helpers: build projects in code and run them through the real runtime and real Python.
+//! Shared helpers: build projects in code and run them through the real runtime, its blocks run by
+//! real Python or by a script standing in for it.
 
 use std::time::Duration;
 
 use braid::model::{Block, BlockId, Position, Project, Transition, TransitionKind};
 use braid::run::{InvocationRecord, RunId, RunSummary};
+use braid::runtime::scripted::Script;
 use braid::runtime::worker::pool::PoolConfig;
 use braid::runtime::{RunRequest, RuntimeConfig, RuntimeEvent, RuntimeHandle, RuntimeRequest};
 use serde_json::{Value, json};
 
 pub fn runtime_config() -> RuntimeConfig {
-    RuntimeConfig {
-        pool: PoolConfig {
-            worker_exe: env!("CARGO_BIN_EXE_braid").into(),
-            workers: 2,
-            env: Vec::new(),
-        },
-        env_cache: braid::runtime::environment::default_cache_dir(),
-    }
+    RuntimeConfig::workers(PoolConfig {
+        worker_exe: env!("CARGO_BIN_EXE_braid").into(),
+        workers: 2,
+        env: Vec::new(),
+    })
+}
+
+/// A runtime whose blocks `script` runs: no Python, so it starts and runs in milliseconds.
+pub fn scripted_runtime(script: &Script) -> RuntimeHandle {
+    RuntimeHandle::start(RuntimeConfig::scripted(script.clone())).expect("runtime starts")
+}
+
+/// Runs `project` with `script` standing in for Python, on a runtime of its own.
+pub fn run_scripted(
+    project: Project,
+    script: &Script,
+    input: Value,
+    concurrency: Option<u32>,
+) -> Outcome {
+    let mut runtime = scripted_runtime(script);
+    run_on(&mut runtime, project, input, concurrency, |_, _, _| {})
 }
 
 /// A project assembled block by block; blocks are named and referred to by name.
@@ -42,6 +57,13 @@ impl Builder {
             name,
             TransitionKind::FanOut,
         )
+    }
+
+    /// Blocks with no code of their own: a script runs them.
+    pub fn scripted(self, names: &[&str]) -> Self {
+        names
+            .iter()
+            .fold(self, |builder, name| builder.block(name, ""))
     }
 
     pub fn block(mut self, name: &str, code: &str) -> Self {
@@ -146,15 +168,36 @@ pub fn run_request_on(
 ) -> Outcome {
     let run_id = request.run_id.clone();
     runtime.send(RuntimeRequest::Run(Box::new(request)));
+    follow(runtime, &run_id, |runtime, run_id, event| {
+        if let Some(event) = event {
+            on_event(runtime, run_id, event);
+        }
+    })
+}
+
+/// Collects `run_id`'s events until it ends. `on_event` sees each event first, and `None` whenever a
+/// few milliseconds pass without one (so that it can move along a run that waits for it).
+pub fn follow(
+    runtime: &mut RuntimeHandle,
+    run_id: &RunId,
+    mut on_event: impl FnMut(&RuntimeHandle, &RunId, Option<&RuntimeEvent>),
+) -> Outcome {
+    let run_id = run_id.clone();
+    let deadline = std::time::Instant::now() + Duration::from_mins(2);
     let mut records = Vec::new();
     loop {
-        let event = runtime
-            .recv_timeout(Duration::from_mins(2))
-            .expect("the run ends within two minutes");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run ends within two minutes"
+        );
+        let Some(event) = runtime.recv_timeout(Duration::from_millis(5)) else {
+            on_event(runtime, &run_id, None);
+            continue;
+        };
         if event.run_id() != &run_id {
             continue;
         }
-        on_event(runtime, &run_id, &event);
+        on_event(runtime, &run_id, Some(&event));
         match event {
             RuntimeEvent::Invocations { records: batch, .. } => records.extend(batch),
             RuntimeEvent::RunFinished(summary) => {
@@ -183,23 +226,4 @@ pub fn run_request_on(
             _ => {}
         }
     }
-}
-
-/// The most invocations that were running at one moment, from their recorded start and end times.
-pub fn max_overlap(records: &[&InvocationRecord]) -> usize {
-    let mut edges: Vec<(f64, i32)> = Vec::new();
-    for r in records {
-        if let (Some(s), Some(e)) = (r.started_at_ms, r.ended_at_ms) {
-            edges.push((s, 1));
-            edges.push((e, -1));
-        }
-    }
-    // Ends sort before starts at the same instant: back-to-back invocations don't overlap.
-    edges.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    let (mut now, mut max) = (0_i32, 0_i32);
-    for (_, d) in edges {
-        now += d;
-        max = max.max(now);
-    }
-    usize::try_from(max).unwrap_or(0)
 }

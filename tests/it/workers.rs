@@ -596,29 +596,6 @@ fn what_a_worker_writes_itself_reaches_the_run() {
     );
 }
 
-/// A block that floods the worker's stderr: the run shows its first 1,000 lines and says where the rest
-/// are, rather than filling the editor's memory.
-#[test]
-fn a_runs_worker_output_is_capped_with_a_note() {
-    let code = "import os\ndef main(block_input, backpack):\n    \
-                os.write(2, b''.join(b'line %d\\n' % i for i in range(1500)))\n";
-    let project = Builder::new().block("Flood", code).build();
-    let (status, lines) = worker_output_of(project);
-    assert_eq!(status, RunStatus::Succeeded);
-    assert_eq!(
-        lines.len(),
-        1001,
-        "{:?}",
-        &lines[lines.len().saturating_sub(3)..]
-    );
-    assert!(lines[999].ends_with(": line 999"), "{}", lines[999]);
-    assert!(
-        lines[1000].contains("first 1,000 lines of worker output; RUST_LOG=braid::worker=debug"),
-        "{}",
-        lines[1000]
-    );
-}
-
 /// Workers start without `site`: a block sees the standard library and its project's libraries, not the
 /// packages installed beside the interpreter (a project that runs here runs on a colleague's machine),
 /// and a missing one is named with what to do. What `site` gives every program is still there.

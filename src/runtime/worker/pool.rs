@@ -17,7 +17,8 @@ use tokio::sync::mpsc;
 
 use crate::run::ErrorInfo;
 use crate::runtime::invoker::{
-    BlockCompileError, Invoker, InvokerEvent, Outcome, Program, Task, TaskResult,
+    BlockCompileError, Invoker, InvokerEvent, InvokerEvents, Outcome, Program, Stopping, Task,
+    TaskResult,
 };
 
 use super::protocol::{Reply, Request, ResultRow, Status, read_reply};
@@ -73,21 +74,12 @@ pub struct ProcessPool {
 
 impl ProcessPool {
     /// Starts the pool's task on the current tokio runtime.
-    pub fn start(config: PoolConfig, events: mpsc::Sender<InvokerEvent>) -> Self {
+    pub fn start(config: PoolConfig, events: InvokerEvents) -> Self {
         // Unbounded on purpose: the scheduler itself bounds what it submits (its concurrency limit), and
         // a bounded channel here could deadlock against the event channel going the other way.
         let (commands, rx) = mpsc::unbounded_channel();
         tokio::spawn(PoolActor::new(config, events).run(rx));
         Self { commands }
-    }
-
-    /// Ends the workers and waits until they are gone, their module folders removed: a process that
-    /// exits right after (as `braid run` does) would otherwise leave that to nobody.
-    pub async fn stop(self) {
-        let (done, stopped) = tokio::sync::oneshot::channel();
-        if self.commands.send(PoolCommand::Stop(done)).is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), stopped).await;
-        }
     }
 }
 
@@ -106,6 +98,18 @@ impl Invoker for ProcessPool {
 
     fn cancel(&mut self, keys: Vec<u64>) {
         let _ = self.commands.send(PoolCommand::Cancel(keys));
+    }
+
+    /// Ends the workers and waits until they are gone, their module folders removed: a process that
+    /// exits right after (as `braid run` does) would otherwise leave that to nobody.
+    fn stop(self: Box<Self>) -> Stopping {
+        let (done, stopped) = tokio::sync::oneshot::channel();
+        let asked = self.commands.send(PoolCommand::Stop(done)).is_ok();
+        Box::pin(async move {
+            if asked {
+                let _ = tokio::time::timeout(Duration::from_secs(2), stopped).await;
+            }
+        })
     }
 }
 
@@ -172,7 +176,7 @@ struct Worker {
 
 struct PoolActor {
     config: PoolConfig,
-    events: mpsc::Sender<InvokerEvent>,
+    events: InvokerEvents,
     workers: Vec<Option<Worker>>,
     next_generation: u64,
     programs: HashMap<u64, Vec<u8>>,
@@ -190,7 +194,7 @@ struct PoolActor {
 }
 
 impl PoolActor {
-    fn new(config: PoolConfig, events: mpsc::Sender<InvokerEvent>) -> Self {
+    fn new(config: PoolConfig, events: InvokerEvents) -> Self {
         let (from_workers_tx, from_workers) = mpsc::unbounded_channel();
         let workers = (0..config.workers.max(1)).map(|_| None).collect();
         Self {
