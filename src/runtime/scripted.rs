@@ -545,7 +545,7 @@ async fn run(
                                 .filter(|(name, ..)| *name == block.name)
                                 .map(move |(_, line, message)| BlockCompileError {
                                     block: index,
-                                    what: "code".to_owned(),
+                                    if_index: None,
                                     line: *line,
                                     message: message.clone(),
                                 })
