@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 
 use crate::model::format::{LoadedProject, load_project};
+use crate::model::text_file;
 use crate::model::validate::{Severity, validate};
 use crate::run::{
     BlockCounts, CompileError, InvocationFilter, InvocationStatus, RunId, RunRow, RunStatus,
@@ -18,6 +19,16 @@ use crate::run::{
 use crate::runtime::history::{DEFAULT_KEEP_RUNS, History};
 use crate::runtime::{RunRequest, RuntimeConfig, RuntimeEvent, RuntimeHandle, RuntimeRequest};
 use crate::text::{truncate, utc_date_time};
+
+mod terminal;
+
+/// `writeln!` for Braid's output, with the line escaped for a terminal: names, values, errors and file
+/// names come from the project and its run (see `cli/terminal.rs`). Best-effort, as all output here.
+macro_rules! say {
+    ($out:expr, $($arg:tt)*) => {
+        terminal::write_line(&mut $out, &format!($($arg)*))
+    };
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -150,7 +161,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(UsageError(error)) => {
-            eprintln!("braid: {error:#}");
+            say!(std::io::stderr(), "braid: {error:#}");
             ExitCode::from(2)
         }
     }
@@ -176,7 +187,10 @@ fn open_editor(project: Option<&Path>) -> ExitCode {
     match crate::shell::run_editor(project) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("braid: the editor could not start: {error:#}");
+            say!(
+                std::io::stderr(),
+                "braid: the editor could not start: {error:#}"
+            );
             ExitCode::FAILURE
         }
     }
@@ -187,13 +201,17 @@ fn load(path: &Path) -> Result<LoadedProject, UsageError> {
     load_project(path).map_err(|e| UsageError(anyhow!(e.to_string())))
 }
 
-/// `--input` and friends: JSON text, or `@path` to read it from a file.
+/// `--input` and friends: JSON text, or `@path` to read it from a file (a regular file of at most
+/// `text_file::MAX_BYTES`, in UTF-8).
 fn json_arg(name: &str, text: &str) -> Result<Value, UsageError> {
     let (text, source) = match text.strip_prefix('@') {
         Some(path) => (
-            std::fs::read_to_string(path)
-                .with_context(|| format!("{name}: can't read {path}"))
-                .map_err(UsageError)?,
+            text_file::read(Path::new(path), text_file::Links::Follow).map_err(|e| {
+                UsageError(match e.position() {
+                    Some((line, column)) => anyhow!("{path}:{line}:{column}: {e}"),
+                    None => anyhow!("{name}: can't read {path}: {e}"),
+                })
+            })?,
             path.to_owned(),
         ),
         None => (text.to_owned(), name.to_owned()),
@@ -226,8 +244,9 @@ fn validate_command(path: &Path) -> Result<ExitCode, UsageError> {
         .count();
     // Compile the code too (nothing runs): a syntax error is a problem of the project.
     let compile_errors = check_code(&loaded.project).map_err(UsageError)?;
+    let mut out = std::io::stdout().lock();
     for error in &compile_errors {
-        println!("error: {error}");
+        say!(out, "error: {error}");
     }
     errors += compile_errors.len();
     problems.sort_by_key(|p| std::cmp::Reverse(p.severity));
@@ -236,11 +255,12 @@ fn validate_command(path: &Path) -> Result<ExitCode, UsageError> {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        println!("{label}: {}", problem.message);
+        say!(out, "{label}: {}", problem.message);
     }
     let warnings = problems.len() + compile_errors.len() - errors;
     if errors == 0 {
-        println!(
+        say!(
+            out,
             "{}: valid ({}{})",
             path.display(),
             crate::model::graph_size(&loaded.project),
@@ -252,7 +272,8 @@ fn validate_command(path: &Path) -> Result<ExitCode, UsageError> {
         );
         Ok(ExitCode::SUCCESS)
     } else {
-        println!(
+        say!(
+            out,
             "{}: {}",
             path.display(),
             crate::text::plural(errors as u64, "error")
@@ -303,10 +324,11 @@ fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
         };
     let (env, env_problems) = crate::model::env_file::values_for(Some(&args.project));
     for problem in env_problems {
-        eprintln!("braid: warning: {problem}");
+        say!(std::io::stderr(), "braid: warning: {problem}");
     }
     for missing in crate::model::env_file::missing_values(&project, &env) {
-        eprintln!(
+        say!(
+            std::io::stderr(),
             "braid: warning: {missing} (set it in {} or the environment)",
             crate::model::env_file::path_for_project(&args.project).display()
         );
@@ -416,7 +438,7 @@ fn follow_run(
                 ..
             } => {
                 progress.finish();
-                eprintln!("braid: {message}");
+                terminal::write_lines(&mut std::io::stderr(), &format!("braid: {message}"));
                 if as_json {
                     let failures: Vec<Value> = compile_errors
                         .iter()
@@ -445,9 +467,10 @@ fn follow_run(
     }
 }
 
-fn print_json(value: &Value) {
+/// One JSON value and a line break on stdout (see `terminal::JsonFormatter`).
+fn print_json(value: &impl serde::Serialize) {
     let mut stdout = std::io::stdout().lock();
-    let _ = serde_json::to_writer(&mut stdout, value);
+    let _ = terminal::json_to_writer(&mut stdout, value);
     let _ = writeln!(stdout);
 }
 
@@ -469,7 +492,7 @@ fn print_summary(summary: &RunSummary, as_json: bool, recorded_for: Option<&Path
         return;
     }
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(
+    say!(
         out,
         "Run {} {} in {:.2} s: {}",
         summary.run_id,
@@ -478,9 +501,9 @@ fn print_summary(summary: &RunSummary, as_json: bool, recorded_for: Option<&Path
         crate::text::plural(summary.invocations, "invocation")
     );
     if !summary.results.is_empty() {
-        let _ = writeln!(out, "Results:");
+        say!(out, "Results:");
         for result in summary.results.iter().take(SUMMARY_LINES) {
-            let _ = writeln!(
+            say!(
                 out,
                 "  {} {:?}: {}",
                 result.block,
@@ -491,7 +514,7 @@ fn print_summary(summary: &RunSummary, as_json: bool, recorded_for: Option<&Path
         if let Some(more) = summary.results.len().checked_sub(SUMMARY_LINES)
             && more > 0
         {
-            let _ = writeln!(
+            say!(
                 out,
                 "  … and {} (--json prints them all)",
                 crate::text::plural(more as u64, "more result")
@@ -499,7 +522,7 @@ fn print_summary(summary: &RunSummary, as_json: bool, recorded_for: Option<&Path
         }
     }
     if !summary.failures.is_empty() {
-        let _ = writeln!(out, "Failures:");
+        say!(out, "Failures:");
         // Every failure that is not one invocation's (a fan-in that could not complete says which
         // items it missed, and why), and the first failed invocations.
         let mut listed = 0;
@@ -510,25 +533,28 @@ fn print_summary(summary: &RunSummary, as_json: bool, recorded_for: Option<&Path
                     continue;
                 }
             }
-            let _ = writeln!(
+            say!(
                 out,
                 "  {} {:?} ({}): {}",
-                failure.block, failure.item_path, failure.status, failure.error
+                failure.block,
+                failure.item_path,
+                failure.status,
+                failure.error
             );
         }
         if let Some(more) = listed.checked_sub(SUMMARY_LINES)
             && more > 0
         {
             let more = crate::text::plural(more as u64, "more failed invocation");
-            let _ = match recorded_for {
-                Some(project) => writeln!(
+            match recorded_for {
+                Some(project) => say!(
                     out,
                     "  … and {more}: braid history {} {} --status exception,timed_out lists them all",
                     project.display(),
                     summary.run_id
                 ),
-                None => writeln!(out, "  … and {more} (--json prints them all)"),
-            };
+                None => say!(out, "  … and {more} (--json prints them all)"),
+            }
         }
     }
 }
@@ -569,7 +595,8 @@ impl Progress {
             }
         } else if self.last_line.get().elapsed() >= Duration::from_secs(2) {
             self.last_line.set(std::time::Instant::now());
-            eprintln!(
+            say!(
+                std::io::stderr(),
                 "braid: {}/{} invocations finished, {} failed",
                 crate::text::count(done),
                 crate::text::count(total),
@@ -578,10 +605,11 @@ impl Progress {
         }
     }
 
+    /// A line of output (pip's, a worker's) above the bar, escaped for the terminal.
     fn log(&self, line: &str) {
         match &self.bar {
-            Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
+            Some(bar) => bar.println(terminal::line(line)),
+            None => say!(std::io::stderr(), "{line}"),
         }
     }
 
@@ -598,7 +626,10 @@ fn open_history_for_run(project: &Path) -> Option<History> {
     match History::open(&History::path_for_project(project)) {
         Ok(history) => Some(history),
         Err(error) => {
-            eprintln!("braid: warning: the run will not be recorded: {error}");
+            say!(
+                std::io::stderr(),
+                "braid: warning: the run will not be recorded: {error}"
+            );
             None
         }
     }
@@ -609,23 +640,27 @@ fn open_history_for_run(project: &Path) -> Option<History> {
 fn check_recorded(history: &History, run_id: &RunId) {
     match history.run(run_id) {
         Ok(Some(run)) if run.status != RunStatus::Running => {}
-        Ok(_) => eprintln!(
+        Ok(_) => say!(
+            std::io::stderr(),
             "braid: warning: the run was not fully recorded in {}",
             history.path().display()
         ),
-        Err(error) => eprintln!("braid: warning: {error}"),
+        Err(error) => say!(std::io::stderr(), "braid: warning: {error}"),
     }
     if let Err(error) = history.apply_retention(DEFAULT_KEEP_RUNS) {
-        eprintln!("braid: warning: old runs were not deleted: {error}");
+        say!(
+            std::io::stderr(),
+            "braid: warning: old runs were not deleted: {error}"
+        );
     }
 }
 
 fn history_command(args: &HistoryArgs) -> Result<ExitCode, UsageError> {
     let project = load(&args.project)?.project;
     let path = History::path_for_project(&args.project);
-    // Reading must not create a database: no file means no runs.
-    let history = if path.exists() {
-        Some(History::open(&path).map_err(|e| UsageError(anyhow!(e.to_string())))?)
+    // Reading changes nothing: no file means no runs (a link there is refused, not taken for none).
+    let history = if std::fs::symlink_metadata(&path).is_ok() {
+        Some(History::open_read_only(&path).map_err(|e| UsageError(anyhow!(e.to_string())))?)
     } else {
         None
     };
@@ -655,14 +690,14 @@ fn history_command(args: &HistoryArgs) -> Result<ExitCode, UsageError> {
                     n => json!({"source": "worker", "worker": n, "text": text}),
                 })
                 .collect();
-            let _ = serde_json::to_writer(&mut out, &lines);
-            let _ = writeln!(out);
+            drop(out);
+            print_json(&lines);
         } else {
             for (worker, text) in &lines {
-                let _ = match worker {
-                    0 => writeln!(out, "pip: {text}"),
-                    n => writeln!(out, "worker {n}: {text}"),
-                };
+                match worker {
+                    0 => say!(out, "pip: {text}"),
+                    n => say!(out, "worker {n}: {text}"),
+                }
             }
         }
         return Ok(ExitCode::SUCCESS);
@@ -697,16 +732,22 @@ fn history_command(args: &HistoryArgs) -> Result<ExitCode, UsageError> {
         .map_err(failed)?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        // Streamed: a run may hold a million records.
-        let _ = write!(out, "[");
-        for (i, row) in rows.iter().enumerate() {
+        // The whole array is made before any of it is printed: a record that can't be read (a damaged
+        // history) leaves stdout empty, never half an array. It is the records' compact JSON text (a
+        // few hundred bytes a record), not a tree of values.
+        let mut json = b"[".to_vec();
+        for row in &rows {
             let Some(record) = history.invocation(&run.run_id, row.id).map_err(failed)? else {
                 continue;
             };
-            let _ = write!(out, "{}", if i == 0 { "" } else { "," });
-            let _ = serde_json::to_writer(&mut out, &record);
+            if json.len() > 1 {
+                json.push(b',');
+            }
+            terminal::json_to_writer(&mut json, &record)
+                .map_err(|e| UsageError(anyhow!("invocation {}: {e}", row.id)))?;
         }
-        let _ = writeln!(out, "]");
+        json.extend_from_slice(b"]\n");
+        let _ = out.write_all(&json);
     } else {
         for row in &rows {
             let duration = match (row.started_at_ms, row.ended_at_ms) {
@@ -714,7 +755,7 @@ fn history_command(args: &HistoryArgs) -> Result<ExitCode, UsageError> {
                 _ => "-".to_owned(),
             };
             let item_path = format!("{:?}", row.item_path);
-            let _ = writeln!(
+            say!(
                 out,
                 "#{:<6} {:<20} {:<10} attempt {} {:<16} {:>10}  {}",
                 row.id,
@@ -726,7 +767,7 @@ fn history_command(args: &HistoryArgs) -> Result<ExitCode, UsageError> {
                 row.error_summary.as_deref().unwrap_or(&row.input_preview)
             );
         }
-        let _ = writeln!(
+        say!(
             out,
             "{}",
             crate::text::plural(rows.len() as u64, "invocation")
@@ -758,12 +799,12 @@ fn print_runs(runs: &[RunRow], as_json: bool, path: &Path) {
     }
     let mut out = std::io::stdout().lock();
     if runs.is_empty() {
-        let _ = writeln!(out, "no runs recorded in {}", path.display());
+        say!(out, "no runs recorded in {}", path.display());
         return;
     }
     for run in runs {
         let c = &run.counts;
-        let _ = writeln!(
+        say!(
             out,
             "{}  {:<9}  {}  {:>9}  {} ({} succeeded, {} caught, {} failed, {} timed out{})",
             run.run_id,

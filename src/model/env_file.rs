@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::text_file::{self, Links, ReadError};
+
 /// Where a project's values file is.
 pub fn path_for_project(project_file: &Path) -> PathBuf {
     super::local_folder::file_for_project(project_file, ".env")
@@ -62,7 +64,7 @@ pub fn values_for(project_file: Option<&Path>) -> (BTreeMap<String, String>, Vec
 /// messages.
 pub fn file_values(project_file: &Path) -> (BTreeMap<String, String>, Vec<String>) {
     let path = path_for_project(project_file);
-    match std::fs::read_to_string(&path) {
+    match read(&path) {
         Ok(text) => {
             let (values, problems) = parse(&text);
             let problems = problems
@@ -71,8 +73,27 @@ pub fn file_values(project_file: &Path) -> (BTreeMap<String, String>, Vec<String
                 .collect();
             (values, problems)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (BTreeMap::new(), Vec::new()),
-        Err(e) => (BTreeMap::new(), vec![format!("{}: {e}", path.display())]),
+        Err(e) if is_not_found(&e) => (BTreeMap::new(), Vec::new()),
+        Err(e) => (BTreeMap::new(), vec![read_problem(&path, &e)]),
+    }
+}
+
+/// The values file's text: a regular file in Braid's folder, never through a link (a shared project
+/// whose `.braid` links to another project's would hand its blocks that project's secrets).
+fn read(path: &Path) -> Result<String, ReadError> {
+    super::local_folder::check_folder_of(path)?;
+    text_file::read(path, Links::Refuse)
+}
+
+fn is_not_found(error: &ReadError) -> bool {
+    matches!(error, ReadError::Io(e) if e.kind() == std::io::ErrorKind::NotFound)
+}
+
+/// `path[:line:column]: what is wrong`.
+fn read_problem(path: &Path, error: &ReadError) -> String {
+    match error.position() {
+        Some((line, column)) => format!("{}:{line}:{column}: {error}", path.display()),
+        None => format!("{}: {error}", path.display()),
     }
 }
 
@@ -108,6 +129,8 @@ pub enum SetValueError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("could not read {}", read_problem(path, source))]
+    Read { path: PathBuf, source: ReadError },
 }
 
 /// Sets (or, with `None`, removes) one variable's value in the project's values file, creating the file
@@ -119,10 +142,10 @@ pub fn save_value(
     value: Option<&str>,
 ) -> Result<(), SetValueError> {
     let path = path_for_project(project_file);
-    let text = match std::fs::read_to_string(&path) {
+    let text = match read(&path) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(source) => return Err(SetValueError::Io { path, source }),
+        Err(e) if is_not_found(&e) => String::new(),
+        Err(source) => return Err(SetValueError::Read { path, source }),
     };
     let text = set_in_text(&text, name, value)?;
     write_values_file(&path, text.as_bytes())
@@ -137,17 +160,20 @@ pub fn carry_over(from_project: &Path, to_project: &Path) -> Result<bool, SetVal
     if from == to || to.exists() {
         return Ok(false);
     }
-    let text = match std::fs::read(&from) {
+    let text = match super::local_folder::check_folder_of(&from)
+        .map_err(ReadError::from)
+        .and_then(|()| text_file::read_bytes(&from, Links::Refuse))
+    {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(source) => return Err(SetValueError::Io { path: from, source }),
+        Err(e) if is_not_found(&e) => return Ok(false),
+        Err(source) => return Err(SetValueError::Read { path: from, source }),
     };
     write_values_file(&to, &text)?;
     Ok(true)
 }
 
 /// Writes a values file, making its folder when needed: atomically, and readable by its owner only
-/// when new (it holds secrets).
+/// (it holds secrets); never through a link (see `local_folder`).
 fn write_values_file(path: &Path, bytes: &[u8]) -> Result<(), SetValueError> {
     let io = |source| SetValueError::Io {
         path: path.to_owned(),
@@ -156,6 +182,7 @@ fn write_values_file(path: &Path, bytes: &[u8]) -> Result<(), SetValueError> {
     if let Some(dir) = path.parent() {
         super::local_folder::ensure(dir).map_err(io)?;
     }
+    super::local_folder::check_private_file(path).map_err(io)?;
     super::format::write_atomically(path, bytes, 0o600).map_err(io)
 }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::project::{FORMAT_VERSION, Project};
-use super::{layout, refinery};
+use super::{layout, refinery, text_file};
 
 /// Where a loaded project came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,12 +28,13 @@ pub struct LoadedProject {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// The file can't be read as text (see [`text_file::read`]).
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        source: text_file::ReadError,
     },
-    /// Invalid JSON, with 1-based line and column.
+    /// Invalid JSON (or bytes that are not UTF-8), with 1-based line and column.
     #[error("{path}:{line}:{column}: {message}")]
     Syntax {
         path: PathBuf,
@@ -53,10 +54,22 @@ pub struct SaveError {
     pub source: std::io::Error,
 }
 
+/// Loads the project file at `path`: a regular file of at most [`text_file::MAX_BYTES`], in UTF-8.
 pub fn load_project(path: &Path) -> Result<LoadedProject, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
-        path: path.to_owned(),
-        source,
+    let text = text_file::read(path, text_file::Links::Follow).map_err(|source| {
+        match source.position() {
+            // Where the first bad byte is, as a JSON error says where it went wrong.
+            Some((line, column)) => LoadError::Syntax {
+                path: path.to_owned(),
+                line,
+                column,
+                message: source.to_string(),
+            },
+            None => LoadError::Io {
+                path: path.to_owned(),
+                source,
+            },
+        }
     })?;
     parse_project(&text, path)
 }

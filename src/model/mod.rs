@@ -7,6 +7,7 @@ pub mod layout;
 pub mod local_folder;
 pub mod project;
 pub mod refinery;
+pub mod text_file;
 pub mod validate;
 
 pub use project::*;

@@ -906,14 +906,19 @@ impl Engine {
         else {
             return;
         };
-        run.scheduler.start(&entries, &input, &backpack);
         let run_id = run.scheduler.run_id().clone();
         let started_at_ms = now_ms();
         if let Some(history) = &run.history {
-            history.run_started(&run_id, &run.project.name, started_at_ms);
+            // The run's row is committed before any of its invocations starts: a Braid killed from
+            // here on leaves the run in the history, as interrupted. (A small transaction of its own,
+            // about a millisecond; the engine waits for it, as it waits for a full writer channel.)
+            let _ = history
+                .run_started_flushed(&run_id, &run.project.name, started_at_ms)
+                .await;
             let pip = std::mem::take(&mut run.pip_output);
             history.log(&run_id, pip.into_iter().map(|line| (0, line)).collect());
         }
+        run.scheduler.start(&entries, &input, &backpack);
         self.emit(RuntimeEvent::RunStarted {
             run_id,
             started_at_ms,

@@ -134,11 +134,21 @@ impl History {
         crate::model::local_folder::file_for_project(project_file, ".history.sqlite")
     }
 
-    /// Opens (creating if needed) the database at `path`, and its folder.
+    /// Opens (creating if needed) the database at `path`, and its folder, to read and delete runs.
     pub fn open(path: &Path) -> Result<Self, HistoryError> {
         Ok(Self {
             path: path.to_owned(),
             conn: schema::open(path)?,
+            cache: RefCell::default(),
+        })
+    }
+
+    /// Opens the database at `path` only to read it: nothing in the file or its folder changes, and a
+    /// read-only file system is no obstacle. Deleting runs from it fails.
+    pub fn open_read_only(path: &Path) -> Result<Self, HistoryError> {
+        Ok(Self {
+            path: path.to_owned(),
+            conn: schema::open_read_only(path)?,
             cache: RefCell::default(),
         })
     }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 use serde_json::{Value, json};
 
-fn braid() -> Command {
+pub(crate) fn braid() -> Command {
     Command::cargo_bin("braid").unwrap()
 }
 
@@ -32,7 +32,7 @@ fn run_json(args: &[&str]) -> (Value, i32) {
     (value, out.status.code().unwrap())
 }
 
-fn write_temp(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn write_temp(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(name);
     std::fs::write(&path, text).unwrap();
@@ -633,7 +633,7 @@ fn a_second_ctrl_c_quits_at_once_and_leaves_nothing_running() {
 }
 
 /// The runs a project's history lists, newest first.
-fn history_runs(project: &Path) -> Value {
+pub(crate) fn history_runs(project: &Path) -> Value {
     let out = braid()
         .args(["history", "--json", project.to_str().unwrap()])
         .output()

@@ -11,6 +11,7 @@ mod engine;
 mod executions;
 mod gui;
 mod history;
+mod hostile;
 mod model;
 mod python;
 mod support;

@@ -472,7 +472,7 @@ impl Executions {
         let spawned = std::thread::Builder::new()
             .name("braid-history-read".to_owned())
             .spawn(move || {
-                let rows = History::open(&path)
+                let rows = History::open_read_only(&path)
                     .and_then(|h| h.invocation_rows(&run, &InvocationFilter::default()));
                 let _ = tx.send(rows);
             });
@@ -644,7 +644,7 @@ impl Executions {
         let spawned = std::thread::Builder::new()
             .name("braid-history-search".to_owned())
             .spawn(move || {
-                let ids = History::open(&path)
+                let ids = History::open_read_only(&path)
                     .and_then(|h| h.invocation_rows(&run, &filter))
                     .map(|rows| rows.into_iter().map(|r| r.id).collect());
                 let _ = tx.send(ids);

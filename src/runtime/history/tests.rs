@@ -169,6 +169,11 @@ fn another_programs_database_and_a_newer_history_are_refused() {
         .unwrap();
     let error = History::open(&path).unwrap_err().to_string();
     assert!(error.contains("not a Braid history"), "{error}");
+    let error = History::open_read_only(&path).unwrap_err().to_string();
+    assert!(error.contains("not a Braid history"), "{error}");
+    // Refused as it was: still in its own journal mode, not switched to WAL first.
+    assert_eq!(journal_mode(&path), "delete");
+    assert!(!wal_of(&path).exists());
 
     let (_dir2, newer) = temp_db();
     drop(History::open(&newer).unwrap());
@@ -178,6 +183,145 @@ fn another_programs_database_and_a_newer_history_are_refused() {
         .unwrap();
     let error = History::open(&newer).unwrap_err().to_string();
     assert!(error.contains("newer Braid"), "{error}");
+}
+
+/// The journal mode the database's header says (read without changing it).
+fn journal_mode(path: &Path) -> &'static str {
+    let header = std::fs::read(path).unwrap();
+    // Bytes 18 and 19: 1 for a rollback journal, 2 for WAL.
+    match header[18] {
+        1 => "delete",
+        2 => "wal",
+        other => panic!("file format byte {other}"),
+    }
+}
+
+fn wal_of(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-wal");
+    name.into()
+}
+
+/// `braid history` and the panel's background reads open the database read-only: nothing in the
+/// file or its folder changes (no tables, no WAL switch, no `.gitignore`), a database being made reads
+/// as having no runs, and deleting through such a reader fails.
+#[test]
+fn reading_a_history_changes_nothing() {
+    let (_dir, path) = temp_db();
+    let run = RunId("run-1".into());
+    let writer = HistoryWriter::start(&path).unwrap();
+    writer.run_started(&run, "p", 1.0);
+    writer.invocations(&sample(&run));
+    writer.run_finished(&summary(&run, RunStatus::Failed, 1.0, 10));
+    // Closed: its WAL is merged into the file, whose bytes then stay as they are.
+    writer.close().blocking_recv().unwrap();
+    let folder = path.parent().unwrap();
+    std::fs::remove_file(folder.join(".gitignore")).unwrap();
+    let before = std::fs::read(&path).unwrap();
+
+    let history = History::open_read_only(&path).unwrap();
+    assert_eq!(history.runs().unwrap()[0].run_id, run);
+    assert_eq!(
+        history.invocation(&run, 1).unwrap().unwrap(),
+        sample(&run)[0]
+    );
+    let error = history.delete_run(&run).unwrap_err().to_string();
+    assert!(error.contains("readonly database"), "{error}");
+    drop(history);
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    assert!(!folder.join(".gitignore").exists());
+
+    // An empty file (a database the runtime is making) has no runs, and stays empty.
+    let (_dir2, empty) = temp_db();
+    std::fs::create_dir_all(empty.parent().unwrap()).unwrap();
+    std::fs::write(&empty, "").unwrap();
+    assert!(
+        History::open_read_only(&empty)
+            .unwrap()
+            .runs()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
+}
+
+/// A link in `.braid/` (a shared copy of a project may carry one) is never opened: an empty file it
+/// points to would become a database, another program's would be written into.
+#[cfg(unix)]
+#[test]
+fn links_where_the_history_is_are_refused_not_followed() {
+    let (dir, path) = temp_db();
+    let folder = path.parent().unwrap();
+    std::fs::create_dir_all(folder).unwrap();
+    let target = dir.path().join("elsewhere");
+    std::fs::write(&target, "").unwrap();
+    std::os::unix::fs::symlink(&target, &path).unwrap();
+    for error in [
+        History::open(&path).unwrap_err(),
+        History::open_read_only(&path).unwrap_err(),
+        HistoryWriter::start_opening(&path).unwrap_err(),
+    ] {
+        let error = error.to_string();
+        assert!(error.contains("is a symbolic link"), "{error}");
+    }
+    assert_eq!(std::fs::metadata(&target).unwrap().len(), 0);
+
+    // Nor SQLite's own files beside it, which it opens by name.
+    std::fs::remove_file(&path).unwrap();
+    drop(History::open(&path).unwrap());
+    std::os::unix::fs::symlink(&target, wal_of(&path)).unwrap();
+    let error = History::open(&path).unwrap_err().to_string();
+    assert!(error.contains("-wal is a symbolic link"), "{error}");
+    assert_eq!(std::fs::metadata(&target).unwrap().len(), 0);
+}
+
+/// The history holds every input and result: its folder and files, SQLite's `-wal` and `-shm`
+/// included, are their owner's alone, as the variables' values beside them are.
+#[cfg(unix)]
+#[test]
+fn the_history_and_its_folder_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let (_dir, path) = temp_db();
+    let writer = HistoryWriter::start_opening(&path).unwrap();
+    let run = RunId("run-1".into());
+    writer.run_started(&run, "p", 1.0);
+    writer.invocations(&sample(&run));
+    writer
+        .run_finished_flushed(&summary(&run, RunStatus::Failed, 1.0, 10))
+        .blocking_recv()
+        .unwrap();
+    let mut shm = path.as_os_str().to_owned();
+    shm.push("-shm");
+    // While the writer has it open, WAL and shared memory are there too.
+    for file in [path.clone(), wal_of(&path), shm.into()] {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    assert_eq!(mode(path.parent().unwrap()), 0o700);
+    writer.close().blocking_recv().unwrap();
+
+    // A history an earlier Braid left open to others is closed to them when it is next written.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    drop(History::open(&path).unwrap());
+    assert_eq!(mode(&path), 0o600);
+}
+
+/// The run's row is committed as the run starts, before its first records: a Braid killed right
+/// after leaves the run in the history.
+#[test]
+fn a_run_started_flushed_is_in_the_history_at_once() {
+    let (_dir, path) = temp_db();
+    let writer = HistoryWriter::start_opening(&path).unwrap();
+    let run = RunId("run-1".into());
+    writer
+        .run_started_flushed(&run, "p", 1.0)
+        .blocking_recv()
+        .unwrap();
+    let runs = History::open_read_only(&path).unwrap().runs().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].run_id, run);
+    assert_eq!(runs[0].status, RunStatus::Running);
+    writer.close().blocking_recv().unwrap();
 }
 
 #[test]

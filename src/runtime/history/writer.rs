@@ -33,6 +33,8 @@ enum Message {
         run: RunId,
         project_name: String,
         started_at_ms: f64,
+        /// Answered once the run's row is committed (see [`HistoryWriter::run_started_flushed`]).
+        done: Option<oneshot::Sender<()>>,
     },
     Records(Box<Segment>),
     /// Lines of the run's log: (0 for pip, else the worker counted from 1; the text).
@@ -105,12 +107,16 @@ impl HistoryWriter {
             crate::model::local_folder::ensure(dir)
                 .map_err(|e| refused(format!("can't create the folder {}: {e}", dir.display())))?;
         }
-        // An empty file is an empty SQLite database; `create_new`: never clobber one made meanwhile.
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)
-        {
+        // An empty file is an empty SQLite database; `create_new`: never clobber one made meanwhile
+        // (nor follow a link planted there). Owner-only, as SQLite's `-wal` and `-shm` will be.
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(
+            &mut options,
+            crate::model::local_folder::FILE_MODE,
+        );
+        match options.open(path) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Self::start(path),
             Err(e) => return Err(refused(format!("can't create it: {e}"))),
@@ -157,7 +163,28 @@ impl HistoryWriter {
             run: run.clone(),
             project_name: project_name.to_owned(),
             started_at_ms,
+            done: None,
         });
+    }
+
+    /// Like [`Self::run_started`], committed at once rather than with the run's first records; the
+    /// receiver completes once it is (or failed to be: a write error is logged by the writer). The
+    /// engine starts the run's invocations only then, so a Braid killed at any moment after leaves the
+    /// run in the history (as *interrupted*).
+    pub fn run_started_flushed(
+        &self,
+        run: &RunId,
+        project_name: &str,
+        started_at_ms: f64,
+    ) -> oneshot::Receiver<()> {
+        let (done, receiver) = oneshot::channel();
+        self.send(Message::Started {
+            run: run.clone(),
+            project_name: project_name.to_owned(),
+            started_at_ms,
+            done: Some(done),
+        });
+        receiver
     }
 
     /// Encodes the records here, on the caller's thread (about a tenth of a microsecond for a small
@@ -277,7 +304,11 @@ impl Store {
             while records < BATCH_RECORDS
                 && !matches!(
                     batch.last(),
-                    Some(Message::Finished { .. } | Message::Close(_))
+                    Some(
+                        Message::Finished { .. }
+                            | Message::Close(_)
+                            | Message::Started { done: Some(_), .. }
+                    )
                 )
             {
                 match receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
@@ -307,8 +338,15 @@ impl Store {
                             let _ = done.send(());
                         }
                     }
+                    Message::Started {
+                        done: Some(done), ..
+                    } => {
+                        let _ = done.send(());
+                    }
                     Message::Close(done) => closing.push(done),
-                    Message::Started { .. } | Message::Records(_) | Message::Log { .. } => {}
+                    Message::Started { done: None, .. }
+                    | Message::Records(_)
+                    | Message::Log { .. } => {}
                 }
             }
             if !closing.is_empty() {
@@ -443,6 +481,7 @@ impl Memos {
                     run,
                     project_name,
                     started_at_ms,
+                    ..
                 } => {
                     let new = tx.execute(
                         "INSERT OR IGNORE INTO runs (run_id, project_name, status, started_at_ms)
