@@ -355,16 +355,23 @@ fn block_label(block: &Block) -> String {
     if block.name.trim().is_empty() {
         format!("with id \"{}\"", block.id)
     } else {
-        format!("\"{}\"", block.name)
+        quoted(&block.name)
     }
 }
 
 fn block_ref(project: &Project, id: &BlockId) -> String {
     match project.block(id) {
-        Some(block) if !block.name.trim().is_empty() => format!("\"{}\"", block.name),
+        Some(block) if !block.name.trim().is_empty() => quoted(&block.name),
         Some(_) => format!("the unnamed block \"{id}\""),
         None => format!("the missing block \"{id}\""),
     }
+}
+
+/// A name in quotes, its control characters (a line break, say) escaped as Rust writes them: a
+/// problem's message stays one line, however the name is made (messages are listed a line each, and
+/// a refused run's message lists them in one text).
+pub fn quoted(name: &str) -> String {
+    format!("{name:?}")
 }
 
 /// A readable family name for a Refinery language id (`nodejs8.10` → `Node.js`).
@@ -665,6 +672,17 @@ mod tests {
         let problem = only(&p);
         assert_eq!(problem.severity, Severity::Warning);
         assert!(problem.message.contains("\"x\""), "{}", problem.message);
+    }
+
+    /// A run refused for its problems lists them a line each: a name can't add a line of its own.
+    #[test]
+    fn a_name_with_a_line_break_stays_on_its_problems_line() {
+        let mut p = project(&["A\nok: valid"]);
+        code_mut(&mut p, "A\nok: valid").timeout_s = 0;
+        assert_eq!(
+            only(&p).message,
+            r#"Block "A\nok: valid" has a timeout of 0 seconds, so every run of it would time out"#
+        );
     }
 
     #[test]

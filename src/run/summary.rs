@@ -56,9 +56,11 @@ pub struct CompileError {
 
 impl std::fmt::Display for CompileError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Quoted as validation quotes names: a refused run lists these a line each.
+        let block = crate::model::validate::quoted(&self.block);
         match self.line {
-            Some(line) => write!(f, "\"{}\" line {line}: {}", self.block, self.message),
-            None => write!(f, "\"{}\": {}", self.block, self.message),
+            Some(line) => write!(f, "{block} line {line}: {}", self.message),
+            None => write!(f, "{block}: {}", self.message),
         }
     }
 }

@@ -86,6 +86,17 @@ fn names_and_output_that_could_drive_a_terminal_are_escaped() {
         )
     );
 
+    // A run refused for that problem lists it in a message of several lines: still one line each.
+    let (code, _, stderr) = run_braid(&["run", path.to_str().unwrap(), "--no-history"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        stderr,
+        format!(
+            "braid: the project has problems:\n  Block \"Gen{ESCAPED}\\nforged.braid.json: valid (1 \
+             block)\" has a timeout of 0 seconds, so every run of it would time out\n"
+        )
+    );
+
     let (_dir, path) = hostile_project();
     let project = path.to_str().unwrap();
     let (code, stdout, stderr) = run_braid(&["run", project]);
