@@ -209,26 +209,21 @@ impl RuntimeHandle {
     /// Stops the runtime: runs still going end as cancelled (recorded so), history databases are
     /// written out and closed. Waits at most `timeout`; events that arrive meanwhile are dropped.
     pub fn shutdown(self, timeout: Duration) {
+        let (sender, RuntimeEvents(mut events)) = self.split();
+        // Keep the events flowing, so the engine never waits to send one.
+        sender.stop_within(timeout, || while events.try_recv().is_ok() {});
+    }
+
+    /// Splits the handle into its requests' end and its events' end, for a consumer that takes the
+    /// events on a thread of its own: the editor, whose window may not draw for a long while (a run
+    /// must not wait for it).
+    pub fn split(self) -> (RuntimeSender, RuntimeEvents) {
         let Self {
             requests,
-            mut events,
+            events,
             stopped,
         } = self;
-        drop(requests);
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            // Keep the events flowing, so the engine never waits to send one.
-            while events.try_recv().is_ok() {}
-            match stopped.recv_timeout(Duration::from_millis(5)) {
-                Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    if std::time::Instant::now() >= deadline {
-                        tracing::warn!("the runtime did not stop within {timeout:?}");
-                        return;
-                    }
-                }
-            }
-        }
+        (RuntimeSender { requests, stopped }, RuntimeEvents(events))
     }
 
     /// Sends a request. Blocks only if 64 requests are already waiting.
@@ -262,6 +257,55 @@ impl RuntimeHandle {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+}
+
+/// The requests' end of a runtime whose events another thread takes (see [`RuntimeHandle::split`]).
+pub struct RuntimeSender {
+    requests: mpsc::Sender<RuntimeRequest>,
+    stopped: std::sync::mpsc::Receiver<()>,
+}
+
+impl RuntimeSender {
+    /// Like [`RuntimeHandle::send`].
+    pub fn send(&self, request: RuntimeRequest) {
+        let _ = self.requests.blocking_send(request);
+    }
+
+    /// Stops the runtime as [`RuntimeHandle::shutdown`] does; whoever holds the events keeps taking
+    /// them meanwhile.
+    pub fn shutdown(self, timeout: Duration) {
+        self.stop_within(timeout, || {});
+    }
+
+    /// Closes the requests (the engine stops once they are all gone) and waits at most `timeout` for
+    /// the engine to have stopped, calling `meanwhile` every few milliseconds.
+    fn stop_within(self, timeout: Duration, mut meanwhile: impl FnMut()) {
+        let Self { requests, stopped } = self;
+        drop(requests);
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            meanwhile();
+            match stopped.recv_timeout(Duration::from_millis(5)) {
+                Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if std::time::Instant::now() >= deadline {
+                        tracing::warn!("the runtime did not stop within {timeout:?}");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The events' end of a runtime (see [`RuntimeHandle::split`]).
+pub struct RuntimeEvents(mpsc::Receiver<RuntimeEvent>);
+
+impl RuntimeEvents {
+    /// Waits for the next event; `None` once the runtime has stopped (every sender of events gone).
+    pub fn recv_blocking(&mut self) -> Option<RuntimeEvent> {
+        self.0.blocking_recv()
     }
 }
 

@@ -12,6 +12,7 @@ pub mod scripted;
 pub mod worker;
 
 pub use engine::{
-    LocalInvoker, Requester, RunRequest, RuntimeConfig, RuntimeHandle, RuntimeRequest,
+    LocalInvoker, Requester, RunRequest, RuntimeConfig, RuntimeEvents, RuntimeHandle,
+    RuntimeRequest, RuntimeSender,
 };
 pub use event::{RuntimeEvent, WORKER_OUTPUT_LINES};
