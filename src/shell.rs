@@ -94,8 +94,10 @@ impl BraidApp {
             ctx.send_viewport_cmd(egui::ViewportCommand::Title(title.clone()));
             self.title = title;
         }
-        // Runs, checks and dialogs answer from other threads: look again soon, without spinning.
+        // Runs, checks and dialogs answer from other threads (events the last frame had no time for
+        // wait in the inbox): look again soon, without spinning.
         if self.app.is_running()
+            || self.app.has_events()
             || self.app.is_checking()
             || self.app.file_dialog_open()
             || self.app.executions.is_loading()

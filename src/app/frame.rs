@@ -1,15 +1,16 @@
-//! Once per frame: the runtime's events, the views' commands, the dialogs' answers, the files other
-//! programs may change, a due compile check.
+//! Once per frame: the runtime's events (from the inbox its thread fills), the views' commands, the
+//! dialogs' answers, the files other programs may change, a due compile check.
 
 use std::time::{Duration, Instant};
 
 use super::command::{Command, RunCommand};
+use super::inbox::Inbound;
 use super::{App, NoticeLevel};
 use crate::run::RunId;
-use crate::runtime::{RuntimeEvent, RuntimeHandle, RuntimeRequest};
+use crate::runtime::{RuntimeEvent, RuntimeRequest};
 
 /// The most time one frame spends applying the runtime's events, so a 10,000-item run never stalls
-/// drawing.
+/// drawing (the rest wait in the inbox for the next frame).
 const EVENT_BUDGET: Duration = Duration::from_millis(6);
 /// Information notices fade after this long; errors stay until dismissed.
 const NOTICE_SECS: f64 = 5.0;
@@ -34,7 +35,7 @@ impl App {
             && now_secs >= due
         {
             let check_id = RunId::new_random();
-            runtime.send(RuntimeRequest::Check {
+            runtime.sender.send(RuntimeRequest::Check {
                 check_id: check_id.clone(),
                 project: Box::new(self.project.clone()),
             });
@@ -77,14 +78,24 @@ impl App {
         }
     }
 
-    /// Applies the runtime's events, for at most [`EVENT_BUDGET`].
+    /// Whether the runtime's events wait to be applied (the shell then draws again soon).
+    pub fn has_events(&self) -> bool {
+        self.runtime
+            .as_ref()
+            .is_some_and(|runtime| !runtime.inbox.is_empty())
+    }
+
+    /// Applies the events waiting in the inbox, for at most [`EVENT_BUDGET`].
     fn take_events(&mut self, now_secs: f64) {
         let started = Instant::now();
         while started.elapsed() < EVENT_BUDGET {
-            let Some(event) = self.runtime.as_mut().and_then(RuntimeHandle::try_recv) else {
+            let Some(inbound) = self.runtime.as_ref().and_then(|r| r.inbox.pop()) else {
                 break;
             };
-            self.runtime_event(event, now_secs);
+            match inbound {
+                Inbound::Event(event) => self.runtime_event(event, now_secs),
+                Inbound::Rows { run_id, rows } => self.run_rows(&run_id, rows),
+            }
         }
     }
 
@@ -126,7 +137,7 @@ impl App {
     /// database is written out and closed rather than cut off mid-write.
     pub fn shutdown_runtime(&mut self) {
         if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown(Duration::from_secs(5));
+            runtime.sender.shutdown(Duration::from_secs(5));
         }
     }
 }

@@ -17,7 +17,10 @@ pub mod env_values;
 pub mod executions;
 mod files;
 mod frame;
+pub mod inbox;
 pub mod run;
+#[cfg(test)]
+mod tests;
 pub mod undo;
 
 use std::collections::{BTreeSet, VecDeque};
@@ -35,8 +38,9 @@ pub use run::{RunPhase, RunState};
 use crate::model::validate::Problem;
 use crate::model::{BlockId, Project, TransitionId};
 use crate::run::{CompileError, RunId};
-use crate::runtime::{RuntimeConfig, RuntimeHandle};
+use crate::runtime::{RuntimeConfig, RuntimeHandle, RuntimeSender};
 use dialogs::FileDialogs;
+use inbox::Inbox;
 use undo::UndoStack;
 
 /// What is selected on the canvas. Not part of the project and not undoable.
@@ -104,6 +108,13 @@ struct CheckState {
     in_flight: Option<RunId>,
 }
 
+/// The runtime as the editor holds it: its requests' end, and the inbox its events wait in (filled by a
+/// thread of their own, so a run goes on while no frame is drawn).
+struct Runtime {
+    sender: RuntimeSender,
+    inbox: Inbox,
+}
+
 pub struct App {
     pub project: Project,
     /// The Braid file the project is saved to; `None` for a new project or a Refinery import.
@@ -152,7 +163,7 @@ pub struct App {
     dialogs: FileDialogs,
     /// After a Save As that "save first" started, carry on with this.
     continue_after_save: Option<PendingAction>,
-    runtime: Option<RuntimeHandle>,
+    runtime: Option<Runtime>,
     sender: CommandSender,
     commands: mpsc::Receiver<command::Sent>,
     /// The user confirmed closing the window.
@@ -184,6 +195,20 @@ impl App {
     /// application's tests do).
     pub fn with_runtime(runtime: Option<RuntimeHandle>, dialog_mode: DialogMode) -> Self {
         let (sender, commands) = command::channel();
+        let mut broken = None;
+        let runtime = runtime.and_then(|handle| {
+            let (sender, events) = handle.split();
+            match Inbox::start(events) {
+                Ok(inbox) => Some(Runtime { sender, inbox }),
+                Err(e) => {
+                    broken = Some(format!(
+                        "The runtime's events can't be taken, so pipelines can't run: {e}"
+                    ));
+                    sender.shutdown(std::time::Duration::from_secs(1));
+                    None
+                }
+            }
+        });
         let mut app = Self {
             project: Project::default(),
             path: None,
@@ -219,6 +244,9 @@ impl App {
             close_requested: false,
         };
         app.project_changed(0.0);
+        if let Some(message) = broken {
+            app.notify(NoticeLevel::Error, message, 0.0);
+        }
         app
     }
 

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::command::RunOptions;
 use super::{App, NoticeLevel};
 use crate::model::BlockId;
-use crate::run::{BlockCounts, CompileError, RunId, RunSummary};
+use crate::run::{BlockCounts, CompileError, InvocationRow, ParentIds, RunId, RunSummary};
 use crate::runtime::history::History as RunHistory;
 use crate::runtime::{RunRequest, RuntimeEvent, RuntimeRequest};
 
@@ -191,7 +191,7 @@ impl App {
             );
             return false;
         };
-        runtime.send(RuntimeRequest::Run(Box::new(request)));
+        runtime.sender.send(RuntimeRequest::Run(Box::new(request)));
         true
     }
 
@@ -199,7 +199,9 @@ impl App {
         if let (Some(run), Some(runtime)) = (&mut self.run, &self.runtime)
             && run.is_active()
         {
-            runtime.send(RuntimeRequest::Cancel(run.run_id.clone()));
+            runtime
+                .sender
+                .send(RuntimeRequest::Cancel(run.run_id.clone()));
             run.phase = RunPhase::Stopping;
         }
     }
@@ -295,6 +297,16 @@ impl App {
             // Answers to checks never reach a run.
             RuntimeEvent::Checked { .. } => {}
         }
+    }
+
+    /// Finished invocations of the current run that waited in the inbox as rows (see
+    /// [`super::inbox`]); those of another run are dropped, as its records are.
+    pub(super) fn run_rows(&mut self, run_id: &RunId, rows: Vec<(InvocationRow, ParentIds)>) {
+        let Some(run) = self.run.as_mut().filter(|run| &run.run_id == run_id) else {
+            return;
+        };
+        run.records_received += rows.len() as u64;
+        self.executions.invocation_rows(run_id, rows);
     }
 
     /// The log of the run Block Executions shows: the current run's as it grows, or a past run's from the

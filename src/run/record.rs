@@ -64,4 +64,36 @@ impl InvocationRecord {
     pub fn duration_ms(&self) -> Option<f64> {
         Some(self.ended_at_ms? - self.started_at_ms?)
     }
+
+    /// Invocation `id` of `block` at the top level, on input `null`, that returned its id after
+    /// `parents`: for tests of what is built from records.
+    #[cfg(test)]
+    pub(crate) fn succeeded(
+        run_id: &RunId,
+        id: InvocationId,
+        block: &BlockId,
+        parents: &[InvocationId],
+    ) -> Self {
+        Self {
+            run_id: run_id.clone(),
+            id,
+            block_id: block.clone(),
+            block_name: block.0.clone(),
+            item_path: ItemPath::new(),
+            attempt: 1,
+            parents: parents.iter().copied().collect(),
+            status: InvocationStatus::Succeeded,
+            queued_at_ms: 0.0,
+            started_at_ms: Some(1.0),
+            ended_at_ms: Some(2.0),
+            input: Value::Null,
+            backpack_in: Arc::new(Value::Object(serde_json::Map::new())),
+            output: Some(Value::from(id)),
+            backpack_out: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            error: None,
+            fired: Vec::new(),
+        }
+    }
 }

@@ -433,6 +433,67 @@ fn runs_a_pipeline_and_shows_the_result() {
     );
 }
 
+/// eframe draws no frame while the window is hidden or minimised, and the runtime's event channel is
+/// bounded (1,024 events): a run that sends more than that (one batch of records per invocation, one
+/// at a time) still goes on to its end while nobody draws, and the editor shows all of it after.
+#[test]
+fn a_run_of_more_events_than_the_channel_holds_finishes_while_no_frame_is_drawn() {
+    const ITEMS: usize = 3_000;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("many.braid.json");
+    let mut app = braid::app::App::new(Some(runtime()), DialogMode::InApp);
+    app.project = crate::support::Builder::fan_out(
+        ITEMS,
+        "Echo",
+        "def main(block_input, backpack):\n    return block_input\n",
+    )
+    .build();
+    app.apply(braid::app::FileCommand::SaveAs(path.clone()), 0.0);
+    app.apply(
+        braid::app::RunCommand::Start(braid::app::RunOptions {
+            concurrency: Some(1),
+            ..braid::app::RunOptions::default()
+        }),
+        0.0,
+    );
+    let run_id = app.run.as_ref().expect("a run").run_id.clone();
+
+    // No frame: the history alone says when the run has ended.
+    let history = braid::runtime::history::History::path_for_project(&path);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        let status = braid::runtime::history::History::open(&history)
+            .ok()
+            .and_then(|h| h.runs().ok())
+            .and_then(|runs| runs.into_iter().find(|r| r.run_id == run_id))
+            .map(|run| run.status)
+            .filter(|status| *status != RunStatus::Running);
+        if let Some(status) = status {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run stalled while no frame was drawn"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status, RunStatus::Succeeded);
+
+    let mut now = 0.0;
+    while app.is_running() {
+        now += 0.05;
+        app.poll(now);
+        assert!(Instant::now() < deadline, "the events were never applied");
+    }
+    let run = app.run.as_ref().expect("a run");
+    assert_eq!(run.records_received, ITEMS as u64 + 1);
+    let Some(RunPhase::Finished(summary)) = app.run.as_ref().map(|r| &r.phase) else {
+        panic!("the run did not finish: {:?}", app.run);
+    };
+    assert_eq!(summary.invocations, ITEMS as u64 + 1);
+    app.shutdown_runtime();
+}
+
 /// A saved one-block project whose block writes `line` to its worker's stderr (as C code would) and
 /// returns 1.
 fn writes_to_stderr(dir: &Path, line: &str) -> PathBuf {

@@ -17,8 +17,8 @@ use std::sync::mpsc;
 
 use crate::model::BlockId;
 use crate::run::{
-    BlockCounts, ErrorInfo, InvocationFilter, InvocationId, InvocationRecord, InvocationRow, RunId,
-    RunRow, RunStatus, RunSummary,
+    BlockCounts, ErrorInfo, InvocationFilter, InvocationId, InvocationRecord, InvocationRow,
+    ParentIds, RunId, RunRow, RunStatus, RunSummary,
 };
 use crate::runtime::history::{DEFAULT_KEEP_RUNS, History, HistoryError};
 use table::{TableFilter, filter_rows, merge_new_rows};
@@ -97,19 +97,24 @@ impl RunData {
 
     /// Adds a finished invocation; keeps its whole record while `keep_record`.
     fn push_record(&mut self, record: InvocationRecord, keep_record: bool) {
-        if self.index.contains_key(&record.id) {
-            return;
-        }
-        for parent in &record.parents {
-            self.children.entry(*parent).or_default().push(record.id);
-        }
-        self.parents.insert(record.id, record.parents.to_vec());
-        self.row.counts.add_final(record.status);
-        self.row.invocations += 1;
-        self.push_row(row_of(&record));
-        if keep_record {
+        if self.push_finished(row_of(&record), &record.parents) && keep_record {
             self.records.insert(record.id, record);
         }
+    }
+
+    /// Adds a finished invocation's row and links it to its parents. Returns whether it is new.
+    fn push_finished(&mut self, row: InvocationRow, parents: &[InvocationId]) -> bool {
+        if self.index.contains_key(&row.id) {
+            return false;
+        }
+        for parent in parents {
+            self.children.entry(*parent).or_default().push(row.id);
+        }
+        self.parents.insert(row.id, parents.to_vec());
+        self.row.counts.add_final(row.status);
+        self.row.invocations += 1;
+        self.push_row(row);
+        true
     }
 
     pub fn row_of(&self, id: InvocationId) -> Option<&InvocationRow> {
@@ -392,6 +397,17 @@ impl Executions {
         for record in records {
             run.push_record(record, room > 0);
             room = room.saturating_sub(1);
+        }
+    }
+
+    /// Finished invocations that arrive as rows with their parents, without their whole records (the
+    /// history has those): what the panel keeps of records past [`RECORD_BUDGET`].
+    pub fn invocation_rows(&mut self, run_id: &RunId, rows: Vec<(InvocationRow, ParentIds)>) {
+        let Some(run) = self.session.iter_mut().find(|r| &r.row.run_id == run_id) else {
+            return;
+        };
+        for (row, parents) in rows {
+            run.push_finished(row, &parents);
         }
     }
 
