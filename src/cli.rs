@@ -18,7 +18,7 @@ use crate::run::{
 };
 use crate::runtime::history::{DEFAULT_KEEP_RUNS, History};
 use crate::runtime::{RunRequest, RuntimeConfig, RuntimeEvent, RuntimeHandle, RuntimeRequest};
-use crate::text::{truncate, utc_date_time};
+use crate::text::{duration_ms, truncate, utc_date_time};
 
 mod terminal;
 
@@ -494,10 +494,10 @@ fn print_summary(summary: &RunSummary, as_json: bool, recorded_for: Option<&Path
     let mut out = std::io::stdout().lock();
     say!(
         out,
-        "Run {} {} in {:.2} s: {}",
+        "Run {} {} in {}: {}",
         summary.run_id,
         summary.status.label(),
-        summary.duration_ms / 1000.0,
+        duration_ms(summary.duration_ms),
         crate::text::plural(summary.invocations, "invocation")
     );
     if !summary.results.is_empty() {
@@ -751,7 +751,7 @@ fn history_command(args: &HistoryArgs) -> Result<ExitCode, UsageError> {
     } else {
         for row in &rows {
             let duration = match (row.started_at_ms, row.ended_at_ms) {
-                (Some(s), Some(e)) => crate::text::duration_ms(e - s),
+                (Some(s), Some(e)) => duration_ms(e - s),
                 _ => "-".to_owned(),
             };
             let item_path = format!("{:?}", row.item_path);
@@ -810,8 +810,7 @@ fn print_runs(runs: &[RunRow], as_json: bool, path: &Path) {
             run.run_id,
             run.status.label(),
             utc_date_time(run.started_at_ms),
-            run.duration_ms
-                .map_or_else(|| "-".to_owned(), |d| format!("{:.2} s", d / 1000.0)),
+            run.duration_ms.map_or_else(|| "-".to_owned(), duration_ms),
             crate::text::plural(run.invocations, "invocation"),
             crate::text::count(c.succeeded),
             crate::text::count(c.caught),
