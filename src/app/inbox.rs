@@ -1,9 +1,9 @@
 //! The runtime's events, taken off its channel as they come by a thread of their own (`braid-events`),
 //! so that a run never waits for the editor to draw. eframe does not call the application while the
 //! window is hidden or minimised, and the runtime's event channel is bounded (the engine waits for a
-//! slow consumer rather than piling events up), so an editor that took its events only in a frame
-//! stalled a long run for as long as its window was minimised. The application applies what waits
-//! here once per frame, as much as fits its time budget.
+//! slow consumer rather than piling events up): events taken only in a frame would hold a long run
+//! still for as long as the window is minimised. The application applies what waits here once per
+//! frame, as much as fits its time budget.
 //!
 //! Nothing is dropped, and what waits stays compact however long nobody looks:
 //! - a run's live counts are snapshots, so a newer `Progress` takes the place of one still waiting;
