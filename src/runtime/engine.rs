@@ -954,8 +954,8 @@ impl Engine {
         let started_at_ms = now_ms();
         if let Some(history) = &run.history {
             // The run's row is committed before any of its invocations starts: a Braid killed from
-            // here on leaves the run in the history, as interrupted. (A small transaction of its own,
-            // about a millisecond; the engine waits for it, as it waits for a full writer channel.)
+            // here on leaves the run in the history, as interrupted. (A small transaction of its own;
+            // the engine waits for it, as it waits for a full writer channel.)
             let _ = history
                 .run_started_flushed(&run_id, &run.project.name, started_at_ms)
                 .await;
