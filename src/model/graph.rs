@@ -1,9 +1,9 @@
 //! Static analysis of the transition graph that both validation and the runtime need: which fan-in
 //! closes which fan-out.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use super::project::{BlockId, Project, TransitionId, TransitionKind};
+use super::project::{BlockId, Project, Transition, TransitionId, TransitionKind};
 
 /// Fan-outs nest; a cycle through fan-outs could nest without end, so the search stops this deep.
 const MAX_NESTING: usize = 64;
@@ -21,6 +21,11 @@ impl FanAnalysis {
     pub fn new(project: &Project) -> Self {
         let mut closing_targets = BTreeMap::new();
         let mut matched: HashSet<&TransitionId> = HashSet::new();
+        // Each block's outgoing transitions, found once rather than by a scan per block visited.
+        let mut outgoing: HashMap<&BlockId, Vec<&Transition>> = HashMap::new();
+        for t in &project.transitions {
+            outgoing.entry(&t.from).or_default().push(t);
+        }
         for fan_out in project
             .transitions
             .iter()
@@ -33,7 +38,7 @@ impl FanAnalysis {
                 if !seen.insert((block, depth)) {
                     continue;
                 }
-                for t in project.transitions.iter().filter(|t| &t.from == block) {
+                for t in outgoing.get(block).into_iter().flatten() {
                     match t.kind {
                         TransitionKind::FanOut if depth < MAX_NESTING => {
                             stack.push((&t.to, depth + 1));

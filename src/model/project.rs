@@ -288,9 +288,11 @@ impl Project {
 
     /// Blocks with no incoming transition: where a run starts by default.
     pub fn entry_blocks(&self) -> Vec<&Block> {
+        let reached: std::collections::HashSet<&BlockId> =
+            self.transitions.iter().map(|t| &t.to).collect();
         self.blocks
             .iter()
-            .filter(|b| !self.transitions.iter().any(|t| t.to == b.id))
+            .filter(|b| !reached.contains(&b.id))
             .collect()
     }
 

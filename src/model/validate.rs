@@ -63,13 +63,96 @@ pub fn has_errors(problems: &[Problem]) -> bool {
 /// Every problem of `project`: project-wide ones first, then those of blocks in project order, then
 /// those of transitions in project order; a subject's own problems keep the order of the rules below.
 pub fn validate(project: &Project) -> Vec<Problem> {
+    let index = Index::new(project);
     let mut found = Found::default();
-    check_settings(project, &mut found);
-    for (index, block) in project.blocks.iter().enumerate() {
-        check_block(project, index, block, &mut found);
+    check_settings(project, &index, &mut found);
+    for (at, block) in project.blocks.iter().enumerate() {
+        check_block(&index, at, block, &mut found);
     }
-    check_transitions(project, &mut found);
+    check_transitions(project, &index, &mut found);
     found.into_sorted()
+}
+
+/// The project looked up once, so that each rule is a lookup rather than a scan of the project: a
+/// project of tens of thousands of blocks validates in a moment, not in minutes.
+struct Index<'a> {
+    /// Each block id, with the first block that has it and where that block is.
+    blocks: HashMap<&'a BlockId, (usize, &'a Block)>,
+    /// Each transition id, with where the first transition that has it is.
+    transitions: HashMap<&'a TransitionId, usize>,
+    /// Blocks a transition from an existing block leads to.
+    reached: HashSet<&'a BlockId>,
+    /// Blocks with an `if` transition going out.
+    with_if: HashSet<&'a BlockId>,
+    /// Blocks a fan-in transition leads to.
+    fan_in_targets: HashSet<&'a BlockId>,
+    /// How many merge transitions lead into each block.
+    incoming_merges: HashMap<&'a BlockId, usize>,
+    /// Each block's strongly connected component (by its place in `blocks`): two blocks share one
+    /// when each leads to the other.
+    components: Vec<usize>,
+}
+
+impl<'a> Index<'a> {
+    fn new(project: &'a Project) -> Self {
+        let mut blocks = HashMap::with_capacity(project.blocks.len());
+        for (at, block) in project.blocks.iter().enumerate() {
+            blocks.entry(&block.id).or_insert((at, block));
+        }
+        let mut transitions = HashMap::with_capacity(project.transitions.len());
+        let (mut reached, mut with_if, mut fan_in_targets) =
+            (HashSet::new(), HashSet::new(), HashSet::new());
+        let mut incoming_merges: HashMap<&BlockId, usize> = HashMap::new();
+        let mut graph = petgraph::Graph::<(), ()>::with_capacity(
+            project.blocks.len(),
+            project.transitions.len(),
+        );
+        let nodes: Vec<_> = project.blocks.iter().map(|_| graph.add_node(())).collect();
+        for (at, t) in project.transitions.iter().enumerate() {
+            transitions.entry(&t.id).or_insert(at);
+            match t.kind {
+                TransitionKind::If => {
+                    with_if.insert(&t.from);
+                }
+                TransitionKind::FanIn => {
+                    fan_in_targets.insert(&t.to);
+                }
+                TransitionKind::Merge => *incoming_merges.entry(&t.to).or_default() += 1,
+                _ => {}
+            }
+            if let (Some(&(from, _)), Some(&(to, _))) = (blocks.get(&t.from), blocks.get(&t.to)) {
+                reached.insert(&t.to);
+                graph.add_edge(nodes[from], nodes[to], ());
+            }
+        }
+        let mut components = vec![0; project.blocks.len()];
+        for (component, members) in petgraph::algo::kosaraju_scc(&graph).into_iter().enumerate() {
+            for node in members {
+                components[node.index()] = component;
+            }
+        }
+        Self {
+            blocks,
+            transitions,
+            reached,
+            with_if,
+            fan_in_targets,
+            incoming_merges,
+            components,
+        }
+    }
+
+    fn block(&self, id: &BlockId) -> Option<&'a Block> {
+        self.blocks.get(id).map(|&(_, block)| block)
+    }
+
+    /// Whether the transition's target leads back to where it starts (both ends exist).
+    fn on_cycle(&self, t: &Transition) -> bool {
+        match (self.blocks.get(&t.from), self.blocks.get(&t.to)) {
+            (Some(&(from, _)), Some(&(to, _))) => self.components[from] == self.components[to],
+            _ => false,
+        }
+    }
 }
 
 /// Problems with the place of their subject in the project, which is what they are sorted by.
@@ -120,16 +203,15 @@ impl Found {
 /// The message of the problem an empty project has (the editor shows it as a hint rather than an error).
 pub const NO_BLOCKS: &str = "The project has no blocks: add a Code Block to run it";
 
-fn check_settings(project: &Project, found: &mut Found) {
+fn check_settings(project: &Project, index: &Index, found: &mut Found) {
     if project.blocks.is_empty() {
         found.project(Severity::Error, NO_BLOCKS.to_owned());
-    } else if !project.blocks.iter().any(|b| {
+    } else if project
+        .blocks
+        .iter()
         // Transitions from blocks that don't exist are problems of their own.
-        !project
-            .transitions
-            .iter()
-            .any(|t| t.to == b.id && project.block(&t.from).is_some())
-    }) {
+        .all(|b| index.reached.contains(&b.id))
+    {
         // It still runs from a chosen block, so only a warning.
         found.project(
             Severity::Warning,
@@ -147,9 +229,11 @@ fn check_settings(project: &Project, found: &mut Found) {
     }
 }
 
-fn check_block(project: &Project, index: usize, block: &Block, found: &mut Found) {
+fn check_block(lookup: &Index, index: usize, block: &Block, found: &mut Found) {
     let name = block_label(block);
-    if let Some(first) = project.blocks[..index].iter().find(|b| b.id == block.id) {
+    if let Some(&(at, first)) = lookup.blocks.get(&block.id)
+        && at < index
+    {
         found.block(
             index,
             block,
@@ -225,54 +309,47 @@ fn check_block(project: &Project, index: usize, block: &Block, found: &mut Found
     }
 }
 
-fn check_transitions(project: &Project, found: &mut Found) {
-    let blocks: HashSet<&BlockId> = project.blocks.iter().map(|b| &b.id).collect();
+fn check_transitions(project: &Project, lookup: &Index, found: &mut Found) {
     let unmatched_fan_ins: HashSet<TransitionId> = FanAnalysis::new(project)
         .unmatched_fan_ins
         .into_iter()
         .collect();
-    let mut incoming_merges: HashMap<&BlockId, usize> = HashMap::new();
-    for t in &project.transitions {
-        if t.kind == TransitionKind::Merge {
-            *incoming_merges.entry(&t.to).or_default() += 1;
-        }
-    }
-    let receives = |block: &BlockId, kind: TransitionKind| {
-        project
-            .transitions
-            .iter()
-            .any(|t| &t.to == block && t.kind == kind)
-    };
+    // The first transition of each (from, to, kind, and for an `if` its condition).
+    let mut links: HashMap<(&BlockId, &BlockId, TransitionKind, &str), usize> = HashMap::new();
 
     for (index, t) in project.transitions.iter().enumerate() {
-        let name = transition_label(project, t);
+        let name = transition_label(lookup, t);
         let mut report = |severity, message| found.transition(index, t, severity, message);
 
-        if let Some(first) = project.transitions[..index].iter().find(|o| o.id == t.id) {
+        if let Some(&first) = lookup.transitions.get(&t.id)
+            && first < index
+        {
             report(
                 Severity::Error,
                 format!(
                     "Transition {name} has the same id \"{}\" as transition {}",
                     t.id,
-                    transition_label(project, first)
+                    transition_label(lookup, &project.transitions[first])
                 ),
             );
         }
         for (end, id) in [("starts", &t.from), ("ends", &t.to)] {
-            if !blocks.contains(id) {
+            if lookup.block(id).is_none() {
                 report(
                     Severity::Error,
                     format!("Transition {name} {end} at a block that doesn't exist (id \"{id}\")"),
                 );
             }
         }
-        let duplicate = project.transitions[..index].iter().any(|o| {
-            o.from == t.from
-                && o.to == t.to
-                && o.kind == t.kind
-                && (t.kind != TransitionKind::If || o.expression.trim() == t.expression.trim())
-        });
-        if duplicate {
+        let condition = if t.kind == TransitionKind::If {
+            t.expression.trim()
+        } else {
+            ""
+        };
+        let first_link = *links
+            .entry((&t.from, &t.to, t.kind, condition))
+            .or_insert(index);
+        if first_link < index {
             // A doubled fan-out or fan-in delivers every item twice, so its fan-in can never
             // complete; a doubled `then` only runs its target twice, which a run survives.
             let (severity, consequence) = match t.kind {
@@ -294,26 +371,26 @@ fn check_transitions(project: &Project, found: &mut Found) {
                 Severity::Error,
                 format!("Transition {name} has no condition"),
             ),
-            TransitionKind::Else => {
-                let has_if = project
-                    .transitions
-                    .iter()
-                    .any(|o| o.from == t.from && o.kind == TransitionKind::If);
-                if !has_if {
-                    report(
-                        Severity::Error,
-                        format!(
-                            "Transition {name} has no \"if\" beside it, so it could never fire"
-                        ),
-                    );
-                }
-            }
+            TransitionKind::Else if !lookup.with_if.contains(&t.from) => report(
+                Severity::Error,
+                format!("Transition {name} has no \"if\" beside it, so it could never fire"),
+            ),
             TransitionKind::FanIn if unmatched_fan_ins.contains(&t.id) => report(
                 Severity::Error,
                 format!("Transition {name} has no fan-out upstream for it to close"),
             ),
+            TransitionKind::FanOut if lookup.on_cycle(t) => report(
+                Severity::Warning,
+                format!(
+                    "Transition {name} is on a cycle ({} leads back to {}): each time round, every \
+                     item fans out again, so unless a condition ends the loop the run multiplies its \
+                     invocations until Braid stops it",
+                    block_ref(lookup, &t.to),
+                    block_ref(lookup, &t.from)
+                ),
+            ),
             TransitionKind::Merge => {
-                if incoming_merges.get(&t.to).copied().unwrap_or(0) < 2 {
+                if lookup.incoming_merges.get(&t.to).copied().unwrap_or(0) < 2 {
                     report(
                         Severity::Error,
                         format!(
@@ -322,7 +399,7 @@ fn check_transitions(project: &Project, found: &mut Found) {
                     );
                 }
                 // A block fires once per fan-in or once per complete merge; it can't wait for both.
-                if receives(&t.to, TransitionKind::FanIn) {
+                if lookup.fan_in_targets.contains(&t.to) {
                     report(
                         Severity::Error,
                         format!(
@@ -341,12 +418,12 @@ fn check_transitions(project: &Project, found: &mut Found) {
 }
 
 /// `"fan-in" from "Process" to "Collect"`.
-fn transition_label(project: &Project, t: &Transition) -> String {
+fn transition_label(lookup: &Index, t: &Transition) -> String {
     format!(
         "\"{}\" from {} to {}",
         t.kind,
-        block_ref(project, &t.from),
-        block_ref(project, &t.to)
+        block_ref(lookup, &t.from),
+        block_ref(lookup, &t.to)
     )
 }
 
@@ -359,8 +436,8 @@ fn block_label(block: &Block) -> String {
     }
 }
 
-fn block_ref(project: &Project, id: &BlockId) -> String {
-    match project.block(id) {
+fn block_ref(lookup: &Index, id: &BlockId) -> String {
+    match lookup.block(id) {
         Some(block) if !block.name.trim().is_empty() => quoted(&block.name),
         Some(_) => format!("the unnamed block \"{id}\""),
         None => format!("the missing block \"{id}\""),
@@ -427,6 +504,76 @@ mod tests {
         let problems = validate(project);
         assert_eq!(problems.len(), 1, "{problems:#?}");
         problems.into_iter().next().expect("one problem")
+    }
+
+    /// A chain of `n` blocks `b0 … b{n-1}` whose transitions cycle through fan-out, then, fan-in, then.
+    fn long_chain(n: usize) -> Project {
+        use TransitionKind::{FanIn, FanOut, Then};
+        let names: Vec<String> = (0..n).map(|i| format!("b{i}")).collect();
+        let mut project = self::project(&names.iter().map(String::as_str).collect::<Vec<_>>());
+        for i in 1..n {
+            let kind = [FanOut, Then, FanIn, Then][(i - 1) % 4];
+            link(&mut project, &names[i - 1], &names[i], kind);
+        }
+        project
+    }
+
+    /// 68,000 blocks validate at once (each rule looks blocks and transitions up in an index; scans
+    /// of the project per block or transition took minutes at this size), and every problem is
+    /// still found: a fan-out on a loop near the end, and an `else` without an `if`.
+    #[test]
+    fn a_project_of_68000_blocks_validates_and_every_problem_is_found() {
+        let n = 68_000;
+        let mut project = long_chain(n);
+        // b67996 fans out to b67997, whose items come back from b67999 to b67996.
+        let fan_out = project.transitions[67_996].id.clone();
+        link(&mut project, "b67999", "b67996", TransitionKind::Then);
+        let late_else = link(&mut project, "b67990", "b67999", TransitionKind::Else);
+        let problems = validate(&project);
+        let subjects: Vec<(&Subject, Severity)> = problems
+            .iter()
+            .take(3)
+            .map(|p| (&p.subject, p.severity))
+            .collect();
+        assert_eq!(
+            subjects,
+            [
+                (&Subject::Transition(fan_out), Severity::Warning),
+                (&Subject::Transition(late_else), Severity::Error),
+            ]
+        );
+        assert_eq!(
+            problems[0].message,
+            "Transition \"fan-out\" from \"b67996\" to \"b67997\" is on a cycle (\"b67997\" leads back to \"b67996\"): each time round, every item fans out again, so unless a condition ends the loop the run multiplies its invocations until Braid stops it"
+        );
+        assert_eq!(project.entry_blocks().len(), 1);
+        let analysis = FanAnalysis::new(&project);
+        assert_eq!(analysis.closing_targets.len(), n / 4);
+    }
+
+    #[test]
+    fn a_fan_out_on_a_loop_is_warned_about_and_a_loop_without_one_is_not() {
+        use TransitionKind::{FanIn, FanOut, If, Then};
+        let mut p = project(&["Start", "Gen", "Work", "Collect"]);
+        link(&mut p, "Start", "Gen", Then);
+        let fan_out = link(&mut p, "Gen", "Work", FanOut);
+        link(&mut p, "Work", "Gen", If);
+        link(&mut p, "Work", "Collect", FanIn);
+        let problem = only(&p);
+        assert_eq!(problem.subject, Subject::Transition(fan_out));
+        assert_eq!(problem.severity, Severity::Warning);
+        assert!(
+            problem
+                .message
+                .contains("is on a cycle (\"Work\" leads back to \"Gen\")"),
+            "{problem:?}"
+        );
+
+        let mut p = project(&["Start", "Ask", "Check"]);
+        link(&mut p, "Start", "Ask", Then);
+        link(&mut p, "Ask", "Check", Then);
+        link(&mut p, "Check", "Ask", If);
+        assert!(validate(&p).is_empty(), "{:#?}", validate(&p));
     }
 
     fn code_mut<'a>(project: &'a mut Project, name: &str) -> &'a mut CodeBlock {

@@ -12,7 +12,7 @@ pub struct RunFailure {
     pub block: String,
     pub block_id: BlockId,
     pub item_path: Vec<u32>,
-    /// `exception`, `timed_out`, `fan_in`, `merge` or `not_runnable`.
+    /// `exception`, `timed_out`, `fan_in`, `merge`, `not_runnable` or `too_many_queued`.
     pub status: String,
     pub error: String,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -980,10 +980,14 @@ impl Engine {
             return;
         }
         let tasks = run.scheduler.take_ready();
-        if !tasks.is_empty()
-            && let Some(invoker) = self.invokers.get_mut(&run.executor)
-        {
-            invoker.submit(tasks);
+        let stops = run.scheduler.take_stops();
+        if let Some(invoker) = self.invokers.get_mut(&run.executor) {
+            if !stops.is_empty() {
+                invoker.cancel(stops);
+            }
+            if !tasks.is_empty() {
+                invoker.submit(tasks);
+            }
         }
         let records = run.scheduler.take_records();
         let run_id = run.scheduler.run_id().clone();

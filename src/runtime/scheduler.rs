@@ -185,6 +185,13 @@ pub struct RunScheduler {
     cancelled: bool,
     started_at_ms: f64,
     queued_total: usize,
+    /// The most invocations it may have queued at once ([`MAX_QUEUED`] unless a test sets another).
+    max_queued: usize,
+    /// The block that would have queued past `max_queued`: the run stops, failed, at the end of the
+    /// step that tried.
+    overflow: Option<usize>,
+    /// Keys of running invocations the run stopped by itself, for the invoker to stop.
+    stops: Vec<u64>,
     single: bool,
     /// The time invocations queued now are stamped with: read once per step, not once per invocation.
     now_ms: f64,
@@ -196,6 +203,11 @@ pub struct RunScheduler {
 
 /// The largest invocation number a run can have: keys carry it in their low bits.
 pub const KEY_BITS: u32 = 40;
+
+/// The most invocations one run may have queued at once: twice the largest fan-out Braid is
+/// measured with (1,000,000 items, about 350 MB), so that a loop through a fan-out, which multiplies
+/// its invocations each time round, fails naming its block rather than filling the memory.
+pub const MAX_QUEUED: usize = 2_000_000;
 
 impl RunScheduler {
     /// `key_base` is added to invocation ids to form task keys unique across the runs of one runtime.
@@ -227,11 +239,19 @@ impl RunScheduler {
             cancelled: false,
             started_at_ms: now_ms(),
             queued_total: 0,
+            max_queued: MAX_QUEUED,
+            overflow: None,
+            stops: Vec::new(),
             single: false,
             now_ms: now_ms(),
             backpack_json: None,
             json: Vec::new(),
         }
+    }
+
+    /// The most invocations the run may have queued at once (see [`MAX_QUEUED`]).
+    pub fn set_max_queued(&mut self, max_queued: usize) {
+        self.max_queued = max_queued;
     }
 
     /// Runs only the entry invocations, firing no transitions (to replay one invocation).
@@ -271,6 +291,9 @@ impl RunScheduler {
         ctx: Arc<Ctx>,
         parents: Parents,
     ) {
+        if self.overflows(block, 1) {
+            return;
+        }
         for &(frame, index) in &ctx.frames {
             if let Some(frame) = self.frames.get_mut(&frame) {
                 frame.alive[index as usize] += 1;
@@ -308,7 +331,7 @@ impl RunScheduler {
         parent: InvocationId,
     ) {
         let n = items.len();
-        if n == 0 {
+        if n == 0 || self.overflows(block, n) {
             return;
         }
         for &(outer, index) in &ctx.frames {
@@ -337,6 +360,39 @@ impl RunScheduler {
         }));
         self.counts[block].queued += n as u64;
         self.queued_total += n;
+    }
+
+    /// Whether queuing `n` more invocations of `block` would pass the run's bound; if so, the run
+    /// fails naming the block, and stops at the end of this step.
+    fn overflows(&mut self, block: usize, n: usize) -> bool {
+        if self.overflow.is_some() {
+            return true;
+        }
+        if self.queued_total + n <= self.max_queued {
+            return false;
+        }
+        self.overflow = Some(block);
+        let name = &self.plan.blocks[block].name;
+        self.fail_run(
+            block,
+            &[],
+            "too_many_queued",
+            format!(
+                "{} more invocations of \"{name}\" would pass the {} a run may have queued at once \
+                 ({} are queued; a loop through a fan-out multiplies its invocations each time \
+                 round): the run stopped",
+                crate::text::count(n as u64),
+                crate::text::count(self.max_queued as u64),
+                crate::text::count(self.queued_total as u64),
+            ),
+        );
+        true
+    }
+
+    /// Keys of running invocations the run stopped by itself (past its bound of queued invocations),
+    /// for the invoker to stop.
+    pub fn take_stops(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.stops)
     }
 
     fn has_room(&self, block: usize) -> bool {
@@ -443,6 +499,10 @@ impl RunScheduler {
         for result in results {
             let id = result.key - self.key_base;
             self.complete_invocation(id, result);
+        }
+        if self.overflow.is_some() && !(self.running.is_empty() && self.queued_total == 0) {
+            let keys = self.stop();
+            self.stops.extend(keys);
         }
     }
 
@@ -928,6 +988,11 @@ impl RunScheduler {
     /// Returns the task keys the invoker should stop.
     pub fn cancel(&mut self) -> Vec<u64> {
         self.cancelled = true;
+        self.stop()
+    }
+
+    /// Ends every queued and running invocation as cancelled; returns the running ones' task keys.
+    fn stop(&mut self) -> Vec<u64> {
         let mut keys = Vec::new();
         let now = now_ms();
         let mut stopped: Vec<Pending> = self.running.drain().map(|(_, p)| p).collect();
@@ -1444,6 +1509,72 @@ mod tests {
         let summary = s.finish();
         assert_eq!(summary.status, RunStatus::Failed);
         assert_eq!(summary.failures[0].block, "Node");
+    }
+
+    /// A loop through a fan-out multiplies its invocations each time round: past its bound of queued
+    /// invocations the run stops, failed, naming the block, with every queued and running
+    /// invocation recorded as cancelled and the running ones handed to the invoker to stop.
+    #[test]
+    fn a_loop_through_a_fan_out_stops_at_the_bound_of_queued_invocations_naming_its_block() {
+        use TransitionKind::{FanOut, Then};
+        let p = project(
+            &["Split", "Back"],
+            &[("Split", "Back", FanOut), ("Back", "Split", Then)],
+        );
+        let mut s = scheduler(&p, 4);
+        s.set_max_queued(100);
+        let (mut most_queued, mut running) = (0, VecDeque::new());
+        let (mut stopped, mut still_running) = (Vec::new(), Vec::new());
+        for _ in 0..10_000 {
+            running.extend(s.take_ready());
+            // One at a time: the others are still running when the bound is reached.
+            let Some(task) = running.pop_front() else {
+                break;
+            };
+            // Every Split returns three items; every Back goes round again.
+            let output = if task.block == 0 {
+                json!([1, 2, 3])
+            } else {
+                json!(0)
+            };
+            s.complete(returned(&task, output));
+            most_queued = most_queued.max(s.queued_total);
+            let stops = s.take_stops();
+            if !stops.is_empty() {
+                stopped = stops;
+                still_running = running.iter().map(|t: &Task| t.key).collect();
+            }
+        }
+        assert!(s.is_idle(), "the run stopped");
+        assert!(most_queued <= 100, "{most_queued}");
+        assert_eq!(stopped, still_running, "the invoker stops what was running");
+        assert_eq!(stopped.len(), 3);
+        let records = s.take_records();
+        let cancelled = records
+            .iter()
+            .filter(|r| r.status == InvocationStatus::Cancelled)
+            .count();
+        assert!(cancelled >= 97 + 3, "{cancelled}");
+        let summary = s.finish();
+        assert_eq!(summary.status, RunStatus::Failed);
+        assert_eq!(summary.invocations, records.len() as u64);
+        let failure = summary.failures.last().expect("a failure");
+        assert_eq!(
+            (failure.block.as_str(), failure.status.as_str()),
+            ("Back", "too_many_queued")
+        );
+        assert!(
+            failure.error.starts_with(
+                "3 more invocations of \"Back\" would pass the 100 a run may have queued at once ("
+            ),
+            "{}",
+            failure.error
+        );
+        assert!(
+            failure.error.ends_with(" are queued; a loop through a fan-out multiplies its invocations each time round): the run stopped"),
+            "{}",
+            failure.error
+        );
     }
 
     #[test]
