@@ -805,9 +805,9 @@ fn braid_run_shows_worker_output_on_stderr() {
     assert!(!String::from_utf8(out.stdout).unwrap().contains("from C"));
 }
 
-/// Workers keep their Python package's compiled code in Braid's cache folder (as Python keeps a module's), which
-/// took about 8 ms of every worker's start to compile. A cache file that is damaged is compiled again
-/// and replaced; the run does not notice.
+/// Workers keep their Python package's compiled code in Braid's cache folder (as Python keeps a
+/// module's): compiling it takes about 8 ms, at every worker's start. A cache file that is damaged is
+/// compiled again and replaced; the run does not notice.
 #[test]
 fn workers_cache_their_compiled_code_and_survive_a_damaged_cache() {
     let cache = tempfile::tempdir().unwrap();
