@@ -148,7 +148,7 @@ pub fn main() -> ExitCode {
             return match crate::runtime::worker::serve() {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(message) => {
-                    eprintln!("braid worker: {message}");
+                    say!(std::io::stderr(), "braid worker: {message}");
                     ExitCode::FAILURE
                 }
             };
@@ -176,6 +176,10 @@ fn init_logging() {
     // A subscriber set already (a test harness) is kept.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Logging is best-effort, like all that reaches a terminal: a line that can't be written (a
+        // closed pipe, a full disk) is lost, not reported with `eprintln!`, which panics there and
+        // would end the thread or task that logged (a worker's reader: the run would never end).
+        .log_internal_errors(false)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .without_time()
@@ -385,7 +389,10 @@ fn stop_on_ctrl_c(
                     std::process::exit(130);
                 }
                 stopping = true;
-                eprintln!("braid: stopping the run (Ctrl+C again quits at once)");
+                say!(
+                    std::io::stderr(),
+                    "braid: stopping the run (Ctrl+C again quits at once)"
+                );
                 requests.send(RuntimeRequest::Cancel(run_id.clone()));
             }
         })

@@ -403,14 +403,35 @@ fn record(
                 // Held back until the writer has committed the run, without holding up other runs.
                 let written = writer.run_finished_flushed(&summary);
                 let events = events.clone();
+                let path = writer.path().to_owned();
                 runtime.spawn(async move {
-                    let _ = written.await;
+                    let mut summary = summary;
+                    if written.await.is_err() {
+                        // The writer's thread is gone (it ends only with its last sender, short of a
+                        // panic): the run ends all the same, failed, saying its history is lost.
+                        unrecorded(&mut summary, &path, "its history writer stopped");
+                    }
                     let _ = events.send(RuntimeEvent::RunFinished(summary)).await;
                 });
             }
             Recorded::Close(writer) => drop(writer.close()),
         }
     }
+}
+
+/// Marks a run whose history could not be written as failed, saying why: its records went out all the
+/// same, but the history does not have them.
+fn unrecorded(summary: &mut RunSummary, history: &Path, why: &str) {
+    summary.status = RunStatus::Failed;
+    summary.failures.push(crate::run::RunFailure {
+        block: String::new(),
+        block_id: BlockId("".into()),
+        item_path: Vec::new(),
+        status: "history".to_owned(),
+        error: format!("the run is not recorded in {}: {why}", history.display()),
+        traceback: None,
+        invocation: None,
+    });
 }
 
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
@@ -995,7 +1016,7 @@ impl Engine {
         if !records.is_empty() {
             match &run.history {
                 Some(writer) => {
-                    let _ = self
+                    let sent = self
                         .recorder
                         .send(Recorded::Records {
                             writer: writer.clone(),
@@ -1003,6 +1024,14 @@ impl Engine {
                             records,
                         })
                         .await;
+                    // The recorder is gone (short of a panic, it never is): the records still go out.
+                    if let Err(mpsc::error::SendError(Recorded::Records { records, .. })) = sent {
+                        self.emit(RuntimeEvent::Invocations {
+                            run_id: run_id.clone(),
+                            records,
+                        })
+                        .await;
+                    }
                 }
                 None => {
                     self.emit(RuntimeEvent::Invocations {
@@ -1023,10 +1052,19 @@ impl Engine {
             debug_assert!(summary.status != RunStatus::Running);
             match run.history {
                 Some(writer) => {
-                    let _ = self
+                    let sent = self
                         .recorder
                         .send(Recorded::Finished { writer, summary })
                         .await;
+                    // The recorder is gone: the run ends all the same, failed, rather than never.
+                    if let Err(mpsc::error::SendError(Recorded::Finished {
+                        writer,
+                        mut summary,
+                    })) = sent
+                    {
+                        unrecorded(&mut summary, writer.path(), "Braid's recorder stopped");
+                        self.emit(RuntimeEvent::RunFinished(summary)).await;
+                    }
                 }
                 None => self.emit(RuntimeEvent::RunFinished(summary)).await,
             }
@@ -1090,6 +1128,68 @@ fn compile_errors(
 mod tests {
     use super::*;
     use crate::model::Project;
+
+    /// A recorder that has stopped (its thread panicked) neither hangs a recorded run nor loses its
+    /// records: they go out as events, and the run ends, failed, saying it is not recorded.
+    #[test]
+    fn a_recorded_run_ends_failed_when_the_recorder_has_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let history = dir.path().join("p.history.sqlite");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (requests_tx, requests) = mpsc::channel(4);
+        let (events_tx, mut events) = mpsc::channel(64);
+        let (recorder, stopped) = mpsc::channel(1);
+        drop(stopped);
+        let (finished, recorder_finished) = oneshot::channel();
+        drop(finished);
+        let engine = Engine::run(
+            RuntimeConfig::scripted(crate::runtime::scripted::Script::new()),
+            requests,
+            events_tx,
+            (recorder, recorder_finished),
+        );
+        let mut project = Project::default();
+        project.blocks.push(crate::model::Block::new_code(
+            "A",
+            "",
+            crate::model::Position::default(),
+        ));
+        let mut request = RunRequest::new(RunId("r".into()), project);
+        request.history = Some(history.clone());
+        request.input = serde_json::json!(7);
+        let run = async move {
+            requests_tx
+                .send(RuntimeRequest::Run(Box::new(request)))
+                .await
+                .unwrap();
+            let mut records = Vec::new();
+            loop {
+                match tokio::time::timeout(Duration::from_secs(20), events.recv()).await {
+                    Ok(Some(RuntimeEvent::Invocations { records: more, .. })) => {
+                        records.extend(more);
+                    }
+                    Ok(Some(RuntimeEvent::RunFinished(summary))) => break (records, summary),
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => panic!("the run did not end"),
+                }
+            }
+            // Dropping the requests' sender ends the engine.
+        };
+        let ((), (records, summary)) = runtime.block_on(async { tokio::join!(engine, run) });
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].output, Some(serde_json::json!(7)));
+        assert_eq!(summary.status, RunStatus::Failed);
+        assert_eq!(
+            summary.failures[0].error,
+            format!(
+                "the run is not recorded in {}: Braid's recorder stopped",
+                history.display()
+            )
+        );
+    }
 
     #[test]
     fn a_handle_over_channels_passes_requests_out_and_events_in() {

@@ -886,3 +886,80 @@ fn braid_history_prints_a_runs_log() {
     assert_eq!(json.as_array().map(Vec::len), Some(2), "{json}");
     assert_eq!(json[0]["source"], "worker", "{json}");
 }
+
+/// Waits for `child` at most a minute; `None` (and the child killed) if it has not ended by then.
+fn wait_at_most_a_minute(child: &mut std::process::Child) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// What reaches a terminal is best-effort, log lines too: with stderr on a full disk (`/dev/full`), or
+/// stdout and stderr on a pipe its reader closed after the first line (`2>&1 | head -1`), the log
+/// lines `RUST_LOG` asks for are lost and the run ends as usual, with its exit code and its history.
+/// A log line that could not be written must not end the task that logged it (here a worker's reader,
+/// logging what the block wrote to the worker's stderr): the run would never end.
+#[test]
+fn a_run_ends_and_is_recorded_when_its_output_cannot_be_written() {
+    let (dir, path) = write_temp(
+        "loud.braid.json",
+        &one_block(
+            "import os\ndef main(block_input, backpack):\n    for i in range(50):\n        os.write(2, b'to stderr %d\\n' % i)\n    return 42\n",
+        ),
+    );
+    let braid_run = || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_braid"));
+        command
+            .args(["run", path.to_str().unwrap()])
+            .env("RUST_LOG", "braid::worker=debug")
+            .current_dir(dir.path());
+        command
+    };
+
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let mut child = braid_run()
+        .arg("--json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(full)
+        .spawn()
+        .unwrap();
+    // The summary is far smaller than a pipe's buffer: it is read once the run has ended.
+    let status = wait_at_most_a_minute(&mut child).expect("the run ends with stderr full");
+    assert_eq!(status.code(), Some(0));
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["results"][0]["output"], 42, "{summary}");
+
+    // `2>&1 | head -1`: one pipe for both, closed after the first line.
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut child = braid_run()
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer)
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(reader), &mut first).unwrap();
+    assert!(!first.is_empty());
+    let status = wait_at_most_a_minute(&mut child).expect("the run ends with its pipe closed");
+    assert_eq!(status.code(), Some(0));
+
+    let runs = history_runs(&path);
+    let statuses: Vec<&Value> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["status"])
+        .collect();
+    assert_eq!(statuses, ["succeeded", "succeeded"], "{runs}");
+}
