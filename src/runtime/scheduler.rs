@@ -192,6 +192,9 @@ pub struct RunScheduler {
     overflow: Option<usize>,
     /// Keys of running invocations the run stopped by itself, for the invoker to stop.
     stops: Vec<u64>,
+    /// The largest input, as JSON, an invocation may take ([`MAX_INPUT_BYTES`] unless a test sets
+    /// another).
+    max_input_bytes: usize,
     single: bool,
     /// The time invocations queued now are stamped with: read once per step, not once per invocation.
     now_ms: f64,
@@ -208,6 +211,15 @@ pub const KEY_BITS: u32 = 40;
 /// measured with (1,000,000 items, about 350 MB), so that a loop through a fan-out, which multiplies
 /// its invocations each time round, fails naming its block rather than filling the memory.
 pub const MAX_QUEUED: usize = 2_000_000;
+
+/// The largest input an invocation may take, as JSON (256 MiB). Braid holds an input about three
+/// times over while it is handed to a worker (the value for the record, its JSON for the task, and a
+/// frame's copy on its way), and the worker as much again: past this, the invocation fails naming its
+/// block and size rather than taking gigabytes (see docs/runtime.md).
+pub const MAX_INPUT_BYTES: usize = 256 << 20;
+
+/// The encoding buffer's size kept between tasks: a larger one (a fan-in's input) is let go.
+const SCRATCH_KEPT: usize = 1 << 20;
 
 impl RunScheduler {
     /// `key_base` is added to invocation ids to form task keys unique across the runs of one runtime.
@@ -240,6 +252,7 @@ impl RunScheduler {
             started_at_ms: now_ms(),
             queued_total: 0,
             max_queued: MAX_QUEUED,
+            max_input_bytes: MAX_INPUT_BYTES,
             overflow: None,
             stops: Vec::new(),
             single: false,
@@ -247,6 +260,11 @@ impl RunScheduler {
             backpack_json: None,
             json: Vec::new(),
         }
+    }
+
+    /// The largest input, as JSON, an invocation may take (see [`MAX_INPUT_BYTES`]).
+    pub fn set_max_input_bytes(&mut self, max_input_bytes: usize) {
+        self.max_input_bytes = max_input_bytes;
     }
 
     /// The most invocations the run may have queued at once (see [`MAX_QUEUED`]).
@@ -425,8 +443,26 @@ impl RunScheduler {
             counts.queued -= 1;
             counts.running += 1;
             let plan_block = &self.plan.blocks[block];
-            if let Some(reason) = &plan_block.not_runnable {
-                let reason = reason.clone();
+            let timeout_s = plan_block.timeout_s;
+            let refused = if let Some(reason) = &plan_block.not_runnable {
+                Some(("NotRunnable", reason.clone()))
+            } else {
+                self.json.clear();
+                let _ = serde_json::to_writer(&mut self.json, &pending.input);
+                (self.json.len() > self.max_input_bytes).then(|| {
+                    (
+                        "InputTooLarge",
+                        format!(
+                            "its input is {} bytes of JSON, more than the {} an invocation may \
+                             take (a fan-in of many large values: pass on smaller values, or the \
+                             paths of files that hold them)",
+                            crate::text::count(self.json.len() as u64),
+                            crate::text::count(self.max_input_bytes as u64)
+                        ),
+                    )
+                })
+            };
+            if let Some((kind, message)) = refused {
                 let id = pending.id;
                 self.running.insert(id, pending);
                 let now = now_ms();
@@ -442,8 +478,8 @@ impl RunScheduler {
                         stderr: String::new(),
                         outcome: Outcome::Raised {
                             error: ErrorInfo {
-                                kind: "NotRunnable".to_owned(),
-                                message: reason,
+                                kind: kind.to_owned(),
+                                message,
                                 traceback: String::new(),
                                 line: None,
                             },
@@ -453,20 +489,21 @@ impl RunScheduler {
                 );
                 continue;
             }
+            // serde_json writes UTF-8.
+            let input_json = std::str::from_utf8(&self.json)
+                .map(smol_str::SmolStr::new)
+                .unwrap_or_default();
+            if self.json.capacity() > SCRATCH_KEPT {
+                // A large input's buffer is not kept for the rest of the run.
+                self.json = Vec::new();
+            }
             tasks.push(Task {
                 key: self.key_base + pending.id,
                 attempt: 1,
                 program: self.program,
                 block: block as u32,
-                timeout_s: plan_block.timeout_s,
-                input_json: {
-                    self.json.clear();
-                    let _ = serde_json::to_writer(&mut self.json, &pending.input);
-                    // serde_json writes UTF-8.
-                    std::str::from_utf8(&self.json)
-                        .map(smol_str::SmolStr::new)
-                        .unwrap_or_default()
-                },
+                timeout_s,
+                input_json,
                 backpack_json: self.backpack_json(&pending.backpack),
             });
             self.running.insert(pending.id, pending);
@@ -1575,6 +1612,43 @@ mod tests {
             "{}",
             failure.error
         );
+    }
+
+    /// A fan-in whose input would pass the bound on an invocation's input fails naming its block
+    /// and the sizes, without reaching the invoker; smaller inputs still run.
+    #[test]
+    fn an_input_past_the_bound_fails_its_invocation_naming_block_and_size() {
+        use TransitionKind::{FanIn, FanOut};
+        let p = project(
+            &["Gen", "Work", "Collect"],
+            &[("Gen", "Work", FanOut), ("Work", "Collect", FanIn)],
+        );
+        let mut s = scheduler(&p, 100);
+        s.set_max_input_bytes(40);
+        let gen_task = s.take_ready().remove(0);
+        s.complete(returned(&gen_task, json!(["a", "b", "c"])));
+        let work = s.take_ready();
+        assert_eq!(work.len(), 3, "small inputs run");
+        for task in &work {
+            s.complete(returned(task, json!("x".repeat(12))));
+        }
+        assert!(
+            s.take_ready().is_empty(),
+            "the fan-in never reaches the invoker"
+        );
+        assert!(s.is_idle());
+        let records = s.take_records();
+        let collect = records.last().expect("its record");
+        assert_eq!(&*collect.block_name, "Collect");
+        assert_eq!(collect.status, InvocationStatus::Exception);
+        let error = collect.error.as_ref().expect("why");
+        assert_eq!(
+            error.summary(),
+            "InputTooLarge: its input is 46 bytes of JSON, more than the 40 an invocation may take (a fan-in of many large values: pass on smaller values, or the paths of files that hold them)"
+        );
+        let summary = s.finish();
+        assert_eq!(summary.status, RunStatus::Failed);
+        assert_eq!(summary.failures[0].block, "Collect");
     }
 
     #[test]
