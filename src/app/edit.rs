@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::command::{BlockEdit, Edit, Select};
 use super::{App, CodeGoto, NoticeLevel, Selection};
 use crate::model::validate::validate;
-use crate::model::{Block, BlockId, Position, Project, Transition, TransitionId};
+use crate::model::{Block, BlockId, MAX_TIMEOUT_S, Position, Project, Transition, TransitionId};
 
 /// After the last edit, this long passes before the code is compiled again (never run) to show errors.
 const CHECK_DELAY_SECS: f64 = 0.6;
@@ -149,7 +149,7 @@ pub fn apply_edit(project: &mut Project, edit: Edit) -> Result<Option<Vec<BlockI
             };
             match edit {
                 BlockEdit::Code(text) => code.code = text,
-                BlockEdit::TimeoutSecs(secs) => code.timeout_s = secs.max(1),
+                BlockEdit::TimeoutSecs(secs) => code.timeout_s = secs.clamp(1, MAX_TIMEOUT_S),
                 BlockEdit::ConcurrencyCap(cap) => code.concurrency_cap = cap.map(|c| c.max(1)),
                 BlockEdit::Libraries(list) => code.libraries = list,
                 BlockEdit::EnvVars(list) => code.env_vars = list,

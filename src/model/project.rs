@@ -11,6 +11,10 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const DEFAULT_CONCURRENCY_LIMIT: u32 = 1000;
 /// Refinery's `max_execution_time` default.
 pub const DEFAULT_TIMEOUT_S: u64 = 900;
+/// The longest timeout a block may have: a day. An invocation that may rightly run longer is better
+/// split (a fan-out of smaller ones), and a longer timeout only puts off noticing a call that hangs.
+/// Validation refuses more; Refinery's import (whose Lambda limit is 900 s) brings more down to it.
+pub const MAX_TIMEOUT_S: u64 = 86_400;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]

@@ -7,8 +7,8 @@
 use serde_json::{Map, Value};
 
 use super::project::{
-    Block, BlockId, BlockKind, CodeBlock, DEFAULT_TIMEOUT_S, Language, Position, Project, Settings,
-    Transition, TransitionId, TransitionKind,
+    Block, BlockId, BlockKind, CodeBlock, DEFAULT_TIMEOUT_S, Language, MAX_TIMEOUT_S, Position,
+    Project, Settings, Transition, TransitionId, TransitionKind,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -137,10 +137,12 @@ fn import_code(fields: &Map<String, Value>) -> CodeBlock {
         Some(lang) if lang.starts_with("python") => Language::Python,
         Some(lang) => Language::Other(lang.to_owned()),
     };
+    // Past Braid's maximum (Lambda's own is 900 s, so such a number is no real setting; 1e308 has
+    // been seen): the longest Braid allows, which is what it asked for.
     let timeout_s = fields
         .get("max_execution_time")
         .and_then(whole_number)
-        .unwrap_or(DEFAULT_TIMEOUT_S);
+        .map_or(DEFAULT_TIMEOUT_S, |t| t.min(MAX_TIMEOUT_S));
     // Refinery writes `false` for "no reserved concurrency"; some front-end versions call it `amount`.
     let concurrency_cap = fields
         .get("reserved_concurrency_count")
@@ -342,6 +344,18 @@ mod tests {
             !saved.contains("secret"),
             "an env var value leaked: {saved}"
         );
+    }
+
+    /// A `max_execution_time` past Braid's maximum (1e308 has been seen) comes in as the maximum, so the
+    /// project runs as it is rather than being refused (or, before the maximum, hanging its worker).
+    #[test]
+    fn a_timeout_past_the_maximum_comes_in_as_the_maximum() {
+        for huge in [json!(1e308), json!(10_000_000_000_u64), json!("86401")] {
+            let project = import(&lambda(json!({"max_execution_time": huge}))).expect("imports");
+            assert_eq!(only_code(&project).timeout_s, MAX_TIMEOUT_S, "{huge}");
+        }
+        let project = import(&lambda(json!({"max_execution_time": 86_400}))).expect("imports");
+        assert_eq!(only_code(&project).timeout_s, 86_400);
     }
 
     #[test]

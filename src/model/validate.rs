@@ -7,7 +7,8 @@ use std::collections::{HashMap, HashSet};
 
 use super::graph::FanAnalysis;
 use super::project::{
-    Block, BlockId, BlockKind, Language, Project, Transition, TransitionId, TransitionKind,
+    Block, BlockId, BlockKind, Language, MAX_TIMEOUT_S, Project, Transition, TransitionId,
+    TransitionKind,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -261,6 +262,18 @@ fn check_block(lookup: &Index, index: usize, block: &Block, found: &mut Found) {
                     block,
                     Severity::Error,
                     format!("Block {name} has a timeout of 0 seconds, so every run of it would time out"),
+                );
+            }
+            if code.timeout_s > MAX_TIMEOUT_S {
+                found.block(
+                    index,
+                    block,
+                    Severity::Error,
+                    format!(
+                        "Block {name} has a timeout of {} seconds; the most a block may have is {} (a day)",
+                        crate::text::count(code.timeout_s),
+                        crate::text::count(MAX_TIMEOUT_S)
+                    ),
                 );
             }
             if code.concurrency_cap == Some(0) {
@@ -829,6 +842,27 @@ mod tests {
         assert_eq!(
             only(&p).message,
             r#"Block "A\nok: valid" has a timeout of 0 seconds, so every run of it would time out"#
+        );
+    }
+
+    /// A timeout past a day is refused, saying what the most is: larger ones passed validation and hung
+    /// the worker that ran them (nanoseconds past 64 bits).
+    #[test]
+    fn a_timeout_past_the_maximum_is_an_error_that_says_the_maximum() {
+        let mut p = project(&["A", "B"]);
+        code_mut(&mut p, "A").timeout_s = 10_000_000_000;
+        code_mut(&mut p, "B").timeout_s = MAX_TIMEOUT_S;
+        let problems = validate(&p);
+        let errors: Vec<&str> = problems
+            .iter()
+            .filter(|p| p.severity == Severity::Error)
+            .map(|p| p.message.as_str())
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                "Block \"A\" has a timeout of 10,000,000,000 seconds; the most a block may have is 86,400 (a day)"
+            ]
         );
     }
 

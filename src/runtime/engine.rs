@@ -349,8 +349,6 @@ struct ActiveRun {
 struct Engine {
     events: mpsc::Sender<RuntimeEvent>,
     invokers: HashMap<Executor, Box<dyn Invoker>>,
-    /// Executors whose invoker can't run anything, with why: their runs are refused.
-    broken: HashMap<Executor, String>,
     env_cache: std::path::PathBuf,
     /// Finished environment preparations.
     prepared_tx: mpsc::Sender<Prepared>,
@@ -454,7 +452,6 @@ impl Engine {
         let mut engine = Self {
             events,
             invokers: HashMap::from([(Executor::Local, local)]),
-            broken: HashMap::new(),
             env_cache: config.env_cache,
             prepared_tx,
             runs: HashMap::new(),
@@ -823,9 +820,6 @@ impl Engine {
 
     /// The invoker of `executor`, or why runs can't go there.
     fn usable(&mut self, executor: &Executor) -> Result<&mut Box<dyn Invoker>, String> {
-        if let Some(message) = self.broken.get(executor) {
-            return Err(message.clone());
-        }
         self.invokers
             .get_mut(executor)
             .ok_or_else(|| format!("the runtime has no invoker for {executor:?} runs"))
@@ -858,8 +852,10 @@ impl Engine {
                     }
                 }
             }
+            // The runs waiting for their code to load are refused with it; a later run tries again (the
+            // invoker starts Python afresh for it), so one bad spell never refuses every run until a
+            // restart.
             InvokerEvent::Broken(message) => {
-                self.broken.insert(executor.clone(), message.clone());
                 // Its runs already going get their invocations' results (failed); those yet to
                 // start never will.
                 let compiling: Vec<u64> = self

@@ -115,7 +115,9 @@ pub enum InvokerEvent {
         errors: Vec<BlockCompileError>,
     },
     Finished(Vec<TaskResult>),
-    /// Python can't be run at all (the worker won't start); every run fails with this message.
+    /// Python can't be run at all (the worker won't start): the runs waiting for a load are refused
+    /// with this message. Sent again for each load while it lasts; an invoker tries again for each
+    /// load, so a later run may run.
     Broken(String),
     /// Lines a worker wrote to its own stderr or stdout: C code writing to them, a thread printing after
     /// its invocation ended, a process that inherited them; nothing Python's streams in an invocation

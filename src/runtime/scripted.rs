@@ -195,6 +195,8 @@ struct Shared {
     blocks: HashMap<String, Handler>,
     /// Blocks whose code does not compile: (block, line, message).
     compile_errors: Vec<(String, Option<u32>, String)>,
+    /// Why the invoker can't run anything, while it can't: each load is answered with it.
+    broken: Option<String>,
     /// Held invocations stay held when cancelled, so that releasing them makes late replies.
     ignore_cancel: bool,
     held: Vec<(Held, TaskResult)>,
@@ -345,10 +347,17 @@ impl Script {
         self.lock().max_in_flight
     }
 
-    /// The invoker reports it can't run anything (as the pool does when Python won't start).
+    /// The invoker reports it can't run anything (as the pool does when Python won't start), and
+    /// answers every load with that until [`Self::mend`].
     pub fn break_with(&self, message: &str) {
-        self.lock()
-            .send(Command::Emit(InvokerEvent::Broken(message.to_owned())));
+        let mut shared = self.lock();
+        shared.broken = Some(message.to_owned());
+        shared.send(Command::Emit(InvokerEvent::Broken(message.to_owned())));
+    }
+
+    /// The invoker can run again (as the pool, which tries Python again for each load).
+    pub fn mend(&self) {
+        self.lock().broken = None;
     }
 
     /// A worker (counting from 0) writes lines outside any invocation.
@@ -532,6 +541,11 @@ async fn run(
     while let Some(command) = commands.recv().await {
         let event = match command {
             Command::Load(program) => {
+                let broken = script.lock().broken.clone();
+                if let Some(message) = broken {
+                    let _ = events.send(InvokerEvent::Broken(message)).await;
+                    continue;
+                }
                 let errors = {
                     let shared = script.lock();
                     program

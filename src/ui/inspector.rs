@@ -11,7 +11,9 @@ use crate::app::env_values::ValueSource;
 use crate::app::{App, BlockEdit, CommandSender, Edit, FileCommand, Select};
 use crate::model::env_file;
 use crate::model::validate::{Problem, Severity, Subject};
-use crate::model::{Block, BlockId, BlockKind, CodeBlock, Transition, TransitionKind};
+use crate::model::{
+    Block, BlockId, BlockKind, CodeBlock, MAX_TIMEOUT_S, Transition, TransitionKind,
+};
 
 #[derive(Default)]
 pub struct InspectorView {
@@ -163,7 +165,7 @@ impl InspectorView {
                 if ui
                     .add(
                         egui::DragValue::new(&mut timeout)
-                            .range(1..=86_400)
+                            .range(1..=MAX_TIMEOUT_S)
                             .suffix(" s"),
                     )
                     .labelled_by(label.id)

@@ -963,3 +963,88 @@ fn a_run_ends_and_is_recorded_when_its_output_cannot_be_written() {
         .collect();
     assert_eq!(statuses, ["succeeded", "succeeded"], "{runs}");
 }
+
+/// Code Python can't compile except by raising something other than `SyntaxError` (nesting past its
+/// parser's limits, a name with a NUL in it) is that block's compile problem: `braid validate` names the
+/// block and exits 1, as for any code that does not compile. Before, the worker died at load, three
+/// times, and validate exited 2 with "the Python worker keeps dying at start".
+#[test]
+fn code_python_cannot_compile_is_that_blocks_problem() {
+    let minus = format!(
+        "def main(block_input, backpack):\n    return {}1\n",
+        "-".repeat(100_000)
+    );
+    let sum = format!(
+        "def main(block_input, backpack):\n    return {}\n",
+        vec!["1"; 500_000].join("+")
+    );
+    let project = json!({
+        "format_version": 1, "name": "uncompilable",
+        "blocks": [
+            code_block("Minus", &minus),
+            code_block("Sum", &sum),
+            {"id": "n", "name": "Nul\u{0}name", "kind": "code", "code": "def main(block_input, backpack):\n    return 1\n"},
+        ],
+        "transitions": []
+    });
+    let (_dir, path) = write_temp("uncompilable.braid.json", &project.to_string());
+    let (code, out) = validate(&path);
+    assert_eq!(code, Some(1), "{out}");
+    for expected in [
+        "\"Minus\": Python can't compile it: MemoryError: the code is nested deeper than Python's parser can go",
+        "\"Sum\": Python can't compile it: RecursionError: maximum recursion depth exceeded during compilation",
+        "\"Nul\\0name\": Python can't compile it: ValueError: embedded null character",
+    ] {
+        assert!(out.contains(expected), "{expected:?} not in {out}");
+    }
+}
+
+/// A worker whose Braid is killed outright ends within a second or two even while a block holds
+/// Python's interpreter lock in C code (a runaway regular expression), which kept its own Python from
+/// noticing: before, it went on at full CPU for as long as the expression ran.
+#[test]
+fn a_worker_ends_with_a_killed_braid_even_inside_a_c_call() {
+    use std::os::unix::process::CommandExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("worker-pid");
+    let code = format!(
+        "import os, re\ndef main(block_input, backpack):\n    with open({pid_file:?}, 'w') as f:\n        f.write(str(os.getpid()))\n    return re.match(r'(a+)+$', 'a' * 40 + 'b')\n"
+    );
+    let (_project_dir, path) = write_temp("regex.braid.json", &one_block(&code));
+    let mut braid = std::process::Command::new(env!("CARGO_BIN_EXE_braid"))
+        .args(["run", "--no-history", path.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
+    let worker: u32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|text| text.parse().ok())
+        {
+            break pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "the block never ran");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    // Inside the match by now.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    braid.kill().unwrap();
+    braid.wait().unwrap();
+    let killed = std::time::Instant::now();
+    let gone = crate::workers::ended(worker);
+    let waited = killed.elapsed();
+    if !gone {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(worker.cast_signed()).unwrap(),
+            rustix::process::Signal::KILL,
+        );
+    }
+    assert!(gone, "the worker {worker} outlived its braid");
+    assert!(
+        waited < std::time::Duration::from_secs(2),
+        "the worker took {waited:?} to end"
+    );
+}

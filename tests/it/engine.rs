@@ -880,7 +880,8 @@ fn a_single_run_runs_its_block_once_and_fires_nothing() {
 }
 
 /// An invoker that can't run anything (Python won't start) refuses the runs waiting for it and every
-/// run and check after, with its message.
+/// run and check after, with its message, for as long as it can't; once it can, runs run again (the
+/// engine does not hold on to it: before, it refused every run until a restart).
 #[test]
 fn a_broken_invoker_refuses_runs_and_checks_with_its_message() {
     let script = Script::new();
@@ -904,7 +905,7 @@ fn a_broken_invoker_refuses_runs_and_checks_with_its_message() {
     let check_id = RunId::new_random();
     runtime.send(RuntimeRequest::Check {
         check_id: check_id.clone(),
-        project: Box::new(project),
+        project: Box::new(project.clone()),
     });
     let refused = loop {
         match runtime.recv_timeout(std::time::Duration::from_secs(10)) {
@@ -918,6 +919,10 @@ fn a_broken_invoker_refuses_runs_and_checks_with_its_message() {
         }
     };
     assert_eq!(refused, "Python could not start: no libpython");
+    script.mend();
+    let out = run_on(&mut runtime, project, Value::Null, None, |_, _, _| {});
+    assert_eq!(out.refused, None);
+    assert_eq!(out.summary.status, RunStatus::Succeeded);
 }
 
 /// What workers write outside any invocation reaches the runs going on, numbered from 1, up to 1,000

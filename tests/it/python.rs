@@ -434,8 +434,54 @@ fn hostile_c_call_holding_the_interpreter_while_printing_times_out() {
     assert_only_item_4_failed(
         &out,
         InvocationStatus::TimedOut,
-        "did not stop when interrupted; its Python process was killed",
+        "without letting its Python process answer",
     );
+}
+
+/// Workers that stop answering (C code holding the interpreter: a runaway regular expression, in items
+/// 1 and 3) are ended like ones that crashed with no known culprit: each invocation they had runs again
+/// alone, so only the items that silence a worker fail, timed out, and those that merely shared one
+/// (sleeping 0.3 s each) succeed. Before, the watchdog blamed one of a silent worker's invocations at
+/// random and ran the rest, culprits included, together again: items that only slept failed as timed
+/// out, round after round.
+#[test]
+fn hostile_silent_workers_fail_only_the_items_that_silenced_them() {
+    let code = "import re, time\ndef main(block_input, backpack):\n    if block_input in (1, 3):\n        re.match(r'(a+)+$', 'a' * 40 + 'b')\n    time.sleep(0.3)\n    return block_input\n";
+    let project = Builder::fan_out(10, "Work", code)
+        .timeout("Work", 1)
+        .build();
+    let started = Instant::now();
+    let out = run_with(project, Value::Null, Some(10));
+    let took = started.elapsed();
+    let mut statuses: Vec<(u32, InvocationStatus)> = out
+        .records_of("Work")
+        .iter()
+        .map(|r| (r.item_path[0], r.status))
+        .collect();
+    statuses.sort_by_key(|(item, _)| *item);
+    let expected: Vec<(u32, InvocationStatus)> = (0..10)
+        .map(|i| {
+            let status = if i == 1 || i == 3 {
+                InvocationStatus::TimedOut
+            } else {
+                InvocationStatus::Succeeded
+            };
+            (i, status)
+        })
+        .collect();
+    assert_eq!(statuses, expected);
+    for record in out.records_of("Work") {
+        if let Some(error) = &record.error {
+            assert_eq!(
+                error.message,
+                "ran past its timeout of 1 s without letting its Python process answer (C code \
+                 holding Python's interpreter lock, say, such as a runaway regular expression); \
+                 Braid killed the process"
+            );
+        }
+    }
+    // Found silent twice (with the others, then alone): about 2 × (1 s + 5 s of silence).
+    assert!(took < Duration::from_secs(20), "the run took {took:?}");
 }
 
 #[test]

@@ -665,3 +665,198 @@ fn python_json(script: &str, args: &[&str]) -> Value {
     );
     serde_json::from_slice(&out.stdout).expect("the script's JSON")
 }
+
+/// A block whose timeout is past what 64 bits of nanoseconds hold (validation refuses such a project,
+/// but the worker is handed it here directly, as any caller of the invoker may): its invocations run,
+/// the timeout meaning never. Before, the native loop could not take the number: the exception killed
+/// the worker's only exec thread and every later invocation on that worker waited forever.
+#[test]
+fn a_timeout_past_64_bits_of_nanoseconds_does_not_hang_the_worker() {
+    use braid::runtime::invoker::{
+        Executor, Invoker, InvokerEvent, InvokerEvents, Outcome, Program, ProgramBlock, Task,
+    };
+    use braid::runtime::worker::pool::{PoolConfig, ProcessPool};
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let outputs = runtime.block_on(async {
+        let (tx, mut events) = tokio::sync::mpsc::channel(64);
+        let config = PoolConfig {
+            worker_exe: env!("CARGO_BIN_EXE_braid").into(),
+            workers: 2,
+            env: Vec::new(),
+        };
+        let mut pool = ProcessPool::start(config, InvokerEvents::new(Executor::Local, tx));
+        let huge = 1e10;
+        pool.load(Program {
+            id: 1,
+            blocks: vec![ProgramBlock {
+                name: "Double".to_owned(),
+                filename: "Double".to_owned(),
+                code: "def main(block_input, backpack):\n    return block_input * 2\n".to_owned(),
+                ifs: Vec::new(),
+                timeout_s: huge,
+                runnable: true,
+                env: BTreeMap::new(),
+            }],
+            site_packages: None,
+            cwd: None,
+            compile_only: false,
+        });
+        let mut outputs = Vec::new();
+        let wait = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            while let Some((_, event)) = events.recv().await {
+                match event {
+                    InvokerEvent::Loaded { errors, .. } => {
+                        assert!(errors.is_empty(), "{errors:?}");
+                        pool.submit(
+                            (0..6_u64)
+                                .map(|i| Task {
+                                    key: i,
+                                    attempt: 1,
+                                    program: 1,
+                                    block: 0,
+                                    timeout_s: huge,
+                                    input_json: i.to_string().as_str().into(),
+                                    backpack_json: std::sync::Arc::from("{}"),
+                                })
+                                .collect(),
+                        );
+                    }
+                    InvokerEvent::Finished(results) => {
+                        for result in results {
+                            match result.outcome {
+                                Outcome::Returned { output, .. } => {
+                                    outputs.push((result.key, output));
+                                }
+                                other => panic!("{}: {other:?}", result.key),
+                            }
+                        }
+                        if outputs.len() == 6 {
+                            return;
+                        }
+                    }
+                    InvokerEvent::Broken(message) => panic!("{message}"),
+                    InvokerEvent::Output { .. } => {}
+                }
+            }
+        })
+        .await;
+        Box::new(pool).stop().await;
+        assert!(wait.is_ok(), "only {outputs:?} came back");
+        outputs
+    });
+    let mut outputs = outputs;
+    outputs.sort_by_key(|(key, _)| *key);
+    let expected: Vec<(u64, Value)> = (0..6).map(|i| (i, json!(i * 2))).collect();
+    assert_eq!(outputs, expected);
+}
+
+/// Code Python can't compile except by raising something other than `SyntaxError` refuses the run with
+/// that block's compile problem, and the runtime goes on: the next run runs. Before, the worker died
+/// at load three times, the run was refused with "the Python worker keeps dying at start", naming no
+/// block, and the runtime refused every later run until a restart.
+#[test]
+fn code_python_cannot_compile_refuses_its_run_and_the_next_one_runs() {
+    let mut runtime = RuntimeHandle::start(runtime_config()).unwrap();
+    let deep = Builder::new()
+        .block(
+            "Minus",
+            &format!(
+                "def main(block_input, backpack):\n    return {}1\n",
+                "-".repeat(100_000)
+            ),
+        )
+        .build();
+    let out = crate::support::run_on(&mut runtime, deep, Value::Null, None, |_, _, _| {});
+    let refused = out.refused.expect("refused");
+    assert!(
+        refused.contains("\"Minus\": Python can't compile it: MemoryError"),
+        "{refused}"
+    );
+    let fine = Builder::new()
+        .block("Fine", "def main(block_input, backpack):\n    return 7\n")
+        .build();
+    let out = crate::support::run_on(&mut runtime, fine, Value::Null, None, |_, _, _| {});
+    assert_eq!(out.refused, None);
+    assert_eq!(out.results_of("Fine"), [&json!(7)]);
+}
+
+/// A runtime whose workers would not start (here a stand-in for the worker that fails while a flag
+/// file exists) refuses the run saying so, and tries again for the next run: once Python starts, it
+/// runs. Before, it refused every run until the editor was restarted.
+#[test]
+fn a_runtime_that_gave_up_on_python_tries_again_for_the_next_run() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("broken");
+    std::fs::write(&flag, "").unwrap();
+    let script = dir.path().join("worker.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ -e {flag:?} ] && {{ echo 'no Python today' >&2; exit 3; }}\nexec {:?} \"$@\"\n",
+            env!("CARGO_BIN_EXE_braid")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = braid::runtime::RuntimeConfig::workers(braid::runtime::worker::pool::PoolConfig {
+        worker_exe: script,
+        workers: 2,
+        env: Vec::new(),
+    });
+    let mut runtime = RuntimeHandle::start(config).unwrap();
+    let project = || {
+        Builder::new()
+            .block("Fine", "def main(block_input, backpack):\n    return 7\n")
+            .build()
+    };
+    let out = crate::support::run_on(&mut runtime, project(), Value::Null, None, |_, _, _| {});
+    let refused = out.refused.expect("refused while the worker can't start");
+    assert!(
+        refused.contains("keeps dying at start") && refused.contains("no Python today"),
+        "{refused}"
+    );
+    std::fs::remove_file(&flag).unwrap();
+    let out = crate::support::run_on(&mut runtime, project(), Value::Null, None, |_, _, _| {});
+    assert_eq!(out.refused, None);
+    assert_eq!(out.results_of("Fine"), [&json!(7)]);
+}
+
+/// A block's variable values (typed by the user for that block) are not left in the workers for the
+/// next project's blocks to find through the interpreter (`gc`): not in the module of the block that
+/// read them, nor in the exec thread that ran it. Before, both held them after the run had ended.
+#[test]
+fn a_projects_variable_values_are_not_left_for_the_next_project_to_find() {
+    let mut runtime = RuntimeHandle::start(runtime_config()).unwrap();
+    let secret = "s3cret-of-project-a";
+    let mut holds = Builder::fan_out(
+        4,
+        "Holds",
+        "import os\nTOKEN = os.environ['TOKEN']\ndef main(block_input, backpack):\n    return len(os.environ['TOKEN'])\n",
+    )
+    .build();
+    holds.blocks[1].code_mut().unwrap().env_vars = vec!["TOKEN".to_owned()];
+    let mut request = RunRequest::new(RunId::new_random(), holds);
+    request.env = BTreeMap::from([("TOKEN".to_owned(), secret.to_owned())]);
+    let out = crate::support::run_request_on(&mut runtime, request, |_, _, _| {});
+    assert_eq!(out.results_of("Holds"), [&json!(19); 4]);
+
+    // The secret is not in this code (that would be found): it is put together as it runs (a `+` of
+    // two constants would be folded into one by Python's compiler).
+    let looks = Builder::fan_out(
+        4,
+        "Looks",
+        &format!(
+            "import gc\ndef main(block_input, backpack):\n    needle = ''.join([{:?}, {:?}])\n    found = set()\n    for o in gc.get_objects():\n        for r in [o, *gc.get_referents(o)]:\n            if isinstance(r, dict):\n                r = list(r.values())\n            if isinstance(r, (list, tuple)) and any(isinstance(v, str) and needle in v for v in r):\n                found.add(type(o).__name__)\n    return sorted(found)\n",
+            &secret[..6],
+            &secret[6..]
+        ),
+    )
+    .build();
+    let out = crate::support::run_on(&mut runtime, looks, Value::Null, None, |_, _, _| {});
+    assert_eq!(out.results_of("Looks"), [&json!([]); 4]);
+}

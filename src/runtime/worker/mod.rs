@@ -36,6 +36,7 @@ pub fn serve() -> Result<(), String> {
     // one's own score needs no privilege; where there is no such file, nothing changes.
     #[cfg(target_os = "linux")]
     let _ = std::fs::write("/proc/self/oom_score_adj", "1000");
+    watch_parent();
     start_without_site();
     Python::attach(|py| {
         native::register(py)?;
@@ -48,6 +49,42 @@ pub fn serve() -> Result<(), String> {
         Ok::<(), PyErr>(())
     })
     .map_err(|e| e.to_string())
+}
+
+/// How long a worker whose Braid has gone gives its Python to end by itself (it then removes its
+/// folder of block modules) before it is ended regardless.
+const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Ends this worker, and what its blocks started (its process group), when Braid goes away, whatever
+/// its Python is doing: a thread of its own, outside Python, waits for the request pipe to hang up (no
+/// writer left: Braid exited or was killed). Python notices too, as its read ends, but only when it
+/// gets the interpreter lock: a block stuck in C code holding it (a runaway regular expression) kept
+/// the orphaned worker at full CPU for as long as it ran.
+fn watch_parent() {
+    // A descriptor of its own for the pipe (closed on exec: a block's child processes don't get it),
+    // since the loop moves fd 0 aside.
+    let Ok(pipe) = rustix::io::fcntl_dupfd_cloexec(rustix::stdio::stdin(), 3) else {
+        return;
+    };
+    let spawned = std::thread::Builder::new()
+        .name("braid-parent-watch".to_owned())
+        .spawn(move || {
+            let mut fds = [rustix::event::PollFd::new(
+                &pipe,
+                rustix::event::PollFlags::empty(),
+            )];
+            // Hang-up (or an error) is reported whatever the events asked for.
+            while let Err(rustix::io::Errno::INTR) | Ok(0) = rustix::event::poll(&mut fds, None) {}
+            std::thread::sleep(ORPHAN_GRACE);
+            let me = rustix::process::getpid();
+            if rustix::process::getpgrp() == me {
+                let _ = rustix::process::kill_current_process_group(rustix::process::Signal::KILL);
+            }
+            let _ = rustix::process::kill_process(me, rustix::process::Signal::KILL);
+        });
+    if let Err(error) = spawned {
+        tracing::debug!("can't watch for Braid's end: {error}");
+    }
 }
 
 /// Starts the interpreter as `python -S` would: without the `site` module's start-up, so blocks see the

@@ -170,8 +170,18 @@ struct Worker {
     solo: bool,
     last_heard: Instant,
     exiting: Option<(u64, i64)>,
+    /// The invocation the worker said ignored its timeout's interrupt: it is being ended for it.
     stuck: Option<u64>,
+    /// Ended for saying nothing, long past an invocation's timeout: which one held it up, it can't tell.
+    silent: bool,
     useful: bool,
+}
+
+impl Worker {
+    /// Being ended: no more tasks for it.
+    fn ending(&self) -> bool {
+        self.stuck.is_some() || self.silent
+    }
 }
 
 struct PoolActor {
@@ -188,6 +198,7 @@ struct PoolActor {
     from_workers_tx: mpsc::UnboundedSender<(usize, u64, FromWorker)>,
     from_workers: mpsc::UnboundedReceiver<(usize, u64, FromWorker)>,
     futile_starts: u32,
+    /// Why the pool gave up on Python: runs until the next program's load (which tries again) fail with it.
     broken: Option<String>,
     /// The library environment the workers were last given.
     site_packages: Option<String>,
@@ -245,6 +256,15 @@ impl PoolActor {
     async fn command(&mut self, command: PoolCommand) {
         match command {
             PoolCommand::Load(program) => {
+                if self.broken.take().is_some() {
+                    // Given up on Python before: try again for this program, with fresh workers.
+                    self.futile_starts = 0;
+                    for index in 0..self.workers.len() {
+                        if self.workers[index].is_none() {
+                            self.spawn(index).await;
+                        }
+                    }
+                }
                 if !program.compile_only && program.site_packages != self.site_packages {
                     // Another project's libraries: modules imported from the old environment must
                     // not linger, so idle workers start afresh (busy ones finish their work first).
@@ -268,6 +288,7 @@ impl PoolActor {
                     let _ = worker.frames.send(frame.clone());
                 }
                 self.programs.insert(program.id, frame);
+                // No worker could be started at all (the executable is gone).
                 if let Some(message) = &self.broken {
                     self.emit(InvokerEvent::Broken(message.clone())).await;
                 }
@@ -458,6 +479,7 @@ impl PoolActor {
             last_heard: Instant::now(),
             exiting: None,
             stuck: None,
+            silent: false,
             useful: false,
         });
     }
@@ -550,7 +572,7 @@ impl PoolActor {
         };
         // Its output ended on its own (not a kill of ours, not a malformed reply): let it finish exiting.
         let ended_here = reason.is_empty()
-            && worker.stuck.is_none()
+            && !worker.ending()
             && !exited_within(&worker.child, EXIT_GRACE).await;
         end_worker(&mut worker.child);
         let status = tokio::time::timeout(Duration::from_secs(5), worker.child.wait())
@@ -566,17 +588,32 @@ impl PoolActor {
         let mut results = Vec::new();
         let mut rerun = Vec::new();
         let flights: Vec<InFlight> = worker.in_flight.drain().map(|(_, f)| f).collect();
+        // A silent worker names no culprit: like a crash, unless one invocation ran there alone.
         let culprit = worker
             .stuck
             .or(worker.exiting.as_ref().map(|(key, _)| *key))
-            .or_else(|| (flights.len() == 1 || worker.solo).then(|| flights[0].task.key));
+            .or_else(|| {
+                (flights.len() == 1 || worker.solo)
+                    .then(|| flights.first().map(|f| f.task.key))
+                    .flatten()
+            });
         for flight in flights {
             let task = flight.task;
             if self.cancelled.remove(&task.key) {
                 results.push(cancelled(&task));
             } else if Some(task.key) == culprit {
                 let result = if worker.stuck == Some(task.key) {
-                    timed_out_hard(&task)
+                    timed_out_hard(
+                        &task,
+                        "and did not stop when interrupted; its Python process was killed",
+                    )
+                } else if worker.silent {
+                    timed_out_hard(
+                        &task,
+                        "without letting its Python process answer (C code holding Python's \
+                         interpreter lock, say, such as a runaway regular expression); Braid killed \
+                         the process",
+                    )
                 } else {
                     let message = match &worker.exiting {
                         Some((key, code)) if *key == task.key => {
@@ -628,22 +665,24 @@ impl PoolActor {
         self.spawn(index).await;
     }
 
-    /// Kills a worker that stays silent while its invocations are long past their timeouts: Python could
-    /// not even run the worker's own monitor (a C call holding the interpreter).
+    /// Kills a worker that stays silent while an invocation of its is long past its timeout: Python could
+    /// not even run the worker's own monitor (a C call holding the interpreter, a block that broke the
+    /// worker's replies). Which invocation did it can't be told (a frame's invocations were all sent
+    /// at once, and the worker can't say), so none is blamed: its death is a crash with no known
+    /// culprit, whose invocations each run again alone ([`Self::worker_died`]), where the one that
+    /// does it again is the culprit.
     fn watchdog(&mut self) {
         let now = Instant::now();
         for worker in self.workers.iter_mut().flatten() {
-            if worker.stuck.is_some() || now.duration_since(worker.last_heard) < SILENCE_LIMIT {
+            if worker.ending() || now.duration_since(worker.last_heard) < SILENCE_LIMIT {
                 continue;
             }
             let overdue = worker
                 .in_flight
                 .values()
-                .filter(|f| now.duration_since(f.sent) > silent_past_timeout(f.task.timeout_s))
-                .min_by_key(|f| f.sent)
-                .map(|f| f.task.key);
-            if let Some(key) = overdue {
-                worker.stuck = Some(key);
+                .any(|f| now.duration_since(f.sent) > silent_past_timeout(f.task.timeout_s));
+            if overdue {
+                worker.silent = true;
                 end_worker(&mut worker.child);
             }
         }
@@ -656,7 +695,7 @@ impl PoolActor {
                 .workers
                 .iter_mut()
                 .flatten()
-                .find(|w| w.in_flight.is_empty() && w.stuck.is_none())
+                .find(|w| w.in_flight.is_empty() && !w.ending())
             else {
                 break;
             };
@@ -670,7 +709,7 @@ impl PoolActor {
             .workers
             .iter()
             .flatten()
-            .filter(|w| !w.solo && w.stuck.is_none())
+            .filter(|w| !w.solo && !w.ending())
             .count();
         // Spread what waits over the workers (a CPU-bound fan-out of 4 must use both cores), in
         // frames of at most BATCH so that results stream back while the rest runs.
@@ -680,7 +719,7 @@ impl PoolActor {
                 .workers
                 .iter_mut()
                 .flatten()
-                .filter(|w| !w.solo && w.stuck.is_none())
+                .filter(|w| !w.solo && !w.ending())
                 .min_by_key(|w| w.in_flight.len())
             else {
                 break;
@@ -985,16 +1024,14 @@ fn crashed(task: &Task, message: &str) -> TaskResult {
     )
 }
 
-fn timed_out_hard(task: &Task) -> TaskResult {
+/// A timed-out invocation that Python could not stop: Braid killed its worker.
+fn timed_out_hard(task: &Task, how: &str) -> TaskResult {
     failed_result(
         task,
         Outcome::TimedOut {
             error: ErrorInfo {
                 kind: "Timeout".to_owned(),
-                message: format!(
-                    "ran past its timeout of {} s and did not stop when interrupted; its Python process was killed",
-                    task.timeout_s
-                ),
+                message: format!("ran past its timeout of {} s {how}", task.timeout_s),
                 traceback: String::new(),
                 line: None,
             },

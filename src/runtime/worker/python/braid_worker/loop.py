@@ -6,6 +6,7 @@ as stuck, and Braid kills the process."""
 import ast
 import collections
 import functools
+import gc
 import importlib
 import itertools
 import linecache
@@ -67,6 +68,8 @@ FLUSH_AFTER_NS = 2_000_000
 TICK_S = 0.005
 GRACE_NS = 1_000_000_000
 BEAT_NS = 1_000_000_000
+# The longest timeout the native loop takes (nanoseconds in 64 bits: 292 years); a longer one is never.
+_MAX_TIMEOUT_NS = (1 << 63) - 1
 
 
 class BraidTimeout(BaseException):
@@ -86,7 +89,7 @@ class Block:
         self.code = code
         self.ifs = ifs
         self.timeout_s = timeout_s
-        self.timeout_ns = int(timeout_s * 1e9)
+        self.timeout_ns = _timeout_ns(timeout_s)
         self.env = env
         self.main = None
         self.load_error = None
@@ -94,6 +97,14 @@ class Block:
         # The block's code runs as this module, registered in sys.modules: pickle finds the functions it
         # defines there (multiprocessing.Pool sends them to its processes by name).
         self.module_name = module_name
+
+
+def _timeout_ns(timeout_s):
+    """The timeout in nanoseconds, at most _MAX_TIMEOUT_NS (Braid allows a day; this takes anything)."""
+    try:
+        return min(int(timeout_s * 1e9), _MAX_TIMEOUT_NS)
+    except (OverflowError, TypeError, ValueError):
+        return _MAX_TIMEOUT_NS
 
 
 class Batch:
@@ -157,9 +168,17 @@ class Worker:
             rows = [popleft() for _ in range(len(out))]
             popleft = slow.popleft
             slow_rows = [popleft() for _ in range(len(slow))]
+            try:
+                frame = results_frame(rows, slow_rows)
+            except BaseException:
+                # An interrupt meant for an invocation that has ended (or a failure): the rows wait
+                # for the next flush rather than being lost, and with them their invocations.
+                out.extendleft(rows)
+                slow.extendleft(slow_rows)
+                raise
             self.last_flush = monotonic_ns()
             self.completed += len(rows) + len(slow_rows)
-            self.send_raw(results_frame(rows, slow_rows))
+            self.send_raw(frame)
 
     # ----- requests -----
     def serve(self):
@@ -186,12 +205,22 @@ class Worker:
         elif op == OP_CANCEL:
             self.cancel(request["keys"])
         elif op == OP_UNLOAD:
-            for block in self.programs.pop(request["program"], ()):
-                sys.modules.pop(block.module_name, None)
-                isolation.unpublish_module(block)
+            if self.unload(request["program"]):
+                # Its variables' values go with it: what still holds them once the program is gone is
+                # garbage in cycles (a module's functions and globals, a failed load's traceback), which
+                # the next project's blocks would find through gc until a full collection.
+                gc.collect()
         else:
             # Braid and this package come from one build: this is a bug, and the worker ends saying so.
             raise ValueError(f"Braid sent a request this worker does not know: op {op!r}")
+
+    def unload(self, program_id):
+        """Forgets a program; whether it had variables' values."""
+        blocks = self.programs.pop(program_id, ())
+        for block in blocks:
+            sys.modules.pop(block.module_name, None)
+            isolation.unpublish_module(block)
+        return any(block.env for block in blocks)
 
     def load(self, program_id, blocks, site_packages=None, cwd=None, compile_only=False):
         if cwd:
@@ -238,12 +267,18 @@ class Worker:
                         errors.append(load_error(index, None, mains[-1].lineno, problem))
                 except SyntaxError as e:
                     errors.append(load_error(index, None, e.lineno, f"{type(e).__name__}: {e.msg}"))
+                except Exception as e:
+                    block.code = None
+                    errors.append(load_error(index, None, None, _not_compiled(e)))
             for if_index, expr in enumerate(spec.get("ifs", [])):
                 try:
                     block.ifs.append(compile(expr, f"{filename} (if #{if_index + 1})", "eval"))
                 except SyntaxError as e:
                     block.ifs.append(None)
                     errors.append(load_error(index, if_index, None, f"if expression {expr!r}: SyntaxError: {e.msg}"))
+                except Exception as e:
+                    block.ifs.append(None)
+                    errors.append(load_error(index, if_index, None, f"if expression {expr!r}: {_not_compiled(e)}"))
             compiled.append(block)
         self.programs[program_id] = compiled
         self.send(loaded(program_id, errors))
@@ -269,25 +304,54 @@ class Worker:
         # An exec thread started while an invocation ran belongs to no invocation.
         tls.owner = tls.env = None
         self.running[get_ident()] = slot
+        # The batch this thread takes invocations from, and the key of the invocation it is on until
+        # its row is queued: what a failure of the worker's own code leaves without a result.
+        current = [None, None]
         while True:
             try:
-                self.loop_once(slot)
-            except (BraidTimeout, BraidCancelled):
-                # A stray interrupt aimed at an invocation that had just finished: nothing to stop.
+                try:
+                    self.loop_once(slot, current)
+                except (BraidTimeout, BraidCancelled):
+                    # A stray interrupt aimed at an invocation that had just finished: nothing to stop.
+                    pass
+                except BaseException as e:
+                    self.own_failure(slot, current, e)
+            except BaseException:
+                # Even reporting failed (or an interrupt landed in it): the thread goes on regardless.
                 pass
 
-    def loop_once(self, slot):
-        """Runs invocations until the thread is interrupted. The hot path of a big fan-out: everything an
-        invocation needs is a local here, and only what the user's code may observe is set per call."""
+    def own_failure(self, slot, current, exc):
+        """The worker's own code failed (not a block's: that is its invocation's result), say a value it
+        could not take: the invocation it was on and the rest of its batch fail, saying so, and the thread
+        goes on with the next batch."""
+        batch, key = current
+        current[:] = (None, None)
+        keys = [key] if key is not None else []
+        if slot[0] is not None and slot[0] != key:
+            keys.append(slot[0])
+        slot[0] = None
+        if batch is not None:
+            keys.extend(task[0] for task in batch.it)
+            batch.done = True
         capture = tls.capture
-        out = self.out
-        append = out.append
-        append_slow = self.slow.append
-        cancelled = self.cancelled
-        with_env = False
+        capture[0] = capture[1] = None
+        import traceback
+
+        text = f"Braid's worker failed running this invocation, through no fault of the block's code: {type(exc).__name__}: {exc}"
+        failure = error("WorkerError", text, traceback.format_exc())
+        now = monotonic_ns() - START_NS
+        self.slow.extend(full_row(k, now, 0, None, None, RAISED, [], "", "", failure) for k in keys)
+        self.flush()
+
+    def loop_once(self, slot, current):
+        """Takes batches until the thread is interrupted, waiting while none waits. Between batches it
+        holds nothing of the last one: an idle thread must not keep a block's objects (its functions, the
+        values its module read from its variables) alive once its program is gone."""
+        capture = tls.capture
         while True:
             batch = self.take()
             if batch is None:
+                current[0] = None
                 self.flush()
                 with self.cv:
                     if self.tasks:
@@ -296,91 +360,107 @@ class Worker:
                     self.cv.wait()
                     self.idle -= 1
                 continue
-            block = batch.block
-            main = block.main
-            block_ifs = block.ifs
-            block_env = block.env
-            timeout_ns = block.timeout_ns
-            if not block_env and with_env:
-                tls.env = None
-                with_env = False
-            native = batch.fresh and not block_ifs and not block_env and _run_plain is not None
-            if native and main is not None:
-                self.run_native(batch, block, main, slot, capture, timeout_ns)
+            current[0] = batch
+            self.run_batch(batch, slot, capture, current)
+            current[0] = None
+
+    def run_batch(self, batch, slot, capture, current):
+        """Runs the invocations of a batch that this thread takes. The hot path of a big fan-out:
+        everything an invocation needs is a local here, and only what the user's code may observe is
+        set per call."""
+        out = self.out
+        append = out.append
+        append_slow = self.slow.append
+        cancelled = self.cancelled
+        block = batch.block
+        main = block.main
+        block_ifs = block.ifs
+        block_env = block.env
+        timeout_ns = block.timeout_ns
+        # A block's variables are its own invocations' alone (an interrupt may have left a copy).
+        tls.env = None
+        native = batch.fresh and not block_ifs and not block_env and _run_plain is not None
+        if native and main is not None:
+            self.run_native(batch, block, main, slot, capture, timeout_ns, current)
+            return
+        for task in batch.it:
+            try:
+                key, block_input, backpack = task
+                current[1] = key
+                if backpack is FRESH:
+                    backpack = {}
+                    empty_in = True
+                else:
+                    empty_in = backpack.__class__ is dict and not backpack
+                # Each invocation gets its own copy of its block's variables (see BlockEnviron).
+                if block_env:
+                    tls.env = dict(block_env)
+                ret = None
+                ifs = EMPTY
+                failure = None
+                m0 = monotonic_ns()
+                slot[:] = (key, m0, timeout_ns, None)
+            except (BraidTimeout, BraidCancelled):
+                # An interrupt aimed at the invocation before, raised just as it ended, landed
+                # before this one began: this one runs after all, from the front of the queue.
+                slot[0] = current[1] = None
+                self.tasks.appendleft(Batch(block, 1, iter((task,))))
                 continue
-            for task in batch.it:
-                try:
-                    key, block_input, backpack = task
-                    if backpack is FRESH:
-                        backpack = {}
-                        empty_in = True
-                    else:
-                        empty_in = backpack.__class__ is dict and not backpack
-                    # Each invocation gets its own copy of its block's variables (see BlockEnviron).
-                    if block_env:
-                        tls.env = dict(block_env)
-                        with_env = True
-                    ret = None
-                    ifs = EMPTY
-                    failure = None
-                    m0 = monotonic_ns()
-                    slot[:] = (key, m0, timeout_ns, None)
-                except (BraidTimeout, BraidCancelled):
-                    # An interrupt aimed at the invocation before, raised just as it ended, landed
-                    # before this one began: this one runs after all, from the front of the queue.
-                    slot[0] = None
-                    self.tasks.appendleft(Batch(block, 1, iter((task,))))
-                    continue
+            try:
                 try:
                     try:
-                        try:
-                            if cancelled and key in cancelled:
-                                raise BraidCancelled()
-                            ret = (main or self.load_main(block))(block_input, backpack)
-                            if block_ifs:
-                                scope = {"return_data": ret, "backpack": backpack, "block_input": block_input, "lambda_input": block_input}
-                                ifs = [bool(eval(expr, scope)) for expr in block_ifs]
-                        finally:
-                            # Cleared before an interrupt can land outside the user's code.
-                            slot[0] = None
-                        status = RETURNED
-                    except BaseException as e:
-                        status, failure = _failure(block, e)
-                    m1 = monotonic_ns()
-                    if cancelled:
-                        cancelled.discard(key)
-                    if sys.stdout is not streams[0] or sys.stderr is not streams[1]:
-                        restore_streams(self.running, slot)
-                    if home[1]:
-                        restore_home(self.running, slot)
-                    duration = m1 - m0
-                    if status == RETURNED and ifs is EMPTY and capture[0] is None and capture[1] is None:
-                        append((key, m0 - START_NS, duration, ret, UNCHANGED if empty_in and not backpack else backpack))
-                    else:
-                        if forked[0]:
-                            real_os_exit(0)
-                        printed, logged = capture
-                        capture[0] = capture[1] = None
-                        append_slow(full_row(key, m0 - START_NS, duration, ret, backpack, status, ifs, captured(printed), captured(logged), failure))
-                except (BraidTimeout, BraidCancelled) as e:
-                    # An interrupt that landed just after the user's code returned.
-                    append_slow(self.interrupted_result(key, e))
-                    duration = FLUSH_AFTER_NS + 1
-                # A slow invocation's result goes out at once; fast ones go in batches.
-                if len(out) >= FLUSH_EVERY or duration > FLUSH_AFTER_NS:
-                    self.flush()
-                if main is None:
-                    main = block.main
-                    if native and main is not None:
-                        # Loaded by this first invocation: the native loop takes the rest.
-                        break
-            else:
-                # Whichever thread finds the shared iterator exhausted first retires the batch.
-                batch.done = True
-                continue
-            self.run_native(batch, block, main, slot, capture, timeout_ns)
+                        if cancelled and key in cancelled:
+                            raise BraidCancelled()
+                        ret = (main or self.load_main(block))(block_input, backpack)
+                        if block_ifs:
+                            scope = {"return_data": ret, "backpack": backpack, "block_input": block_input, "lambda_input": block_input}
+                            ifs = [bool(eval(expr, scope)) for expr in block_ifs]
+                    finally:
+                        # Cleared before an interrupt can land outside the user's code.
+                        slot[0] = None
+                    status = RETURNED
+                except BaseException as e:
+                    status, failure = _failure(block, e)
+                m1 = monotonic_ns()
+                if block_env:
+                    # Not left to whatever the thread runs next, nor to other blocks' code that
+                    # looks through the interpreter (gc) while this thread idles.
+                    tls.env = None
+                if cancelled:
+                    cancelled.discard(key)
+                if sys.stdout is not streams[0] or sys.stderr is not streams[1]:
+                    restore_streams(self.running, slot)
+                if home[1]:
+                    restore_home(self.running, slot)
+                duration = m1 - m0
+                if status == RETURNED and ifs is EMPTY and capture[0] is None and capture[1] is None:
+                    append((key, m0 - START_NS, duration, ret, UNCHANGED if empty_in and not backpack else backpack))
+                else:
+                    if forked[0]:
+                        real_os_exit(0)
+                    printed, logged = capture
+                    capture[0] = capture[1] = None
+                    append_slow(full_row(key, m0 - START_NS, duration, ret, backpack, status, ifs, captured(printed), captured(logged), failure))
+            except (BraidTimeout, BraidCancelled) as e:
+                # An interrupt that landed just after the user's code returned.
+                append_slow(self.interrupted_result(key, e))
+                duration = FLUSH_AFTER_NS + 1
+            current[1] = None
+            # A slow invocation's result goes out at once; fast ones go in batches.
+            if len(out) >= FLUSH_EVERY or duration > FLUSH_AFTER_NS:
+                self.flush()
+            if main is None:
+                main = block.main
+                if native and main is not None:
+                    # Loaded by this first invocation: the native loop takes the rest.
+                    break
+        else:
+            # Whichever thread finds the shared iterator exhausted first retires the batch.
+            batch.done = True
+            return
+        self.run_native(batch, block, main, slot, capture, timeout_ns, current)
 
-    def run_native(self, batch, block, main, slot, capture, timeout_ns):
+    def run_native(self, batch, block, main, slot, capture, timeout_ns, current):
         """Runs a batch of plain invocations through the native loop (native.rs), doing here only what it
         hands back: an invocation that raised or printed, one that was cancelled, a flush."""
         out = self.out
@@ -414,13 +494,14 @@ class Worker:
                     self.tasks.appendleft(Batch(block, 1, iter((task,))))
                     return
                 _, _, backpack, value, t0, duration = stop
-                key = task[0]
+                key = current[1] = task[0]
                 printed, logged = capture
                 if why == NATIVE_PRINTED:
                     self.slow.append(full_row(key, t0, duration, value, backpack, RETURNED, EMPTY, captured(printed), captured(logged), None))
                 else:
                     if isinstance(value, (BraidTimeout, BraidCancelled)) and _stale(value, key, duration, timeout_ns, cancelled):
                         capture[0] = capture[1] = None
+                        current[1] = None
                         self.tasks.appendleft(Batch(block, 1, iter((task,))))
                         return
                     try:
@@ -431,7 +512,7 @@ class Worker:
                     if cancelled:
                         cancelled.discard(key)
                 capture[0] = capture[1] = None
-                hand[0] = None
+                hand[0] = current[1] = None
                 if sys.stdout is not streams[0] or sys.stderr is not streams[1]:
                     restore_streams(self.running, slot)
                 if home[1]:
@@ -570,6 +651,14 @@ def _awaited(main):
         return asyncio.run(main(block_input, backpack))
 
     return run
+
+
+def _not_compiled(exc):
+    """Why Python could not compile a block's code when it raised something other than SyntaxError:
+    nesting past its parser's limits (MemoryError, RecursionError), a NUL in the code or in the block's
+    name (ValueError)."""
+    text = str(exc) or "the code is nested deeper than Python's parser can go"
+    return f"Python can't compile it: {type(exc).__name__}: {text}"
 
 
 def _stale(exc, key, duration, timeout_ns, cancelled):

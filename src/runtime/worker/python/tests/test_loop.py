@@ -1,6 +1,9 @@
+import gc
+import os
+
 from helpers import Driven, block
 
-from braid_worker import loop
+from braid_worker import isolation, loop
 from braid_worker.constants import NATIVE_EXHAUSTED, NATIVE_RAISED, RAISED, RETURNED, UNCHANGED
 
 
@@ -119,3 +122,49 @@ def test_an_unknown_request_is_an_error_that_names_it(monkeypatch):
         assert str(e) == "Braid sent a request this worker does not know: op 'launch'"
     else:
         raise AssertionError("an unknown op was passed over")
+
+
+def test_a_failure_of_the_workers_own_code_fails_its_invocations_and_the_thread_goes_on(monkeypatch):
+    """The native loop raising (as it did for a timeout past 64 bits of nanoseconds): the invocations
+    of its batch fail saying so, and the thread runs the next batch. Before, the exception ended the
+    worker's only exec thread and every later invocation waited forever."""
+
+    def run_plain(*_args):
+        raise OverflowError("Python int too large to convert to C long")
+
+    monkeypatch.setattr(loop, "_run_plain", run_plain)
+    driven = Driven(monkeypatch, block(), block(ifs=["True"]))
+    driven.run([7, 8, 9], [1, 2, 3])
+    # The first invocation loads the block in Python; the native loop would take the rest.
+    rows = driven.wait(3)
+    assert short(rows) == [(7, 10), (8, None), (9, None)]
+    for row in rows[1:]:
+        kind, text, traceback, _ = row[9]
+        assert (row[5], kind) == (RAISED, "WorkerError")
+        assert text == (
+            "Braid's worker failed running this invocation, through no fault of the block's code: OverflowError: Python int too large to convert to C long"
+        )
+        assert "OverflowError" in traceback
+    driven.run([10], [4], block_index=1)
+    rows = driven.wait(4)
+    assert [(row[0], row[3], row[6]) for row in rows[3:]] == [(10, 40, [True])]
+
+
+def test_a_timeout_past_64_bits_of_nanoseconds_is_never():
+    def timeout_ns(timeout_s):
+        return loop.Block("B", "B", None, [], timeout_s, {}, "m").timeout_ns
+
+    assert timeout_ns(2) == 2_000_000_000
+    assert timeout_ns(86_400) == 86_400_000_000_000
+    assert timeout_ns(1e10) == timeout_ns(1e308) == timeout_ns(float("inf")) == (1 << 63) - 1
+
+
+def test_an_invocation_leaves_its_blocks_variables_to_no_one(monkeypatch):
+    code = "import os\ndef main(block_input, backpack):\n    return os.environ['TOKEN']\n"
+    monkeypatch.setattr(os, "environ", isolation.BlockEnviron(dict(os.environ)))
+    driven = Driven(monkeypatch, block(code, env={"TOKEN": "secret"}))
+    driven.run([1], [0])
+    assert short(driven.wait(1)) == [(1, "secret")]
+    (thread_slot,) = driven.worker.running.values()
+    assert thread_slot[0] is None
+    assert not [o for o in gc.get_objects() if isinstance(o, dict) and o.get("env") == {"TOKEN": "secret"} and "slot" in o]
