@@ -653,6 +653,11 @@ impl PoolActor {
         if !results.is_empty() {
             self.emit(InvokerEvent::Finished(results)).await;
         }
+        if self.broken.is_some() {
+            // Given up already: a worker started before that is not replaced, and its death does not
+            // give up again (that would refuse the run that is trying Python afresh).
+            return;
+        }
         if self.futile_starts >= MAX_FUTILE_STARTS {
             let mut message = format!("the Python worker keeps dying at start ({how})");
             if !stderr_tail.is_empty() {
