@@ -39,6 +39,7 @@ fn synthetic_run() -> RunData {
                 ended_at_ms: Some(1.7e12 + start + duration),
                 input_preview: format!("{{\"row\": {i}, \"name\": \"item {i}\"}}"),
                 error_summary: failed.then(|| format!("ValueError: bad row {i}")),
+                worker: None,
             }
         })
         .collect();
@@ -49,6 +50,7 @@ fn synthetic_run() -> RunData {
         duration_ms: Some(6000.0),
         invocations: ROWS,
         counts: BlockCounts::default(),
+        executor: braid::run::Executor::Local,
     };
     RunData::from_rows(row, rows, Source::Session)
 }

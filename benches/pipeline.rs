@@ -206,6 +206,7 @@ fn scheduler_alone(n: usize, repeats: usize) {
                         Value::from(input.as_array().map_or(0, Vec::len))
                     };
                     TaskResult {
+                        worker: None,
                         key: task.key,
                         attempt: 1,
                         started_at_ms: Some(0.0),

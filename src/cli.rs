@@ -13,8 +13,8 @@ use crate::model::format::{LoadedProject, load_project};
 use crate::model::text_file;
 use crate::model::validate::{Severity, validate};
 use crate::run::{
-    BlockCounts, CompileError, InvocationFilter, InvocationStatus, RunId, RunRow, RunStatus,
-    RunSummary,
+    BlockCounts, CompileError, Executor, InvocationFilter, InvocationStatus, RunId, RunRow,
+    RunStatus, RunSummary,
 };
 use crate::runtime::history::{DEFAULT_KEEP_RUNS, History};
 use crate::runtime::{RunRequest, RuntimeConfig, RuntimeEvent, RuntimeHandle, RuntimeRequest};
@@ -55,6 +55,9 @@ pub enum Command {
     },
     /// List a project's recorded runs, or print one run's invocations.
     History(HistoryArgs),
+    /// Start a Dask cluster on this machine (a scheduler and workers on 127.0.0.1) to run projects on
+    /// with `braid run --cluster`; Ctrl+C stops it.
+    Cluster(ClusterArgs),
     /// Internal: serve as a Python worker for a Braid process (stdin/stdout protocol).
     #[command(name = "__worker", hide = true)]
     Worker,
@@ -82,6 +85,25 @@ pub struct RunArgs {
     /// Don't record the run in the project's history (`.braid/` beside the project).
     #[arg(long)]
     pub no_history: bool,
+    /// Run the invocations on the Dask cluster whose scheduler is at this address (default: this
+    /// machine's workers). `braid cluster` shows how to start one.
+    #[arg(long, value_name = "tcp://HOST:PORT", value_parser = parse_cluster)]
+    pub cluster: Option<String>,
+}
+
+/// A Dask scheduler's address, as `Executor::dask` takes it.
+fn parse_cluster(text: &str) -> Result<String, String> {
+    Executor::dask(text).map(|executor| executor.cluster().unwrap_or_default().to_owned())
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// How many Dask workers to start, each with one thread.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub workers: u32,
+    /// The scheduler's port (default: a free one).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
 }
 
 #[derive(Debug, Args)]
@@ -156,6 +178,7 @@ pub fn main() -> ExitCode {
         Some(Command::Run(args)) => run(&args),
         Some(Command::Validate { project }) => validate_command(&project),
         Some(Command::History(args)) => history_command(&args),
+        Some(Command::Cluster(args)) => cluster_command(&args),
         None => return open_editor(cli.project.as_deref()),
     };
     match result {
@@ -353,6 +376,7 @@ fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
         env,
         history: history.as_ref().map(|h| h.path().to_owned()),
         working_dir: crate::model::local_folder::working_dir(&args.project),
+        executor: Executor::from_cluster(args.cluster.clone()),
         ..RunRequest::new(run_id.clone(), project)
     })));
     let interrupts = stop_on_ctrl_c(runtime.requester(), run_id.clone());
@@ -762,9 +786,14 @@ fn history_command(args: &HistoryArgs) -> Result<ExitCode, UsageError> {
                 _ => "-".to_owned(),
             };
             let item_path = format!("{:?}", row.item_path);
+            // Which Dask worker ran it, for a run on a cluster.
+            let worker = row
+                .worker
+                .as_deref()
+                .map_or_else(String::new, |worker| format!("  on {worker}"));
             say!(
                 out,
-                "#{:<6} {:<20} {:<10} attempt {} {:<16} {:>10}  {}",
+                "#{:<6} {:<20} {:<10} attempt {} {:<16} {:>10}{worker}  {}",
                 row.id,
                 row.block_name,
                 item_path,
@@ -781,6 +810,149 @@ fn history_command(args: &HistoryArgs) -> Result<ExitCode, UsageError> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `braid cluster`: a scheduler and single-threaded workers (with their nannies) on 127.0.0.1, from the
+/// Python Braid runs blocks with (Dask workers must run its version), until Ctrl+C.
+fn cluster_command(args: &ClusterArgs) -> Result<ExitCode, UsageError> {
+    use std::process::{Command as Process, Stdio};
+    let python = crate::runtime::environment::python_executable();
+    let has_dask = Process::new(&python)
+        .args(["-c", "import distributed"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_dask {
+        return Err(UsageError(anyhow!(
+            "the Python Braid runs blocks with ({python}) has no Dask: install it with\n  \
+             {python} -m pip install 'dask[distributed]'",
+            python = python.display()
+        )));
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("braid-cluster-")
+        .tempdir()
+        .map_err(|e| UsageError(anyhow!("can't make a folder for the cluster: {e}")))?;
+    let scheduler_file = dir.path().join("scheduler.json");
+    let mut processes = Vec::new();
+    let start = |what: &[&str], log: &str| -> Result<std::process::Child, UsageError> {
+        let log = std::fs::File::create(dir.path().join(log))
+            .map_err(|e| UsageError(anyhow!("can't write the cluster's log: {e}")))?;
+        Process::new(&python)
+            .args(what)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| UsageError(anyhow!("can't start {}: {e}", python.display())))
+    };
+    let port = args.port.to_string();
+    processes.push(start(
+        &[
+            "-m",
+            "distributed.cli.dask_scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--dashboard-address",
+            "127.0.0.1:0",
+            "--scheduler-file",
+            &scheduler_file.to_string_lossy(),
+        ],
+        "scheduler.log",
+    )?);
+    let stop = |processes: &mut Vec<std::process::Child>| {
+        for child in processes.iter() {
+            if let Some(pid) = rustix::process::Pid::from_raw(child.id().cast_signed()) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+        }
+        for child in processes.iter_mut() {
+            let _ = child.wait();
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let address = loop {
+        if let Some(address) = std::fs::read(&scheduler_file)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+            .and_then(|v| v["address"].as_str().map(str::to_owned))
+        {
+            break address;
+        }
+        let ended = processes[0].try_wait().ok().flatten().is_some();
+        if ended || std::time::Instant::now() > deadline {
+            let log = std::fs::read_to_string(dir.path().join("scheduler.log")).unwrap_or_default();
+            stop(&mut processes);
+            return Err(UsageError(anyhow!(
+                "the Dask scheduler did not start:\n{log}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for n in 1..=args.workers {
+        let local = dir.path().join(format!("worker-{n}"));
+        processes.push(start(
+            &[
+                "-m",
+                "distributed.cli.dask_worker",
+                &address,
+                "--nthreads",
+                "1",
+                "--host",
+                "127.0.0.1",
+                "--dashboard-address",
+                "127.0.0.1:0",
+                "--local-directory",
+                &local.to_string_lossy(),
+            ],
+            &format!("worker-{n}.log"),
+        )?);
+    }
+    say!(
+        std::io::stdout(),
+        "A Dask cluster on this machine: its scheduler is at {address}, with {}.\n\
+         Run a project on it:\n  braid run PROJECT --cluster {address}\n\
+         or choose \"a Dask cluster at\" {address} in the editor's run dialog.\n\
+         It listens on 127.0.0.1 only; a cluster of several machines (each worker with Python {} and \
+         dask[distributed]) is described in docs/scale-out.md.\n\
+         Logs: {}\nCtrl+C stops the cluster.",
+        crate::text::plural(u64::from(args.workers), "single-threaded worker"),
+        python_version(&python),
+        dir.path().display()
+    );
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ]);
+    match signals {
+        Ok(mut signals) => {
+            let _ = signals.forever().next();
+        }
+        Err(e) => say!(
+            std::io::stderr(),
+            "braid: can't watch for Ctrl+C ({e}); the cluster stops when killed"
+        ),
+    }
+    say!(std::io::stderr(), "braid: stopping the cluster");
+    stop(&mut processes);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `3.11` for the interpreter at `python`.
+fn python_version(python: &Path) -> String {
+    std::process::Command::new(python)
+        .args([
+            "-c",
+            "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')",
+        ])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "3".to_owned())
 }
 
 /// The run with this id, or the only one whose id starts with it.
@@ -813,7 +985,7 @@ fn print_runs(runs: &[RunRow], as_json: bool, path: &Path) {
         let c = &run.counts;
         say!(
             out,
-            "{}  {:<9}  {}  {:>9}  {} ({} succeeded, {} caught, {} failed, {} timed out{})",
+            "{}  {:<9}  {}  {:>9}  {} ({} succeeded, {} caught, {} failed, {} timed out{}){}",
             run.run_id,
             run.status.label(),
             utc_date_time(run.started_at_ms),
@@ -827,6 +999,11 @@ fn print_runs(runs: &[RunRow], as_json: bool, path: &Path) {
                 format!(", {} cancelled", crate::text::count(c.cancelled))
             } else {
                 String::new()
+            },
+            if run.executor == Executor::Local {
+                String::new()
+            } else {
+                format!(", on {}", run.executor)
             }
         );
     }

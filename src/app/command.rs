@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use super::executions::Step;
 use super::executions::table::TableFilter;
 use crate::model::{BlockId, Position, TransitionId, TransitionKind};
-use crate::run::{InvocationId, RunId};
+use crate::run::{Executor, InvocationId, RunId};
 
 /// One edit of a block's fields, as the inspector makes it.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,6 +52,20 @@ pub struct RunOptions {
     pub concurrency: Option<u32>,
     /// Start at this block instead of the entry blocks.
     pub from: Option<BlockId>,
+    /// Run on the Dask cluster at [`Self::cluster`] rather than this machine.
+    pub on_cluster: bool,
+    /// The Dask scheduler's address as typed (`tcp://HOST:PORT`); kept while runs go to this machine.
+    pub cluster: String,
+}
+
+impl RunOptions {
+    /// Where runs with these options execute: the cluster's scheduler, or why the address is not one.
+    pub fn executor(&self) -> Result<Executor, String> {
+        if !self.on_cluster {
+            return Ok(Executor::Local);
+        }
+        Executor::dask(&self.cluster)
+    }
 }
 
 impl Default for RunOptions {
@@ -61,6 +75,8 @@ impl Default for RunOptions {
             backpack: "{}".to_owned(),
             concurrency: None,
             from: None,
+            on_cluster: false,
+            cluster: String::new(),
         }
     }
 }

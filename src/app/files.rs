@@ -168,7 +168,22 @@ impl App {
         self.compile_errors.clear();
         self.executions.set_history(None, false);
         self.document += 1;
+        self.recall_where_runs_go(now_secs);
         self.project_changed(now_secs);
+    }
+
+    /// The run dialog offers where this project's runs last went (its local settings, `.braid/`).
+    fn recall_where_runs_go(&mut self, now_secs: f64) {
+        let (settings, problem) = self
+            .path
+            .as_deref()
+            .map(crate::model::local_settings::load)
+            .unwrap_or_default();
+        self.run_options.on_cluster = settings.run_on_cluster;
+        self.run_options.cluster = settings.cluster.unwrap_or_default();
+        if let Some(problem) = problem {
+            self.notify(NoticeLevel::Info, problem, now_secs);
+        }
     }
 
     /// Notices, once a second at most, when another program changed the project file. Without unsaved

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::command::RunOptions;
 use super::{App, NoticeLevel};
 use crate::model::BlockId;
+use crate::model::local_settings::{self, LocalSettings};
 use crate::run::{BlockCounts, CompileError, InvocationRow, ParentIds, RunId, RunSummary};
 use crate::runtime::history::History as RunHistory;
 use crate::runtime::{RunRequest, RuntimeEvent, RuntimeRequest};
@@ -144,6 +145,10 @@ impl App {
             }
             Err(message) => return self.notify(NoticeLevel::Error, message, now_secs),
         };
+        let executor = match options.executor() {
+            Ok(executor) => executor,
+            Err(message) => return self.notify(NoticeLevel::Error, message, now_secs),
+        };
         let run_id = RunId::new_random();
         // The values file's unreadable lines, then the variables left without a value.
         let (env, mut warnings) = crate::model::env_file::values_for(self.path.as_deref());
@@ -162,11 +167,13 @@ impl App {
             env,
             history: self.path.as_deref().map(RunHistory::path_for_project),
             working_dir: self.working_dir(),
+            executor,
             ..RunRequest::new(run_id.clone(), self.project.clone())
         };
         if !self.request_run(request, now_secs) {
             return;
         }
+        self.remember_where_runs_go(&options, now_secs);
         self.run_options = options;
         if let Some(earlier) = self.run.take() {
             if self.session_logs.len() == SESSION_LOGS {
@@ -178,6 +185,30 @@ impl App {
         // Worth knowing before reading the run's failures; a block may well cope without the value.
         for warning in warnings {
             self.notify(NoticeLevel::Info, warning, now_secs);
+        }
+    }
+
+    /// Keeps where the project's runs go (this machine or a cluster, and the cluster's address) in its
+    /// local settings, `.braid/` beside it, when that changed: the next session's run dialog offers the
+    /// same. An unsaved project has nowhere to keep them: they last the session.
+    fn remember_where_runs_go(&mut self, options: &RunOptions, now_secs: f64) {
+        let Some(path) = self.path.clone() else {
+            return;
+        };
+        let cluster = options.cluster.trim();
+        let settings = LocalSettings {
+            cluster: (!cluster.is_empty()).then(|| cluster.to_owned()),
+            run_on_cluster: options.on_cluster,
+        };
+        let (saved, _) = local_settings::load(&path);
+        if saved != settings
+            && let Err(e) = local_settings::save(&path, &settings)
+        {
+            self.notify(
+                NoticeLevel::Info,
+                format!("Where runs go was not remembered for next time: {e}"),
+                now_secs,
+            );
         }
     }
 
@@ -226,8 +257,10 @@ impl App {
             RuntimeEvent::RunStarted {
                 run_id,
                 started_at_ms,
+                executor,
             } if self.run.as_ref().is_some_and(|r| &r.run_id == run_id) => {
-                self.executions.run_started(run_id, *started_at_ms);
+                self.executions
+                    .run_started(run_id, *started_at_ms, executor);
             }
             RuntimeEvent::RunFinished(summary) => {
                 // The runtime creates the database with the project's first run.

@@ -13,7 +13,8 @@ use super::run::{LogLine, LogSource, RunPhase};
 use super::{App, Command, DialogMode, PendingAction};
 use crate::model::{BlockId, Position};
 use crate::run::{
-    BlockCounts, CompileError, InvocationId, InvocationRecord, RunId, RunStatus, RunSummary,
+    BlockCounts, CompileError, Executor, InvocationId, InvocationRecord, RunId, RunStatus,
+    RunSummary,
 };
 use crate::runtime::{RunRequest, RuntimeEvent, RuntimeHandle, RuntimeRequest};
 
@@ -100,6 +101,7 @@ fn started(run: &RunId) -> RuntimeEvent {
     RuntimeEvent::RunStarted {
         run_id: run.clone(),
         started_at_ms: 1_000.0,
+        executor: Executor::Local,
     }
 }
 

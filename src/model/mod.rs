@@ -5,6 +5,7 @@ pub mod format;
 pub mod graph;
 pub mod layout;
 pub mod local_folder;
+pub mod local_settings;
 pub mod project;
 pub mod refinery;
 pub mod text_file;

@@ -2,6 +2,7 @@
 //! Block Executions panel lists. Plain data below the runtime, so the runtime, the editor's app and
 //! views, and the command line all name the same types directly (nothing re-exports them).
 
+mod executor;
 mod ids;
 mod record;
 mod rows;
@@ -9,6 +10,7 @@ mod status;
 mod summary;
 mod time;
 
+pub use executor::Executor;
 pub use ids::{InvocationId, ItemPath, ParentIds, RunId};
 pub use record::{ErrorInfo, InvocationRecord};
 pub use rows::{InvocationFilter, InvocationRow, RowOrder, RunRow};

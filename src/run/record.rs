@@ -58,6 +58,9 @@ pub struct InvocationRecord {
     pub error: Option<ErrorInfo>,
     /// Transitions that fired after this invocation, in project order.
     pub fired: Vec<TransitionId>,
+    /// The Dask worker that ran it (its address), for a run on a cluster; `None` on this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<Arc<str>>,
 }
 
 impl InvocationRecord {
@@ -94,6 +97,7 @@ impl InvocationRecord {
             stderr: String::new(),
             error: None,
             fired: Vec::new(),
+            worker: None,
         }
     }
 }

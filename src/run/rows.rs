@@ -15,6 +15,9 @@ pub struct RunRow {
     pub invocations: u64,
     /// Totals over all blocks.
     pub counts: BlockCounts,
+    /// Where it ran.
+    #[serde(default)]
+    pub executor: super::Executor,
 }
 
 /// One invocation, as a table row: small enough to hold a million of them.
@@ -32,6 +35,9 @@ pub struct InvocationRow {
     pub input_preview: String,
     /// `ValueError: bad row`, when it failed.
     pub error_summary: Option<String>,
+    /// The Dask worker that ran it (its address); `None` on this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<std::sync::Arc<str>>,
 }
 
 impl InvocationRow {
@@ -54,6 +60,7 @@ impl InvocationRow {
             ended_at_ms: Some(ended_at_ms),
             input_preview: "null".into(),
             error_summary: None,
+            worker: None,
         }
     }
 }

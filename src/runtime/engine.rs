@@ -10,16 +10,17 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
+use super::dask::DaskInvoker;
 use super::event::{RuntimeEvent, WORKER_OUTPUT_LINES};
 use super::history::HistoryWriter;
-use super::invoker::{BlockCompileError, Executor, Invoker, InvokerEvent, InvokerEvents, Program};
+use super::invoker::{BlockCompileError, Invoker, InvokerEvent, InvokerEvents, Program};
 use super::plan::Plan;
 use super::scheduler::{KEY_BITS, RunScheduler};
 use super::scripted::Script;
 use super::worker::pool::{PoolConfig, ProcessPool};
 use crate::model::validate::{Severity, validate};
 use crate::model::{BlockId, Project};
-use crate::run::{CompileError, RunId, RunStatus, RunSummary, now_ms};
+use crate::run::{CompileError, Executor, RunId, RunStatus, RunSummary, now_ms};
 
 /// A request to run a pipeline.
 #[derive(Clone, Debug)]
@@ -349,6 +350,8 @@ struct ActiveRun {
 struct Engine {
     events: mpsc::Sender<RuntimeEvent>,
     invokers: HashMap<Executor, Box<dyn Invoker>>,
+    /// How invokers report back; a cluster's invoker starts with the first run that goes there.
+    invoker_events: mpsc::Sender<(Executor, InvokerEvent)>,
     env_cache: std::path::PathBuf,
     /// Finished environment preparations.
     prepared_tx: mpsc::Sender<Prepared>,
@@ -446,12 +449,13 @@ impl Engine {
         let (invoker_tx, mut invoker_rx) = mpsc::channel(256);
         let local = config
             .local
-            .start(InvokerEvents::new(Executor::Local, invoker_tx));
+            .start(InvokerEvents::new(Executor::Local, invoker_tx.clone()));
         let (prepared_tx, mut prepared_rx) = mpsc::channel(16);
 
         let mut engine = Self {
             events,
             invokers: HashMap::from([(Executor::Local, local)]),
+            invoker_events: invoker_tx,
             env_cache: config.env_cache,
             prepared_tx,
             runs: HashMap::new(),
@@ -683,7 +687,10 @@ impl Engine {
         let mut program = plan.program(number, &project, &env);
         program.cwd = working_dir.map(|dir| dir.to_string_lossy().into_owned());
         let requirements = super::environment::requirements(&project);
-        let phase = if requirements.is_empty() {
+        let phase = if requirements.is_empty() || executor != Executor::Local {
+            // A cluster's workers have the libraries themselves (the invoker checks): nothing to
+            // build here.
+            program.requirements = requirements;
             if let Some(invoker) = self.invokers.get_mut(&executor) {
                 invoker.load(program);
             }
@@ -818,8 +825,18 @@ impl Engine {
         }
     }
 
-    /// The invoker of `executor`, or why runs can't go there.
+    /// The invoker of `executor`, or why runs can't go there. A cluster's invoker starts here, with the
+    /// first run that goes there (and connects again itself for a run after the cluster went away).
     fn usable(&mut self, executor: &Executor) -> Result<&mut Box<dyn Invoker>, String> {
+        if let Executor::Dask { scheduler } = executor
+            && !self.invokers.contains_key(executor)
+        {
+            let events = InvokerEvents::new(executor.clone(), self.invoker_events.clone());
+            self.invokers.insert(
+                executor.clone(),
+                Box::new(DaskInvoker::start(scheduler.clone(), events)),
+            );
+        }
         self.invokers
             .get_mut(executor)
             .ok_or_else(|| format!("the runtime has no invoker for {executor:?} runs"))
@@ -875,6 +892,15 @@ impl Engine {
             }
             InvokerEvent::Output { worker, lines } => {
                 self.worker_output(executor, worker, lines).await;
+            }
+            InvokerEvent::Refused { program, message } => {
+                if let Some(run) = self.runs.remove(&program) {
+                    if let Some(invoker) = self.invokers.get_mut(&run.executor) {
+                        invoker.unload(program);
+                    }
+                    self.refuse(run.scheduler.run_id().clone(), message, Vec::new())
+                        .await;
+                }
             }
         }
     }
@@ -974,15 +1000,17 @@ impl Engine {
             // here on leaves the run in the history, as interrupted. (A small transaction of its own;
             // the engine waits for it, as it waits for a full writer channel.)
             let _ = history
-                .run_started_flushed(&run_id, &run.project.name, started_at_ms)
+                .run_started_flushed(&run_id, &run.project.name, started_at_ms, &run.executor)
                 .await;
             let pip = std::mem::take(&mut run.pip_output);
             history.log(&run_id, pip.into_iter().map(|line| (0, line)).collect());
         }
         run.scheduler.start(&entries, &input, &backpack);
+        let executor = run.executor.clone();
         self.emit(RuntimeEvent::RunStarted {
             run_id,
             started_at_ms,
+            executor,
         })
         .await;
         self.advance(program).await;

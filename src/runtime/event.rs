@@ -1,7 +1,7 @@
 //! What the runtime reports: the events that carry a run's records, counts and end out of the runtime.
 
 use crate::model::BlockId;
-use crate::run::{BlockCounts, CompileError, InvocationRecord, RunId, RunSummary};
+use crate::run::{BlockCounts, CompileError, Executor, InvocationRecord, RunId, RunSummary};
 
 /// What the runtime reports. Every event names its run, so a consumer drops events of runs it forgot.
 #[derive(Clone, Debug)]
@@ -10,6 +10,8 @@ pub enum RuntimeEvent {
     RunStarted {
         run_id: RunId,
         started_at_ms: f64,
+        /// Where it runs.
+        executor: Executor,
     },
     /// The run never started: code that does not compile, a block that can't run, bad arguments.
     RunRefused {

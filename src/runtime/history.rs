@@ -29,8 +29,8 @@ pub use writer::HistoryWriter;
 
 use crate::model::BlockId;
 use crate::run::{
-    BlockCounts, ErrorInfo, InvocationFilter, InvocationId, InvocationRecord, InvocationRow,
-    RowOrder, RunId, RunRow, RunStatus,
+    BlockCounts, ErrorInfo, Executor, InvocationFilter, InvocationId, InvocationRecord,
+    InvocationRow, RowOrder, RunId, RunRow, RunStatus,
 };
 use chunk::{Chunk, SegmentView, Val};
 
@@ -124,7 +124,8 @@ macro_rules! owner_column {
 const RUN_COLUMNS: &str = concat!(
     "run_id, status, started_at_ms, duration_ms, invocations, succeeded, caught, failed, timed_out, \
      cancelled, ",
-    owner_column!()
+    owner_column!(),
+    ", (SELECT scheduler FROM run_clusters WHERE run = runs.seq)"
 );
 
 impl History {
@@ -215,12 +216,13 @@ impl History {
                         cancelled: row.get(9)?,
                     },
                     row.get::<_, Option<String>>(10)?,
+                    row.get::<_, Option<String>>(11)?,
                 ))
             })
             .map_err(error)?;
         let mut runs = Vec::new();
         for row in rows {
-            let (run_id, status, started_at_ms, duration_ms, invocations, counts, owner) =
+            let (run_id, status, started_at_ms, duration_ms, invocations, counts, owner, cluster) =
                 row.map_err(error)?;
             let mut status = RunStatus::from_name(&status)
                 .ok_or_else(|| self.damaged(&format!("run status {status:?}")))?;
@@ -234,6 +236,7 @@ impl History {
                 duration_ms,
                 invocations,
                 counts,
+                executor: Executor::from_cluster(cluster),
             });
         }
         Ok(runs)
@@ -316,6 +319,7 @@ impl History {
                         ended_at_ms: raw.ended_at_ms,
                         input_preview: segment.input_preview(raw.input).map_err(damaged)?,
                         error_summary: raw.error.map(|(summary, _)| summary.to_owned()),
+                        worker: raw.worker(segment),
                     });
                 }
             }
@@ -568,6 +572,7 @@ impl History {
             stderr: text(raw.stderr)?,
             error,
             fired: raw.fired(segment),
+            worker: raw.worker(segment),
         })
     }
 
@@ -726,6 +731,7 @@ impl History {
                 "DELETE FROM chunks WHERE run = ?1",
                 "DELETE FROM run_log WHERE run = ?1",
                 "DELETE FROM recorders WHERE run = ?1",
+                "DELETE FROM run_clusters WHERE run = ?1",
                 "DELETE FROM runs WHERE seq = ?1",
             ] {
                 tx.execute(sql, [seq]).map_err(error)?;

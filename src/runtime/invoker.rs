@@ -4,7 +4,7 @@
 //! The engine holds one invoker per [`Executor`] (where a run executes) and sends each run's loads,
 //! tasks and cancels to its executor's invoker; what an invoker reports reaches the engine tagged with
 //! its executor ([`InvokerEvents`]). Implementations: the local pool of `braid __worker` processes
-//! (`worker::pool`), and [`super::scripted`], Rust closures standing in for Python in tests.
+//! (`worker::pool`), a Dask cluster's (`dask`), and [`super::scripted`], Rust closures standing in for Python in tests.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::run::ErrorInfo;
+use crate::run::{ErrorInfo, Executor};
 
 /// The code of every block of one run, compiled once per worker.
 #[derive(Clone, Debug, Serialize)]
@@ -30,6 +30,10 @@ pub struct Program {
     /// nor publish its blocks as modules for child processes.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub compile_only: bool,
+    /// The project's libraries, for an invoker whose workers bring their own (a cluster's): local
+    /// workers get `site_packages`, built from them beforehand.
+    #[serde(skip)]
+    pub requirements: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -94,6 +98,8 @@ pub struct TaskResult {
     pub stdout: String,
     pub stderr: String,
     pub outcome: Outcome,
+    /// Where it ran, when that is not this machine: the Dask worker's address.
+    pub worker: Option<std::sync::Arc<str>>,
 }
 
 /// A block whose code (or `if` expression) does not compile.
@@ -126,6 +132,12 @@ pub enum InvokerEvent {
         worker: usize,
         lines: Vec<String>,
     },
+    /// A program can't run where it was sent (a cluster without the project's libraries, say): its
+    /// run is refused with this message.
+    Refused {
+        program: u64,
+        message: String,
+    },
 }
 
 /// Runs Python for the scheduler. Calls return at once; answers arrive as [`InvokerEvent`]s on the
@@ -144,14 +156,6 @@ pub trait Invoker: Send {
 
 /// What [`Invoker::stop`] returns: resolves once the invoker has stopped.
 pub type Stopping = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// Where a run executes; the engine has one invoker for each.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Executor {
-    /// This machine: the runtime's local invoker (the worker pool, or a script standing in for it).
-    #[default]
-    Local,
-}
 
 /// How an invoker reports back: each event reaches the engine with the executor it came from, so a
 /// broken invoker refuses only its own runs, and a worker's output goes to the runs on that executor.

@@ -1,6 +1,7 @@
 //! The executor: scheduling, the concurrency limit, fan-out/fan-in bookkeeping, Python workers and
 //! invocation records. Depends on `model` only; reached through [`RuntimeHandle`]: requests in, events out.
 
+pub mod dask;
 mod engine;
 pub mod environment;
 mod event;

@@ -233,6 +233,7 @@ impl Plan {
             site_packages: None,
             cwd: None,
             compile_only: false,
+            requirements: Vec::new(),
         }
     }
 }

@@ -470,6 +470,7 @@ impl RunScheduler {
                 self.complete_invocation(
                     id,
                     TaskResult {
+                        worker: None,
                         key: id,
                         attempt: 1,
                         started_at_ms: Some(now),
@@ -583,6 +584,7 @@ impl RunScheduler {
             stderr: result.stderr,
             error: None,
             fired: Vec::new(),
+            worker: result.worker,
         };
         let mut fired: Vec<TransitionId> = Vec::new();
         let failure = match result.outcome {
@@ -1070,6 +1072,7 @@ impl RunScheduler {
                 stderr: String::new(),
                 error: None,
                 fired: Vec::new(),
+                worker: None,
             });
         }
         self.frames.clear();
@@ -1230,6 +1233,7 @@ mod tests {
 
     fn returned(task: &Task, output: Value) -> TaskResult {
         TaskResult {
+            worker: None,
             key: task.key,
             attempt: 1,
             started_at_ms: Some(0.0),
@@ -1246,6 +1250,7 @@ mod tests {
 
     fn raised(task: &Task) -> TaskResult {
         TaskResult {
+            worker: None,
             outcome: Outcome::Raised {
                 error: ErrorInfo {
                     kind: "ValueError".into(),

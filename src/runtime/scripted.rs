@@ -427,6 +427,7 @@ impl Script {
             }
         };
         let result = TaskResult {
+            worker: None,
             key: task.key,
             attempt: reply.attempt.unwrap_or(task.attempt),
             started_at_ms: Some(started),
@@ -620,6 +621,7 @@ async fn run(
                     let results: Vec<TaskResult> = stopped
                         .into_iter()
                         .map(|(_, result)| TaskResult {
+                            worker: None,
                             ended_at_ms: Some(now),
                             stdout: String::new(),
                             stderr: String::new(),

@@ -224,6 +224,13 @@ impl ExecutionsPanel {
                 .small()
                 .weak(),
             );
+            if let Some(cluster) = run.row.executor.cluster() {
+                ui.label(
+                    RichText::new(format!("· ran on the Dask cluster at {cluster}"))
+                        .small()
+                        .weak(),
+                );
+            }
             if executions.is_searching() {
                 ui.spinner();
                 ui.label(RichText::new("searching the history…").small().weak());
@@ -233,6 +240,8 @@ impl ExecutionsPanel {
         let lineage = executions.picked.as_ref().map(|p| &p.lineage);
         let dark = ui.visuals().dark_mode;
         let all_blocks = app.selection.single_block().is_none();
+        // Which Dask worker ran each invocation, for a run on a cluster.
+        let on_cluster = run.row.executor.cluster().is_some();
         let mut table = TableBuilder::new(ui)
             .id_salt("executions-table")
             .striped(true)
@@ -247,6 +256,10 @@ impl ExecutionsPanel {
             .column(Column::exact(24.0))
             .column(Column::exact(112.0))
             .column(Column::exact(64.0))
+            .columns(
+                Column::auto().at_least(90.0).clip(true),
+                usize::from(on_cluster),
+            )
             .column(Column::remainder().clip(true));
         if picked != self.scrolled_to {
             self.scrolled_to = picked;
@@ -267,11 +280,19 @@ impl ExecutionsPanel {
                         ui.strong("block");
                     });
                 }
-                for title in ["item", "try", "status", "duration", "input / error"] {
+                for title in ["item", "try", "status", "duration"] {
                     header.col(|ui| {
                         ui.strong(title);
                     });
                 }
+                if on_cluster {
+                    header.col(|ui| {
+                        ui.strong("worker");
+                    });
+                }
+                header.col(|ui| {
+                    ui.strong("input / error");
+                });
             })
             .body(|body| {
                 // Only the rows in view are laid out: a million rows cost what thirty do.
@@ -308,6 +329,15 @@ impl ExecutionsPanel {
                     row.col(|ui| {
                         ui.label(data.duration_ms().map_or_else(String::new, duration_ms));
                     });
+                    if on_cluster {
+                        row.col(|ui| {
+                            let worker = data.worker.as_deref().unwrap_or("");
+                            // The host and port tell workers apart; the scheme is the same for all.
+                            let short = worker.split_once("://").map_or(worker, |(_, rest)| rest);
+                            ui.add(egui::Label::new(RichText::new(short).monospace()).truncate())
+                                .on_hover_text(worker);
+                        });
+                    }
                     row.col(|ui| {
                         let text = data.error_summary.as_ref().map_or_else(
                             || RichText::new(&data.input_preview).monospace(),
@@ -435,6 +465,9 @@ fn runs_ui(
                     if n > 0 {
                         parts.push(format!("{} {label}", crate::text::count(n)));
                     }
+                }
+                if let Some(cluster) = run.executor.cluster() {
+                    parts.push(format!("on {cluster}"));
                 }
                 ui.label(RichText::new(parts.join(" · ")).small().weak());
                 if response.clicked() {

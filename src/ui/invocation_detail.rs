@@ -381,6 +381,9 @@ fn header_ui(ui: &mut Ui, record: &InvocationRecord) {
     if let Some(duration) = record.duration_ms() {
         let _ = write!(times, " · ran {}", duration_ms(duration));
     }
+    if let Some(worker) = &record.worker {
+        let _ = write!(times, " · on the Dask worker {worker}");
+    }
     ui.label(RichText::new(times).small().weak());
 }
 

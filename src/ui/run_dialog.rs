@@ -45,7 +45,11 @@ impl RunDialog {
                     let input_ok = parse_json("input", &options.input).is_ok();
                     let backpack_ok =
                         parse_json("backpack", &options.backpack).is_ok_and(|v| v.is_object());
-                    let can_run = input_ok && backpack_ok && !app.is_running() && app.has_runtime();
+                    let can_run = input_ok
+                        && backpack_ok
+                        && options.executor().is_ok()
+                        && !app.is_running()
+                        && app.has_runtime();
                     if ui
                         .add_enabled(can_run, egui::Button::new(RichText::new("▶ Run").strong()))
                         .on_hover_text("Ctrl+Enter")
@@ -66,7 +70,9 @@ impl RunDialog {
                         );
                     }
                 });
-                run &= parse_json("input", &options.input).is_ok() && !app.is_running();
+                run &= parse_json("input", &options.input).is_ok()
+                    && options.executor().is_ok()
+                    && !app.is_running();
             });
         if run {
             tx.send(RunCommand::Start(options.clone()));
@@ -163,6 +169,41 @@ fn options_ui(ui: &mut Ui, app: &App, options: &mut RunOptions) {
                 })
                 .response
                 .labelled_by(label.id);
+            ui.end_row();
+            let label = ui.label("Run on");
+            ui.vertical(|ui| {
+                ui.radio_value(&mut options.on_cluster, false, "this machine")
+                    .labelled_by(label.id);
+                ui.horizontal(|ui| {
+                    ui.radio_value(&mut options.on_cluster, true, "a Dask cluster at")
+                        .labelled_by(label.id);
+                    let address = ui.add(
+                        egui::TextEdit::singleline(&mut options.cluster)
+                            .hint_text("tcp://HOST:PORT")
+                            .desired_width(200.0),
+                    );
+                    // Typing an address means running there.
+                    if address.changed() {
+                        options.on_cluster = true;
+                    }
+                });
+                if let Err(message) = options.executor() {
+                    ui.label(
+                        RichText::new(message)
+                            .small()
+                            .color(theme::error_color(dark)),
+                    );
+                } else if options.on_cluster {
+                    ui.label(
+                        RichText::new(
+                            "Workers need this Python's version and dask[distributed]; \
+                             `braid cluster` shows how to start some here.",
+                        )
+                        .small()
+                        .weak(),
+                    );
+                }
+            });
             ui.end_row();
         });
 }

@@ -28,9 +28,20 @@ struct Bar {
     status: InvocationStatus,
 }
 
+/// What a lane is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LaneMode {
+    /// One slot of the concurrency limit.
+    #[default]
+    Slots,
+    Blocks,
+    /// One Dask worker (a run on a cluster).
+    Workers,
+}
+
 /// Lanes of one run, derived once per run, mode and generation.
 struct Lanes {
-    key: (RunId, u64, bool),
+    key: (RunId, u64, LaneMode),
     /// Bars per lane, sorted by start.
     rows: Vec<Vec<Bar>>,
     /// The lane of each row (by index), for outlining the picked item's path.
@@ -44,7 +55,7 @@ struct Lanes {
 
 #[derive(Default)]
 pub struct TimelineView {
-    pub by_block: bool,
+    pub mode: LaneMode,
     lanes: Option<Lanes>,
     /// The visible time range, relative to the run's first start; `None` shows everything.
     view: Option<(f64, f64)>,
@@ -58,14 +69,22 @@ impl TimelineView {
             ui.label(RichText::new("No run to show yet.").weak());
             return;
         };
+        let on_cluster = run.row.executor.cluster().is_some();
+        if !on_cluster && self.mode == LaneMode::Workers {
+            self.mode = LaneMode::Slots;
+        }
         ui.horizontal(|ui| {
             ui.label("Lanes:");
-            let mut by_block = self.by_block;
-            ui.selectable_value(&mut by_block, false, "concurrency slots")
+            let mut mode = self.mode;
+            ui.selectable_value(&mut mode, LaneMode::Slots, "concurrency slots")
                 .on_hover_text("Each lane is one slot of the concurrency limit");
-            ui.selectable_value(&mut by_block, true, "blocks");
-            if by_block != self.by_block {
-                self.by_block = by_block;
+            ui.selectable_value(&mut mode, LaneMode::Blocks, "blocks");
+            if on_cluster {
+                ui.selectable_value(&mut mode, LaneMode::Workers, "Dask workers")
+                    .on_hover_text("Each lane is one Dask worker of the cluster the run went to");
+            }
+            if mode != self.mode {
+                self.mode = mode;
                 self.first_lane = 0;
             }
             ui.label(
@@ -259,7 +278,7 @@ impl TimelineView {
     }
 
     fn update_lanes(&mut self, app: &App, run: &RunData) {
-        let key = (run.row.run_id.clone(), run.generation, self.by_block);
+        let key = (run.row.run_id.clone(), run.generation, self.mode);
         if self.lanes.as_ref().is_some_and(|l| l.key == key) {
             return;
         }
@@ -281,7 +300,9 @@ impl TimelineView {
             .iter()
             .filter_map(|r| r.ended_at_ms.or(r.started_at_ms))
             .fold(f64::NEG_INFINITY, f64::max);
-        let (mut lanes, names): (Vec<Vec<usize>>, Vec<String>) = if self.by_block {
+        let (mut lanes, names): (Vec<Vec<usize>>, Vec<String>) = if self.mode == LaneMode::Workers {
+            worker_lanes(&run.rows)
+        } else if self.mode == LaneMode::Blocks {
             let mut order: Vec<&crate::model::BlockId> =
                 app.project.blocks.iter().map(|b| &b.id).collect();
             for row in &run.rows {
@@ -449,6 +470,26 @@ fn axis_ui(painter: &egui::Painter, ui: &Ui, plot: Rect, rect: Rect, t0: f64, t1
         );
         t += step;
     }
+}
+
+/// One lane per Dask worker, in the order they first ran something, named by host and port; rows that
+/// never started (or ran on no worker) are in none.
+fn worker_lanes(rows: &[InvocationRow]) -> (Vec<Vec<usize>>, Vec<String>) {
+    let mut names: Vec<String> = Vec::new();
+    let mut lanes: Vec<Vec<usize>> = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let (Some(worker), Some(_)) = (row.worker.as_deref(), row.started_at_ms) else {
+            continue;
+        };
+        let name = worker.split_once("://").map_or(worker, |(_, rest)| rest);
+        let lane = names.iter().position(|n| n == name).unwrap_or_else(|| {
+            names.push(name.to_owned());
+            lanes.push(Vec::new());
+            names.len() - 1
+        });
+        lanes[lane].push(i);
+    }
+    (lanes, names)
 }
 
 /// Lane of each row (by index) when invocations are packed greedily onto concurrency slots: a row takes

@@ -384,6 +384,7 @@ fn snapshot_of_the_timeline() {
         ended_at_ms: Some(start + 3.0),
         input_preview: "null".to_owned(),
         error_summary: None,
+        worker: None,
     }];
     for i in 0..16_u32 {
         let begin = 4.0 + f64::from(i / 4) * 10.0 + f64::from(i % 4) * 0.5;
@@ -404,6 +405,7 @@ fn snapshot_of_the_timeline() {
             ended_at_ms: Some(start + begin + length),
             input_preview: i.to_string(),
             error_summary: failed.then(|| "ValueError: bad row 6".to_owned()),
+            worker: None,
         });
     }
     let row = RunRow {
@@ -413,6 +415,7 @@ fn snapshot_of_the_timeline() {
         duration_ms: Some(70.0),
         invocations: rows.len() as u64,
         counts: BlockCounts::default(),
+        executor: braid::run::Executor::Local,
     };
     let mut harness = harness_1280x800(None);
     harness
@@ -515,4 +518,90 @@ fn a_failure_links_to_its_invocation() {
         .id
         .clone();
     assert_eq!(app.selection.single_block(), Some(&process));
+}
+
+/// A run on a Dask cluster: the table names each invocation's worker, the line above it says where the
+/// run went, and the timeline offers a lane per worker (laid out in the order they first ran).
+#[test]
+fn a_run_on_a_cluster_shows_each_invocations_worker() {
+    use braid::app::executions::{RunData, Source};
+    use braid::run::{BlockCounts, Executor, InvocationRow, RunId, RunRow, RunStatus};
+    let start = 1.7e12;
+    let rows: Vec<InvocationRow> = (0..8_u32)
+        .map(|i| InvocationRow {
+            id: u64::from(i) + 1,
+            block_id: BlockId("process".into()),
+            block_name: "Process".into(),
+            item_path: std::iter::once(i).collect(),
+            attempt: 1,
+            status: InvocationStatus::Succeeded,
+            started_at_ms: Some(start + f64::from(i / 2) * 10.0),
+            ended_at_ms: Some(start + f64::from(i / 2) * 10.0 + 8.0),
+            input_preview: i.to_string(),
+            error_summary: None,
+            worker: Some(format!("tcp://127.0.0.1:{}", 4001 + i % 2).into()),
+        })
+        .collect();
+    let row = RunRow {
+        run_id: RunId("cluster".into()),
+        status: RunStatus::Succeeded,
+        started_at_ms: start,
+        duration_ms: Some(40.0),
+        invocations: rows.len() as u64,
+        counts: BlockCounts::default(),
+        executor: Executor::Dask {
+            scheduler: "tcp://127.0.0.1:8786".to_owned(),
+        },
+    };
+    let mut harness = harness_1280x800(None);
+    harness
+        .state_mut()
+        .app
+        .executions
+        .insert_run(RunData::from_rows(row, rows, Source::Session));
+    settle(&mut harness);
+    click(&mut harness, "Block Executions");
+    harness.get_by_label("· ran on the Dask cluster at tcp://127.0.0.1:8786");
+    harness.get_by_label("worker");
+    assert_eq!(harness.query_all_by_label("127.0.0.1:4001").count(), 4);
+    click(&mut harness, "Timeline");
+    click(&mut harness, "Dask workers");
+    settle(&mut harness);
+    harness.snapshot("timeline_workers");
+}
+
+/// The run dialog's "a Dask cluster at" goes into the run's request, and the choice is remembered beside
+/// the project (`.braid/`), never in the project file: opening the project again offers it.
+#[test]
+fn where_a_projects_runs_go_is_remembered_beside_it_and_reaches_the_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_failing_pipeline(dir.path());
+    let project_text = std::fs::read_to_string(&path).unwrap();
+    let (requests_tx, mut requests) = tokio::sync::mpsc::channel(16);
+    let (_events, events_rx) = tokio::sync::mpsc::channel(16);
+    let runtime = braid::runtime::RuntimeHandle::from_channels(requests_tx, events_rx);
+    let mut app = braid::app::App::with_runtime(Some(runtime), braid::app::DialogMode::InApp);
+    app.open_at_start(&path);
+    assert!(!app.run_options.on_cluster, "this machine by default");
+    let options = braid::app::RunOptions {
+        on_cluster: true,
+        cluster: "127.0.0.1:8786".to_owned(),
+        ..braid::app::RunOptions::default()
+    };
+    app.apply(RunCommand::Start(options), 1000.0);
+    let Ok(braid::runtime::RuntimeRequest::Run(request)) = requests.try_recv() else {
+        panic!("a run was requested");
+    };
+    assert_eq!(
+        request.executor,
+        braid::run::Executor::Dask {
+            scheduler: "tcp://127.0.0.1:8786".to_owned()
+        }
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), project_text);
+
+    let mut again = braid::app::App::with_runtime(None, braid::app::DialogMode::InApp);
+    again.open_at_start(&path);
+    assert!(again.run_options.on_cluster);
+    assert_eq!(again.run_options.cluster, "127.0.0.1:8786");
 }

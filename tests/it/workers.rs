@@ -672,8 +672,9 @@ fn python_json(script: &str, args: &[&str]) -> Value {
 /// the worker's only exec thread and every later invocation on that worker waited forever.
 #[test]
 fn a_timeout_past_64_bits_of_nanoseconds_does_not_hang_the_worker() {
+    use braid::run::Executor;
     use braid::runtime::invoker::{
-        Executor, Invoker, InvokerEvent, InvokerEvents, Outcome, Program, ProgramBlock, Task,
+        Invoker, InvokerEvent, InvokerEvents, Outcome, Program, ProgramBlock, Task,
     };
     use braid::runtime::worker::pool::{PoolConfig, ProcessPool};
 
@@ -704,6 +705,7 @@ fn a_timeout_past_64_bits_of_nanoseconds_does_not_hang_the_worker() {
             site_packages: None,
             cwd: None,
             compile_only: false,
+            requirements: Vec::new(),
         });
         let mut outputs = Vec::new();
         let wait = tokio::time::timeout(std::time::Duration::from_secs(30), async {
@@ -738,7 +740,9 @@ fn a_timeout_past_64_bits_of_nanoseconds_does_not_hang_the_worker() {
                             return;
                         }
                     }
-                    InvokerEvent::Broken(message) => panic!("{message}"),
+                    InvokerEvent::Broken(message) | InvokerEvent::Refused { message, .. } => {
+                        panic!("{message}")
+                    }
                     InvokerEvent::Output { .. } => {}
                 }
             }

@@ -17,8 +17,8 @@ use std::sync::mpsc;
 
 use crate::model::BlockId;
 use crate::run::{
-    BlockCounts, ErrorInfo, InvocationFilter, InvocationId, InvocationRecord, InvocationRow,
-    ParentIds, RunId, RunRow, RunStatus, RunSummary,
+    BlockCounts, ErrorInfo, Executor, InvocationFilter, InvocationId, InvocationRecord,
+    InvocationRow, ParentIds, RunId, RunRow, RunStatus, RunSummary,
 };
 use crate::runtime::history::{DEFAULT_KEEP_RUNS, History, HistoryError};
 use table::{TableFilter, filter_rows, merge_new_rows};
@@ -143,6 +143,7 @@ pub fn row_of(record: &InvocationRecord) -> InvocationRow {
         ended_at_ms: record.ended_at_ms,
         input_preview: crate::text::truncate(&record.input.to_string(), PREVIEW_CHARS),
         error_summary: record.error.as_ref().map(ErrorInfo::summary),
+        worker: record.worker.clone(),
     }
 }
 
@@ -369,7 +370,7 @@ impl Executions {
 
     // --- from the runtime ------------------------------------------------------------------------
 
-    pub fn run_started(&mut self, run_id: &RunId, started_at_ms: f64) {
+    pub fn run_started(&mut self, run_id: &RunId, started_at_ms: f64, executor: &Executor) {
         if self.data(run_id).is_some() {
             return;
         }
@@ -380,6 +381,7 @@ impl Executions {
             duration_ms: None,
             invocations: 0,
             counts: BlockCounts::default(),
+            executor: executor.clone(),
         };
         self.insert_run(RunData::new(row, Source::Session));
         // The panel follows the new run unless the user picked a run to look at.

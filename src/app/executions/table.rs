@@ -169,6 +169,7 @@ mod tests {
                 duration_ms: Some(30.0),
                 invocations: 3,
                 counts: BlockCounts::default(),
+                executor: crate::run::Executor::Local,
             },
             rows,
             Source::Session,
@@ -201,6 +202,7 @@ mod tests {
                 duration_ms: None,
                 invocations: 0,
                 counts: BlockCounts::default(),
+                executor: crate::run::Executor::Local,
             },
             vec![
                 InvocationRow::succeeded(5, 0.0, 9.0),

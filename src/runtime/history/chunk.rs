@@ -14,6 +14,8 @@
 //! transitions                     varint n, then n × transition id
 //! fired lists                     varint n, then n × (varint m, m × transition index)
 //! large values                    varint n, then n × preview (the value is a payload; see `refs`)
+//! workers                         varint n, then n × Dask worker address (format 2; none for a run
+//!                                 on this machine)
 //! records                         `count` of them, `body length` bytes in all
 //! ```
 //!
@@ -34,6 +36,8 @@
 //! [error summary, error]          string, value
 //! [stdout, stderr]                values (text)
 //! fired                           varint index into the segment's fired lists
+//! [worker]                        varint: 0 none, else 1 + index into the segment's workers (only
+//!                                 when the segment has workers)
 //! ```
 //!
 //! A value is a tag byte: absent; `{}`; a non-negative integer (a varint follows); inline JSON (or
@@ -50,8 +54,10 @@ use serde_json::Value;
 use crate::model::TransitionId;
 use crate::run::{InvocationId, InvocationRecord, InvocationStatus, RunId};
 
-/// The first byte of every chunk's data: segments, not compressed.
-pub(super) const FORMAT: u8 = 1;
+/// The first byte of every chunk's data: segments, not compressed, each with its table of workers.
+pub(super) const FORMAT: u8 = 2;
+/// Segments without a table of workers (written before runs went to clusters): still read.
+const FORMAT_WITHOUT_WORKERS: u8 = 1;
 
 /// Values whose JSON (or printed text) is this long or longer are payloads, stored once per distinct
 /// content and compressed; smaller ones stay in the chunk, where they cost no hash and no lookup.
@@ -206,6 +212,8 @@ struct Encoder<'a> {
     fired: Vec<&'a [TransitionId]>,
     large: Vec<Vec<u8>>,
     previews: Vec<String>,
+    /// The Dask workers the records ran on; each record names one only when there are any.
+    workers: Vec<&'a str>,
     /// A value's JSON, before it is known to be small.
     scratch: Vec<u8>,
 }
@@ -227,6 +235,7 @@ impl<'a> Encoder<'a> {
             fired: vec![&[]],
             large: Vec::new(),
             previews: Vec::new(),
+            workers: Vec::new(),
             scratch: Vec::with_capacity(64),
         }
     }
@@ -235,8 +244,13 @@ impl<'a> Encoder<'a> {
         let mut ends = Vec::with_capacity(records.len());
         let mut ids = Vec::with_capacity(records.len());
         let mut statuses = Vec::with_capacity(records.len());
+        let on_workers = records.iter().any(|r| r.worker.is_some());
         for record in records {
             self.record(record);
+            if on_workers {
+                let worker = self.worker(record.worker.as_deref());
+                put_varint(&mut self.body, worker);
+            }
             ends.push(self.body.len());
             ids.push(record.id);
             statuses.push(record.status);
@@ -265,6 +279,10 @@ impl<'a> Encoder<'a> {
         put_varint(&mut head, self.previews.len() as u64);
         for preview in &self.previews {
             put_str(&mut head, preview);
+        }
+        put_varint(&mut head, self.workers.len() as u64);
+        for worker in &self.workers {
+            put_str(&mut head, worker);
         }
         Segment {
             run: records[0].run_id.clone(),
@@ -359,6 +377,18 @@ impl<'a> Encoder<'a> {
         found.unwrap_or_else(|| {
             self.blocks.push((id, name));
             self.blocks.len() - 1
+        }) as u64
+    }
+
+    /// 0 for none, else one more than the worker's index in the segment's table.
+    fn worker(&mut self, worker: Option<&'a str>) -> u64 {
+        let Some(worker) = worker else {
+            return 0;
+        };
+        let found = self.workers.iter().position(|w| *w == worker);
+        1 + found.unwrap_or_else(|| {
+            self.workers.push(worker);
+            self.workers.len() - 1
         }) as u64
     }
 
@@ -602,6 +632,8 @@ pub(super) struct SegmentView<'a> {
     /// Lists of indices into `transitions`.
     fired: Vec<Vec<usize>>,
     pub previews: Vec<&'a str>,
+    /// The Dask workers its records ran on (none for a run on this machine).
+    pub workers: Vec<&'a str>,
     /// The index in the chunk's `refs` of this segment's first large value.
     pub first_ref: usize,
     body: &'a [u8],
@@ -609,16 +641,13 @@ pub(super) struct SegmentView<'a> {
 
 impl<'a> Chunk<'a> {
     pub fn parse(data: &'a [u8]) -> Result<Self, Damage> {
-        let (&format, _) = data.split_first().ok_or("an empty chunk")?;
-        if format != FORMAT {
-            return Err(format!("a chunk of an unknown format ({format})"));
-        }
+        let format = chunk_format(data)?;
         let mut reader = Reader::new(data);
         reader.at = 1;
         let mut segments = Vec::new();
         let mut first_ref = 0;
         while !reader.is_empty() {
-            let segment = SegmentView::read_head(&mut reader, first_ref)?;
+            let segment = SegmentView::read_head(&mut reader, first_ref, format)?;
             first_ref += segment.previews.len();
             segments.push(segment);
         }
@@ -631,10 +660,19 @@ impl<'a> Chunk<'a> {
     }
 }
 
+/// The chunk's format byte, if this Braid reads it.
+fn chunk_format(data: &[u8]) -> Result<u8, Damage> {
+    match data.first() {
+        None => Err("an empty chunk".to_owned()),
+        Some(&format @ (FORMAT | FORMAT_WITHOUT_WORKERS)) => Ok(format),
+        Some(format) => Err(format!("a chunk of an unknown format ({format})")),
+    }
+}
+
 impl<'a> SegmentView<'a> {
     /// The segment that starts at `reader`'s position; `first_ref` is the index in the chunk's refs of its
     /// first large value.
-    fn read_head(reader: &mut Reader<'a>, first_ref: usize) -> Result<Self, Damage> {
+    fn read_head(reader: &mut Reader<'a>, first_ref: usize, format: u8) -> Result<Self, Damage> {
         let start = reader.at;
         let count = reader.count()?;
         let body_len = reader.count()?;
@@ -671,6 +709,12 @@ impl<'a> SegmentView<'a> {
         for _ in 0..reader.count()? {
             previews.push(reader.str()?);
         }
+        let mut workers = Vec::new();
+        if format != FORMAT_WITHOUT_WORKERS {
+            for _ in 0..reader.count()? {
+                workers.push(reader.str()?);
+            }
+        }
         let body = reader.take(body_len)?;
         Ok(Self {
             start,
@@ -682,6 +726,7 @@ impl<'a> SegmentView<'a> {
             transitions,
             fired,
             previews,
+            workers,
             first_ref,
             body,
         })
@@ -689,9 +734,10 @@ impl<'a> SegmentView<'a> {
 
     /// The segment that starts at byte `start` of a chunk's data (as [`Self::start`] said).
     pub fn at(data: &'a [u8], start: usize, first_ref: usize) -> Result<Self, Damage> {
+        let format = chunk_format(data)?;
         let mut reader = Reader::new(data);
         reader.at = start;
-        Self::read_head(&mut reader, first_ref)
+        Self::read_head(&mut reader, first_ref, format)
     }
 
     /// The records, in the order they were written; `at` is each one's offset in the body (for
@@ -784,6 +830,14 @@ impl<'a> SegmentView<'a> {
             .ok()
             .filter(|&f| f < self.fired.len())
             .ok_or("a record names fired transitions the chunk does not have")?;
+        let worker = if self.workers.is_empty() {
+            0
+        } else {
+            usize::try_from(reader.varint()?)
+                .ok()
+                .filter(|&w| w <= self.workers.len())
+                .ok_or("a record names a worker the chunk does not have")?
+        };
         Ok(Raw {
             at,
             id,
@@ -804,6 +858,7 @@ impl<'a> SegmentView<'a> {
             stdout,
             stderr,
             fired,
+            worker,
         })
     }
 
@@ -880,6 +935,8 @@ pub(super) struct Raw<'a> {
     pub stderr: Option<Val<'a>>,
     /// Index into the segment's fired lists.
     fired: usize,
+    /// 0 for none, else one more than the index into the segment's workers.
+    worker: usize,
 }
 
 #[derive(Debug)]
@@ -920,6 +977,12 @@ impl Raw<'_> {
             let delta = reader.zigzag().unwrap_or_default();
             self.id.wrapping_sub(delta.cast_unsigned())
         }))
+    }
+
+    /// The Dask worker it ran on (the index was checked when the segment was read).
+    pub fn worker(&self, segment: &SegmentView<'_>) -> Option<Arc<str>> {
+        let index = self.worker.checked_sub(1)?;
+        segment.workers.get(index).map(|&w| w.into())
     }
 
     /// The transitions that fired (indices checked when the segment was read).
@@ -990,6 +1053,7 @@ mod tests {
             stderr: String::new(),
             error: None,
             fired: vec![TransitionId("t".into())],
+            worker: None,
         }
     }
 
@@ -1042,6 +1106,67 @@ mod tests {
             assert_eq!(raw.parents().collect::<Vec<_>>(), original.parents.to_vec());
             assert_eq!(raw.fired(segment), original.fired);
         }
+    }
+
+    #[test]
+    fn the_dask_worker_of_each_record_round_trips() {
+        let mut records: Vec<_> = (1..=4).map(record).collect();
+        records[0].worker = Some("tcp://127.0.0.1:4001".into());
+        records[1].worker = Some("tcp://127.0.0.1:4002".into());
+        records[2].worker = Some("tcp://127.0.0.1:4001".into());
+        let data = chunk_of(&encode(&records));
+        let chunk = Chunk::parse(&data).unwrap();
+        let segment = &chunk.segments[0];
+        assert_eq!(
+            segment.workers,
+            ["tcp://127.0.0.1:4001", "tcp://127.0.0.1:4002"]
+        );
+        let workers: Vec<Option<Arc<str>>> = segment
+            .records()
+            .map(|raw| raw.unwrap().worker(segment))
+            .collect();
+        assert_eq!(
+            workers,
+            records.iter().map(|r| r.worker.clone()).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn records_of_a_run_on_this_machine_name_no_worker_and_cost_nothing_more() {
+        let records: Vec<_> = (1..=100).map(record).collect();
+        let segments = encode(&records);
+        let local = chunk_of(&segments).len();
+        let mut on_cluster = records.clone();
+        for r in &mut on_cluster {
+            r.worker = Some("tcp://127.0.0.1:4001".into());
+        }
+        let data = chunk_of(&encode(&on_cluster));
+        assert_eq!(data.len(), local + "tcp://127.0.0.1:4001".len() + 1 + 100);
+        let local_data = chunk_of(&segments);
+        let chunk = Chunk::parse(&local_data).unwrap();
+        assert!(chunk.segments[0].workers.is_empty());
+        let raw = chunk.segments[0].records().next().unwrap().unwrap();
+        assert_eq!(raw.worker(&chunk.segments[0]), None);
+    }
+
+    /// Chunks written before records named workers: segments without the table, read as before.
+    #[test]
+    fn a_chunk_without_workers_still_reads() {
+        let records: Vec<_> = (1..=3).map(record).collect();
+        let segments = encode(&records);
+        let mut data = chunk_of(&segments);
+        // A format-1 segment is a format-2 one less its (empty) workers table: the byte before its
+        // body, and the body length and count stay as they are.
+        let head_end = data.len() - segments[0].body.len();
+        assert_eq!(data[head_end - 1], 0, "the empty workers table");
+        data.remove(head_end - 1);
+        data[0] = FORMAT_WITHOUT_WORKERS;
+        let chunk = Chunk::parse(&data).unwrap();
+        let ids: Vec<u64> = chunk.segments[0]
+            .records()
+            .map(|raw| raw.unwrap().id)
+            .collect();
+        assert_eq!(ids, [1, 2, 3]);
     }
 
     #[test]

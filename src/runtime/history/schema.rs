@@ -68,6 +68,12 @@ CREATE INDEX chunks_run ON chunks (run, min_id, max_id);
 const RECORDERS_SCHEMA: &str =
     "CREATE TABLE IF NOT EXISTS recorders (run INTEGER PRIMARY KEY, owner TEXT NOT NULL);";
 
+/// The Dask scheduler each run executed on; a run on this machine has no row. Added without a format
+/// change, like `recorders`: a Braid that does not know it leaves it alone, and a history an earlier
+/// Braid made still reads (a table, not a column of `runs`, which a read-only reader could not add).
+const CLUSTERS_SCHEMA: &str =
+    "CREATE TABLE IF NOT EXISTS run_clusters (run INTEGER PRIMARY KEY, scheduler TEXT NOT NULL);";
+
 /// What each run printed outside its invocations, a row per line in order: pip's output as the project's
 /// libraries installed (`worker` 0) and worker output (`worker` counts from 1). Added without a format
 /// change, like `recorders`: a Braid that does not know it leaves it alone.
@@ -144,6 +150,7 @@ pub(super) fn open(path: &Path) -> Result<Connection, HistoryError> {
     // Added without a format change: a Braid that does not know it leaves it alone (see `owner.rs`).
     tx.execute_batch(RECORDERS_SCHEMA).map_err(error)?;
     tx.execute_batch(LOG_SCHEMA).map_err(error)?;
+    tx.execute_batch(CLUSTERS_SCHEMA).map_err(error)?;
     tx.commit().map_err(error)?;
     Ok(conn)
 }
@@ -183,7 +190,13 @@ pub(super) fn open_read_only(path: &Path) -> Result<Connection, HistoryError> {
     if version == (0, 0) {
         // Nothing to read yet: an empty history, in memory.
         let conn = Connection::open_in_memory().map_err(error)?;
-        for schema in [SCHEMA, CHUNKS_SCHEMA, RECORDERS_SCHEMA, LOG_SCHEMA] {
+        for schema in [
+            SCHEMA,
+            CHUNKS_SCHEMA,
+            RECORDERS_SCHEMA,
+            LOG_SCHEMA,
+            CLUSTERS_SCHEMA,
+        ] {
             conn.execute_batch(schema).map_err(error)?;
         }
         return Ok(conn);
@@ -191,7 +204,11 @@ pub(super) fn open_read_only(path: &Path) -> Result<Connection, HistoryError> {
     check_version(path, version)?;
     // Tables added without a format change may be missing from a database an earlier Braid made:
     // empty ones of the connection's own (TEMP, which a read-only connection may write) stand in.
-    for (table, schema) in [("recorders", RECORDERS_SCHEMA), ("run_log", LOG_SCHEMA)] {
+    for (table, schema) in [
+        ("recorders", RECORDERS_SCHEMA),
+        ("run_log", LOG_SCHEMA),
+        ("run_clusters", CLUSTERS_SCHEMA),
+    ] {
         let exists = conn
             .query_row(
                 "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",

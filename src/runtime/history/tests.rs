@@ -38,6 +38,7 @@ fn record(
             line: Some(3),
         }),
         fired: Vec::new(),
+        worker: None,
     }
 }
 
@@ -56,7 +57,7 @@ fn summary(run: &RunId, status: RunStatus, started_at_ms: f64, invocations: u64)
 /// Records one run through a writer and waits until it is committed.
 fn write_run(path: &Path, run: &RunId, started_at_ms: f64, records: &[InvocationRecord]) {
     let writer = HistoryWriter::start(path).unwrap();
-    writer.run_started(run, "test project", started_at_ms);
+    writer.run_started(run, "test project", started_at_ms, &Executor::Local);
     // In several messages, as the engine sends them.
     for chunk in records.chunks(7) {
         writer.invocations(chunk);
@@ -210,7 +211,7 @@ fn reading_a_history_changes_nothing() {
     let (_dir, path) = temp_db();
     let run = RunId("run-1".into());
     let writer = HistoryWriter::start(&path).unwrap();
-    writer.run_started(&run, "p", 1.0);
+    writer.run_started(&run, "p", 1.0, &Executor::Local);
     writer.invocations(&sample(&run));
     writer.run_finished(&summary(&run, RunStatus::Failed, 1.0, 10));
     // Closed: its WAL is merged into the file, whose bytes then stay as they are.
@@ -285,7 +286,7 @@ fn the_history_and_its_folder_are_owner_only() {
     let (_dir, path) = temp_db();
     let writer = HistoryWriter::start_opening(&path).unwrap();
     let run = RunId("run-1".into());
-    writer.run_started(&run, "p", 1.0);
+    writer.run_started(&run, "p", 1.0, &Executor::Local);
     writer.invocations(&sample(&run));
     writer
         .run_finished_flushed(&summary(&run, RunStatus::Failed, 1.0, 10))
@@ -314,7 +315,7 @@ fn a_run_started_flushed_is_in_the_history_at_once() {
     let writer = HistoryWriter::start_opening(&path).unwrap();
     let run = RunId("run-1".into());
     writer
-        .run_started_flushed(&run, "p", 1.0)
+        .run_started_flushed(&run, "p", 1.0, &Executor::Local)
         .blocking_recv()
         .unwrap();
     let runs = History::open_read_only(&path).unwrap().runs().unwrap();
@@ -640,12 +641,12 @@ fn a_writer_that_outlives_a_deletion_does_not_point_at_deleted_payloads() {
         r.input = json!({"item": 1, "padding": "p".repeat(2000)});
         r
     };
-    writer.run_started(&a, "p", 1.0);
+    writer.run_started(&a, "p", 1.0, &Executor::Local);
     writer.invocations(&[big(&a)]);
     flush(&a);
     History::open(&path).unwrap().delete_run(&a).unwrap();
     // The same values again, through the same writer: its memo of payload ids must not be trusted.
-    writer.run_started(&b, "p", 2.0);
+    writer.run_started(&b, "p", 2.0, &Executor::Local);
     writer.invocations(&[big(&b)]);
     flush(&b);
     let history = History::open(&path).unwrap();
@@ -658,7 +659,7 @@ fn a_run_deleted_while_recording_does_not_come_back() {
     let (_dir, path) = temp_db();
     let run = RunId("live".into());
     let writer = HistoryWriter::start(&path).unwrap();
-    writer.run_started(&run, "p", 1.0);
+    writer.run_started(&run, "p", 1.0, &Executor::Local);
     writer.invocations(&[record(&run, 1, "B", &[], InvocationStatus::Succeeded)]);
     let history = History::open(&path).unwrap();
     // Let the writer commit what it has, then delete the run under it.
@@ -704,7 +705,7 @@ fn a_record_sent_twice_is_stored_and_counted_once() {
     let (_dir, path) = temp_db();
     let run = RunId("twice".into());
     let writer = HistoryWriter::start(&path).unwrap();
-    writer.run_started(&run, "p", 1.0);
+    writer.run_started(&run, "p", 1.0, &Executor::Local);
     let first = record(&run, 1, "B", &[], InvocationStatus::Succeeded);
     let mut again = first.clone();
     again.status = InvocationStatus::Exception;
@@ -742,7 +743,7 @@ fn a_run_is_read_while_it_is_being_written() {
     let (_dir, path) = temp_db();
     let run = RunId("growing".into());
     let writer = HistoryWriter::start(&path).unwrap();
-    writer.run_started(&run, "p", 1.0);
+    writer.run_started(&run, "p", 1.0, &Executor::Local);
     let records = sample(&run);
     let flush = || {
         // A finished message of another run: waits for everything sent before, leaves this run running.
@@ -794,7 +795,7 @@ fn invocations_are_found_in_chunks_whose_ids_overlap() {
     // 1 and 6 finish first, 2..=5 later: two chunks, [1, 6] and [2, 5].
     records.swap(1, 5);
     let writer = HistoryWriter::start(&path).unwrap();
-    writer.run_started(&run, "p", 1.0);
+    writer.run_started(&run, "p", 1.0, &Executor::Local);
     for batch in [&records[..2], &records[2..]] {
         writer.invocations(batch);
         writer
@@ -929,7 +930,7 @@ fn a_new_database_made_while_the_run_starts_records_it_whole() {
     let run = RunId("new".into());
     let writer = HistoryWriter::start_opening(&path).unwrap();
     // Sent at once, before the writer's thread has made the tables: they wait in the channel.
-    writer.run_started(&run, "test project", 1000.0);
+    writer.run_started(&run, "test project", 1000.0, &Executor::Local);
     let records: Vec<_> = (1..=20)
         .map(|id| record(&run, id, "Work", &[id as u32], InvocationStatus::Succeeded))
         .collect();
@@ -958,8 +959,8 @@ fn a_run_whose_recorder_is_gone_reads_as_interrupted_and_retention_may_drop_it()
     let (_dir, path) = temp_db();
     let writer = HistoryWriter::start(&path).unwrap();
     let (live, dead) = (RunId("live".into()), RunId("dead".into()));
-    writer.run_started(&live, "p", 1.0);
-    writer.run_started(&dead, "p", 2.0);
+    writer.run_started(&live, "p", 1.0, &Executor::Local);
+    writer.run_started(&dead, "p", 2.0, &Executor::Local);
     writer
         .run_finished_flushed(&summary(
             &RunId("done".into()),
@@ -1020,7 +1021,7 @@ fn a_runs_log_is_kept_in_order_and_deleted_with_the_run() {
     let (_dir, path) = temp_db();
     let run = RunId("logged".into());
     let writer = HistoryWriter::start(&path).unwrap();
-    writer.run_started(&run, "test project", 1000.0);
+    writer.run_started(&run, "test project", 1000.0, &Executor::Local);
     writer.log(&run, vec![(0, "Collecting six".to_owned())]);
     writer.log(&run, Vec::new());
     writer.log(
@@ -1044,4 +1045,48 @@ fn a_runs_log_is_kept_in_order_and_deleted_with_the_run() {
     assert!(history.log(&RunId("other".into())).unwrap().is_empty());
     history.delete_run(&run).unwrap();
     assert_eq!(count(&history, "run_log"), 0);
+}
+
+/// Where a run executed is kept with it and deleted with it; a history made before Braid kept it (no
+/// `run_clusters` table) still reads, read-only, its runs as run on this machine.
+#[test]
+fn a_runs_cluster_is_kept_and_a_history_without_clusters_still_reads() {
+    let (_dir, path) = temp_db();
+    let dask = Executor::Dask {
+        scheduler: "tcp://10.0.0.5:8786".to_owned(),
+    };
+    let (here, there) = (RunId("here".into()), RunId("there".into()));
+    let writer = HistoryWriter::start(&path).unwrap();
+    writer.run_started(&here, "p", 1.0, &Executor::Local);
+    writer.run_started(&there, "p", 2.0, &dask);
+    writer.run_finished(&summary(&here, RunStatus::Succeeded, 1.0, 0));
+    writer
+        .run_finished_flushed(&summary(&there, RunStatus::Succeeded, 2.0, 0))
+        .blocking_recv()
+        .unwrap();
+    let history = History::open(&path).unwrap();
+    let executors = |history: &History| -> Vec<(String, Executor)> {
+        let runs = history.runs().unwrap();
+        runs.into_iter()
+            .map(|r| (r.run_id.0.to_string(), r.executor))
+            .collect()
+    };
+    assert_eq!(
+        executors(&history),
+        [
+            ("there".to_owned(), dask.clone()),
+            ("here".to_owned(), Executor::Local)
+        ]
+    );
+    assert_eq!(history.run(&there).unwrap().unwrap().executor, dask);
+    history.delete_run(&there).unwrap();
+    assert_eq!(count(&history, "run_clusters"), 0);
+
+    history
+        .conn
+        .execute_batch("DROP TABLE run_clusters")
+        .unwrap();
+    drop(history);
+    let old = History::open_read_only(&path).unwrap();
+    assert_eq!(executors(&old), [("here".to_owned(), Executor::Local)]);
 }

@@ -15,7 +15,7 @@ use super::chunk::{self, Segment};
 use super::payload;
 use super::schema::{database_error, open};
 use super::{HistoryError, RunId};
-use crate::run::{BlockCounts, InvocationId, InvocationRecord, RunSummary};
+use crate::run::{BlockCounts, Executor, InvocationId, InvocationRecord, RunSummary};
 
 /// Messages waiting for the writer. Each holds a whole batch of records, so this is far more than the
 /// engine produces while the writer commits one transaction; when it is full, the engine waits
@@ -35,6 +35,7 @@ enum Message {
         started_at_ms: f64,
         /// Answered once the run's row is committed (see [`HistoryWriter::run_started_flushed`]).
         done: Option<oneshot::Sender<()>>,
+        cluster: Option<String>,
     },
     Records(Box<Segment>),
     /// Lines of the run's log: (0 for pip, else the worker counted from 1; the text).
@@ -158,12 +159,19 @@ impl HistoryWriter {
         }
     }
 
-    pub fn run_started(&self, run: &RunId, project_name: &str, started_at_ms: f64) {
+    pub fn run_started(
+        &self,
+        run: &RunId,
+        project_name: &str,
+        started_at_ms: f64,
+        executor: &Executor,
+    ) {
         self.send(Message::Started {
             run: run.clone(),
             project_name: project_name.to_owned(),
             started_at_ms,
             done: None,
+            cluster: executor.cluster().map(str::to_owned),
         });
     }
 
@@ -176,6 +184,7 @@ impl HistoryWriter {
         run: &RunId,
         project_name: &str,
         started_at_ms: f64,
+        executor: &Executor,
     ) -> oneshot::Receiver<()> {
         let (done, receiver) = oneshot::channel();
         self.send(Message::Started {
@@ -183,6 +192,7 @@ impl HistoryWriter {
             project_name: project_name.to_owned(),
             started_at_ms,
             done: Some(done),
+            cluster: executor.cluster().map(str::to_owned),
         });
         receiver
     }
@@ -481,6 +491,7 @@ impl Memos {
                     run,
                     project_name,
                     started_at_ms,
+                    cluster,
                     ..
                 } => {
                     let new = tx.execute(
@@ -494,6 +505,12 @@ impl Memos {
                         })?;
                     if new {
                         self.recorded.insert(seq, Vec::new());
+                        if let Some(scheduler) = cluster {
+                            tx.execute(
+                                "INSERT OR REPLACE INTO run_clusters (run, scheduler) VALUES (?1, ?2)",
+                                params![seq, scheduler],
+                            )?;
+                        }
                         if let Some(owner) = &self.owner {
                             tx.execute(
                                 "INSERT OR REPLACE INTO recorders (run, owner) VALUES (?1, ?2)",

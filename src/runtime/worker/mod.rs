@@ -4,7 +4,7 @@
 
 mod native;
 pub mod pool;
-mod protocol;
+pub(crate) mod protocol;
 
 use std::path::PathBuf;
 
@@ -14,7 +14,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyModule, PyTuple};
 /// The `braid_worker` package's modules, in the order they are run (each after those it imports): its
 /// loop, in Python, reads requests, captures output, raises interrupts and runs every invocation that
 /// is not plain (see `native.rs`).
-const PACKAGE: [(&str, &str); 6] = [
+pub(crate) const PACKAGE: [(&str, &str); 6] = [
     (
         "constants",
         include_str!("python/braid_worker/constants.py"),

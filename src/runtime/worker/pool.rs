@@ -115,7 +115,7 @@ impl Invoker for ProcessPool {
 
 /// A result row as the invoker reports it. `start_wall_us`: the worker's start (its rows' times count
 /// from it); `attempt`: the task's, which the worker does not echo.
-fn task_result(row: ResultRow, start_wall_us: u64, attempt: u32) -> TaskResult {
+pub(crate) fn task_result(row: ResultRow, start_wall_us: u64, attempt: u32) -> TaskResult {
     let outcome = match (row.status, row.error) {
         (Status::Returned, _) => Outcome::Returned {
             output: row.value,
@@ -143,6 +143,7 @@ fn task_result(row: ResultRow, start_wall_us: u64, attempt: u32) -> TaskResult {
         stdout: row.stdout,
         stderr: row.stderr,
         outcome,
+        worker: None,
     }
 }
 
@@ -1003,7 +1004,7 @@ fn signal_name(signal: i32) -> &'static str {
     }
 }
 
-fn failed_result(task: &Task, outcome: Outcome) -> TaskResult {
+pub(crate) fn failed_result(task: &Task, outcome: Outcome) -> TaskResult {
     TaskResult {
         key: task.key,
         attempt: task.attempt,
@@ -1012,10 +1013,11 @@ fn failed_result(task: &Task, outcome: Outcome) -> TaskResult {
         stdout: String::new(),
         stderr: String::new(),
         outcome,
+        worker: None,
     }
 }
 
-fn crashed(task: &Task, message: &str) -> TaskResult {
+pub(crate) fn crashed(task: &Task, message: &str) -> TaskResult {
     failed_result(
         task,
         Outcome::Crashed {
@@ -1030,7 +1032,7 @@ fn crashed(task: &Task, message: &str) -> TaskResult {
 }
 
 /// A timed-out invocation that Python could not stop: Braid killed its worker.
-fn timed_out_hard(task: &Task, how: &str) -> TaskResult {
+pub(crate) fn timed_out_hard(task: &Task, how: &str) -> TaskResult {
     failed_result(
         task,
         Outcome::TimedOut {
@@ -1044,7 +1046,7 @@ fn timed_out_hard(task: &Task, how: &str) -> TaskResult {
     )
 }
 
-fn cancelled(task: &Task) -> TaskResult {
+pub(crate) fn cancelled(task: &Task) -> TaskResult {
     failed_result(task, Outcome::Cancelled)
 }
 

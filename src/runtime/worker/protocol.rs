@@ -927,6 +927,7 @@ mod tests {
             site_packages: None,
             cwd: None,
             compile_only: true,
+            requirements: vec!["numpy".to_owned()],
         };
         assert_eq!(
             serde_json::from_slice::<Value>(&Request::Load(&program).encode()).unwrap(),

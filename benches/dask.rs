@@ -1,0 +1,303 @@
+//! `cargo bench --bench dask`: Braid on a loopback Dask cluster (a scheduler and two single-threaded
+//! workers with their nannies, started here from the Python Braid runs blocks with), against Dask's own
+//! tools on the same cluster in the same run.
+//!
+//! 1. A 100,000-item trivial fan-out/fan-in, every invocation recorded, against the same work as a Dask
+//!    bag written by someone who knows Dask (`db.from_sequence(range(100000), npartitions=10).map(f)`)
+//!    and with the bag's default partitions.
+//! 2. A CPU-bound fan-out (4 × a 3,000,000-step loop) on two workers against one (a cluster of one).
+//! 3. An I/O-bound fan-out (1,000 × `time.sleep(0.1)`) at limit 100 (ideal: 1.0 s; target: 1.5 s).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use braid::model::Project;
+use braid::run::{Executor, RunId, RunStatus};
+use braid::runtime::{RunRequest, RuntimeEvent, RuntimeHandle, RuntimeRequest};
+use serde_json::Value;
+
+mod common;
+
+/// Samples per measure; `BRAID_BENCH_REPEATS` raises it.
+fn repeats() -> usize {
+    std::env::var("BRAID_BENCH_REPEATS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
+/// A loopback cluster, stopped (SIGTERM, then SIGKILL) when dropped.
+struct Cluster {
+    address: String,
+    processes: Vec<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start(workers: usize) -> Self {
+        let python = braid::runtime::environment::python_executable();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("scheduler.json");
+        let scheduler = Command::new(&python)
+            .args([
+                "-m",
+                "distributed.cli.dask_scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+            ])
+            .args(["--dashboard-address", "127.0.0.1:0", "--scheduler-file"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dask scheduler starts (pip install 'dask[distributed]')");
+        let mut cluster = Self {
+            address: String::new(),
+            processes: vec![scheduler],
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        cluster.address = loop {
+            if let Some(address) = std::fs::read(&file)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .and_then(|v| v["address"].as_str().map(str::to_owned))
+            {
+                break address;
+            }
+            assert!(Instant::now() < deadline, "the scheduler did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        for _ in 0..workers {
+            let worker = Command::new(&python)
+                .args(["-m", "distributed.cli.dask_worker", &cluster.address])
+                .args(["--nthreads", "1", "--host", "127.0.0.1"])
+                .args(["--dashboard-address", "127.0.0.1:0"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("dask worker starts");
+            cluster.processes.push(worker);
+        }
+        let waited = Command::new(&python)
+            .args([
+                "-c",
+                "import sys\nfrom distributed import Client\nwith Client(sys.argv[1]) as c:\n    c.wait_for_workers(int(sys.argv[2]), timeout=60)\n",
+                &cluster.address,
+                &workers.to_string(),
+            ])
+            .status()
+            .expect("python runs");
+        assert!(waited.success(), "the workers did not join");
+        cluster
+    }
+
+    fn executor(&self) -> Executor {
+        Executor::Dask {
+            scheduler: self.address.clone(),
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for process in self.processes.iter().rev() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &process.id().to_string()])
+                .status();
+        }
+        for process in &mut self.processes {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while process.try_wait().ok().flatten().is_none() {
+                if Instant::now() > deadline {
+                    let _ = process.kill();
+                    let _ = process.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// Runs to the end on the cluster, recording into `history` when given; the wall time and records.
+fn run(
+    runtime: &mut RuntimeHandle,
+    project: &Project,
+    limit: u32,
+    executor: &Executor,
+    history: Option<&Path>,
+) -> (Duration, usize) {
+    let run_id = RunId::new_random();
+    let start = Instant::now();
+    runtime.send(RuntimeRequest::Run(Box::new(RunRequest {
+        concurrency: Some(limit),
+        history: history.map(Path::to_path_buf),
+        executor: executor.clone(),
+        ..RunRequest::new(run_id.clone(), project.clone())
+    })));
+    let mut records = 0;
+    loop {
+        match runtime.recv_blocking().expect("runtime alive") {
+            RuntimeEvent::Invocations { records: batch, .. } => records += batch.len(),
+            RuntimeEvent::RunFinished(summary) if summary.run_id == run_id => {
+                assert_eq!(
+                    summary.status,
+                    RunStatus::Succeeded,
+                    "{:?}",
+                    summary.failures
+                );
+                return (start.elapsed(), records);
+            }
+            RuntimeEvent::RunRefused {
+                run_id: refused,
+                message,
+                ..
+            } if refused == run_id => panic!("refused: {message}"),
+            _ => {}
+        }
+    }
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// The same 100,000 trivial invocations as a Dask bag on the cluster, from a client already connected
+/// (as a Dask user's session would be): the seconds `compute()` took, per sample.
+fn dask_bag(address: &str, partitions: Option<usize>, n: usize, repeats: usize) -> Vec<Duration> {
+    let python = braid::runtime::environment::python_executable();
+    let partitions = partitions.map_or_else(|| "None".to_owned(), |p| p.to_string());
+    let script = format!(
+        "import sys, time\nimport dask.bag as db\nfrom distributed import Client\n\
+         client = Client(sys.argv[1])\n\
+         def f(x):\n    return x * 2\n\
+         for _ in range({repeats}):\n    \
+             start = time.perf_counter()\n    \
+             bag = db.from_sequence(range({n}), npartitions={partitions}) if {partitions} else db.from_sequence(range({n}))\n    \
+             out = bag.map(f).compute()\n    \
+             assert len(out) == {n}\n    \
+             print(time.perf_counter() - start, flush=True)\n\
+         client.close()\n"
+    );
+    let output = Command::new(&python)
+        .args(["-c", &script, address])
+        .stderr(Stdio::null())
+        .output()
+        .expect("python runs");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.trim().parse::<f64>().ok())
+        .map(Duration::from_secs_f64)
+        .collect()
+}
+
+const COUNT_ITEMS: &str = "def main(block_input, backpack):\n    return len(block_input)\n";
+
+fn main() {
+    let repeats = repeats();
+    let n = 100_000;
+    println!(
+        "Braid on a loopback Dask cluster (2 single-threaded workers), medians of {repeats}\n"
+    );
+    let cluster = Cluster::start(2);
+    let executor = cluster.executor();
+    let mut runtime = RuntimeHandle::start(common::config()).expect("runtime");
+    // The bridge connects and the workers' children start: not part of what is timed.
+    let warm = common::fan_project(
+        "def main(block_input, backpack):\n    return list(range(8))\n",
+        "def main(block_input, backpack):\n    return 1\n",
+        COUNT_ITEMS,
+    );
+    run(&mut runtime, &warm, 8, &executor, None);
+
+    let trivial = common::fan_project(
+        &format!("def main(block_input, backpack):\n    return list(range({n}))\n"),
+        "def main(block_input, backpack):\n    return block_input * 2\n",
+        COUNT_ITEMS,
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = dir.path().join("bench.history.sqlite");
+    let mut braid_times = Vec::new();
+    for _ in 0..repeats {
+        let (time, records) = run(&mut runtime, &trivial, 1000, &executor, Some(&database));
+        assert_eq!(records, n + 2);
+        braid_times.push(time);
+    }
+    let braid = median(braid_times);
+    let bag10 = median(dask_bag(&cluster.address, Some(10), n, repeats));
+    let bag_default = median(dask_bag(&cluster.address, None, n, repeats));
+    println!("1. {n}-item trivial fan-out/fan-in, every invocation recorded, limit 1,000");
+    println!("   braid --cluster:                         {}", ms(braid));
+    println!(
+        "   dask bag, npartitions=10:                {} (braid {:.2}x its time)",
+        ms(bag10),
+        braid.as_secs_f64() / bag10.as_secs_f64()
+    );
+    println!(
+        "   dask bag, default partitions:            {} (braid {:.2}x its time)\n",
+        ms(bag_default),
+        braid.as_secs_f64() / bag_default.as_secs_f64()
+    );
+
+    let cpu = common::fan_project(
+        "def main(block_input, backpack):\n    return [3_000_000] * 4\n",
+        "def main(block_input, backpack):\n    total = 0\n    for i in range(block_input):\n        total += i\n    return total\n",
+        COUNT_ITEMS,
+    );
+    let two = median(
+        (0..repeats)
+            .map(|_| run(&mut runtime, &cpu, 4, &executor, None).0)
+            .collect(),
+    );
+    drop(runtime);
+    drop(cluster);
+    let single = Cluster::start(1);
+    let mut runtime = RuntimeHandle::start(common::config()).expect("runtime");
+    run(&mut runtime, &warm, 8, &single.executor(), None);
+    let one = median(
+        (0..repeats)
+            .map(|_| run(&mut runtime, &cpu, 4, &single.executor(), None).0)
+            .collect(),
+    );
+    drop(runtime);
+    drop(single);
+    println!("2. CPU-bound fan-out, 4 x a 3,000,000-step loop (target: two workers at least 1.8x)");
+    println!("   two workers: {}; one worker: {}", ms(two), ms(one));
+    println!(
+        "   two workers are {:.2}x faster\n",
+        one.as_secs_f64() / two.as_secs_f64()
+    );
+
+    let cluster = Cluster::start(2);
+    let executor = cluster.executor();
+    let mut runtime = RuntimeHandle::start(common::config()).expect("runtime");
+    run(&mut runtime, &warm, 8, &executor, None);
+    let sleepy = common::fan_project(
+        "def main(block_input, backpack):\n    return list(range(1000))\n",
+        "import time\ndef main(block_input, backpack):\n    time.sleep(0.1)\n    return block_input\n",
+        COUNT_ITEMS,
+    );
+    let waited = median(
+        (0..repeats)
+            .map(|_| run(&mut runtime, &sleepy, 100, &executor, None).0)
+            .collect(),
+    );
+    println!(
+        "3. I/O-bound fan-out, 1,000 x time.sleep(0.1) at limit 100 (ideal 1,000 ms; target 1,500 ms)"
+    );
+    println!(
+        "   braid --cluster: {} ({:.2}x the ideal)",
+        ms(waited),
+        waited.as_secs_f64()
+    );
+    drop(runtime);
+}

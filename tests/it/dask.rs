@@ -1,0 +1,563 @@
+//! Runs on a real Dask cluster: the scheduler at `BRAID_TEST_DASK` (`scripts/test` starts one, with two
+//! single-threaded workers and their nannies, on 127.0.0.1). The same projects give the same results as
+//! on this machine; hostile blocks fail only their own items; a Dask worker killed mid-run costs only time.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use braid::model::TransitionKind::{FanIn, Then};
+use braid::run::{Executor, InvocationStatus, RunId, RunStatus};
+use braid::runtime::{RunRequest, RuntimeEvent, RuntimeHandle, RuntimeRequest};
+use serde_json::{Value, json};
+
+use super::support::{Builder, Outcome, follow, run_request_on, runtime_config};
+
+/// The test cluster's scheduler. Unset, the test fails saying how to get one.
+fn cluster() -> String {
+    std::env::var("BRAID_TEST_DASK").unwrap_or_else(|_| {
+        panic!(
+            "BRAID_TEST_DASK is not set: these tests need a Dask cluster. `scripts/test` starts one \
+             (dask[distributed] from scripts/requirements-test.txt) and sets it; or start \
+             `dask scheduler` and `dask worker` yourself and set BRAID_TEST_DASK=tcp://HOST:PORT"
+        )
+    })
+}
+
+fn on_cluster(address: &str) -> Executor {
+    Executor::Dask {
+        scheduler: address.to_owned(),
+    }
+}
+
+/// Runs `project` on the test cluster, on a runtime of its own.
+fn run_on_cluster(project: braid::model::Project, concurrency: Option<u32>) -> Outcome {
+    let mut runtime = RuntimeHandle::start(runtime_config()).expect("runtime starts");
+    let mut request = RunRequest::new(RunId::new_random(), project);
+    request.concurrency = concurrency;
+    request.executor = on_cluster(&cluster());
+    run_request_on(&mut runtime, request, |_, _, _| {})
+}
+
+fn braid_run_json(project: &std::path::Path, cluster: Option<&str>) -> (Value, i32) {
+    let mut command = Command::cargo_bin("braid").unwrap();
+    command.args(["run", "--json", "--no-history"]).arg(project);
+    if let Some(address) = cluster {
+        command.args(["--cluster", address]);
+    }
+    let output = command.timeout(Duration::from_mins(2)).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let value: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "{}: braid run printed no JSON ({e}): {stdout}\nstderr: {}",
+            project.display(),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (value, output.status.code().unwrap_or(-1))
+}
+
+/// What a run's JSON says, less what differs from run to run (its id, how long it took).
+fn comparable(mut value: Value) -> Value {
+    if let Some(object) = value.as_object_mut() {
+        object.remove("run_id");
+        object.remove("duration_ms");
+    }
+    value
+}
+
+#[test]
+fn every_sample_project_and_refinery_export_gives_the_same_results_on_the_cluster() {
+    let address = cluster();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut projects: Vec<std::path::PathBuf> =
+        ["sample-projects", "tests/fixtures/refinery-examples"]
+            .iter()
+            .flat_map(|dir| std::fs::read_dir(root.join(dir)).unwrap())
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|e| e == "json"))
+            .collect();
+    projects.sort();
+    assert!(projects.len() >= 8, "{projects:?}");
+    let mut compared = 0;
+    for project in &projects {
+        let (here, here_code) = braid_run_json(project, None);
+        if here["status"] != "succeeded" && here["invocations"] == 0 {
+            // Does not run here either (a Refinery export of blocks Braid does not run): nothing to
+            // compare.
+            continue;
+        }
+        let (there, there_code) = braid_run_json(project, Some(&address));
+        assert_eq!(
+            comparable(there),
+            comparable(here),
+            "{}: the cluster's run differs from this machine's",
+            project.display()
+        );
+        assert_eq!(there_code, here_code, "{}", project.display());
+        compared += 1;
+    }
+    assert!(compared >= 8, "only {compared} projects ran");
+}
+
+#[test]
+fn every_invocation_is_recorded_with_the_dask_worker_that_ran_it() {
+    let project = Builder::fan_out(
+        20,
+        "Work",
+        "def main(block_input, backpack):\n    print('item', block_input)\n    return block_input * 3\n",
+    )
+    .block("Sum", "def main(block_input, backpack):\n    return sum(block_input)\n")
+    .link("Work", "Sum", FanIn)
+    .build();
+    let out = run_on_cluster(project, Some(8));
+    assert_eq!(out.refused, None);
+    assert_eq!(
+        out.summary.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        out.summary.failures
+    );
+    assert_eq!(out.results_of("Sum"), [&json!(570)]);
+    assert_eq!(out.records.len(), 22);
+    for record in &out.records {
+        let worker = record.worker.as_deref().unwrap_or_default();
+        assert!(
+            worker.starts_with("tcp://127.0.0.1:"),
+            "{} ran on {worker:?}",
+            record.block_name
+        );
+        assert!(record.started_at_ms.is_some() && record.ended_at_ms.is_some());
+    }
+    let work = out.records_of("Work");
+    let printed: Vec<&str> = work.iter().map(|r| r.stdout.as_str()).collect();
+    assert!(printed.contains(&"item 7\n"), "{printed:?}");
+}
+
+/// Item 4 does the damage; the others succeed (those that shared its Python ran again).
+fn assert_only_item_4_failed(out: &Outcome, status: InvocationStatus, message: &str) {
+    assert_eq!(out.refused, None);
+    let work = out.records_of("Work");
+    assert_eq!(work.len(), 6, "{work:?}");
+    for record in &work {
+        if record.item_path[..] == [4] {
+            assert_eq!(record.status, status, "{record:?}");
+            let error = record.error.as_ref().unwrap();
+            assert!(
+                error.summary().contains(message),
+                "{message:?} not in {:?}",
+                error.summary()
+            );
+        } else {
+            assert_eq!(record.status, InvocationStatus::Succeeded, "{record:?}");
+            assert_eq!(record.output, Some(json!(record.item_path[0])));
+        }
+    }
+}
+
+/// Six items in two batches (the cluster's two threads); item 4 does its damage at 0.1 s, while the
+/// others in its batch still run (until 0.5 s).
+fn hostile(code_for_item_4: &str) -> braid::model::Project {
+    Builder::fan_out(
+        6,
+        "Work",
+        &format!(
+            "import os, sys, time, ctypes\ndef main(block_input, backpack):\n    if block_input == 4:\n        time.sleep(0.1)\n        {code_for_item_4}\n    time.sleep(0.5)\n    return block_input\n"
+        ),
+    )
+    .timeout("Work", 2)
+    .build()
+}
+
+#[test]
+fn sys_exit_on_the_cluster_fails_only_its_own_item() {
+    let out = run_on_cluster(hostile("sys.exit(3)"), Some(6));
+    assert_only_item_4_failed(&out, InvocationStatus::Exception, "SystemExit");
+}
+
+#[test]
+fn os_exit_on_the_cluster_fails_only_its_own_item_and_its_neighbours_run_again() {
+    let out = run_on_cluster(hostile("os._exit(5)"), Some(6));
+    assert_only_item_4_failed(&out, InvocationStatus::Exception, "os._exit(5)");
+    let again = out
+        .records_of("Work")
+        .iter()
+        .filter(|r| r.attempt == 2)
+        .count();
+    assert!(again >= 1, "the items that shared its Python ran again");
+}
+
+#[test]
+fn a_segfault_on_the_cluster_fails_only_its_own_item() {
+    let out = run_on_cluster(hostile("ctypes.string_at(0)"), Some(6));
+    assert_only_item_4_failed(&out, InvocationStatus::Exception, "SIGSEGV");
+}
+
+#[test]
+fn a_spinning_block_on_the_cluster_times_out_and_frees_its_dask_worker() {
+    let project = Builder::fan_out(
+        2,
+        "Work",
+        "def main(block_input, backpack):\n    while True:\n        pass\n",
+    )
+    .timeout("Work", 2)
+    .build();
+    let out = run_on_cluster(project, Some(2));
+    let work = out.records_of("Work");
+    assert_eq!(work.len(), 2);
+    for record in &work {
+        assert_eq!(record.status, InvocationStatus::TimedOut, "{record:?}");
+        let ran = record.duration_ms().unwrap();
+        assert!(ran < 3000.0, "ended {ran} ms after it started");
+    }
+    // The workers' threads are free again: a quick run does not wait behind the spinning ones.
+    let quick = Builder::fan_out(
+        4,
+        "Work",
+        "def main(block_input, backpack):\n    return 1\n",
+    )
+    .build();
+    let started = Instant::now();
+    let out = run_on_cluster(quick, Some(4));
+    assert_eq!(out.summary.status, RunStatus::Succeeded);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_variables_value_on_the_cluster_reaches_only_its_own_block() {
+    let mut project = Builder::new()
+        .block(
+            "Own",
+            "import os\ndef main(block_input, backpack):\n    return os.environ.get('BRAID_SECRET')\n",
+        )
+        .block(
+            "Other",
+            "import os\ndef main(block_input, backpack):\n    return [block_input, os.environ.get('BRAID_SECRET')]\n",
+        )
+        .link("Own", "Other", Then)
+        .build();
+    project.blocks[0]
+        .code_mut()
+        .unwrap()
+        .env_vars
+        .push("BRAID_SECRET".to_owned());
+    let mut runtime = RuntimeHandle::start(runtime_config()).expect("runtime starts");
+    let mut request = RunRequest::new(RunId::new_random(), project);
+    request.env = BTreeMap::from([("BRAID_SECRET".to_owned(), "s3cret".to_owned())]);
+    request.executor = on_cluster(&cluster());
+    let out = run_request_on(&mut runtime, request, |_, _, _| {});
+    assert_eq!(out.results_of("Other"), [&json!(["s3cret", null])]);
+}
+
+#[test]
+fn a_library_the_cluster_lacks_refuses_the_run_saying_what_to_install_where() {
+    let mut project = Builder::new()
+        .block("Use", "def main(block_input, backpack):\n    return 1\n")
+        .build();
+    project.blocks[0]
+        .code_mut()
+        .unwrap()
+        .libraries
+        .push("braid-no-such-package==1.0".to_owned());
+    let out = run_on_cluster(project, None);
+    let message = out.refused.expect("refused");
+    assert!(
+        message.contains("does not have the project's libraries braid-no-such-package==1.0")
+            && message.contains("-m pip install 'braid-no-such-package==1.0'"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_library_the_cluster_has_reaches_its_blocks() {
+    // toolz comes with dask: every Dask worker has it.
+    let mut project = Builder::new()
+        .block(
+            "Use",
+            "import toolz\ndef main(block_input, backpack):\n    return toolz.first([7, 8])\n",
+        )
+        .build();
+    project.blocks[0]
+        .code_mut()
+        .unwrap()
+        .libraries
+        .push("toolz".to_owned());
+    let out = run_on_cluster(project, None);
+    assert_eq!(out.refused, None);
+    assert_eq!(out.results_of("Use"), [&json!(7)]);
+}
+
+#[test]
+fn a_scheduler_that_cannot_be_reached_refuses_the_run_naming_it() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Nothing listens there now.
+    let address = format!("tcp://127.0.0.1:{port}");
+    let mut runtime = RuntimeHandle::start(runtime_config()).expect("runtime starts");
+    let mut request = RunRequest::new(
+        RunId::new_random(),
+        Builder::new()
+            .block("A", "def main(block_input, backpack):\n    return 1\n")
+            .build(),
+    );
+    request.executor = on_cluster(&address);
+    let out = run_request_on(&mut runtime, request, |_, _, _| {});
+    let message = out.refused.expect("refused");
+    assert!(
+        message.contains(&format!("can't reach the Dask scheduler at {address}")),
+        "{message}"
+    );
+}
+
+#[test]
+fn cancelling_a_run_on_the_cluster_stops_its_invocations_there() {
+    let project = Builder::fan_out(
+        4,
+        "Work",
+        "import time\ndef main(block_input, backpack):\n    for _ in range(600):\n        time.sleep(0.05)\n    return 1\n",
+    )
+    .timeout("Work", 300)
+    .build();
+    let mut runtime = RuntimeHandle::start(runtime_config()).expect("runtime starts");
+    let mut request = RunRequest::new(RunId::new_random(), project);
+    request.executor = on_cluster(&cluster());
+    let run_id = request.run_id.clone();
+    runtime.send(RuntimeRequest::Run(Box::new(request)));
+    let mut asked = None;
+    let out = follow(&mut runtime, &run_id, |runtime, run_id, event| {
+        // Once the fan-out's items are running (the generator has been recorded), stop the run.
+        if asked.is_none()
+            && let Some(RuntimeEvent::Invocations { records, .. }) = event
+            && records.iter().any(|r| &*r.block_name == "Gen")
+        {
+            std::thread::sleep(Duration::from_millis(500));
+            runtime.send(RuntimeRequest::Cancel(run_id.clone()));
+            asked = Some(Instant::now());
+        }
+    });
+    assert_eq!(out.summary.status, RunStatus::Cancelled);
+    // The cluster's threads were freed: the 30-second invocations were stopped, not left running.
+    let started = Instant::now();
+    let quick = Builder::fan_out(
+        4,
+        "Work",
+        "def main(block_input, backpack):\n    return 1\n",
+    )
+    .build();
+    let out = run_on_cluster(quick, Some(4));
+    assert_eq!(out.summary.status, RunStatus::Succeeded);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the next run waited {:?} for the cancelled invocations",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_dask_worker_killed_mid_run_costs_only_time() {
+    // The Dask workers' process ids: each block runs in a child of a Dask worker.
+    let pids = Builder::fan_out(
+        8,
+        "Work",
+        "import os, time\ndef main(block_input, backpack):\n    time.sleep(0.3)\n    return os.getppid()\n",
+    )
+    .build();
+    let out = run_on_cluster(pids, Some(8));
+    let mut dask_workers: Vec<i32> = out
+        .records_of("Work")
+        .iter()
+        .map(|r| r.output.as_ref().unwrap().as_i64().unwrap() as i32)
+        .collect();
+    dask_workers.sort_unstable();
+    dask_workers.dedup();
+    let victim = dask_workers[0];
+
+    let project = Builder::fan_out(
+        40,
+        "Work",
+        "import time\ndef main(block_input, backpack):\n    time.sleep(0.25)\n    return block_input * 2\n",
+    )
+    .block("Sum", "def main(block_input, backpack):\n    return sum(block_input)\n")
+    .link("Work", "Sum", FanIn)
+    .build();
+    let mut runtime = RuntimeHandle::start(runtime_config()).expect("runtime starts");
+    let mut request = RunRequest::new(RunId::new_random(), project);
+    request.concurrency = Some(8);
+    request.executor = on_cluster(&cluster());
+    let run_id = request.run_id.clone();
+    runtime.send(RuntimeRequest::Run(Box::new(request)));
+    let mut done = 0;
+    let mut killed = false;
+    let out = follow(&mut runtime, &run_id, |_, _, event| {
+        if let Some(RuntimeEvent::Invocations { records, .. }) = event {
+            done += records.len();
+            if !killed && done >= 9 {
+                // Mid-run: the Gen and at least a batch of Work have finished.
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &victim.to_string()])
+                    .status();
+                killed = true;
+            }
+        }
+    });
+    assert!(killed, "the run ended before a Dask worker could be killed");
+    assert_eq!(
+        out.summary.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        out.summary.failures
+    );
+    assert_eq!(
+        out.results_of("Sum"),
+        [&json!((0..40).map(|i| i * 2).sum::<i64>())]
+    );
+    assert_eq!(out.records_of("Work").len(), 40);
+    assert!(
+        super::workers::ended(victim.cast_unsigned()),
+        "the Dask worker was killed"
+    );
+}
+
+/// A cluster of its own (a scheduler and one worker), for a test that stops its scheduler; stopped by
+/// PID when dropped.
+struct OwnCluster {
+    address: String,
+    processes: Vec<std::process::Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl OwnCluster {
+    fn start() -> Self {
+        let python = braid::runtime::environment::python_executable();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("scheduler.json");
+        let quiet = || std::process::Stdio::null();
+        let scheduler = std::process::Command::new(&python)
+            .args([
+                "-m",
+                "distributed.cli.dask_scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+            ])
+            .args(["--dashboard-address", "127.0.0.1:0", "--scheduler-file"])
+            .arg(&file)
+            .stdout(quiet())
+            .stderr(quiet())
+            .spawn()
+            .unwrap();
+        let mut cluster = Self {
+            address: String::new(),
+            processes: vec![scheduler],
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        cluster.address = loop {
+            if let Some(address) = std::fs::read(&file)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .and_then(|v| v["address"].as_str().map(str::to_owned))
+            {
+                break address;
+            }
+            assert!(Instant::now() < deadline, "the scheduler did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let worker = std::process::Command::new(&python)
+            .args([
+                "-m",
+                "distributed.cli.dask_worker",
+                &cluster.address,
+                "--nthreads",
+                "2",
+            ])
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--dashboard-address",
+                "127.0.0.1:0",
+                "--no-nanny",
+            ])
+            .stdout(quiet())
+            .stderr(quiet())
+            .spawn()
+            .unwrap();
+        cluster.processes.push(worker);
+        cluster
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        for process in &mut self.processes {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+}
+
+#[test]
+fn a_scheduler_lost_mid_run_fails_the_run_naming_it_and_the_history_keeps_what_finished() {
+    let mut cluster = OwnCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("p.history.sqlite");
+    let project = Builder::fan_out(
+        40,
+        "Work",
+        "import time\ndef main(block_input, backpack):\n    time.sleep(0.2)\n    return block_input\n",
+    )
+    .build();
+    let mut runtime = RuntimeHandle::start(runtime_config()).expect("runtime starts");
+    let mut request = RunRequest::new(RunId::new_random(), project);
+    request.concurrency = Some(2);
+    request.history = Some(database.clone());
+    request.executor = on_cluster(&cluster.address);
+    let run_id = request.run_id.clone();
+    runtime.send(RuntimeRequest::Run(Box::new(request)));
+    let mut seen = 0;
+    let mut stopped = None;
+    let out = follow(&mut runtime, &run_id, |_, _, event| {
+        if let Some(RuntimeEvent::Invocations { records, .. }) = event {
+            seen += records.len();
+            if stopped.is_none() && seen >= 5 {
+                let _ = cluster.processes[0].kill();
+                stopped = Some(Instant::now());
+            }
+        }
+    });
+    let stopped = stopped.expect("the run got under way");
+    assert_eq!(out.summary.status, RunStatus::Failed);
+    assert!(
+        stopped.elapsed() < Duration::from_secs(30),
+        "the run ended {:?} after its scheduler stopped",
+        stopped.elapsed()
+    );
+    let failure = out.summary.failures.first().expect("a failure");
+    assert!(
+        failure
+            .error
+            .contains(&format!("the Dask scheduler at {}", cluster.address)),
+        "{failure:?}"
+    );
+    let history = braid::runtime::history::History::open(&database).unwrap();
+    let rows = history
+        .invocation_rows(&run_id, &braid::run::InvocationFilter::default())
+        .unwrap();
+    let succeeded = rows
+        .iter()
+        .filter(|r| r.status == InvocationStatus::Succeeded)
+        .count();
+    assert!(
+        succeeded >= 5,
+        "the history kept {succeeded} finished invocations"
+    );
+    assert_eq!(rows.len(), out.records.len());
+}
