@@ -11,7 +11,9 @@ use super::command::RunOptions;
 use super::{App, NoticeLevel};
 use crate::model::BlockId;
 use crate::model::local_settings::{self, LocalSettings};
-use crate::run::{BlockCounts, CompileError, InvocationRow, ParentIds, RunId, RunSummary};
+use crate::run::{
+    BlockCounts, CompileError, Executor, InvocationRow, ParentIds, RunId, RunSummary,
+};
 use crate::runtime::history::History as RunHistory;
 use crate::runtime::{RunRequest, RuntimeEvent, RuntimeRequest};
 
@@ -49,6 +51,8 @@ pub struct RunState {
     pub preparing: Option<String>,
     /// What the run printed outside its invocations, in order: pip's output, worker output.
     pub log: Vec<LogLine>,
+    /// Where it runs (the status line says so for a cluster).
+    pub executor: Executor,
 }
 
 /// A line of the run's log.
@@ -70,8 +74,9 @@ pub enum LogSource {
 pub const LOG_LINES: usize = 10_000;
 
 impl RunState {
-    pub fn new(run_id: RunId, now_secs: f64) -> Self {
+    pub fn new(run_id: RunId, executor: Executor, now_secs: f64) -> Self {
         Self {
+            executor,
             run_id,
             phase: RunPhase::Starting,
             counts: BTreeMap::new(),
@@ -167,7 +172,7 @@ impl App {
             env,
             history: self.path.as_deref().map(RunHistory::path_for_project),
             working_dir: self.working_dir(),
-            executor,
+            executor: executor.clone(),
             ..RunRequest::new(run_id.clone(), self.project.clone())
         };
         if !self.request_run(request, now_secs) {
@@ -181,7 +186,7 @@ impl App {
             }
             self.session_logs.push_back((earlier.run_id, earlier.log));
         }
-        self.run = Some(RunState::new(run_id, now_secs));
+        self.run = Some(RunState::new(run_id, executor, now_secs));
         // Worth knowing before reading the run's failures; a block may well cope without the value.
         for warning in warnings {
             self.notify(NoticeLevel::Info, warning, now_secs);

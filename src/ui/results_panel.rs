@@ -236,6 +236,13 @@ fn status_line_ui(ui: &mut Ui, run: &RunState, tx: &CommandSender) {
         if totals.total() > 0 {
             counts_ui(ui, run, dark);
         }
+        if let Some(cluster) = run.executor.cluster() {
+            ui.label(
+                RichText::new(format!("on the Dask cluster at {cluster}"))
+                    .small()
+                    .weak(),
+            );
+        }
     });
 }
 

@@ -182,6 +182,13 @@ fn options_ui(ui: &mut Ui, app: &App, options: &mut RunOptions) {
                             .hint_text("tcp://HOST:PORT")
                             .desired_width(200.0),
                     );
+                    address.widget_info(|| {
+                        egui::WidgetInfo::labeled(
+                            egui::WidgetType::TextEdit,
+                            true,
+                            "Dask scheduler address",
+                        )
+                    });
                     // Typing an address means running there.
                     if address.changed() {
                         options.on_cluster = true;

@@ -561,3 +561,68 @@ fn a_scheduler_lost_mid_run_fails_the_run_naming_it_and_the_history_keeps_what_f
     );
     assert_eq!(rows.len(), out.records.len());
 }
+
+/// The editor runs a project on the test cluster, through the run dialog as a user would: the status
+/// line and the run's line in Block Executions say where it ran, the table names each invocation's
+/// Dask worker, and the address is remembered beside the project (`.braid/`), not in its file.
+#[test]
+fn the_editor_runs_a_project_on_the_cluster_and_shows_each_invocations_worker() {
+    use egui::{Key, Modifiers};
+    use egui_kittest::kittest::Queryable as _;
+
+    use super::gui::{click, harness_1280x800, settle, wait_for_run, write_map_reduce};
+
+    let address = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_map_reduce(dir.path());
+    let project_text = std::fs::read_to_string(&path).unwrap();
+    let mut harness = harness_1280x800(Some(path.clone()));
+    click(&mut harness, "Run…");
+    harness.get_by_label("Dask scheduler address").focus();
+    harness.step();
+    harness
+        .get_by_label("Dask scheduler address")
+        .type_text(&address);
+    settle(&mut harness);
+    harness.key_press_modifiers(Modifiers::COMMAND, Key::Enter);
+    let summary = wait_for_run(&mut harness);
+    assert_eq!(summary.status, RunStatus::Succeeded, "{summary:?}");
+    // Split, 10 × Double, Collect: the sum of 2, 4, …, 20.
+    assert_eq!(summary.invocations, 12);
+    assert_eq!(summary.results[0].output, json!(110));
+    harness.get_by_label(&format!("on the Dask cluster at {address}"));
+
+    click(&mut harness, "Block Executions");
+    harness.get_by_label(&format!("· ran on the Dask cluster at {address}"));
+    harness.get_by_label("worker");
+    let shown = harness
+        .state()
+        .app
+        .executions
+        .shown()
+        .expect("the run shown");
+    assert_eq!(shown.rows.len(), 12);
+    let workers: Vec<&str> = shown
+        .rows
+        .iter()
+        .map(|r| r.worker.as_deref().unwrap_or_default())
+        .collect();
+    assert!(
+        workers.iter().all(|w| w.starts_with("tcp://127.0.0.1:")),
+        "{workers:?}"
+    );
+    // The table's worker column: the rows name their workers, without the scheme.
+    let mut distinct = workers.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let in_table: usize = distinct
+        .iter()
+        .map(|w| harness.query_all_by_label(&w["tcp://".len()..]).count())
+        .sum();
+    assert_eq!(in_table, 12, "rows that name their worker, of {distinct:?}");
+
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), project_text);
+    let settings = braid::model::local_settings::path_for_project(&path);
+    let remembered = std::fs::read_to_string(&settings).unwrap();
+    assert!(remembered.contains(&address), "{remembered}");
+}

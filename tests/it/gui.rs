@@ -120,6 +120,21 @@ pub(crate) fn wait_for(
     settle(harness);
 }
 
+/// Waits until the editor's run ends; its summary (a run that was refused or is still going fails
+/// the test).
+pub(crate) fn wait_for_run(harness: &mut Harness<'_, BraidApp>) -> braid::run::RunSummary {
+    wait_for(harness, "the run to end", |app| {
+        matches!(
+            app.app.run.as_ref().map(|r| &r.phase),
+            Some(RunPhase::Finished(_) | RunPhase::Refused { .. })
+        )
+    });
+    match harness.state().app.run.as_ref().map(|r| &r.phase) {
+        Some(RunPhase::Finished(summary)) => (**summary).clone(),
+        _ => panic!("the run did not finish: {:?}", harness.state().app.run),
+    }
+}
+
 fn code_of<'a>(project: &'a Project, name: &str) -> &'a str {
     let block = project
         .blocks
@@ -133,7 +148,7 @@ fn code_of<'a>(project: &'a Project, name: &str) -> &'a str {
 }
 
 /// A fan-out / fan-in pipeline built in code (independent of any sample file).
-fn write_map_reduce(dir: &Path) -> PathBuf {
+pub(crate) fn write_map_reduce(dir: &Path) -> PathBuf {
     let mut project = Project {
         name: "Double them".to_owned(),
         ..Project::default()
@@ -392,16 +407,7 @@ fn runs_a_pipeline_and_shows_the_result() {
     let before = std::fs::read_to_string(&path).expect("readable");
 
     harness.get_by_label("▶ Run").click();
-    wait_for(&mut harness, "the run to finish", |app| {
-        matches!(
-            app.app.run.as_ref().map(|r| &r.phase),
-            Some(RunPhase::Finished(_) | RunPhase::Refused { .. })
-        )
-    });
-    let Some(RunPhase::Finished(summary)) = harness.state().app.run.as_ref().map(|r| &r.phase)
-    else {
-        panic!("the run did not finish: {:?}", harness.state().app.run);
-    };
+    let summary = wait_for_run(&mut harness);
     assert_eq!(summary.status, RunStatus::Succeeded, "{summary:?}");
     // 1 + 10 + 1 invocations; the sum of 2, 4, …, 20.
     assert_eq!(summary.invocations, 12);
