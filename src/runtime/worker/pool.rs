@@ -21,7 +21,7 @@ use crate::runtime::invoker::{
     TaskResult,
 };
 
-use super::protocol::{Reply, Request, ResultRow, Status, read_reply};
+use super::protocol::{EXIT_PIPES_CLOSED, Reply, Request, ResultRow, Status, read_reply};
 
 /// Invocations sent to one worker in one frame, at most.
 const BATCH: usize = 256;
@@ -580,6 +580,10 @@ impl PoolActor {
             .await
             .ok()
             .and_then(Result::ok);
+        // Either way, what ran there closed the worker's pipes: whether the worker noticed first
+        // (and exited saying so) or Braid did is a matter of timing.
+        let pipes_closed = ended_here
+            || (reason.is_empty() && status.and_then(|s| s.code()) == Some(EXIT_PIPES_CLOSED));
         let stderr_tail = worker
             .stderr
             .lock()
@@ -620,10 +624,15 @@ impl PoolActor {
                         Some((key, code)) if *key == task.key => {
                             format!("the code called os._exit({code}); its Python process ended")
                         }
-                        _ if ended_here => "its Python process closed its pipe to Braid (a block \
-                            closing file descriptors, such as os.closerange, does this) and went on \
-                            running; Braid ended it"
-                            .to_owned(),
+                        _ if pipes_closed => format!(
+                            "its Python process closed its pipe to Braid (a block closing file \
+                             descriptors, such as os.closerange, does this) and {}",
+                            if ended_here {
+                                "went on running; Braid ended it"
+                            } else {
+                                "could not go on"
+                            }
+                        ),
                         _ => format!("its Python process died: {how}"),
                     };
                     let mut result = crashed(&task, &message);

@@ -199,6 +199,10 @@ pub enum NativeStop {
 /// is not sent back.
 pub const UNCHANGED: i64 = 0;
 
+/// The exit code of a worker whose pipes to Braid were closed under it (a block's `os.closerange`):
+/// it can say nothing else, and a worker that went on running is ended by Braid with the same verdict.
+pub const EXIT_PIPES_CLOSED: i32 = 75;
+
 /// The first byte of a results frame (a JSON reply starts with `{`).
 pub const RESULTS_TAG: u8 = b'R';
 
@@ -630,6 +634,13 @@ fn python_constants() -> String {
     section(
         "A backpack that is the one the invocation was given, unchanged.",
         vec![("UNCHANGED".to_owned(), UNCHANGED.to_string())],
+    );
+    section(
+        "How a worker whose pipes to Braid were closed under it exits.",
+        vec![(
+            "EXIT_PIPES_CLOSED".to_owned(),
+            EXIT_PIPES_CLOSED.to_string(),
+        )],
     );
     section(
         "Why the native loop handed a batch back.",

@@ -29,6 +29,9 @@ CANCELLED = 3
 # A backpack that is the one the invocation was given, unchanged.
 UNCHANGED = 0
 
+# How a worker whose pipes to Braid were closed under it exits.
+EXIT_PIPES_CLOSED = 75
+
 # Why the native loop handed a batch back.
 NATIVE_EXHAUSTED = 0
 NATIVE_FLUSH = 1

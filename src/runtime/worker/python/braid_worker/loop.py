@@ -5,6 +5,7 @@ as stuck, and Braid kills the process."""
 
 import ast
 import collections
+import errno
 import functools
 import gc
 import importlib
@@ -21,6 +22,7 @@ from . import isolation
 from .capture import STDERR, STDOUT, captured, tls
 from .constants import (
     CANCELLED,
+    EXIT_PIPES_CLOSED,
     NATIVE_CANCELLING,
     NATIVE_EXHAUSTED,
     NATIVE_FLUSH,
@@ -185,7 +187,14 @@ class Worker:
         threading.Thread(target=self.monitor, name="braid-monitor", daemon=True).start()
         self.spawn(1)
         while True:
-            body = read_frame(self.fd_in)
+            try:
+                body = read_frame(self.fd_in)
+            except OSError as e:
+                if e.errno != errno.EBADF:
+                    raise
+                # A block closed this worker's descriptors (os.closerange): Braid can't be answered,
+                # and the exit code is all it can be told.
+                real_os_exit(EXIT_PIPES_CLOSED)
             if body is None:
                 return
             if body.startswith(RUN_PREFIX):

@@ -4,7 +4,7 @@ import os
 from helpers import Driven, block
 
 from braid_worker import isolation, loop
-from braid_worker.constants import NATIVE_EXHAUSTED, NATIVE_RAISED, RAISED, RETURNED, UNCHANGED
+from braid_worker.constants import EXIT_PIPES_CLOSED, NATIVE_EXHAUSTED, NATIVE_RAISED, RAISED, RETURNED, UNCHANGED
 
 
 def short(rows):
@@ -168,3 +168,29 @@ def test_an_invocation_leaves_its_blocks_variables_to_no_one(monkeypatch):
     (thread_slot,) = driven.worker.running.values()
     assert thread_slot[0] is None
     assert not [o for o in gc.get_objects() if isinstance(o, dict) and o.get("env") == {"TOKEN": "secret"} and "slot" in o]
+
+
+def test_a_worker_whose_pipes_were_closed_under_it_exits_saying_so(monkeypatch):
+    """A block's os.closerange closes the worker's own pipes to Braid; the worker can answer nothing, and
+    its exit code is what tells Braid why it ended (not the 1 of an uncaught error)."""
+    exits = []
+
+    class Exited(Exception):
+        pass
+
+    def exit_(code):
+        exits.append(code)
+        raise Exited
+
+    monkeypatch.setattr(loop, "real_os_exit", exit_)
+    monkeypatch.setattr(loop.threading, "Thread", lambda **_: type("T", (), {"start": lambda self: None})())
+    read, write = os.pipe()
+    os.close(write)
+    os.close(read)
+    worker = loop.Worker(read, -1)
+    monkeypatch.setattr(worker, "spawn", lambda n: None)
+    try:
+        worker.serve()
+    except Exited:
+        pass
+    assert exits == [EXIT_PIPES_CLOSED]
