@@ -435,6 +435,11 @@ struct OwnCluster {
 
 impl OwnCluster {
     fn start() -> Self {
+        Self::start_with_env(&[])
+    }
+
+    /// With these environment variables for its worker.
+    fn start_with_env(env: &[(&str, &std::path::Path)]) -> Self {
         let python = braid::runtime::environment::python_executable();
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("scheduler.json");
@@ -486,6 +491,7 @@ impl OwnCluster {
                 "127.0.0.1:0",
                 "--no-nanny",
             ])
+            .envs(env.iter().copied())
             .stdout(quiet())
             .stderr(quiet())
             .spawn()
@@ -625,4 +631,57 @@ fn the_editor_runs_a_project_on_the_cluster_and_shows_each_invocations_worker() 
     let settings = braid::model::local_settings::path_for_project(&path);
     let remembered = std::fs::read_to_string(&settings).unwrap();
     assert!(remembered.contains(&address), "{remembered}");
+}
+
+/// A library a Dask worker's user installed with `pip install --user` (in the user site, which a fresh
+/// Debian machine's `pip` uses) reaches the blocks: the children that run them start without `site`,
+/// so the bridge hands them the worker's user site along with its site-packages.
+#[test]
+fn a_library_in_the_dask_workers_user_site_reaches_its_blocks() {
+    let python = braid::runtime::environment::python_executable();
+    let user_base = tempfile::tempdir().unwrap();
+    let version = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')",
+        ])
+        .output()
+        .unwrap();
+    let user_site = user_base.path().join(format!(
+        "lib/python{}/site-packages",
+        String::from_utf8_lossy(&version.stdout).trim()
+    ));
+    // What pip leaves for a package: the module and its distribution's metadata.
+    let dist_info = user_site.join("braid_user_probe-1.0.dist-info");
+    std::fs::create_dir_all(&dist_info).unwrap();
+    std::fs::write(
+        dist_info.join("METADATA"),
+        "Metadata-Version: 2.1\nName: braid-user-probe\nVersion: 1.0\n",
+    )
+    .unwrap();
+    std::fs::write(user_site.join("braid_user_probe.py"), "ANSWER = 42\n").unwrap();
+    let cluster = OwnCluster::start_with_env(&[("PYTHONUSERBASE", user_base.path())]);
+    let mut project = Builder::new()
+        .block(
+            "Use",
+            "import braid_user_probe\ndef main(block_input, backpack):\n    return braid_user_probe.ANSWER\n",
+        )
+        .build();
+    project.blocks[0]
+        .code_mut()
+        .unwrap()
+        .libraries
+        .push("braid-user-probe==1.0".to_owned());
+    let mut runtime = RuntimeHandle::start(runtime_config()).expect("runtime starts");
+    let mut request = RunRequest::new(RunId::new_random(), project);
+    request.executor = on_cluster(&cluster.address);
+    let out = run_request_on(&mut runtime, request, |_, _, _| {});
+    assert_eq!(out.refused, None);
+    assert_eq!(
+        out.summary.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        out.summary.failures
+    );
+    assert_eq!(out.results_of("Use"), [&json!(42)]);
 }

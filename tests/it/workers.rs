@@ -430,11 +430,14 @@ fn checking_code_does_not_restart_workers_that_hold_a_projects_libraries() {
 }
 
 /// The worker's Python package (`src/runtime/worker/python`) passes its own tests (pytest, in a plain
-/// Python: without Braid's native module) and its lint (ruff: checks and formatting). The tools come
+/// Python: without Braid's native module) and its lint (ruff: checks and formatting), as does the Dask
+/// bridge (`src/runtime/dask/bridge.py`, linted by the package's rules). The tools come
 /// from `scripts/requirements-test.txt`; where one is not installed, this says so and checks nothing.
 #[test]
 fn the_worker_package_passes_its_python_tests_and_lint() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/runtime/worker/python");
+    // Outside the package's folder: its pyproject.toml applies through --config.
+    let bridge = concat!(env!("CARGO_MANIFEST_DIR"), "/src/runtime/dask/bridge.py");
     let python = std::env::var("PYO3_PYTHON").unwrap_or_else(|_| "python3".to_owned());
     let run = |args: &[&str]| {
         std::process::Command::new(&python)
@@ -446,10 +449,32 @@ fn the_worker_package_passes_its_python_tests_and_lint() {
     };
     for (tool, args) in [
         ("pytest", &["-m", "pytest", "-q"][..]),
-        ("ruff", &["-m", "ruff", "check", "--no-cache", "."]),
         (
             "ruff",
-            &["-m", "ruff", "format", "--no-cache", "--check", "."],
+            &[
+                "-m",
+                "ruff",
+                "check",
+                "--no-cache",
+                "--config",
+                "pyproject.toml",
+                ".",
+                bridge,
+            ],
+        ),
+        (
+            "ruff",
+            &[
+                "-m",
+                "ruff",
+                "format",
+                "--no-cache",
+                "--config",
+                "pyproject.toml",
+                "--check",
+                ".",
+                bridge,
+            ],
         ),
     ] {
         let out = run(args);

@@ -159,7 +159,15 @@ class Child:
             return "stopped answering"
         if code >= 0:
             return f"exited with code {code}"
-        names = {4: "SIGILL, an illegal instruction", 6: "SIGABRT, aborted", 7: "SIGBUS, a bus error", 8: "SIGFPE", 9: "SIGKILL, perhaps out of memory", 11: "SIGSEGV, a segmentation fault", 15: "SIGTERM"}
+        names = {
+            4: "SIGILL, an illegal instruction",
+            6: "SIGABRT, aborted",
+            7: "SIGBUS, a bus error",
+            8: "SIGFPE",
+            9: "SIGKILL, perhaps out of memory",
+            11: "SIGSEGV, a segmentation fault",
+            15: "SIGTERM",
+        }
         return f"killed by signal {-code} ({names.get(-code, 'a signal')})"
 
 
@@ -359,9 +367,12 @@ class ChildDied(Exception):
 
 def libraries(requirements):
     """(the site-packages folders blocks get, the requirements not installed in this Python): the project's
-    libraries come from the Dask worker's own environment."""
+    libraries come from the Dask worker's own environment, wherever `site` finds them there (a user's
+    `pip install --user` puts them in the user site, which the children, started without `site`, would
+    not otherwise see)."""
     if not requirements:
         return None, []
+    import site
     import sysconfig
     from importlib import metadata
 
@@ -382,7 +393,9 @@ def libraries(requirements):
         if requirement.specifier and not requirement.specifier.contains(version, prereleases=True):
             missing.append(text)
     paths = sysconfig.get_paths()
-    return paths["purelib"], missing
+    folders = [site.getusersitepackages()] if site.ENABLE_USER_SITE else []
+    folders += [paths["purelib"], paths["platlib"]]
+    return [f for i, f in enumerate(folders) if f not in folders[:i] and os.path.isdir(f)], missing
 
 
 # The functions Dask runs: module-level here (sent by value: this file is the bridge's __main__), each
@@ -562,12 +575,14 @@ class Bridge:
                     address, lacking = sorted(missing.items())[0]
                     (_, executable), *_ = self.client.run(braid_python, workers=[address]).values()
                     quoted = " ".join(f"'{r}'" for r in lacking)
-                    self.reply({
-                        "op": "refused",
-                        "program": program_id,
-                        "message": f"the Dask worker at {address} does not have the project's libraries {', '.join(lacking)}: "
-                        f"install them in the Python the workers run ({executable} -m pip install {quoted}) and start them again",
-                    })
+                    self.reply(
+                        {
+                            "op": "refused",
+                            "program": program_id,
+                            "message": f"the Dask worker at {address} does not have the project's libraries {', '.join(lacking)}: "
+                            f"install them in the Python the workers run ({executable} -m pip install {quoted}) and start them again",
+                        }
+                    )
                     return
             # The program goes with each batch, not scattered once: scattered data dies with the workers
             # that hold it (a worker killed mid-run took it, failing every batch after), while a
@@ -585,7 +600,9 @@ class Bridge:
         (timeout_s,) = struct.unpack_from("<d", body, at)
         frame = body[at + 8 :]
         program, requirements = self.programs[program_id]
-        future = self.client.submit(braid_batch, PLUGIN_NAME, program_id, program, requirements, keys, frame, timeout_s, pure=False, key=f"braid-batch-{batch_id}-{os.getpid()}")
+        future = self.client.submit(
+            braid_batch, PLUGIN_NAME, program_id, program, requirements, keys, frame, timeout_s, pure=False, key=f"braid-batch-{batch_id}-{os.getpid()}"
+        )
         with self.lock:
             self.batches[batch_id] = (future, keys, program_id)
             for key in keys:
@@ -667,7 +684,12 @@ def main():
         import distributed  # noqa: F401
     except ImportError:
         python = sys.executable
-        write_frame(OUT, json.dumps({"op": "broken", "message": f"the Python Braid runs with ({python}) has no Dask: install it with {python} -m pip install 'dask[distributed]'"}).encode())
+        write_frame(
+            OUT,
+            json.dumps(
+                {"op": "broken", "message": f"the Python Braid runs with ({python}) has no Dask: install it with {python} -m pip install 'dask[distributed]'"}
+            ).encode(),
+        )
         return
     # Dask's own logging goes to stderr, which Braid logs (RUST_LOG=braid::dask=debug).
     bridge = Bridge(request["scheduler"], request["package"], request["plugin"])

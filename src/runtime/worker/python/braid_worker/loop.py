@@ -239,12 +239,18 @@ class Worker:
             except OSError:
                 # Gone or unreadable: the code runs where the worker is, as for an unsaved project.
                 pass
-        if site_packages and site_packages not in sys.path:
+        # One folder (the project's environment), or several in `site`'s order (a Dask worker's own
+        # Python: its user site, then its site-packages).
+        folders = [site_packages] if isinstance(site_packages, str) else list(site_packages or [])
+        new = [folder for folder in folders if folder not in sys.path]
+        if new:
+            site_packages = folders[0]
             modules_dir = isolation.modules_dir[0]
             # Where `site` would put them: after the standard library (a backport must not shadow the
             # module it backports), before the block modules (which must not shadow a library).
             before = [p for p in sys.path if p != modules_dir]
-            site.addsitedir(site_packages)
+            for folder in new:
+                site.addsitedir(folder)
             added = [p for p in sys.path if p not in before and p != modules_dir]
             sys.path[:] = before + added + ([modules_dir] if modules_dir in sys.path else [])
             importlib.invalidate_caches()
