@@ -9,6 +9,7 @@ use crate::app::executions::KEEP_RUNS_KEY;
 use crate::app::{App, FileCommand};
 use crate::runtime::RuntimeConfig;
 use crate::ui::Views;
+use crate::ui::layout::LAYOUT_KEY;
 
 /// How the editor starts.
 pub struct AppOptions {
@@ -42,9 +43,17 @@ impl BraidApp {
         if let Some(path) = options.project {
             app.open_at_start(&path);
         }
+        let mut views = Views::default();
+        if let Some(layout) = cc
+            .storage
+            .and_then(|storage| storage.get_string(LAYOUT_KEY))
+            .and_then(|text| serde_json::from_str(&text).ok())
+        {
+            views.layout = layout;
+        }
         Self {
             app,
-            views: Views::default(),
+            views,
             title: String::new(),
         }
     }
@@ -53,6 +62,11 @@ impl BraidApp {
     /// that find canvas widgets through accessibility (whose rectangles are in canvas coordinates).
     pub fn canvas_to_screen(&self, point: egui::Pos2) -> egui::Pos2 {
         self.views.canvas.to_screen(point)
+    }
+
+    /// The views, for tests and tools that look at what is drawn where.
+    pub fn views(&self) -> &Views {
+        &self.views
     }
 
     /// One frame, on a context (eframe calls it through [`eframe::App::ui`]).
@@ -103,12 +117,15 @@ impl BraidApp {
             || self.app.executions.is_loading()
         {
             ctx.request_repaint_after(Duration::from_millis(50));
-        } else if !self.app.notices.is_empty() {
-            ctx.request_repaint_after(Duration::from_millis(500));
-        } else if self.app.path.is_some() {
+        } else {
             // Files other programs may change (the project, its variables' values) are looked at once
-            // a second, which takes a frame: an idle editor would otherwise never notice.
-            ctx.request_repaint_after(Duration::from_secs(1));
+            // a second, which takes a frame: an idle editor would otherwise never notice. A notice
+            // that fades is drawn away when it does.
+            let watch = self.app.path.is_some().then_some(1.0);
+            let fade = self.app.next_notice_fades_in(now);
+            if let Some(secs) = [watch, fade].into_iter().flatten().reduce(f64::min) {
+                ctx.request_repaint_after(Duration::from_secs_f64(secs + 0.01));
+            }
         }
     }
 }
@@ -127,6 +144,9 @@ impl eframe::App for BraidApp {
             storage.set_string(RECENT_KEY, text);
         }
         storage.set_string(KEEP_RUNS_KEY, self.app.executions.keep_runs.to_string());
+        if let Ok(text) = serde_json::to_string(&self.views.layout) {
+            storage.set_string(LAYOUT_KEY, text);
+        }
     }
 }
 

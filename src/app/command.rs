@@ -221,6 +221,8 @@ pub enum FileCommand {
 #[derive(Clone, Debug, PartialEq)]
 pub enum RunCommand {
     Start(RunOptions),
+    /// The next runs start at the entry blocks again (the toolbar's ✖ beside "from …").
+    StartAtEntries,
     Stop,
 }
 
@@ -229,12 +231,17 @@ pub enum RunCommand {
 pub enum ExecutionsCommand {
     /// Shows a run in the panel (and its counts on the canvas); `None` follows the newest run.
     ShowRun(Option<RunId>),
+    /// Keeps the shown run in view while newer runs come (or, `false`, follows the newest again).
+    PinRun(bool),
     DeleteRun(RunId),
     /// How many runs the history keeps (applied now and after every run).
     SetKeepRuns(usize),
     SetTableFilter(TableFilter),
     /// Selects an invocation of the shown run.
     Pick(InvocationId),
+    /// Follows the item to one of its invocations (where it came from, what it led to): picks it and
+    /// selects its block.
+    Follow(InvocationId),
     Step(Step),
     /// Runs the picked invocation again with the block's current code.
     Replay,

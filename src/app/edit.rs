@@ -296,6 +296,11 @@ impl App {
         {
             self.selection.transition = None;
         }
+        if let Some(from) = &self.run_options.from
+            && project.block(from).is_none()
+        {
+            self.run_options.from = None;
+        }
         self.check.due_at = Some(now_secs + CHECK_DELAY_SECS);
     }
 

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::command::{FileAction, FileCommand};
+use super::command::{FileAction, FileCommand, RunOptions};
 use super::dialogs::{self, DialogOutcome, FilePrompt};
 use super::{App, NoticeLevel, PendingAction, Selection, file_name};
 use crate::model::Project;
@@ -132,6 +132,9 @@ impl App {
 
     /// Opens a project. Loading only parses: no code runs.
     fn open_file(&mut self, path: &Path, now_secs: f64) {
+        // Absolute from here on: the title, the recent list and the file prompt's folder all derive
+        // from it, and a relative path has no folder to show.
+        let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
         match load_project(path) {
             Ok(loaded) => {
                 let (saved_path, imported) = match loaded.origin {
@@ -166,6 +169,9 @@ impl App {
         self.undo_stack.clear();
         self.selection = Selection::default();
         self.compile_errors.clear();
+        self.run_options = RunOptions::default();
+        // What was said about the project before is about another project now.
+        self.notices.clear();
         self.executions.set_history(None, false);
         self.document += 1;
         self.recall_where_runs_go(now_secs);
@@ -208,8 +214,7 @@ impl App {
                 now_secs,
             );
         } else if self.is_dirty() {
-            self.notify(
-                NoticeLevel::Error,
+            self.notify_lasting(
                 format!(
                     "{name} was changed by another program. Your unsaved changes are kept: Save \
                      replaces the file's new content with them, or open the file again to take its \

@@ -12,16 +12,26 @@ use crate::runtime::{RuntimeEvent, RuntimeRequest};
 /// The most time one frame spends applying the runtime's events, so a 10,000-item run never stalls
 /// drawing (the rest wait in the inbox for the next frame).
 const EVENT_BUDGET: Duration = Duration::from_millis(6);
-/// Information notices fade after this long; errors stay until dismissed.
+/// Information notices fade after this long.
 const NOTICE_SECS: f64 = 5.0;
+/// Errors fade after this long (time to read a few lines), unless they are lasting.
+const ERROR_NOTICE_SECS: f64 = 20.0;
 /// The executions table of a growing run is rebuilt at most this often.
 const TABLE_REFRESH_SECS: f64 = 0.25;
+
+/// How long a notice of this level shows.
+fn notice_secs(level: NoticeLevel) -> f64 {
+    match level {
+        NoticeLevel::Info => NOTICE_SECS,
+        NoticeLevel::Error => ERROR_NOTICE_SECS,
+    }
+}
 
 impl App {
     /// Takes the runtime's events and the dialogs' answers, and starts a due compile check.
     pub fn poll(&mut self, now_secs: f64) {
         self.notices
-            .retain(|n| n.level == NoticeLevel::Error || now_secs - n.at_secs < NOTICE_SECS);
+            .retain(|n| n.lasting || now_secs < n.at_secs + notice_secs(n.level));
         self.take_events(now_secs);
         self.refresh_table(now_secs, false);
         self.refresh_past_log();
@@ -42,6 +52,15 @@ impl App {
             self.check.in_flight = Some(check_id);
             self.check.due_at = None;
         }
+    }
+
+    /// Seconds until the next notice fades, for the shell to draw again then (and not before).
+    pub fn next_notice_fades_in(&self, now_secs: f64) -> Option<f64> {
+        self.notices
+            .iter()
+            .filter(|n| !n.lasting)
+            .map(|n| (n.at_secs + notice_secs(n.level) - now_secs).max(0.0))
+            .reduce(f64::min)
     }
 
     /// Applies every command the views sent this frame. Returns whether anything was applied.
@@ -72,6 +91,7 @@ impl App {
             Command::Select(select) => self.select(select),
             Command::File(command) => self.file_command(command, now_secs),
             Command::Run(RunCommand::Start(options)) => self.start_run(options, now_secs),
+            Command::Run(RunCommand::StartAtEntries) => self.run_options.from = None,
             Command::Run(RunCommand::Stop) => self.stop_run(),
             Command::Executions(command) => self.executions_command(command, now_secs),
             Command::DismissNotice(id) => self.notices.retain(|n| n.id != id),

@@ -90,6 +90,8 @@ pub struct Notice {
     pub level: NoticeLevel,
     pub text: String,
     pub at_secs: f64,
+    /// Stays until dismissed (a conflict the user has to settle); other notices fade on their own.
+    pub lasting: bool,
 }
 
 /// Something waiting for an answer to "discard unsaved changes?".
@@ -151,7 +153,10 @@ pub struct App {
     pub code_goto: Option<CodeGoto>,
     /// When the executions table was last rebuilt for a growing run (egui seconds).
     table_refreshed_at: f64,
-    /// What the run dialog last ran with; Ctrl+Enter runs with it again.
+    /// What this project last ran with; ▶ Run and Ctrl+Enter run with it again. It belongs to the
+    /// project it was made for: opening or starting another one starts from the defaults, and a start
+    /// block that is deleted is forgotten (the toolbar says when a run starts elsewhere than at the
+    /// entry blocks).
     pub run_options: RunOptions,
     pub recent: Vec<PathBuf>,
     pub notices: Vec<Notice>,
@@ -282,22 +287,37 @@ impl App {
         format!("{mark}{file} — Braid")
     }
 
+    /// Tells the user something; it fades after a few seconds (an error after longer).
     #[track_caller]
     pub fn notify(&mut self, level: NoticeLevel, text: impl Into<String>, now_secs: f64) {
-        let text = text.into();
+        self.push_notice(level, text.into(), now_secs, false);
+    }
+
+    /// An error that stays until the user dismisses it: something they have to settle (the file
+    /// changed on disk under unsaved changes).
+    #[track_caller]
+    pub fn notify_lasting(&mut self, text: impl Into<String>, now_secs: f64) {
+        self.push_notice(NoticeLevel::Error, text.into(), now_secs, true);
+    }
+
+    #[track_caller]
+    fn push_notice(&mut self, level: NoticeLevel, text: String, now_secs: f64, lasting: bool) {
         match level {
             NoticeLevel::Error => tracing::warn!("{text}"),
             NoticeLevel::Info => tracing::info!("{text}"),
         }
+        // The same message again (a run refused twice) replaces the older one rather than piling up.
+        self.notices.retain(|n| n.text != text);
         self.next_notice += 1;
         self.notices.push(Notice {
             id: self.next_notice,
             level,
             text,
             at_secs: now_secs,
+            lasting,
         });
         // Old notices go first: a burst of errors never fills the window.
-        if self.notices.len() > 5 {
+        if self.notices.len() > MAX_NOTICES {
             self.notices.remove(0);
         }
     }
@@ -312,6 +332,9 @@ impl App {
             .filter(move |e| &e.block_id == block)
     }
 }
+
+/// The most notices shown at once.
+const MAX_NOTICES: usize = 3;
 
 /// A file's name, for titles and messages.
 fn file_name(path: &Path) -> String {

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use super::command::{Edit, ExecutionsCommand, FileCommand, RunCommand, RunOptions};
 use super::executions::ReplayPhase;
 use super::run::{LogLine, LogSource, RunPhase};
-use super::{App, Command, DialogMode, PendingAction};
+use super::{App, Command, DialogMode, NoticeLevel, PendingAction};
 use crate::model::{BlockId, Position};
 use crate::run::{
     BlockCounts, CompileError, Executor, InvocationId, InvocationRecord, RunId, RunStatus,
@@ -488,4 +488,79 @@ fn a_run_finishes_while_no_frame_is_drawn() {
         s.app.executions.shown().map(|r| r.rows.len()),
         Some(BATCHES as usize)
     );
+}
+
+#[test]
+fn notices_fade_errors_later_and_a_conflict_stays_until_dismissed() {
+    let mut s = Scripted::new();
+    s.app.notify(NoticeLevel::Info, "saved", 0.0);
+    s.app.notify(NoticeLevel::Error, "could not save", 0.0);
+    s.app.notify_lasting("changed on disk", 0.0);
+    // The same message again replaces the older one.
+    s.app.notify(NoticeLevel::Error, "could not save", 1.0);
+    let texts = |app: &App| -> Vec<String> { app.notices.iter().map(|n| n.text.clone()).collect() };
+    assert_eq!(
+        texts(&s.app),
+        ["saved", "changed on disk", "could not save"]
+    );
+    assert_eq!(s.app.next_notice_fades_in(1.0), Some(4.0));
+    s.app.poll(6.0);
+    assert_eq!(texts(&s.app), ["changed on disk", "could not save"]);
+    s.app.poll(21.5);
+    assert_eq!(texts(&s.app), ["changed on disk"]);
+    assert_eq!(s.app.next_notice_fades_in(21.5), None);
+    let id = s.app.notices[0].id;
+    s.apply(Command::DismissNotice(id));
+    assert!(s.app.notices.is_empty());
+}
+
+#[test]
+fn a_start_block_is_the_projects_and_is_forgotten_with_it() {
+    let mut s = Scripted::new();
+    s.apply(Edit::AddBlock {
+        position: Position::default(),
+        connect_from: None,
+    });
+    let block = s.app.project.blocks[0].id.clone();
+    s.apply(RunCommand::Start(RunOptions {
+        from: Some(block.clone()),
+        ..RunOptions::default()
+    }));
+    assert_eq!(s.run_request().from, Some(block.clone()));
+    assert_eq!(s.app.run_options.from, Some(block.clone()));
+    // The block goes: so does the start (▶ Run would otherwise name a block that is not there).
+    s.apply(Edit::DeleteBlocks(vec![block.clone()]));
+    assert_eq!(s.app.run_options.from, None);
+    s.apply(Command::Undo);
+    s.apply(RunCommand::Start(RunOptions {
+        from: Some(block),
+        input: "5".to_owned(),
+        ..RunOptions::default()
+    }));
+    // Another project starts from the defaults: its input, its entry blocks.
+    s.apply(FileCommand::New);
+    s.apply(FileCommand::ConfirmDiscard(true));
+    assert_eq!(s.app.run_options, RunOptions::default());
+}
+
+#[test]
+fn a_new_run_is_shown_unless_the_shown_run_is_pinned() {
+    let mut s = Scripted::new();
+    let first = s.start_run();
+    s.send([started(&first), finished(&first, 0)]);
+    s.frames_until("the first run finished", |app| !app.is_running());
+    s.apply(ExecutionsCommand::ShowRun(Some(first.clone())));
+    let second = s.start_run();
+    s.send([started(&second), finished(&second, 0)]);
+    s.frames_until("the second run finished", |app| !app.is_running());
+    assert_eq!(s.app.executions.shown_run_id(), Some(second.clone()));
+    s.apply(ExecutionsCommand::ShowRun(Some(first.clone())));
+    s.apply(ExecutionsCommand::PinRun(true));
+    let third = s.start_run();
+    s.send([started(&third), finished(&third, 0)]);
+    s.frames_until("the third run finished", |app| !app.is_running());
+    assert_eq!(s.app.executions.shown_run_id(), Some(first));
+    s.apply(ExecutionsCommand::PinRun(false));
+    s.apply(ExecutionsCommand::ShowRun(None));
+    assert_eq!(s.app.executions.shown_run_id(), Some(third));
 }

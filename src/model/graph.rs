@@ -68,6 +68,46 @@ impl FanAnalysis {
     }
 }
 
+/// Every block with a path of transitions to `block` (not `block` itself unless a cycle leads back).
+pub fn upstream_of<'a>(project: &'a Project, block: &BlockId) -> BTreeSet<&'a BlockId> {
+    let mut upstream = BTreeSet::new();
+    let mut stack = vec![block.clone()];
+    while let Some(at) = stack.pop() {
+        for t in project.transitions.iter().filter(|t| t.to == at) {
+            if upstream.insert(&t.from) {
+                stack.push(t.from.clone());
+            }
+        }
+    }
+    upstream
+}
+
+/// The block a new transition from `from` most likely goes to: not upstream of it (that would close a
+/// cycle), preferably not joined to it yet, then the nearest block to its right, else the nearest.
+pub fn likely_target<'a>(project: &'a Project, from: &BlockId) -> Option<&'a BlockId> {
+    let origin = project.block(from)?.position;
+    let upstream = upstream_of(project, from);
+    let joined: BTreeSet<&BlockId> = project
+        .transitions
+        .iter()
+        .filter(|t| &t.from == from)
+        .map(|t| &t.to)
+        .collect();
+    project
+        .blocks
+        .iter()
+        .filter(|b| &b.id != from && !upstream.contains(&b.id))
+        .min_by(|a, b| {
+            let key = |block: &super::project::Block| {
+                let (dx, dy) = (block.position.x - origin.x, block.position.y - origin.y);
+                (joined.contains(&block.id), dx < 0.0, dx.hypot(dy))
+            };
+            let (ka, kb) = (key(a), key(b));
+            (ka.0, ka.1).cmp(&(kb.0, kb.1)).then(ka.2.total_cmp(&kb.2))
+        })
+        .map(|b| &b.id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +156,38 @@ mod tests {
         let (project, ids) = chain(&[Then, FanIn]);
         let analysis = FanAnalysis::new(&project);
         assert_eq!(analysis.unmatched_fan_ins, vec![ids[1].clone()]);
+    }
+
+    #[test]
+    fn a_new_transition_goes_downstream_to_the_nearest_block_on_the_right() {
+        use crate::model::project::{Block, Position};
+        let at = |x, y| Position { x, y };
+        let mut project = Project::default();
+        for (name, x, y) in [
+            ("source", 0.0, 0.0),
+            ("middle", 260.0, 0.0),
+            ("far", 780.0, 0.0),
+            ("near", 520.0, 40.0),
+            ("left", -260.0, 0.0),
+        ] {
+            let mut block = Block::new_code(name, "", at(x, y));
+            block.id = BlockId(name.into());
+            project.blocks.push(block);
+        }
+        let id = |name: &str| BlockId(name.into());
+        project.transitions.push(Transition::new(
+            id("source"),
+            id("middle"),
+            TransitionKind::Then,
+        ));
+        // From "middle": "source" is upstream, "near" is the closest to its right.
+        assert_eq!(likely_target(&project, &id("middle")), Some(&id("near")));
+        // From "source": "middle" is joined already, so the next nearest on the right.
+        assert_eq!(likely_target(&project, &id("source")), Some(&id("near")));
+        assert_eq!(
+            upstream_of(&project, &id("middle")),
+            [&id("source")].into_iter().collect()
+        );
     }
 
     #[test]

@@ -304,6 +304,23 @@ impl Project {
     pub fn block_name<'a>(&'a self, id: &'a BlockId) -> &'a str {
         self.block(id).map_or(&*id.0, |b| b.name.as_str())
     }
+
+    /// A block's name as the editor lists it beside others: its name, and when other blocks share it
+    /// (a Refinery export's "Untitled Code Block"s), its place among them, `Untitled Code Block (2)`,
+    /// so that two failures of same-named blocks can be told apart.
+    pub fn distinct_name(&self, id: &BlockId) -> String {
+        let name = self.block_name(id);
+        let same: Vec<&BlockId> = self
+            .blocks
+            .iter()
+            .filter(|b| b.name == name)
+            .map(|b| &b.id)
+            .collect();
+        match same.iter().position(|other| *other == id) {
+            Some(place) if same.len() > 1 => format!("{name} ({})", place + 1),
+            _ => name.to_owned(),
+        }
+    }
 }
 
 impl Block {

@@ -43,15 +43,31 @@ impl InvocationStatus {
         Self::ALL.into_iter().find(|s| s.name() == name)
     }
 
+    /// The word people read for the status, the same on a node, in the run's strip, on a filter chip,
+    /// in a table row and in `braid history`: an invocation that raised and was not caught "failed",
+    /// never "exception" in one place and "failed" in another.
     pub fn label(self) -> &'static str {
         match self {
             Self::Queued => "queued",
             Self::Running => "running",
             Self::Succeeded => "succeeded",
-            Self::CaughtException => "caught exception",
-            Self::Exception => "exception",
+            Self::CaughtException => "caught",
+            Self::Exception => "failed",
             Self::TimedOut => "timed out",
             Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// What the status means, for hovers.
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::Queued => "waiting for a free slot",
+            Self::Running => "running now",
+            Self::Succeeded => "returned a value",
+            Self::CaughtException => "raised an exception that an exception transition caught",
+            Self::Exception => "raised an exception that nothing caught",
+            Self::TimedOut => "ran past the block's timeout",
+            Self::Cancelled => "stopped before it finished (the run was stopped, or failed fast)",
         }
     }
 
@@ -137,6 +153,19 @@ impl BlockCounts {
         self.queued + self.running + self.finished()
     }
 
+    /// Each status with its count, in the order every view lists them.
+    pub fn by_status(&self) -> [(InvocationStatus, u64); 7] {
+        [
+            (InvocationStatus::Queued, self.queued),
+            (InvocationStatus::Running, self.running),
+            (InvocationStatus::Succeeded, self.succeeded),
+            (InvocationStatus::CaughtException, self.caught),
+            (InvocationStatus::Exception, self.failed),
+            (InvocationStatus::TimedOut, self.timed_out),
+            (InvocationStatus::Cancelled, self.cancelled),
+        ]
+    }
+
     pub fn add_final(&mut self, status: InvocationStatus) {
         match status {
             InvocationStatus::Succeeded => self.succeeded += 1,
@@ -171,5 +200,19 @@ mod tests {
             );
         }
         assert_eq!(InvocationStatus::from_name("exploded"), None);
+    }
+
+    #[test]
+    fn every_count_is_listed_under_its_own_status() {
+        let mut counts = BlockCounts::default();
+        for (n, status) in InvocationStatus::ALL.into_iter().enumerate() {
+            for _ in 0..=n {
+                counts.add_final(status);
+            }
+        }
+        let listed: Vec<(InvocationStatus, u64)> = counts.by_status().to_vec();
+        let expected: Vec<(InvocationStatus, u64)> =
+            InvocationStatus::ALL.into_iter().zip(1..).collect();
+        assert_eq!(listed, expected);
     }
 }

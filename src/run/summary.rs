@@ -22,6 +22,17 @@ pub struct RunFailure {
     pub invocation: Option<InvocationId>,
 }
 
+impl RunFailure {
+    /// The failure's status in the words every view uses (`failed`, `timed out`; `fan in`, `merge`
+    /// and `not runnable` for failures that are not one invocation's).
+    pub fn status_label(&self) -> String {
+        super::InvocationStatus::from_name(&self.status).map_or_else(
+            || self.status.replace('_', " "),
+            |status| status.label().to_owned(),
+        )
+    }
+}
+
 /// A leaf invocation's return value: what the run produced.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunResult {

@@ -67,7 +67,7 @@ impl FilePromptView {
             FileAction::SaveAs => ("Save project as", "Save"),
         };
         let mut submit = false;
-        let modal = egui::Modal::new(egui::Id::new("braid-file-prompt")).show(ctx, |ui| {
+        egui::Modal::new(egui::Id::new("braid-file-prompt")).show(ctx, |ui| {
             ui.set_width(520.0);
             ui.heading(title);
             let label = ui.label("Path");
@@ -81,7 +81,12 @@ impl FilePromptView {
             if response.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter)) {
                 submit = true;
             }
-            folder_listing_ui(ui, &mut self.path, prompt.action);
+            // The keys are the prompt's while it is open: typing goes into the path, never to the
+            // canvas behind it.
+            if !ui.ctx().memory(|m| m.focused().is_some()) {
+                response.request_focus();
+            }
+            submit |= folder_listing_ui(ui, &mut self.path, prompt.action);
             ui.add_space(6.0);
             ui.horizontal(|ui| {
                 let enabled = !self.path.trim().is_empty();
@@ -102,7 +107,9 @@ impl FilePromptView {
                 FileAction::Open => tx.send(FileCommand::Open(path)),
                 FileAction::SaveAs => tx.send(FileCommand::SaveAs(path)),
             }
-        } else if modal.should_close() {
+        } else if ctx.input(|i| i.key_pressed(egui::Key::Escape)) {
+            // Escape or Cancel closes the prompt; a click beside it does not (that closed it without
+            // a word, and the next keys went to the canvas).
             tx.send(FileCommand::CancelPrompt);
         }
     }
@@ -115,8 +122,9 @@ fn expand_home(path: &str) -> PathBuf {
     }
 }
 
-/// The folder of the typed path: sub-folders and JSON files, a click picks one.
-fn folder_listing_ui(ui: &mut Ui, path: &mut String, action: FileAction) {
+/// The folder of the typed path: sub-folders and JSON files. A click picks one; a double-click on a
+/// file picks it and answers the prompt (returns `true`), on a folder opens it.
+fn folder_listing_ui(ui: &mut Ui, path: &mut String, action: FileAction) -> bool {
     let typed = expand_home(path.trim());
     let folder = if typed.is_dir() {
         typed
@@ -124,7 +132,7 @@ fn folder_listing_ui(ui: &mut Ui, path: &mut String, action: FileAction) {
         typed.parent().map(Path::to_path_buf).unwrap_or_default()
     };
     let Ok(entries) = std::fs::read_dir(&folder) else {
-        return;
+        return false;
     };
     let mut entries: Vec<(bool, String)> = entries
         .filter_map(Result::ok)
@@ -141,6 +149,7 @@ fn folder_listing_ui(ui: &mut Ui, path: &mut String, action: FileAction) {
         .collect();
     entries.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
     ui.label(RichText::new(folder.display().to_string()).weak().small());
+    let mut chosen = false;
     egui::ScrollArea::vertical()
         .max_height(200.0)
         .auto_shrink([false, true])
@@ -156,13 +165,15 @@ fn folder_listing_ui(ui: &mut Ui, path: &mut String, action: FileAction) {
                 } else {
                     format!("📄 {name}")
                 };
-                if ui.selectable_label(false, text).clicked() {
+                let response = ui.selectable_label(false, text);
+                if response.clicked() || response.double_clicked() {
                     let joined = folder.join(&name);
                     *path = if is_dir {
                         format!("{}/", joined.display())
                     } else {
                         joined.display().to_string()
                     };
+                    chosen |= response.double_clicked() && !is_dir;
                 }
             }
         });
@@ -175,6 +186,7 @@ fn folder_listing_ui(ui: &mut Ui, path: &mut String, action: FileAction) {
             .small(),
         );
     }
+    chosen
 }
 
 /// Notices in the canvas's top-right corner; errors stay until closed.
@@ -259,7 +271,11 @@ pub const SHORTCUTS: &[(&str, &str)] = &[
     ("A", "Add a Code Block"),
     ("F", "Fit the pipeline into view"),
     ("+ / -", "Zoom in / out"),
-    ("Escape", "Clear the selection, close dialogs"),
+    ("Escape", "Close the menu or dialog, or clear the selection"),
+    (
+        "Tab / Shift+Tab, Ctrl+/",
+        "Code editor: indent / dedent, comment lines",
+    ),
     ("F1", "This help"),
     (
         "Down / J, Up / K",

@@ -127,11 +127,14 @@ impl ExecutionsPanel {
             ui.separator();
             for status in FILTER_STATUSES {
                 let on = filter.statuses.contains(&status);
-                let text =
-                    RichText::new(short_status(status)).color(theme::status_color(status, dark));
+                let text = RichText::new(status.label()).color(theme::status_color(status, dark));
                 if ui
                     .selectable_label(on, text)
-                    .on_hover_text(format!("Only {} invocations", status.label()))
+                    .on_hover_text(format!(
+                        "Only {} invocations: they {}",
+                        status.label(),
+                        status.description()
+                    ))
                     .clicked()
                 {
                     if on {
@@ -311,7 +314,14 @@ impl ExecutionsPanel {
                     });
                     if all_blocks {
                         row.col(|ui| {
-                            ui.add(egui::Label::new(&*data.block_name).truncate());
+                            ui.add(
+                                egui::Label::new(super::block_label(
+                                    app,
+                                    &data.block_id,
+                                    &data.block_name,
+                                ))
+                                .truncate(),
+                            );
                         });
                     }
                     row.col(|ui| {
@@ -396,6 +406,20 @@ fn runs_ui(
     let shown = app.executions.shown_run_id();
     ui.horizontal(|ui| {
         ui.strong(format!("Runs ({})", runs.len()));
+        let pinned = app.executions.pinned;
+        let hover = if pinned {
+            "Pinned: a new run does not replace this one here. Click to follow the newest run again"
+        } else {
+            "Pin the shown run: a new run then does not replace it here (unpinned, the panel and the \
+             canvas follow the newest run)"
+        };
+        if ui
+            .selectable_label(pinned, "Pin")
+            .on_hover_text(hover)
+            .clicked()
+        {
+            tx.send(ExecutionsCommand::PinRun(!pinned));
+        }
         if app.executions.history().is_none() {
             ui.label(RichText::new("· this session").small().weak())
                 .on_hover_text("Save the project to keep its runs between sessions");
@@ -454,18 +478,13 @@ fn runs_ui(
                 } else {
                     response
                 };
-                let c = &run.counts;
-                let mut parts = vec![format!("{} ok", crate::text::count(c.succeeded))];
-                for (n, label) in [
-                    (c.caught, "caught"),
-                    (c.failed, "failed"),
-                    (c.timed_out, "timed out"),
-                    (c.cancelled, "cancelled"),
-                ] {
-                    if n > 0 {
-                        parts.push(format!("{} {label}", crate::text::count(n)));
-                    }
-                }
+                let mut parts: Vec<String> = run
+                    .counts
+                    .by_status()
+                    .into_iter()
+                    .filter(|(status, n)| *n > 0 || *status == InvocationStatus::Succeeded)
+                    .map(|(status, n)| format!("{} {}", crate::text::count(n), status.label()))
+                    .collect();
                 if let Some(cluster) = run.executor.cluster() {
                     parts.push(format!("on {cluster}"));
                 }
@@ -474,6 +493,11 @@ fn runs_ui(
                     tx.send(ExecutionsCommand::ShowRun(Some(run.run_id.clone())));
                 }
                 response.context_menu(|ui| {
+                    if ui.button("Pin this run").clicked() {
+                        tx.send(ExecutionsCommand::ShowRun(Some(run.run_id.clone())));
+                        tx.send(ExecutionsCommand::PinRun(true));
+                        ui.close();
+                    }
                     if run.status != RunStatus::Running && ui.button("Delete run").clicked() {
                         tx.send(ExecutionsCommand::DeleteRun(run.run_id.clone()));
                         ui.close();
@@ -497,15 +521,6 @@ fn run_status_look(status: RunStatus, dark: bool) -> (&'static str, egui::Color3
             "⚠",
             theme::severity_color(crate::ui::Severity::Warning, dark),
         ),
-    }
-}
-
-fn short_status(status: InvocationStatus) -> &'static str {
-    match status {
-        InvocationStatus::Succeeded => "ok",
-        InvocationStatus::CaughtException => "caught",
-        InvocationStatus::Exception => "failed",
-        other => other.label(),
     }
 }
 

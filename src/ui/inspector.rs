@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use egui::{RichText, Ui};
 
+use super::code_editor::editing::Syntax;
 use super::code_editor::{LineMarks, code_editor_ui};
 use super::theme;
 use crate::app::env_values::ValueSource;
@@ -22,7 +23,8 @@ pub struct InspectorView {
     list_buffers: BTreeMap<(BlockId, &'static str), String>,
     /// How tall the inspector's panel is on screen (its content scrolls), to size the code editor.
     pub visible_height: f32,
-    /// The "connect to" row: target and type.
+    /// The "connect to" row: the block it is for, its target and type.
+    connect_from: Option<BlockId>,
     connect_to: Option<BlockId>,
     connect_kind: Option<TransitionKind>,
     /// The last "show this line" request the code editor followed.
@@ -115,14 +117,18 @@ impl InspectorView {
         ui.add_space(4.0);
         let label = ui.horizontal(|ui| {
             let label = ui.label(RichText::new("Code").strong());
-            ui.label(
-                RichText::new(format!(
+            let signature = if code.language.is_runnable() {
+                format!(
                     "{} · def main(block_input, backpack)",
                     code.language.label()
-                ))
-                .weak()
-                .small(),
-            );
+                )
+            } else {
+                format!(
+                    "{} · kept as imported; Braid does not run it",
+                    code.language.label()
+                )
+            };
+            ui.label(RichText::new(signature).weak().small());
             // The spinner's room is kept when it is hidden, so that the inspector below does not
             // jump each time a background check starts or ends.
             ui.add_visible(app.is_checking(), egui::Spinner::new())
@@ -142,7 +148,15 @@ impl InspectorView {
             marked: marked.map(|g| g.line),
             goto: goto.map(|g| g.line),
         };
-        if let Some(text) = code_editor_ui(ui, &id.0, label.inner.id, &code.code, marks, height) {
+        if let Some(text) = code_editor_ui(
+            ui,
+            &id.0,
+            label.inner.id,
+            &code.code,
+            Syntax::of(&code.language),
+            marks,
+            height,
+        ) {
             tx.send(Edit::EditBlock {
                 block: id.clone(),
                 edit: BlockEdit::Code(text),
@@ -388,12 +402,18 @@ impl InspectorView {
                 .iter()
                 .filter(|b| &b.id != from)
                 .collect();
-            if self
-                .connect_to
-                .as_ref()
-                .is_none_or(|t| !targets.iter().any(|b| &b.id == t))
+            // A target left from another block, or deleted, gives way to the likeliest one: downstream,
+            // never upstream (that would close a cycle).
+            if self.connect_from.as_ref() != Some(from)
+                || self
+                    .connect_to
+                    .as_ref()
+                    .is_none_or(|t| !targets.iter().any(|b| &b.id == t))
             {
-                self.connect_to = targets.first().map(|b| b.id.clone());
+                self.connect_from = Some(from.clone());
+                self.connect_to = crate::model::graph::likely_target(&app.project, from)
+                    .or_else(|| targets.first().map(|b| &b.id))
+                    .cloned();
             }
             let kind = self.connect_kind.get_or_insert(TransitionKind::Then);
             let label = ui.label("to");

@@ -63,7 +63,7 @@ impl InvocationDetail {
             .id_salt("invocation-detail")
             .auto_shrink([false, false])
             .show(ui, |ui| {
-                header_ui(ui, record);
+                header_ui(ui, app, record);
                 links_ui(ui, app, picked, record, tx);
                 Self::replay_ui(ui, app, record, tx);
                 ui.separator();
@@ -162,7 +162,7 @@ impl InvocationDetail {
                     truncate(&text, SHOWN_CHARS)
                 };
                 ui.horizontal_wrapped(|ui| {
-                    ui.label(RichText::new(format!("{prefix}{shown}")).monospace());
+                    ui.label(theme::code_text(format!("{prefix}{shown}")));
                     if !full
                         && shown.len() < text.len()
                         && ui
@@ -187,7 +187,7 @@ impl InvocationDetail {
         len: usize,
         children: impl FnOnce(&mut Self, &mut Ui, usize),
     ) {
-        let response = egui::CollapsingHeader::new(RichText::new(header).monospace())
+        let response = egui::CollapsingHeader::new(theme::code_text(header))
             .id_salt(path)
             .default_open(depth < 2)
             .show(ui, |ui| {
@@ -225,7 +225,7 @@ impl InvocationDetail {
         } else {
             truncate(text, SHOWN_CHARS)
         };
-        ui.label(RichText::new(&shown).monospace().small());
+        ui.label(theme::code_text(&shown));
         if !full && shown.len() < text.len() && ui.small_button("show all").clicked() {
             self.show_all.insert(title.to_owned());
         }
@@ -272,18 +272,18 @@ impl InvocationDetail {
                 let before = outcome_text(&replay.original);
                 let after = outcome_text(new);
                 ui.columns(2, |columns| {
-                    columns[0].label(RichText::new("Before").strong());
-                    columns[0].label(
-                        RichText::new(replay.original.status.label())
-                            .color(theme::status_color(replay.original.status, dark)),
-                    );
-                    columns[0].label(RichText::new(truncate(&before, SHOWN_CHARS)).monospace());
-                    columns[1].label(RichText::new("Replay (current code)").strong());
-                    columns[1].label(
-                        RichText::new(new.status.label())
-                            .color(theme::status_color(new.status, dark)),
-                    );
-                    columns[1].label(RichText::new(truncate(&after, SHOWN_CHARS)).monospace());
+                    let sides = [
+                        ("Before", &replay.original, &before),
+                        ("Replay (current code)", &**new, &after),
+                    ];
+                    for (ui, (title, record, text)) in columns.iter_mut().zip(sides) {
+                        ui.label(RichText::new(title).strong());
+                        ui.label(
+                            RichText::new(record.status.label())
+                                .color(theme::status_color(record.status, dark)),
+                        );
+                        wrapped_code_ui(ui, &truncate(text, SHOWN_CHARS));
+                    }
                 });
                 section_label(ui, "Diff");
                 let diff = if before == after {
@@ -298,18 +298,14 @@ impl InvocationDetail {
                         DiffLine::Removed(l) => (format!("- {l}"), theme::error_color(dark)),
                         DiffLine::Added(l) => (format!("+ {l}"), theme::success_color(dark)),
                     };
-                    ui.label(RichText::new(text).monospace().small().color(color));
+                    ui.add(egui::Label::new(theme::code_text(text).color(color)).extend());
                 }
                 if !new.stdout.is_empty() || !new.stderr.is_empty() {
                     section_label(ui, "Replay printed");
-                    ui.label(
-                        RichText::new(truncate(
-                            &as_a_terminal_shows(&format!("{}{}", new.stdout, new.stderr)),
-                            SHOWN_CHARS,
-                        ))
-                        .monospace()
-                        .small(),
-                    );
+                    ui.label(theme::code_text(truncate(
+                        &as_a_terminal_shows(&format!("{}{}", new.stdout, new.stderr)),
+                        SHOWN_CHARS,
+                    )));
                 }
             }
         }
@@ -354,10 +350,11 @@ fn navigation_ui(ui: &mut Ui, picked: &Picked, tx: &CommandSender) {
     });
 }
 
-fn header_ui(ui: &mut Ui, record: &InvocationRecord) {
+fn header_ui(ui: &mut Ui, app: &App, record: &InvocationRecord) {
     let dark = ui.visuals().dark_mode;
     ui.horizontal_wrapped(|ui| {
-        ui.label(RichText::new(&*record.block_name).strong().size(15.0));
+        let name = super::block_label(app, &record.block_id, &record.block_name);
+        ui.label(RichText::new(name).strong().size(15.0));
         ui.label(RichText::new(format!("#{}", record.id)).monospace().weak());
         ui.label(format!("item {}", item_path(&record.item_path)));
         if record.attempt > 1 {
@@ -402,10 +399,11 @@ fn links_ui(
             .map_or_else(
                 || format!("#{id}"),
                 |row| {
+                    let name = super::block_label(app, &row.block_id, &row.block_name);
                     if row.item_path.is_empty() {
-                        row.block_name.to_string()
+                        name
                     } else {
-                        format!("{} {}", row.block_name, item_path(&row.item_path))
+                        format!("{name} {}", item_path(&row.item_path))
                     }
                 },
             )
@@ -421,7 +419,7 @@ fn links_ui(
             }
             for id in ids.iter().take(SHOWN_LINKS) {
                 if ui.link(describe(*id)).clicked() {
-                    tx.send(ExecutionsCommand::Pick(*id));
+                    tx.send(ExecutionsCommand::Follow(*id));
                 }
             }
             if ids.len() > SHOWN_LINKS {
@@ -435,6 +433,24 @@ fn links_ui(
     }
 }
 
+/// Code-font text that stays in its column: long lines (a value's JSON has no spaces to break at) break
+/// anywhere rather than run into the next column.
+fn wrapped_code_ui(ui: &mut Ui, text: &str) {
+    let mut job = egui::text::LayoutJob::single_section(
+        text.to_owned(),
+        egui::TextFormat::simple(
+            egui::FontId::monospace(theme::CODE_SIZE),
+            ui.visuals().text_color(),
+        ),
+    );
+    job.wrap = egui::text::TextWrapping {
+        max_width: ui.available_width(),
+        break_anywhere: true,
+        ..egui::text::TextWrapping::default()
+    };
+    ui.add(egui::Label::new(job));
+}
+
 /// The traceback, with each `File "<block>", line N` a link to that line of that block's code.
 fn traceback_ui(ui: &mut Ui, app: &App, traceback: &str, tx: &CommandSender) {
     let frame_color = ui.visuals().extreme_bg_color;
@@ -443,26 +459,36 @@ fn traceback_ui(ui: &mut Ui, app: &App, traceback: &str, tx: &CommandSender) {
         .inner_margin(6.0)
         .corner_radius(4.0)
         .show(ui, |ui| {
-            ui.spacing_mut().item_spacing.y = 1.0;
-            for line in traceback.lines() {
-                let target = traceback_location(line).and_then(|(file, n)| {
-                    block_for_file(&app.project, file).map(|block| (block.clone(), n))
-                });
-                match target {
-                    Some((block, n)) => {
-                        let response = ui
-                            .link(RichText::new(line).monospace().small())
-                            .on_hover_text("Open this line of the block's code");
-                        if response.clicked() {
-                            tx.send(Select::CodeLine { block, line: n });
-                        }
-                    }
-                    None => {
-                        ui.label(RichText::new(line).monospace().small());
+            // Lines never wrap, so the `^^^^` line sits under the code it points at; a long line
+            // scrolls sideways.
+            egui::ScrollArea::horizontal()
+                .id_salt("traceback")
+                .show(ui, |ui| traceback_lines_ui(ui, app, traceback, tx));
+        });
+}
+
+fn traceback_lines_ui(ui: &mut Ui, app: &App, traceback: &str, tx: &CommandSender) {
+    ui.vertical(|ui| {
+        ui.spacing_mut().item_spacing.y = 1.0;
+        for line in traceback.lines() {
+            let target = traceback_location(line).and_then(|(file, n)| {
+                block_for_file(&app.project, file).map(|block| (block.clone(), n))
+            });
+            match target {
+                Some((block, n)) => {
+                    let response = ui
+                        .add(egui::Link::new(theme::code_text(line)))
+                        .on_hover_text("Open this line of the block's code");
+                    if response.clicked() {
+                        tx.send(Select::CodeLine { block, line: n });
                     }
                 }
+                None => {
+                    ui.add(egui::Label::new(theme::code_text(line)).extend());
+                }
             }
-        });
+        }
+    });
 }
 
 fn section_label(ui: &mut Ui, title: &str) {

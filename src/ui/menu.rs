@@ -2,7 +2,7 @@
 
 use egui::{RichText, Ui};
 
-use super::Views;
+use super::{Views, theme};
 use crate::app::{
     App, Command, CommandSender, Edit, FileAction, FileCommand, RunCommand, RunPhase, Select,
 };
@@ -184,12 +184,39 @@ pub fn menu_bar_ui(ui: &mut Ui, views: &mut Views, app: &App, tx: &CommandSender
 
 fn toolbar_ui(ui: &mut Ui, views: &mut Views, app: &App, tx: &CommandSender) {
     let running = app.is_running();
+    let start = app
+        .run_options
+        .from
+        .as_ref()
+        .map(|id| app.project.block_name(id).to_owned());
+    let hover = match &start {
+        Some(name) => format!("Run from \"{name}\" with the last input (Ctrl+Enter)"),
+        None => "Run with the last input (Ctrl+Enter)".to_owned(),
+    };
     if ui
         .add_enabled(!running, egui::Button::new(RichText::new("▶ Run").strong()))
-        .on_hover_text("Run with the last input (Ctrl+Enter)")
+        .on_hover_text(hover)
         .clicked()
     {
         tx.send(RunCommand::Start(app.run_options.clone()));
+    }
+    // A run that starts elsewhere than at the entry blocks says so where ▶ Run is pressed.
+    if let Some(name) = start {
+        let accent = theme::severity_color(
+            crate::model::validate::Severity::Warning,
+            ui.visuals().dark_mode,
+        );
+        ui.label(
+            RichText::new(format!("from “{}”", crate::text::truncate(&name, 24))).color(accent),
+        )
+        .on_hover_text("▶ Run starts at this block (Run from here, or the Run… dialog's Start at)");
+        if ui
+            .small_button("✖")
+            .on_hover_text("Start at the entry blocks again")
+            .clicked()
+        {
+            tx.send(RunCommand::StartAtEntries);
+        }
     }
     if ui
         .add_enabled(!running, egui::Button::new("Run…"))

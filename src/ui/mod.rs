@@ -10,6 +10,7 @@ pub mod dialogs;
 pub mod executions_panel;
 pub mod inspector;
 pub mod invocation_detail;
+pub mod layout;
 pub mod menu;
 pub mod results_panel;
 pub mod run_dialog;
@@ -30,6 +31,8 @@ pub struct Views {
     pub results: results_panel::ResultsPanel,
     pub file_prompt: dialogs::FilePromptView,
     pub help_open: bool,
+    /// The panels' sizes, as fractions of the window (remembered between sessions).
+    pub layout: layout::PanelLayout,
 }
 
 impl Views {
@@ -44,32 +47,40 @@ impl Views {
         egui::Panel::bottom("braid-status")
             .exact_size(26.0)
             .show(ui, |ui| status_bar_ui(ui, app));
-        // The executions and the timeline want more room than results: each tab group has its own
-        // panel (and so its own remembered height).
-        let (panel_id, default_height) = match self.results.tab {
-            results_panel::Tab::Executions | results_panel::Tab::Timeline => {
-                ("braid-executions", 380.0)
-            }
-            results_panel::Tab::Results
-            | results_panel::Tab::Failures
-            | results_panel::Tab::Log => ("braid-results", 190.0),
-        };
-        egui::Panel::bottom(panel_id)
+        // The panels' sizes are fractions of the window (the executions and the timeline want more
+        // room than results: each tab group has its own), so a smaller window keeps its canvas.
+        let window = ctx.content_rect();
+        let executions = matches!(
+            self.results.tab,
+            results_panel::Tab::Executions | results_panel::Tab::Timeline
+        );
+        let free = ui.available_rect_before_wrap();
+        let bottom = self
+            .layout
+            .bottom(executions, window.height(), free.height());
+        bottom.impose(&ctx);
+        let shown = egui::Panel::bottom(bottom.id)
             .resizable(true)
-            .default_size(default_height)
-            .size_range(80.0..=800.0)
+            .default_size(bottom.size)
+            .size_range(bottom.range)
             .show(ui, |ui| {
-                // The panel keeps the height it is given (its default, or where the user dragged it)
-                // rather than shrinking to short content, such as the hint shown before any run,
-                // and then staying that small.
+                // The panel keeps the height it is given rather than shrinking to short content,
+                // such as the hint shown before any run, and then staying that small.
                 ui.set_min_height(ui.available_height());
                 ui.add_space(4.0);
                 self.results.show_ui(ui, app, &tx);
-            });
-        egui::Panel::right("braid-inspector")
+            })
+            .response
+            .rect
+            .height();
+        self.layout.dragged(&bottom, shown, window.height());
+        let free = ui.available_rect_before_wrap();
+        let side = self.layout.inspector(window.width(), free.width());
+        side.impose(&ctx);
+        let shown = egui::Panel::right(side.id)
             .resizable(true)
-            .default_size(400.0)
-            .size_range(300.0..=800.0)
+            .default_size(side.size)
+            .size_range(side.range)
             .show(ui, |ui| {
                 self.inspector.visible_height = ui.available_height();
                 egui::ScrollArea::vertical()
@@ -79,7 +90,11 @@ impl Views {
                         ui.add_space(6.0);
                         self.inspector.show_ui(ui, app, &tx);
                     });
-            });
+            })
+            .response
+            .rect
+            .width();
+        self.layout.dragged(&side, shown, window.width());
         let canvas_rect = egui::CentralPanel::no_frame()
             .show(ui, |ui| {
                 self.canvas.show_ui(ui, app, &tx);
@@ -136,6 +151,12 @@ impl Views {
         if take(KeyboardShortcut::new(Modifiers::NONE, Key::F1)) {
             self.help_open = !self.help_open;
         }
+        // Escape closes the innermost thing open: a canvas menu, the help, the run dialog; with
+        // nothing open it clears the selection (below, when no text field has the keyboard).
+        let escape = KeyboardShortcut::new(Modifiers::NONE, Key::Escape);
+        if self.canvas.has_menu() && take(escape) {
+            self.canvas.close_menu();
+        }
 
         if ctx.egui_wants_keyboard_input() {
             return;
@@ -167,12 +188,8 @@ impl Views {
             }
         }
         if take(plain(Key::A)) {
-            let position = self
-                .canvas
-                .pointer_position(ctx)
-                .unwrap_or_else(|| self.canvas.center_position());
             tx.send(Edit::AddBlock {
-                position,
+                position: self.canvas.new_block_position(ctx),
                 connect_from: None,
             });
         }
@@ -272,6 +289,16 @@ fn status_bar_ui(ui: &mut Ui, app: &App) {
             );
         });
     });
+}
+
+/// A block's name as run views list it: the project's name for it, told apart from blocks of the same
+/// name (`Untitled Code Block (2)`); the name the run recorded when the block is gone.
+pub(crate) fn block_label(app: &App, id: &crate::model::BlockId, recorded: &str) -> String {
+    if app.project.block(id).is_some() {
+        app.project.distinct_name(id)
+    } else {
+        recorded.to_owned()
+    }
 }
 
 /// The project's problems as the editor lists and counts them: an empty project's (it has nothing to

@@ -49,15 +49,18 @@ impl ResultsPanel {
             RunPhase::Finished(summary) => Some((run, summary)),
             _ => None,
         });
-        // A failed run opens on its failures, once; the user's choice of tab wins after that.
+        // Each run that ends chooses between Results and Failures once: a failed run opens on its
+        // failures, a run with none leaves the Failures tab for its results. The user's choice of tab
+        // wins after that, and Block Executions, Timeline and Log are never taken away.
         if let Some((run, summary)) = summary
-            && !summary.failures.is_empty()
-            && summary.results.is_empty()
             && self.auto_switched.as_deref() != Some(&*run.run_id.0)
         {
             self.auto_switched = Some(run.run_id.0.to_string());
-            if matches!(self.tab, Tab::Results) {
-                self.tab = Tab::Failures;
+            let failed = !summary.failures.is_empty() && summary.results.is_empty();
+            match self.tab {
+                Tab::Results if failed => self.tab = Tab::Failures,
+                Tab::Failures if summary.failures.is_empty() => self.tab = Tab::Results,
+                _ => {}
             }
         }
         ui.horizontal(|ui| {
@@ -122,7 +125,7 @@ impl ResultsPanel {
         match &run.phase {
             RunPhase::Finished(summary) => match self.tab {
                 Tab::Failures => {
-                    if let Some((block_id, id)) = failures_ui(ui, &summary.failures) {
+                    if let Some((block_id, id)) = failures_ui(ui, app, &summary.failures) {
                         // The failed invocation in Block Executions: its input, backpack and
                         // traceback, with its block selected so that its code is beside them.
                         tx.send(Select::Blocks(vec![block_id]));
@@ -249,20 +252,13 @@ fn status_line_ui(ui: &mut Ui, run: &RunState, tx: &CommandSender) {
 fn counts_ui(ui: &mut Ui, run: &RunState, dark: bool) {
     let totals = run.totals();
     ui.separator();
-    for (n, status, label) in [
-        (totals.queued, InvocationStatus::Queued, "queued"),
-        (totals.running, InvocationStatus::Running, "running"),
-        (totals.succeeded, InvocationStatus::Succeeded, "succeeded"),
-        (totals.caught, InvocationStatus::CaughtException, "caught"),
-        (totals.failed, InvocationStatus::Exception, "failed"),
-        (totals.timed_out, InvocationStatus::TimedOut, "timed out"),
-        (totals.cancelled, InvocationStatus::Cancelled, "cancelled"),
-    ] {
+    for (status, n) in totals.by_status() {
         if n > 0 {
             ui.label(
-                RichText::new(format!("{} {label}", crate::text::count(n)))
+                RichText::new(format!("{} {}", crate::text::count(n), status.label()))
                     .color(theme::status_color(status, dark)),
-            );
+            )
+            .on_hover_text(status.description());
         }
     }
 }
@@ -296,11 +292,13 @@ fn results_ui(ui: &mut Ui, results: &[RunResult]) {
                     {
                         ui.ctx().copy_text(text.clone());
                     }
+                    // One tooltip: the label's own (shown when it is cut) would repeat ours.
                     ui.add(
-                        egui::Label::new(RichText::new(truncate(&text, 400)).monospace())
-                            .truncate(),
+                        egui::Label::new(theme::code_text(truncate(&text, 400)))
+                            .truncate()
+                            .show_tooltip_when_elided(false),
                     )
-                    .on_hover_text(truncate(&text, 4000));
+                    .on_hover_text(theme::code_text(truncate(&text, 4000)));
                 });
             }
         });
@@ -357,10 +355,11 @@ fn log_ui(ui: &mut Ui, log: &[LogLine]) {
                         egui::Label::new(RichText::new(source(line)).weak()),
                     );
                     ui.add(
-                        egui::Label::new(RichText::new(truncate(&line.text, 1000)).monospace())
-                            .truncate(),
+                        egui::Label::new(theme::code_text(truncate(&line.text, 1000)))
+                            .truncate()
+                            .show_tooltip_when_elided(false),
                     )
-                    .on_hover_text(truncate(&line.text, 4000));
+                    .on_hover_text(theme::code_text(truncate(&line.text, 4000)));
                 });
             }
         });
@@ -368,7 +367,7 @@ fn log_ui(ui: &mut Ui, log: &[LogLine]) {
 
 /// One line per failure (its traceback folds out under the ▸); a failure of one invocation links to
 /// it in Block Executions. Returns the block and invocation whose link was clicked.
-fn failures_ui(ui: &mut Ui, failures: &[RunFailure]) -> Option<(BlockId, InvocationId)> {
+fn failures_ui(ui: &mut Ui, app: &App, failures: &[RunFailure]) -> Option<(BlockId, InvocationId)> {
     if failures.is_empty() {
         ui.label(RichText::new("No failures.").weak());
         return None;
@@ -382,7 +381,11 @@ fn failures_ui(ui: &mut Ui, failures: &[RunFailure]) -> Option<(BlockId, Invocat
             // Tracebacks make rows of different heights, so at most the first 500 are listed.
             for (i, failure) in failures.iter().take(500).enumerate() {
                 let mut row = |ui: &mut Ui| {
-                    let place = format!("{} {}", failure.block, item_path(&failure.item_path));
+                    let place = format!(
+                        "{} {}",
+                        super::block_label(app, &failure.block_id, &failure.block),
+                        item_path(&failure.item_path)
+                    );
                     match failure.invocation {
                         Some(id) => {
                             if ui
@@ -400,12 +403,13 @@ fn failures_ui(ui: &mut Ui, failures: &[RunFailure]) -> Option<(BlockId, Invocat
                             ui.label(RichText::new(place).strong());
                         }
                     }
-                    ui.label(
-                        RichText::new(failure.status.replace('_', " "))
-                            .color(theme::error_color(dark)),
-                    );
-                    ui.add(egui::Label::new(truncate(&failure.error, 300)).truncate())
-                        .on_hover_text(&failure.error);
+                    ui.label(RichText::new(failure.status_label()).color(theme::error_color(dark)));
+                    ui.add(
+                        egui::Label::new(truncate(&failure.error, 300))
+                            .truncate()
+                            .show_tooltip_when_elided(false),
+                    )
+                    .on_hover_text(&failure.error);
                 };
                 match &failure.traceback {
                     Some(traceback) => {
@@ -417,7 +421,7 @@ fn failures_ui(ui: &mut Ui, failures: &[RunFailure]) -> Option<(BlockId, Invocat
                         )
                         .show_header(ui, row)
                         .body(|ui| {
-                            ui.label(RichText::new(traceback).monospace().small());
+                            ui.label(theme::code_text(traceback));
                         });
                     }
                     None => {

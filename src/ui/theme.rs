@@ -6,6 +6,15 @@ use crate::model::TransitionKind;
 use crate::model::validate::Severity;
 use crate::run::InvocationStatus;
 
+/// The one size of code and of what code prints (tracebacks, printed output, values, the replay's
+/// diff), in points: monospace, readable at 100 % and never under 11 px.
+pub const CODE_SIZE: f32 = 13.0;
+
+/// Text in the code font and size.
+pub fn code_text(text: impl Into<String>) -> egui::RichText {
+    egui::RichText::new(text).font(egui::FontId::monospace(CODE_SIZE))
+}
+
 /// Sets Braid's spacing and fonts; the theme follows the system until the user picks one (View menu).
 pub fn install(ctx: &egui::Context) {
     // Ubuntu-Light, the text font, lacks symbols labels use (● ▸ arrows): they showed as boxes. Hack,

@@ -15,16 +15,16 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable as _;
 
 use super::gui::{
-    click, click_node, harness_1280x800, harness_sized, mask_fixed, settle, wait_for,
+    click, click_chip, click_node, harness_1280x800, harness_sized, mask_fixed, settle, wait_for,
 };
 use super::support::Builder;
 
 const PROCESS_FAILS_ON_3: &str = "def main(block_input, backpack):\n    backpack[\"seen\"] = block_input\n    if block_input == 3:\n        raise ValueError(f\"bad row {block_input}\")\n    print(\"processing\", block_input)\n    return block_input * 10\n";
-const PROCESS_FIXED: &str = "def main(block_input, backpack):\n    backpack[\"seen\"] = block_input\n    return block_input * 10\n";
+pub(crate) const PROCESS_FIXED: &str = "def main(block_input, backpack):\n    backpack[\"seen\"] = block_input\n    return block_input * 10\n";
 
 /// Split fans out 0..5 to Process, which fails on item 3; its exception goes to Fallback; both fan
 /// in to Collect.
-fn write_failing_pipeline(dir: &Path) -> PathBuf {
+pub(crate) fn write_failing_pipeline(dir: &Path) -> PathBuf {
     let mut project = Builder::new()
         .block(
             "Split",
@@ -58,7 +58,7 @@ fn write_failing_pipeline(dir: &Path) -> PathBuf {
     path
 }
 
-fn run_to_end(harness: &mut Harness<'_, BraidApp>) {
+pub(crate) fn run_to_end(harness: &mut Harness<'_, BraidApp>) {
     click(harness, "▶ Run");
     wait_for(harness, "the run to finish", |app| {
         matches!(
@@ -133,7 +133,7 @@ fn step_through_a_failed_item_follow_it_and_replay_it() {
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].invocations, 8);
     assert_eq!(runs[0].counts.caught, 1);
-    harness.get_by_label_contains("7 ok · 1 caught");
+    harness.get_by_label_contains("7 succeeded · 1 caught");
 
     // A search over input, output and error finds the failed item (after a pause in typing).
     search(&mut harness, "bad row", 1);
@@ -141,7 +141,7 @@ fn step_through_a_failed_item_follow_it_and_replay_it() {
 
     // Process is selected: its five invocations are listed; only the failed one when filtered.
     harness.get_by_label("5 of 8 invocations");
-    click(&mut harness, "caught");
+    click_chip(&mut harness, "caught");
     harness.get_by_label("1 of 8 invocations");
     click(&mut harness, "[3]");
     let record = picked_record(&harness);
@@ -166,7 +166,7 @@ fn step_through_a_failed_item_follow_it_and_replay_it() {
     assert_eq!(goto.line, 4);
 
     // j and k step through the table (the panel has the keyboard after the click).
-    click(&mut harness, "caught");
+    click_chip(&mut harness, "caught");
     harness.get_by_label("5 of 8 invocations");
     click(&mut harness, "[3]");
     press(&mut harness, Key::J);
@@ -244,7 +244,7 @@ fn step_through_a_failed_item_follow_it_and_replay_it() {
             .as_ref()
             .is_some_and(|r| matches!(r.phase, ReplayPhase::Done(_)))
     });
-    harness.get_by_label("- ValueError: bad row 3 (caught exception)");
+    harness.get_by_label("- ValueError: bad row 3 (caught)");
     harness.get_by_label("+ 30");
     harness.get_by_label("Replay (current code)");
     // The replay ran nothing else and is not a run of its own.
@@ -269,7 +269,7 @@ fn runs_are_found_again_after_a_restart() {
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_eq!(runs[0].run_id, first_run);
     assert_eq!(runs[0].invocations, 8);
-    harness.get_by_label_contains("7 ok · 1 caught");
+    harness.get_by_label_contains("7 succeeded · 1 caught");
 
     // Its invocations and records are there too (read in the background).
     wait_for(&mut harness, "the run's rows", |app| {
@@ -281,7 +281,7 @@ fn runs_are_found_again_after_a_restart() {
     let process = counts[&BlockId("id-Process".into())];
     assert!(finished);
     assert_eq!((process.succeeded, process.caught), (4, 1));
-    harness.get_by_label("4 ok");
+    harness.get_by_label("4 succeeded");
     // The database searches whole values: the error text finds the failed item.
     search(&mut harness, "bad row 3", 1);
     search(&mut harness, "", 5);
@@ -352,7 +352,9 @@ fn snapshot_of_the_executions_panel() {
     for (rect, width) in masked {
         mask_fixed(&mut harness, rect, width);
     }
-    let runs = harness.get_by_label_contains("7 ok").rect();
+    let runs = harness
+        .get_by_label_contains("7 succeeded · 1 caught")
+        .rect();
     let runs = runs.expand2(egui::vec2(0.0, 27.0));
     mask_fixed(&mut harness, runs, 250.0);
     let status = harness.get_by_label_contains("failing.braid.json").rect();

@@ -66,6 +66,16 @@ pub(crate) fn click(harness: &mut Harness<'_, BraidApp>, label: &str) {
     settle(harness);
 }
 
+/// Clicks the button with this label (a filter chip, where a table row may read the same).
+pub(crate) fn click_chip(harness: &mut Harness<'_, BraidApp>, label: &str) {
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::Button, label)
+        .click();
+    harness.step();
+    harness.remove_cursor();
+    settle(harness);
+}
+
 /// Clicks `labels` in turn until `done` holds (at most three times). A synthetic click now and then
 /// lands in a frame where egui does not take it (kittest presses and releases within one frame); a
 /// second try tells that apart from a broken button.
@@ -135,7 +145,7 @@ pub(crate) fn wait_for_run(harness: &mut Harness<'_, BraidApp>) -> braid::run::R
     }
 }
 
-fn code_of<'a>(project: &'a Project, name: &str) -> &'a str {
+pub(crate) fn code_of<'a>(project: &'a Project, name: &str) -> &'a str {
     let block = project
         .blocks
         .iter()
@@ -393,6 +403,9 @@ fn copy_paste_duplicate_and_delete_blocks() {
         .state_mut()
         .app
         .apply(braid::app::Select::Blocks(vec![double]), 0.0);
+    settle(&mut harness);
+    // The inspector's buttons are below the code: scrolled to, as a person would.
+    harness.get_by_label("Duplicate").scroll_to_me();
     settle(&mut harness);
     click(&mut harness, "Duplicate");
     assert_eq!(project(&harness).blocks.len(), 7);

@@ -7,6 +7,7 @@
 
 mod architecture;
 mod cli;
+mod daily;
 mod dask;
 mod engine;
 mod executions;

@@ -11,7 +11,7 @@ use crate::app::command::ExecutionsCommand;
 use crate::app::run::RunPhase;
 use crate::app::{App, NoticeLevel, Selection};
 use crate::model::BlockId;
-use crate::run::{BlockCounts, RunId};
+use crate::run::{BlockCounts, InvocationId, RunId};
 use crate::runtime::history::History as RunHistory;
 use crate::runtime::{RunRequest, RuntimeEvent};
 
@@ -21,7 +21,14 @@ impl App {
             ExecutionsCommand::ShowRun(Some(run)) => self.executions.select_run(run),
             ExecutionsCommand::ShowRun(None) => {
                 self.executions.selected_run = None;
+                self.executions.pinned = false;
                 self.executions.picked = None;
+            }
+            ExecutionsCommand::PinRun(pin) => {
+                if pin && self.executions.selected_run.is_none() {
+                    self.executions.selected_run = self.executions.shown_run_id();
+                }
+                self.executions.pinned = pin && self.executions.selected_run.is_some();
             }
             ExecutionsCommand::DeleteRun(run) => {
                 if let Err(e) = self.executions.delete_run(&run) {
@@ -36,6 +43,7 @@ impl App {
                 }
             }
             ExecutionsCommand::Pick(id) => self.executions.pick(id),
+            ExecutionsCommand::Follow(id) => self.follow_invocation(id),
             ExecutionsCommand::Step(step) => self.step_invocation(step),
             ExecutionsCommand::Replay => self.replay(now_secs),
             ExecutionsCommand::CloseReplay => self.executions.replay = None,
@@ -68,19 +76,26 @@ impl App {
         }
     }
 
-    /// Moves the picked invocation. Following the item into another block selects that block, so the
-    /// table (which lists the selected block's invocations) and the inspector go along.
+    /// Moves the picked invocation; following the item (came from, led to) goes through
+    /// [`Self::follow_invocation`].
     fn step_invocation(&mut self, step: Step) {
         let Some(target) = self.executions.step_target(step) else {
             return;
         };
-        if matches!(step, Step::Parent | Step::Child)
-            && self.selection.single_block().is_some()
-            && let Some(block) = self.executions.block_of(target)
-        {
+        if matches!(step, Step::Parent | Step::Child) {
+            self.follow_invocation(target);
+        } else {
+            self.executions.pick(target);
+        }
+    }
+
+    /// Picks an invocation the item went through and selects its block, from the All blocks table
+    /// too, so the canvas, the table and the inspector go along.
+    fn follow_invocation(&mut self, id: InvocationId) {
+        if let Some(block) = self.executions.block_of(id) {
             self.selection = Selection::blocks([block]);
         }
-        self.executions.pick(target);
+        self.executions.pick(id);
     }
 
     /// Runs the picked invocation again with its captured input and backpack and the block's current

@@ -211,6 +211,9 @@ pub struct Executions {
     search: Option<Search>,
     /// The run the panel shows; `None` follows the newest run.
     pub selected_run: Option<RunId>,
+    /// The user pinned the selected run: it stays shown while newer runs come. Unpinned, a run that
+    /// starts takes the panel and the canvas over, so what they show after a fix is the fix's run.
+    pub pinned: bool,
     pub filter: TableFilter,
     /// The table: indices into the shown run's rows.
     pub visible: Vec<usize>,
@@ -262,6 +265,7 @@ impl Default for Executions {
             loading: None,
             search: None,
             selected_run: None,
+            pinned: false,
             filter: TableFilter::default(),
             visible: Vec::new(),
             view_key: None,
@@ -289,6 +293,7 @@ impl Executions {
         if !keep_session {
             self.session.clear();
             self.selected_run = None;
+            self.pinned = false;
             self.picked = None;
             self.replay = None;
             self.view_key = None;
@@ -384,9 +389,11 @@ impl Executions {
             executor: executor.clone(),
         };
         self.insert_run(RunData::new(row, Source::Session));
-        // The panel follows the new run unless the user picked a run to look at.
-        if self.selected_run.is_none() {
+        // The panel follows the new run unless the user pinned the run it shows.
+        if !self.pinned {
+            self.selected_run = None;
             self.picked = None;
+            self.by_start = None;
         }
     }
 
@@ -450,6 +457,9 @@ impl Executions {
     pub fn select_run(&mut self, run_id: RunId) {
         if !self.load(&run_id) {
             return;
+        }
+        if self.selected_run.as_ref() != Some(&run_id) {
+            self.pinned = false;
         }
         self.selected_run = Some(run_id);
         self.picked = None;
@@ -559,6 +569,7 @@ impl Executions {
         }
         if self.selected_run.as_ref() == Some(run_id) {
             self.selected_run = None;
+            self.pinned = false;
         }
         if self.picked.as_ref().is_some_and(|p| &p.run_id == run_id) {
             self.picked = None;

@@ -1,14 +1,15 @@
 //! What a click or a drag on the canvas means: blocks dragged (every selected block follows), Snarl's
-//! rectangle selection adopted as Braid's, and clicks on nodes, wire labels and the empty canvas.
+//! rectangle selection adopted as Braid's, and clicks on blocks, transitions and the empty canvas: the
+//! one place that decides what a click or a right-click means.
 
 use std::collections::BTreeSet;
 
-use egui::{Ui, Vec2};
+use egui::{Pos2, Ui, Vec2};
 
-use super::menus::Picker;
+use super::menus::CanvasMenu;
 use super::{CanvasView, position, to_pos};
 use crate::app::{App, CommandSender, Edit, Select};
-use crate::model::BlockId;
+use crate::model::{BlockId, TransitionId};
 
 impl CanvasView {
     /// Blocks the user dragged: Snarl moved one node (or its own selection); every selected block
@@ -74,9 +75,39 @@ impl CanvasView {
         self.impose = Some(self.to_global);
     }
 
-    /// A click on a node selects it (Ctrl toggles, Shift adds); on a wire label, selects the
-    /// transition; on the empty canvas, clears the selection.
-    pub(super) fn clicks(&mut self, ui: &Ui, app: &App, tx: &CommandSender) {
+    /// What is under a point of the canvas (graph space), for a click: a wire's label (labels sit on
+    /// their wires, over everything), a transition Snarl found under the pointer (its wire or a pin of
+    /// it), the topmost block (anywhere on it: title, text, frame), else the empty canvas.
+    fn target_at(&self, app: &App, graph: Pos2, snarl_transition: Option<TransitionId>) -> Target {
+        if let Some((id, _)) = self.label_rects.iter().find(|(_, r)| r.contains(graph)) {
+            return Target::Transition(id.clone());
+        }
+        if let Some(id) = snarl_transition {
+            return Target::Transition(id);
+        }
+        // Later blocks are drawn on top.
+        app.project
+            .blocks
+            .iter()
+            .rev()
+            .find(|b| {
+                self.node_rects
+                    .get(&b.id)
+                    .is_some_and(|r| r.contains(graph))
+            })
+            .map_or(Target::Canvas, |b| Target::Block(b.id.clone()))
+    }
+
+    /// The one place that says what a click means. Primary: a block is selected (Ctrl toggles,
+    /// Shift adds), a label selects its transition, the empty canvas clears the selection. Secondary:
+    /// whatever is under the pointer is selected and its menu opens.
+    pub(super) fn clicks(
+        &mut self,
+        ui: &Ui,
+        app: &App,
+        tx: &CommandSender,
+        snarl_transition: Option<TransitionId>,
+    ) {
         let ctx = ui.ctx();
         let (clicked, secondary, pointer, modifiers) = ctx.input(|i| {
             (
@@ -97,32 +128,45 @@ impl CanvasView {
             return;
         }
         let graph = self.to_global.inverse() * pointer;
-        if let Some((id, _)) = self.label_rects.iter().find(|(_, r)| r.contains(graph)) {
-            tx.send(Select::Transition(id.clone()));
-            if secondary {
-                self.picker = Some((Picker::Change(id.clone()), pointer));
-            }
+        let target = self.target_at(app, graph, snarl_transition);
+        if secondary {
+            let menu = match target {
+                Target::Transition(id) => {
+                    tx.send(Select::Transition(id.clone()));
+                    CanvasMenu::Transition(id)
+                }
+                Target::Block(id) => {
+                    // A right-click on a block of the selection keeps the selection (the menu acts
+                    // on all of it); on another block it selects that one.
+                    if !app.selection.blocks.contains(&id) {
+                        tx.send(Select::Blocks(vec![id.clone()]));
+                    }
+                    CanvasMenu::Block(id)
+                }
+                Target::Canvas => CanvasMenu::Canvas(position(graph.x, graph.y)),
+            };
+            self.open_menu(ctx, menu, pointer);
             return;
         }
-        if !clicked {
-            return;
-        }
-        // Later blocks are drawn on top.
-        let hit = app.project.blocks.iter().rev().find(|b| {
-            self.node_rects
-                .get(&b.id)
-                .is_some_and(|r| r.contains(graph))
-        });
-        match hit {
-            Some(block) if modifiers.command => tx.send(Select::Toggle(block.id.clone())),
-            Some(block) if modifiers.shift => {
+        match target {
+            Target::Transition(id) => tx.send(Select::Transition(id)),
+            Target::Block(id) if modifiers.command => tx.send(Select::Toggle(id)),
+            Target::Block(id) if modifiers.shift => {
                 let mut blocks = app.selection.blocks.clone();
-                blocks.insert(block.id.clone());
+                blocks.insert(id);
                 tx.send(Select::Blocks(blocks.into_iter().collect()));
             }
-            Some(block) => tx.send(Select::Blocks(vec![block.id.clone()])),
-            None if !modifiers.command && !modifiers.shift => tx.send(Select::Clear),
-            None => {}
+            Target::Block(id) => tx.send(Select::Blocks(vec![id])),
+            Target::Canvas if !modifiers.command && !modifiers.shift => tx.send(Select::Clear),
+            Target::Canvas => {}
         }
     }
+}
+
+/// What a click lands on.
+#[derive(Clone, Debug, PartialEq)]
+enum Target {
+    Transition(TransitionId),
+    Block(BlockId),
+    Canvas,
 }

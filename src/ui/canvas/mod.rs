@@ -10,8 +10,8 @@
 //!
 //! This file keeps the view's state and its frame; `viewer.rs` is egui-snarl's `SnarlViewer` (what a
 //! node shows, its pins, connections), `paint.rs` what Braid paints itself (wire labels, a node's
-//! problems and counts, the style), `hit.rs` what a click or a drag means, `menus.rs` the context
-//! menus and the transition-type picker.
+//! problems and counts, the style), `hit.rs` what a click or a drag means (the one place that decides
+//! what a right-click on a block, a wire, a label or the empty canvas opens), `menus.rs` those menus.
 
 mod hit;
 mod menus;
@@ -29,7 +29,7 @@ use egui_snarl::{InPinId, NodeId, OutPinId, Snarl};
 
 use crate::app::{App, CommandSender, Edit};
 use crate::model::{BlockId, Position, Project, TransitionId};
-use menus::Picker;
+use menus::{CanvasMenu, OpenMenu};
 use viewer::Viewer;
 
 pub use paint::transition_text;
@@ -99,11 +99,18 @@ pub struct CanvasView {
     /// Node rectangles in graph space, from the last frame.
     node_rects: BTreeMap<BlockId, Rect>,
     label_rects: Vec<(TransitionId, Rect)>,
-    picker: Option<(Picker, Pos2)>,
+    /// Where the pins were drawn last frame (graph space).
+    last_pins: PinPositions,
+    menu: Option<OpenMenu>,
     /// Changing it gives Snarl fresh state, which is how its own selection is cleared.
     epoch: u64,
     snarl_selection: Vec<NodeId>,
     canvas_rect: Rect,
+    /// The transform of the last fit, while the user has not panned or zoomed since: a view that is
+    /// fitted stays fitted when the canvas changes size.
+    fitted: Option<TSTransform>,
+    /// The selected block and picked invocation last brought into view.
+    revealed: Option<(Option<BlockId>, Option<u64>)>,
 }
 
 impl Default for CanvasView {
@@ -120,10 +127,13 @@ impl Default for CanvasView {
             fit_frames: 3,
             node_rects: BTreeMap::new(),
             label_rects: Vec::new(),
-            picker: None,
+            last_pins: PinPositions::default(),
+            menu: None,
             epoch: 0,
             snarl_selection: Vec::new(),
             canvas_rect: Rect::NOTHING,
+            fitted: None,
+            revealed: None,
         }
     }
 }
@@ -149,6 +159,40 @@ impl CanvasView {
         self.to_global * point
     }
 
+    /// Where the canvas is on the screen.
+    pub fn screen_rect(&self) -> Rect {
+        self.canvas_rect
+    }
+
+    /// The canvas's zoom (1 is 100 %).
+    pub fn scaling(&self) -> f32 {
+        self.to_global.scaling
+    }
+
+    /// Where a block's node was drawn last frame, on the screen.
+    pub fn node_screen_rect(&self, block: &BlockId) -> Option<Rect> {
+        self.node_rects.get(block).map(|r| self.to_global * *r)
+    }
+
+    /// Where a transition's label was drawn last frame, on the screen.
+    pub fn label_screen_rect(&self, transition: &TransitionId) -> Option<Rect> {
+        self.label_rects
+            .iter()
+            .find(|(id, _)| id == transition)
+            .map(|(_, r)| self.to_global * *r)
+    }
+
+    /// Where a block's free pin (the one new connections start from) was drawn, on the screen.
+    pub fn free_pin_screen(&self, block: &BlockId, output: bool) -> Option<Pos2> {
+        let (pins, index) = if output {
+            (&self.last_pins.outputs, self.pins.outgoing(block).len())
+        } else {
+            (&self.last_pins.inputs, self.pins.incoming(block).len())
+        };
+        pins.get(&(block.clone(), index))
+            .map(|p| self.to_global * *p)
+    }
+
     /// Where a block added "here" goes: the centre of the visible canvas, in graph space.
     pub fn center_position(&self) -> Position {
         if !self.canvas_rect.is_finite() {
@@ -159,6 +203,13 @@ impl CanvasView {
             p.x - ESTIMATED_NODE_SIZE.x / 2.0,
             p.y - ESTIMATED_NODE_SIZE.y / 2.0,
         )
+    }
+
+    /// Where a block added at the pointer goes (the A key): at the pointer, moved in so that all of it
+    /// is in the visible canvas.
+    pub fn new_block_position(&self, ctx: &egui::Context) -> Position {
+        self.pointer_position(ctx)
+            .map_or_else(|| self.center_position(), |p| self.placed(p))
     }
 
     /// The pointer's position in graph space, when it is over the canvas.
@@ -251,16 +302,23 @@ impl CanvasView {
     pub fn show_ui(&mut self, ui: &mut Ui, app: &App, tx: &CommandSender) {
         self.sync(app);
         let dark = ui.visuals().dark_mode;
-        self.canvas_rect = ui.available_rect_before_wrap();
+        let rect = ui.available_rect_before_wrap();
+        if self.canvas_rect.is_finite() && (rect.size() - self.canvas_rect.size()).length() > 0.5 {
+            self.resized(rect);
+        }
+        self.canvas_rect = rect;
         if self.fit_frames > 0 {
             self.fit_frames -= 1;
-            self.impose = Some(self.fit_transform(&app.project));
+            let fit = self.fit_transform(&app.project);
+            self.impose = Some(fit);
+            self.fitted = Some(fit);
             ui.ctx().request_repaint();
+        } else {
+            self.reveal(app);
         }
         let pin_positions: SharedPins = Rc::default();
         let mut viewer = Viewer {
             app,
-            tx,
             pins: &self.pins,
             dark,
             impose: self.impose.take(),
@@ -268,42 +326,134 @@ impl CanvasView {
             node_rects: BTreeMap::new(),
             pin_positions: pin_positions.clone(),
             connection: None,
+            transition_clicked: None,
+            dropped_wire: None,
         };
         let snarl_id = self.snarl_id();
+        // A node's text is not selectable: a click on a block's name selects the block (so Ctrl+C
+        // copies blocks, not the name's letters) and a right-click on it opens the block's menu.
+        ui.style_mut().interaction.selectable_labels = false;
         let response = SnarlWidget::new()
             .id(snarl_id)
             .style(paint::snarl_style(ui))
             .show(&mut self.snarl, &mut viewer, ui);
-        self.to_global = viewer.to_global;
-        for (id, rect) in viewer.node_rects {
+        let Viewer {
+            to_global,
+            node_rects,
+            connection,
+            transition_clicked,
+            dropped_wire,
+            ..
+        } = viewer;
+        self.to_global = to_global;
+        if self
+            .fitted
+            .is_some_and(|fit| !same_transform(fit, self.to_global))
+        {
+            self.fitted = None;
+        }
+        for (id, rect) in node_rects {
             self.node_rects.insert(id, rect);
         }
-        if let Some((from, to)) = viewer.connection {
-            let screen_pos = ui
-                .ctx()
-                .input(|i| i.pointer.latest_pos())
-                .unwrap_or(self.canvas_rect.center());
-            self.picker = Some((Picker::Connect { from, to }, screen_pos));
+        let pointer = ui
+            .ctx()
+            .input(|i| i.pointer.latest_pos())
+            .unwrap_or(self.canvas_rect.center());
+        if let Some((from, to)) = connection {
+            self.open_menu(ui.ctx(), CanvasMenu::Connect { from, to }, pointer);
+        }
+        if let Some(from) = dropped_wire {
+            let at = self.to_global.inverse() * pointer;
+            let at = self.placed(position(at.x, at.y));
+            self.open_menu(ui.ctx(), CanvasMenu::NewBlock { from, at }, pointer);
         }
 
         let snarl_layer = egui::LayerId::new(ui.layer_id().order, snarl_id);
         self.paint_wire_labels(ui, app, dark, snarl_layer, &pin_positions.borrow());
+        self.last_pins = pin_positions.take();
         self.moved_blocks(app, tx);
         self.follow_snarl_selection(ui, app, tx);
-        self.clicks(ui, app, tx);
+        self.clicks(ui, app, tx, transition_clicked);
         if response.double_clicked()
             && let Some(pointer) = response.interact_pointer_pos()
         {
             let p = self.to_global.inverse() * pointer;
             tx.send(Edit::AddBlock {
-                position: position(p.x - 20.0, p.y - 20.0),
+                position: self.placed(position(p.x - 20.0, p.y - 20.0)),
                 connect_from: None,
             });
         }
-        self.picker_ui(ui, app, tx);
+        self.menu_ui(ui, app, tx, snarl_layer);
         if app.project.blocks.is_empty() {
             paint::empty_hint_ui(ui, self.canvas_rect);
         }
+    }
+
+    /// The canvas changed size (the window, a panel): a fitted view is fitted again; otherwise what was
+    /// in the middle stays in the middle.
+    fn resized(&mut self, rect: Rect) {
+        if self.fitted.is_some() {
+            self.request_fit();
+            return;
+        }
+        let scaling = self.to_global.scaling;
+        let middle = self.to_global.inverse() * self.canvas_rect.center();
+        self.impose = Some(TSTransform {
+            scaling,
+            translation: rect.center().to_vec2() - middle.to_vec2() * scaling,
+        });
+    }
+
+    /// Brings the picked invocation's block (else the selected block) into view when either changes,
+    /// so that following an item, or a failure's link, never leaves its block below the canvas.
+    fn reveal(&mut self, app: &App) {
+        let selected = app.selection.single_block().cloned();
+        let picked = app.executions.picked.as_ref();
+        let key = (selected.clone(), picked.map(|p| p.id));
+        if self.revealed.as_ref() == Some(&key) {
+            return;
+        }
+        self.revealed = Some(key);
+        let block = picked
+            .and_then(|p| p.record.as_ref())
+            .map(|r| r.block_id.clone())
+            .or(selected);
+        let Some(node) = block.and_then(|b| self.node_rects.get(&b).copied()) else {
+            return;
+        };
+        let visible = self.canvas_rect.shrink(16.0);
+        let on_screen = self.to_global * node;
+        if visible.contains_rect(on_screen) || !visible.is_positive() {
+            return;
+        }
+        // The least move that shows all of it (its top-left corner when it is larger than the canvas).
+        let shift = |lo: f32, hi: f32, min: f32, max: f32| {
+            if hi - lo > max - min || lo < min {
+                min - lo
+            } else if hi > max {
+                max - hi
+            } else {
+                0.0
+            }
+        };
+        let delta = Vec2::new(
+            shift(
+                on_screen.min.x,
+                on_screen.max.x,
+                visible.min.x,
+                visible.max.x,
+            ),
+            shift(
+                on_screen.min.y,
+                on_screen.max.y,
+                visible.min.y,
+                visible.max.y,
+            ),
+        );
+        self.impose = Some(TSTransform {
+            scaling: self.to_global.scaling,
+            translation: self.to_global.translation + delta,
+        });
     }
 
     /// The transform that shows every block, not zoomed in past 100 %.
@@ -330,6 +480,11 @@ impl CanvasView {
             translation: canvas.center().to_vec2() - bounds.center().to_vec2() * scaling,
         }
     }
+}
+
+/// Two transforms that differ by less than a pixel (Snarl rounds what it is given).
+fn same_transform(a: TSTransform, b: TSTransform) -> bool {
+    (a.scaling - b.scaling).abs() < 1e-4 && (a.translation - b.translation).length() < 0.5
 }
 
 fn to_pos(p: Position) -> Pos2 {

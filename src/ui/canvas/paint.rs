@@ -46,7 +46,7 @@ impl CanvasView {
             let color = theme::transition_color(t.kind, dark);
             let galley = painter.layout_no_wrap(
                 transition_text(t.kind, &t.expression, 28),
-                FontId::proportional(11.0),
+                FontId::proportional(12.0),
                 color,
             );
             let rect = Rect::from_center_size(middle, galley.size() + Vec2::new(10.0, 4.0));
@@ -103,19 +103,12 @@ pub(super) fn snarl_style(ui: &Ui) -> SnarlStyle {
 
 /// The worst status among a block's counts, for its colour on the canvas.
 pub(super) fn worst_status(counts: &BlockCounts) -> Option<S> {
-    [
-        (counts.failed, S::Exception),
-        (counts.timed_out, S::TimedOut),
-        (counts.caught, S::CaughtException),
-        (counts.cancelled, S::Cancelled),
-        (counts.running, S::Running),
-        (counts.queued, S::Queued),
-        (counts.succeeded, S::Succeeded),
-    ]
-    .into_iter()
-    .filter(|(n, _)| *n > 0)
-    .map(|(_, status)| status)
-    .max_by_key(|status| status.severity())
+    counts
+        .by_status()
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(status, _)| status)
+        .max_by_key(|status| status.severity())
 }
 
 /// `fan-out`, or `if x > 3` with the expression cut to `max` characters.
@@ -172,10 +165,10 @@ impl Viewer<'_> {
                 Some(line) => format!("✖ line {line}: {}", error.message),
                 None => format!("✖ {}", error.message),
             };
-            ui.label(
-                RichText::new(truncate(&text, 28))
-                    .small()
-                    .color(theme::error_color(self.dark)),
+            ui.add(
+                egui::Label::new(RichText::new(&text).color(theme::error_color(self.dark)))
+                    .truncate()
+                    .show_tooltip_when_elided(false),
             )
             .on_hover_text(text);
         }
@@ -191,10 +184,12 @@ impl Viewer<'_> {
                 "⚠"
             };
             let text = format!("{mark} {}", problem.message);
-            ui.label(
-                RichText::new(truncate(&text, 28))
-                    .small()
-                    .color(theme::severity_color(problem.severity, self.dark)),
+            ui.add(
+                egui::Label::new(
+                    RichText::new(&text).color(theme::severity_color(problem.severity, self.dark)),
+                )
+                .truncate()
+                .show_tooltip_when_elided(false),
             )
             .on_hover_text(text);
         }
@@ -214,7 +209,6 @@ impl Viewer<'_> {
                     record.id,
                     crate::text::item_path(&record.item_path)
                 ))
-                .small()
                 .strong()
                 .color(theme::path_color(dark)),
             );
@@ -222,31 +216,24 @@ impl Viewer<'_> {
         // The runtime reports every block, so a block nothing reached has all-zero counts.
         let Some(counts) = counts.get(block).filter(|c| c.total() > 0) else {
             if finished {
-                ui.label(RichText::new("not run").small().weak());
+                ui.label(RichText::new("not run").weak());
             }
             return;
         };
         ui.horizontal_wrapped(|ui| {
             ui.spacing_mut().item_spacing.x = 6.0;
-            let parts = [
-                (counts.queued, S::Queued, "queued"),
-                (counts.running, S::Running, "running"),
-                (counts.succeeded, S::Succeeded, "ok"),
-                (counts.caught, S::CaughtException, "caught"),
-                (counts.failed + counts.timed_out, S::Exception, "failed"),
-                (counts.cancelled, S::Cancelled, "cancelled"),
-            ];
-            for (n, status, label) in parts {
+            for (status, n) in counts.by_status() {
                 if n > 0 {
-                    // A count moves to the next line whole, never "15" here and "ok" below.
+                    // A count moves to the next line whole, never "15" here and "succeeded" below.
                     ui.add(
                         egui::Label::new(
-                            RichText::new(format!("{} {label}", crate::text::count(n)))
+                            RichText::new(format!("{} {}", crate::text::count(n), status.label()))
                                 .strong()
                                 .color(theme::status_color(status, dark)),
                         )
                         .extend(),
-                    );
+                    )
+                    .on_hover_text(status.description());
                 }
             }
         });

@@ -11,14 +11,13 @@ use egui_snarl::{InPin, InPinId, NodeId, OutPin, OutPinId, Snarl};
 
 use super::paint::{block_summary, pin_info, theme_accent, worst_status};
 use super::{NODE_BODY_WIDTH, NodeData, PinMap, SharedPins};
-use crate::app::{App, CommandSender, Edit};
+use crate::app::App;
 use crate::model::{Block, BlockId, BlockKind, TransitionId};
 use crate::text::truncate;
 use crate::ui::theme;
 
 pub(super) struct Viewer<'a> {
     pub(super) app: &'a App,
-    pub(super) tx: &'a CommandSender,
     pub(super) pins: &'a PinMap,
     pub(super) dark: bool,
     pub(super) impose: Option<TSTransform>,
@@ -26,9 +25,27 @@ pub(super) struct Viewer<'a> {
     pub(super) node_rects: BTreeMap<BlockId, Rect>,
     pub(super) pin_positions: SharedPins,
     pub(super) connection: Option<(BlockId, BlockId)>,
+    /// A transition whose wire or pin was right-clicked (Snarl reports those as disconnecting; Braid
+    /// opens the transition's menu instead).
+    pub(super) transition_clicked: Option<TransitionId>,
+    /// A wire dragged from this block and dropped on the empty canvas.
+    pub(super) dropped_wire: Option<BlockId>,
 }
 
+/// A node's name, in points at 100 %.
+const TITLE_SIZE: f32 = 15.0;
+/// A node's other text (its kind, summary, problems, counts), in points at 100 %.
+const TEXT_SIZE: f32 = 12.0;
+/// The smallest text, in screen pixels, a node shows: below it (a large pipeline fitted into view) a
+/// node keeps its name and counts and leaves out the lines that could not be read anyway.
+const SMALLEST_TEXT_PX: f32 = 9.0;
+
 impl Viewer<'_> {
+    /// Whether the zoom leaves a node's smaller text readable.
+    fn detailed(&self) -> bool {
+        TEXT_SIZE * self.to_global.scaling >= SMALLEST_TEXT_PX
+    }
+
     fn block<'b>(&'b self, snarl: &Snarl<NodeData>, node: NodeId) -> Option<&'b Block> {
         let id = &snarl.get_node(node)?.block;
         self.app.project.block(id)
@@ -139,15 +156,22 @@ impl SnarlViewer<NodeData> for Viewer<'_> {
         let Some(block) = self.block(snarl, node) else {
             return;
         };
+        let detailed = self.detailed();
         ui.vertical(|ui| {
-            ui.label(RichText::new(truncate(&block.name, 22)).strong().size(14.0));
-            let kind = match &block.kind {
-                BlockKind::Code(code) if code.language.is_runnable() => {
-                    format!("{} · {} s", code.language.label(), code.timeout_s)
-                }
-                _ => block.kind_label(),
-            };
-            ui.label(RichText::new(kind).small().weak());
+            ui.label(
+                RichText::new(truncate(&block.name, 22))
+                    .strong()
+                    .size(TITLE_SIZE),
+            );
+            if detailed {
+                let kind = match &block.kind {
+                    BlockKind::Code(code) if code.language.is_runnable() => {
+                        format!("{} · {} s", code.language.label(), code.timeout_s)
+                    }
+                    _ => block.kind_label(),
+                };
+                ui.label(RichText::new(kind).size(TEXT_SIZE).weak());
+            }
         });
     }
 
@@ -195,11 +219,20 @@ impl SnarlViewer<NodeData> for Viewer<'_> {
             return;
         };
         let dark = self.dark;
+        let detailed = self.detailed();
         ui.vertical(|ui| {
             ui.set_width(NODE_BODY_WIDTH);
-            ui.label(RichText::new(truncate(&block_summary(block), 28)).small())
+            ui.style_mut().override_font_id = Some(egui::FontId::proportional(TEXT_SIZE));
+            if detailed {
+                // One line, cut at the node's width (the hover has all of it).
+                ui.add(
+                    egui::Label::new(block_summary(block))
+                        .truncate()
+                        .show_tooltip_when_elided(false),
+                )
                 .on_hover_text(block_summary(block));
-            self.problems_ui(ui, block);
+                self.problems_ui(ui, block);
+            }
             self.counts_ui(ui, &block.id, dark);
         });
     }
@@ -259,52 +292,26 @@ impl SnarlViewer<NodeData> for Viewer<'_> {
         }
     }
 
+    // Braid draws every canvas menu itself (`menus.rs`), so that one place (`hit.rs`) decides what a
+    // right-click means wherever it lands on a block; Snarl's menus open only on a node's bare frame.
     fn has_graph_menu(&mut self, _pos: Pos2, _snarl: &mut Snarl<NodeData>) -> bool {
-        true
-    }
-
-    fn show_graph_menu(&mut self, pos: Pos2, ui: &mut Ui, _snarl: &mut Snarl<NodeData>) {
-        self.graph_menu_ui(pos, ui);
+        false
     }
 
     fn has_node_menu(&mut self, _node: &NodeData) -> bool {
-        true
+        false
     }
 
-    fn show_node_menu(
-        &mut self,
-        node: NodeId,
-        _inputs: &[InPin],
-        _outputs: &[OutPin],
-        ui: &mut Ui,
-        snarl: &mut Snarl<NodeData>,
-    ) {
-        if let Some(block) = snarl.get_node(node).map(|n| n.block.clone()) {
-            self.node_menu_ui(&block, ui);
+    /// A wire dropped on the empty canvas: Braid's own menu offers the new block (Snarl's would
+    /// repaint every frame while open).
+    fn has_dropped_wire_menu(&mut self, src_pins: AnyPins, snarl: &mut Snarl<NodeData>) -> bool {
+        if let AnyPins::Out(pins) = src_pins {
+            self.dropped_wire = pins
+                .first()
+                .and_then(|p| snarl.get_node(p.node))
+                .map(|n| n.block.clone());
         }
-    }
-
-    fn has_dropped_wire_menu(&mut self, src_pins: AnyPins, _snarl: &mut Snarl<NodeData>) -> bool {
-        matches!(src_pins, AnyPins::Out(_))
-    }
-
-    fn show_dropped_wire_menu(
-        &mut self,
-        pos: Pos2,
-        ui: &mut Ui,
-        src_pins: AnyPins,
-        snarl: &mut Snarl<NodeData>,
-    ) {
-        let AnyPins::Out(pins) = src_pins else {
-            return;
-        };
-        if let Some(from) = pins
-            .first()
-            .and_then(|p| snarl.get_node(p.node))
-            .map(|n| n.block.clone())
-        {
-            self.dropped_wire_menu_ui(pos, ui, &from);
-        }
+        false
     }
 
     fn connect(&mut self, from: &OutPin, to: &InPin, snarl: &mut Snarl<NodeData>) {
@@ -316,22 +323,18 @@ impl SnarlViewer<NodeData> for Viewer<'_> {
         }
     }
 
+    // Snarl disconnects a wire (or a pin's wires) on a right-click; in Braid a right-click opens the
+    // transition's menu, whose Delete removes it.
     fn disconnect(&mut self, from: &OutPin, _to: &InPin, snarl: &mut Snarl<NodeData>) {
-        if let Some(id) = self.transition_at_output(snarl, from.id) {
-            self.tx.send(Edit::DeleteTransition(id));
-        }
+        self.transition_clicked = self.transition_at_output(snarl, from.id);
     }
 
     fn drop_outputs(&mut self, pin: &OutPin, snarl: &mut Snarl<NodeData>) {
-        if let Some(id) = self.transition_at_output(snarl, pin.id) {
-            self.tx.send(Edit::DeleteTransition(id));
-        }
+        self.transition_clicked = self.transition_at_output(snarl, pin.id);
     }
 
     fn drop_inputs(&mut self, pin: &InPin, snarl: &mut Snarl<NodeData>) {
-        if let Some(id) = self.transition_at_input(snarl, pin.id) {
-            self.tx.send(Edit::DeleteTransition(id));
-        }
+        self.transition_clicked = self.transition_at_input(snarl, pin.id);
     }
 
     fn current_transform(&mut self, to_global: &mut TSTransform, _snarl: &mut Snarl<NodeData>) {
