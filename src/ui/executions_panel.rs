@@ -250,6 +250,9 @@ impl ExecutionsPanel {
             .striped(true)
             .sense(egui::Sense::click())
             .auto_shrink([false, false])
+            // The table scrolls in whatever height the panel has (egui_extras' default keeps 200 px,
+            // which grew the panel over the canvas on a small window).
+            .min_scrolled_height(0.0)
             .column(Column::exact(54.0))
             .columns(
                 Column::auto().at_least(60.0).clip(true),

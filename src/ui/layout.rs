@@ -84,8 +84,9 @@ impl PanelLayout {
         )
     }
 
-    /// After the panel was shown `shown` points big: a size the user dragged it to becomes its
-    /// fraction.
+    /// The panel was dragged to `shown` points: that size becomes its fraction. Called only while the
+    /// user drags its edge ([`PanelSize::is_dragged`]): egui also grows a panel to content that does
+    /// not fit, and that growth, remembered, would take the canvas's room for good.
     pub fn dragged(&mut self, panel: &PanelSize, shown: f32, window: f32) {
         if (shown - panel.size).abs() > 0.5 && window > 0.0 {
             let fraction = (shown / window).clamp(0.05, 0.9);
@@ -112,6 +113,11 @@ fn sized(id: &str, which: Which, wanted: f32, least: f32, most: f32) -> PanelSiz
 }
 
 impl PanelSize {
+    /// Whether the user is dragging the panel's edge (egui's `Panel` names its resize handle so).
+    pub fn is_dragged(&self, ctx: &egui::Context) -> bool {
+        ctx.is_being_dragged(self.id.with("__resize"))
+    }
+
     /// Makes egui draw the panel at [`PanelSize::size`] this frame (a drag in progress still moves
     /// it: egui takes the pointer's place over what it remembers).
     pub fn impose(&self, ctx: &egui::Context) {

@@ -73,7 +73,9 @@ impl Views {
             .response
             .rect
             .height();
-        self.layout.dragged(&bottom, shown, window.height());
+        if bottom.is_dragged(&ctx) {
+            self.layout.dragged(&bottom, shown, window.height());
+        }
         let free = ui.available_rect_before_wrap();
         let side = self.layout.inspector(window.width(), free.width());
         side.impose(&ctx);
@@ -94,7 +96,9 @@ impl Views {
             .response
             .rect
             .width();
-        self.layout.dragged(&side, shown, window.width());
+        if side.is_dragged(&ctx) {
+            self.layout.dragged(&side, shown, window.width());
+        }
         let canvas_rect = egui::CentralPanel::no_frame()
             .show(ui, |ui| {
                 self.canvas.show_ui(ui, app, &tx);

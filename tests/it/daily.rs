@@ -465,6 +465,47 @@ fn at_1024x700_the_canvas_keeps_its_room_and_the_graph_refits_after_a_resize() {
     }
 }
 
+#[test]
+fn at_1024x700_block_executions_takes_its_share_and_leaves_the_canvas_the_rest() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut harness = harness_sized(Some(write_map_reduce(dir.path())), [1024.0, 700.0]);
+    run_to_end(&mut harness);
+    click_node(&mut harness, "Double");
+    click(&mut harness, "Block Executions");
+    settle(&mut harness);
+    // The panel is its 44 % of the window (308 px), however much its table and chips would like: what
+    // does not fit scrolls inside it. The canvas has the rest between the toolbar and the panel.
+    let canvas = harness.state().views().canvas.screen_rect();
+    assert!(canvas.height() >= 320.0, "{canvas:?}");
+    // Nothing but a drag of the panel's edge changes its share, so it stays so frame after frame.
+    assert_eq!(
+        harness.state().views().layout,
+        braid::ui::layout::PanelLayout::default()
+    );
+    settle(&mut harness);
+    assert_eq!(harness.state().views().canvas.screen_rect(), canvas);
+
+    // A drag of its top edge 70 px down is remembered as its new share: (308 − 70) / 700.
+    let edge = Pos2::new(500.0, canvas.bottom() + 1.0);
+    harness.hover_at(edge);
+    harness.step();
+    harness.drag_at(edge);
+    harness.step();
+    for dy in [20.0, 40.0, 60.0, 70.0] {
+        harness.hover_at(edge + egui::vec2(0.0, dy));
+        harness.step();
+    }
+    harness.drop_at(edge + egui::vec2(0.0, 70.0));
+    settle(&mut harness);
+    let share = harness.state().views().layout.executions;
+    assert!((share - 238.0 / 700.0).abs() < 0.01, "{share}");
+    let taller = harness.state().views().canvas.screen_rect();
+    assert!(
+        (taller.height() - canvas.height() - 70.0).abs() < 2.0,
+        "{taller:?}"
+    );
+}
+
 // 9. Imports with many entry blocks are a readable grid; same-named blocks are told apart.
 
 #[test]
