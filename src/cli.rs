@@ -58,6 +58,8 @@ pub enum Command {
     /// Start a Dask cluster on this machine (a scheduler and workers on 127.0.0.1) to run projects on
     /// with `braid run --cluster`; Ctrl+C stops it.
     Cluster(ClusterArgs),
+    /// Serve a project until Ctrl+C: API Endpoints answer HTTP, Timers fire, Queues drain.
+    Serve(ServeArgs),
     /// Internal: serve as a Python worker for a Braid process (stdin/stdout protocol).
     #[command(name = "__worker", hide = true)]
     Worker,
@@ -104,6 +106,18 @@ pub struct ClusterArgs {
     /// The scheduler's port (default: a free one).
     #[arg(long, default_value_t = 0)]
     pub port: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A Braid project file or a Refinery export.
+    pub project: PathBuf,
+    /// The address to answer HTTP on (a host name, or :0 for a free port).
+    #[arg(long, default_value = crate::serve::DEFAULT_LISTEN)]
+    pub listen: String,
+    /// The concurrency limit all its runs share (default: the project's, else 1000).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -179,6 +193,7 @@ pub fn main() -> ExitCode {
         Some(Command::Validate { project }) => validate_command(&project),
         Some(Command::History(args)) => history_command(&args),
         Some(Command::Cluster(args)) => cluster_command(&args),
+        Some(Command::Serve(args)) => serve_command(&args),
         None => return open_editor(cli.project.as_deref()),
     };
     match result {
@@ -327,6 +342,100 @@ fn check_code(project: &crate::model::Project) -> anyhow::Result<Vec<CompileErro
         }
     }
     Err(anyhow!("the runtime stopped before the code was checked"))
+}
+
+/// `braid serve`: serves until Ctrl+C or SIGTERM; exit 0 after a clean stop, 2 when it can't start.
+fn serve_command(args: &ServeArgs) -> Result<ExitCode, UsageError> {
+    use std::net::ToSocketAddrs as _;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let loaded = load(&args.project)?;
+    let project = loaded.project;
+    let listen = args
+        .listen
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addresses| addresses.next())
+        .ok_or_else(|| {
+            UsageError(anyhow!(
+                "--listen: {:?} is not an address to listen on (like 127.0.0.1:7700)",
+                args.listen
+            ))
+        })?;
+    let (env, env_problems) = crate::model::env_file::values_for(Some(&args.project));
+    for problem in env_problems {
+        say!(std::io::stderr(), "braid: warning: {problem}");
+    }
+    // Ctrl+C and SIGTERM stop serving cleanly (the runs going on end as cancelled, recorded so).
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .map_err(|e| UsageError(anyhow!("can't watch for Ctrl+C: {e}")))?;
+    }
+    let mut runtime = start_runtime().map_err(UsageError)?;
+    let log: crate::serve::Log = Arc::new(|line: &str| say!(std::io::stderr(), "{line}"));
+    let mut options = crate::serve::Options::new(listen, log);
+    options.concurrency = args.concurrency;
+    options.env = env;
+    let served = match crate::serve::start(
+        &project,
+        Some(&args.project),
+        &runtime.requester(),
+        &options,
+    ) {
+        Ok(served) => served,
+        Err(crate::serve::NotServed(lines)) => {
+            for line in lines {
+                say!(std::io::stderr(), "braid: {line}");
+            }
+            runtime.shutdown(Duration::from_secs(10));
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let status = served.status();
+    let mut out = std::io::stdout().lock();
+    for endpoint in &status.endpoints {
+        say!(
+            out,
+            "{} {} -> {:?}",
+            endpoint.method,
+            endpoint.url,
+            endpoint.name
+        );
+    }
+    for timer in &status.timers {
+        let next = timer.next_fire_ms.map_or_else(
+            || "never again".to_owned(),
+            |ms| format!("next at {}", utc_date_time(ms)),
+        );
+        say!(out, "timer {:?} {}: {next}", timer.name, timer.schedule);
+    }
+    for queue in &status.queues {
+        say!(
+            out,
+            "queue {:?}: {} waiting; POST {}{}queues/{}",
+            queue.name,
+            crate::text::count(queue.depth),
+            served.base_url(),
+            crate::serve::OWN_PREFIX,
+            queue.block
+        );
+    }
+    for topic in &status.topics {
+        say!(out, "topic {:?}: POST {}", topic.name, topic.url);
+    }
+    say!(out, "serving at {} (Ctrl+C stops)", served.base_url());
+    let _ = out.flush();
+    drop(out);
+    // The runtime's events are the runs' records on their way to the history; nobody shows them here.
+    while !stop.load(Ordering::Relaxed) {
+        let _ = runtime.recv_timeout(Duration::from_millis(100));
+    }
+    say!(std::io::stderr(), "braid: stopping");
+    served.stop();
+    runtime.shutdown(Duration::from_secs(10));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn start_runtime() -> anyhow::Result<RuntimeHandle> {

@@ -8,6 +8,7 @@ pub mod local_folder;
 pub mod local_settings;
 pub mod project;
 pub mod refinery;
+pub mod schedule;
 pub mod text_file;
 pub mod validate;
 

@@ -15,6 +15,18 @@ pub const DEFAULT_TIMEOUT_S: u64 = 900;
 /// split (a fan-out of smaller ones), and a longer timeout only puts off noticing a call that hangs.
 /// Validation refuses more; Refinery's import (whose Lambda limit is 900 s) brings more down to it.
 pub const MAX_TIMEOUT_S: u64 = 86_400;
+/// How long an API Endpoint waits for its API Response by default: about what API Gateway held a
+/// request open for Refinery (29 s).
+pub const DEFAULT_ENDPOINT_TIMEOUT_S: u64 = 29;
+/// The HTTP methods an API Endpoint answers, as Refinery offered them (`ANY` answers every method).
+pub const HTTP_METHODS: [&str; 8] = [
+    "GET", "POST", "PUT", "DELETE", "OPTIONS", "HEAD", "PATCH", "ANY",
+];
+/// A Queue's batch size by default (Refinery's default).
+pub const DEFAULT_BATCH_SIZE: u32 = 1;
+/// The largest batch a Queue hands its block: SQS stopped at 10, Braid's queues live in SQLite and
+/// take more, but a batch is one invocation's input, so it stays a size one invocation handles.
+pub const MAX_BATCH_SIZE: u32 = 1000;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -88,6 +100,22 @@ pub struct Settings {
     /// At most this many invocations run at once (Refinery's account limit).
     #[serde(default = "default_concurrency_limit")]
     pub concurrency_limit: u32,
+    /// While the project is served, this many of the limit's slots are kept for the invocations of
+    /// requests to its API Endpoints: background work (fan-outs, queues, timers) never takes them.
+    /// `None`: [`Settings::request_reserve`]'s default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_reserve: Option<u32>,
+}
+
+impl Settings {
+    /// The slots kept for requests while serving: the setting, else a tenth of the limit (rounded up),
+    /// never all of it (background work keeps at least one slot).
+    pub fn request_reserve(&self) -> u32 {
+        let limit = self.concurrency_limit;
+        self.request_reserve
+            .unwrap_or_else(|| limit.div_ceil(10))
+            .min(limit.saturating_sub(1))
+    }
 }
 
 fn default_concurrency_limit() -> u32 {
@@ -98,6 +126,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             concurrency_limit: DEFAULT_CONCURRENCY_LIMIT,
+            request_reserve: None,
         }
     }
 }
@@ -127,18 +156,44 @@ pub struct Block {
 pub enum BlockKind {
     /// A Code Block: `def main(block_input, backpack)`.
     Code(CodeBlock),
-    /// Refinery's API Endpoint: in a headless run it passes the run's input through.
+    /// Refinery's API Endpoint: while the project is served, each request to `http_method` `api_path`
+    /// starts a run here with the request as its input; in a headless run it passes the run's input
+    /// through.
     ApiEndpoint {
         #[serde(default)]
         api_path: String,
         #[serde(default)]
         http_method: String,
+        /// A request with no API Response reached within this many seconds is answered 504.
+        #[serde(default = "default_endpoint_timeout")]
+        timeout_s: u64,
     },
-    /// Refinery's API Response: in a headless run its output is what it received.
+    /// Refinery's API Response: the first value that reaches it answers the run's request; its output
+    /// is what it received.
     ApiResponse,
+    /// Refinery's Timer (`schedule_trigger`): while the project is served, fires on its schedule and
+    /// starts a run here; its output is `input_string`, parsed as JSON when it is JSON.
+    Timer {
+        /// CloudWatch's `rate(5 minutes)` or `cron(0 12 * * ? *)` (see `model::schedule`).
+        #[serde(default)]
+        schedule_expression: String,
+        #[serde(default)]
+        input_string: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        description: String,
+    },
+    /// Refinery's Queue (`sqs_queue`): what reaches it is kept (durably, while served) as messages, a
+    /// list as one message per item; its block is invoked with batches of up to `batch_size` of them.
+    Queue {
+        #[serde(default = "default_batch_size")]
+        batch_size: u32,
+    },
+    /// Refinery's Topic (`sns_topic`): every block it leads to (`then`) receives each message it gets,
+    /// with the publisher's backpack.
+    Topic,
     /// A block type Braid cannot run yet; kept so that nothing of an imported project is lost.
     Unsupported {
-        /// Refinery's type name (`schedule_trigger`, `sqs_queue`, `sns_topic`, …).
+        /// Refinery's type name (`sfn_task`, …: a type Braid does not know).
         refinery_type: String,
         /// The block's original fields, kept verbatim.
         #[serde(default)]
@@ -168,6 +223,14 @@ pub struct CodeBlock {
 
 fn default_timeout() -> u64 {
     DEFAULT_TIMEOUT_S
+}
+
+fn default_endpoint_timeout() -> u64 {
+    DEFAULT_ENDPOINT_TIMEOUT_S
+}
+
+fn default_batch_size() -> u32 {
+    DEFAULT_BATCH_SIZE
 }
 
 impl Default for CodeBlock {
@@ -357,8 +420,15 @@ impl Block {
             BlockKind::ApiEndpoint {
                 api_path,
                 http_method,
+                ..
             } => format!("API Endpoint {http_method} {api_path}"),
             BlockKind::ApiResponse => "API Response".to_owned(),
+            BlockKind::Timer {
+                schedule_expression,
+                ..
+            } => format!("Timer {schedule_expression}"),
+            BlockKind::Queue { batch_size } => format!("Queue (batches of {batch_size})"),
+            BlockKind::Topic => "Topic".to_owned(),
             BlockKind::Unsupported { refinery_type, .. } => {
                 format!("{refinery_type} (not supported yet)")
             }

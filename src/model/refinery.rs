@@ -7,8 +7,9 @@
 use serde_json::{Map, Value};
 
 use super::project::{
-    Block, BlockId, BlockKind, CodeBlock, DEFAULT_TIMEOUT_S, Language, MAX_TIMEOUT_S, Position,
-    Project, Settings, Transition, TransitionId, TransitionKind,
+    Block, BlockId, BlockKind, CodeBlock, DEFAULT_BATCH_SIZE, DEFAULT_ENDPOINT_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S, Language, MAX_TIMEOUT_S, Position, Project, Settings, Transition,
+    TransitionId, TransitionKind,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -115,8 +116,21 @@ fn import_block(index: usize, state: &Value) -> Result<Block, ImportError> {
         "api_endpoint" => BlockKind::ApiEndpoint {
             api_path: str_field(fields, "api_path").to_owned(),
             http_method: str_field(fields, "http_method").to_owned(),
+            timeout_s: DEFAULT_ENDPOINT_TIMEOUT_S,
         },
         "api_gateway_response" => BlockKind::ApiResponse,
+        "schedule_trigger" => BlockKind::Timer {
+            schedule_expression: str_field(fields, "schedule_expression").to_owned(),
+            input_string: str_field(fields, "input_string").to_owned(),
+            description: str_field(fields, "description").to_owned(),
+        },
+        "sqs_queue" => BlockKind::Queue {
+            batch_size: fields
+                .get("batch_size")
+                .and_then(whole_number)
+                .map_or(DEFAULT_BATCH_SIZE, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+        },
+        "sns_topic" => BlockKind::Topic,
         other => BlockKind::Unsupported {
             refinery_type: other.to_owned(),
             original: state.clone(),
@@ -391,16 +405,48 @@ mod tests {
 
     #[test]
     fn unknown_block_types_keep_their_fields() {
-        let state = json!({"id": "q", "name": "Queue", "type": "sqs_queue", "batch_size": 1});
+        let state = json!({"id": "w", "name": "Hook", "type": "webhook_relay", "secret": 1});
         let project = import(&json!({"workflow_states": [state.clone()]})).expect("imports");
         assert_eq!(
             project.blocks[0].kind,
             BlockKind::Unsupported {
-                refinery_type: "sqs_queue".into(),
+                refinery_type: "webhook_relay".into(),
                 original: state
             }
         );
         assert_eq!(project.name, UNNAMED_PROJECT);
+    }
+
+    #[test]
+    fn service_blocks_keep_their_settings() {
+        let export = json!({"workflow_states": [
+            {"id": "t", "name": "Every Day", "type": "schedule_trigger", "description": "Deployed by Refinery",
+             "input_string": "{\"n\": 1}", "schedule_expression": "rate(1 day)"},
+            {"id": "q", "name": "Jobs", "type": "sqs_queue", "batch_size": 7},
+            {"id": "q2", "name": "Jobs 2", "type": "sqs_queue"},
+            {"id": "s", "name": "News", "type": "sns_topic"},
+            {"id": "e", "name": "Hello", "type": "api_endpoint", "api_path": "/hi", "http_method": "POST"}
+        ]});
+        let project = import(&export).expect("imports");
+        let kinds: Vec<&BlockKind> = project.blocks.iter().map(|b| &b.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                &BlockKind::Timer {
+                    schedule_expression: "rate(1 day)".into(),
+                    input_string: "{\"n\": 1}".into(),
+                    description: "Deployed by Refinery".into()
+                },
+                &BlockKind::Queue { batch_size: 7 },
+                &BlockKind::Queue { batch_size: 1 },
+                &BlockKind::Topic,
+                &BlockKind::ApiEndpoint {
+                    api_path: "/hi".into(),
+                    http_method: "POST".into(),
+                    timeout_s: 29
+                },
+            ]
+        );
     }
 
     #[test]

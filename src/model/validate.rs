@@ -7,9 +7,10 @@ use std::collections::{HashMap, HashSet};
 
 use super::graph::FanAnalysis;
 use super::project::{
-    Block, BlockId, BlockKind, Language, MAX_TIMEOUT_S, Project, Transition, TransitionId,
-    TransitionKind,
+    Block, BlockId, BlockKind, HTTP_METHODS, Language, MAX_BATCH_SIZE, MAX_TIMEOUT_S, Project,
+    Transition, TransitionId, TransitionKind,
 };
+use super::schedule::Schedule;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Subject {
@@ -61,6 +62,15 @@ pub fn has_errors(problems: &[Problem]) -> bool {
     problems.iter().any(|p| p.severity == Severity::Error)
 }
 
+/// The messages of the problems that stop `project` from running, in [`validate`]'s order.
+pub fn error_messages(project: &Project) -> Vec<String> {
+    validate(project)
+        .into_iter()
+        .filter(|p| p.severity == Severity::Error)
+        .map(|p| p.message)
+        .collect()
+}
+
 /// Every problem of `project`: project-wide ones first, then those of blocks in project order, then
 /// those of transitions in project order; a subject's own problems keep the order of the rules below.
 pub fn validate(project: &Project) -> Vec<Problem> {
@@ -83,6 +93,10 @@ struct Index<'a> {
     transitions: HashMap<&'a TransitionId, usize>,
     /// Blocks a transition from an existing block leads to.
     reached: HashSet<&'a BlockId>,
+    /// Blocks a transition leaves.
+    leaving: HashSet<&'a BlockId>,
+    /// The API Endpoints answering each path, with where they are.
+    endpoints: HashMap<&'a str, Vec<(usize, &'a Block)>>,
     /// Blocks with an `if` transition going out.
     with_if: HashSet<&'a BlockId>,
     /// Blocks a fan-in transition leads to.
@@ -100,6 +114,16 @@ impl<'a> Index<'a> {
         for (at, block) in project.blocks.iter().enumerate() {
             blocks.entry(&block.id).or_insert((at, block));
         }
+        let mut endpoints: HashMap<&str, Vec<(usize, &Block)>> = HashMap::new();
+        for (at, block) in project.blocks.iter().enumerate() {
+            if let BlockKind::ApiEndpoint { api_path, .. } = &block.kind {
+                endpoints
+                    .entry(api_path.as_str())
+                    .or_default()
+                    .push((at, block));
+            }
+        }
+        let mut leaving = HashSet::new();
         let mut transitions = HashMap::with_capacity(project.transitions.len());
         let (mut reached, mut with_if, mut fan_in_targets) =
             (HashSet::new(), HashSet::new(), HashSet::new());
@@ -111,6 +135,7 @@ impl<'a> Index<'a> {
         let nodes: Vec<_> = project.blocks.iter().map(|_| graph.add_node(())).collect();
         for (at, t) in project.transitions.iter().enumerate() {
             transitions.entry(&t.id).or_insert(at);
+            leaving.insert(&t.from);
             match t.kind {
                 TransitionKind::If => {
                     with_if.insert(&t.from);
@@ -136,6 +161,8 @@ impl<'a> Index<'a> {
             blocks,
             transitions,
             reached,
+            leaving,
+            endpoints,
             with_if,
             fan_in_targets,
             incoming_merges,
@@ -318,7 +345,134 @@ fn check_block(lookup: &Index, index: usize, block: &Block, found: &mut Found) {
                 "Block {name} is a Refinery \"{refinery_type}\" block, which Braid can't run yet; a run that reaches it fails"
             ),
         ),
-        BlockKind::ApiEndpoint { .. } | BlockKind::ApiResponse => {}
+        BlockKind::ApiEndpoint {
+            api_path,
+            http_method,
+            timeout_s,
+        } => check_endpoint(lookup, index, block, (api_path, http_method, *timeout_s), found),
+        BlockKind::Timer {
+            schedule_expression,
+            ..
+        } => {
+            if let Err(why) = Schedule::parse(schedule_expression) {
+                found.block(index, block, Severity::Error, format!("Timer {name} {why}"));
+            }
+            if leads_nowhere(lookup, block) {
+                found.block(
+                    index,
+                    block,
+                    Severity::Warning,
+                    format!("Timer {name} leads to no block, so its firings do nothing"),
+                );
+            }
+        }
+        BlockKind::Queue { batch_size } => {
+            if !(1..=MAX_BATCH_SIZE).contains(batch_size) {
+                found.block(
+                    index,
+                    block,
+                    Severity::Error,
+                    format!(
+                        "Queue {name} has a batch size of {batch_size}; a batch holds 1 to {MAX_BATCH_SIZE} messages"
+                    ),
+                );
+            }
+            if leads_nowhere(lookup, block) {
+                found.block(
+                    index,
+                    block,
+                    Severity::Warning,
+                    format!("Queue {name} leads to no block, so its messages are never taken"),
+                );
+            }
+        }
+        BlockKind::Topic => {
+            if leads_nowhere(lookup, block) {
+                found.block(
+                    index,
+                    block,
+                    Severity::Warning,
+                    format!("Topic {name} has no subscribers, so its messages go nowhere"),
+                );
+            }
+        }
+        BlockKind::ApiResponse => {}
+    }
+}
+
+/// Whether no transition leaves `block` (for a block that only passes things on).
+fn leads_nowhere(lookup: &Index, block: &Block) -> bool {
+    !lookup.leaving.contains(&block.id)
+}
+
+/// Whether `path` is a path an endpoint can answer: Refinery's `^/[a-zA-Z0-9/]*$`, and the other
+/// characters a URL path takes as they are (`-`, `_`, `.`, `~`).
+pub fn is_endpoint_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.' | '~'))
+}
+
+/// The method an endpoint answers, as requests are matched against it (upper case).
+pub fn endpoint_method(http_method: &str) -> String {
+    http_method.trim().to_ascii_uppercase()
+}
+
+fn check_endpoint(
+    lookup: &Index,
+    index: usize,
+    block: &Block,
+    (api_path, http_method, timeout_s): (&str, &str, u64),
+    found: &mut Found,
+) {
+    let name = block_label(block);
+    let mut error = |message| found.block(index, block, Severity::Error, message);
+    if !is_endpoint_path(api_path) {
+        error(format!(
+            "API Endpoint {name} has the path {api_path:?}, which is not one: it starts with / and \
+             holds letters, digits, /, -, _, . and ~ only"
+        ));
+    }
+    let method = endpoint_method(http_method);
+    if !HTTP_METHODS.contains(&method.as_str()) {
+        error(format!(
+            "API Endpoint {name} has the method {http_method:?}; it answers one of {}",
+            HTTP_METHODS.join(", ")
+        ));
+    }
+    if timeout_s == 0 {
+        error(format!(
+            "API Endpoint {name} has a timeout of 0 seconds, so every request would time out"
+        ));
+    }
+    let same_path = lookup
+        .endpoints
+        .get(api_path)
+        .map_or(&[][..], Vec::as_slice);
+    let clash = same_path.iter().find_map(|&(at, other)| match &other.kind {
+        BlockKind::ApiEndpoint { http_method: m, .. } if at < index => {
+            let m = endpoint_method(m);
+            (m == method || m == "ANY" || method == "ANY").then_some(other)
+        }
+        _ => None,
+    });
+    if let Some(other) = clash {
+        error(format!(
+            "API Endpoint {name} answers {method} {api_path}, as API Endpoint {} does already: a \
+             request can go to one only",
+            block_label(other)
+        ));
+    }
+    if leads_nowhere(lookup, block) {
+        found.block(
+            index,
+            block,
+            Severity::Warning,
+            format!(
+                "API Endpoint {name} leads to no block, so its requests are answered with an error"
+            ),
+        );
     }
 }
 
@@ -379,6 +533,27 @@ fn check_transitions(project: &Project, lookup: &Index, found: &mut Found) {
                 format!("Transition {name} duplicates another, so {consequence}"),
             );
         }
+        if starts_runs(lookup, &t.to) {
+            report(
+                Severity::Error,
+                format!(
+                    "Transition {name} leads into {}, which starts runs of its own: nothing can lead into it",
+                    block_ref(lookup, &t.to)
+                ),
+            );
+        }
+        if matches!(
+            lookup.block(&t.from).map(|b| &b.kind),
+            Some(BlockKind::ApiResponse)
+        ) {
+            report(
+                Severity::Error,
+                format!(
+                    "Transition {name} leaves the API Response {}, which ends its path: what reaches it answers the request",
+                    block_ref(lookup, &t.from)
+                ),
+            );
+        }
         match t.kind {
             TransitionKind::If if t.expression.trim().is_empty() => report(
                 Severity::Error,
@@ -428,6 +603,16 @@ fn check_transitions(project: &Project, lookup: &Index, found: &mut Found) {
             _ => {}
         }
     }
+}
+
+/// Whether `id` is an API Endpoint or a Timer: blocks that start runs.
+fn starts_runs(lookup: &Index, id: &BlockId) -> bool {
+    lookup.block(id).is_some_and(|b| {
+        matches!(
+            b.kind,
+            BlockKind::ApiEndpoint { .. } | BlockKind::Timer { .. }
+        )
+    })
 }
 
 /// `"fan-in" from "Process" to "Collect"`.

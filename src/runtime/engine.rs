@@ -10,15 +10,22 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
+mod service;
+
+pub use service::{ServeRequest, ServiceNotice, Trigger};
+
+use super::capacity::Lane;
 use super::dask::DaskInvoker;
 use super::event::{RuntimeEvent, WORKER_OUTPUT_LINES};
 use super::history::HistoryWriter;
-use super::invoker::{BlockCompileError, Invoker, InvokerEvent, InvokerEvents, Program};
+use super::invoker::{
+    BlockCompileError, Invoker, InvokerEvent, InvokerEvents, Program, TaskResult,
+};
 use super::plan::Plan;
 use super::scheduler::{KEY_BITS, RunScheduler};
 use super::scripted::Script;
 use super::worker::pool::{PoolConfig, ProcessPool};
-use crate::model::validate::{Severity, validate};
+use crate::model::validate::error_messages;
 use crate::model::{BlockId, Project};
 use crate::run::{CompileError, Executor, RunId, RunStatus, RunSummary, now_ms};
 
@@ -80,6 +87,15 @@ pub enum RuntimeRequest {
         check_id: RunId,
         project: Box<Project>,
     },
+    /// Serve a project: load its code once for the runs [`Self::Trigger`] starts (see
+    /// [`ServiceNotice`] for what its host is told).
+    Serve(Box<ServeRequest>),
+    /// Start a run of a served project.
+    Trigger(Box<Trigger>),
+    /// A service's host has kept the messages of these tasks ([`ServiceNotice::Keep`]).
+    Kept(Vec<TaskResult>),
+    /// Stop serving: the service's runs going on are cancelled, its code unloaded.
+    StopServing(RunId),
 }
 
 #[derive(Clone, Debug)]
@@ -140,6 +156,11 @@ impl Requester {
     /// Like [`RuntimeHandle::send`]; from a thread outside the runtime.
     pub fn send(&self, request: RuntimeRequest) {
         let _ = self.0.blocking_send(request);
+    }
+
+    /// Sends a request from async code (any tokio runtime), waiting while 64 requests wait.
+    pub async fn send_async(&self, request: RuntimeRequest) {
+        let _ = self.0.send(request).await;
     }
 }
 
@@ -273,6 +294,11 @@ impl RuntimeSender {
         let _ = self.requests.blocking_send(request);
     }
 
+    /// Like [`RuntimeHandle::requester`].
+    pub fn requester(&self) -> Requester {
+        Requester(self.requests.clone())
+    }
+
     /// Stops the runtime as [`RuntimeHandle::shutdown`] does; whoever holds the events keeps taking
     /// them meanwhile.
     pub fn shutdown(self, timeout: Duration) {
@@ -345,6 +371,8 @@ struct ActiveRun {
     output_lines: usize,
     /// pip's output while the run's environment was built, until the history has the run.
     pip_output: Vec<String>,
+    /// The service (its number) whose run this is, and the run's lane; `None` for a run of its own.
+    service: Option<(u64, Lane)>,
 }
 
 struct Engine {
@@ -360,6 +388,8 @@ struct Engine {
     writers: HashMap<PathBuf, HistoryWriter>,
     /// The recorder's way in: recorded runs' records and ends, in order (see [`Recorded`]).
     recorder: mpsc::Sender<Recorded>,
+    /// Served projects, by their program's number.
+    services: HashMap<u64, service::Service>,
     next_run: u64,
 }
 
@@ -461,6 +491,7 @@ impl Engine {
             runs: HashMap::new(),
             writers: HashMap::new(),
             recorder,
+            services: HashMap::new(),
             next_run: 1,
         };
         let mut tick = tokio::time::interval(PROGRESS_EVERY);
@@ -478,11 +509,7 @@ impl Engine {
                     while let Ok((executor, event)) = invoker_rx.try_recv() {
                         engine.invoker_event(&executor, event, &mut touched).await;
                     }
-                    touched.sort_unstable();
-                    touched.dedup();
-                    for run in touched {
-                        engine.advance(run).await;
-                    }
+                    engine.after_completions(touched).await;
                 }
                 Some((number, prepared, output)) = prepared_rx.recv() => {
                     engine.prepared(number, prepared, output).await;
@@ -546,9 +573,13 @@ impl Engine {
     async fn request(&mut self, request: RuntimeRequest) {
         match request {
             RuntimeRequest::Run(request) => self.start_run(*request).await,
+            RuntimeRequest::Serve(request) => self.serve(*request),
+            RuntimeRequest::Trigger(trigger) => self.trigger(*trigger).await,
+            RuntimeRequest::Kept(results) => self.host_results(results).await,
+            RuntimeRequest::StopServing(id) => self.stop_serving(&id).await,
             RuntimeRequest::Check { check_id, project } => {
                 let executor = Executor::Local;
-                let number = self.next_run;
+                let number = self.take_number();
                 let invoker = match self.usable(&executor) {
                     Ok(invoker) => invoker,
                     Err(message) => {
@@ -560,7 +591,6 @@ impl Engine {
                 let mut program = plan.program(number, &project, &BTreeMap::new());
                 program.compile_only = true;
                 invoker.load(program);
-                self.next_run += 1;
                 self.runs.insert(
                     number,
                     ActiveRun {
@@ -572,6 +602,7 @@ impl Engine {
                         history: None,
                         output_lines: 0,
                         pip_output: Vec::new(),
+                        service: None,
                     },
                 );
             }
@@ -583,16 +614,51 @@ impl Engine {
                 else {
                     return;
                 };
-                if let Some(run) = self.runs.get_mut(&number) {
-                    let keys = run.scheduler.cancel();
-                    if !keys.is_empty()
-                        && let Some(invoker) = self.invokers.get_mut(&run.executor)
-                    {
-                        invoker.cancel(keys);
-                    }
-                    run.phase = Phase::Running;
-                }
+                self.cancel_run(number).await;
+            }
+        }
+    }
+
+    /// Stops a run: what is queued or running ends as cancelled, and the run ends.
+    async fn cancel_run(&mut self, number: u64) {
+        let Some(run) = self.runs.get_mut(&number) else {
+            return;
+        };
+        let keys = match run.service {
+            Some((service, lane)) => match self.services.get_mut(&service) {
+                Some(service) => run.scheduler.cancel_in(&mut service.capacity.lane(lane)),
+                None => run.scheduler.cancel(),
+            },
+            None => run.scheduler.cancel(),
+        };
+        if !keys.is_empty()
+            && let Some(invoker) = self.invokers.get_mut(&run.executor)
+        {
+            invoker.cancel(keys);
+        }
+        run.phase = Phase::Running;
+        let service = run.service.map(|(service, _)| service);
+        self.advance(number).await;
+        // Its slots are free: the service's other runs may take them.
+        if let Some(service) = service {
+            for number in self.dispatch(service) {
                 self.advance(number).await;
+            }
+        }
+    }
+
+    /// A number for a run or a service's program: it goes in the high bits of task keys, so numbers
+    /// wrap around once they no longer fit (after 16 million runs; a served project at 2,000 requests
+    /// a second gets there in a little over two hours), skipping those in use. A late result of a run
+    /// 16 million runs ago (its task's key reused) would need an invocation running far past any
+    /// timeout.
+    fn take_number(&mut self) -> u64 {
+        const NUMBERS: u64 = 1 << (64 - KEY_BITS);
+        loop {
+            let number = self.next_run;
+            self.next_run = if number + 1 >= NUMBERS { 1 } else { number + 1 };
+            if !self.runs.contains_key(&number) && !self.services.contains_key(&number) {
+                return number;
             }
         }
     }
@@ -624,11 +690,7 @@ impl Engine {
             self.refuse(run_id, message, Vec::new()).await;
             return;
         }
-        let errors: Vec<String> = validate(&project)
-            .into_iter()
-            .filter(|p| p.severity == Severity::Error)
-            .map(|p| p.message)
-            .collect();
+        let errors: Vec<String> = error_messages(&project);
         if !errors.is_empty() {
             let message = format!("the project has problems:\n  {}", errors.join("\n  "));
             self.refuse(run_id, message, Vec::new()).await;
@@ -679,8 +741,7 @@ impl Engine {
                 return;
             }
         };
-        let number = self.next_run;
-        self.next_run += 1;
+        let number = self.take_number();
         let limit = concurrency
             .unwrap_or(project.settings.concurrency_limit)
             .max(1) as usize;
@@ -721,6 +782,7 @@ impl Engine {
                 history,
                 output_lines: 0,
                 pip_output: Vec::new(),
+                service: None,
             },
         );
     }
@@ -754,6 +816,10 @@ impl Engine {
         prepared: Result<std::path::PathBuf, String>,
         output: Vec<String>,
     ) {
+        if self.services.contains_key(&number) {
+            self.service_prepared(number, prepared);
+            return;
+        }
         let Some(run) = self.runs.get_mut(&number) else {
             return;
         };
@@ -852,27 +918,12 @@ impl Engine {
             InvokerEvent::Loaded { program, errors } => {
                 self.loaded(program, errors).await;
             }
-            InvokerEvent::Finished(results) => {
-                // A batch's results are mostly of one run: look it up once per run met, not per result.
-                let mut results = results.into_iter().peekable();
-                while let Some(first) = results.next() {
-                    let number = first.key >> KEY_BITS;
-                    let run = self.runs.get_mut(&number);
-                    let same_run =
-                        std::iter::from_fn(|| results.next_if(|r| r.key >> KEY_BITS == number));
-                    if let Some(run) = run {
-                        run.scheduler
-                            .complete_all(std::iter::once(first).chain(same_run));
-                        touched.push(number);
-                    } else {
-                        same_run.for_each(drop);
-                    }
-                }
-            }
+            InvokerEvent::Finished(results) => self.complete(results, touched),
             // The runs waiting for their code to load are refused with it; a later run tries again (the
             // invoker starts Python afresh for it), so one bad spell never refuses every run until a
-            // restart.
+            // restart. A service's code is gone with it: the service stops.
             InvokerEvent::Broken(message) => {
+                self.services_broken(executor, &message).await;
                 // Its runs already going get their invocations' results (failed); those yet to
                 // start never will.
                 let compiling: Vec<u64> = self
@@ -905,13 +956,62 @@ impl Engine {
         }
     }
 
+    /// Finished tasks (the invoker's, or a service host's): each goes to its run; `touched` gets the
+    /// runs that had any.
+    fn complete(&mut self, results: Vec<TaskResult>, touched: &mut Vec<u64>) {
+        // A batch's results are mostly of one run: look it up once per run met, not per result.
+        let mut results = results.into_iter().peekable();
+        while let Some(first) = results.next() {
+            let number = first.key >> KEY_BITS;
+            let run = self.runs.get_mut(&number);
+            let same_run = std::iter::from_fn(|| results.next_if(|r| r.key >> KEY_BITS == number));
+            let Some(run) = run else {
+                same_run.for_each(drop);
+                continue;
+            };
+            let results = std::iter::once(first).chain(same_run);
+            match run.service {
+                Some((service, lane)) => match self.services.get_mut(&service) {
+                    Some(service) => run
+                        .scheduler
+                        .complete_all_in(results, &mut service.capacity.lane(lane)),
+                    None => results.for_each(drop),
+                },
+                None => run.scheduler.complete_all(results),
+            }
+            touched.push(number);
+        }
+    }
+
+    /// After results came in for the `touched` runs: the slots they freed go to the runs of their
+    /// services that wait for one (request runs first), and every run that moved goes on.
+    async fn after_completions(&mut self, mut touched: Vec<u64>) {
+        let mut services: Vec<u64> = touched
+            .iter()
+            .filter_map(|number| self.runs.get(number)?.service.map(|(service, _)| service))
+            .collect();
+        services.sort_unstable();
+        services.dedup();
+        for service in services {
+            touched.extend(self.dispatch(service));
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for run in touched {
+            self.advance(run).await;
+        }
+    }
+
     /// Worker output belongs to no one invocation: every run going on on that executor gets it
     /// (workers are shared, so with two runs at once it can't say whose it is), up to
-    /// [`WORKER_OUTPUT_LINES`] each.
+    /// [`WORKER_OUTPUT_LINES`] each. A served project's runs are many and short: its host shows the
+    /// lines instead.
     async fn worker_output(&mut self, executor: &Executor, worker: usize, lines: Vec<String>) {
+        self.service_output(executor, worker, &lines);
         let mut sends = Vec::new();
         for run in self.runs.values_mut() {
             if run.executor != *executor
+                || run.service.is_some()
                 || !matches!(run.phase, Phase::Running)
                 || run.output_lines > WORKER_OUTPUT_LINES
             {
@@ -950,6 +1050,10 @@ impl Engine {
     }
 
     async fn loaded(&mut self, program: u64, errors: Vec<BlockCompileError>) {
+        if self.services.contains_key(&program) {
+            self.service_loaded(program, errors);
+            return;
+        }
         let Some(run) = self.runs.get_mut(&program) else {
             return;
         };
@@ -1024,16 +1128,25 @@ impl Engine {
         if !matches!(run.phase, Phase::Running) {
             return;
         }
-        let tasks = run.scheduler.take_ready();
         let stops = run.scheduler.take_stops();
         if let Some(invoker) = self.invokers.get_mut(&run.executor) {
             if !stops.is_empty() {
                 invoker.cancel(stops);
             }
+            // A service's runs get their slots from it (`dispatch`).
+            let tasks = if run.service.is_none() {
+                run.scheduler.take_ready()
+            } else {
+                Vec::new()
+            };
             if !tasks.is_empty() {
                 invoker.submit(tasks);
             }
         }
+        self.answer(number);
+        let Some(run) = self.runs.get_mut(&number) else {
+            return;
+        };
         let records = run.scheduler.take_records();
         let run_id = run.scheduler.run_id().clone();
         let idle = run.scheduler.is_idle();
@@ -1069,8 +1182,16 @@ impl Engine {
         if idle && let Some(run) = self.runs.remove(&number) {
             let counts = run.scheduler.counts();
             let summary: RunSummary = run.scheduler.finish();
-            if let Some(invoker) = self.invokers.get_mut(&run.executor) {
-                invoker.unload(number);
+            match run.service {
+                // The program is the service's, for its other runs.
+                Some(service) => {
+                    self.service_run_finished(service, number, &run_id, summary.status);
+                }
+                None => {
+                    if let Some(invoker) = self.invokers.get_mut(&run.executor) {
+                        invoker.unload(number);
+                    }
+                }
             }
             self.emit(RuntimeEvent::Progress { run_id, counts }).await;
             debug_assert!(summary.status != RunStatus::Running);

@@ -25,6 +25,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension as _, Transaction, TransactionBehavior};
 use serde_json::Value;
 
+pub use schema::{Opened, open_private};
 pub use writer::HistoryWriter;
 
 use crate::model::BlockId;

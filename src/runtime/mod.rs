@@ -1,6 +1,7 @@
 //! The executor: scheduling, the concurrency limit, fan-out/fan-in bookkeeping, Python workers and
 //! invocation records. Depends on `model` only; reached through [`RuntimeHandle`]: requests in, events out.
 
+pub mod capacity;
 pub mod dask;
 mod engine;
 pub mod environment;
@@ -14,6 +15,6 @@ pub mod worker;
 
 pub use engine::{
     LocalInvoker, Requester, RunRequest, RuntimeConfig, RuntimeEvents, RuntimeHandle,
-    RuntimeRequest, RuntimeSender,
+    RuntimeRequest, RuntimeSender, ServeRequest, ServiceNotice, Trigger,
 };
 pub use event::{RuntimeEvent, WORKER_OUTPUT_LINES};

@@ -4,14 +4,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use serde_json::Value;
+
 use crate::model::graph::FanAnalysis;
 use crate::model::{BlockId, BlockKind, Project, TransitionId, TransitionKind};
 
 use super::invoker::{Program, ProgramBlock};
-
-/// The code that stands in for Refinery's API Endpoint and API Response blocks in a headless run:
-/// they pass their input on.
-const PASS_THROUGH: &str = "def main(block_input, backpack):\n    return block_input\n";
 
 #[derive(Clone, Debug)]
 pub struct Edge {
@@ -58,12 +56,34 @@ impl Outgoing {
     }
 }
 
+/// What running a block means.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Behaviour {
+    /// Python code: the invoker runs it.
+    Code,
+    /// Passes its input on as its output, without reaching the invoker: an API Endpoint (its input is
+    /// the request), an API Response, a Topic (each block it leads to gets the message).
+    PassThrough,
+    /// Returns this value whatever it receives: a Timer (its input string).
+    Constant(Value),
+    /// A Queue in a run that is not served: its messages are passed on at once, in batches of this
+    /// size; each block it leads to is invoked once per batch, as for a fan-out without a fan-in.
+    Batches(u32),
+    /// A Queue of a served project. A run that reaches it hands what it received to the service's
+    /// host, which keeps it as messages (the invocation ends once they are kept); a run that starts at
+    /// it (one batch of its messages) passes the batch on.
+    Enqueue,
+    /// Can't run, and why (a Node.js block, a block type Braid doesn't support).
+    NotRunnable(String),
+}
+
 #[derive(Clone, Debug)]
 pub struct PlanBlock {
     pub id: BlockId,
     pub name: std::sync::Arc<str>,
-    /// Why this block can't run, if it can't (a Node.js block, a block type Braid doesn't support yet).
-    pub not_runnable: Option<String>,
+    pub behaviour: Behaviour,
+    /// An API Response: the first value reaching it answers a served run's request.
+    pub responds: bool,
     pub cap: Option<u32>,
     pub timeout_s: f64,
     pub outgoing: Outgoing,
@@ -79,9 +99,28 @@ pub struct Plan {
     pub by_id: HashMap<BlockId, usize>,
 }
 
+/// Whether the plan is for a run of its own or for the runs of a served project.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `braid run`, a run from the editor: a Queue passes its messages on at once, in batches.
+    Run,
+    /// `braid serve`: a Queue keeps its messages for the service's host to hand out in batch runs.
+    Served,
+}
+
 impl Plan {
-    /// Builds the plan. Transitions that name missing blocks are left out (validation reports them).
+    /// Builds the plan of a run of its own. Transitions that name missing blocks are left out
+    /// (validation reports them).
     pub fn new(project: &Project) -> Self {
+        Self::build(project, Mode::Run)
+    }
+
+    /// Builds the plan the runs of a served project share.
+    pub fn served(project: &Project) -> Self {
+        Self::build(project, Mode::Served)
+    }
+
+    fn build(project: &Project, mode: Mode) -> Self {
         let by_id: HashMap<BlockId, usize> = project
             .blocks
             .iter()
@@ -89,38 +128,55 @@ impl Plan {
             .map(|(i, b)| (b.id.clone(), i))
             .collect();
         let analysis = FanAnalysis::new(project);
+        let default_timeout = crate::model::DEFAULT_TIMEOUT_S as f64;
         let mut blocks: Vec<PlanBlock> = project
             .blocks
             .iter()
             .map(|block| {
-                let (not_runnable, cap, timeout_s) = match &block.kind {
+                let (behaviour, cap, timeout_s) = match &block.kind {
                     BlockKind::Code(code) => (
-                        (!code.language.is_runnable()).then(|| {
-                            format!(
+                        if code.language.is_runnable() {
+                            Behaviour::Code
+                        } else {
+                            Behaviour::NotRunnable(format!(
                                 "block \"{}\" is a {} Code Block, which Braid can't run yet (only Python)",
                                 block.name,
                                 code.language.label()
-                            )
-                        }),
+                            ))
+                        },
                         code.concurrency_cap,
                         code.timeout_s as f64,
                     ),
-                    BlockKind::ApiEndpoint { .. } | BlockKind::ApiResponse => {
-                        (None, None, crate::model::DEFAULT_TIMEOUT_S as f64)
+                    BlockKind::ApiEndpoint { .. } | BlockKind::ApiResponse | BlockKind::Topic => {
+                        (Behaviour::PassThrough, None, default_timeout)
                     }
+                    BlockKind::Timer { input_string, .. } => (
+                        Behaviour::Constant(timer_input(input_string)),
+                        None,
+                        default_timeout,
+                    ),
+                    BlockKind::Queue { batch_size } => (
+                        match mode {
+                            Mode::Run => Behaviour::Batches((*batch_size).max(1)),
+                            Mode::Served => Behaviour::Enqueue,
+                        },
+                        None,
+                        default_timeout,
+                    ),
                     BlockKind::Unsupported { refinery_type, .. } => (
-                        Some(format!(
+                        Behaviour::NotRunnable(format!(
                             "block \"{}\" is a Refinery {refinery_type} block, which Braid can't run yet",
                             block.name
                         )),
                         None,
-                        crate::model::DEFAULT_TIMEOUT_S as f64,
+                        default_timeout,
                     ),
                 };
                 PlanBlock {
                     id: block.id.clone(),
                     name: block.name.as_str().into(),
-                    not_runnable,
+                    behaviour,
+                    responds: matches!(block.kind, BlockKind::ApiResponse),
                     cap,
                     timeout_s,
                     outgoing: Outgoing::default(),
@@ -137,8 +193,15 @@ impl Plan {
                 transition: t.id.clone(),
                 target,
             };
+            // A Queue's batches reach its blocks as a fan-out's items do.
+            let batches = matches!(blocks[from].behaviour, Behaviour::Batches(_));
             let out = &mut blocks[from].outgoing;
             match t.kind {
+                TransitionKind::Then if batches => out.fan_outs.push(FanOutEdge {
+                    transition: t.id.clone(),
+                    target,
+                    closing: Vec::new(),
+                }),
                 TransitionKind::Then => out.then.push(edge),
                 TransitionKind::If => out.ifs.push(edge),
                 TransitionKind::Else => out.elses.push(edge),
@@ -203,17 +266,15 @@ impl Plan {
                 } else {
                     format!("{} #{seen}", block.name)
                 };
+                let runnable = plan.behaviour == Behaviour::Code;
                 let (code, block_env) = match &block.kind {
-                    BlockKind::Code(code) if plan.not_runnable.is_none() => (
+                    BlockKind::Code(code) if runnable => (
                         code.code.clone(),
                         code.env_vars
                             .iter()
                             .filter_map(|name| env.get(name).map(|v| (name.clone(), v.clone())))
                             .collect(),
                     ),
-                    BlockKind::ApiEndpoint { .. } | BlockKind::ApiResponse => {
-                        (PASS_THROUGH.to_owned(), BTreeMap::new())
-                    }
                     _ => (String::new(), BTreeMap::new()),
                 };
                 ProgramBlock {
@@ -222,7 +283,7 @@ impl Plan {
                     code,
                     ifs,
                     timeout_s: plan.timeout_s,
-                    runnable: plan.not_runnable.is_none(),
+                    runnable,
                     env: block_env,
                 }
             })
@@ -238,10 +299,44 @@ impl Plan {
     }
 }
 
+/// What a Timer's blocks receive: its input string parsed as JSON when it is JSON, else the string
+/// itself (as Refinery did).
+pub fn timer_input(input_string: &str) -> Value {
+    serde_json::from_str(input_string).unwrap_or_else(|_| Value::String(input_string.to_owned()))
+}
+
+/// A Queue's messages from what reached it: a list is one message per item, anything else one message.
+pub fn messages(value: Value) -> Vec<Value> {
+    match value {
+        Value::Array(items) => items,
+        other => vec![other],
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
     use crate::model::{Block, Position, Transition};
+
+    #[test]
+    fn a_timer_gives_its_input_string_as_json_when_it_is_json() {
+        assert_eq!(timer_input("{\"n\": [1, 2]}"), json!({"n": [1, 2]}));
+        assert_eq!(timer_input("42"), json!(42));
+        assert_eq!(timer_input("hello"), json!("hello"));
+        assert_eq!(timer_input(""), json!(""));
+    }
+
+    #[test]
+    fn a_list_is_one_message_per_item() {
+        assert_eq!(
+            messages(json!([1, [2], 3])),
+            [json!(1), json!([2]), json!(3)]
+        );
+        assert_eq!(messages(json!({"a": 1})), [json!({"a": 1})]);
+        assert_eq!(messages(json!([])), Vec::<Value>::new());
+    }
 
     /// A plan of 68,000 blocks is made at once (each block's `if`s are gathered in one pass, not by a
     /// scan of every transition per block, which took minutes at this size), and each block gets its

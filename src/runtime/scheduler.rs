@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
+use super::capacity::{Full, Room, RunRoom};
 use super::invoker::{Outcome, Task, TaskResult};
-use super::plan::Plan;
+use super::plan::{Behaviour, Plan};
 use crate::model::TransitionId;
 use crate::run::{
     BlockCounts, ErrorInfo, InvocationId, InvocationRecord, InvocationStatus, ItemPath,
@@ -120,10 +121,9 @@ static NO_TRANSITIONS: super::plan::Outgoing = super::plan::Outgoing {
     merges: Vec::new(),
 };
 
-/// The blocks that have queued invocations and room to start one, each with its oldest queued
-/// invocation's id (ids count up in the order invocations are queued), taken oldest first. A project
-/// has few blocks, so a scan of a short list beats a tree: a big fan-out puts its block in and takes it
-/// out once per invocation.
+/// The blocks that have queued invocations, each with its oldest queued invocation's id (ids count up
+/// in the order invocations are queued), taken oldest first. A project has few blocks, so a scan of a
+/// short list beats a tree: a big fan-out puts its block in and takes it out once per invocation.
 struct Ready {
     entries: Vec<(u64, usize)>,
     listed: Vec<bool>,
@@ -162,18 +162,42 @@ impl Ready {
     }
 }
 
+/// What answers a served run's request: the first value that reaches an API Response, or the first
+/// failure that no `exception` transition caught (whichever comes first).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Answer {
+    Value(Value),
+    Failed {
+        block: String,
+        /// `ValueError: bad row`.
+        error: String,
+        invocation: Option<InvocationId>,
+    },
+}
+
+/// How an invocation of a block runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Runs {
+    /// In the invoker, in a slot of the run's room.
+    InSlot,
+    /// Elsewhere, needing no slot: a Queue's messages kept by the service's host.
+    Elsewhere,
+    /// Here and now, with no task (a block that passes its input on, or can't run).
+    AtOnce,
+}
+
 /// A run in progress.
 pub struct RunScheduler {
     run_id: RunId,
     plan: Arc<Plan>,
     program: u64,
-    limit: usize,
+    /// The slots of a run that has the limit to itself (see [`Self::take_ready`]).
+    own_room: RunRoom,
     key_base: u64,
     next_id: InvocationId,
     next_frame: u64,
     queues: Vec<VecDeque<Pending>>,
     ready: Ready,
-    running_per_block: Vec<u32>,
     running: FxHashMap<InvocationId, Pending>,
     frames: FxHashMap<u64, Frame>,
     merges: HashMap<(usize, Vec<(u64, u32)>), MergeState>,
@@ -202,6 +226,18 @@ pub struct RunScheduler {
     backpack_json: Option<(Arc<Value>, Arc<str>)>,
     /// Where a task's input is encoded before it is copied into the task (inline, when short).
     json: Vec<u8>,
+    /// Whether the run answers a request (see [`Self::take_answer`]), and whether it has.
+    answering: Answering,
+    answer: Option<Answer>,
+}
+
+/// Whether a run answers a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Answering {
+    No,
+    /// It does, and has no answer yet.
+    Waiting,
+    Answered,
 }
 
 /// The largest invocation number a run can have: keys carry it in their low bits.
@@ -227,19 +263,20 @@ impl RunScheduler {
         &self.plan
     }
 
+    /// A run with `limit` slots of its own (see [`Self::take_ready_in`] for a run that shares them).
     pub fn new(run_id: RunId, plan: Arc<Plan>, program: u64, limit: usize, key_base: u64) -> Self {
         let n = plan.blocks.len();
+        let caps = plan.blocks.iter().map(|b| b.cap).collect();
         Self {
             run_id,
             plan,
             program,
-            limit: limit.max(1),
+            own_room: RunRoom::new(limit, caps),
             key_base,
             next_id: 1,
             next_frame: 0,
             queues: (0..n).map(|_| VecDeque::new()).collect(),
             ready: Ready::new(n),
-            running_per_block: vec![0; n],
             running: FxHashMap::default(),
             frames: FxHashMap::default(),
             merges: HashMap::new(),
@@ -259,6 +296,30 @@ impl RunScheduler {
             now_ms: now_ms(),
             backpack_json: None,
             json: Vec::new(),
+            answering: Answering::No,
+            answer: None,
+        }
+    }
+
+    /// The run answers a request: [`Self::take_answer`] gives what answers it, once.
+    pub fn set_answering(&mut self) {
+        self.answering = Answering::Waiting;
+    }
+
+    /// What answers the run's request, once it is known (and only the first time).
+    pub fn take_answer(&mut self) -> Option<Answer> {
+        self.answer.take()
+    }
+
+    /// Whether the run's request has had its answer.
+    pub fn answered(&self) -> bool {
+        self.answering == Answering::Answered
+    }
+
+    fn answer_with(&mut self, answer: impl FnOnce() -> Answer) {
+        if self.answering == Answering::Waiting {
+            self.answering = Answering::Answered;
+            self.answer = Some(answer());
         }
     }
 
@@ -319,7 +380,7 @@ impl RunScheduler {
         }
         let id = self.next_id;
         self.next_id += 1;
-        if self.queues[block].is_empty() && self.has_room(block) {
+        if self.queues[block].is_empty() {
             self.ready.insert((id, block));
         }
         self.queues[block].push_back(Pending {
@@ -362,7 +423,7 @@ impl RunScheduler {
         }
         let first = self.next_id;
         self.next_id += n as u64;
-        if self.queues[block].is_empty() && self.has_room(block) {
+        if self.queues[block].is_empty() {
             self.ready.insert((first, block));
         }
         let queued_at_ms = self.now_ms;
@@ -413,56 +474,115 @@ impl RunScheduler {
         std::mem::take(&mut self.stops)
     }
 
-    fn has_room(&self, block: usize) -> bool {
-        self.plan.blocks[block]
-            .cap
-            .is_none_or(|cap| self.running_per_block[block] < cap)
+    /// How the invocation `pending` of `block` runs.
+    fn runs(&self, block: usize, pending: &Pending) -> Runs {
+        match &self.plan.blocks[block].behaviour {
+            Behaviour::Code => Runs::InSlot,
+            // A run that starts at a Queue is one batch of its messages: it passes them on.
+            Behaviour::Enqueue if !pending.parents.is_empty() => Runs::Elsewhere,
+            _ => Runs::AtOnce,
+        }
     }
 
-    /// Moves queued invocations into running, up to the limit, and returns them as tasks.
+    /// How an invocation of a block that runs at once ends.
+    fn result_at_once(&self, block: usize, pending: &Pending) -> Outcome {
+        let returns = |output| Outcome::Returned {
+            output,
+            backpack: None,
+            ifs: Vec::new(),
+        };
+        match &self.plan.blocks[block].behaviour {
+            Behaviour::Constant(value) => returns(value.clone()),
+            Behaviour::Batches(size) => returns(Value::Array(
+                super::plan::messages(pending.input.clone())
+                    .chunks(*size as usize)
+                    .map(|batch| Value::Array(batch.to_vec()))
+                    .collect(),
+            )),
+            Behaviour::NotRunnable(reason) => Outcome::Raised {
+                error: ErrorInfo {
+                    kind: "NotRunnable".to_owned(),
+                    message: reason.clone(),
+                    traceback: String::new(),
+                    line: None,
+                },
+                backpack: None,
+            },
+            Behaviour::PassThrough | Behaviour::Enqueue | Behaviour::Code => {
+                returns(pending.input.clone())
+            }
+        }
+    }
+
+    /// Moves queued invocations into running, up to the run's own limit, and returns them as tasks.
     pub fn take_ready(&mut self) -> Vec<Task> {
-        let mut tasks = Vec::with_capacity(
-            self.queued_total
-                .min(self.limit.saturating_sub(self.running.len())),
-        );
-        while self.running.len() < self.limit {
-            let Some((_, block)) = self.ready.pop_first() else {
-                break;
+        let mut room = std::mem::take(&mut self.own_room);
+        let tasks = self.take_ready_in(&mut room);
+        self.own_room = room;
+        tasks
+    }
+
+    /// Moves queued invocations into running while `room` has slots for them, oldest first, and
+    /// returns them as tasks. An invocation that needs no slot (a block that passes its input on, one
+    /// that can't run) ends here at once; a Queue's invocation of a served run is a task for the
+    /// service's host and needs no slot either.
+    pub fn take_ready_in(&mut self, room: &mut dyn Room) -> Vec<Task> {
+        let mut tasks = Vec::new();
+        // Blocks with queued invocations that found no slot: listed again once this step is done.
+        let mut waiting: SmallVec<[(u64, usize); 4]> = SmallVec::new();
+        let mut full = false;
+        while let Some((seq, block)) = self.ready.pop_first() {
+            let Some(front) = self.queues[block].front() else {
+                continue;
             };
+            let runs = self.runs(block, front);
+            if runs == Runs::InSlot {
+                if full {
+                    waiting.push((seq, block));
+                    continue;
+                }
+                match room.take(block) {
+                    Ok(()) => {}
+                    Err(why) => {
+                        full = why == Full::All;
+                        waiting.push((seq, block));
+                        continue;
+                    }
+                }
+            }
             let Some(pending) = self.queues[block].pop_front() else {
                 continue;
             };
-            self.running_per_block[block] += 1;
-            if self.has_room(block)
-                && let Some(next) = self.queues[block].front()
-            {
+            if let Some(next) = self.queues[block].front() {
                 self.ready.insert((next.id, block));
             }
             self.queued_total -= 1;
             let counts = &mut self.counts[block];
             counts.queued -= 1;
             counts.running += 1;
-            let plan_block = &self.plan.blocks[block];
-            let timeout_s = plan_block.timeout_s;
-            let refused = if let Some(reason) = &plan_block.not_runnable {
-                Some(("NotRunnable", reason.clone()))
+            let timeout_s = self.plan.blocks[block].timeout_s;
+            let refused = if runs == Runs::AtOnce {
+                Some(self.result_at_once(block, &pending))
             } else {
                 self.json.clear();
                 let _ = serde_json::to_writer(&mut self.json, &pending.input);
-                (self.json.len() > self.max_input_bytes).then(|| {
-                    (
-                        "InputTooLarge",
-                        format!(
+                (self.json.len() > self.max_input_bytes).then(|| Outcome::Raised {
+                    error: ErrorInfo {
+                        kind: "InputTooLarge".to_owned(),
+                        message: format!(
                             "its input is {} bytes of JSON, more than the {} an invocation may \
                              take (a fan-in of many large values: pass on smaller values, or the \
                              paths of files that hold them)",
                             crate::text::count(self.json.len() as u64),
                             crate::text::count(self.max_input_bytes as u64)
                         ),
-                    )
+                        traceback: String::new(),
+                        line: None,
+                    },
+                    backpack: None,
                 })
             };
-            if let Some((kind, message)) = refused {
+            if let Some(outcome) = refused {
                 let id = pending.id;
                 self.running.insert(id, pending);
                 let now = now_ms();
@@ -477,16 +597,9 @@ impl RunScheduler {
                         ended_at_ms: Some(now),
                         stdout: String::new(),
                         stderr: String::new(),
-                        outcome: Outcome::Raised {
-                            error: ErrorInfo {
-                                kind: kind.to_owned(),
-                                message,
-                                traceback: String::new(),
-                                line: None,
-                            },
-                            backpack: None,
-                        },
+                        outcome,
                     },
+                    room,
                 );
                 continue;
             }
@@ -509,6 +622,9 @@ impl RunScheduler {
             });
             self.running.insert(pending.id, pending);
         }
+        for entry in waiting {
+            self.ready.insert(entry);
+        }
         tasks
     }
 
@@ -530,36 +646,48 @@ impl RunScheduler {
         self.complete_all([result]);
     }
 
-    /// Feeds a batch of finished tasks back in. The invocations they queue share one time stamp: the
-    /// clock is read once per batch (read per result, it takes a tenth of the engine's time).
+    /// Feeds a batch of finished tasks of a run with its own limit back in (see
+    /// [`Self::complete_all_in`]).
     pub fn complete_all(&mut self, results: impl IntoIterator<Item = TaskResult>) {
+        let mut room = std::mem::take(&mut self.own_room);
+        self.complete_all_in(results, &mut room);
+        self.own_room = room;
+    }
+
+    /// Feeds a batch of finished tasks back in; their slots go back to `room`. The invocations they
+    /// queue share one time stamp: the clock is read once per batch (read per result, it takes a tenth
+    /// of the engine's time).
+    pub fn complete_all_in(
+        &mut self,
+        results: impl IntoIterator<Item = TaskResult>,
+        room: &mut dyn Room,
+    ) {
         self.now_ms = now_ms();
         for result in results {
             let id = result.key - self.key_base;
-            self.complete_invocation(id, result);
+            self.complete_invocation(id, result, room);
         }
         if self.overflow.is_some() && !(self.running.is_empty() && self.queued_total == 0) {
-            let keys = self.stop();
+            let keys = self.stop(room);
             self.stops.extend(keys);
         }
     }
 
-    fn complete_invocation(&mut self, id: InvocationId, result: TaskResult) {
+    fn complete_invocation(&mut self, id: InvocationId, result: TaskResult, room: &mut dyn Room) {
         let Some(mut inv) = self.running.remove(&id) else {
             return;
         };
         let block = inv.block;
-        self.running_per_block[block] -= 1;
         self.counts[block].running -= 1;
-        if let Some(next) = self.queues[block].front()
-            && self.has_room(block)
-        {
-            self.ready.insert((next.id, block));
-        }
         let plan = Arc::clone(&self.plan);
+        if plan.blocks[block].behaviour == Behaviour::Code {
+            room.give_back(block);
+        }
         let plan_block = &plan.blocks[block];
-        // A single-invocation run (a replay) fires nothing: its block is its only leaf.
-        let out = if self.single {
+        // A single-invocation run (a replay) fires nothing: its block is its only leaf. Nor does a
+        // served Queue a run reached: what it kept goes on in batch runs of its own.
+        let kept = plan_block.behaviour == Behaviour::Enqueue && !inv.parents.is_empty();
+        let out = if self.single || kept {
             &NO_TRANSITIONS
         } else {
             &plan_block.outgoing
@@ -596,7 +724,7 @@ impl RunScheduler {
                 // Unchanged (the common case): the same shared value, not a copy.
                 let backpack = backpack.map_or_else(|| Arc::clone(&inv.backpack), Arc::new);
                 if out.fan_outs.is_empty() || output.is_array() {
-                    if !self.single {
+                    if !self.single && !kept {
                         self.fire_success(&mut inv, &output, &backpack, &ifs, &mut fired);
                     }
                     if out.is_empty() {
@@ -685,6 +813,23 @@ impl RunScheduler {
             record.error = Some(error);
         }
         record.fired = fired;
+        if self.answering == Answering::Waiting {
+            match record.status {
+                InvocationStatus::Succeeded if plan_block.responds => {
+                    let value = record.output.clone().unwrap_or(Value::Null);
+                    self.answer_with(|| Answer::Value(value));
+                }
+                InvocationStatus::Exception | InvocationStatus::TimedOut => {
+                    let error = record.error.as_ref().map(ErrorInfo::summary);
+                    self.answer_with(|| Answer::Failed {
+                        block: plan_block.name.to_string(),
+                        error: error.unwrap_or_default(),
+                        invocation: Some(id),
+                    });
+                }
+                _ => {}
+            }
+        }
         self.counts[block].add_final(record.status);
         self.release(inv.open_items());
         record.input = inv.input;
@@ -865,6 +1010,13 @@ impl RunScheduler {
 
     fn fail_run(&mut self, block: usize, path: &[u32], status: &str, error: String) {
         self.failed = true;
+        let name = self.plan.blocks[block].name.to_string();
+        let summary = error.clone();
+        self.answer_with(|| Answer::Failed {
+            block: name,
+            error: summary,
+            invocation: None,
+        });
         let plan_block = &self.plan.blocks[block];
         self.failures.push((
             block,
@@ -1023,30 +1175,42 @@ impl RunScheduler {
         }
     }
 
-    /// Stops the run: nothing more starts; queued and running invocations end as cancelled.
-    /// Returns the task keys the invoker should stop.
+    /// Stops a run with its own limit (see [`Self::cancel_in`]).
     pub fn cancel(&mut self) -> Vec<u64> {
+        let mut room = std::mem::take(&mut self.own_room);
+        let keys = self.cancel_in(&mut room);
+        self.own_room = room;
+        keys
+    }
+
+    /// Stops the run: nothing more starts; queued and running invocations end as cancelled, and the
+    /// slots of those running go back to `room`. Returns the task keys the invoker (or the service's
+    /// host) should stop.
+    pub fn cancel_in(&mut self, room: &mut dyn Room) -> Vec<u64> {
         self.cancelled = true;
-        self.stop()
+        self.stop(room)
     }
 
     /// Ends every queued and running invocation as cancelled; returns the running ones' task keys.
-    fn stop(&mut self) -> Vec<u64> {
+    fn stop(&mut self, room: &mut dyn Room) -> Vec<u64> {
         let mut keys = Vec::new();
         let now = now_ms();
-        let mut stopped: Vec<Pending> = self.running.drain().map(|(_, p)| p).collect();
+        let mut stopped: Vec<(Pending, bool)> =
+            self.running.drain().map(|(_, p)| (p, true)).collect();
         for queue in &mut self.queues {
-            stopped.extend(queue.drain(..));
+            stopped.extend(queue.drain(..).map(|p| (p, false)));
         }
         self.ready.clear();
         self.queued_total = 0;
-        stopped.sort_by_key(|p| p.id);
-        for pending in stopped {
+        stopped.sort_by_key(|(p, _)| p.id);
+        for (pending, was_running) in stopped {
             let plan_block = &self.plan.blocks[pending.block];
             let counts = &mut self.counts[pending.block];
-            if counts.running > 0 && self.running_per_block[pending.block] > 0 {
+            if was_running {
                 keys.push(self.key_base + pending.id);
-                self.running_per_block[pending.block] -= 1;
+                if plan_block.behaviour == Behaviour::Code {
+                    room.give_back(pending.block);
+                }
                 counts.running -= 1;
             } else {
                 counts.queued = counts.queued.saturating_sub(1);
@@ -1078,6 +1242,11 @@ impl RunScheduler {
         self.frames.clear();
         self.merges.clear();
         keys
+    }
+
+    /// Some invocation waits to start.
+    pub fn has_queued(&self) -> bool {
+        self.queued_total > 0
     }
 
     /// Nothing is queued or running.

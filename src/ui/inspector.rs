@@ -83,9 +83,11 @@ impl InspectorView {
                      imported. A run that reaches it stops with an error naming it."
                 ));
             }
-            BlockKind::ApiEndpoint { .. } | BlockKind::ApiResponse => {
-                ui.label("In a run from the editor this block passes its input on unchanged.");
-            }
+            BlockKind::ApiEndpoint { .. }
+            | BlockKind::ApiResponse
+            | BlockKind::Timer { .. }
+            | BlockKind::Queue { .. }
+            | BlockKind::Topic => service_block_ui(ui, block),
         }
         problems_ui(ui, app, &Subject::Block(id.clone()));
         ui.add_space(6.0);
@@ -693,4 +695,28 @@ fn problem_line_ui(ui: &mut Ui, problem: &Problem) {
             ui.visuals().dark_mode,
         )),
     );
+}
+
+/// A service block's settings and what it does in a run from the editor and while served.
+fn service_block_ui(ui: &mut Ui, block: &Block) {
+    let text = match &block.kind {
+        BlockKind::ApiEndpoint { .. } => {
+            "While the project is served, each request to this endpoint starts a run here with the \
+             request as input. In a run from the editor it passes its input on."
+        }
+        BlockKind::ApiResponse => {
+            "The first value that reaches it answers the run's request. In a run from the editor it \
+             passes its input on."
+        }
+        BlockKind::Timer { .. } => {
+            "While the project is served, it fires on its schedule and starts a run here; its blocks \
+             get its input string (as JSON when it is JSON)."
+        }
+        BlockKind::Queue { .. } => {
+            "What reaches it is kept as messages (a list: one per item); its blocks are invoked with \
+             batches of them. In a run from the editor the batches go on at once."
+        }
+        _ => "Every block it leads to receives each message, with the publisher's backpack.",
+    };
+    ui.label(text);
 }

@@ -1,6 +1,6 @@
 //! Keeps the layering honest. The layers, each using only those below it (see `ARCHITECTURE.md`):
-//! `text` ← `model` ← `run` ← `runtime` ← `app` ← `ui` ← `shell`; `cli` uses `runtime` (and opens
-//! `shell`).
+//! `text` ← `model` ← `run` ← `runtime` ← `serve` ← `app` ← `ui` ← `shell`; `cli` uses `runtime` and
+//! `serve` (and opens `shell`).
 //! Nothing re-exports another layer's items, so an import always names the layer it comes from.
 
 use std::path::{Path, PathBuf};
@@ -122,13 +122,37 @@ fn runtime_knows_nothing_of_the_editor() {
         &[
             "egui",
             "eframe",
+            "crate::serve",
             "crate::app",
             "crate::ui",
             "crate::shell",
             "crate::cli",
         ],
     );
-    assert_none(&found, "runtime/ must not depend on the editor or the CLI");
+    assert_none(
+        &found,
+        "runtime/ must not depend on serving, the editor or the CLI",
+    );
+}
+
+#[test]
+fn serving_sits_on_the_runtime_and_knows_nothing_of_the_editor() {
+    let found = offenders(
+        "serve",
+        &[
+            "egui",
+            "eframe",
+            "pyo3",
+            "crate::app",
+            "crate::ui",
+            "crate::shell",
+            "crate::cli",
+        ],
+    );
+    assert_none(
+        &found,
+        "serve/ is a host over the runtime: the CLI and the editor use it, not the other way",
+    );
 }
 
 #[test]
@@ -156,6 +180,7 @@ fn ui_reaches_the_runtime_only_through_app_commands() {
         &[
             "crate::runtime",
             "braid::runtime",
+            "crate::serve",
             "tokio",
             "pyo3",
             "crate::shell",
@@ -178,7 +203,7 @@ fn the_command_line_stays_out_of_the_editor() {
 fn nothing_re_exports_another_layer() {
     let mut found = Vec::new();
     for layer in [
-        "text", "model", "run", "runtime", "app", "ui", "shell", "cli",
+        "text", "model", "run", "runtime", "serve", "app", "ui", "shell", "cli",
     ] {
         found.extend(offenders(layer, &["pub use crate::", "pub use braid::"]));
     }
@@ -193,7 +218,7 @@ fn imports_name_one_layer_each() {
     // `use crate::{app, ui}` would hide a layer from the checks above.
     let mut found = Vec::new();
     for layer in [
-        "text", "model", "run", "runtime", "app", "ui", "shell", "cli",
+        "text", "model", "run", "runtime", "serve", "app", "ui", "shell", "cli",
     ] {
         found.extend(offenders(layer, &["crate::{"]));
     }

@@ -105,7 +105,8 @@ fn hello_world_fanout_maps_blocks_and_transitions() {
         block_named(&project, "API Endpoint Block").kind,
         BlockKind::ApiEndpoint {
             api_path: "/fanout".into(),
-            http_method: "GET".into()
+            http_method: "GET".into(),
+            timeout_s: 29
         }
     );
     assert_eq!(
@@ -161,15 +162,27 @@ fn deployment_request_unwraps_diagram_data() {
     assert_eq!(project.blocks.len(), 9);
     assert_eq!(project.transitions.len(), 2);
 
-    let mut unsupported: Vec<&str> = project.blocks.iter().filter_map(unsupported_type).collect();
-    unsupported.sort_unstable();
-    assert_eq!(unsupported, ["schedule_trigger", "sns_topic", "sqs_queue"]);
-    let queue = block_named(&project, "Untitled Queue Block");
-    let BlockKind::Unsupported { original, .. } = &queue.kind else {
-        panic!("the queue is unsupported");
-    };
-    assert_eq!(original["batch_size"], 1);
-    assert_eq!(original["id"], "e1dd17cb-0450-4d8f-bb89-f312b797f5d0");
+    // Every block type of Refinery's is one of Braid's.
+    assert_eq!(
+        project.blocks.iter().filter_map(unsupported_type).count(),
+        0
+    );
+    assert_eq!(
+        block_named(&project, "Untitled Queue Block").kind,
+        BlockKind::Queue { batch_size: 1 }
+    );
+    assert_eq!(
+        block_named(&project, "Untitled Timer Block").kind,
+        BlockKind::Timer {
+            schedule_expression: "rate(2 minutes)".into(),
+            input_string: String::new(),
+            description: "Deployed by Refinery".into()
+        }
+    );
+    assert_eq!(
+        block_named(&project, "Untitled Topic Block").kind,
+        BlockKind::Topic
+    );
 
     let clone = block_named(&project, "Clone Repository and Find Secrets")
         .code()
@@ -191,10 +204,10 @@ fn deployment_request_unwraps_diagram_data() {
 fn timer_example_and_api_endpoint_examples() {
     let timer = load_fixture("timer-example.json");
     assert_eq!(timer.blocks.len(), 3);
-    assert_eq!(
-        unsupported_type(block_named(&timer, "Every Day")),
-        Some("schedule_trigger")
-    );
+    assert!(matches!(
+        &block_named(&timer, "Every Day").kind,
+        BlockKind::Timer { schedule_expression, .. } if schedule_expression == "rate(1 day)"
+    ));
     // A fan-out without a fan-in (map without reduce) is valid.
     assert_eq!(timer.transitions[1].kind, TransitionKind::FanOut);
 

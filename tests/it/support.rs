@@ -73,6 +73,15 @@ impl Builder {
         self
     }
 
+    /// A block that is not a Code Block (an API Endpoint, a Queue, …).
+    pub fn service(mut self, name: &str, kind: braid::model::BlockKind) -> Self {
+        let mut block = Block::new_code(name, "", Position::default());
+        block.id = BlockId(format!("id-{name}").into());
+        block.kind = kind;
+        self.project.blocks.push(block);
+        self
+    }
+
     fn code_block(&mut self, name: &str) -> &mut braid::model::CodeBlock {
         self.project
             .blocks

@@ -111,17 +111,11 @@ pub(super) fn open(path: &Path) -> Result<Connection, HistoryError> {
         path: path.to_owned(),
         message,
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::model::local_folder::ensure(dir)
-            .map_err(|e| refused(format!("can't create the folder {}: {e}", dir.display())))?;
-    }
-    if !check_files(path, Access::Write)? {
-        create_file(path).map_err(|e| refused(format!("can't create it: {e}")))?;
-    }
     let error = |e: rusqlite::Error| database_error(path, &e);
-    let mut conn =
-        Connection::open_with_flags(path, OpenFlags::default() | NO_LINKS).map_err(error)?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(error)?;
+    let mut conn = open_private(path).map_err(|e| match e {
+        Opened::Refused(message) => refused(message),
+        Opened::Sql(e) => error(e),
+    })?;
     // Nothing changes before the file is known to be a history of a format this Braid writes, or an
     // empty database to make one in.
     check_version(path, version(&conn).map_err(error)?)?;
@@ -152,6 +146,45 @@ pub(super) fn open(path: &Path) -> Result<Connection, HistoryError> {
     tx.execute_batch(LOG_SCHEMA).map_err(error)?;
     tx.execute_batch(CLUSTERS_SCHEMA).map_err(error)?;
     tx.commit().map_err(error)?;
+    Ok(conn)
+}
+
+/// Why [`open_private`] could not open a database.
+#[derive(Debug)]
+pub enum Opened {
+    /// Its folder or file can't be made, or is not what it must be (a link, not a regular file).
+    Refused(String),
+    Sql(rusqlite::Error),
+}
+
+impl std::fmt::Display for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Refused(message) => f.write_str(message),
+            Self::Sql(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Opens (making it and its folder if need be) a database of Braid's in a project's `.braid/` folder
+/// to write it, as the history is: no link followed, the folder and the file owner-only, SQLite's
+/// `-wal`, `-shm` and `-journal` checked too, and a wait of a few seconds for another writer. Nothing
+/// in the file is read or changed here.
+pub fn open_private(path: &Path) -> Result<Connection, Opened> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::model::local_folder::ensure(dir).map_err(|e| {
+            Opened::Refused(format!("can't create the folder {}: {e}", dir.display()))
+        })?;
+    }
+    let exists = check_files(path, Access::Write).map_err(|e| match e {
+        HistoryError::Database { message, .. } => Opened::Refused(message),
+    })?;
+    if !exists {
+        create_file(path).map_err(|e| Opened::Refused(format!("can't create it: {e}")))?;
+    }
+    let conn =
+        Connection::open_with_flags(path, OpenFlags::default() | NO_LINKS).map_err(Opened::Sql)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(Opened::Sql)?;
     Ok(conn)
 }
 

@@ -249,11 +249,17 @@ struct Store {
     memos: Memos,
     /// Transactions committed since the last checkpoint.
     since_checkpoint: u32,
+    /// When the WAL was last checkpointed.
+    checkpointed_at: Instant,
 }
 
 /// Without a run's end to wait for, the WAL is checkpointed after this many transactions (about
 /// 100,000 records), so it stays a few megabytes.
 const CHECKPOINT_EVERY: u32 = 25;
+/// A run's end is followed by a checkpoint once nothing has come for this long (or at once, when the
+/// last was longer ago than this): a served project ends thousands of runs a second, and a checkpoint
+/// after each would be most of the writer's work.
+const CHECKPOINT_IDLE: Duration = Duration::from_millis(50);
 
 /// What the writer remembers between transactions, to spare itself lookups.
 #[derive(Default)]
@@ -291,12 +297,14 @@ impl Store {
                 ..Memos::default()
             },
             since_checkpoint: 0,
+            checkpointed_at: Instant::now(),
         }
     }
 
     /// Copies the WAL into the database without waiting for readers (PASSIVE): the panel may be reading.
     fn checkpoint(&mut self) {
         self.since_checkpoint = 0;
+        self.checkpointed_at = Instant::now();
         if let Err(e) = self
             .conn
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
@@ -307,23 +315,50 @@ impl Store {
 
     fn serve(mut self, receiver: &Receiver<Message>) {
         let mut closing = Vec::new();
-        while let Ok(first) = receiver.recv() {
+        // A run ended since the last checkpoint: one is owed once the writer is idle.
+        let mut owed = false;
+        loop {
+            let first = if owed {
+                match receiver.recv_timeout(CHECKPOINT_IDLE) {
+                    Ok(first) => first,
+                    Err(RecvTimeoutError::Timeout) => {
+                        owed = false;
+                        self.checkpoint();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match receiver.recv() {
+                    Ok(first) => first,
+                    Err(_) => break,
+                }
+            };
             let deadline = Instant::now() + BATCH_WAIT;
             let mut records = count(&first);
             let mut batch = vec![first];
-            while records < BATCH_RECORDS
-                && !matches!(
-                    batch.last(),
-                    Some(
-                        Message::Finished { .. }
-                            | Message::Close(_)
-                            | Message::Started { done: Some(_), .. }
-                    )
+            // Someone waits for this batch's commit (a run's end, its start, a close): take only what
+            // is already waiting (the ends and starts of other runs, in a busy served project), and
+            // commit them together at once.
+            let waited_for = |message: &Message| {
+                matches!(
+                    message,
+                    Message::Finished { .. }
+                        | Message::Close(_)
+                        | Message::Started { done: Some(_), .. }
                 )
-            {
-                match receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            };
+            let mut urgent = batch.last().is_some_and(waited_for);
+            while records < BATCH_RECORDS && !matches!(batch.last(), Some(Message::Close(_))) {
+                let next = if urgent {
+                    receiver.try_recv().map_err(|_| RecvTimeoutError::Timeout)
+                } else {
+                    receiver.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                };
+                match next {
                     Ok(message) => {
                         records += count(&message);
+                        urgent |= waited_for(&message);
                         batch.push(message);
                     }
                     Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
@@ -364,7 +399,11 @@ impl Store {
             }
             // After the acknowledgement: a run's end does not wait for the checkpoint.
             self.since_checkpoint += 1;
-            if finished || self.since_checkpoint >= CHECKPOINT_EVERY {
+            owed |= finished;
+            if self.since_checkpoint >= CHECKPOINT_EVERY
+                || (owed && self.checkpointed_at.elapsed() >= CHECKPOINT_IDLE)
+            {
+                owed = false;
                 self.checkpoint();
             }
         }
