@@ -346,23 +346,13 @@ fn check_code(project: &crate::model::Project) -> anyhow::Result<Vec<CompileErro
 
 /// `braid serve`: serves until Ctrl+C or SIGTERM; exit 0 after a clean stop, 2 when it can't start.
 fn serve_command(args: &ServeArgs) -> Result<ExitCode, UsageError> {
-    use std::net::ToSocketAddrs as _;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     let loaded = load(&args.project)?;
     let project = loaded.project;
-    let listen = args
-        .listen
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addresses| addresses.next())
-        .ok_or_else(|| {
-            UsageError(anyhow!(
-                "--listen: {:?} is not an address to listen on (like 127.0.0.1:7700)",
-                args.listen
-            ))
-        })?;
+    let listen = crate::serve::listen_address(&args.listen)
+        .map_err(|message| UsageError(anyhow!("--listen: {message}")))?;
     let (env, env_problems) = crate::model::env_file::values_for(Some(&args.project));
     for problem in env_problems {
         say!(std::io::stderr(), "braid: warning: {problem}");

@@ -69,6 +69,11 @@ impl BraidApp {
         &self.views
     }
 
+    /// The views, for tests and tools that set what a user would type (the address Serve listens on).
+    pub fn views_mut(&mut self) -> &mut Views {
+        &mut self.views
+    }
+
     /// One frame, on a context (eframe calls it through [`eframe::App::ui`]).
     pub fn frame_ui(&mut self, ui: &mut egui::Ui) {
         let ctx = ui.ctx().clone();
@@ -113,15 +118,16 @@ impl BraidApp {
         if self.app.is_running()
             || self.app.has_events()
             || self.app.is_checking()
+            || self.app.serve_starting()
             || self.app.file_dialog_open()
             || self.app.executions.is_loading()
         {
             ctx.request_repaint_after(Duration::from_millis(50));
         } else {
             // Files other programs may change (the project, its variables' values) are looked at once
-            // a second, which takes a frame: an idle editor would otherwise never notice. A notice
-            // that fades is drawn away when it does.
-            let watch = self.app.path.is_some().then_some(1.0);
+            // a second, which takes a frame: an idle editor would otherwise never notice. So is a
+            // served project's status (a queue's depth). A notice that fades is drawn away when it does.
+            let watch = (self.app.path.is_some() || self.app.is_serving()).then_some(1.0);
             let fade = self.app.next_notice_fades_in(now);
             if let Some(secs) = [watch, fade].into_iter().flatten().reduce(f64::min) {
                 ctx.request_repaint_after(Duration::from_secs_f64(secs + 0.01));

@@ -12,7 +12,7 @@ use std::sync::mpsc;
 
 use super::executions::Step;
 use super::executions::table::TableFilter;
-use crate::model::{BlockId, Position, TransitionId, TransitionKind};
+use crate::model::{BlockId, BlockKind, Position, TransitionId, TransitionKind};
 use crate::run::{Executor, InvocationId, RunId};
 
 /// One edit of a block's fields, as the inspector makes it.
@@ -24,6 +24,8 @@ pub enum BlockEdit {
     ConcurrencyCap(Option<u32>),
     Libraries(Vec<String>),
     EnvVars(Vec<String>),
+    /// An API Endpoint's, Timer's or Queue's settings: the block's kind with its fields changed.
+    Service(BlockKind),
 }
 
 impl BlockEdit {
@@ -37,6 +39,7 @@ impl BlockEdit {
             Self::ConcurrencyCap(_) => "cap",
             Self::Libraries(_) => "libraries",
             Self::EnvVars(_) => "env",
+            Self::Service(_) => "service",
         }
     }
 }
@@ -99,6 +102,7 @@ pub enum Command {
     Select(Select),
     File(FileCommand),
     Run(RunCommand),
+    Serve(ServeCommand),
     Executions(ExecutionsCommand),
     DismissNotice(u64),
 }
@@ -226,6 +230,16 @@ pub enum RunCommand {
     Stop,
 }
 
+/// Serve mode: the open project served as `braid serve` serves it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServeCommand {
+    /// Serve the project on this address (`127.0.0.1:7700`; port 0: any free one).
+    Start {
+        listen: String,
+    },
+    Stop,
+}
+
 /// The Block Executions panel.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ExecutionsCommand {
@@ -269,6 +283,12 @@ impl From<FileCommand> for Command {
 impl From<RunCommand> for Command {
     fn from(run: RunCommand) -> Self {
         Self::Run(run)
+    }
+}
+
+impl From<ServeCommand> for Command {
+    fn from(command: ServeCommand) -> Self {
+        Self::Serve(command)
     }
 }
 

@@ -144,6 +144,19 @@ pub fn apply_edit(project: &mut Project, edit: Edit) -> Result<Option<Vec<BlockI
                 target.name = name;
                 return Ok(None);
             }
+            if let BlockEdit::Service(kind) = edit {
+                // A service block's settings, never what kind of block it is.
+                if target.code().is_some()
+                    || std::mem::discriminant(&target.kind) != std::mem::discriminant(&kind)
+                {
+                    return Err(format!(
+                        "\"{}\" is not a block with these settings",
+                        target.name
+                    ));
+                }
+                target.kind = kind;
+                return Ok(None);
+            }
             let Some(code) = target.code_mut() else {
                 return Err(format!("\"{}\" is not a Code Block", target.name));
             };
@@ -153,7 +166,7 @@ pub fn apply_edit(project: &mut Project, edit: Edit) -> Result<Option<Vec<BlockI
                 BlockEdit::ConcurrencyCap(cap) => code.concurrency_cap = cap.map(|c| c.max(1)),
                 BlockEdit::Libraries(list) => code.libraries = list,
                 BlockEdit::EnvVars(list) => code.env_vars = list,
-                BlockEdit::Name(_) => {}
+                BlockEdit::Name(_) | BlockEdit::Service(_) => {}
             }
             Ok(None)
         }
@@ -464,6 +477,35 @@ mod tests {
             Ok(None)
         );
         assert_eq!(project.blocks[0].name, "Reply");
+    }
+
+    #[test]
+    fn a_service_blocks_settings_change_but_never_its_kind_nor_a_code_blocks() {
+        let (mut project, code, _) = two_blocks();
+        let mut block = Block::new_code("Hook", "", Position::default());
+        block.kind = BlockKind::Queue { batch_size: 1 };
+        let queue = block.id.clone();
+        project.blocks.push(block);
+        let edit = |block: &BlockId, kind| Edit::EditBlock {
+            block: block.clone(),
+            edit: BlockEdit::Service(kind),
+        };
+        apply_edit(
+            &mut project,
+            edit(&queue, BlockKind::Queue { batch_size: 10 }),
+        )
+        .unwrap();
+        assert_eq!(project.blocks[2].kind, BlockKind::Queue { batch_size: 10 });
+        let before = project.clone();
+        assert_eq!(
+            apply_edit(&mut project, edit(&queue, BlockKind::Topic)),
+            Err("\"Hook\" is not a block with these settings".to_owned())
+        );
+        assert_eq!(
+            apply_edit(&mut project, edit(&code, BlockKind::Topic)),
+            Err("\"A\" is not a block with these settings".to_owned())
+        );
+        assert_eq!(project, before);
     }
 
     #[test]

@@ -161,6 +161,8 @@ impl App {
         now_secs: f64,
     ) {
         self.stop_run();
+        // The project served is the one going away.
+        self.stop_serving(now_secs);
         self.run = None;
         self.saved = project.clone();
         self.project = project;

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::command::{Command, RunCommand};
+use super::command::{Command, RunCommand, ServeCommand};
 use super::inbox::Inbound;
 use super::{App, NoticeLevel};
 use crate::run::RunId;
@@ -33,6 +33,7 @@ impl App {
         self.notices
             .retain(|n| n.lasting || now_secs < n.at_secs + notice_secs(n.level));
         self.take_events(now_secs);
+        self.poll_serving(now_secs);
         self.refresh_table(now_secs, false);
         self.refresh_past_log();
         self.env_values
@@ -93,6 +94,8 @@ impl App {
             Command::Run(RunCommand::Start(options)) => self.start_run(options, now_secs),
             Command::Run(RunCommand::StartAtEntries) => self.run_options.from = None,
             Command::Run(RunCommand::Stop) => self.stop_run(),
+            Command::Serve(ServeCommand::Start { listen }) => self.start_serving(&listen, now_secs),
+            Command::Serve(ServeCommand::Stop) => self.stop_serving(now_secs),
             Command::Executions(command) => self.executions_command(command, now_secs),
             Command::DismissNotice(id) => self.notices.retain(|n| n.id != id),
         }
@@ -156,6 +159,7 @@ impl App {
     /// Stops the runtime as the editor closes: a run still going is abandoned, and the history
     /// database is written out and closed rather than cut off mid-write.
     pub fn shutdown_runtime(&mut self) {
+        self.stop_serving(0.0);
         if let Some(runtime) = self.runtime.take() {
             runtime.sender.shutdown(Duration::from_secs(5));
         }

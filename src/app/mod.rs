@@ -19,6 +19,7 @@ mod files;
 mod frame;
 pub mod inbox;
 pub mod run;
+pub mod serve;
 #[cfg(test)]
 mod tests;
 pub mod undo;
@@ -29,7 +30,7 @@ use std::sync::mpsc;
 
 pub use command::{
     BlockEdit, Command, CommandSender, Edit, ExecutionsCommand, FileAction, FileCommand,
-    RunCommand, RunOptions, Select,
+    RunCommand, RunOptions, Select, ServeCommand,
 };
 pub use dialogs::{DialogMode, FilePrompt};
 pub use executions::{Executions, Step};
@@ -137,6 +138,10 @@ pub struct App {
     pub compile_errors: Vec<CompileError>,
     check: CheckState,
     pub run: Option<RunState>,
+    /// Serve mode: the project served (or starting to be); `None` when it is not.
+    serving: Option<serve::Serving>,
+    /// Where Serve mode listens (`braid serve`'s default; the toolbar edits it).
+    pub serve_listen: String,
     /// The logs of this session's earlier runs, newest last (a project never saved has no history).
     session_logs: VecDeque<(RunId, Vec<run::LogLine>)>,
     /// The log of the run Block Executions shows, when that is neither `run` nor in `session_logs`
@@ -227,6 +232,8 @@ impl App {
             compile_errors: Vec::new(),
             check: CheckState::default(),
             run: None,
+            serving: None,
+            serve_listen: crate::serve::DEFAULT_LISTEN.to_owned(),
             session_logs: VecDeque::new(),
             past_log: None,
             executions: Executions::default(),

@@ -257,13 +257,19 @@ impl App {
 
     /// An event of a run (not a check, not a replay): Block Executions records every run's; the run
     /// state takes the current run's only, so a late event of an earlier run changes nothing shown.
+    /// While the project is served, every other run that starts is one of the service's (a request, a
+    /// timer's firing, a queue's batch): Block Executions follows those too.
     pub(super) fn run_event(&mut self, event: RuntimeEvent, now_secs: f64) {
+        let current = self
+            .run
+            .as_ref()
+            .is_some_and(|r| &r.run_id == event.run_id());
         match &event {
             RuntimeEvent::RunStarted {
                 run_id,
                 started_at_ms,
                 executor,
-            } if self.run.as_ref().is_some_and(|r| &r.run_id == run_id) => {
+            } if current || self.is_serving() => {
                 self.executions
                     .run_started(run_id, *started_at_ms, executor);
             }
@@ -279,11 +285,13 @@ impl App {
             }
             _ => {}
         }
-        let Some(run) = self
-            .run
-            .as_mut()
-            .filter(|run| &run.run_id == event.run_id())
-        else {
+        let Some(run) = self.run.as_mut().filter(|_| current) else {
+            // A served run's records (the panel drops those of runs it does not follow).
+            if let RuntimeEvent::Invocations { run_id, records } = event
+                && self.is_serving()
+            {
+                self.executions.invocations(&run_id, records);
+            }
             return;
         };
         match event {
@@ -337,10 +345,14 @@ impl App {
         }
     }
 
-    /// Finished invocations of the current run that waited in the inbox as rows (see
-    /// [`super::inbox`]); those of another run are dropped, as its records are.
+    /// Finished invocations of the current run (or, while serving, of a served run) that waited in the
+    /// inbox as rows (see [`super::inbox`]); those of another run are dropped, as its records are.
     pub(super) fn run_rows(&mut self, run_id: &RunId, rows: Vec<(InvocationRow, ParentIds)>) {
         let Some(run) = self.run.as_mut().filter(|run| &run.run_id == run_id) else {
+            // A served run's (the panel drops those of runs it does not follow).
+            if self.is_serving() {
+                self.executions.invocation_rows(run_id, rows);
+            }
             return;
         };
         run.records_received += rows.len() as u64;

@@ -399,6 +399,17 @@ impl Block {
         }
     }
 
+    /// An API Endpoint, Timer, Queue or Topic: a block whose work is done while the project is served.
+    pub fn is_service(&self) -> bool {
+        matches!(
+            self.kind,
+            BlockKind::ApiEndpoint { .. }
+                | BlockKind::Timer { .. }
+                | BlockKind::Queue { .. }
+                | BlockKind::Topic
+        )
+    }
+
     pub fn code(&self) -> Option<&CodeBlock> {
         match &self.kind {
             BlockKind::Code(code) => Some(code),

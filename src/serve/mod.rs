@@ -45,6 +45,16 @@ const READY_WITHIN: Duration = Duration::from_mins(10);
 /// How long stopping waits for the runs going on to end.
 const STOP_WITHIN: Duration = Duration::from_secs(10);
 
+/// The address `text` names (`127.0.0.1:7700`, `localhost:0`), or a sentence saying it is not one.
+pub fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs as _;
+    text.trim()
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addresses| addresses.next())
+        .ok_or_else(|| format!("{text:?} is not an address to listen on (like {DEFAULT_LISTEN})"))
+}
+
 /// A line for people about what the service does: a request answered, a worker's output.
 pub type Log = Arc<dyn Fn(&str) + Send + Sync>;
 

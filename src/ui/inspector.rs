@@ -11,9 +11,10 @@ use super::theme;
 use crate::app::env_values::ValueSource;
 use crate::app::{App, BlockEdit, CommandSender, Edit, FileCommand, Select};
 use crate::model::env_file;
-use crate::model::validate::{Problem, Severity, Subject};
+use crate::model::validate::{Problem, Severity, Subject, endpoint_method};
 use crate::model::{
-    Block, BlockId, BlockKind, CodeBlock, MAX_TIMEOUT_S, Transition, TransitionKind,
+    Block, BlockId, BlockKind, CodeBlock, HTTP_METHODS, MAX_BATCH_SIZE, MAX_TIMEOUT_S, Transition,
+    TransitionKind,
 };
 
 #[derive(Default)]
@@ -87,7 +88,7 @@ impl InspectorView {
             | BlockKind::ApiResponse
             | BlockKind::Timer { .. }
             | BlockKind::Queue { .. }
-            | BlockKind::Topic => service_block_ui(ui, block),
+            | BlockKind::Topic => service_block_ui(ui, app, block, tx),
         }
         problems_ui(ui, app, &Subject::Block(id.clone()));
         ui.add_space(6.0);
@@ -697,8 +698,135 @@ fn problem_line_ui(ui: &mut Ui, problem: &Problem) {
     );
 }
 
-/// A service block's settings and what it does in a run from the editor and while served.
-fn service_block_ui(ui: &mut Ui, block: &Block) {
+/// A service block's settings, what it does in a run from the editor and while served, and, while the
+/// project is served, where it answers and what it has done.
+fn service_block_ui(ui: &mut Ui, app: &App, block: &Block, tx: &CommandSender) {
+    let edit = |kind: BlockKind| {
+        tx.send(Edit::EditBlock {
+            block: block.id.clone(),
+            edit: BlockEdit::Service(kind),
+        });
+    };
+    egui::Grid::new("service-settings")
+        .num_columns(2)
+        .spacing([8.0, 6.0])
+        .show(ui, |ui| match &block.kind {
+            BlockKind::ApiEndpoint {
+                api_path,
+                http_method,
+                timeout_s,
+            } => {
+                let label = ui.label("Method");
+                let mut method = endpoint_method(http_method);
+                egui::ComboBox::from_id_salt("endpoint-method")
+                    .selected_text(&method)
+                    .show_ui(ui, |ui| {
+                        for m in HTTP_METHODS {
+                            ui.selectable_value(&mut method, m.to_owned(), m);
+                        }
+                    })
+                    .response
+                    .labelled_by(label.id);
+                if method != endpoint_method(http_method) {
+                    edit(BlockKind::ApiEndpoint {
+                        api_path: api_path.clone(),
+                        http_method: method,
+                        timeout_s: *timeout_s,
+                    });
+                }
+                ui.end_row();
+                let label = ui.label("Path");
+                let mut path = api_path.clone();
+                if ui
+                    .add(egui::TextEdit::singleline(&mut path).desired_width(f32::INFINITY))
+                    .labelled_by(label.id)
+                    .changed()
+                {
+                    edit(BlockKind::ApiEndpoint {
+                        api_path: path,
+                        http_method: http_method.clone(),
+                        timeout_s: *timeout_s,
+                    });
+                }
+                ui.end_row();
+                let label = ui.label("Timeout");
+                let mut timeout = *timeout_s;
+                if ui
+                    .add(
+                        egui::DragValue::new(&mut timeout)
+                            .range(1..=MAX_TIMEOUT_S)
+                            .suffix(" s"),
+                    )
+                    .labelled_by(label.id)
+                    .on_hover_text("A request with no API Response reached by then is answered 504")
+                    .changed()
+                {
+                    edit(BlockKind::ApiEndpoint {
+                        api_path: api_path.clone(),
+                        http_method: http_method.clone(),
+                        timeout_s: timeout,
+                    });
+                }
+                ui.end_row();
+            }
+            BlockKind::Timer {
+                schedule_expression,
+                input_string,
+                description,
+            } => {
+                let label = ui.label("Schedule");
+                let mut schedule = schedule_expression.clone();
+                if ui
+                    .add(
+                        egui::TextEdit::singleline(&mut schedule)
+                            .desired_width(f32::INFINITY)
+                            .hint_text("rate(5 minutes) or cron(0 12 * * ? *)"),
+                    )
+                    .labelled_by(label.id)
+                    .changed()
+                {
+                    edit(BlockKind::Timer {
+                        schedule_expression: schedule,
+                        input_string: input_string.clone(),
+                        description: description.clone(),
+                    });
+                }
+                ui.end_row();
+                let label = ui.label("Input");
+                let mut input = input_string.clone();
+                if ui
+                    .add(
+                        egui::TextEdit::multiline(&mut input)
+                            .desired_rows(2)
+                            .desired_width(f32::INFINITY)
+                            .hint_text("what its blocks receive (JSON, or text)"),
+                    )
+                    .labelled_by(label.id)
+                    .changed()
+                {
+                    edit(BlockKind::Timer {
+                        schedule_expression: schedule_expression.clone(),
+                        input_string: input,
+                        description: description.clone(),
+                    });
+                }
+                ui.end_row();
+            }
+            BlockKind::Queue { batch_size } => {
+                let label = ui.label("Batch size");
+                let mut size = *batch_size;
+                if ui
+                    .add(egui::DragValue::new(&mut size).range(1..=MAX_BATCH_SIZE))
+                    .labelled_by(label.id)
+                    .on_hover_text("Its blocks are invoked with up to this many messages at once")
+                    .changed()
+                {
+                    edit(BlockKind::Queue { batch_size: size });
+                }
+                ui.end_row();
+            }
+            _ => {}
+        });
     let text = match &block.kind {
         BlockKind::ApiEndpoint { .. } => {
             "While the project is served, each request to this endpoint starts a run here with the \
@@ -710,7 +838,7 @@ fn service_block_ui(ui: &mut Ui, block: &Block) {
         }
         BlockKind::Timer { .. } => {
             "While the project is served, it fires on its schedule and starts a run here; its blocks \
-             get its input string (as JSON when it is JSON)."
+             get its input (as JSON when it is JSON)."
         }
         BlockKind::Queue { .. } => {
             "What reaches it is kept as messages (a list: one per item); its blocks are invoked with \
@@ -719,4 +847,42 @@ fn service_block_ui(ui: &mut Ui, block: &Block) {
         _ => "Every block it leads to receives each message, with the publisher's backpack.",
     };
     ui.label(text);
+    served_ui(ui, app, &block.id);
+}
+
+/// While the project is served: an endpoint's URL (copyable) and request count, a timer's next fire, a
+/// queue's depth.
+fn served_ui(ui: &mut Ui, app: &App, id: &BlockId) {
+    if let Some(endpoint) = app.served_endpoint(id) {
+        ui.horizontal(|ui| {
+            ui.label(RichText::new(format!("{} {}", endpoint.method, endpoint.url)).monospace());
+            if ui
+                .small_button("Copy")
+                .on_hover_text("Copy the URL")
+                .clicked()
+            {
+                ui.ctx().copy_text(endpoint.url.clone());
+            }
+        });
+        ui.label(format!(
+            "{} so far",
+            crate::text::plural(endpoint.requests, "request")
+        ));
+    } else if let Some(timer) = app.served_timer(id) {
+        ui.label(match timer.next_fire_ms {
+            Some(ms) => format!("Next fire: {}", crate::text::utc_date_time(ms)),
+            None => "Its schedule has no fire left.".to_owned(),
+        });
+        ui.label(format!(
+            "Fired {} so far",
+            crate::text::plural(timer.fired, "time")
+        ));
+    } else if let Some(queue) = app.served_queue(id) {
+        ui.label(format!(
+            "{} waiting, {} in batches, {} dead",
+            crate::text::plural(queue.depth, "message"),
+            crate::text::count(queue.in_flight),
+            crate::text::count(queue.dead)
+        ));
+    }
 }

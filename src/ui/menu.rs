@@ -5,7 +5,9 @@ use egui::{RichText, Ui};
 use super::{Views, theme};
 use crate::app::{
     App, Command, CommandSender, Edit, FileAction, FileCommand, RunCommand, RunPhase, Select,
+    ServeCommand,
 };
+use crate::model::Block;
 
 pub fn menu_bar_ui(ui: &mut Ui, views: &mut Views, app: &App, tx: &CommandSender) {
     egui::MenuBar::new().ui(ui, |ui| {
@@ -235,6 +237,11 @@ fn toolbar_ui(ui: &mut Ui, views: &mut Views, app: &App, tx: &CommandSender) {
     {
         tx.send(RunCommand::Stop);
     }
+    // Serving is offered to a project with something to serve.
+    if app.is_serving() || app.project.blocks.iter().any(Block::is_service) {
+        ui.separator();
+        serve_ui(ui, views, app, tx);
+    }
     ui.separator();
     if ui
         .button("+ Block")
@@ -252,5 +259,56 @@ fn toolbar_ui(ui: &mut Ui, views: &mut Views, app: &App, tx: &CommandSender) {
         .clicked()
     {
         views.canvas.request_fit();
+    }
+}
+
+/// Serve mode: serve the project (on the address typed here) or stop serving it; while served, where.
+fn serve_ui(ui: &mut Ui, views: &mut Views, app: &App, tx: &CommandSender) {
+    if let Some(url) = app.serving_url() {
+        ui.label(
+            RichText::new(format!("● Serving at {url}"))
+                .color(theme::path_color(ui.visuals().dark_mode)),
+        )
+        .on_hover_text("Each request, timer firing and queue batch is a run in Block Executions");
+        if ui
+            .small_button("Copy")
+            .on_hover_text("Copy the URL")
+            .clicked()
+        {
+            ui.ctx().copy_text(url.to_owned());
+        }
+        if ui.button("■ Stop serving").clicked() {
+            tx.send(ServeCommand::Stop);
+        }
+        return;
+    }
+    if app.serve_starting() {
+        ui.spinner();
+        ui.label("Starting to serve…");
+        if ui.button("■ Stop serving").clicked() {
+            tx.send(ServeCommand::Stop);
+        }
+        return;
+    }
+    let listen = views
+        .serve_listen
+        .get_or_insert_with(|| app.serve_listen.clone());
+    ui.add(
+        egui::TextEdit::singleline(listen)
+            .desired_width(120.0)
+            .hint_text("127.0.0.1:7700"),
+    )
+    .on_hover_text("Where Serve listens (port 0: any free one)");
+    if ui
+        .button("Serve")
+        .on_hover_text(
+            "Serve the project as braid serve does: API Endpoints answer HTTP, Timers fire, Queues \
+             drain, Topics publish",
+        )
+        .clicked()
+    {
+        tx.send(ServeCommand::Start {
+            listen: listen.clone(),
+        });
     }
 }

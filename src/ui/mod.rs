@@ -31,6 +31,8 @@ pub struct Views {
     pub results: results_panel::ResultsPanel,
     pub file_prompt: dialogs::FilePromptView,
     pub help_open: bool,
+    /// Where Serve mode listens, as typed in the toolbar (the app's last address until edited).
+    pub serve_listen: Option<String>,
     /// The panels' sizes, as fractions of the window (remembered between sessions).
     pub layout: layout::PanelLayout,
 }

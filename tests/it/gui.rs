@@ -996,3 +996,141 @@ fn the_libraries_field_says_what_a_block_can_import() {
     harness.run_steps(60);
     harness.get_by_label_contains("standard library and its project's libraries only");
 }
+
+/// Serve mode: the toolbar's Serve serves the open project on the runtime the editor runs on; the
+/// endpoint block shows its URL and request count, the timer its next fire, and each request arrives
+/// in Block Executions as a run of its own (the panel follows it) while it happens. Stop serving stops
+/// it: the port answers no more.
+#[test]
+fn the_editor_serves_its_project_and_block_executions_shows_each_request_as_it_arrives() {
+    use braid::model::TransitionKind::Then;
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("hello.braid.json");
+    let gate = dir.path().join("gate");
+    let mut project = crate::support::Builder::new()
+        .service(
+            "Hello",
+            BlockKind::ApiEndpoint {
+                api_path: "/hello".into(),
+                http_method: "GET".into(),
+                timeout_s: 29,
+            },
+        )
+        .block(
+            "Greet",
+            &format!(
+                "import os, time\n\ndef main(block_input, backpack):\n    \
+                 while not os.path.exists({gate:?}):\n        time.sleep(0.01)\n    \
+                 return {{'greeting': 'hi ' + block_input['queryStringParameters']['name']}}\n"
+            ),
+        )
+        .service("Answer", BlockKind::ApiResponse)
+        .service(
+            "Tick",
+            BlockKind::Timer {
+                schedule_expression: "rate(1 hour)".into(),
+                input_string: String::new(),
+                description: String::new(),
+            },
+        )
+        .block("Tock", "def main(block_input, backpack):\n    return 1\n")
+        .link("Hello", "Greet", Then)
+        .link("Greet", "Answer", Then)
+        .link("Tick", "Tock", Then)
+        .build();
+    project.name = "hello".into();
+    braid::model::format::save_project(&path, &project).expect("saved");
+    let mut harness = harness(Some(path));
+    harness.state_mut().views_mut().serve_listen = Some("127.0.0.1:0".to_owned());
+    click(&mut harness, "Serve");
+    wait_for(&mut harness, "serving to start", |app| {
+        app.app.serving_url().is_some()
+    });
+    let base = harness
+        .state()
+        .app
+        .serving_url()
+        .expect("served")
+        .to_owned();
+    harness.get_by_label(&format!("● Serving at {base}"));
+    // Before any request: the endpoint's URL and no request, the timer's next fire (in an hour).
+    let url = format!("{base}/hello");
+    harness.get_by_label(&format!("{url} · 0 requests"));
+    let next = harness
+        .state()
+        .app
+        .serve_status()
+        .and_then(|s| s.timers.first())
+        .and_then(|t| t.next_fire_ms)
+        .expect("the timer's next fire");
+    let now_ms = braid::run::now_ms();
+    assert!(
+        (now_ms + 3_590_000.0..now_ms + 3_600_001.0).contains(&next),
+        "{next} is not an hour after {now_ms}"
+    );
+    harness.get_by_label(&format!("next {}", braid::text::clock_time(next)));
+
+    for (n, name) in ["Ada", "Grace"].into_iter().enumerate() {
+        // Greet waits for its gate: the request is seen while it runs, not only once it has ended.
+        let request = std::thread::spawn({
+            let url = format!("{url}?name={name}");
+            move || {
+                std::process::Command::new("curl")
+                    .args(["-s", "--max-time", "30", &url])
+                    .output()
+                    .expect("curl runs")
+            }
+        });
+        wait_for(
+            &mut harness,
+            "the request's run, going, in Block Executions",
+            |app| {
+                let executions = &app.app.executions;
+                let runs = executions.runs();
+                runs.len() == n + 1
+                    && runs[0].status == RunStatus::Running
+                    && executions.shown_run_id() == Some(runs[0].run_id.clone())
+                    && executions.shown().is_some_and(|run| {
+                        run.rows.iter().map(|r| &*r.block_name).collect::<Vec<_>>() == ["Hello"]
+                    })
+            },
+        );
+        std::fs::write(&gate, name).expect("the gate opens");
+        let answer = request.join().expect("the request");
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&answer.stdout).ok(),
+            Some(serde_json::json!({"greeting": format!("hi {name}")}))
+        );
+        std::fs::remove_file(&gate).expect("the gate closes");
+        wait_for(
+            &mut harness,
+            "the request's run to end in Block Executions",
+            |app| {
+                let executions = &app.app.executions;
+                executions.runs()[0].status == RunStatus::Succeeded
+                    && executions.shown().is_some_and(|run| run.rows.len() == 3)
+            },
+        );
+        let shown = harness.state().app.executions.shown().expect("a run shown");
+        let blocks: Vec<&str> = shown.rows.iter().map(|r| &*r.block_name).collect();
+        assert_eq!(blocks, ["Hello", "Greet", "Answer"]);
+        harness.get_by_label(&format!(
+            "{url} · {}",
+            braid::text::plural(n as u64 + 1, "request")
+        ));
+    }
+
+    click(&mut harness, "■ Stop serving");
+    assert!(!harness.state().app.is_serving());
+    let refused = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "5", &url])
+        .status()
+        .expect("curl runs");
+    assert!(
+        !refused.success(),
+        "the port still answers after Stop serving"
+    );
+    harness.get_by_label("Serve");
+    harness.state_mut().app.shutdown_runtime();
+}

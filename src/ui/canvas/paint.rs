@@ -195,6 +195,33 @@ impl Viewer<'_> {
         }
     }
 
+    /// While the project is served: an endpoint's URL and request count, a timer's next fire, a
+    /// queue's depth.
+    pub(super) fn served_ui(&self, ui: &mut Ui, block: &BlockId, dark: bool) {
+        let app = self.app;
+        let line = if let Some(endpoint) = app.served_endpoint(block) {
+            format!(
+                "{} · {}",
+                endpoint.url,
+                crate::text::plural(endpoint.requests, "request")
+            )
+        } else if let Some(timer) = app.served_timer(block) {
+            timer.next_fire_ms.map_or_else(
+                || "no fire left".to_owned(),
+                |ms| format!("next {}", crate::text::clock_time(ms)),
+            )
+        } else if let Some(queue) = app.served_queue(block) {
+            format!("{} waiting", crate::text::plural(queue.depth, "message"))
+        } else {
+            return;
+        };
+        ui.add(
+            egui::Label::new(RichText::new(line).color(theme::path_color(dark)))
+                .truncate()
+                .show_tooltip_when_elided(true),
+        );
+    }
+
     pub(super) fn counts_ui(&self, ui: &mut Ui, block: &BlockId, dark: bool) {
         let Some((counts, finished)) = self.app.canvas_counts() else {
             return;

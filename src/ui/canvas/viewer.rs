@@ -233,6 +233,7 @@ impl SnarlViewer<NodeData> for Viewer<'_> {
                 .on_hover_text(block_summary(block));
                 self.problems_ui(ui, block);
             }
+            self.served_ui(ui, &block.id, dark);
             self.counts_ui(ui, &block.id, dark);
         });
     }
