@@ -506,6 +506,67 @@ fn queue_project(dir: &Path, seen: &Path) -> PathBuf {
     path
 }
 
+/// An endpoint that answers after its timeout is answered 504 (Refinery's words, naming the run), and a
+/// body past the limit (6 MiB) 413 before any run starts.
+#[test]
+fn a_late_answer_is_a_504_and_a_body_past_the_limit_a_413() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slow.braid.json");
+    let project = json!({
+        "format_version": 1, "name": "slow",
+        "blocks": [
+            {"id": "e", "name": "Slow", "kind": "api_endpoint", "api_path": "/slow",
+             "http_method": "ANY", "timeout_s": 1},
+            {"id": "z", "name": "Doze", "kind": "code",
+             "code": "import time\n\ndef main(block_input, backpack):\n    time.sleep(3)\n    return 1\n"},
+            {"id": "r", "name": "Answer", "kind": "api_response"}
+        ],
+        "transitions": [
+            {"id": "t1", "from": "e", "to": "z", "type": "then"},
+            {"id": "t2", "from": "z", "to": "r", "type": "then"}
+        ]
+    });
+    std::fs::write(&path, project.to_string()).unwrap();
+    let server = Server::start(&path, &[]);
+    let url = server.url("/slow");
+    let started = Instant::now();
+    let (status, headers, body) = curl(&[&url]);
+    assert_eq!(status, 504, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "answered at its timeout, not after the block"
+    );
+    let run = header(&headers, "x-braid-run")
+        .expect("the run's id")
+        .to_owned();
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (&error["success"], &error["msg"], &error["run_id"]),
+        (
+            &json!(false),
+            &json!("The request to the backend has timed out."),
+            &json!(run)
+        )
+    );
+
+    let big = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(big.path(), vec![b'x'; 6 * 1024 * 1024 + 1]).unwrap();
+    // Without `Expect: 100-continue`, so the one answer is the server's.
+    let (status, headers, body) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Expect:",
+        "--data-binary",
+        &format!("@{}", big.path().display()),
+        &url,
+    ]);
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(header(&headers, "x-braid-run"), None, "no run started");
+    assert_eq!(server.stop().0, Some(0));
+    assert_eq!(runs(&path).len(), 1, "only the late request is a run");
+}
+
 /// The messages `Work` saw: each line once, and how many lines there were.
 fn seen(path: &Path) -> (HashSet<u64>, usize) {
     let text = std::fs::read_to_string(path).unwrap_or_default();
