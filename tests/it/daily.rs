@@ -681,3 +681,116 @@ fn a_result_shows_one_tooltip() {
     let shown = harness.get_all_by_label_contains("\"xxxxxxxx").count();
     assert_eq!(shown, 2, "the value and one tooltip");
 }
+
+// Smaller: the path prompt, where a new block lands, a block of another language.
+
+#[test]
+fn the_path_prompt_opens_on_a_relatively_opened_projects_folder_and_keeps_the_keys() {
+    // A project opened by a relative path (as `braid sample-projects/x.braid.json` does).
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    let dir = tempfile::tempdir_in(&target).expect("a temporary directory");
+    let first = write_map_reduce(dir.path());
+    let other = dir.path().join("other.braid.json");
+    std::fs::copy(&first, &other).expect("copies");
+    let cwd = std::env::current_dir().expect("a working directory");
+    let relative = first
+        .strip_prefix(&cwd)
+        .expect("under the working directory");
+    let mut harness = harness_1280x800(None);
+    harness
+        .state_mut()
+        .app
+        .apply(FileCommand::Open(relative.to_owned()), 0.0);
+    settle(&mut harness);
+
+    // Ctrl+O: the prompt starts in the project's folder, not at an empty path.
+    harness.key_press_modifiers(Modifiers::COMMAND, Key::O);
+    settle(&mut harness);
+    let folder = format!("{}/", dir.path().display());
+    assert_eq!(
+        harness.get_by_label("Path").value().as_deref(),
+        Some(&*folder)
+    );
+
+    // A click beside the prompt leaves it open, and the keys typed next go to it, not to the canvas
+    // (A there adds a block).
+    let canvas = harness.state().views().canvas.screen_rect();
+    harness.hover_at(canvas.left_top() + egui::vec2(20.0, 20.0));
+    harness.step();
+    harness.drag_at(canvas.left_top() + egui::vec2(20.0, 20.0));
+    harness.drop_at(canvas.left_top() + egui::vec2(20.0, 20.0));
+    settle(&mut harness);
+    assert!(
+        harness.state().app.file_prompt.is_some(),
+        "the prompt closed"
+    );
+    harness.key_press(Key::A);
+    settle(&mut harness);
+    assert_eq!(project(&harness).blocks.len(), 3);
+
+    // A double-click on a file in its listing opens it.
+    let file = harness.get_by_label("📄 other.braid.json").rect().center();
+    harness.hover_at(file);
+    harness.step();
+    // Both clicks in one frame: the harness's frames are a quarter of a second apart, longer than a
+    // double-click's delay.
+    for _ in 0..2 {
+        for pressed in [true, false] {
+            harness.input_mut().events.push(Event::PointerButton {
+                pos: file,
+                button: PointerButton::Primary,
+                pressed,
+                modifiers: Modifiers::NONE,
+            });
+        }
+    }
+    harness.step();
+    settle(&mut harness);
+    assert_eq!(harness.state().app.file_prompt, None);
+    assert_eq!(harness.state().app.path.as_deref(), Some(other.as_path()));
+}
+
+#[test]
+fn a_block_added_at_the_canvas_edge_lands_inside_the_canvas() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut harness = harness_with(&write_map_reduce(dir.path()));
+    let canvas = harness.state().views().canvas.screen_rect();
+    // A with the pointer just left of the inspector, near the bottom.
+    harness.hover_at(Pos2::new(canvas.right() - 5.0, canvas.bottom() - 5.0));
+    harness.step();
+    harness.key_press(Key::A);
+    settle(&mut harness);
+    let added = project(&harness).blocks[3].id.clone();
+    let node = harness
+        .state()
+        .views()
+        .canvas
+        .node_screen_rect(&added)
+        .expect("the new block is drawn");
+    assert!(canvas.contains_rect(node), "{node:?} out of {canvas:?}");
+}
+
+#[test]
+fn a_nodejs_block_says_it_is_kept_as_imported_not_a_python_signature() {
+    let export = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/refinery-examples/all-block-types.deployment-request.json");
+    let mut harness = harness_1280x800(Some(export));
+    let nodejs = project(&harness)
+        .blocks
+        .iter()
+        .find(|b| b.code().is_some_and(|c| !c.language.is_runnable()))
+        .expect("a Node.js block")
+        .id
+        .clone();
+    harness
+        .state_mut()
+        .app
+        .apply(braid::app::Select::Blocks(vec![nodejs]), 0.0);
+    settle(&mut harness);
+    harness.get_by_label("nodejs8.10 · kept as imported; Braid does not run it");
+    assert!(
+        harness
+            .query_by_label_contains("def main(block_input, backpack)")
+            .is_none()
+    );
+}
