@@ -576,13 +576,15 @@ fn the_editor_runs_a_project_on_the_cluster_and_shows_each_invocations_worker() 
     use egui::{Key, Modifiers};
     use egui_kittest::kittest::Queryable as _;
 
-    use super::gui::{click, harness_1280x800, settle, wait_for_run, write_map_reduce};
+    use super::gui::{click, harness_sized, settle, wait_for_run, write_map_reduce};
 
     let address = cluster();
     let dir = tempfile::tempdir().unwrap();
     let path = write_map_reduce(dir.path());
     let project_text = std::fs::read_to_string(&path).unwrap();
-    let mut harness = harness_1280x800(Some(path.clone()));
+    // Tall enough that Block Executions (44 % of the window) lists all 12 rows without scrolling: the
+    // table's rows below its fold are not drawn, so not counted.
+    let mut harness = harness_sized(Some(path.clone()), [1280.0, 1200.0]);
     click(&mut harness, "Run…");
     harness.get_by_label("Dask scheduler address").focus();
     harness.step();
