@@ -437,6 +437,35 @@ fn tracebacks_are_code_sized_and_keep_their_columns() {
     assert!((code.height() - marks.height()).abs() < 1.0, "{marks:?}");
 }
 
+#[test]
+fn a_pipeline_fitted_too_small_to_read_shows_its_blocks_names_and_not_their_small_print() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut project = Project::default();
+    for i in 0..30 {
+        project.blocks.push(Block::new_code(
+            format!("Step {i}"),
+            "def main(block_input, backpack):\n    return block_input\n",
+            Position {
+                x: 300.0 * i as f32,
+                y: 0.0,
+            },
+        ));
+    }
+    let path = dir.path().join("long.braid.json");
+    braid::model::format::save_project(&path, &project).expect("saves");
+    let harness = harness_1280x800(Some(path));
+    // Fitted, a node's 12 px text would be under 9 px: its name stays, its kind line goes.
+    let scaling = harness.state().views().canvas.scaling();
+    assert!(12.0 * scaling < 9.0, "fitted at {scaling}");
+    harness.get_by_label("Step 29");
+    assert_eq!(harness.query_all_by_label("Python · 900 s").count(), 0);
+
+    // At a readable zoom the same line is there.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let harness = harness_1280x800(Some(write_map_reduce(dir.path())));
+    assert_eq!(harness.get_all_by_label("Python · 900 s").count(), 3);
+}
+
 // 8. Panel sizes are fractions of the window; the canvas keeps its room and the graph follows it.
 
 #[test]
