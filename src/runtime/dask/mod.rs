@@ -37,6 +37,9 @@ const BRIDGE: &str = include_str!("bridge.py");
 /// Invocations in one Dask task, at most: a wave of tasks is split over the cluster's threads, each
 /// piece one task, so a big one goes out in pieces that come back as they finish.
 const MAX_BATCH: usize = 4096;
+/// Batches kept on the cluster per thread: one running and one waiting, so a thread that finishes a
+/// batch starts the next at once while Braid sends another.
+const BATCHES_PER_THREAD: usize = 2;
 /// Lines of the bridge's stderr kept to explain why it ended.
 const STDERR_LINES: usize = 30;
 /// How long stopping waits for the bridge to close its client before it is killed.
@@ -190,6 +193,10 @@ struct Actor {
     /// The cluster's threads: a wave of tasks is split into about as many batches.
     threads: usize,
     batches: FxHashMap<u64, Batch>,
+    /// Invocations in `batches`.
+    in_flight: usize,
+    /// Tasks waiting to fill a batch, per (program, block), in the order they came.
+    pending: Vec<((u64, u32), Vec<Task>)>,
     next_batch: u64,
     cancelled: HashSet<u64>,
     /// The Dask workers met, in order: a worker's number in [`InvokerEvent::Output`].
@@ -216,6 +223,8 @@ impl Actor {
             early: Vec::new(),
             threads: 1,
             batches: FxHashMap::default(),
+            in_flight: 0,
+            pending: Vec::new(),
             next_batch: 1,
             cancelled: HashSet::new(),
             workers: Vec::new(),
@@ -400,37 +409,84 @@ impl Actor {
             }
             DaskCommand::Submit(tasks) => self.submit(tasks, false),
             DaskCommand::Cancel(keys) => {
+                // Those still waiting for a batch never leave.
+                let stop: HashSet<u64> = keys.iter().copied().collect();
+                let mut results = Vec::new();
+                for (_, tasks) in &mut self.pending {
+                    tasks.retain(|task| {
+                        let keep = !stop.contains(&task.key);
+                        if !keep {
+                            results.push(cancelled(task));
+                        }
+                        keep
+                    });
+                }
+                self.pending.retain(|(_, tasks)| !tasks.is_empty());
                 self.cancelled.extend(keys.iter().copied());
                 let request = serde_json::json!({"op": "cancel", "keys": keys});
                 self.send(request.to_string().into_bytes());
+                if !results.is_empty() {
+                    self.emit(InvokerEvent::Finished(results)).await;
+                }
             }
             DaskCommand::Stop(_) => {}
         }
     }
 
-    /// Splits the tasks into batches, one block each, about one per thread of the cluster, and sends them.
+    /// Takes tasks to run: suspects (`solo`) go at once, each alone; the others wait to fill a batch of
+    /// their block (see [`Self::flush`]).
     fn submit(&mut self, tasks: Vec<Task>, solo: bool) {
-        let mut groups: Vec<((u64, u32), Vec<Task>)> = Vec::new();
+        if solo {
+            for task in tasks {
+                self.send_batch(vec![task], true);
+            }
+            return;
+        }
         for task in tasks {
             let group = (task.program, task.block);
-            match groups.iter_mut().find(|(g, _)| *g == group) {
+            match self.pending.iter_mut().find(|(g, _)| *g == group) {
                 Some((_, members)) => members.push(task),
-                None => groups.push((group, vec![task])),
+                None => self.pending.push((group, vec![task])),
             }
         }
-        for (_, tasks) in groups {
-            let size = if solo {
-                1
-            } else {
-                tasks
-                    .len()
-                    .div_ceil(self.threads.max(1))
-                    .clamp(1, MAX_BATCH)
-            };
-            let mut tasks = tasks.into_iter().peekable();
-            while tasks.peek().is_some() {
-                let batch: Vec<Task> = tasks.by_ref().take(size).collect();
-                self.send_batch(batch, solo);
+        self.flush();
+    }
+
+    /// Sends the waiting tasks in batches of one block. What Braid has outstanding (in flight and
+    /// waiting) is cut into about [`BATCHES_PER_THREAD`] batches per thread of the cluster, so batches
+    /// stay that large as the run goes: each batch's results free that many places under the run's
+    /// limit, which come back as one submit and fill one batch again. (Cutting each submit by itself
+    /// over the threads halved the batches at every round, down to one invocation per Dask task, at
+    /// a millisecond each on Dask's scheduler.) Threads that would idle get what waits at once.
+    fn flush(&mut self) {
+        let waiting: usize = self.pending.iter().map(|(_, tasks)| tasks.len()).sum();
+        if waiting == 0 {
+            return;
+        }
+        let slots = BATCHES_PER_THREAD * self.threads.max(1);
+        let size = (self.in_flight + waiting)
+            .div_ceil(slots)
+            .clamp(1, MAX_BATCH);
+        let mut full = Vec::new();
+        for (_, tasks) in &mut self.pending {
+            while tasks.len() >= size {
+                let rest = tasks.split_off(size);
+                full.push(std::mem::replace(tasks, rest));
+            }
+        }
+        for batch in full {
+            self.send_batch(batch, false);
+        }
+        self.pending.retain(|(_, tasks)| !tasks.is_empty());
+        let free = slots.saturating_sub(self.batches.len());
+        if free > 0 {
+            for (_, tasks) in std::mem::take(&mut self.pending) {
+                let size = tasks.len().div_ceil(free).max(1);
+                let mut tasks = tasks.into_iter().peekable();
+                while tasks.peek().is_some() {
+                    let batch: Vec<Task> = tasks.by_ref().take(size).collect();
+                    self.send_batch(batch, false);
+                }
             }
         }
     }
@@ -458,6 +514,7 @@ impl Actor {
         frame.extend_from_slice(&timeout_s.to_le_bytes());
         frame.extend_from_slice(&run);
         self.send(frame);
+        self.in_flight += tasks.len();
         self.batches.insert(id, Batch { tasks, solo });
     }
 
@@ -470,7 +527,10 @@ impl Actor {
                     Box::pin(self.command(command)).await;
                 }
             }
-            FromBridge::Reply(BridgeReply::Threads { threads }) => self.threads = threads.max(1),
+            FromBridge::Reply(BridgeReply::Threads { threads }) => {
+                self.threads = threads.max(1);
+                self.flush();
+            }
             FromBridge::Reply(BridgeReply::Broken { message }) => self.give_up(message).await,
             FromBridge::Reply(BridgeReply::Loaded { program, errors }) => {
                 let errors = errors
@@ -529,6 +589,7 @@ impl Actor {
         let Some(batch) = self.batches.remove(&end.batch) else {
             return;
         };
+        self.in_flight -= batch.tasks.len();
         let worker = end.worker.as_deref().map(|w| self.worker_number(w));
         if let Some((index, _)) = &worker
             && !end.output.is_empty()
@@ -624,6 +685,8 @@ impl Actor {
         if !suspects.is_empty() {
             self.submit(suspects, true);
         }
+        // Places on the cluster came free: what waited for them goes.
+        self.flush();
     }
 
     /// The cluster can't be used (unreachable, gone, no Dask): what is in flight fails with why, and
@@ -631,10 +694,16 @@ impl Actor {
     async fn give_up(&mut self, message: String) {
         tracing::debug!(target: "braid::dask", "{message}");
         self.broken = Some(message.clone());
+        self.in_flight = 0;
         let results: Vec<TaskResult> = self
             .batches
             .drain()
             .flat_map(|(_, batch)| batch.tasks)
+            .chain(
+                std::mem::take(&mut self.pending)
+                    .into_iter()
+                    .flat_map(|(_, tasks)| tasks),
+            )
             .map(|task| crashed(&task, &message))
             .collect();
         self.early.clear();
@@ -701,5 +770,75 @@ fn read_bridge_frame(body: &[u8]) -> Result<FromBridge, String> {
 impl std::fmt::Debug for DaskInvoker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("DaskInvoker")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::Executor;
+
+    fn task(key: u64) -> Task {
+        Task {
+            key,
+            attempt: 1,
+            program: 1,
+            block: 0,
+            timeout_s: 60.0,
+            input_json: "1".into(),
+            backpack_json: Arc::from("{}"),
+        }
+    }
+
+    /// The batches sent to the bridge since last asked: (batch id, invocations).
+    fn sent(frames: &mut mpsc::UnboundedReceiver<Vec<u8>>) -> Vec<(u64, usize)> {
+        let mut batches = Vec::new();
+        while let Ok(frame) = frames.try_recv() {
+            if frame.first() == Some(&b'B') {
+                let id = u64::from_le_bytes(frame[1..9].try_into().unwrap());
+                let count = u32::from_le_bytes(frame[17..21].try_into().unwrap());
+                batches.push((id, count as usize));
+            }
+        }
+        batches
+    }
+
+    /// A 10,000-item fan-out at limit 1,000 on a cluster of two threads, driven as the engine drives
+    /// it: each batch's end frees its places under the limit, and the next submit fills them. Every
+    /// batch holds a quarter of what is outstanding (250), from the first wave to the last: 40 Dask
+    /// tasks. Cutting each submit over the threads by itself halved them round after round, down to
+    /// one invocation per Dask task.
+    #[tokio::test]
+    async fn batches_stay_large_through_a_long_fan_out() {
+        let (tx, mut events) = mpsc::channel(1 << 16);
+        let mut actor = Actor::new(
+            "tcp://127.0.0.1:1".to_owned(),
+            InvokerEvents::new(Executor::Local, tx),
+        );
+        let (frames_tx, mut frames) = mpsc::unbounded_channel();
+        actor.frames = Some(frames_tx);
+        actor.ready = true;
+        actor.threads = 2;
+        let (total, limit) = (10_000_u64, 1_000_u64);
+        actor.submit((0..limit).map(task).collect(), false);
+        let mut next = limit;
+        let mut in_flight: VecDeque<(u64, usize)> = sent(&mut frames).into();
+        let mut sizes = Vec::new();
+        while let Some((batch, count)) = in_flight.pop_front() {
+            sizes.push(count);
+            let end = BatchEnd {
+                batch,
+                ..BatchEnd::default()
+            };
+            actor.batch_ended(end, Vec::new()).await;
+            while events.try_recv().is_ok() {}
+            let more = (total - next).min(count as u64);
+            if more > 0 {
+                actor.submit((next..next + more).map(task).collect(), false);
+                next += more;
+            }
+            in_flight.extend(sent(&mut frames));
+        }
+        assert_eq!(sizes, [250; 40]);
     }
 }
