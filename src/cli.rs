@@ -1010,17 +1010,20 @@ fn cluster_command(args: &ClusterArgs) -> Result<ExitCode, UsageError> {
             &format!("worker-{n}.log"),
         )?);
     }
-    say!(
-        std::io::stdout(),
-        "A Dask cluster on this machine: its scheduler is at {address}, with {}.\n\
+    // Several lines: `say!` writes one, with its line breaks escaped.
+    terminal::write_lines(
+        &mut std::io::stdout(),
+        &format!(
+            "A Dask cluster on this machine: its scheduler is at {address}, with {}.\n\
          Run a project on it:\n  braid run PROJECT --cluster {address}\n\
          or choose \"a Dask cluster at\" {address} in the editor's run dialog.\n\
          It listens on 127.0.0.1 only; a cluster of several machines (each worker with Python {} and \
          dask[distributed]) is described in docs/scale-out.md.\n\
          Logs: {}\nCtrl+C stops the cluster.",
-        crate::text::plural(u64::from(args.workers), "single-threaded worker"),
-        python_version(&python),
-        dir.path().display()
+            crate::text::plural(u64::from(args.workers), "single-threaded worker"),
+            python_version(&python),
+            dir.path().display()
+        ),
     );
     let signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,

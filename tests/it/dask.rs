@@ -687,3 +687,52 @@ fn a_library_in_the_dask_workers_user_site_reaches_its_blocks() {
     );
     assert_eq!(out.results_of("Use"), [&json!(42)]);
 }
+
+/// `braid cluster` starts a loopback cluster that a project runs on with this machine's results, says
+/// where it is in lines a terminal shows as lines, and stops it on Ctrl+C: its scheduler is gone.
+#[test]
+fn braid_cluster_starts_a_cluster_to_run_on_and_ctrl_c_stops_it() {
+    use std::io::BufRead as _;
+    let mut started = std::process::Command::new(env!("CARGO_BIN_EXE_braid"))
+        .args(["cluster", "--workers", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(started.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let address = first
+        .strip_prefix("A Dask cluster on this machine: its scheduler is at ")
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_owned();
+    assert!(address.starts_with("tcp://127.0.0.1:"), "{first}");
+    assert_eq!(
+        lines.next().unwrap().unwrap(),
+        "Run a project on it:",
+        "each line its own"
+    );
+    let project = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("sample-projects/map-reduce.braid.json");
+    let (here, _) = braid_run_json(&project, None);
+    let (there, code) = braid_run_json(&project, Some(&address));
+    assert_eq!(comparable(there), comparable(here));
+    assert_eq!(code, 0);
+
+    let pid = rustix::process::Pid::from_raw(started.id().cast_signed()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = started.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "braid cluster did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
+    let port: u16 = address.rsplit(':').next().unwrap().parse().unwrap();
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the scheduler still listens at {address}"
+    );
+}
