@@ -37,9 +37,11 @@ const BRIDGE: &str = include_str!("bridge.py");
 /// Invocations in one Dask task, at most: a wave of tasks is split over the cluster's threads, each
 /// piece one task, so a big one goes out in pieces that come back as they finish.
 const MAX_BATCH: usize = 4096;
-/// Batches kept on the cluster per thread: one running and one waiting, so a thread that finishes a
-/// batch starts the next at once while Braid sends another.
-const BATCHES_PER_THREAD: usize = 2;
+/// Batches kept on the cluster per thread: one, running. A second one waiting behind it would save a
+/// round trip between batches but hold back its invocations: a Dask worker's thread runs one batch at
+/// a time, so sleeping blocks ran 50 at once under a limit of 100 (1,000 × 0.1 s took 2.5 s, against
+/// about 1 s).
+const BATCHES_PER_THREAD: usize = 1;
 /// Lines of the bridge's stderr kept to explain why it ended.
 const STDERR_LINES: usize = 30;
 /// How long stopping waits for the bridge to close its client before it is killed.
@@ -453,7 +455,7 @@ impl Actor {
     }
 
     /// Sends the waiting tasks in batches of one block. What Braid has outstanding (in flight and
-    /// waiting) is cut into about [`BATCHES_PER_THREAD`] batches per thread of the cluster, so batches
+    /// waiting) is cut into [`BATCHES_PER_THREAD`] batches per thread of the cluster, so batches
     /// stay that large as the run goes: each batch's results free that many places under the run's
     /// limit, which come back as one submit and fill one batch again. (Cutting each submit by itself
     /// over the threads halved the batches at every round, down to one invocation per Dask task, at
@@ -805,8 +807,7 @@ mod tests {
 
     /// A 10,000-item fan-out at limit 1,000 on a cluster of two threads, driven as the engine drives
     /// it: each batch's end frees its places under the limit, and the next submit fills them. Every
-    /// batch holds a quarter of what is outstanding (250), from the first wave to the last: 40 Dask
-    /// tasks. Cutting each submit over the threads by itself halved them round after round, down to
+    /// batch holds half of what is outstanding (500), from the first wave to the last: 20 Dask tasks. Cutting each submit over the threads by itself halved them round after round, down to
     /// one invocation per Dask task.
     #[tokio::test]
     async fn batches_stay_large_through_a_long_fan_out() {
@@ -839,6 +840,6 @@ mod tests {
             }
             in_flight.extend(sent(&mut frames));
         }
-        assert_eq!(sizes, [250; 40]);
+        assert_eq!(sizes, [500; 20]);
     }
 }
