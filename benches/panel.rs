@@ -29,6 +29,8 @@ fn synthetic_run() -> RunData {
                 block_id: block.clone(),
                 block_name: "Process".into(),
                 item_path: smallvec::smallvec![i as u32],
+                item: None,
+                carried: false,
                 attempt: 1,
                 status: if failed {
                     InvocationStatus::Exception
@@ -51,6 +53,7 @@ fn synthetic_run() -> RunData {
         invocations: ROWS,
         counts: BlockCounts::default(),
         executor: braid::run::Executor::Local,
+        redrive_of: None,
     };
     RunData::from_rows(row, rows, Source::Session)
 }

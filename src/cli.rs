@@ -17,6 +17,7 @@ use crate::run::{
     RunStatus, RunSummary,
 };
 use crate::runtime::history::{DEFAULT_KEEP_RUNS, History};
+use crate::runtime::redrive::Redrive;
 use crate::runtime::{RunRequest, RuntimeConfig, RuntimeEvent, RuntimeHandle, RuntimeRequest};
 use crate::text::{duration_ms, truncate, utc_date_time};
 
@@ -85,12 +86,17 @@ pub struct RunArgs {
     #[arg(long)]
     pub json: bool,
     /// Don't record the run in the project's history (`.braid/` beside the project).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "redrive")]
     pub no_history: bool,
     /// Run the invocations on the Dask cluster whose scheduler is at this address (default: this
     /// machine's workers). `braid cluster` shows how to start one.
     #[arg(long, value_name = "tcp://HOST:PORT", value_parser = parse_cluster)]
     pub cluster: Option<String>,
+    /// Run a finished run's failed items again (its id, or the start of it, from `braid history`):
+    /// what succeeded keeps its recorded result, the failed items and what follows them run with the
+    /// blocks' current code. The run starts from that run's own input.
+    #[arg(long, conflicts_with_all = ["input", "backpack", "from"])]
+    pub redrive: Option<String>,
 }
 
 /// A Dask scheduler's address, as `Executor::dask` takes it.
@@ -139,9 +145,12 @@ pub struct HistoryArgs {
     /// Only invocations whose input, output or error contains this text (ASCII case-insensitive).
     #[arg(long, requires = "run_id")]
     pub text: Option<String>,
+    /// Only invocations of the item with this key (the fan-out's item key; its index when it has none).
+    #[arg(long, requires = "run_id")]
+    pub key: Option<String>,
     /// Print the run's log instead: what it printed outside its invocations (pip's output as the
     /// libraries installed, `worker N:` lines a worker wrote itself).
-    #[arg(long, requires = "run_id", conflicts_with_all = ["block", "item", "status", "text"])]
+    #[arg(long, requires = "run_id", conflicts_with_all = ["block", "item", "status", "text", "key"])]
     pub log: bool,
     /// Print JSON on stdout: the runs, or the run's whole invocation records, as one array.
     #[arg(long)]
@@ -166,7 +175,7 @@ fn parse_item_path(text: &str) -> Result<ItemPath, String> {
 fn parse_status_arg(text: &str) -> Result<InvocationStatus, String> {
     InvocationStatus::from_name(text).ok_or_else(|| {
         format!(
-            "unknown status {text:?} (one of queued, running, succeeded, caught_exception, exception, timed_out, cancelled)"
+            "unknown status {text:?} (one of queued, running, succeeded, caught_exception, exception, timed_out, cancelled, retried)"
         )
     })
 }
@@ -464,6 +473,14 @@ fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
     } else {
         open_history_for_run(&args.project)
     };
+    let redrive = match &args.redrive {
+        Some(wanted) => Some(std::sync::Arc::new(load_redrive(
+            history.as_ref(),
+            wanted,
+            &args.project,
+        )?)),
+        None => None,
+    };
     let mut runtime = start_runtime().map_err(UsageError)?;
     let run_id = RunId::new_random();
 
@@ -476,6 +493,7 @@ fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
         history: history.as_ref().map(|h| h.path().to_owned()),
         working_dir: crate::model::local_folder::working_dir(&args.project),
         executor: Executor::from_cluster(args.cluster.clone()),
+        redrive,
         ..RunRequest::new(run_id.clone(), project)
     })));
     let interrupts = stop_on_ctrl_c(runtime.requester(), run_id.clone());
@@ -492,6 +510,27 @@ fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
     // History is written out and closed before the process ends (a killed writer would leave its WAL).
     runtime.shutdown(std::time::Duration::from_secs(10));
     outcome
+}
+
+/// What a redrive of the run `wanted` (its id or the start of it) starts from, read from the project's
+/// history.
+fn load_redrive(
+    history: Option<&History>,
+    wanted: &str,
+    project: &Path,
+) -> Result<Redrive, UsageError> {
+    let path = History::path_for_project(project);
+    let history = history.ok_or_else(|| {
+        UsageError(anyhow!(
+            "--redrive: the history {} can't be read",
+            path.display()
+        ))
+    })?;
+    let runs = history
+        .runs()
+        .map_err(|e| UsageError(anyhow!(e.to_string())))?;
+    let run = find_run(&runs, wanted, &path)?;
+    Redrive::load(history, &run.run_id, None).map_err(|e| UsageError(anyhow!("--redrive: {e}")))
 }
 
 /// The first Ctrl+C stops the run the way the editor's Stop does: running invocations are interrupted,
@@ -611,24 +650,35 @@ const SUMMARY_LINES: usize = 20;
 /// The run's summary: JSON, or readable (`recorded_for`: the project whose history has the run).
 fn print_summary(summary: &RunSummary, as_json: bool, recorded_for: Option<&Path>) {
     if as_json {
-        print_json(&json!({
+        let mut json = json!({
             "run_id": summary.run_id,
             "status": summary.status.label(),
             "results": summary.results,
             "invocations": summary.invocations,
             "failures": summary.failures,
             "duration_ms": summary.duration_ms.round(),
-        }));
+        });
+        if !summary.tolerated.is_empty() {
+            json["tolerated"] = json!(summary.tolerated);
+        }
+        if let Some(of) = &summary.redrive_of {
+            json["redrive_of"] = json!(of);
+        }
+        print_json(&json);
         return;
     }
     let mut out = std::io::stdout().lock();
     say!(
         out,
-        "Run {} {} in {}: {}",
+        "Run {} {} in {}: {}{}",
         summary.run_id,
         summary.status.label(),
         duration_ms(summary.duration_ms),
-        crate::text::plural(summary.invocations, "invocation")
+        crate::text::plural(summary.invocations, "invocation"),
+        summary
+            .redrive_of
+            .as_ref()
+            .map_or_else(String::new, |of| format!(" (a redrive of {of})"))
     );
     if !summary.results.is_empty() {
         say!(out, "Results:");
@@ -651,6 +701,16 @@ fn print_summary(summary: &RunSummary, as_json: bool, recorded_for: Option<&Path
             );
         }
     }
+    if !summary.tolerated.is_empty() {
+        say!(
+            out,
+            "Tolerated: {} within their fan-ins' budgets",
+            crate::text::plural(summary.tolerated.len() as u64, "failed item")
+        );
+        for failure in summary.tolerated.iter().take(SUMMARY_LINES) {
+            print_failure(&mut out, failure);
+        }
+    }
     if !summary.failures.is_empty() {
         say!(out, "Failures:");
         // Every failure that is not one invocation's (a fan-in that could not complete says which
@@ -663,14 +723,7 @@ fn print_summary(summary: &RunSummary, as_json: bool, recorded_for: Option<&Path
                     continue;
                 }
             }
-            say!(
-                out,
-                "  {} {:?} ({}): {}",
-                failure.block,
-                failure.item_path,
-                failure.status,
-                failure.error
-            );
+            print_failure(&mut out, failure);
         }
         if let Some(more) = listed.checked_sub(SUMMARY_LINES)
             && more > 0
@@ -687,6 +740,18 @@ fn print_summary(summary: &RunSummary, as_json: bool, recorded_for: Option<&Path
             }
         }
     }
+}
+
+/// `  Work [3] (exception): ValueError: bad row`.
+fn print_failure(mut out: impl std::io::Write, failure: &crate::run::RunFailure) {
+    say!(
+        out,
+        "  {} {:?} ({}): {}",
+        failure.block,
+        failure.item_path,
+        failure.status,
+        failure.error
+    );
 }
 
 /// Progress on stderr: a bar on a terminal, a line now and then otherwise.
@@ -855,6 +920,7 @@ fn history_command(args: &HistoryArgs) -> Result<ExitCode, UsageError> {
         statuses: args.status.clone(),
         text: args.text.clone(),
         item_path_prefix: args.item.as_ref().map(|p| p.0.clone()),
+        item_key: args.key.clone(),
         ..InvocationFilter::default()
     };
     let rows = history
@@ -890,9 +956,20 @@ fn history_command(args: &HistoryArgs) -> Result<ExitCode, UsageError> {
                 .worker
                 .as_deref()
                 .map_or_else(String::new, |worker| format!("  on {worker}"));
+            // The item's key and label when a fan-out names its items (`key "p" Paris`).
+            let item = row.item.as_ref().map_or_else(String::new, |item| {
+                let mut text = format!("key {:?}", item.key());
+                if let Some(label) = item.label() {
+                    text.push(' ');
+                    text.push_str(label);
+                }
+                text.push_str("  ");
+                text
+            });
+            let carried = if row.carried { " (carried over)" } else { "" };
             say!(
                 out,
-                "#{:<6} {:<20} {:<10} attempt {} {:<16} {:>10}{worker}  {}",
+                "#{:<6} {:<20} {:<10} attempt {} {:<16} {:>10}{worker}  {item}{}{carried}",
                 row.id,
                 row.block_name,
                 item_path,
@@ -1087,7 +1164,7 @@ fn print_runs(runs: &[RunRow], as_json: bool, path: &Path) {
         let c = &run.counts;
         say!(
             out,
-            "{}  {:<9}  {}  {:>9}  {} ({} succeeded, {} caught, {} failed, {} timed out{}){}",
+            "{}  {:<9}  {}  {:>9}  {} ({} succeeded, {} caught, {} failed, {} timed out{}){}{}",
             run.run_id,
             run.status.label(),
             utc_date_time(run.started_at_ms),
@@ -1106,7 +1183,10 @@ fn print_runs(runs: &[RunRow], as_json: bool, path: &Path) {
                 String::new()
             } else {
                 format!(", on {}", run.executor)
-            }
+            },
+            run.redrive_of
+                .as_ref()
+                .map_or_else(String::new, |of| format!("  redrive of {of}"))
         );
     }
 }

@@ -12,7 +12,9 @@ use std::sync::mpsc;
 
 use super::executions::Step;
 use super::executions::table::TableFilter;
-use crate::model::{BlockId, BlockKind, Position, TransitionId, TransitionKind};
+use crate::model::{
+    BlockId, BlockKind, Position, Retries, Tolerance, TransitionId, TransitionKind,
+};
 use crate::run::{Executor, InvocationId, RunId};
 
 /// One edit of a block's fields, as the inspector makes it.
@@ -26,6 +28,8 @@ pub enum BlockEdit {
     EnvVars(Vec<String>),
     /// An API Endpoint's, Timer's or Queue's settings: the block's kind with its fields changed.
     Service(BlockKind),
+    /// How failed invocations run again (none: they don't).
+    Retries(Option<Retries>),
 }
 
 impl BlockEdit {
@@ -40,6 +44,28 @@ impl BlockEdit {
             Self::Libraries(_) => "libraries",
             Self::EnvVars(_) => "env",
             Self::Service(_) => "service",
+            Self::Retries(_) => "retries",
+        }
+    }
+}
+
+/// A transition's field besides its type and `if` expression.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TransitionField {
+    /// A fan-out's item key expression (empty: the index is the key).
+    ItemKey(String),
+    /// A fan-out's item label expression (empty: no label).
+    ItemLabel(String),
+    /// A fan-in's failure budget (none: every item must deliver).
+    ToleratedFailures(Option<Tolerance>),
+}
+
+impl TransitionField {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::ItemKey(_) => "item key",
+            Self::ItemLabel(_) => "item label",
+            Self::ToleratedFailures(_) => "tolerated failures",
         }
     }
 }
@@ -134,6 +160,11 @@ pub enum Edit {
         transition: TransitionId,
         expression: String,
     },
+    /// A fan-out's item key or label, or a fan-in's failure budget.
+    SetTransitionField {
+        transition: TransitionId,
+        field: TransitionField,
+    },
     DeleteTransition(TransitionId),
     /// Deletes the blocks and every transition that touches them.
     DeleteBlocks(Vec<BlockId>),
@@ -164,6 +195,9 @@ impl Edit {
             )),
             Self::SetTransitionExpression { transition, .. } => {
                 Some(format!("expression {transition}"))
+            }
+            Self::SetTransitionField { transition, field } => {
+                Some(format!("{} {transition}", field.name()))
             }
             Self::RenameProject(_) => Some("project name".to_owned()),
             Self::SetReadme(_) => Some("readme".to_owned()),
@@ -260,6 +294,12 @@ pub enum ExecutionsCommand {
     /// Runs the picked invocation again with the block's current code.
     Replay,
     CloseReplay,
+    /// Runs a finished run's failed items again (only the failures of this shape, with `group`);
+    /// what succeeded keeps its result.
+    Redrive {
+        run: RunId,
+        group: Option<String>,
+    },
 }
 
 impl From<Edit> for Command {

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::command::{BlockEdit, Edit, Select};
+use super::command::{BlockEdit, Edit, Select, TransitionField};
 use super::{App, CodeGoto, NoticeLevel, Selection};
 use crate::model::validate::validate;
 use crate::model::{Block, BlockId, MAX_TIMEOUT_S, Position, Project, Transition, TransitionId};
@@ -75,8 +75,7 @@ pub fn insert_copies(
                 id: TransitionId::new_random(),
                 from: from.clone(),
                 to: to.clone(),
-                kind: transition.kind,
-                expression: transition.expression.clone(),
+                ..transition.clone()
             });
         }
     }
@@ -166,6 +165,7 @@ pub fn apply_edit(project: &mut Project, edit: Edit) -> Result<Option<Vec<BlockI
                 BlockEdit::ConcurrencyCap(cap) => code.concurrency_cap = cap.map(|c| c.max(1)),
                 BlockEdit::Libraries(list) => code.libraries = list,
                 BlockEdit::EnvVars(list) => code.env_vars = list,
+                BlockEdit::Retries(retries) => code.retries = retries,
                 BlockEdit::Name(_) | BlockEdit::Service(_) => {}
             }
             Ok(None)
@@ -208,6 +208,16 @@ pub fn apply_edit(project: &mut Project, edit: Edit) -> Result<Option<Vec<BlockI
         } => {
             if let Some(t) = project.transitions.iter_mut().find(|t| t.id == transition) {
                 t.expression = expression;
+            }
+            Ok(None)
+        }
+        Edit::SetTransitionField { transition, field } => {
+            if let Some(t) = project.transitions.iter_mut().find(|t| t.id == transition) {
+                match field {
+                    TransitionField::ItemKey(expression) => t.item_key = expression,
+                    TransitionField::ItemLabel(expression) => t.item_label = expression,
+                    TransitionField::ToleratedFailures(budget) => t.tolerated_failures = budget,
+                }
             }
             Ok(None)
         }

@@ -59,22 +59,32 @@ impl Waiting {
 
     fn push(&mut self, event: RuntimeEvent) {
         match event {
-            RuntimeEvent::Progress { run_id, counts } => {
+            RuntimeEvent::Progress {
+                run_id,
+                counts,
+                fan_ins,
+            } => {
                 let at = self
                     .progress
                     .get(&run_id)
                     .and_then(|seq| usize::try_from(seq - self.first).ok());
                 if let Some(Inbound::Event(RuntimeEvent::Progress {
-                    counts: waiting, ..
+                    counts: waiting,
+                    fan_ins: waiting_fan_ins,
+                    ..
                 })) = at.and_then(|at| self.queue.get_mut(at))
                 {
                     *waiting = counts;
+                    *waiting_fan_ins = fan_ins;
                     return;
                 }
                 let seq = self.first + self.queue.len() as u64;
                 self.progress.insert(run_id.clone(), seq);
-                self.queue
-                    .push_back(Inbound::Event(RuntimeEvent::Progress { run_id, counts }));
+                self.queue.push_back(Inbound::Event(RuntimeEvent::Progress {
+                    run_id,
+                    counts,
+                    fan_ins,
+                }));
             }
             RuntimeEvent::Invocations {
                 run_id,
@@ -184,6 +194,7 @@ mod tests {
                     ..BlockCounts::default()
                 },
             )],
+            fan_ins: Vec::new(),
         }
     }
 
@@ -207,7 +218,7 @@ mod tests {
     fn drain(waiting: &mut Waiting) -> Vec<String> {
         std::iter::from_fn(|| waiting.pop())
             .map(|entry| match entry {
-                Inbound::Event(RuntimeEvent::Progress { run_id, counts }) => {
+                Inbound::Event(RuntimeEvent::Progress { run_id, counts, .. }) => {
                     format!("progress {run_id} {}", counts[0].1.succeeded)
                 }
                 Inbound::Event(RuntimeEvent::Invocations { run_id, records }) => {
@@ -241,6 +252,8 @@ mod tests {
             results: Vec::new(),
             invocations: 0,
             failures: Vec::new(),
+            tolerated: Vec::new(),
+            redrive_of: None,
             started_at_ms: 0.0,
             duration_ms: 0.0,
         })

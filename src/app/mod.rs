@@ -30,7 +30,7 @@ use std::sync::mpsc;
 
 pub use command::{
     BlockEdit, Command, CommandSender, Edit, ExecutionsCommand, FileAction, FileCommand,
-    RunCommand, RunOptions, Select, ServeCommand,
+    RunCommand, RunOptions, Select, ServeCommand, TransitionField,
 };
 pub use dialogs::{DialogMode, FilePrompt};
 pub use executions::{Executions, Step};

@@ -12,9 +12,10 @@ use super::{App, NoticeLevel};
 use crate::model::BlockId;
 use crate::model::local_settings::{self, LocalSettings};
 use crate::run::{
-    BlockCounts, CompileError, Executor, InvocationRow, ParentIds, RunId, RunSummary,
+    BlockCounts, CompileError, Executor, FanInCounts, InvocationRow, ParentIds, RunId, RunSummary,
 };
 use crate::runtime::history::History as RunHistory;
+use crate::runtime::redrive::Redrive;
 use crate::runtime::{RunRequest, RuntimeEvent, RuntimeRequest};
 
 /// How many of this session's earlier runs keep their log in memory (the history keeps every run's).
@@ -40,8 +41,10 @@ pub enum RunPhase {
 pub struct RunState {
     pub run_id: RunId,
     pub phase: RunPhase,
-    /// Live counts per block (the runtime sends them in project order).
+    /// Live counts per block (the runtime sends them in project order): a fan-out target's ledger.
     pub counts: BTreeMap<BlockId, BlockCounts>,
+    /// Each fan-in target's ledger: expected, arrived, missing (and which).
+    pub fan_ins: BTreeMap<BlockId, FanInCounts>,
     /// Finished invocations received so far. The records themselves go to the Block Executions panel's
     /// state (`executions/`); this state only counts them.
     pub records_received: u64,
@@ -80,6 +83,7 @@ impl RunState {
             run_id,
             phase: RunPhase::Starting,
             counts: BTreeMap::new(),
+            fan_ins: BTreeMap::new(),
             records_received: 0,
             sent_at_secs: now_secs,
             preparing: None,
@@ -116,6 +120,7 @@ impl RunState {
                 sum.failed += c.failed;
                 sum.timed_out += c.timed_out;
                 sum.cancelled += c.cancelled;
+                sum.retrying += c.retrying;
                 sum
             })
     }
@@ -180,6 +185,15 @@ impl App {
         }
         self.remember_where_runs_go(&options, now_secs);
         self.run_options = options;
+        self.became_current(run_id, executor, now_secs);
+        // Worth knowing before reading the run's failures; a block may well cope without the value.
+        for warning in warnings {
+            self.notify(NoticeLevel::Info, warning, now_secs);
+        }
+    }
+
+    /// A run just sent is the current one; the one before keeps its log for a while.
+    fn became_current(&mut self, run_id: RunId, executor: Executor, now_secs: f64) {
         if let Some(earlier) = self.run.take() {
             if self.session_logs.len() == SESSION_LOGS {
                 self.session_logs.pop_front();
@@ -187,10 +201,52 @@ impl App {
             self.session_logs.push_back((earlier.run_id, earlier.log));
         }
         self.run = Some(RunState::new(run_id, executor, now_secs));
-        // Worth knowing before reading the run's failures; a block may well cope without the value.
-        for warning in warnings {
-            self.notify(NoticeLevel::Info, warning, now_secs);
+    }
+
+    /// Runs a finished run's failed items again (with `group`, only the failures of that shape), with
+    /// the blocks' current code; what succeeded keeps its recorded result (see `runtime::redrive`).
+    pub(super) fn redrive(&mut self, of: &RunId, group: Option<&str>, now_secs: f64) {
+        if self.is_running() {
+            return self.notify(
+                NoticeLevel::Info,
+                "A run is already going; stop it first.",
+                now_secs,
+            );
         }
+        let Some(history) = self.executions.history() else {
+            return self.notify(
+                NoticeLevel::Error,
+                "Only a run in the project's history can be redriven: save the project, run it, \
+                 then redrive that run.",
+                now_secs,
+            );
+        };
+        let redrive = match Redrive::load(history, of, group) {
+            Ok(redrive) => redrive,
+            Err(e) => {
+                return self.notify(NoticeLevel::Error, format!("Can't redrive: {e}"), now_secs);
+            }
+        };
+        // It goes where runs go now (the run dialog's choice), like a run.
+        let executor = match self.run_options.executor() {
+            Ok(executor) => executor,
+            Err(message) => return self.notify(NoticeLevel::Error, message, now_secs),
+        };
+        let run_id = RunId::new_random();
+        let request = RunRequest {
+            env: self.run_env(),
+            executor: executor.clone(),
+            history: self.path.as_deref().map(RunHistory::path_for_project),
+            working_dir: self.working_dir(),
+            redrive: Some(std::sync::Arc::new(redrive)),
+            ..RunRequest::new(run_id.clone(), self.project.clone())
+        };
+        if !self.request_run(request, now_secs) {
+            return;
+        }
+        self.became_current(run_id, executor, now_secs);
+        // The panel follows the redrive, as it follows any new run.
+        self.executions.selected_run = None;
     }
 
     /// Keeps where the project's runs go (this machine or a cluster, and the cluster's address) in its
@@ -269,9 +325,10 @@ impl App {
                 run_id,
                 started_at_ms,
                 executor,
+                redrive_of,
             } if current || self.is_serving() => {
                 self.executions
-                    .run_started(run_id, *started_at_ms, executor);
+                    .run_started(run_id, *started_at_ms, executor, redrive_of.clone());
             }
             RuntimeEvent::RunFinished(summary) => {
                 // The runtime creates the database with the project's first run.
@@ -300,8 +357,11 @@ impl App {
                     run.phase = RunPhase::Running;
                 }
             }
-            RuntimeEvent::Progress { counts, .. } => {
+            RuntimeEvent::Progress {
+                counts, fan_ins, ..
+            } => {
                 run.counts = counts.into_iter().collect();
+                run.fan_ins = fan_ins.into_iter().collect();
             }
             RuntimeEvent::Invocations { run_id, records } => {
                 run.records_received += records.len() as u64;

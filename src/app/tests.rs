@@ -102,6 +102,7 @@ fn started(run: &RunId) -> RuntimeEvent {
         run_id: run.clone(),
         started_at_ms: 1_000.0,
         executor: Executor::Local,
+        redrive_of: None,
     }
 }
 
@@ -112,6 +113,8 @@ fn finished(run: &RunId, invocations: u64) -> RuntimeEvent {
         results: Vec::new(),
         invocations,
         failures: Vec::new(),
+        tolerated: Vec::new(),
+        redrive_of: None,
         started_at_ms: 1_000.0,
         duration_ms: 5.0,
     })
@@ -163,6 +166,7 @@ fn a_run_goes_from_sent_to_running_to_finished_with_its_counts_and_rows() {
         RuntimeEvent::Progress {
             run_id: run.clone(),
             counts: succeeded(2),
+            fan_ins: Vec::new(),
         },
     ]);
     s.frames_until("the counts", |app| {
@@ -231,6 +235,7 @@ fn events_of_a_run_no_longer_shown_change_nothing() {
         RuntimeEvent::Progress {
             run_id: first.clone(),
             counts: succeeded(9),
+            fan_ins: Vec::new(),
         },
         RuntimeEvent::Invocations {
             run_id: first.clone(),
@@ -240,6 +245,7 @@ fn events_of_a_run_no_longer_shown_change_nothing() {
         RuntimeEvent::Progress {
             run_id: RunId("nobody's".into()),
             counts: succeeded(7),
+            fan_ins: Vec::new(),
         },
         log(&second, "mine"),
     ]);

@@ -219,7 +219,64 @@ pub struct CodeBlock {
     /// Names of environment variables the block reads; their values never live in the project file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env_vars: Vec<String>,
+    /// Whether and how a failed invocation runs again; none (fail at once) when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<Retries>,
 }
+
+/// How a block's failed invocations run again: each attempt waits `delay_s × factor^(n − 1)` seconds
+/// after attempt n failed, up to `count` more attempts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retries {
+    /// How many more attempts a failed invocation gets (`0`: none).
+    pub count: u32,
+    /// Seconds before the first retry.
+    #[serde(default = "default_retry_delay")]
+    pub delay_s: f64,
+    /// What each further delay is multiplied by.
+    #[serde(default = "default_retry_factor")]
+    pub factor: f64,
+    /// The error types that are retried (`KeyError`, `ConnectionError`, `Timeout`, `WorkerCrash`);
+    /// empty: every failure.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on: Vec<String>,
+}
+
+fn default_retry_delay() -> f64 {
+    1.0
+}
+
+fn default_retry_factor() -> f64 {
+    2.0
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            delay_s: default_retry_delay(),
+            factor: default_retry_factor(),
+            on: Vec::new(),
+        }
+    }
+}
+
+impl Retries {
+    /// Whether a failure of this type (`ErrorInfo::kind`) is retried.
+    pub fn retries(&self, kind: &str) -> bool {
+        self.on.is_empty() || self.on.iter().any(|on| on == kind)
+    }
+
+    /// How long to wait after attempt `attempt` (counting from 1) failed, in milliseconds.
+    pub fn delay_ms(&self, attempt: u32) -> f64 {
+        let exponent = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
+        (self.delay_s * self.factor.powi(exponent) * 1000.0).clamp(0.0, MAX_RETRY_DELAY_S * 1000.0)
+    }
+}
+
+/// The longest wait before a retry, however the delays grow: a day.
+pub const MAX_RETRY_DELAY_S: f64 = 86_400.0;
 
 fn default_timeout() -> u64 {
     DEFAULT_TIMEOUT_S
@@ -242,6 +299,7 @@ impl Default for CodeBlock {
             concurrency_cap: None,
             libraries: Vec::new(),
             env_vars: Vec::new(),
+            retries: None,
         }
     }
 }
@@ -283,6 +341,90 @@ pub struct Transition {
     /// The Python condition of an `if` transition, over `return_data`, `backpack` and `block_input`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub expression: String,
+    /// A fan-out's item key: a Python expression over `item` (and `index`, `return_data`, `backpack`,
+    /// `block_input`) naming each item across runs. Empty: the item's index is its key.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub item_key: String,
+    /// A fan-out's item label, what people read for each item: a Python expression like `item_key`.
+    /// Empty: no label (the key shows).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub item_label: String,
+    /// A fan-in's failure budget: how many of its fan-out's items may fail with the fan-in still
+    /// firing. None: every item must deliver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerated_failures: Option<Tolerance>,
+}
+
+/// How many failed items a fan-in tolerates: a count (`3` in the file) or a share of its items
+/// (`"5%"`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Tolerance {
+    Count(u32),
+    /// Percent of the fan-out's items, 0 to 100.
+    Percent(f64),
+}
+
+impl Tolerance {
+    /// How many of `items` may fail.
+    pub fn allowed(self, items: usize) -> usize {
+        match self {
+            Self::Count(n) => n as usize,
+            // Rounded down: 5% of 10 items tolerates none, so "5%" never allows more than it says.
+            Self::Percent(p) => ((items as f64) * p.clamp(0.0, 100.0) / 100.0).floor() as usize,
+        }
+    }
+
+    /// `3` or `5%`, as the inspector shows and reads it.
+    pub fn text(self) -> String {
+        match self {
+            Self::Count(n) => n.to_string(),
+            Self::Percent(p) => format!("{p}%"),
+        }
+    }
+
+    /// Reads `3` or `5%` (or `2.5 %`); `None` for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.trim();
+        match text.strip_suffix('%') {
+            Some(percent) => percent
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|p| p.is_finite())
+                .map(Self::Percent),
+            None => text.parse().ok().map(Self::Count),
+        }
+    }
+}
+
+impl Serialize for Tolerance {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Count(n) => serializer.serialize_u32(*n),
+            Self::Percent(_) => serializer.serialize_str(&self.text()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Tolerance {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Count(u32),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Count(n) => Ok(Self::Count(n)),
+            Raw::Text(text) => Self::parse(&text)
+                .filter(|t| matches!(t, Self::Percent(_)))
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "tolerated_failures is a count (3) or a percentage (\"5%\"), not {text:?}"
+                    ))
+                }),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -455,6 +597,14 @@ impl Transition {
             to,
             kind,
             expression: String::new(),
+            item_key: String::new(),
+            item_label: String::new(),
+            tolerated_failures: None,
         }
+    }
+
+    /// Whether a fan-out names its items by an expression (a key or a label).
+    pub fn names_items(&self) -> bool {
+        !self.item_key.trim().is_empty() || !self.item_label.trim().is_empty()
     }
 }

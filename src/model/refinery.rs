@@ -173,6 +173,7 @@ fn import_code(fields: &Map<String, Value>) -> CodeBlock {
             .get("environment_variables")
             .map(env_var_names)
             .unwrap_or_default(),
+        retries: None,
     }
 }
 
@@ -252,13 +253,10 @@ fn import_transition(index: usize, relationship: &Value) -> Result<Transition, I
             .map(|s| BlockId(s.into()))
             .ok_or_else(|| ImportError(format!("transition \"{id}\" has no \"{key}\" block")))
     };
-    Ok(Transition {
-        from: endpoint("node")?,
-        to: endpoint("next")?,
-        kind,
-        expression: str_field(fields, "expression").to_owned(),
-        id: TransitionId(id.as_str().into()),
-    })
+    let mut transition = Transition::new(endpoint("node")?, endpoint("next")?, kind);
+    transition.id = TransitionId(id.as_str().into());
+    str_field(fields, "expression").clone_into(&mut transition.expression);
+    Ok(transition)
 }
 
 /// Entry `index` of the list `list` as an object; `what` names the entry in the error.

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use super::graph::FanAnalysis;
 use super::project::{
     Block, BlockId, BlockKind, HTTP_METHODS, Language, MAX_BATCH_SIZE, MAX_TIMEOUT_S, Project,
-    Transition, TransitionId, TransitionKind,
+    Tolerance, Transition, TransitionId, TransitionKind,
 };
 use super::schedule::Schedule;
 
@@ -303,6 +303,30 @@ fn check_block(lookup: &Index, index: usize, block: &Block, found: &mut Found) {
                     ),
                 );
             }
+            if let Some(retries) = &code.retries {
+                if !(retries.delay_s.is_finite() && retries.delay_s >= 0.0) {
+                    found.block(
+                        index,
+                        block,
+                        Severity::Error,
+                        format!(
+                            "Block {name} waits {} seconds before a retry; the delay must be a number of seconds, 0 or more",
+                            retries.delay_s
+                        ),
+                    );
+                }
+                if !(retries.factor.is_finite() && retries.factor >= 1.0) {
+                    found.block(
+                        index,
+                        block,
+                        Severity::Error,
+                        format!(
+                            "Block {name} multiplies its retry delay by {}; the factor must be 1 or more",
+                            retries.factor
+                        ),
+                    );
+                }
+            }
             if code.concurrency_cap == Some(0) {
                 found.block(
                     index,
@@ -553,6 +577,27 @@ fn check_transitions(project: &Project, lookup: &Index, found: &mut Found) {
                     block_ref(lookup, &t.from)
                 ),
             );
+        }
+        if t.kind != TransitionKind::FanOut && t.names_items() {
+            report(
+                Severity::Error,
+                format!(
+                    "Transition {name} has an item key or label, which only a fan-out gives its items"
+                ),
+            );
+        }
+        match t.tolerated_failures {
+            Some(_) if t.kind != TransitionKind::FanIn => report(
+                Severity::Error,
+                format!(
+                    "Transition {name} tolerates failed items, which only a fan-in can (it is the one that waits for them)"
+                ),
+            ),
+            Some(Tolerance::Percent(p)) if !(0.0..=100.0).contains(&p) => report(
+                Severity::Error,
+                format!("Transition {name} tolerates {p}% failed items; a share is 0% to 100%"),
+            ),
+            _ => {}
         }
         match t.kind {
             TransitionKind::If if t.expression.trim().is_empty() => report(
@@ -1060,6 +1105,47 @@ mod tests {
         assert_eq!(problems.len(), 2, "{problems:#?}");
         assert!(problems.iter().all(|p| p.severity == Severity::Error));
         assert!(has_errors(&problems));
+    }
+
+    #[test]
+    fn item_names_belong_to_fan_outs_and_budgets_to_fan_ins() {
+        use TransitionKind::{FanIn, FanOut, Then};
+        let mut p = project(&["Gen", "Work", "Collect", "Next"]);
+        link(&mut p, "Gen", "Work", FanOut);
+        link(&mut p, "Work", "Collect", FanIn);
+        link(&mut p, "Collect", "Next", Then);
+        p.transitions[0].item_key = "item['id']".into();
+        p.transitions[1].tolerated_failures = Some(Tolerance::Percent(5.0));
+        assert_eq!(messages(&p), Vec::<String>::new());
+        p.transitions[2].item_label = "item".into();
+        p.transitions[2].tolerated_failures = Some(Tolerance::Count(1));
+        p.transitions[1].tolerated_failures = Some(Tolerance::Percent(150.0));
+        assert_eq!(
+            messages(&p),
+            [
+                "error: Transition \"fan-in\" from \"Work\" to \"Collect\" tolerates 150% failed items; a share is 0% to 100%",
+                "error: Transition \"then\" from \"Collect\" to \"Next\" has an item key or label, which only a fan-out gives its items",
+                "error: Transition \"then\" from \"Collect\" to \"Next\" tolerates failed items, which only a fan-in can (it is the one that waits for them)",
+            ]
+        );
+    }
+
+    #[test]
+    fn retry_delays_must_be_seconds_and_grow() {
+        let mut p = project(&["A"]);
+        code_mut(&mut p, "A").retries = Some(crate::model::Retries {
+            count: 3,
+            delay_s: -1.0,
+            factor: 0.5,
+            on: Vec::new(),
+        });
+        assert_eq!(
+            messages(&p),
+            [
+                "error: Block \"A\" waits -1 seconds before a retry; the delay must be a number of seconds, 0 or more",
+                "error: Block \"A\" multiplies its retry delay by 0.5; the factor must be 1 or more",
+            ]
+        );
     }
 
     #[test]

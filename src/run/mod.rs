@@ -3,7 +3,10 @@
 //! views, and the command line all name the same types directly (nothing re-exports them).
 
 mod executor;
+mod failures;
 mod ids;
+mod item_diff;
+mod items;
 mod record;
 mod rows;
 mod status;
@@ -11,9 +14,12 @@ mod summary;
 mod time;
 
 pub use executor::Executor;
+pub use failures::{FailureGroup, FailureGroups, failure_groups, failure_shape, in_failure_group};
 pub use ids::{InvocationId, ItemPath, ParentIds, RunId};
+pub use item_diff::{ItemChange, ItemDiff, item_diff};
+pub use items::{FannedOut, ItemName, ItemNamePath, ItemNames, key_path};
 pub use record::{ErrorInfo, InvocationRecord};
 pub use rows::{InvocationFilter, InvocationRow, RowOrder, RunRow};
-pub use status::{BlockCounts, InvocationStatus, RunStatus};
+pub use status::{BlockCounts, FanInCounts, InvocationStatus, MissingItem, RunStatus};
 pub use summary::{CompileError, RunFailure, RunResult, RunSummary};
 pub use time::now_ms;

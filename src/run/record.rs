@@ -5,7 +5,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{InvocationId, InvocationStatus, ItemPath, ParentIds, RunId};
+use super::{
+    FannedOut, InvocationId, InvocationStatus, ItemName, ItemNamePath, ItemPath, ParentIds, RunId,
+};
 use crate::model::{BlockId, TransitionId};
 
 /// A Python error (or a crash of the code) as the user should see it.
@@ -40,7 +42,12 @@ pub struct InvocationRecord {
     pub block_id: BlockId,
     pub block_name: std::sync::Arc<str>,
     pub item_path: ItemPath,
-    /// 1 normally; more when the invocation was run again because its worker died under another invocation.
+    /// The keys and labels of its items, outermost first, when a fan-out around it names them (see
+    /// [`ItemNamePath`]); empty when its indices are its keys.
+    #[serde(default, skip_serializing_if = "smallvec::SmallVec::is_empty")]
+    pub item_names: ItemNamePath,
+    /// 1 normally; more for a retry (the block's retries), or when the invocation was run again because
+    /// its worker died under another invocation.
     pub attempt: u32,
     /// The invocations this one came from (several for a fan-in or merge).
     pub parents: ParentIds,
@@ -61,11 +68,33 @@ pub struct InvocationRecord {
     /// The Dask worker that ran it (its address), for a run on a cluster; `None` on this machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<Arc<str>>,
+    /// The names its fan-outs gave the items of its return value (fan-outs with a key or label
+    /// expression only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fanned_out: Vec<FannedOut>,
+    /// In a redrive: it did not run; its result is that of this invocation of the run redriven.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carried_from: Option<InvocationId>,
 }
 
 impl InvocationRecord {
     pub fn duration_ms(&self) -> Option<f64> {
         Some(self.ended_at_ms? - self.started_at_ms?)
+    }
+
+    /// Its item's keys, outermost first (its indices as text where no fan-out names its items).
+    pub fn item_key_path(&self) -> Vec<std::borrow::Cow<'_, str>> {
+        super::key_path(&self.item_path, &self.item_names)
+    }
+
+    /// Its innermost item's name, when a fan-out names its items.
+    pub fn item_name(&self) -> Option<&ItemName> {
+        self.item_names.last()
+    }
+
+    /// Its innermost item's label, when it has one.
+    pub fn item_label(&self) -> Option<&str> {
+        self.item_name()?.label()
     }
 
     /// Invocation `id` of `block` at the top level, on input `null`, that returned its id after
@@ -83,6 +112,7 @@ impl InvocationRecord {
             block_id: block.clone(),
             block_name: block.0.clone(),
             item_path: ItemPath::new(),
+            item_names: ItemNamePath::new(),
             attempt: 1,
             parents: parents.iter().copied().collect(),
             status: InvocationStatus::Succeeded,
@@ -98,6 +128,8 @@ impl InvocationRecord {
             error: None,
             fired: Vec::new(),
             worker: None,
+            fanned_out: Vec::new(),
+            carried_from: None,
         }
     }
 }

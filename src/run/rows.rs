@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{BlockCounts, InvocationId, InvocationStatus, ItemPath, RunId, RunStatus};
+use super::{BlockCounts, InvocationId, InvocationStatus, ItemName, ItemPath, RunId, RunStatus};
 use crate::model::BlockId;
 
 /// One run, as the runs list shows it (newest first).
@@ -18,6 +18,9 @@ pub struct RunRow {
     /// Where it ran.
     #[serde(default)]
     pub executor: super::Executor,
+    /// The run this one redrove (it ran that run's failed items again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redrive_of: Option<RunId>,
 }
 
 /// One invocation, as a table row: small enough to hold a million of them.
@@ -27,8 +30,14 @@ pub struct InvocationRow {
     pub block_id: BlockId,
     pub block_name: std::sync::Arc<str>,
     pub item_path: ItemPath,
+    /// Its innermost item's key and label, when a fan-out names its items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<ItemName>,
     pub attempt: u32,
     pub status: InvocationStatus,
+    /// In a redrive: it did not run, its result was carried over from the run redriven.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub carried: bool,
     pub started_at_ms: Option<f64>,
     pub ended_at_ms: Option<f64>,
     /// The input as JSON text, cut to at most 120 characters.
@@ -41,6 +50,22 @@ pub struct InvocationRow {
 }
 
 impl InvocationRow {
+    /// Its innermost item's key, when a fan-out names its items by key; else its last index.
+    pub fn item_key(&self) -> Option<std::borrow::Cow<'_, str>> {
+        match &self.item {
+            Some(name) => Some(name.key()),
+            None => self
+                .item_path
+                .last()
+                .map(|i| std::borrow::Cow::Owned(i.to_string())),
+        }
+    }
+
+    /// Its innermost item's label, when it has one.
+    pub fn item_label(&self) -> Option<&str> {
+        self.item.as_ref()?.label()
+    }
+
     /// How long it ran, once it has ended.
     pub fn duration_ms(&self) -> Option<f64> {
         Some(self.ended_at_ms? - self.started_at_ms?)
@@ -54,8 +79,10 @@ impl InvocationRow {
             block_id: BlockId("b".into()),
             block_name: "B".into(),
             item_path: ItemPath::new(),
+            item: None,
             attempt: 1,
             status: InvocationStatus::Succeeded,
+            carried: false,
             started_at_ms: Some(started_at_ms),
             ended_at_ms: Some(ended_at_ms),
             input_preview: "null".into(),
@@ -85,5 +112,9 @@ pub struct InvocationFilter {
     pub text: Option<String>,
     /// Rows whose item path starts with this.
     pub item_path_prefix: Option<Vec<u32>>,
+    /// Rows whose innermost item has this key.
+    pub item_key: Option<String>,
+    /// Failed rows whose error has this shape (see [`super::failure_shape`]).
+    pub failure_shape: Option<String>,
     pub order: RowOrder,
 }

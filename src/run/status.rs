@@ -12,10 +12,12 @@ pub enum InvocationStatus {
     Exception,
     TimedOut,
     Cancelled,
+    /// This attempt failed and the block's retries run the item again: not the item's end.
+    Retried,
 }
 
 impl InvocationStatus {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Queued,
         Self::Running,
         Self::Succeeded,
@@ -23,6 +25,7 @@ impl InvocationStatus {
         Self::Exception,
         Self::TimedOut,
         Self::Cancelled,
+        Self::Retried,
     ];
 
     /// The status's stable name: what the history stores, `--status` accepts and `--json` prints
@@ -36,6 +39,7 @@ impl InvocationStatus {
             Self::Exception => "exception",
             Self::TimedOut => "timed_out",
             Self::Cancelled => "cancelled",
+            Self::Retried => "retried",
         }
     }
 
@@ -55,6 +59,7 @@ impl InvocationStatus {
             Self::Exception => "failed",
             Self::TimedOut => "timed out",
             Self::Cancelled => "cancelled",
+            Self::Retried => "retrying",
         }
     }
 
@@ -68,6 +73,9 @@ impl InvocationStatus {
             Self::Exception => "raised an exception that nothing caught",
             Self::TimedOut => "ran past the block's timeout",
             Self::Cancelled => "stopped before it finished (the run was stopped, or failed fast)",
+            Self::Retried => {
+                "failed, and the block's retries run it again (its next attempt is a record of its own)"
+            }
         }
     }
 
@@ -82,10 +90,11 @@ impl InvocationStatus {
             Self::Succeeded => 0,
             Self::Queued => 1,
             Self::Running => 2,
-            Self::Cancelled => 3,
-            Self::CaughtException => 4,
-            Self::TimedOut => 5,
-            Self::Exception => 6,
+            Self::Retried => 3,
+            Self::Cancelled => 4,
+            Self::CaughtException => 5,
+            Self::TimedOut => 6,
+            Self::Exception => 7,
         }
     }
 }
@@ -132,7 +141,10 @@ impl RunStatus {
     }
 }
 
-/// Per-block live counts, for the canvas and progress bars.
+/// Per-block live counts, for the canvas and progress bars: a fan-out target's ledger. They count
+/// items, each in exactly one state: an item whose attempt failed and that waits for its next one is
+/// *retrying* (its failed attempts are records of their own, but not ends), so the counts add up to
+/// the invocations queued, however many attempts they took.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockCounts {
     pub queued: u64,
@@ -142,6 +154,8 @@ pub struct BlockCounts {
     pub failed: u64,
     pub timed_out: u64,
     pub cancelled: u64,
+    #[serde(default)]
+    pub retrying: u64,
 }
 
 impl BlockCounts {
@@ -149,12 +163,17 @@ impl BlockCounts {
         self.succeeded + self.caught + self.failed + self.timed_out + self.cancelled
     }
 
+    /// Items not yet at their end: queued, running or waiting for their next attempt.
+    pub fn open(&self) -> u64 {
+        self.queued + self.running + self.retrying
+    }
+
     pub fn total(&self) -> u64 {
-        self.queued + self.running + self.finished()
+        self.open() + self.finished()
     }
 
     /// Each status with its count, in the order every view lists them.
-    pub fn by_status(&self) -> [(InvocationStatus, u64); 7] {
+    pub fn by_status(&self) -> [(InvocationStatus, u64); 8] {
         [
             (InvocationStatus::Queued, self.queued),
             (InvocationStatus::Running, self.running),
@@ -163,9 +182,11 @@ impl BlockCounts {
             (InvocationStatus::Exception, self.failed),
             (InvocationStatus::TimedOut, self.timed_out),
             (InvocationStatus::Cancelled, self.cancelled),
+            (InvocationStatus::Retried, self.retrying),
         ]
     }
 
+    /// Counts a record read back: a retried attempt is not its item's end, so it counts nowhere.
     pub fn add_final(&mut self, status: InvocationStatus) {
         match status {
             InvocationStatus::Succeeded => self.succeeded += 1,
@@ -175,8 +196,41 @@ impl BlockCounts {
             InvocationStatus::Cancelled => self.cancelled += 1,
             InvocationStatus::Queued => self.queued += 1,
             InvocationStatus::Running => self.running += 1,
+            InvocationStatus::Retried => {}
         }
     }
+}
+
+/// A fan-in's ledger: how many items its fan-outs sent towards it, how many delivered, and which
+/// ended without delivering (the first [`FanInCounts::LISTED`] of them named).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FanInCounts {
+    pub expected: u64,
+    pub arrived: u64,
+    pub missing: u64,
+    /// The first missing items, in the order they were found missing.
+    pub missing_items: Vec<MissingItem>,
+}
+
+impl FanInCounts {
+    /// How many missing items are named (the rest are counted).
+    pub const LISTED: usize = 100;
+
+    /// Items still on their way: neither arrived nor missing.
+    pub fn pending(&self) -> u64 {
+        self.expected.saturating_sub(self.arrived + self.missing)
+    }
+}
+
+/// An item that ended without delivering to its fan-in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissingItem {
+    pub item_path: Vec<u32>,
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Why (`KeyError: 'city' in "Work"`).
+    pub reason: String,
 }
 
 #[cfg(test)]
@@ -210,6 +264,10 @@ mod tests {
                 counts.add_final(status);
             }
         }
+        // A retried attempt read back is no item's end: an item waiting for its next attempt is
+        // counted live, as retrying.
+        assert_eq!(counts.retrying, 0);
+        counts.retrying = 8;
         let listed: Vec<(InvocationStatus, u64)> = counts.by_status().to_vec();
         let expected: Vec<(InvocationStatus, u64)> =
             InvocationStatus::ALL.into_iter().zip(1..).collect();

@@ -50,6 +50,12 @@ pub struct RunSummary {
     pub results: Vec<RunResult>,
     pub invocations: u64,
     pub failures: Vec<RunFailure>,
+    /// Failures a fan-in tolerated (within its budget): the run did not fail for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerated: Vec<RunFailure>,
+    /// The run this one redrove.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redrive_of: Option<RunId>,
     pub started_at_ms: f64,
     pub duration_ms: f64,
 }

@@ -22,6 +22,7 @@ use super::invoker::{
     BlockCompileError, Invoker, InvokerEvent, InvokerEvents, Program, TaskResult,
 };
 use super::plan::Plan;
+use super::redrive::Redrive;
 use super::scheduler::{KEY_BITS, RunScheduler};
 use super::scripted::Script;
 use super::worker::pool::{PoolConfig, ProcessPool};
@@ -55,6 +56,10 @@ pub struct RunRequest {
     pub working_dir: Option<PathBuf>,
     /// Where the run executes.
     pub executor: Executor,
+    /// Run an earlier run's failed items again (see [`super::redrive`]): the run starts from that
+    /// run's entry invocations, with their inputs (`input`, `backpack` and `from` are not used), and
+    /// names that run as the one it redrives.
+    pub redrive: Option<Arc<Redrive>>,
 }
 
 impl RunRequest {
@@ -73,6 +78,7 @@ impl RunRequest {
             history: None,
             working_dir: None,
             executor: Executor::Local,
+            redrive: None,
         }
     }
 }
@@ -344,19 +350,27 @@ enum Phase {
     /// Installing the project's libraries; the program is loaded once they are there.
     Preparing {
         program: Box<Program>,
-        entries: Vec<usize>,
-        input: Value,
-        backpack: Value,
+        start: Start,
     },
     /// Compiling only, for a check: no invocation will run.
     Checking,
     /// Waiting for the workers to compile the code.
     Compiling {
+        start: Start,
+    },
+    Running,
+}
+
+/// Where a run starts, once its code has compiled.
+enum Start {
+    /// These entry blocks, with the run's input and backpack.
+    Entries {
         entries: Vec<usize>,
         input: Value,
         backpack: Value,
     },
-    Running,
+    /// An earlier run's entries, taking its recorded ends where it can.
+    Redrive(Box<Redrive>),
 }
 
 struct ActiveRun {
@@ -514,6 +528,7 @@ impl Engine {
                 Some((number, prepared, output)) = prepared_rx.recv() => {
                     engine.prepared(number, prepared, output).await;
                 }
+                () = sleep_until(engine.next_wake()) => engine.wake_due().await,
                 _ = tick.tick() => engine.progress().await,
             }
         }
@@ -685,6 +700,7 @@ impl Engine {
             history,
             working_dir,
             executor,
+            redrive,
         } = request;
         if let Err(message) = self.usable(&executor) {
             self.refuse(run_id, message, Vec::new()).await;
@@ -706,30 +722,13 @@ impl Engine {
             return;
         }
         let plan = Arc::new(Plan::new(&project));
-        let entries: Vec<usize> = match &from {
-            Some(id) => {
-                let Some(&index) = plan.by_id.get(id) else {
-                    self.refuse(run_id, format!("there is no block {id}"), Vec::new())
-                        .await;
-                    return;
-                };
-                vec![index]
+        let start = match start_of(&plan, &project, redrive, from.as_ref(), input, backpack) {
+            Ok(start) => start,
+            Err(message) => {
+                self.refuse(run_id, message, Vec::new()).await;
+                return;
             }
-            None => project
-                .entry_blocks()
-                .iter()
-                .filter_map(|b| plan.by_id.get(&b.id).copied())
-                .collect(),
         };
-        if entries.is_empty() {
-            let message = if project.blocks.is_empty() {
-                "the project has no blocks".to_owned()
-            } else {
-                "every block has an incoming transition, so there is no entry block: choose a block to start from".to_owned()
-            };
-            self.refuse(run_id, message, Vec::new()).await;
-            return;
-        }
         if let Some(path) = &history {
             self.close_idle_writers(path).await;
         }
@@ -755,18 +754,12 @@ impl Engine {
             if let Some(invoker) = self.invokers.get_mut(&executor) {
                 invoker.load(program);
             }
-            Phase::Compiling {
-                entries,
-                input,
-                backpack,
-            }
+            Phase::Compiling { start }
         } else {
             self.prepare_environment(number, &run_id, requirements);
             Phase::Preparing {
                 program: Box::new(program),
-                entries,
-                input,
-                backpack,
+                start,
             }
         };
         let mut scheduler = RunScheduler::new(run_id, plan, number, limit, number << KEY_BITS);
@@ -828,12 +821,8 @@ impl Engine {
         let Phase::Preparing { .. } = &run.phase else {
             return;
         };
-        let Phase::Preparing {
-            mut program,
-            entries,
-            input,
-            backpack,
-        } = std::mem::replace(&mut run.phase, Phase::Checking)
+        let Phase::Preparing { mut program, start } =
+            std::mem::replace(&mut run.phase, Phase::Checking)
         else {
             return;
         };
@@ -843,11 +832,7 @@ impl Engine {
                 if let Some(invoker) = self.invokers.get_mut(&run.executor) {
                     invoker.load(*program);
                 }
-                run.phase = Phase::Compiling {
-                    entries,
-                    input,
-                    backpack,
-                };
+                run.phase = Phase::Compiling { start };
             }
             Err(message) => {
                 let run_id = run.scheduler.run_id().clone();
@@ -1089,13 +1074,12 @@ impl Engine {
             self.refuse(run_id, message, compile_errors).await;
             return;
         }
-        let Phase::Compiling {
-            entries,
-            input,
-            backpack,
-        } = std::mem::replace(&mut run.phase, Phase::Running)
-        else {
+        let Phase::Compiling { start } = std::mem::replace(&mut run.phase, Phase::Running) else {
             return;
+        };
+        let redrive_of = match &start {
+            Start::Redrive(redrive) => Some(redrive.of.clone()),
+            Start::Entries { .. } => None,
         };
         let run_id = run.scheduler.run_id().clone();
         let started_at_ms = now_ms();
@@ -1104,17 +1088,31 @@ impl Engine {
             // here on leaves the run in the history, as interrupted. (A small transaction of its own;
             // the engine waits for it, as it waits for a full writer channel.)
             let _ = history
-                .run_started_flushed(&run_id, &run.project.name, started_at_ms, &run.executor)
+                .run_started_flushed(
+                    &run_id,
+                    &run.project.name,
+                    started_at_ms,
+                    &run.executor,
+                    redrive_of.as_ref(),
+                )
                 .await;
             let pip = std::mem::take(&mut run.pip_output);
             history.log(&run_id, pip.into_iter().map(|line| (0, line)).collect());
         }
-        run.scheduler.start(&entries, &input, &backpack);
+        match start {
+            Start::Entries {
+                entries,
+                input,
+                backpack,
+            } => run.scheduler.start(&entries, &input, &backpack),
+            Start::Redrive(redrive) => run.scheduler.start_redrive(*redrive),
+        }
         let executor = run.executor.clone();
         self.emit(RuntimeEvent::RunStarted {
             run_id,
             started_at_ms,
             executor,
+            redrive_of,
         })
         .await;
         self.advance(program).await;
@@ -1181,6 +1179,7 @@ impl Engine {
         }
         if idle && let Some(run) = self.runs.remove(&number) {
             let counts = run.scheduler.counts();
+            let fan_ins = run.scheduler.fan_in_counts();
             let summary: RunSummary = run.scheduler.finish();
             match run.service {
                 // The program is the service's, for its other runs.
@@ -1193,7 +1192,12 @@ impl Engine {
                     }
                 }
             }
-            self.emit(RuntimeEvent::Progress { run_id, counts }).await;
+            self.emit(RuntimeEvent::Progress {
+                run_id,
+                counts,
+                fan_ins,
+            })
+            .await;
             debug_assert!(summary.status != RunStatus::Running);
             match run.history {
                 Some(writer) => {
@@ -1216,6 +1220,36 @@ impl Engine {
         }
     }
 
+    /// When the earliest retry of any run is due.
+    fn next_wake(&self) -> Option<tokio::time::Instant> {
+        let due = self
+            .runs
+            .values()
+            .filter(|run| matches!(run.phase, Phase::Running))
+            .filter_map(|run| run.scheduler.next_wake())
+            .min_by(f64::total_cmp)?;
+        let wait = Duration::from_secs_f64(((due - now_ms()) / 1000.0).clamp(0.0, 86_400.0));
+        Some(tokio::time::Instant::now() + wait)
+    }
+
+    /// Queues the retries that are due, and starts them.
+    async fn wake_due(&mut self) {
+        let now = now_ms();
+        let due: Vec<u64> = self
+            .runs
+            .iter_mut()
+            .filter(|(_, run)| matches!(run.phase, Phase::Running))
+            .filter(|(_, run)| run.scheduler.next_wake().is_some_and(|at| at <= now))
+            .map(|(&number, run)| {
+                run.scheduler.wake(now);
+                number
+            })
+            .collect();
+        for number in due {
+            self.advance(number).await;
+        }
+    }
+
     async fn progress(&mut self) {
         let now = std::time::Instant::now();
         let mut events = Vec::new();
@@ -1227,12 +1261,72 @@ impl Engine {
                 events.push(RuntimeEvent::Progress {
                     run_id: run.scheduler.run_id().clone(),
                     counts: run.scheduler.counts(),
+                    fan_ins: run.scheduler.fan_in_counts(),
                 });
             }
         }
         for event in events {
             self.emit(event).await;
         }
+    }
+}
+
+/// Where a run starts: an earlier run's entries for a redrive, else the chosen block or the entry
+/// blocks; or why it can't start.
+fn start_of(
+    plan: &Plan,
+    project: &Project,
+    redrive: Option<Arc<Redrive>>,
+    from: Option<&BlockId>,
+    input: Value,
+    backpack: Value,
+) -> Result<Start, String> {
+    if let Some(redrive) = redrive {
+        let redrive = Arc::unwrap_or_clone(redrive);
+        if !redrive
+            .entries
+            .iter()
+            .any(|e| plan.by_id.contains_key(&e.block))
+        {
+            return Err(format!(
+                "run {} started at blocks that are no longer in the project, so it can't be redriven",
+                redrive.of
+            ));
+        }
+        return Ok(Start::Redrive(Box::new(redrive)));
+    }
+    let entries: Vec<usize> = match from {
+        Some(id) => vec![
+            *plan
+                .by_id
+                .get(id)
+                .ok_or_else(|| format!("there is no block {id}"))?,
+        ],
+        None => project
+            .entry_blocks()
+            .iter()
+            .filter_map(|b| plan.by_id.get(&b.id).copied())
+            .collect(),
+    };
+    if entries.is_empty() {
+        return Err(if project.blocks.is_empty() {
+            "the project has no blocks".to_owned()
+        } else {
+            "every block has an incoming transition, so there is no entry block: choose a block to start from".to_owned()
+        });
+    }
+    Ok(Start::Entries {
+        entries,
+        input,
+        backpack,
+    })
+}
+
+/// Waits until `at`, or forever without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -1247,7 +1341,14 @@ fn compile_errors(
         .into_iter()
         .map(|e| {
             let block = project.blocks.get(e.block as usize);
+            let fan_out = e.fan_out_index.and_then(|i| {
+                plan.blocks
+                    .get(e.block as usize)
+                    .and_then(|b| b.outgoing.fan_outs.get(i as usize))
+                    .map(|edge| edge.transition.0.to_string())
+            });
             let what = match e.if_index {
+                None if fan_out.is_some() => fan_out.unwrap_or_default(),
                 None => "code".to_owned(),
                 Some(i) => plan
                     .blocks

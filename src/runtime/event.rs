@@ -1,7 +1,9 @@
 //! What the runtime reports: the events that carry a run's records, counts and end out of the runtime.
 
 use crate::model::BlockId;
-use crate::run::{BlockCounts, CompileError, Executor, InvocationRecord, RunId, RunSummary};
+use crate::run::{
+    BlockCounts, CompileError, Executor, FanInCounts, InvocationRecord, RunId, RunSummary,
+};
 
 /// What the runtime reports. Every event names its run, so a consumer drops events of runs it forgot.
 #[derive(Clone, Debug)]
@@ -12,6 +14,8 @@ pub enum RuntimeEvent {
         started_at_ms: f64,
         /// Where it runs.
         executor: Executor,
+        /// The run it redrives, for a redrive.
+        redrive_of: Option<RunId>,
     },
     /// The run never started: code that does not compile, a block that can't run, bad arguments.
     RunRefused {
@@ -24,10 +28,12 @@ pub enum RuntimeEvent {
         run_id: RunId,
         records: Vec<InvocationRecord>,
     },
-    /// Live counts per block, in project block order.
+    /// Live counts per block, in project block order (a fan-out target's are its ledger), and each
+    /// fan-in target's ledger (expected, arrived, missing).
     Progress {
         run_id: RunId,
         counts: Vec<(BlockId, BlockCounts)>,
+        fan_ins: Vec<(BlockId, FanInCounts)>,
     },
     RunFinished(RunSummary),
     /// A line of output while the run prepares (pip installing the project's libraries).

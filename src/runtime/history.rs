@@ -31,7 +31,7 @@ pub use writer::HistoryWriter;
 use crate::model::BlockId;
 use crate::run::{
     BlockCounts, ErrorInfo, Executor, InvocationFilter, InvocationId, InvocationRecord,
-    InvocationRow, RowOrder, RunId, RunRow, RunStatus,
+    InvocationRow, RowOrder, RunId, RunRow, RunStatus, failure_shape,
 };
 use chunk::{Chunk, SegmentView, Val};
 
@@ -126,7 +126,8 @@ const RUN_COLUMNS: &str = concat!(
     "run_id, status, started_at_ms, duration_ms, invocations, succeeded, caught, failed, timed_out, \
      cancelled, ",
     owner_column!(),
-    ", (SELECT scheduler FROM run_clusters WHERE run = runs.seq)"
+    ", (SELECT scheduler FROM run_clusters WHERE run = runs.seq)",
+    ", (SELECT of FROM redrives WHERE run = runs.seq)"
 );
 
 impl History {
@@ -215,16 +216,27 @@ impl History {
                         failed: row.get(7)?,
                         timed_out: row.get(8)?,
                         cancelled: row.get(9)?,
+                        retrying: 0,
                     },
                     row.get::<_, Option<String>>(10)?,
                     row.get::<_, Option<String>>(11)?,
+                    row.get::<_, Option<String>>(12)?,
                 ))
             })
             .map_err(error)?;
         let mut runs = Vec::new();
         for row in rows {
-            let (run_id, status, started_at_ms, duration_ms, invocations, counts, owner, cluster) =
-                row.map_err(error)?;
+            let (
+                run_id,
+                status,
+                started_at_ms,
+                duration_ms,
+                invocations,
+                counts,
+                owner,
+                cluster,
+                of,
+            ) = row.map_err(error)?;
             let mut status = RunStatus::from_name(&status)
                 .ok_or_else(|| self.damaged(&format!("run status {status:?}")))?;
             if status == RunStatus::Running && owner.as_deref().is_some_and(owner::is_gone) {
@@ -238,6 +250,7 @@ impl History {
                 invocations,
                 counts,
                 executor: Executor::from_cluster(cluster),
+                redrive_of: of.map(|of| RunId(of.into())),
             });
         }
         Ok(runs)
@@ -292,6 +305,16 @@ impl History {
                             .item_path_prefix
                             .as_deref()
                             .is_some_and(|p| !raw.path_starts_with(p))
+                        || filter
+                            .item_key
+                            .as_deref()
+                            .is_some_and(|k| raw.item_key().as_deref() != Some(k))
+                        || filter.failure_shape.as_deref().is_some_and(|shape| {
+                            !raw.status.is_failure()
+                                || failure_shape(
+                                    raw.error.map_or(raw.status.label(), |(summary, _)| summary),
+                                ) != shape
+                        })
                     {
                         continue;
                     }
@@ -314,8 +337,10 @@ impl History {
                         block_id: BlockId(block_id.into()),
                         block_name: block_name.into(),
                         item_path: raw.item_path().map_err(damaged)?,
+                        item: raw.item_name(),
                         attempt: raw.attempt,
                         status: raw.status,
+                        carried: raw.carried_from.is_some(),
                         started_at_ms: raw.started_at_ms,
                         ended_at_ms: raw.ended_at_ms,
                         input_preview: segment.input_preview(raw.input).map_err(damaged)?,
@@ -574,7 +599,37 @@ impl History {
             error,
             fired: raw.fired(segment),
             worker: raw.worker(segment),
+            item_names: raw.item_names(),
+            fanned_out: raw
+                .fanned_out
+                .iter()
+                .map(|&value| chunk::from_json(&bytes(value)?).map_err(Failure::Damaged))
+                .collect::<Result<_, _>>()?,
+            carried_from: raw.carried_from,
         })
+    }
+
+    /// Calls `each` with every whole record of the run, in the order they were written (for a redrive,
+    /// which reads them all once). An unknown run has none.
+    pub fn each_record(
+        &self,
+        run: &RunId,
+        mut each: impl FnMut(InvocationRecord),
+    ) -> Result<(), HistoryError> {
+        let Some(seq) = self.seq(run)? else {
+            return Ok(());
+        };
+        self.each_chunk(seq, 0, |chunk_id, refs, chunk| {
+            for segment in &chunk.segments {
+                for raw in segment.records() {
+                    let raw =
+                        raw.map_err(|what| Failure::Damaged(format!("chunk {chunk_id}: {what}")))?;
+                    each(self.record(run, segment, refs, &raw)?);
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| self.failure(run, e))
     }
 
     /// The invocations that came from this one (through any transition), in id order.
@@ -733,6 +788,7 @@ impl History {
                 "DELETE FROM run_log WHERE run = ?1",
                 "DELETE FROM recorders WHERE run = ?1",
                 "DELETE FROM run_clusters WHERE run = ?1",
+                "DELETE FROM redrives WHERE run = ?1",
                 "DELETE FROM runs WHERE seq = ?1",
             ] {
                 tx.execute(sql, [seq]).map_err(error)?;

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::run::{ErrorInfo, Executor};
+use crate::run::{ErrorInfo, Executor, ItemNames};
 
 /// The code of every block of one run, compiled once per worker.
 #[derive(Clone, Debug, Serialize)]
@@ -44,11 +44,24 @@ pub struct ProgramBlock {
     pub code: String,
     /// The expressions of the block's `if` transitions, in project order.
     pub ifs: Vec<String>,
+    /// The key and label expressions of the block's fan-out transitions, in project order; empty when
+    /// none of them names its items (an invocation of the block then answers no names).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fan_outs: Vec<FanOutNames>,
     pub timeout_s: f64,
     /// False for blocks that never reach Python (pass-through and unsupported blocks).
     pub runnable: bool,
     /// Environment variable values for this block (names from the project, values from outside it).
     pub env: BTreeMap<String, String>,
+}
+
+/// A fan-out's item key and label expressions (each empty when not given), and its target's name for
+/// messages.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FanOutNames {
+    pub key: String,
+    pub label: String,
+    pub target: String,
 }
 
 /// One invocation handed to the invoker. Input and backpack are JSON text, encoded once by the scheduler.
@@ -72,6 +85,10 @@ pub enum Outcome {
         backpack: Option<Value>,
         /// One per `if` transition of the block, in project order.
         ifs: Vec<bool>,
+        /// The names of the return value's items, one per fan-out of the block in project order, when
+        /// the block's fan-outs name their items ([`ProgramBlock::fan_outs`]); empty otherwise (their
+        /// indices are their keys).
+        items: Vec<ItemNames>,
     },
     /// An uncaught exception (or an `if` expression that raised); the backpack as it was then, if it can
     /// still be encoded.
@@ -102,13 +119,16 @@ pub struct TaskResult {
     pub worker: Option<std::sync::Arc<str>>,
 }
 
-/// A block whose code (or `if` expression) does not compile.
+/// A block whose code (or one of its transitions' expressions) does not compile.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlockCompileError {
     pub block: u32,
     /// The `if` expression's index among the block's (as [`ProgramBlock::ifs`] lists them); `None`:
-    /// the block's code.
+    /// the block's code, or a fan-out's expression.
     pub if_index: Option<u32>,
+    /// The fan-out's index among the block's (as [`ProgramBlock::fan_outs`] lists them) whose key or
+    /// label expression does not compile.
+    pub fan_out_index: Option<u32>,
     pub line: Option<u32>,
     pub message: String,
 }

@@ -9,6 +9,7 @@ mod event;
 pub mod history;
 pub mod invoker;
 pub mod plan;
+pub mod redrive;
 pub mod scheduler;
 pub mod scripted;
 pub mod worker;

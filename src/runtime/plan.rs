@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::Value;
 
 use crate::model::graph::FanAnalysis;
-use crate::model::{BlockId, BlockKind, Project, TransitionId, TransitionKind};
+use crate::model::{BlockId, BlockKind, Project, Retries, Tolerance, TransitionId, TransitionKind};
 
-use super::invoker::{Program, ProgramBlock};
+use super::invoker::{FanOutNames, Program, ProgramBlock};
 
 #[derive(Clone, Debug)]
 pub struct Edge {
@@ -23,6 +23,8 @@ pub struct FanOutEdge {
     pub target: usize,
     /// The blocks whose fan-in transitions close this fan-out.
     pub closing: Vec<usize>,
+    /// Whether it names its items (a key or label expression): the invoker then answers their names.
+    pub names_items: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -91,6 +93,11 @@ pub struct PlanBlock {
     pub merge_inputs: usize,
     /// The merge sources' names, in slot order, for messages.
     pub merge_sources: Vec<String>,
+    /// How its failed invocations run again (none: they fail at once).
+    pub retries: Option<Retries>,
+    /// For a fan-in target: how many failed items its fan-in tolerates (the smallest budget of its
+    /// fan-in transitions; none when one of them has none).
+    pub tolerance: Option<Tolerance>,
 }
 
 #[derive(Clone, Debug)]
@@ -133,6 +140,10 @@ impl Plan {
             .blocks
             .iter()
             .map(|block| {
+                let retries = block
+                    .code()
+                    .and_then(|c| c.retries.clone())
+                    .filter(|r| r.count > 0);
                 let (behaviour, cap, timeout_s) = match &block.kind {
                     BlockKind::Code(code) => (
                         if code.language.is_runnable() {
@@ -182,9 +193,13 @@ impl Plan {
                     outgoing: Outgoing::default(),
                     merge_inputs: 0,
                     merge_sources: Vec::new(),
+                    retries,
+                    tolerance: None,
                 }
             })
             .collect();
+        // Each fan-in target's budgets so far: `Some(None)` once a fan-in into it tolerates nothing.
+        let mut budgets: Vec<Option<Option<Tolerance>>> = vec![None; blocks.len()];
         for t in &project.transitions {
             let (Some(&from), Some(&target)) = (by_id.get(&t.from), by_id.get(&t.to)) else {
                 continue;
@@ -201,12 +216,28 @@ impl Plan {
                     transition: t.id.clone(),
                     target,
                     closing: Vec::new(),
+                    names_items: false,
                 }),
                 TransitionKind::Then => out.then.push(edge),
                 TransitionKind::If => out.ifs.push(edge),
                 TransitionKind::Else => out.elses.push(edge),
                 TransitionKind::Exception => out.exceptions.push(edge),
-                TransitionKind::FanIn => out.fan_ins.push(edge),
+                TransitionKind::FanIn => {
+                    out.fan_ins.push(edge);
+                    // The smallest budget, by what it allows of 100 items; none when one has none.
+                    let budget = &mut budgets[target];
+                    *budget = Some(match (*budget, t.tolerated_failures) {
+                        (None, new) => new,
+                        (Some(Some(least)), Some(new)) => {
+                            Some(if new.allowed(100) < least.allowed(100) {
+                                new
+                            } else {
+                                least
+                            })
+                        }
+                        (Some(_), _) => None,
+                    });
+                }
                 TransitionKind::FanOut => {
                     let closing = analysis
                         .closing_targets
@@ -222,6 +253,7 @@ impl Plan {
                         transition: t.id.clone(),
                         target,
                         closing,
+                        names_items: t.names_items(),
                     });
                 }
                 TransitionKind::Merge => {
@@ -236,6 +268,9 @@ impl Plan {
                     });
                 }
             }
+        }
+        for (block, budget) in blocks.iter_mut().zip(budgets) {
+            block.tolerance = budget.flatten();
         }
         Self { blocks, by_id }
     }
@@ -253,12 +288,28 @@ impl Plan {
                 ifs[from].push(t.expression.clone());
             }
         }
+        // Likewise each block's fan-outs' item names, in project order (the order of its plan's
+        // fan-out edges).
+        let mut fan_outs: Vec<Vec<FanOutNames>> = vec![Vec::new(); self.blocks.len()];
+        for t in &project.transitions {
+            if t.kind == TransitionKind::FanOut
+                && let Some(&to) = self.by_id.get(&t.to)
+                && let Some(&from) = self.by_id.get(&t.from)
+            {
+                fan_outs[from].push(FanOutNames {
+                    key: t.item_key.trim().to_owned(),
+                    label: t.item_label.trim().to_owned(),
+                    target: self.blocks[to].name.to_string(),
+                });
+            }
+        }
         let blocks = project
             .blocks
             .iter()
             .zip(&self.blocks)
             .zip(ifs)
-            .map(|((block, plan), ifs)| {
+            .zip(fan_outs)
+            .map(|(((block, plan), ifs), fan_outs)| {
                 let seen = used.entry(block.name.clone()).or_insert(0);
                 *seen += 1;
                 let filename = if *seen == 1 {
@@ -267,6 +318,13 @@ impl Plan {
                     format!("{} #{seen}", block.name)
                 };
                 let runnable = plan.behaviour == Behaviour::Code;
+                // Every fan-out of the block, in project order, when one of them names its items: the
+                // worker answers one list of names per entry.
+                let fan_outs = if plan.outgoing.fan_outs.iter().any(|f| f.names_items) {
+                    fan_outs
+                } else {
+                    Vec::new()
+                };
                 let (code, block_env) = match &block.kind {
                     BlockKind::Code(code) if runnable => (
                         code.code.clone(),
@@ -282,6 +340,7 @@ impl Plan {
                     filename,
                     code,
                     ifs,
+                    fan_outs,
                     timeout_s: plan.timeout_s,
                     runnable,
                     env: block_env,

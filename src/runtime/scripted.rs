@@ -17,7 +17,9 @@
 //!
 //! `if` expressions are Python, so Braid never evaluates one here: a block with `if` transitions must
 //! answer them ([`Reply::with_ifs`], one boolean per `if` in project order, typically computed from the
-//! value it returns), or its invocation fails saying so. One script serves one runtime.
+//! value it returns), or its invocation fails saying so. Fan-outs' item key and label expressions are
+//! Python too: a block may answer its items' names ([`Reply::with_items`]); without them its items are
+//! named by their indices. One script serves one runtime.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -75,6 +77,7 @@ impl Reply {
             output: value,
             backpack: None,
             ifs: Vec::new(),
+            items: Vec::new(),
         })
     }
 
@@ -122,6 +125,22 @@ impl Reply {
     pub fn with_ifs(mut self, answers: impl IntoIterator<Item = bool>) -> Self {
         if let Outcome::Returned { ifs, .. } = &mut self.outcome {
             *ifs = answers.into_iter().collect();
+        }
+        self
+    }
+
+    /// The names of the returned items, as the block's fan-outs' key and label expressions would have
+    /// given them: one `(keys, labels)` per fan-out of the block, in project order.
+    #[must_use]
+    pub fn with_items(
+        mut self,
+        names: impl IntoIterator<Item = (Option<Vec<String>>, Option<Vec<String>>)>,
+    ) -> Self {
+        if let Outcome::Returned { items, .. } = &mut self.outcome {
+            *items = names
+                .into_iter()
+                .map(|(keys, labels)| crate::run::ItemNames::new(keys, labels))
+                .collect();
         }
         self
     }
@@ -561,6 +580,7 @@ async fn run(
                                 .map(move |(_, line, message)| BlockCompileError {
                                     block: index,
                                     if_index: None,
+                                    fan_out_index: None,
                                     line: *line,
                                     message: message.clone(),
                                 })

@@ -287,6 +287,7 @@ impl Host {
                     output: serde_json::json!({ "queued": count }),
                     backpack: None,
                     ifs: Vec::new(),
+                    items: Vec::new(),
                 }
             }
             Err(message) => {

@@ -20,13 +20,16 @@ const ROW_HEIGHT: f32 = 20.0;
 /// The search text applies this long after the last keystroke.
 const TEXT_PAUSE_SECS: f64 = 0.3;
 /// The statuses a user filters by (queued and running only exist while a run goes).
-const FILTER_STATUSES: [InvocationStatus; 5] = [
+const FILTER_STATUSES: [InvocationStatus; 6] = [
     InvocationStatus::Succeeded,
     InvocationStatus::CaughtException,
     InvocationStatus::Exception,
     InvocationStatus::TimedOut,
     InvocationStatus::Cancelled,
+    InvocationStatus::Retried,
 ];
+/// Failure groups listed above the table (the rest are counted).
+const SHOWN_GROUPS: usize = 5;
 
 #[derive(Default)]
 pub struct ExecutionsPanel {
@@ -77,6 +80,7 @@ impl ExecutionsPanel {
                 ui.set_width(table_width);
                 ui.set_height(height);
                 self.filter_ui(ui, app, tx);
+                self.failures_ui(ui, app, tx);
                 self.table_ui(ui, app, tx);
             });
             ui.separator();
@@ -203,6 +207,74 @@ impl ExecutionsPanel {
         }
     }
 
+    /// The shown run's failures grouped by error type and message shape: each group's count, a jump
+    /// to its first failure, a filter to it, and a redrive of it.
+    fn failures_ui(&mut self, ui: &mut Ui, app: &App, tx: &CommandSender) {
+        let groups = app.executions.failure_groups();
+        if groups.is_empty() {
+            return;
+        }
+        let dark = ui.visuals().dark_mode;
+        let run = app
+            .executions
+            .shown_run_row()
+            .filter(|r| r.status != RunStatus::Running && app.executions.history().is_some());
+        ui.label(RichText::new("Failures, grouped").small().strong());
+        for group in groups.iter().take(SHOWN_GROUPS) {
+            ui.horizontal(|ui| {
+                let filtered = self.filter.failure_group.as_deref() == Some(&group.shape);
+                let text = RichText::new(format!(
+                    "{} × {}",
+                    truncate(&group.example, 60),
+                    crate::text::count(group.count)
+                ))
+                .color(theme::error_color(dark));
+                if ui
+                    .selectable_label(filtered, text)
+                    .on_hover_text(format!(
+                        "Only these failures in the table (click again for all)\n{}",
+                        group.shape
+                    ))
+                    .clicked()
+                {
+                    self.filter.failure_group = (!filtered).then(|| group.shape.clone());
+                    tx.send(ExecutionsCommand::SetTableFilter(self.filter.clone()));
+                }
+                if ui
+                    .small_button("first")
+                    .on_hover_text("Pick the first invocation that failed this way")
+                    .clicked()
+                {
+                    tx.send(ExecutionsCommand::Pick(group.first));
+                }
+                if let Some(run) = &run
+                    && ui
+                        .small_button("↻ redrive")
+                        .on_hover_text(
+                            "Run these failed items again with the blocks' current code; \
+                             everything else keeps its result",
+                        )
+                        .clicked()
+                {
+                    tx.send(ExecutionsCommand::Redrive {
+                        run: run.run_id.clone(),
+                        group: Some(group.shape.clone()),
+                    });
+                }
+            });
+        }
+        if groups.len() > SHOWN_GROUPS {
+            ui.label(
+                RichText::new(format!(
+                    "and {} more kinds of failure",
+                    groups.len() - SHOWN_GROUPS
+                ))
+                .small()
+                .weak(),
+            );
+        }
+    }
+
     fn table_ui(&mut self, ui: &mut Ui, app: &App, tx: &CommandSender) {
         let executions = &app.executions;
         let Some(run) = executions.shown() else {
@@ -238,6 +310,28 @@ impl ExecutionsPanel {
                 ui.spinner();
                 ui.label(RichText::new("searching the history…").small().weak());
             }
+            if let Some(of) = &run.row.redrive_of {
+                ui.label(
+                    RichText::new(format!("a redrive of {}", truncate(&of.0, 8)))
+                        .small()
+                        .weak(),
+                )
+                .on_hover_text(format!(
+                    "This run ran the failed items of run {of} again; the rest was carried over"
+                ));
+            }
+            if redrivable(&run.row) && executions.history().is_some() {
+                let response = ui.small_button("↻ Redrive failed items").on_hover_text(
+                    "Run this run's failed items (and what follows them) again with the \
+                         blocks' current code; what succeeded keeps its recorded result",
+                );
+                if response.clicked() {
+                    tx.send(ExecutionsCommand::Redrive {
+                        run: run.row.run_id.clone(),
+                        group: None,
+                    });
+                }
+            }
         });
         let picked = executions.picked.as_ref().map(|p| p.id);
         let lineage = executions.picked.as_ref().map(|p| &p.lineage);
@@ -258,7 +352,7 @@ impl ExecutionsPanel {
                 Column::auto().at_least(60.0).clip(true),
                 usize::from(all_blocks),
             )
-            .column(Column::exact(64.0))
+            .column(Column::initial(96.0).at_least(64.0).clip(true))
             .column(Column::exact(24.0))
             .column(Column::exact(112.0))
             .column(Column::exact(64.0))
@@ -328,16 +422,28 @@ impl ExecutionsPanel {
                         });
                     }
                     row.col(|ui| {
-                        ui.label(RichText::new(item_path(&data.item_path)).monospace());
+                        // The path, then the item's label (its key when it has none of its own).
+                        ui.horizontal(|ui| {
+                            ui.spacing_mut().item_spacing.x = 4.0;
+                            ui.label(RichText::new(item_path(&data.item_path)).monospace());
+                            if let Some(item) = &data.item {
+                                ui.add(
+                                    egui::Label::new(RichText::new(item.shown()).strong())
+                                        .truncate(),
+                                );
+                            }
+                        });
                     });
                     row.col(|ui| {
                         ui.label(data.attempt.to_string());
                     });
                     row.col(|ui| {
-                        ui.label(
-                            RichText::new(data.status.label())
-                                .color(theme::status_color(data.status, dark)),
-                        );
+                        let text = if data.carried {
+                            "carried over"
+                        } else {
+                            data.status.label()
+                        };
+                        ui.label(RichText::new(text).color(theme::status_color(data.status, dark)));
                     });
                     row.col(|ui| {
                         ui.label(data.duration_ms().map_or_else(String::new, duration_ms));
@@ -495,10 +601,25 @@ fn runs_ui(
                 if response.clicked() {
                     tx.send(ExecutionsCommand::ShowRun(Some(run.run_id.clone())));
                 }
+                if let Some(of) = &run.redrive_of {
+                    response
+                        .clone()
+                        .on_hover_text(format!("A redrive of run {of}"));
+                }
                 response.context_menu(|ui| {
                     if ui.button("Pin this run").clicked() {
                         tx.send(ExecutionsCommand::ShowRun(Some(run.run_id.clone())));
                         tx.send(ExecutionsCommand::PinRun(true));
+                        ui.close();
+                    }
+                    if redrivable(run)
+                        && app.executions.history().is_some()
+                        && ui.button("Redrive failed items").clicked()
+                    {
+                        tx.send(ExecutionsCommand::Redrive {
+                            run: run.run_id.clone(),
+                            group: None,
+                        });
                         ui.close();
                     }
                     if run.status != RunStatus::Running && ui.button("Delete run").clicked() {
@@ -512,6 +633,14 @@ fn runs_ui(
                 });
             }
         });
+}
+
+/// Whether a run has something a redrive would do: it ended without succeeding.
+fn redrivable(run: &RunRow) -> bool {
+    matches!(
+        run.status,
+        RunStatus::Failed | RunStatus::Cancelled | RunStatus::Interrupted
+    )
 }
 
 fn run_status_look(status: RunStatus, dark: bool) -> (&'static str, egui::Color32) {

@@ -9,12 +9,12 @@ use super::code_editor::editing::Syntax;
 use super::code_editor::{LineMarks, code_editor_ui};
 use super::theme;
 use crate::app::env_values::ValueSource;
-use crate::app::{App, BlockEdit, CommandSender, Edit, FileCommand, Select};
+use crate::app::{App, BlockEdit, CommandSender, Edit, FileCommand, Select, TransitionField};
 use crate::model::env_file;
 use crate::model::validate::{Problem, Severity, Subject, endpoint_method};
 use crate::model::{
-    Block, BlockId, BlockKind, CodeBlock, HTTP_METHODS, MAX_BATCH_SIZE, MAX_TIMEOUT_S, Transition,
-    TransitionKind,
+    Block, BlockId, BlockKind, CodeBlock, HTTP_METHODS, MAX_BATCH_SIZE, MAX_TIMEOUT_S, Retries,
+    Tolerance, Transition, TransitionKind,
 };
 
 #[derive(Default)]
@@ -215,6 +215,9 @@ impl InspectorView {
                         });
                     }
                 });
+                ui.end_row();
+
+                retries_ui(ui, &id, code.retries.as_ref(), tx);
                 ui.end_row();
 
                 self.list_field_ui(
@@ -504,6 +507,72 @@ fn transitions_list_ui(ui: &mut Ui, app: &App, block: &BlockId, tx: &CommandSend
     ui.add_space(4.0);
 }
 
+/// A block's retries: how many, the first delay and its factor, and which error types (all when empty).
+fn retries_ui(ui: &mut Ui, block: &BlockId, retries: Option<&Retries>, tx: &CommandSender) {
+    let label = ui.label("Retries");
+    let mut edited = retries.cloned().unwrap_or_default();
+    let before = edited.clone();
+    ui.vertical(|ui| {
+        ui.horizontal(|ui| {
+            ui.add(egui::DragValue::new(&mut edited.count).range(0..=100))
+                .labelled_by(label.id)
+                .on_hover_text("More attempts a failed invocation gets (0: none)");
+            ui.add_enabled(
+                edited.count > 0,
+                egui::DragValue::new(&mut edited.delay_s)
+                    .range(0.0..=3600.0)
+                    .speed(0.1)
+                    .prefix("after ")
+                    .suffix(" s"),
+            )
+            .on_hover_text("Wait before the first retry");
+            ui.add_enabled(
+                edited.count > 0,
+                egui::DragValue::new(&mut edited.factor)
+                    .range(1.0..=10.0)
+                    .speed(0.05)
+                    .prefix("× "),
+            )
+            .on_hover_text("Each further wait is the one before times this");
+        });
+        if edited.count > 0 {
+            // The text as typed stays while the field has focus (a trailing comma included).
+            let id = ui.make_persistent_id(("retry-on", block));
+            let mut on: String = ui
+                .data(|d| d.get_temp(id))
+                .unwrap_or_else(|| edited.on.join(", "));
+            let response = ui
+                .add(
+                    egui::TextEdit::singleline(&mut on)
+                        .desired_width(f32::INFINITY)
+                        .hint_text("every error (or: ConnectionError, Timeout)"),
+                )
+                .on_hover_text(
+                    "The error types that are retried, comma-separated (Timeout and WorkerCrash \
+                     too); empty: every failure",
+                );
+            if response.changed() {
+                edited.on = on
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|kind| !kind.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                ui.data_mut(|d| d.insert_temp(id, on));
+            }
+            if response.lost_focus() {
+                ui.data_mut(|d| d.remove::<String>(id));
+            }
+        }
+    });
+    if edited != before {
+        tx.send(Edit::EditBlock {
+            block: block.clone(),
+            edit: BlockEdit::Retries((edited.count > 0).then_some(edited)),
+        });
+    }
+}
+
 fn parse_list(text: &str) -> Vec<String> {
     text.lines()
         .map(str::trim)
@@ -570,10 +639,114 @@ fn transition_ui(ui: &mut Ui, app: &App, t: &Transition, tx: &CommandSender) {
             ui.label(RichText::new(&error.message).color(theme::error_color(dark)));
         }
     }
+    if t.kind == TransitionKind::FanOut {
+        item_names_ui(ui, app, t, tx);
+    }
+    if t.kind == TransitionKind::FanIn {
+        tolerance_ui(ui, t, tx);
+    }
     problems_ui(ui, app, &Subject::Transition(t.id.clone()));
     ui.add_space(8.0);
     if ui.button("Delete transition").clicked() {
         tx.send(Edit::DeleteTransition(t.id.clone()));
+    }
+}
+
+/// A fan-out's item key and label expressions (Python over `item`, like `if` conditions).
+fn item_names_ui(ui: &mut Ui, app: &App, t: &Transition, tx: &CommandSender) {
+    let dark = ui.visuals().dark_mode;
+    ui.add_space(6.0);
+    ui.label(RichText::new("Items").strong());
+    ui.label(
+        RichText::new(
+            "Python over item (and index, return_data, backpack, block_input). The key names an item \
+             across runs (its index when empty); the label is what the tables and the canvas show.",
+        )
+        .weak()
+        .small(),
+    );
+    egui::Grid::new("item-names")
+        .num_columns(2)
+        .spacing([8.0, 6.0])
+        .show(ui, |ui| {
+            for (title, hint, value, field) in [
+                (
+                    "Key",
+                    "item[\"id\"]",
+                    &t.item_key,
+                    TransitionField::ItemKey as fn(String) -> TransitionField,
+                ),
+                (
+                    "Label",
+                    "f\"{item['city']} {item['day']}\"",
+                    &t.item_label,
+                    TransitionField::ItemLabel,
+                ),
+            ] {
+                let label = ui.label(title);
+                let mut text = value.clone();
+                if ui
+                    .add(
+                        egui::TextEdit::singleline(&mut text)
+                            .code_editor()
+                            .desired_width(f32::INFINITY)
+                            .hint_text(hint),
+                    )
+                    .labelled_by(label.id)
+                    .changed()
+                {
+                    tx.send(Edit::SetTransitionField {
+                        transition: t.id.clone(),
+                        field: field(text),
+                    });
+                }
+                ui.end_row();
+            }
+        });
+    for error in app.compile_errors.iter().filter(|e| *e.what == *t.id.0) {
+        ui.label(RichText::new(&error.message).color(theme::error_color(dark)));
+    }
+}
+
+/// A fan-in's failure budget: a count (`3`) or a share (`5%`) of its fan-out's items.
+fn tolerance_ui(ui: &mut Ui, t: &Transition, tx: &CommandSender) {
+    ui.add_space(6.0);
+    let label = ui.label(RichText::new("Tolerated failures").strong());
+    ui.label(
+        RichText::new(
+            "How many items may fail with the fan-in still firing: a count (3) or a share (5%). \
+             It then gets the results that arrived, in item order, and the failed items in \
+             backpack[\"braid_failed_items\"]. Empty: every item must deliver.",
+        )
+        .weak()
+        .small(),
+    );
+    let id = ui.make_persistent_id(("tolerance", &t.id));
+    let mut text: String = ui.data(|d| d.get_temp(id)).unwrap_or_else(|| {
+        t.tolerated_failures
+            .map(Tolerance::text)
+            .unwrap_or_default()
+    });
+    let valid = text.trim().is_empty() || Tolerance::parse(&text).is_some();
+    let mut field = egui::TextEdit::singleline(&mut text)
+        .desired_width(80.0)
+        .hint_text("none");
+    if !valid {
+        field = field.text_color(theme::error_color(ui.visuals().dark_mode));
+    }
+    let response = ui.add(field).labelled_by(label.id);
+    if response.changed() {
+        ui.data_mut(|d| d.insert_temp(id, text.clone()));
+        let budget = Tolerance::parse(&text);
+        if (text.trim().is_empty() || budget.is_some()) && budget != t.tolerated_failures {
+            tx.send(Edit::SetTransitionField {
+                transition: t.id.clone(),
+                field: TransitionField::ToleratedFailures(budget),
+            });
+        }
+    }
+    if response.lost_focus() {
+        ui.data_mut(|d| d.remove::<String>(id));
     }
 }
 

@@ -12,7 +12,7 @@ use super::theme;
 use crate::app::executions::{Picked, ReplayPhase};
 use crate::app::{App, CommandSender, ExecutionsCommand, Select, Step};
 use crate::model::{BlockId, Project};
-use crate::run::{InvocationId, InvocationRecord};
+use crate::run::{InvocationId, InvocationRecord, ItemChange, ItemDiff, item_diff};
 use crate::text::{clock_time, duration_ms, item_path, plural, truncate};
 
 /// Children of an array or object shown before "show all".
@@ -285,6 +285,9 @@ impl InvocationDetail {
                         wrapped_code_ui(ui, &truncate(text, SHOWN_CHARS));
                     }
                 });
+                if let Some(items) = item_diff(&replay.original, new) {
+                    item_diff_ui(ui, &items);
+                }
                 section_label(ui, "Diff");
                 let diff = if before == after {
                     ui.label(RichText::new("No difference.").weak());
@@ -357,6 +360,20 @@ fn header_ui(ui: &mut Ui, app: &App, record: &InvocationRecord) {
         ui.label(RichText::new(name).strong().size(15.0));
         ui.label(RichText::new(format!("#{}", record.id)).monospace().weak());
         ui.label(format!("item {}", item_path(&record.item_path)));
+        if let Some(name) = record.item_name() {
+            if let Some(label) = name.label() {
+                ui.label(RichText::new(label).strong());
+            }
+            ui.label(
+                RichText::new(format!("key {:?}", name.key()))
+                    .monospace()
+                    .small(),
+            )
+            .on_hover_text(format!(
+                "The item's key, outermost first: {}",
+                record.item_key_path().join(" / ")
+            ));
+        }
         if record.attempt > 1 {
             ui.label(format!("attempt {}", record.attempt));
         }
@@ -382,6 +399,16 @@ fn header_ui(ui: &mut Ui, app: &App, record: &InvocationRecord) {
         let _ = write!(times, " · on the Dask worker {worker}");
     }
     ui.label(RichText::new(times).small().weak());
+    if let Some(from) = record.carried_from {
+        ui.label(
+            RichText::new(format!(
+                "Carried over from invocation #{from} of the run this one redrove: it did not run \
+                 again, its result is the one recorded then."
+            ))
+            .small()
+            .weak(),
+        );
+    }
 }
 
 /// The invocations this one came from and led to, each a link.
@@ -594,6 +621,50 @@ fn line_diff(old: &str, new: &str) -> Vec<DiffLine> {
     out
 }
 
+/// The keyed diff: a count of each kind of change, then the items that changed (the same ones only
+/// counted).
+fn item_diff_ui(ui: &mut Ui, items: &[ItemDiff]) {
+    let dark = ui.visuals().dark_mode;
+    section_label(ui, "Items, paired by key");
+    let count = |f: fn(&ItemChange) -> bool| items.iter().filter(|i| f(&i.change)).count() as u64;
+    ui.label(
+        RichText::new(format!(
+            "{} the same · {} changed · {} only before · {} only in the replay",
+            crate::text::count(count(|c| *c == ItemChange::Same)),
+            crate::text::count(count(|c| matches!(c, ItemChange::Changed { .. }))),
+            crate::text::count(count(|c| matches!(c, ItemChange::OnlyBefore(_)))),
+            crate::text::count(count(|c| matches!(c, ItemChange::OnlyInReplay(_)))),
+        ))
+        .small(),
+    );
+    let value = |v: &Value| truncate(&v.to_string(), 60);
+    for item in items
+        .iter()
+        .filter(|i| i.change != ItemChange::Same)
+        .take(200)
+    {
+        let name = match &item.label {
+            Some(label) => format!("{:?} ({label})", item.key),
+            None => format!("{:?}", item.key),
+        };
+        let (text, color) = match &item.change {
+            ItemChange::Same => continue,
+            ItemChange::Changed { before, after } => (
+                format!("~ {name}: {} → {}", value(before), value(after)),
+                ui.visuals().text_color(),
+            ),
+            ItemChange::OnlyBefore(v) => {
+                (format!("- {name}: {}", value(v)), theme::error_color(dark))
+            }
+            ItemChange::OnlyInReplay(v) => (
+                format!("+ {name}: {}", value(v)),
+                theme::success_color(dark),
+            ),
+        };
+        ui.label(RichText::new(text).monospace().small().color(color));
+    }
+}
+
 /// What an invocation came to, as text to compare: its return value (pretty JSON) or its error.
 fn outcome_text(record: &InvocationRecord) -> String {
     match (&record.output, &record.error) {
@@ -629,7 +700,76 @@ fn traceback_location(line: &str) -> Option<(&str, u32)> {
 
 #[cfg(test)]
 mod tests {
-    use super::{DiffLine, as_a_terminal_shows, line_diff, traceback_location};
+    use super::{
+        DiffLine, ItemChange, ItemDiff, as_a_terminal_shows, item_diff, line_diff,
+        traceback_location,
+    };
+    use crate::model::{BlockId, TransitionId};
+    use crate::run::{FannedOut, InvocationRecord, ItemNames, RunId};
+    use serde_json::json;
+
+    /// A fan-out source's record that returned `items`, keyed by their `id` and labelled by `city`.
+    fn source(items: serde_json::Value) -> InvocationRecord {
+        let list = items.as_array().unwrap();
+        let field = |f: &str| -> Vec<String> {
+            list.iter()
+                .map(|i| i[f].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let mut record =
+            InvocationRecord::succeeded(&RunId("r".into()), 1, &BlockId("gen".into()), &[]);
+        record.fanned_out = vec![FannedOut {
+            transition: TransitionId("t".into()),
+            names: std::sync::Arc::new(ItemNames::new(Some(field("id")), Some(field("city")))),
+        }];
+        record.output = Some(items);
+        record
+    }
+
+    #[test]
+    fn a_replay_that_reorders_its_items_still_pairs_them_by_key() {
+        let before = source(json!([
+            {"id": "a", "city": "Paris", "t": 1},
+            {"id": "b", "city": "Oslo", "t": 2},
+            {"id": "c", "city": "Rome", "t": 3},
+        ]));
+        let after = source(json!([
+            {"id": "d", "city": "Lima", "t": 4},
+            {"id": "c", "city": "Rome", "t": 3},
+            {"id": "a", "city": "Paris", "t": 10},
+        ]));
+        let diff = item_diff(&before, &after).expect("both name their items");
+        let seen: Vec<(&str, Option<&str>, &ItemChange)> = diff
+            .iter()
+            .map(|ItemDiff { key, label, change }| (key.as_str(), label.as_deref(), change))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "a",
+                    Some("Paris"),
+                    &ItemChange::Changed {
+                        before: json!({"id": "a", "city": "Paris", "t": 1}),
+                        after: json!({"id": "a", "city": "Paris", "t": 10}),
+                    }
+                ),
+                (
+                    "b",
+                    Some("Oslo"),
+                    &ItemChange::OnlyBefore(json!({"id": "b", "city": "Oslo", "t": 2}))
+                ),
+                ("c", Some("Rome"), &ItemChange::Same),
+                (
+                    "d",
+                    Some("Lima"),
+                    &ItemChange::OnlyInReplay(json!({"id": "d", "city": "Lima", "t": 4}))
+                ),
+            ]
+        );
+        let plain = InvocationRecord::succeeded(&RunId("r".into()), 1, &BlockId("gen".into()), &[]);
+        assert_eq!(item_diff(&plain, &after), None, "no names, no keyed diff");
+    }
 
     #[test]
     fn printed_text_shows_as_a_terminal_would() {

@@ -67,6 +67,8 @@ pub fn status_color(status: InvocationStatus, dark: bool) -> Color32 {
         InvocationStatus::CaughtException => ((235, 160, 60), (190, 110, 0)),
         InvocationStatus::Exception | InvocationStatus::TimedOut => ((240, 90, 85), (200, 40, 40)),
         InvocationStatus::Cancelled => ((160, 160, 160), (120, 120, 120)),
+        // Amber like a warning: the attempt failed, the item is not done.
+        InvocationStatus::Retried => ((225, 190, 70), (165, 120, 0)),
     };
     rgb(if dark { on_dark } else { on_light })
 }

@@ -263,9 +263,11 @@ impl TimelineView {
         if let Some(i) = hovered {
             let row = &run.rows[i];
             let text = format!(
-                "{} {} · #{} · {} · {}",
+                "{} {}{} · #{} · {} · {}",
                 row.block_name,
                 item_path(&row.item_path),
+                row.item_label()
+                    .map_or_else(String::new, |label| format!(" {label}")),
                 row.id,
                 row.status.label(),
                 row.duration_ms().map_or_else(String::new, duration_ms)

@@ -1048,3 +1048,87 @@ fn a_worker_ends_with_a_killed_braid_even_inside_a_c_call() {
         "the worker took {waited:?} to end"
     );
 }
+
+/// Cities fanned out to Work by id, labelled by name, and fanned in to Collect; `work` is Work's code.
+fn cities_project(dir: &Path, work: &str) -> PathBuf {
+    let project = json!({
+        "format_version": 1, "name": "cities",
+        "blocks": [
+            code_block("Gen", "def main(block_input, backpack):\n    return [{'id': 'par', 'city': 'Paris'}, {'id': 'osl', 'city': 'Oslo'}, {'id': 'rom', 'city': 'Rome'}]\n"),
+            code_block("Work", work),
+            code_block("Collect", "def main(block_input, backpack):\n    return block_input\n"),
+        ],
+        "transitions": [
+            {"id": "out", "from": "Gen", "to": "Work", "type": "fan-out",
+             "item_key": "item['id']", "item_label": "item['city']"},
+            {"id": "in", "from": "Work", "to": "Collect", "type": "fan-in"}
+        ]
+    });
+    let path = dir.join("cities.braid.json");
+    std::fs::write(&path, project.to_string()).unwrap();
+    path
+}
+
+/// `braid history` names each item by key and label and finds one by `--key`; `braid run --redrive`
+/// runs only the failed item again with the block's new code and completes the fan-in in item order,
+/// a run of its own that names the run it continues.
+#[test]
+fn history_shows_keys_and_labels_and_a_headless_redrive_runs_only_the_failed_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = "def main(block_input, backpack):\n    if block_input['id'] == 'osl':\n        raise KeyError('city')\n    return block_input['city'] + ' 1'\n";
+    let path = cities_project(dir.path(), broken);
+    let project = path.to_str().unwrap();
+    let out = braid().args(["run", project, "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let first: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run = first["run_id"].as_str().unwrap().to_owned();
+
+    let listed = braid().args(["history", project, &run]).output().unwrap();
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    let work: Vec<&str> = listed.lines().filter(|l| l.contains(" Work ")).collect();
+    assert_eq!(work.len(), 3, "{listed}");
+    assert!(work[0].contains("key \"par\" Paris"), "{listed}");
+    assert!(
+        work[1].contains("key \"osl\" Oslo") && work[1].contains("KeyError: 'city'"),
+        "{listed}"
+    );
+    let found = braid()
+        .args(["history", project, &run, "--key", "rom"])
+        .output()
+        .unwrap();
+    let found = String::from_utf8(found.stdout).unwrap();
+    assert_eq!(
+        found.lines().filter(|l| l.starts_with('#')).count(),
+        1,
+        "{found}"
+    );
+    assert!(found.contains("key \"rom\" Rome"), "{found}");
+
+    let fixed = "def main(block_input, backpack):\n    return block_input['city'] + ' 2'\n";
+    cities_project(dir.path(), fixed);
+    let out = braid()
+        .args(["run", project, "--redrive", &run[..8], "--json"])
+        .output()
+        .unwrap();
+    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{again}");
+    assert_eq!(again["redrive_of"], json!(run));
+    assert_eq!(
+        again["results"][0]["output"],
+        json!(["Paris 1", "Oslo 2", "Rome 1"])
+    );
+    let redrive = again["run_id"].as_str().unwrap();
+    let listed = braid()
+        .args(["history", project, redrive, "--block", "Work"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    let carried: Vec<bool> = listed
+        .lines()
+        .filter(|l| l.starts_with('#'))
+        .map(|l| l.contains("(carried over)"))
+        .collect();
+    assert_eq!(carried, [true, false, true], "{listed}");
+    let runs = history_runs(&path);
+    assert_eq!(runs[0]["redrive_of"], json!(run), "{runs}");
+}

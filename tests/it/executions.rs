@@ -15,7 +15,8 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable as _;
 
 use super::gui::{
-    click, click_chip, click_node, harness_1280x800, harness_sized, mask_fixed, settle, wait_for,
+    click, click_chip, click_node, harness_1280x800, harness_sized, mask_all, mask_fixed, settle,
+    wait_for,
 };
 use super::support::Builder;
 
@@ -335,23 +336,15 @@ fn snapshot_of_the_executions_panel() {
     click(&mut harness, "[3]");
     // Times differ from run to run: cover them with boxes of fixed widths (durations read in ms or
     // µs, so their labels' widths vary too).
-    let masked: Vec<(egui::Rect, f32)> = [
-        (" · 8 invocations", 190.0),
-        ("queued ", 400.0),
-        (" ms", 72.0),
-        (" µs", 72.0),
-    ]
-    .iter()
-    .flat_map(|&(label, width)| {
-        harness
-            .query_all_by_label_contains(label)
-            .map(|n| (n.rect(), width))
-            .collect::<Vec<_>>()
-    })
-    .collect();
-    for (rect, width) in masked {
-        mask_fixed(&mut harness, rect, width);
-    }
+    mask_all(
+        &mut harness,
+        &[
+            (" · 8 invocations", 190.0),
+            ("queued ", 400.0),
+            (" ms", 72.0),
+            (" µs", 72.0),
+        ],
+    );
     let runs = harness
         .get_by_label_contains("7 succeeded · 1 caught")
         .rect();
@@ -380,8 +373,10 @@ fn snapshot_of_the_timeline() {
         block_id: BlockId("split".into()),
         block_name: "Split".into(),
         item_path: braid::run::ItemPath::new(),
+        item: None,
         attempt: 1,
         status: InvocationStatus::Succeeded,
+        carried: false,
         started_at_ms: Some(start),
         ended_at_ms: Some(start + 3.0),
         input_preview: "null".to_owned(),
@@ -397,6 +392,8 @@ fn snapshot_of_the_timeline() {
             block_id: BlockId("process".into()),
             block_name: "Process".into(),
             item_path: std::iter::once(i).collect(),
+            item: None,
+            carried: false,
             attempt: 1,
             status: if failed {
                 InvocationStatus::Exception
@@ -418,6 +415,7 @@ fn snapshot_of_the_timeline() {
         invocations: rows.len() as u64,
         counts: BlockCounts::default(),
         executor: braid::run::Executor::Local,
+        redrive_of: None,
     };
     let mut harness = harness_1280x800(None);
     harness
@@ -535,8 +533,10 @@ fn a_run_on_a_cluster_shows_each_invocations_worker() {
             block_id: BlockId("process".into()),
             block_name: "Process".into(),
             item_path: std::iter::once(i).collect(),
+            item: None,
             attempt: 1,
             status: InvocationStatus::Succeeded,
+            carried: false,
             started_at_ms: Some(start + f64::from(i / 2) * 10.0),
             ended_at_ms: Some(start + f64::from(i / 2) * 10.0 + 8.0),
             input_preview: i.to_string(),
@@ -554,6 +554,7 @@ fn a_run_on_a_cluster_shows_each_invocations_worker() {
         executor: Executor::Dask {
             scheduler: "tcp://127.0.0.1:8786".to_owned(),
         },
+        redrive_of: None,
     };
     let mut harness = harness_1280x800(None);
     harness

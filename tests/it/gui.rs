@@ -78,7 +78,7 @@ pub(crate) fn click_chip(harness: &mut Harness<'_, BraidApp>, label: &str) {
 
 /// Clicks `labels` in turn until `done` holds (at most three times). A synthetic click now and then
 /// lands in a frame where egui does not take it (kittest presses and releases within one frame); a
-/// second try tells that apart from a broken button.
+/// second try tells that apart from a broken button, and a test whose clicks never do it fails here.
 fn click_until(
     harness: &mut Harness<'_, BraidApp>,
     labels: &[&str],
@@ -86,12 +86,16 @@ fn click_until(
 ) {
     for _attempt in 0..3 {
         for label in labels {
+            // The inspector scrolls: a label below its fold is brought into view first.
+            harness.get_by_label(label).scroll_to_me();
+            settle(harness);
             click(harness, label);
         }
         if done(harness.state()) {
             return;
         }
     }
+    panic!("clicking {labels:?} three times did not do it");
 }
 
 /// Clicks a block's node on the canvas. Accessibility rectangles of canvas widgets are in canvas
@@ -872,6 +876,22 @@ pub fn mask_fixed(harness: &mut Harness<'_, BraidApp>, label: egui::Rect, width:
         label.min,
         egui::vec2(width, label.height()),
     ));
+}
+
+/// Covers every widget whose label contains one of `labels`, each with a box of its fixed width.
+pub fn mask_all(harness: &mut Harness<'_, BraidApp>, labels: &[(&str, f32)]) {
+    let masked: Vec<(egui::Rect, f32)> = labels
+        .iter()
+        .flat_map(|&(label, width)| {
+            harness
+                .query_all_by_label_contains(label)
+                .map(|n| (n.rect(), width))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for (rect, width) in masked {
+        mask_fixed(harness, rect, width);
+    }
 }
 
 /// A snapshot with what differs from run to run covered: the run's duration and the temporary

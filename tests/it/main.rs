@@ -14,6 +14,7 @@ mod executions;
 mod gui;
 mod history;
 mod hostile;
+mod ledger;
 mod load;
 mod model;
 mod python;

@@ -295,6 +295,7 @@ fn a_run_reaching_a_queue_goes_on_once_the_host_has_kept_its_messages_and_a_batc
             output: json!({"queued": 3}),
             backpack: None,
             ifs: Vec::new(),
+            items: Vec::new(),
         },
         worker: None,
     }]));

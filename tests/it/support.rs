@@ -101,6 +101,28 @@ impl Builder {
         self
     }
 
+    /// The fan-out from `from` to `to` names its items by these key and label expressions.
+    pub fn item_names(mut self, from: &str, to: &str, key: &str, label: &str) -> Self {
+        let (from, to) = (
+            BlockId(format!("id-{from}").into()),
+            BlockId(format!("id-{to}").into()),
+        );
+        let fan_out = self
+            .project
+            .transitions
+            .iter_mut()
+            .find(|t| t.from == from && t.to == to && t.kind == TransitionKind::FanOut)
+            .expect("a fan-out between them");
+        key.clone_into(&mut fan_out.item_key);
+        label.clone_into(&mut fan_out.item_label);
+        self
+    }
+
+    pub fn retries(mut self, name: &str, retries: braid::model::Retries) -> Self {
+        self.code_block(name).retries = Some(retries);
+        self
+    }
+
     pub fn link(self, from: &str, to: &str, kind: TransitionKind) -> Self {
         self.link_if(from, to, kind, "")
     }
@@ -225,6 +247,8 @@ pub fn follow(
                         results: Vec::new(),
                         invocations: 0,
                         failures: Vec::new(),
+                        tolerated: Vec::new(),
+                        redrive_of: None,
                         started_at_ms: 0.0,
                         duration_ms: 0.0,
                     },

@@ -723,6 +723,7 @@ fn a_timeout_past_64_bits_of_nanoseconds_does_not_hang_the_worker() {
                 filename: "Double".to_owned(),
                 code: "def main(block_input, backpack):\n    return block_input * 2\n".to_owned(),
                 ifs: Vec::new(),
+                fan_outs: Vec::new(),
                 timeout_s: huge,
                 runnable: true,
                 env: BTreeMap::new(),

@@ -11,7 +11,7 @@ use crate::app::command::ExecutionsCommand;
 use crate::app::run::RunPhase;
 use crate::app::{App, NoticeLevel, Selection};
 use crate::model::BlockId;
-use crate::run::{BlockCounts, InvocationId, RunId};
+use crate::run::{BlockCounts, FanInCounts, InvocationId, RunId};
 use crate::runtime::history::History as RunHistory;
 use crate::runtime::{RunRequest, RuntimeEvent};
 
@@ -47,6 +47,9 @@ impl App {
             ExecutionsCommand::Step(step) => self.step_invocation(step),
             ExecutionsCommand::Replay => self.replay(now_secs),
             ExecutionsCommand::CloseReplay => self.executions.replay = None,
+            ExecutionsCommand::Redrive { run, group } => {
+                self.redrive(&run, group.as_deref(), now_secs);
+            }
         }
     }
 
@@ -177,6 +180,18 @@ impl App {
             | RuntimeEvent::WorkerOutput { .. }
             | RuntimeEvent::Checked { .. } => {}
         }
+    }
+
+    /// The fan-ins' ledgers for the canvas: the current run's, while the canvas shows it (a run read
+    /// back from the history has its counts, not its ledger).
+    pub fn canvas_fan_ins(&self) -> Option<&BTreeMap<BlockId, FanInCounts>> {
+        let run = self.run.as_ref()?;
+        let shown_elsewhere = self
+            .executions
+            .selected_run
+            .as_ref()
+            .is_some_and(|selected| selected != &run.run_id);
+        (!shown_elsewhere).then_some(&run.fan_ins)
     }
 
     /// Counts per block for the canvas: the run picked in the Block Executions panel, else the current

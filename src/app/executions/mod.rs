@@ -17,8 +17,8 @@ use std::sync::mpsc;
 
 use crate::model::BlockId;
 use crate::run::{
-    BlockCounts, ErrorInfo, Executor, InvocationFilter, InvocationId, InvocationRecord,
-    InvocationRow, ParentIds, RunId, RunRow, RunStatus, RunSummary,
+    BlockCounts, ErrorInfo, Executor, FailureGroup, FailureGroups, InvocationFilter, InvocationId,
+    InvocationRecord, InvocationRow, ParentIds, RunId, RunRow, RunStatus, RunSummary,
 };
 use crate::runtime::history::{DEFAULT_KEEP_RUNS, History, HistoryError};
 use table::{TableFilter, filter_rows, merge_new_rows};
@@ -137,8 +137,10 @@ pub fn row_of(record: &InvocationRecord) -> InvocationRow {
         block_id: record.block_id.clone(),
         block_name: record.block_name.clone(),
         item_path: record.item_path.clone(),
+        item: record.item_name().cloned(),
         attempt: record.attempt,
         status: record.status,
+        carried: record.carried_from.is_some(),
         started_at_ms: record.started_at_ms,
         ended_at_ms: record.ended_at_ms,
         input_preview: crate::text::truncate(&record.input.to_string(), PREVIEW_CHARS),
@@ -224,6 +226,21 @@ pub struct Executions {
     pub replay: Option<Replay>,
     /// A message about the history database (it could not be opened or read).
     pub history_problem: Option<String>,
+    /// The shown run's failures grouped (the selected block's), brought up to date as rows arrive.
+    failures: Option<FailureView>,
+    /// The item picked in the run shown before (its block and keys): picked again in the run shown
+    /// now once its rows are in, found by its keys (never by position).
+    follow: Option<(BlockId, Vec<String>)>,
+}
+
+/// Failure groups of one run (and block), and how many of its rows they have seen.
+struct FailureView {
+    run: RunId,
+    generation: u64,
+    block: Option<BlockId>,
+    seen: usize,
+    groups: FailureGroups,
+    sorted: Vec<FailureGroup>,
 }
 
 /// A text search of a history run: (run, block, text), and the ids found once the database answered.
@@ -273,6 +290,8 @@ impl Default for Executions {
             picked: None,
             replay: None,
             history_problem: None,
+            failures: None,
+            follow: None,
         }
     }
 }
@@ -375,7 +394,13 @@ impl Executions {
 
     // --- from the runtime ------------------------------------------------------------------------
 
-    pub fn run_started(&mut self, run_id: &RunId, started_at_ms: f64, executor: &Executor) {
+    pub fn run_started(
+        &mut self,
+        run_id: &RunId,
+        started_at_ms: f64,
+        executor: &Executor,
+        redrive_of: Option<RunId>,
+    ) {
         if self.data(run_id).is_some() {
             return;
         }
@@ -387,6 +412,7 @@ impl Executions {
             invocations: 0,
             counts: BlockCounts::default(),
             executor: executor.clone(),
+            redrive_of,
         };
         self.insert_run(RunData::new(row, Source::Session));
         // The panel follows the new run unless the user pinned the run it shows.
@@ -453,7 +479,9 @@ impl Executions {
 
     // --- the table -----------------------------------------------------------------------------
 
-    /// Selects a run: a history run's rows are read from the database now.
+    /// Selects a run: a history run's rows are read from the database now. The invocation picked in
+    /// the run shown before is followed: the same block's invocation of the same item (by its keys) is
+    /// picked in this one, once its rows are in.
     pub fn select_run(&mut self, run_id: RunId) {
         if !self.load(&run_id) {
             return;
@@ -461,9 +489,61 @@ impl Executions {
         if self.selected_run.as_ref() != Some(&run_id) {
             self.pinned = false;
         }
+        self.follow = self
+            .picked
+            .as_ref()
+            .filter(|p| p.run_id != run_id)
+            .and_then(|p| p.record.as_ref())
+            .map(|r| {
+                let keys = r
+                    .item_key_path()
+                    .into_iter()
+                    .map(std::borrow::Cow::into_owned)
+                    .collect();
+                (r.block_id.clone(), keys)
+            });
         self.selected_run = Some(run_id);
         self.picked = None;
         self.by_start = None;
+    }
+
+    /// The invocation of `block` on the item with these keys in the shown run (its last attempt), if
+    /// the run has one.
+    pub fn same_item(&self, block: &BlockId, keys: &[String]) -> Option<InvocationId> {
+        let run = self.shown()?;
+        let innermost = keys.last().map(String::as_str);
+        let mut candidates: Vec<InvocationId> = run
+            .rows
+            .iter()
+            .filter(|row| {
+                &row.block_id == block
+                    && row.item_path.len() == keys.len()
+                    && row.item_key().as_deref() == innermost
+            })
+            .map(|row| row.id)
+            .collect();
+        candidates.sort_unstable();
+        candidates.into_iter().rev().find(|&id| {
+            self.fetch_record(run, id).is_some_and(|record| {
+                record
+                    .item_key_path()
+                    .iter()
+                    .map(|k| &**k)
+                    .eq(keys.iter().map(String::as_str))
+            })
+        })
+    }
+
+    /// Picks the followed item once the shown run's rows are in (see [`Self::select_run`]).
+    fn pick_followed(&mut self) {
+        if self.follow.is_none() || self.shown().is_none() {
+            return;
+        }
+        if let Some((block, keys)) = self.follow.take()
+            && let Some(id) = self.same_item(&block, &keys)
+        {
+            self.pick(id);
+        }
     }
 
     /// Whether a run's rows are in memory; if not, starts reading a history run's on a background
@@ -578,8 +658,55 @@ impl Executions {
         Ok(())
     }
 
+    /// The shown run's failures grouped by error type and shape (the selected block's), largest first.
+    pub fn failure_groups(&self) -> &[FailureGroup] {
+        self.failures.as_ref().map_or(&[], |f| &f.sorted)
+    }
+
+    /// Brings the failure groups up to date with the shown run's rows: only rows that arrived since
+    /// are grouped.
+    fn refresh_failures(&mut self, block: Option<&BlockId>) {
+        let mut view = self.failures.take();
+        let Some(run) = self.shown() else {
+            return;
+        };
+        let same = view.as_ref().is_some_and(|f| {
+            f.run == run.row.run_id
+                && f.generation == run.generation
+                && f.block.as_ref() == block
+                && f.seen <= run.rows.len()
+        });
+        let mut view = match view.take() {
+            Some(view) if same => view,
+            _ => FailureView {
+                run: run.row.run_id.clone(),
+                generation: run.generation,
+                block: block.cloned(),
+                seen: 0,
+                groups: FailureGroups::default(),
+                sorted: Vec::new(),
+            },
+        };
+        if view.seen < run.rows.len() {
+            for row in &run.rows[view.seen..] {
+                if block.is_none_or(|b| &row.block_id == b) {
+                    view.groups.add(row);
+                }
+            }
+            view.seen = run.rows.len();
+            view.sorted = view.groups.sorted();
+        }
+        self.failures = Some(view);
+    }
+
     /// Rebuilds the table when the run, its rows, the block or the filter changed. Cheap otherwise.
     pub fn refresh_view(&mut self, block: Option<&BlockId>) {
+        self.refresh_table(block);
+        self.refresh_failures(block);
+        self.pick_followed();
+    }
+
+    fn refresh_table(&mut self, block: Option<&BlockId>) {
         let Some(run_id) = self.shown_run_id() else {
             self.visible.clear();
             self.view_key = None;

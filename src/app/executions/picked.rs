@@ -32,7 +32,7 @@ impl Executions {
         });
     }
 
-    fn fetch_record(&self, run: &RunData, id: InvocationId) -> Option<InvocationRecord> {
+    pub(super) fn fetch_record(&self, run: &RunData, id: InvocationId) -> Option<InvocationRecord> {
         if let Some(record) = run.record(id) {
             return Some(record.clone());
         }

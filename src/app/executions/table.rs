@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::RunData;
 use crate::model::BlockId;
-use crate::run::{InvocationId, InvocationRow, InvocationStatus, RowOrder};
+use crate::run::{InvocationId, InvocationRow, InvocationStatus, RowOrder, in_failure_group};
 
 /// The table's filter, as the panel sets it (the block comes from the canvas selection).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -17,6 +17,8 @@ pub struct TableFilter {
     pub text: String,
     /// Item path as the user typed it: `3` or `3, 7` or `[3,7]`.
     pub item_path: String,
+    /// Only the failures of this group (its shape: see [`crate::run::failure_shape`]).
+    pub failure_group: Option<String>,
     pub order: RowOrder,
 }
 
@@ -61,7 +63,12 @@ fn filter_range(
             block.is_none_or(|b| &row.block_id == b)
                 && (filter.statuses.is_empty() || filter.statuses.contains(&row.status))
                 && row.item_path.starts_with(&prefix)
+                && filter
+                    .failure_group
+                    .as_deref()
+                    .is_none_or(|shape| in_failure_group(row, shape))
                 && (text.is_empty()
+                    || row_item_matches(row, &text)
                     || text_ids.map_or_else(
                         || row_matches_text(run, row, &text),
                         |ids| ids.contains(&row.id),
@@ -109,6 +116,16 @@ pub(super) fn merge_new_rows(
     merged.extend(a);
     merged.extend(b);
     merged
+}
+
+/// Whether `needle` (lower case) is in the row's item key or label.
+fn row_item_matches(row: &InvocationRow, needle: &str) -> bool {
+    row.item.as_ref().is_some_and(|item| {
+        item.key().to_lowercase().contains(needle)
+            || item
+                .label()
+                .is_some_and(|label| label.to_lowercase().contains(needle))
+    })
 }
 
 /// Whether `needle` (lower case) is in the row's input, output or error; whole records are searched
@@ -170,6 +187,7 @@ mod tests {
                 invocations: 3,
                 counts: BlockCounts::default(),
                 executor: crate::run::Executor::Local,
+                redrive_of: None,
             },
             rows,
             Source::Session,
@@ -203,6 +221,7 @@ mod tests {
                 invocations: 0,
                 counts: BlockCounts::default(),
                 executor: crate::run::Executor::Local,
+                redrive_of: None,
             },
             vec![
                 InvocationRow::succeeded(5, 0.0, 9.0),

@@ -130,6 +130,9 @@ struct LoadError {
     block: u32,
     #[serde(rename = "if")]
     if_index: Option<u32>,
+    /// The fan-out whose item key or label expression does not compile.
+    #[serde(default)]
+    fan_out: Option<u32>,
     line: Option<u32>,
     message: String,
 }
@@ -540,6 +543,7 @@ impl Actor {
                     .map(|e| BlockCompileError {
                         block: e.block,
                         if_index: e.if_index,
+                        fan_out_index: e.fan_out,
                         line: e.line,
                         message: e.message,
                     })

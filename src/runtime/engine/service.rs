@@ -344,6 +344,7 @@ impl Engine {
             run_id,
             started_at_ms,
             executor,
+            redrive_of: None,
         })
         .await;
         let started = self.dispatch(service_number);

@@ -14,7 +14,7 @@
 //! transitions                     varint n, then n × transition id
 //! fired lists                     varint n, then n × (varint m, m × transition index)
 //! large values                    varint n, then n × preview (the value is a payload; see `refs`)
-//! workers                         varint n, then n × Dask worker address (format 2; none for a run
+//! workers                         varint n, then n × Dask worker address (format 2 on; none for a run
 //!                                 on this machine)
 //! records                         `count` of them, `body length` bytes in all
 //! ```
@@ -36,9 +36,17 @@
 //! [error summary, error]          string, value
 //! [stdout, stderr]                values (text)
 //! fired                           varint index into the segment's fired lists
+//! more flags                      1 byte (format 3): has item names, has fanned-out names, carried
+//! [item names]                    a key per level of the item path (strings), then the label: varint
+//!                                 0 for none, else its length + 1 and UTF-8
+//! [fanned-out names]              varint n, n × value: `{"transition", "names": {"keys", "labels"}}`
+//! [carried from]                  varint: the invocation of the run redriven
 //! [worker]                        varint: 0 none, else 1 + index into the segment's workers (only
 //!                                 when the segment has workers)
 //! ```
+//!
+//! Format 2 (chunks written before item names, retries and redrives) has no `more flags`; format 1
+//! has neither `more flags` nor `workers`. Both are read as records without what they lack.
 //!
 //! A value is a tag byte: absent; `{}`; a non-negative integer (a varint follows); inline JSON (or
 //! printed text), its length in the tag when short, else in a varint after it; the index of a large value, whose bytes are a payload row (stored
@@ -54,9 +62,13 @@ use serde_json::Value;
 use crate::model::TransitionId;
 use crate::run::{InvocationId, InvocationRecord, InvocationStatus, RunId};
 
-/// The first byte of every chunk's data: segments, not compressed, each with its table of workers.
-pub(super) const FORMAT: u8 = 2;
-/// Segments without a table of workers (written before runs went to clusters): still read.
+/// The first byte of every chunk's data: segments, not compressed, each with its table of workers,
+/// and records with a second flags byte (item names, fanned-out names, carried over).
+pub(super) const FORMAT: u8 = 3;
+/// Records without the second flags byte (written before fan-outs named their items): still read.
+const FORMAT_WITHOUT_NAMES: u8 = 2;
+/// Segments without a table of workers, records without the second flags byte (written before runs
+/// went to clusters): still read.
 const FORMAT_WITHOUT_WORKERS: u8 = 1;
 
 /// Values whose JSON (or printed text) is this long or longer are payloads, stored once per distinct
@@ -84,6 +96,11 @@ const HAS_ATTEMPT: u8 = 1 << 5;
 const HAS_ERROR: u8 = 1 << 6;
 const HAS_OUTPUT: u8 = 1 << 7;
 
+/// The second flags byte.
+const HAS_ITEM_NAMES: u8 = 1;
+const HAS_FANNED_OUT: u8 = 1 << 1;
+const HAS_CARRIED_FROM: u8 = 1 << 2;
+
 /// The parents field: the segment's common parent, or none (more: that many parents follow, plus one).
 const COMMON_PARENT: u64 = 0;
 const NO_PARENTS: u64 = 1;
@@ -97,6 +114,7 @@ fn status_code(status: InvocationStatus) -> u8 {
         InvocationStatus::Exception => 4,
         InvocationStatus::TimedOut => 5,
         InvocationStatus::Cancelled => 6,
+        InvocationStatus::Retried => 7,
     }
 }
 
@@ -109,6 +127,7 @@ fn status_of(code: u8) -> Option<InvocationStatus> {
         4 => InvocationStatus::Exception,
         5 => InvocationStatus::TimedOut,
         6 => InvocationStatus::Cancelled,
+        7 => InvocationStatus::Retried,
         _ => return None,
     })
 }
@@ -365,6 +384,40 @@ impl<'a> Encoder<'a> {
             self.text(&r.stderr);
         }
         put_varint(&mut self.body, fired);
+        let names = r.item_names.len() == r.item_path.len() && !r.item_names.is_empty();
+        let more = if names { HAS_ITEM_NAMES } else { 0 }
+            | if r.fanned_out.is_empty() {
+                0
+            } else {
+                HAS_FANNED_OUT
+            }
+            | if r.carried_from.is_some() {
+                HAS_CARRIED_FROM
+            } else {
+                0
+            };
+        self.body.push(more);
+        if names {
+            for name in &r.item_names {
+                put_str(&mut self.body, &name.key());
+            }
+            match r.item_label() {
+                Some(label) => {
+                    put_varint(&mut self.body, label.len() as u64 + 1);
+                    self.body.extend_from_slice(label.as_bytes());
+                }
+                None => put_varint(&mut self.body, 0),
+            }
+        }
+        if !r.fanned_out.is_empty() {
+            put_varint(&mut self.body, r.fanned_out.len() as u64);
+            for fanned in &r.fanned_out {
+                self.json(Some(fanned));
+            }
+        }
+        if let Some(from) = r.carried_from {
+            put_varint(&mut self.body, from);
+        }
     }
 
     fn block(&mut self, id: &'a str, name: &'a str) -> u64 {
@@ -637,6 +690,8 @@ pub(super) struct SegmentView<'a> {
     /// The index in the chunk's `refs` of this segment's first large value.
     pub first_ref: usize,
     body: &'a [u8],
+    /// The chunk's format.
+    format: u8,
 }
 
 impl<'a> Chunk<'a> {
@@ -664,7 +719,7 @@ impl<'a> Chunk<'a> {
 fn chunk_format(data: &[u8]) -> Result<u8, Damage> {
     match data.first() {
         None => Err("an empty chunk".to_owned()),
-        Some(&format @ (FORMAT | FORMAT_WITHOUT_WORKERS)) => Ok(format),
+        Some(&format @ (FORMAT | FORMAT_WITHOUT_NAMES | FORMAT_WITHOUT_WORKERS)) => Ok(format),
         Some(format) => Err(format!("a chunk of an unknown format ({format})")),
     }
 }
@@ -729,6 +784,7 @@ impl<'a> SegmentView<'a> {
             workers,
             first_ref,
             body,
+            format,
         })
     }
 
@@ -830,6 +886,40 @@ impl<'a> SegmentView<'a> {
             .ok()
             .filter(|&f| f < self.fired.len())
             .ok_or("a record names fired transitions the chunk does not have")?;
+        let more = if self.format < FORMAT {
+            0
+        } else {
+            reader.byte()?
+        };
+        let (item_keys, item_label) = if more & HAS_ITEM_NAMES == 0 {
+            (&[][..], None)
+        } else {
+            let start = reader.at;
+            for _ in 0..path_len {
+                reader.str()?;
+            }
+            let keys = &reader.bytes[start..reader.at];
+            // Its length + 1: a varint, not a count (0 is "no label").
+            let label = match usize::try_from(reader.varint()?).unwrap_or(usize::MAX) {
+                0 => None,
+                n => Some(
+                    std::str::from_utf8(reader.take(n - 1)?)
+                        .map_err(|_| "a label is not UTF-8".to_owned())?,
+                ),
+            };
+            (keys, label)
+        };
+        let mut fanned_out = Vec::new();
+        if more & HAS_FANNED_OUT != 0 {
+            for _ in 0..reader.count()? {
+                fanned_out.push(reader.value()?.ok_or("fanned-out names are missing")?);
+            }
+        }
+        let carried_from = if more & HAS_CARRIED_FROM == 0 {
+            None
+        } else {
+            Some(reader.varint()?)
+        };
         let worker = if self.workers.is_empty() {
             0
         } else {
@@ -859,6 +949,10 @@ impl<'a> SegmentView<'a> {
             stderr,
             fired,
             worker,
+            item_keys,
+            item_label,
+            fanned_out,
+            carried_from,
         })
     }
 
@@ -937,6 +1031,12 @@ pub(super) struct Raw<'a> {
     fired: usize,
     /// 0 for none, else one more than the index into the segment's workers.
     worker: usize,
+    /// The item's keys, one string per level (checked), when they were recorded.
+    item_keys: &'a [u8],
+    pub item_label: Option<&'a str>,
+    /// Each fan-out that named its items: a [`crate::run::FannedOut`] as JSON.
+    pub fanned_out: Vec<Val<'a>>,
+    pub carried_from: Option<InvocationId>,
 }
 
 #[derive(Debug)]
@@ -952,10 +1052,44 @@ fn varints(bytes: &[u8], count: usize) -> impl Iterator<Item = u64> + '_ {
     (0..count).map(move |_| reader.varint().unwrap_or_default())
 }
 
-impl Raw<'_> {
+impl<'a> Raw<'a> {
     pub fn item_path(&self) -> Result<crate::run::ItemPath, Damage> {
         varints(self.item_path, self.path_len)
             .map(|i| u32::try_from(i).map_err(|_| "an item index is out of range".to_owned()))
+            .collect()
+    }
+
+    /// The item's keys, outermost first, when they were recorded (else none).
+    pub fn item_keys(&self) -> impl Iterator<Item = &'a str> + '_ {
+        let mut reader = Reader::new(self.item_keys);
+        std::iter::from_fn(move || (!reader.is_empty()).then(|| reader.str().unwrap_or_default()))
+    }
+
+    /// The innermost item's key: the recorded one, else its index as text.
+    pub fn item_key(&self) -> Option<std::borrow::Cow<'a, str>> {
+        match self.item_keys().last() {
+            Some(key) => Some(std::borrow::Cow::Borrowed(key)),
+            None => varints(self.item_path, self.path_len)
+                .last()
+                .map(|i| std::borrow::Cow::Owned(i.to_string())),
+        }
+    }
+
+    /// Its innermost item's name, as a row shows it, when the item has recorded names.
+    pub fn item_name(&self) -> Option<crate::run::ItemName> {
+        let key = self.item_keys().last()?;
+        Some(crate::run::ItemName::single(key, self.item_label))
+    }
+
+    /// Its items' names, outermost first, the label on the innermost; empty when none was recorded.
+    pub fn item_names(&self) -> crate::run::ItemNamePath {
+        let keys: Vec<&str> = self.item_keys().collect();
+        let last = keys.len().saturating_sub(1);
+        keys.iter()
+            .enumerate()
+            .map(|(i, key)| {
+                crate::run::ItemName::single(key, if i == last { self.item_label } else { None })
+            })
             .collect()
     }
 
@@ -1039,6 +1173,7 @@ mod tests {
             block_id: BlockId("b".into()),
             block_name: "B".into(),
             item_path: smallvec::smallvec![id as u32, 7],
+            item_names: crate::run::ItemNamePath::new(),
             attempt: 1,
             parents: smallvec::smallvec![1],
             status: InvocationStatus::Succeeded,
@@ -1054,6 +1189,8 @@ mod tests {
             error: None,
             fired: vec![TransitionId("t".into())],
             worker: None,
+            fanned_out: Vec::new(),
+            carried_from: None,
         }
     }
 
@@ -1149,26 +1286,6 @@ mod tests {
         assert_eq!(raw.worker(&chunk.segments[0]), None);
     }
 
-    /// Chunks written before records named workers: segments without the table, read as before.
-    #[test]
-    fn a_chunk_without_workers_still_reads() {
-        let records: Vec<_> = (1..=3).map(record).collect();
-        let segments = encode(&records);
-        let mut data = chunk_of(&segments);
-        // A format-1 segment is a format-2 one less its (empty) workers table: the byte before its
-        // body, and the body length and count stay as they are.
-        let head_end = data.len() - segments[0].body.len();
-        assert_eq!(data[head_end - 1], 0, "the empty workers table");
-        data.remove(head_end - 1);
-        data[0] = FORMAT_WITHOUT_WORKERS;
-        let chunk = Chunk::parse(&data).unwrap();
-        let ids: Vec<u64> = chunk.segments[0]
-            .records()
-            .map(|raw| raw.unwrap().id)
-            .collect();
-        assert_eq!(ids, [1, 2, 3]);
-    }
-
     #[test]
     fn large_values_are_set_apart_once_per_segment() {
         let big = json!({"shared": "x".repeat(5000)});
@@ -1219,6 +1336,67 @@ mod tests {
         assert_eq!(raw.queued_at_ms.to_bits(), f64::MAX.to_bits());
         assert_eq!(raw.started_at_ms, None);
         assert_eq!(raw.ended_at_ms, Some(-5.0));
+    }
+
+    /// `segments` as an older format wrote them: without the second flags byte (the last of each of
+    /// these records, 0), and for format 1 without the (empty) workers table too (the last byte of
+    /// each head).
+    fn older_chunk(segments: &[Segment], format: u8) -> Vec<u8> {
+        let mut data = vec![format];
+        for segment in segments {
+            let mut body = Vec::new();
+            let mut start = 0;
+            for &end in &segment.ends {
+                assert_eq!(segment.body[end - 1], 0, "no names, nothing carried");
+                body.extend_from_slice(&segment.body[start..end - 1]);
+                start = end;
+            }
+            let mut head = &segment.head[..];
+            if format == FORMAT_WITHOUT_WORKERS {
+                assert_eq!(head.last(), Some(&0), "the empty workers table");
+                head = &head[..head.len() - 1];
+            }
+            put_varint(&mut data, segment.ids.len() as u64);
+            put_varint(&mut data, body.len() as u64);
+            data.extend_from_slice(head);
+            data.extend_from_slice(&body);
+        }
+        data
+    }
+
+    /// Chunks written before fan-outs named their items (format 2), and before that before records
+    /// named workers (format 1): read as records without what they lack.
+    #[test]
+    fn chunks_of_the_older_formats_still_read() {
+        let records: Vec<_> = (1..=3).map(record).collect();
+        let segments = encode(&records);
+        for format in [FORMAT_WITHOUT_NAMES, FORMAT_WITHOUT_WORKERS] {
+            let data = older_chunk(&segments, format);
+            let chunk = Chunk::parse(&data).unwrap();
+            let segment = &chunk.segments[0];
+            assert!(segment.workers.is_empty());
+            let read: Vec<(u64, Vec<u32>, bool, Option<u64>)> = segment
+                .records()
+                .map(|raw| {
+                    let raw = raw.unwrap();
+                    (
+                        raw.id,
+                        raw.item_path().unwrap().to_vec(),
+                        raw.item_names().is_empty(),
+                        raw.carried_from,
+                    )
+                })
+                .collect();
+            assert_eq!(
+                read,
+                [
+                    (1, vec![1, 7], true, None),
+                    (2, vec![2, 7], true, None),
+                    (3, vec![3, 7], true, None)
+                ],
+                "format {format}"
+            );
+        }
     }
 
     #[test]

@@ -85,6 +85,11 @@ const LOG_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS run_log (
     PRIMARY KEY (run, line)
 ) WITHOUT ROWID;";
 
+/// Which run each redrive continues (see `runtime/redrive.rs`), a row per redriven run. Added without a
+/// format change, like `recorders`.
+const REDRIVES_SCHEMA: &str =
+    "CREATE TABLE IF NOT EXISTS redrives (run INTEGER PRIMARY KEY, of TEXT NOT NULL);";
+
 pub(super) fn database_error(path: &Path, error: &rusqlite::Error) -> HistoryError {
     let hint = match error.sqlite_error_code() {
         Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
@@ -145,6 +150,7 @@ pub(super) fn open(path: &Path) -> Result<Connection, HistoryError> {
     tx.execute_batch(RECORDERS_SCHEMA).map_err(error)?;
     tx.execute_batch(LOG_SCHEMA).map_err(error)?;
     tx.execute_batch(CLUSTERS_SCHEMA).map_err(error)?;
+    tx.execute_batch(REDRIVES_SCHEMA).map_err(error)?;
     tx.commit().map_err(error)?;
     Ok(conn)
 }
@@ -229,6 +235,7 @@ pub(super) fn open_read_only(path: &Path) -> Result<Connection, HistoryError> {
             RECORDERS_SCHEMA,
             LOG_SCHEMA,
             CLUSTERS_SCHEMA,
+            REDRIVES_SCHEMA,
         ] {
             conn.execute_batch(schema).map_err(error)?;
         }
@@ -241,6 +248,7 @@ pub(super) fn open_read_only(path: &Path) -> Result<Connection, HistoryError> {
         ("recorders", RECORDERS_SCHEMA),
         ("run_log", LOG_SCHEMA),
         ("run_clusters", CLUSTERS_SCHEMA),
+        ("redrives", REDRIVES_SCHEMA),
     ] {
         let exists = conn
             .query_row(

@@ -19,6 +19,7 @@ fn record(
         block_id: BlockId(format!("id-{block}").into()),
         block_name: block.into(),
         item_path: path.into(),
+        item_names: crate::run::ItemNamePath::new(),
         attempt: 1,
         parents: smallvec::SmallVec::new(),
         status,
@@ -39,6 +40,8 @@ fn record(
         }),
         fired: Vec::new(),
         worker: None,
+        fanned_out: Vec::new(),
+        carried_from: None,
     }
 }
 
@@ -49,6 +52,8 @@ fn summary(run: &RunId, status: RunStatus, started_at_ms: f64, invocations: u64)
         results: Vec::new(),
         invocations,
         failures: Vec::new(),
+        tolerated: Vec::new(),
+        redrive_of: None,
         started_at_ms,
         duration_ms: 42.0,
     }
@@ -315,7 +320,7 @@ fn a_run_started_flushed_is_in_the_history_at_once() {
     let writer = HistoryWriter::start_opening(&path).unwrap();
     let run = RunId("run-1".into());
     writer
-        .run_started_flushed(&run, "p", 1.0, &Executor::Local)
+        .run_started_flushed(&run, "p", 1.0, &Executor::Local, None)
         .blocking_recv()
         .unwrap();
     let runs = History::open_read_only(&path).unwrap().runs().unwrap();
@@ -509,6 +514,7 @@ fn rows_honour_every_filter() {
         text: Some("row".into()),
         item_path_prefix: Some(vec![12]),
         order: RowOrder::Id,
+        ..InvocationFilter::default()
     });
     assert_eq!(ids(&combined), [14]);
 
@@ -1089,4 +1095,169 @@ fn a_runs_cluster_is_kept_and_a_history_without_clusters_still_reads() {
     drop(history);
     let old = History::open_read_only(&path).unwrap();
     assert_eq!(executors(&old), [("here".to_owned(), Executor::Local)]);
+}
+
+#[test]
+fn item_names_retries_fanned_out_names_and_carried_records_round_trip() {
+    use crate::run::{FannedOut, ItemName, ItemNames};
+    let (_dir, path) = temp_db();
+    let run = RunId("named".into());
+    let cities = std::sync::Arc::new(ItemNames::new(
+        Some(["par", "osl"]),
+        Some(["Paris", "Oslo"]),
+    ));
+    let mut gen_record = record(&run, 1, "Gen", &[], InvocationStatus::Succeeded);
+    gen_record.fanned_out = vec![FannedOut {
+        transition: TransitionId("fan".into()),
+        names: std::sync::Arc::clone(&cities),
+    }];
+    let mut retried = record(&run, 2, "Work", &[1], InvocationStatus::Retried);
+    retried.item_names = smallvec::smallvec![ItemName::new(std::sync::Arc::clone(&cities), 1)];
+    retried.error = Some(ErrorInfo {
+        kind: "ConnectionError".into(),
+        message: "reset".into(),
+        traceback: String::new(),
+        line: None,
+    });
+    let mut carried = record(&run, 3, "Work", &[0], InvocationStatus::Succeeded);
+    carried.item_names = smallvec::smallvec![ItemName::new(std::sync::Arc::clone(&cities), 0)];
+    carried.carried_from = Some(17);
+    let mut nested = record(&run, 4, "Cell", &[1, 2], InvocationStatus::Succeeded);
+    nested.item_names = smallvec::smallvec![
+        ItemName::new(std::sync::Arc::clone(&cities), 1),
+        ItemName::single("2", Some("Tuesday")),
+    ];
+    // On a cluster: each record names its worker as well as its item.
+    nested.worker = Some("tcp://127.0.0.1:4001".into());
+    let records = vec![gen_record, retried, carried, nested];
+    write_run(&path, &run, 1.0, &records);
+    let history = History::open(&path).unwrap();
+    for original in &records {
+        let read = history.invocation(&run, original.id).unwrap().unwrap();
+        assert_eq!(read.status, original.status);
+        assert_eq!(read.item_key_path(), original.item_key_path());
+        assert_eq!(read.item_label(), original.item_label());
+        assert_eq!(read.carried_from, original.carried_from);
+        assert_eq!(read.fanned_out, original.fanned_out);
+        assert_eq!(read.worker, original.worker);
+    }
+    let rows = history
+        .invocation_rows(&run, &InvocationFilter::default())
+        .unwrap();
+    let seen: Vec<(u64, Option<String>, Option<String>, bool)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.id,
+                r.item.as_ref().map(|i| i.key().into_owned()),
+                r.item_label().map(str::to_owned),
+                r.carried,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (1, None, None, false),
+            (2, Some("osl".into()), Some("Oslo".into()), false),
+            (3, Some("par".into()), Some("Paris".into()), true),
+            (4, Some("2".into()), Some("Tuesday".into()), false),
+        ]
+    );
+    // A retried attempt is no item's end: it counts nowhere in the run's totals.
+    let totals = history.run(&run).unwrap().unwrap().counts;
+    assert_eq!((totals.succeeded, totals.failed), (3, 0));
+}
+
+#[test]
+fn rows_filter_by_item_key_and_by_failure_shape() {
+    use crate::run::{ItemName, ItemNames};
+    let (_dir, path) = temp_db();
+    let run = RunId("keys".into());
+    let names = std::sync::Arc::new(ItemNames::new(Some(["a", "b", "c"]), None::<[&str; 0]>));
+    let mut records = vec![record(&run, 1, "Gen", &[], InvocationStatus::Succeeded)];
+    for i in 0..3_u32 {
+        let status = if i == 1 {
+            InvocationStatus::Succeeded
+        } else {
+            InvocationStatus::Exception
+        };
+        let mut r = record(&run, u64::from(i) + 2, "Work", &[i], status);
+        r.item_names = smallvec::smallvec![ItemName::new(std::sync::Arc::clone(&names), i)];
+        records.push(r);
+    }
+    write_run(&path, &run, 1.0, &records);
+    let history = History::open(&path).unwrap();
+    let ids = |filter: InvocationFilter| -> Vec<u64> {
+        history
+            .invocation_rows(&run, &filter)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect()
+    };
+    assert_eq!(
+        ids(InvocationFilter {
+            item_key: Some("b".into()),
+            ..InvocationFilter::default()
+        }),
+        [3]
+    );
+    // Unnamed items are found by their index.
+    assert_eq!(
+        ids(InvocationFilter {
+            item_key: Some("0".into()),
+            ..InvocationFilter::default()
+        }),
+        Vec::<u64>::new()
+    );
+    assert_eq!(
+        ids(InvocationFilter {
+            failure_shape: Some("ValueError: bad row #".into()),
+            ..InvocationFilter::default()
+        }),
+        [2, 4]
+    );
+}
+
+#[test]
+fn a_redrive_names_the_run_it_continues_in_the_runs_list() {
+    let (_dir, path) = temp_db();
+    let (first, second) = (RunId("first".into()), RunId("second".into()));
+    write_run(
+        &path,
+        &first,
+        1.0,
+        &[record(&first, 1, "A", &[], InvocationStatus::Exception)],
+    );
+    let writer = HistoryWriter::start(&path).unwrap();
+    writer
+        .run_started_flushed(&second, "p", 2.0, &Executor::Local, Some(&first))
+        .blocking_recv()
+        .unwrap();
+    writer
+        .run_finished_flushed(&summary(&second, RunStatus::Succeeded, 2.0, 0))
+        .blocking_recv()
+        .unwrap();
+    let history = History::open(&path).unwrap();
+    let runs: Vec<(String, Option<String>)> = history
+        .runs()
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            (
+                r.run_id.0.to_string(),
+                r.redrive_of.map(|of| of.0.to_string()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            ("second".into(), Some("first".into())),
+            ("first".into(), None)
+        ]
+    );
+    history.delete_run(&second).unwrap();
+    assert_eq!(count(&history, "redrives"), 0);
 }

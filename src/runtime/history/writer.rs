@@ -33,6 +33,8 @@ enum Message {
         run: RunId,
         project_name: String,
         started_at_ms: f64,
+        /// The run it redrives.
+        redrive_of: Option<RunId>,
         /// Answered once the run's row is committed (see [`HistoryWriter::run_started_flushed`]).
         done: Option<oneshot::Sender<()>>,
         cluster: Option<String>,
@@ -170,6 +172,7 @@ impl HistoryWriter {
             run: run.clone(),
             project_name: project_name.to_owned(),
             started_at_ms,
+            redrive_of: None,
             done: None,
             cluster: executor.cluster().map(str::to_owned),
         });
@@ -185,12 +188,14 @@ impl HistoryWriter {
         project_name: &str,
         started_at_ms: f64,
         executor: &Executor,
+        redrive_of: Option<&RunId>,
     ) -> oneshot::Receiver<()> {
         let (done, receiver) = oneshot::channel();
         self.send(Message::Started {
             run: run.clone(),
             project_name: project_name.to_owned(),
             started_at_ms,
+            redrive_of: redrive_of.cloned(),
             done: Some(done),
             cluster: executor.cluster().map(str::to_owned),
         });
@@ -531,6 +536,7 @@ impl Memos {
                     project_name,
                     started_at_ms,
                     cluster,
+                    redrive_of,
                     ..
                 } => {
                     let new = tx.execute(
@@ -548,6 +554,12 @@ impl Memos {
                             tx.execute(
                                 "INSERT OR REPLACE INTO run_clusters (run, scheduler) VALUES (?1, ?2)",
                                 params![seq, scheduler],
+                            )?;
+                        }
+                        if let Some(of) = redrive_of {
+                            tx.execute(
+                                "INSERT OR REPLACE INTO redrives (run, of) VALUES (?1, ?2)",
+                                params![seq, of.0],
                             )?;
                         }
                         if let Some(owner) = &self.owner {

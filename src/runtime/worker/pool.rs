@@ -15,13 +15,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-use crate::run::ErrorInfo;
+use crate::run::{ErrorInfo, ItemNames};
 use crate::runtime::invoker::{
     BlockCompileError, Invoker, InvokerEvent, InvokerEvents, Outcome, Program, Stopping, Task,
     TaskResult,
 };
 
-use super::protocol::{EXIT_PIPES_CLOSED, Reply, Request, ResultRow, Status, read_reply};
+use super::protocol::{
+    EXIT_PIPES_CLOSED, ItemLists, Reply, Request, ResultRow, Status, read_reply,
+};
 
 /// Invocations sent to one worker in one frame, at most.
 const BATCH: usize = 256;
@@ -121,6 +123,11 @@ pub(crate) fn task_result(row: ResultRow, start_wall_us: u64, attempt: u32) -> T
             output: row.value,
             backpack: row.backpack,
             ifs: row.ifs,
+            items: row
+                .items
+                .into_iter()
+                .map(|ItemLists(keys, labels)| ItemNames::new(keys, labels))
+                .collect(),
         },
         (Status::TimedOut, Some(error)) => Outcome::TimedOut { error },
         (Status::Cancelled, _) => Outcome::Cancelled,
@@ -542,6 +549,7 @@ impl PoolActor {
                         .map(|e| BlockCompileError {
                             block: e.block,
                             if_index: e.if_index,
+                            fan_out_index: e.fan_out,
                             line: e.line,
                             message: e.message,
                         })

@@ -148,9 +148,12 @@ pub enum Reply {
 pub struct LoadError {
     /// The block's index in the program.
     pub block: u32,
-    /// The `if` expression's index among the block's (`None`: the block's code).
+    /// The `if` expression's index among the block's (`None`: the block's code, or a fan-out's).
     #[serde(rename = "if")]
     pub if_index: Option<u32>,
+    /// The fan-out's index among the block's whose key or label expression does not compile.
+    #[serde(default)]
+    pub fan_out: Option<u32>,
     pub line: Option<u32>,
     pub message: String,
 }
@@ -215,8 +218,10 @@ pub struct Results {
 }
 
 /// One invocation's result. On the wire a full row is the JSON array `[key, t0, duration, value,
-/// backpack, status, ifs, stdout, stderr, error]` (`error`: `[type, message, traceback, line]` or
-/// `null`); a short row (returned, printed nothing, no `if`s) is spread over the frame's columns.
+/// backpack, status, ifs, stdout, stderr, error, items]` (`error`: `[type, message, traceback, line]`
+/// or `null`; `items`: `null`, or one `[keys, labels]` per fan-out of the block, each a list of texts
+/// or `null`); a short row (returned, printed nothing, no `if`s, no item names) is spread over the
+/// frame's columns.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct ResultRow {
     pub key: u64,
@@ -234,6 +239,18 @@ pub struct ResultRow {
     pub stdout: String,
     pub stderr: String,
     pub error: Option<ErrorInfo>,
+    /// The names of the returned value's items, one entry per fan-out of the block, when the block's
+    /// fan-outs name their items (empty otherwise).
+    #[serde(default, deserialize_with = "items")]
+    pub items: Vec<ItemLists>,
+}
+
+/// One fan-out's item keys and labels, as the worker evaluated them (`None`: no such expression).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemLists(pub Option<Vec<String>>, pub Option<Vec<String>>);
+
+fn items<'de, D: serde::Deserializer<'de>>(reader: D) -> Result<Vec<ItemLists>, D::Error> {
+    Ok(Option::<Vec<ItemLists>>::deserialize(reader)?.unwrap_or_default())
 }
 
 fn backpack<'de, D: serde::Deserializer<'de>>(reader: D) -> Result<Option<Value>, D::Error> {
@@ -246,6 +263,7 @@ impl ResultRow {
     fn is_short(&self) -> bool {
         self.status == Status::Returned
             && self.ifs.is_empty()
+            && self.items.is_empty()
             && self.stdout.is_empty()
             && self.stderr.is_empty()
             && self.error.is_none()
@@ -264,6 +282,7 @@ impl ResultRow {
             stdout: String::new(),
             stderr: String::new(),
             error: None,
+            items: Vec::new(),
         }
     }
 
@@ -285,7 +304,7 @@ impl ResultRow {
 impl Serialize for ResultRow {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeTuple as _;
-        let mut row = serializer.serialize_tuple(10)?;
+        let mut row = serializer.serialize_tuple(11)?;
         row.serialize_element(&self.key)?;
         row.serialize_element(&self.t0_ns)?;
         row.serialize_element(&self.duration_ns)?;
@@ -304,6 +323,7 @@ impl Serialize for ResultRow {
                 .as_ref()
                 .map(|e| (&e.kind, &e.message, &e.traceback, e.line)),
         )?;
+        row.serialize_element(&(!self.items.is_empty()).then_some(&self.items))?;
         row.end()
     }
 }
@@ -712,6 +732,11 @@ mod tests {
         });
         let mut cancelled = row(8, Value::Null);
         cancelled.status = Status::Cancelled;
+        let mut named = row(9, json!([{"id": "a"}, {"id": "b"}]));
+        named.items = vec![
+            ItemLists(Some(vec!["a".into(), "b".into()]), None),
+            ItemLists(None, Some(vec!["A é".into(), String::new()])),
+        ];
         let big_key = row(u64::MAX >> 1, json!([null, false, "x"]));
         let cases: Vec<(&str, Vec<ResultRow>)> = vec![
             ("no rows", vec![]),
@@ -737,6 +762,7 @@ mod tests {
                     with_ifs,
                     timed_out,
                     cancelled,
+                    named,
                 ],
             ),
         ];
@@ -1074,12 +1100,14 @@ mod tests {
                         LoadError {
                             block: 0,
                             if_index: None,
+                            fan_out: None,
                             line: Some(3),
                             message: "SyntaxError: invalid syntax".to_owned()
                         },
                         LoadError {
                             block: 1,
                             if_index: Some(2),
+                            fan_out: None,
                             line: None,
                             message: "if expression".to_owned()
                         },
@@ -1153,6 +1181,7 @@ mod tests {
                     traceback: "tb".to_owned(),
                     line: Some(4),
                 }),
+                items: Vec::new(),
             };
             // The plain writer packs what the Rust writer does, for each kind of frame.
             let pack = protocol.getattr("pack_results_plain").unwrap();

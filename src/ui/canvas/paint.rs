@@ -9,7 +9,7 @@ use super::{CanvasView, MAX_SCALE, MIN_SCALE, PinPositions};
 use crate::app::App;
 use crate::model::validate::{Severity, Subject};
 use crate::model::{Block, BlockId, BlockKind, TransitionKind};
-use crate::run::{BlockCounts, InvocationStatus as S};
+use crate::run::{BlockCounts, FanInCounts, InvocationStatus as S};
 use crate::text::truncate;
 use crate::ui::theme;
 
@@ -232,13 +232,20 @@ impl Viewer<'_> {
         {
             ui.label(
                 RichText::new(format!(
-                    "▶ #{} {}",
+                    "▶ #{} {}{}",
                     record.id,
-                    crate::text::item_path(&record.item_path)
+                    crate::text::item_path(&record.item_path),
+                    record
+                        .item_label()
+                        .map_or_else(String::new, |label| format!(" {}", truncate(label, 24)))
                 ))
                 .strong()
                 .color(theme::path_color(dark)),
             );
+        }
+        // A fan-in's ledger: how many items were sent its way, how many arrived, which are missing.
+        if let Some(ledger) = self.app.canvas_fan_ins().and_then(|l| l.get(block)) {
+            fan_in_ui(ui, ledger, dark);
         }
         // The runtime reports every block, so a block nothing reached has all-zero counts.
         let Some(counts) = counts.get(block).filter(|c| c.total() > 0) else {
@@ -247,6 +254,7 @@ impl Viewer<'_> {
             }
             return;
         };
+        // A fan-out target's ledger: every item in exactly one state.
         ui.horizontal_wrapped(|ui| {
             ui.spacing_mut().item_spacing.x = 6.0;
             for (status, n) in counts.by_status() {
@@ -265,6 +273,60 @@ impl Viewer<'_> {
             }
         });
     }
+}
+
+/// A fan-in's ledger on its node: expected, arrived, and the missing items (their labels a click away).
+fn fan_in_ui(ui: &mut Ui, ledger: &FanInCounts, dark: bool) {
+    ui.horizontal_wrapped(|ui| {
+        ui.spacing_mut().item_spacing.x = 6.0;
+        ui.add(
+            egui::Label::new(
+                RichText::new(format!(
+                    "⇲ {} of {} arrived",
+                    crate::text::count(ledger.arrived),
+                    crate::text::count(ledger.expected)
+                ))
+                .small()
+                .strong(),
+            )
+            .extend(),
+        )
+        .on_hover_text("Items its fan-outs sent towards this fan-in, and how many delivered");
+        if ledger.missing == 0 {
+            return;
+        }
+        let missing = RichText::new(format!("{} missing", crate::text::count(ledger.missing)))
+            .small()
+            .strong()
+            .color(theme::status_color(S::Exception, dark));
+        ui.menu_button(missing, |ui| {
+            ui.label(RichText::new("Items that ended without delivering").strong());
+            egui::ScrollArea::vertical()
+                .max_height(240.0)
+                .show(ui, |ui| {
+                    for item in &ledger.missing_items {
+                        let name = match &item.label {
+                            Some(label) => format!("{label} (key {:?})", item.key),
+                            None => format!("item {}", item.key),
+                        };
+                        ui.label(RichText::new(truncate(&name, 60)).strong());
+                        ui.label(RichText::new(truncate(&item.reason, 90)).small().weak());
+                    }
+                    let more = ledger.missing as usize
+                        - ledger.missing_items.len().min(ledger.missing as usize);
+                    if more > 0 {
+                        ui.label(
+                            RichText::new(format!(
+                                "and {} more (Block Executions lists every failure)",
+                                crate::text::count(more as u64)
+                            ))
+                            .small()
+                            .weak(),
+                        );
+                    }
+                });
+        });
+    });
 }
 
 pub(super) fn theme_accent(dark: bool) -> Color32 {

@@ -42,6 +42,7 @@ from .protocol import (
     beat,
     error,
     exiting,
+    fast_json,
     full_row,
     load_error,
     loaded,
@@ -83,13 +84,15 @@ class BraidCancelled(BaseException):
 
 
 class Block:
-    __slots__ = ("name", "filename", "code", "ifs", "timeout_s", "timeout_ns", "env", "main", "load_error", "lock", "module_name")
+    __slots__ = ("name", "filename", "code", "ifs", "fan_outs", "timeout_s", "timeout_ns", "env", "main", "load_error", "lock", "module_name")
 
     def __init__(self, name, filename, code, ifs, timeout_s, env, module_name):
         self.name = name
         self.filename = filename
         self.code = code
         self.ifs = ifs
+        # One ItemNamer per fan-out of the block when one of them names its items; empty otherwise.
+        self.fan_outs = []
         self.timeout_s = timeout_s
         self.timeout_ns = _timeout_ns(timeout_s)
         self.env = env
@@ -294,6 +297,10 @@ class Worker:
                 except Exception as e:
                     block.ifs.append(None)
                     errors.append(load_error(index, if_index, None, f"if expression {expr!r}: {_not_compiled(e)}"))
+            for fan_out_index, names in enumerate(spec.get("fan_outs", [])):
+                namer = ItemNamer(filename, fan_out_index, names)
+                block.fan_outs.append(namer)
+                errors.extend(load_error(index, None, None, problem, fan_out_index) for problem in namer.problems)
             compiled.append(block)
         self.programs[program_id] = compiled
         self.send(loaded(program_id, errors))
@@ -392,9 +399,10 @@ class Worker:
         block_ifs = block.ifs
         block_env = block.env
         timeout_ns = block.timeout_ns
+        block_fan_outs = block.fan_outs
         # A block's variables are its own invocations' alone (an interrupt may have left a copy).
         tls.env = None
-        native = batch.fresh and not block_ifs and not block_env and _run_plain is not None
+        native = batch.fresh and not block_ifs and not block_fan_outs and not block_env and _run_plain is not None
         if native and main is not None:
             self.run_native(batch, block, main, slot, capture, timeout_ns, current)
             return
@@ -412,6 +420,7 @@ class Worker:
                     tls.env = dict(block_env)
                 ret = None
                 ifs = EMPTY
+                items = None
                 failure = None
                 m0 = monotonic_ns()
                 slot[:] = (key, m0, timeout_ns, None)
@@ -430,6 +439,8 @@ class Worker:
                         if block_ifs:
                             scope = {"return_data": ret, "backpack": backpack, "block_input": block_input, "lambda_input": block_input}
                             ifs = [bool(eval(expr, scope)) for expr in block_ifs]
+                        if block_fan_outs and ret.__class__ in (list, tuple):
+                            items = [namer.names(ret, backpack, block_input) for namer in block_fan_outs]
                     finally:
                         # Cleared before an interrupt can land outside the user's code.
                         slot[0] = None
@@ -448,14 +459,14 @@ class Worker:
                 if home[1]:
                     restore_home(self.running, slot)
                 duration = m1 - m0
-                if status == RETURNED and ifs is EMPTY and capture[0] is None and capture[1] is None:
+                if status == RETURNED and ifs is EMPTY and items is None and capture[0] is None and capture[1] is None:
                     append((key, m0 - START_NS, duration, ret, UNCHANGED if empty_in and not backpack else backpack))
                 else:
                     if forked[0]:
                         real_os_exit(0)
                     printed, logged = capture
                     capture[0] = capture[1] = None
-                    append_slow(full_row(key, m0 - START_NS, duration, ret, backpack, status, ifs, captured(printed), captured(logged), failure))
+                    append_slow(full_row(key, m0 - START_NS, duration, ret, backpack, status, ifs, captured(printed), captured(logged), failure, items))
             except (BraidTimeout, BraidCancelled) as e:
                 # An interrupt that landed just after the user's code returned.
                 append_slow(self.interrupted_result(key, e))
@@ -656,6 +667,80 @@ class Worker:
             return main
 
 
+class ItemNamer:
+    """A fan-out's item key and label expressions, each compiled into one list comprehension over the
+    returned items (`item`, `index`, and `return_data`, `backpack`, `block_input` as `if` expressions
+    have them): a fan-out of 100,000 items evaluates each expression once, not 100,000 times. A key
+    that is not text becomes its JSON (`17` → `"17"`); a label becomes `str(label)`."""
+
+    __slots__ = ("key", "label", "sources", "problems", "target")
+
+    def __init__(self, filename, index, spec):
+        self.target = spec.get("target", "")
+        self.problems = []
+        self.sources = {}
+        self.key = self.compile(filename, index, "key", spec.get("key", ""))
+        self.label = self.compile(filename, index, "label", spec.get("label", ""))
+
+    def compile(self, filename, index, what, expr):
+        """The whole list's code (None without an expression, or when it does not compile)."""
+        if not expr.strip():
+            return None
+        where = f"{filename} (item {what} of fan-out #{index + 1})"
+        try:
+            # Alone first: only an expression passes, so nothing can close the comprehension around it.
+            compile(expr, where, "eval")
+            code = compile(f"[({expr}) for index, item in enumerate(return_data)]", where, "eval")
+        except SyntaxError as e:
+            self.problems.append(f"item {what} expression {expr!r}: SyntaxError: {e.msg}")
+            return None
+        except Exception as e:
+            self.problems.append(f"item {what} expression {expr!r}: {_not_compiled(e)}")
+            return None
+        self.sources[what] = (expr, where)
+        return code
+
+    def names(self, items, backpack, block_input):
+        """[keys, labels] of the items (each None without its expression). An expression that raises
+        raises again, naming the fan-out and the item."""
+        scope = {"return_data": items, "backpack": backpack, "block_input": block_input, "lambda_input": block_input}
+        keys = labels = None
+        if self.key is not None:
+            keys = self.evaluate("key", self.key, scope)
+            if not all(k.__class__ is str for k in keys):
+                keys = [k if k.__class__ is str else _key_text(k) for k in keys]
+        if self.label is not None:
+            labels = self.evaluate("label", self.label, scope)
+            if not all(label.__class__ is str for label in labels):
+                labels = [label if label.__class__ is str else str(label) for label in labels]
+        return [keys, labels]
+
+    def evaluate(self, what, code, scope):
+        try:
+            return eval(code, scope)
+        except (BraidTimeout, BraidCancelled):
+            raise
+        except BaseException as e:
+            # Again item by item, to say which item it was (only when it failed).
+            expr, where = self.sources[what]
+            single = compile(expr, where, "eval")
+            for index, item in enumerate(scope["return_data"]):
+                try:
+                    eval(single, {**scope, "item": item, "index": index})
+                except BaseException as failed:
+                    failed.add_note(f"(in the item {what} expression of the fan-out to {self.target!r}, item {index})")
+                    raise
+            raise e
+
+
+def _key_text(key):
+    """A key that is not text, as text: its JSON (`17`, `[1, "a"]`), or `str` when it has none."""
+    try:
+        return fast_json(key).decode()
+    except (TypeError, ValueError, RecursionError):
+        return str(key)
+
+
 def _awaited(main):
     """An `async def main` runs to completion in an event loop of its own, on its invocation's thread
     (a timeout or a stop lands in the loop like anywhere else)."""
@@ -718,6 +803,10 @@ def _failure(block, exc):
     if isinstance(exc, SystemExit):
         return RAISED, error("SystemExit", f"the code called sys.exit({exc.code!r})", _format_tb(), _user_line(block))
     text = str(exc)
+    # Notes say where it happened when the traceback alone can't (an item key expression: which item).
+    notes = getattr(exc, "__notes__", None)
+    if notes:
+        text = " ".join([text, *(str(note) for note in notes)])
     # A missing package (not a missing submodule of one that is there): blocks don't see what is
     # installed beside the interpreter (the worker starts without `site`), so the likely fix is the one
     # Refinery asked for too.

@@ -75,9 +75,10 @@ def message(reply):
     return json.dumps(reply, separators=(",", ":")).encode()
 
 
-def load_error(block, if_index, line, text):
-    """A block's code (if_index None) or one of its `if` expressions that does not compile."""
-    return {"block": block, "if": if_index, "line": line, "message": text}
+def load_error(block, if_index, line, text, fan_out=None):
+    """A block's code (if_index and fan_out None), one of its `if` expressions, or one of its fan-outs'
+    item key or label expressions that does not compile."""
+    return {"block": block, "if": if_index, "fan_out": fan_out, "line": line, "message": text}
 
 
 def loaded(program, errors):
@@ -97,11 +98,12 @@ def beat():
 
 
 # ----- result rows -----
-def full_row(key, t0, duration, value, backpack, status, ifs, stdout, stderr, error):
-    """The row of an invocation that raised, printed or has `if`s: t0 and duration in nanoseconds (t0
-    after START_NS), backpack UNCHANGED for the one it was given, error from error() or None. A short row
-    (returned, printed nothing, no `if`s) is the tuple (key, t0, duration, value, backpack)."""
-    return [key, t0, duration, value, backpack, status, ifs, stdout, stderr, error]
+def full_row(key, t0, duration, value, backpack, status, ifs, stdout, stderr, error, items=None):
+    """The row of an invocation that raised, printed, has `if`s or named its fan-outs' items: t0 and
+    duration in nanoseconds (t0 after START_NS), backpack UNCHANGED for the one it was given, error from
+    error() or None, items None or one [keys, labels] per fan-out of the block. A short row (returned,
+    printed nothing, no `if`s, no item names) is the tuple (key, t0, duration, value, backpack)."""
+    return [key, t0, duration, value, backpack, status, ifs, stdout, stderr, error, items]
 
 
 # The positions of a full row's texts.

@@ -77,8 +77,8 @@ def test_a_raise_is_a_full_row_with_the_blocks_own_traceback(monkeypatch):
     driven = Driven(monkeypatch, block(code, filename="Fails"))
     driven.run([3], [5])
     (row,) = driven.wait(1)
-    key, _t0, _duration, value, backpack, status, ifs, stdout, stderr, error = row
-    assert (key, value, backpack, status, ifs, stdout, stderr) == (3, None, {"seen": 1}, RAISED, (), "about to fail\n", "")
+    key, _t0, _duration, value, backpack, status, ifs, stdout, stderr, error, items = row
+    assert (key, value, backpack, status, ifs, stdout, stderr, items) == (3, None, {"seen": 1}, RAISED, (), "about to fail\n", "", None)
     kind, text, traceback, line = error
     assert (kind, text, line) == ("ValueError", "bad 5", 4)
     assert 'File "Fails", line 4, in main' in traceback
@@ -100,16 +100,21 @@ def test_loading_reports_each_blocks_compile_problems_by_index(monkeypatch):
         block("def main(x):\n    return x\n"),
         block("x = 1\n"),
         block(ifs=["return_data >", "True"]),
+        block(fan_outs=[{"key": "item", "label": "", "target": "A"}, {"key": "", "label": "item[", "target": "B"}]),
+        block(fan_outs=[{"key": "item) for x in (1", "label": "", "target": "A"}]),
     )
     ((loaded),) = driven.replies
     assert loaded == {
         "op": "loaded",
         "program": 1,
         "errors": [
-            {"block": 1, "if": None, "line": 1, "message": "SyntaxError: expected ':'"},
-            {"block": 2, "if": None, "line": 1, "message": "main(x) takes one argument, but Braid passes two: main(block_input, backpack)"},
-            {"block": 3, "if": None, "line": None, "message": "defines no main(block_input, backpack) function"},
-            {"block": 4, "if": 0, "line": None, "message": "if expression 'return_data >': SyntaxError: invalid syntax"},
+            {"block": 1, "if": None, "fan_out": None, "line": 1, "message": "SyntaxError: expected ':'"},
+            {"block": 2, "if": None, "fan_out": None, "line": 1, "message": "main(x) takes one argument, but Braid passes two: main(block_input, backpack)"},
+            {"block": 3, "if": None, "fan_out": None, "line": None, "message": "defines no main(block_input, backpack) function"},
+            {"block": 4, "if": 0, "fan_out": None, "line": None, "message": "if expression 'return_data >': SyntaxError: invalid syntax"},
+            {"block": 5, "if": None, "fan_out": 1, "line": None, "message": "item label expression 'item[': SyntaxError: '[' was never closed"},
+            # Not an expression: it can't close the list comprehension it is put in.
+            {"block": 6, "if": None, "fan_out": 0, "line": None, "message": "item key expression 'item) for x in (1': SyntaxError: unmatched ')'"},
         ],
     }
 
@@ -194,3 +199,36 @@ def test_a_worker_whose_pipes_were_closed_under_it_exits_saying_so(monkeypatch):
     except Exited:
         pass
     assert exits == [EXIT_PIPES_CLOSED]
+
+
+ROWS = "def main(block_input, backpack):\n    return [{'id': i, 'city': c} for i, c in enumerate(block_input)]\n"
+
+
+def test_a_fan_outs_items_are_named_by_its_key_and_label_expressions(monkeypatch):
+    named = {"key": "f\"c{item['id']}\"", "label": "item['city'] + backpack['suffix']", "target": "Work"}
+    by_index = {"key": "", "label": "", "target": "Other"}
+    driven = Driven(monkeypatch, block(ROWS, fan_outs=[named, by_index, {"key": "item['id']", "label": "", "target": "Third"}]))
+    driven.run([1], [["Paris", "Oslo"]], backpacks=[{"suffix": "!"}])
+    (row,) = driven.wait(1)
+    assert row[5] == RETURNED, row
+    # Keys that are not text become their JSON.
+    assert row[10] == [[["c0", "c1"], ["Paris!", "Oslo!"]], [None, None], [["0", "1"], None]]
+
+
+def test_a_key_expression_that_raises_fails_the_invocation_naming_the_item(monkeypatch):
+    driven = Driven(monkeypatch, block(ROWS, fan_outs=[{"key": "item['code']", "label": "", "target": "Work"}]))
+    driven.run([1, 2], [["Paris", "Oslo"], []])
+    rows = driven.wait(2)
+    failed, empty = rows
+    assert failed[5] == RAISED
+    kind, text, _traceback, _line = failed[9]
+    assert (kind, text) == ("KeyError", "'code' (in the item key expression of the fan-out to 'Work', item 0)")
+    assert (empty[5], empty[10]) == (RETURNED, [[[], None]]), "no items, no names, no error"
+
+
+def test_a_value_that_is_not_a_list_is_left_unnamed(monkeypatch):
+    driven = Driven(monkeypatch, block(fan_outs=[{"key": "item", "label": "", "target": "Work"}]))
+    driven.run([1], [3])
+    (row,) = driven.wait(1)
+    # Braid says the fan-out needs an array; the worker names nothing, so the row is a short one.
+    assert row == (1, row[1], row[2], 30, UNCHANGED)

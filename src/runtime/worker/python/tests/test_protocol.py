@@ -18,7 +18,7 @@ def test_full_rows_encode_with_values_json_cant_hold_failing_alone():
         protocol.full_row(3, 0, 5, "bad \udc80 text", {}, RETURNED, [], "out \udcff", "", None),
     ]
     first, second, third = json.loads(protocol.encode_rows(rows))
-    assert first == [1, 0, 5, [1, 2], UNCHANGED, RETURNED, [], "", "", None]
+    assert first == [1, 0, 5, [1, 2], UNCHANGED, RETURNED, [], "", "", None, None]
     assert second[:9] == [2, 0, 5, None, {"k": 1}, RAISED, [], "said", ""]
     assert second[9] == ["TypeError", "the return value is not JSON-serialisable: set (Object of type set is not JSON serializable)", "", None]
     assert third[5] == RAISED
@@ -35,7 +35,7 @@ def test_a_short_row_that_cant_be_encoded_becomes_a_failing_full_row(monkeypatch
     assert (keys, t0s, durations) == ([1, 3], [10, 30], [5, 7])
     assert json.loads(values) == ["fine", [1, 2]]
     assert json.loads(backpacks) == [UNCHANGED, {"b": 1}]
-    ((key, t0, duration, value, backpack, status, _, _, _, error),) = json.loads(full)
+    ((key, t0, duration, value, backpack, status, _, _, _, error, _),) = json.loads(full)
     assert (key, t0, duration, value, backpack, status, error[0]) == (2, 20, 6, None, UNCHANGED, RAISED, "TypeError")
 
 
