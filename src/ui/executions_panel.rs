@@ -129,8 +129,17 @@ impl ExecutionsPanel {
                 }
             }
             ui.separator();
+            // Retried attempts come only from blocks with retries: without any, no chip for them.
+            let retries = app
+                .project
+                .blocks
+                .iter()
+                .any(|b| b.code().is_some_and(|c| c.retries.is_some()));
             for status in FILTER_STATUSES {
                 let on = filter.statuses.contains(&status);
+                if status == InvocationStatus::Retried && !retries && !on {
+                    continue;
+                }
                 let text = RichText::new(status.label()).color(theme::status_color(status, dark));
                 if ui
                     .selectable_label(on, text)
@@ -339,6 +348,13 @@ impl ExecutionsPanel {
         let all_blocks = app.selection.single_block().is_none();
         // Which Dask worker ran each invocation, for a run on a cluster.
         let on_cluster = run.row.executor.cluster().is_some();
+        // Room for the items' labels when a fan-out names its items; the path alone otherwise.
+        let names_items = app
+            .project
+            .transitions
+            .iter()
+            .any(crate::model::Transition::names_items);
+        let item_width = if names_items { 96.0 } else { 64.0 };
         let mut table = TableBuilder::new(ui)
             .id_salt("executions-table")
             .striped(true)
@@ -352,7 +368,7 @@ impl ExecutionsPanel {
                 Column::auto().at_least(60.0).clip(true),
                 usize::from(all_blocks),
             )
-            .column(Column::initial(96.0).at_least(64.0).clip(true))
+            .column(Column::initial(item_width).at_least(64.0).clip(true))
             .column(Column::exact(24.0))
             .column(Column::exact(112.0))
             .column(Column::exact(64.0))
