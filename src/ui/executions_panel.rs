@@ -354,7 +354,11 @@ impl ExecutionsPanel {
             .transitions
             .iter()
             .any(crate::model::Transition::names_items);
-        let item_width = if names_items { 96.0 } else { 64.0 };
+        let item_column = if names_items {
+            Column::initial(96.0).at_least(64.0).clip(true)
+        } else {
+            Column::exact(64.0)
+        };
         let mut table = TableBuilder::new(ui)
             .id_salt("executions-table")
             .striped(true)
@@ -368,7 +372,7 @@ impl ExecutionsPanel {
                 Column::auto().at_least(60.0).clip(true),
                 usize::from(all_blocks),
             )
-            .column(Column::initial(item_width).at_least(64.0).clip(true))
+            .column(item_column)
             .column(Column::exact(24.0))
             .column(Column::exact(112.0))
             .column(Column::exact(64.0))
