@@ -552,10 +552,17 @@ fn main() {
                 braid::runtime::redrive::Redrive::load(&history, &first, None).expect("redrive")
             };
             let loaded = started.elapsed();
+            // The same project with Work fixed: a redrive follows the transitions the run recorded
+            // by their ids, which a freshly built project would not share.
+            let mut fixed = failing.clone();
+            if let (Some(work), Some(fix)) = (fixed.blocks[1].code_mut(), trivial.blocks[1].code())
+            {
+                work.code.clone_from(&fix.code);
+            }
             let request = RunRequest {
                 history: Some(db.clone()),
                 redrive: Some(std::sync::Arc::new(redrive)),
-                ..RunRequest::new(RunId::new_random(), trivial.clone())
+                ..RunRequest::new(RunId::new_random(), fixed)
             };
             ran = 0;
             follow(&mut runtime, request, RunStatus::Succeeded, |batch| {

@@ -22,12 +22,12 @@ use super::invoker::{
     BlockCompileError, Invoker, InvokerEvent, InvokerEvents, Program, TaskResult,
 };
 use super::plan::Plan;
-use super::redrive::Redrive;
+use super::redrive::{CarriedEnd, Redrive};
 use super::scheduler::{KEY_BITS, RunScheduler};
 use super::scripted::Script;
 use super::worker::pool::{PoolConfig, ProcessPool};
 use crate::model::validate::error_messages;
-use crate::model::{BlockId, Project};
+use crate::model::{BlockId, Project, TransitionId};
 use crate::run::{CompileError, Executor, RunId, RunStatus, RunSummary, now_ms};
 
 /// A request to run a pipeline.
@@ -1290,6 +1290,30 @@ fn start_of(
         {
             return Err(format!(
                 "run {} started at blocks that are no longer in the project, so it can't be redriven",
+                redrive.of
+            ));
+        }
+        // What carried invocations fired then fires again, by transition id: a transition drawn anew
+        // since (another id) would fire nothing, and the run would end "succeeded" having run nothing.
+        let transitions: std::collections::HashSet<&TransitionId> =
+            project.transitions.iter().map(|t| &t.id).collect();
+        let gone = redrive
+            .carried
+            .iter()
+            .find_map(|carried| match &carried.end {
+                CarriedEnd::Succeeded { fired, .. } => fired
+                    .iter()
+                    .any(|id| !transitions.contains(id))
+                    .then_some(&carried.block),
+                CarriedEnd::Failed { .. } => None,
+            });
+        if let Some(block) = gone {
+            let name = project
+                .block(block)
+                .map_or_else(|| block.to_string(), |b| format!("{:?}", b.name));
+            return Err(format!(
+                "run {} went on from block {name} through transitions that are no longer in the \
+                 project, so it can't be redriven: run the project afresh",
                 redrive.of
             ));
         }

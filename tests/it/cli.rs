@@ -1132,3 +1132,37 @@ fn history_shows_keys_and_labels_and_a_headless_redrive_runs_only_the_failed_ite
     let runs = history_runs(&path);
     assert_eq!(runs[0]["redrive_of"], json!(run), "{runs}");
 }
+
+/// A redrive goes on through the transitions the run fired, by id: when the fan-out was drawn anew since
+/// (another id), it would fire nothing and end "succeeded" with no results. It is refused instead,
+/// naming the run and the block it went on from.
+#[test]
+fn a_redrive_through_a_transition_drawn_anew_is_refused_naming_the_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = "def main(block_input, backpack):\n    if block_input['id'] == 'osl':\n        raise KeyError('city')\n    return block_input['city']\n";
+    let path = cities_project(dir.path(), broken);
+    let project = path.to_str().unwrap();
+    let out = braid().args(["run", project, "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let first: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run = first["run_id"].as_str().unwrap().to_owned();
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"id\":\"out\"", "\"id\":\"out-drawn-again\"");
+    assert!(text.contains("out-drawn-again"));
+    std::fs::write(&path, text).unwrap();
+    let out = braid()
+        .args(["run", project, "--redrive", &run, "--json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_ne!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        format!("{stdout}{stderr}").contains(&format!(
+            "run {run} went on from block \"Gen\" through transitions that are no longer in the \
+             project, so it can't be redriven"
+        )),
+        "{stdout}{stderr}"
+    );
+}
