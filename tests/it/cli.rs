@@ -1069,6 +1069,19 @@ fn cities_project(dir: &Path, work: &str) -> PathBuf {
     path
 }
 
+/// A cities project whose Work block is `work`, run once and failed: its path and the run's id.
+fn failed_cities_run(dir: &Path, work: &str) -> (PathBuf, String) {
+    let path = cities_project(dir, work);
+    let out = braid()
+        .args(["run", path.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let first: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run = first["run_id"].as_str().unwrap().to_owned();
+    (path, run)
+}
+
 /// `braid history` names each item by key and label and finds one by `--key`; `braid run --redrive`
 /// runs only the failed item again with the block's new code and completes the fan-in in item order,
 /// a run of its own that names the run it continues.
@@ -1076,12 +1089,8 @@ fn cities_project(dir: &Path, work: &str) -> PathBuf {
 fn history_shows_keys_and_labels_and_a_headless_redrive_runs_only_the_failed_item() {
     let dir = tempfile::tempdir().unwrap();
     let broken = "def main(block_input, backpack):\n    if block_input['id'] == 'osl':\n        raise KeyError('city')\n    return block_input['city'] + ' 1'\n";
-    let path = cities_project(dir.path(), broken);
+    let (path, run) = failed_cities_run(dir.path(), broken);
     let project = path.to_str().unwrap();
-    let out = braid().args(["run", project, "--json"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let first: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let run = first["run_id"].as_str().unwrap().to_owned();
 
     let listed = braid().args(["history", project, &run]).output().unwrap();
     let listed = String::from_utf8(listed.stdout).unwrap();
@@ -1140,12 +1149,8 @@ fn history_shows_keys_and_labels_and_a_headless_redrive_runs_only_the_failed_ite
 fn a_redrive_through_a_transition_drawn_anew_is_refused_naming_the_block() {
     let dir = tempfile::tempdir().unwrap();
     let broken = "def main(block_input, backpack):\n    if block_input['id'] == 'osl':\n        raise KeyError('city')\n    return block_input['city']\n";
-    let path = cities_project(dir.path(), broken);
+    let (path, run) = failed_cities_run(dir.path(), broken);
     let project = path.to_str().unwrap();
-    let out = braid().args(["run", project, "--json"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let first: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let run = first["run_id"].as_str().unwrap().to_owned();
     let text = std::fs::read_to_string(&path)
         .unwrap()
         .replace("\"id\":\"out\"", "\"id\":\"out-drawn-again\"");
