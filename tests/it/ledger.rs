@@ -540,10 +540,11 @@ mod editor {
     use braid::app::run::RunPhase;
     use braid::app::{BlockEdit, Edit};
     use braid::model::Position;
-    use braid::run::RunStatus;
+    use braid::run::{InvocationStatus, RunStatus};
+    use braid::runtime::history::History;
     use braid::shell::BraidApp;
     use egui_kittest::Harness;
-    use egui_kittest::kittest::Queryable as _;
+    use egui_kittest::kittest::{NodeT as _, Queryable as _};
 
     use super::cities;
     use crate::gui::{click, harness_1280x800, settle, wait_for};
@@ -681,5 +682,203 @@ mod editor {
                 panic!("{e}");
             }
         }
+    }
+
+    /// Paris and Rome succeed; Oslo and Lima raise `KeyError`, Bergen and Kyoto `ValueError`: two
+    /// failure groups of two.
+    const TWO_FAILURES: &str = "def main(block_input, backpack):\n    if block_input['id'] in ('osl', 'lim'):\n        raise KeyError('city')\n    if block_input['id'] in ('ber', 'kyo'):\n        raise ValueError('no forecast')\n    return block_input['city']\n";
+
+    /// Six cities fanned out to `Work` by id (labelled by name) and fanned in to `Collect`.
+    fn write_six_cities(dir: &Path) -> PathBuf {
+        let six = "def main(block_input, backpack):\n    return [\n        {'id': 'par', 'city': 'Paris'},\n        {'id': 'osl', 'city': 'Oslo'},\n        {'id': 'rom', 'city': 'Rome'},\n        {'id': 'ber', 'city': 'Bergen'},\n        {'id': 'lim', 'city': 'Lima'},\n        {'id': 'kyo', 'city': 'Kyoto'},\n    ]\n";
+        let mut project = cities(TWO_FAILURES).build();
+        six.clone_into(&mut project.blocks[0].code_mut().unwrap().code);
+        "Six cities".clone_into(&mut project.name);
+        for (block, x) in project.blocks.iter_mut().zip([0.0, 260.0, 520.0]) {
+            block.position = Position { x, y: 0.0 };
+        }
+        let path = dir.join("six.braid.json");
+        braid::model::format::save_project(&path, &project).expect("saves");
+        path
+    }
+
+    /// Clicks the "↻ redrive" button on the row of the failure group whose label is `group`.
+    fn click_group_redrive(harness: &mut Harness<'_, BraidApp>, group: &str) {
+        let row = harness.get_by_label(group).rect();
+        let on_row = |b: egui::Rect| b.center().y > row.top() && b.center().y < row.bottom();
+        let Some(button) = harness
+            .query_all_by_label("↻ redrive")
+            .find(|b| on_row(b.rect()))
+        else {
+            panic!("no redrive button on the row of {group:?}");
+        };
+        button.click();
+        harness.step();
+        harness.remove_cursor();
+        settle(harness);
+    }
+
+    /// (block, key, label, status, carried over) of each of a recorded run's invocations, in id order.
+    fn recorded(
+        path: &Path,
+        run: &braid::run::RunId,
+    ) -> Vec<(String, String, String, InvocationStatus, bool)> {
+        let history = History::open(&History::path_for_project(path)).unwrap();
+        history
+            .invocation_rows(run, &braid::run::InvocationFilter::default())
+            .unwrap()
+            .iter()
+            .map(|row| {
+                (
+                    row.block_name.to_string(),
+                    row.item_key().unwrap_or_default().into_owned(),
+                    row.item_label().unwrap_or_default().to_owned(),
+                    row.status,
+                    row.carried,
+                )
+            })
+            .collect()
+    }
+
+    /// A failure group's redrive button runs that group's items again and nothing else: the other
+    /// group's failures are carried over as they were (even though the code would now pass them), so
+    /// the fan-in still misses those items and the redrive fails naming them.
+    #[test]
+    fn a_failure_groups_redrive_runs_only_that_groups_items_and_keeps_the_other_failures() {
+        use InvocationStatus::{Exception, Succeeded};
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_six_cities(dir.path());
+        let mut harness: Harness<'_, BraidApp> = harness_1280x800(Some(path.clone()));
+        click(&mut harness, "▶ Run");
+        let first = crate::gui::wait_for_run(&mut harness);
+        assert_eq!(first.status, RunStatus::Failed);
+        click(&mut harness, "Block Executions");
+        harness.get_by_label("ValueError: no forecast × 2");
+
+        // Fixed for every item: only the redrive's choice keeps Bergen and Kyoto from running again.
+        let work_id = harness.state().app.project.blocks[1].id.clone();
+        harness.state_mut().app.apply(
+            Edit::EditBlock {
+                block: work_id,
+                edit: BlockEdit::Code(
+                    "def main(block_input, backpack):\n    return block_input['city'] + ' again'\n"
+                        .to_owned(),
+                ),
+            },
+            0.0,
+        );
+        settle(&mut harness);
+        click_group_redrive(&mut harness, "KeyError: 'city' × 2");
+        wait_for(&mut harness, "the redrive to finish", |app| {
+            finished(app)
+                && app
+                    .app
+                    .run
+                    .as_ref()
+                    .is_some_and(|r| r.run_id != first.run_id)
+        });
+        let redrive = crate::gui::wait_for_run(&mut harness);
+        assert_eq!(redrive.redrive_of.as_ref(), Some(&first.run_id));
+
+        let first_rows = recorded(&path, &first.run_id);
+        let work = |rows: &[(String, String, String, InvocationStatus, bool)]| {
+            rows.iter()
+                .filter(|row| row.0 == "Work")
+                .map(|(_, key, label, status, carried)| {
+                    (key.clone(), label.clone(), *status, *carried)
+                })
+                .collect::<Vec<_>>()
+        };
+        let s = |text: &str| text.to_owned();
+        assert_eq!(
+            work(&first_rows),
+            [
+                (s("par"), s("Paris"), Succeeded, false),
+                (s("osl"), s("Oslo"), Exception, false),
+                (s("rom"), s("Rome"), Succeeded, false),
+                (s("ber"), s("Bergen"), Exception, false),
+                (s("lim"), s("Lima"), Exception, false),
+                (s("kyo"), s("Kyoto"), Exception, false),
+            ]
+        );
+        let rows = recorded(&path, &redrive.run_id);
+        // Oslo and Lima ran (with the new code); the rest was carried over, Bergen and Kyoto still
+        // failed; the fan-in never fired.
+        assert_eq!(
+            work(&rows),
+            [
+                (s("par"), s("Paris"), Succeeded, true),
+                (s("osl"), s("Oslo"), Succeeded, false),
+                (s("rom"), s("Rome"), Succeeded, true),
+                (s("ber"), s("Bergen"), Exception, true),
+                (s("lim"), s("Lima"), Succeeded, false),
+                (s("kyo"), s("Kyoto"), Exception, true),
+            ]
+        );
+        assert_eq!(
+            rows.iter().map(|row| row.0.as_str()).collect::<Vec<_>>(),
+            ["Gen", "Work", "Work", "Work", "Work", "Work", "Work"]
+        );
+        assert_eq!(redrive.status, RunStatus::Failed);
+        let failures: Vec<(&str, &[u32], &str)> = redrive
+            .failures
+            .iter()
+            .map(|f| (f.block.as_str(), &f.item_path[..], f.error.as_str()))
+            .collect();
+        assert_eq!(
+            failures,
+            [
+                ("Work", &[3][..], "ValueError: no forecast"),
+                ("Work", &[5][..], "ValueError: no forecast"),
+                (
+                    "Collect",
+                    &[][..],
+                    "fan-in \"Collect\" got 4 of 6 results; missing items \"ber\" (Bergen), \"kyo\" (Kyoto) (item \"ber\" (Bergen): ValueError: no forecast in \"Work\"; item \"kyo\" (Kyoto): ValueError: no forecast in \"Work\")"
+                ),
+            ]
+        );
+    }
+
+    /// The timeline names the item under the pointer by its label: Rome runs long while the others
+    /// end at once, so late in the run only its bar is in the `Work` lane.
+    #[test]
+    fn the_timeline_names_the_hovered_items_label() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut project = cities(
+            "import time\ndef main(block_input, backpack):\n    if block_input['id'] == 'rom':\n        time.sleep(0.8)\n    return block_input['city']\n",
+        )
+        .build();
+        for (block, x) in project.blocks.iter_mut().zip([0.0, 260.0, 520.0]) {
+            block.position = Position { x, y: 0.0 };
+        }
+        let path = dir.path().join("cities.braid.json");
+        braid::model::format::save_project(&path, &project).expect("saves");
+        let mut harness: Harness<'_, BraidApp> = harness_1280x800(Some(path));
+        click(&mut harness, "▶ Run");
+        let summary = crate::gui::wait_for_run(&mut harness);
+        assert_eq!(summary.status, RunStatus::Succeeded);
+        click(&mut harness, "Timeline");
+        click(&mut harness, "blocks");
+        // The lanes fill the panel below the row of lane modes, each at most 18 points high, from
+        // 110 points right of its left edge (where the lanes' names are); three quarters of the way
+        // through the run only Rome is running.
+        let modes = harness.get_by_label("Lanes:").rect();
+        let x = modes.left() + 110.0 + 0.75 * (1280.0 - modes.left() - 110.0);
+        let mut tooltip = None;
+        for step in 0..60 {
+            harness.hover_at(egui::pos2(x, modes.bottom() + 2.0 * step as f32));
+            harness.run_steps(3);
+            if let Some(node) = harness.query_by_label_contains("Work [2]") {
+                tooltip = node.accesskit_node().value();
+                break;
+            }
+        }
+        let tooltip = tooltip.expect("hovering Rome's bar shows its invocation");
+        // Its block, item path and label, invocation id, status; then how long it ran, which varies.
+        let (said, ran) = tooltip
+            .rsplit_once(" · ")
+            .unwrap_or_else(|| panic!("{tooltip}"));
+        assert_eq!(said, "Work [2] Rome · #4 · succeeded");
+        assert!(ran.ends_with(" ms"), "{tooltip}");
     }
 }
