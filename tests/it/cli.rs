@@ -519,22 +519,41 @@ fn a_declared_variable_without_a_value_is_warned_about() {
 const SLEEP: &str = "time.sleep(100)";
 
 fn start_sleepy_run(dir: &Path, sleep: &str) -> std::process::Child {
-    use std::os::unix::process::CommandExt as _;
     let started = dir.join("started");
+    let flag = started.to_str().unwrap();
+    let path = write_sleepy_project(
+        dir,
+        &format!(
+            "import subprocess, time\ndef main(block_input, backpack):\n    helper = subprocess.Popen(['sleep', '100'])\n    with open({flag:?}, 'a') as f:\n        f.write(f'{{helper.pid}}\\n')\n    {sleep}\n    return block_input\n"
+        ),
+    );
+    start_run_until(&[path.to_str().unwrap()], &started)
+}
+
+/// `sleepy.braid.json` in `dir`: `Gen` fans 20 items out to `Sleep` (this code, a 300 s timeout) at a
+/// concurrency limit of 4.
+pub(crate) fn write_sleepy_project(dir: &Path, code: &str) -> PathBuf {
     let project = json!({
         "format_version": 1, "name": "sleepy", "settings": {"concurrency_limit": 4},
         "blocks": [
             {"id": "g", "name": "Gen", "kind": "code",
              "code": "def main(block_input, backpack):\n    return list(range(20))\n"},
-            {"id": "w", "name": "Sleep", "kind": "code", "timeout_s": 300,
-             "code": format!("import subprocess, time\ndef main(block_input, backpack):\n    helper = subprocess.Popen(['sleep', '100'])\n    with open({started:?}, 'a') as f:\n        f.write(f'{{helper.pid}}\\n')\n    {sleep}\n    return block_input\n")}
+            {"id": "w", "name": "Sleep", "kind": "code", "timeout_s": 300, "code": code}
         ],
         "transitions": [{"id": "t", "from": "g", "to": "w", "type": "fan-out"}]
     });
     let path = dir.join("sleepy.braid.json");
     std::fs::write(&path, project.to_string()).unwrap();
+    path
+}
+
+/// `braid run` with these arguments, as a terminal starts it (a process group of its own, to which
+/// Ctrl+C goes), once `started` exists (an item has begun).
+pub(crate) fn start_run_until(args: &[&str], started: &Path) -> std::process::Child {
+    use std::os::unix::process::CommandExt as _;
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_braid"))
-        .args(["run", path.to_str().unwrap()])
+        .arg("run")
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .process_group(0)
@@ -562,7 +581,7 @@ fn assert_helpers_ended(dir: &Path) {
 }
 
 /// Ctrl+C as a terminal sends it: to the whole foreground process group.
-fn ctrl_c(child: &std::process::Child) {
+pub(crate) fn ctrl_c(child: &std::process::Child) {
     let group = rustix::process::Pid::from_raw(child.id().cast_signed()).expect("a process id");
     rustix::process::kill_process_group(group, rustix::process::Signal::INT).expect("signalled");
 }

@@ -736,3 +736,254 @@ fn braid_cluster_starts_a_cluster_to_run_on_and_ctrl_c_stops_it() {
         "the scheduler still listens at {address}"
     );
 }
+
+/// Cities fanned out to `Work` by id and labelled by name and index, fanned in to `Collect`; `Work`
+/// raises for Oslo.
+fn named_cities() -> braid::model::Project {
+    let work = "def main(block_input, backpack):\n    if block_input['id'] == 'osl':\n        raise KeyError('city')\n    return block_input['city']\n";
+    Builder::new()
+        .block(
+            "Gen",
+            "def main(block_input, backpack):\n    return [{'id': 'par', 'city': 'Paris'}, {'id': 'osl', 'city': 'Oslo'}, {'id': 'rom', 'city': 'Rome'}, {'id': 'lim', 'city': 'Lima'}]\n",
+        )
+        .block("Work", work)
+        .block(
+            "Collect",
+            "def main(block_input, backpack):\n    return block_input\n",
+        )
+        .link("Gen", "Work", braid::model::TransitionKind::FanOut)
+        .link("Work", "Collect", FanIn)
+        .item_names("Gen", "Work", "item['id']", "f\"{item['city']} ({index})\"")
+        .build()
+}
+
+/// (block, item keys, label, status, carried from) of each record, in id order.
+fn named_items(out: &Outcome) -> Vec<(String, String, String, InvocationStatus, Option<u64>)> {
+    out.records
+        .iter()
+        .map(|r| {
+            (
+                r.block_name.to_string(),
+                r.item_key_path().join("/"),
+                r.item_label().unwrap_or_default().to_owned(),
+                r.status,
+                r.carried_from,
+            )
+        })
+        .collect()
+}
+
+/// Item keys and labels are evaluated where the fan-out's source ran, on a Dask worker: the records name
+/// the same items as a local run's; and a redrive on the cluster runs only the item that failed (and the
+/// fan-in after it), carrying the others over by key.
+#[test]
+fn a_keyed_and_labelled_fan_out_names_its_items_on_the_cluster_as_here_and_a_redrive_there_runs_only_the_failed_item()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("p.history.sqlite");
+    let mut runtime = RuntimeHandle::start(runtime_config()).expect("runtime starts");
+    let project = named_cities();
+    let here = run_request_on(
+        &mut runtime,
+        RunRequest::new(RunId::new_random(), project.clone()),
+        |_, _, _| {},
+    );
+    let mut request = RunRequest::new(RunId::new_random(), project.clone());
+    request.executor = on_cluster(&cluster());
+    request.history = Some(database.clone());
+    let there = run_request_on(&mut runtime, request, |_, _, _| {});
+    assert_eq!(there.refused, None);
+    let s = |text: &str| text.to_owned();
+    let failed = [
+        (s("Gen"), s(""), s(""), InvocationStatus::Succeeded, None),
+        (
+            s("Work"),
+            s("par"),
+            s("Paris (0)"),
+            InvocationStatus::Succeeded,
+            None,
+        ),
+        (
+            s("Work"),
+            s("osl"),
+            s("Oslo (1)"),
+            InvocationStatus::Exception,
+            None,
+        ),
+        (
+            s("Work"),
+            s("rom"),
+            s("Rome (2)"),
+            InvocationStatus::Succeeded,
+            None,
+        ),
+        (
+            s("Work"),
+            s("lim"),
+            s("Lima (3)"),
+            InvocationStatus::Succeeded,
+            None,
+        ),
+    ];
+    assert_eq!(named_items(&here), failed);
+    assert_eq!(named_items(&there), failed);
+    assert!(
+        there
+            .records
+            .iter()
+            .all(|r| r.worker.as_deref().is_some_and(|w| w.starts_with("tcp://"))),
+        "every invocation ran on the cluster"
+    );
+    assert_eq!(there.summary.status, RunStatus::Failed);
+
+    let redrive = {
+        let history = braid::runtime::history::History::open(&database).unwrap();
+        braid::runtime::redrive::Redrive::load(&history, &there.summary.run_id, None).unwrap()
+    };
+    // The same project, its block fixed.
+    let mut fixed = project;
+    "def main(block_input, backpack):\n    return block_input['city'] + ' again'\n"
+        .clone_into(&mut fixed.blocks[1].code_mut().unwrap().code);
+    let mut request = RunRequest::new(RunId::new_random(), fixed);
+    request.executor = on_cluster(&cluster());
+    request.history = Some(database);
+    request.redrive = Some(std::sync::Arc::new(redrive));
+    let again = run_request_on(&mut runtime, request, |_, _, _| {});
+    assert_eq!(again.refused, None);
+    assert_eq!(
+        again.summary.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        again.summary.failures
+    );
+    let ids: Vec<u64> = there.records.iter().map(|r| r.id).collect();
+    assert_eq!(
+        named_items(&again),
+        [
+            (
+                s("Gen"),
+                s(""),
+                s(""),
+                InvocationStatus::Succeeded,
+                Some(ids[0])
+            ),
+            (
+                s("Work"),
+                s("par"),
+                s("Paris (0)"),
+                InvocationStatus::Succeeded,
+                Some(ids[1])
+            ),
+            (
+                s("Work"),
+                s("osl"),
+                s("Oslo (1)"),
+                InvocationStatus::Succeeded,
+                None
+            ),
+            (
+                s("Work"),
+                s("rom"),
+                s("Rome (2)"),
+                InvocationStatus::Succeeded,
+                Some(ids[3])
+            ),
+            (
+                s("Work"),
+                s("lim"),
+                s("Lima (3)"),
+                InvocationStatus::Succeeded,
+                Some(ids[4])
+            ),
+            (
+                s("Collect"),
+                s(""),
+                s(""),
+                InvocationStatus::Succeeded,
+                None
+            ),
+        ]
+    );
+    // What ran, ran on the cluster.
+    for record in again.records.iter().filter(|r| r.carried_from.is_none()) {
+        assert!(
+            record
+                .worker
+                .as_deref()
+                .is_some_and(|w| w.starts_with("tcp://")),
+            "{record:?}"
+        );
+    }
+    assert_eq!(
+        again.results_of("Collect"),
+        [&json!(["Paris", "Oslo again", "Rome", "Lima"])]
+    );
+}
+
+/// What the scheduler at `address` has its workers doing: each worker's tasks in processing, and the
+/// tasks each worker's threads are still executing (a task the scheduler forgot still holds its thread
+/// until its function returns).
+fn cluster_busy(address: &str) -> Value {
+    let script = "import json, sys\nfrom distributed import Client\nwith Client(sys.argv[1], timeout=30) as client:\n    processing = {w: [str(k) for k in keys] for w, keys in client.processing().items() if keys}\n    executing = {w: n for w, n in client.run(lambda dask_worker: len(dask_worker.state.executing)).items() if n}\n    print(json.dumps({'processing': processing, 'executing': executing}))\n";
+    let output = std::process::Command::new(braid::runtime::environment::python_executable())
+        .args(["-c", script, address])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "asking the scheduler at {address} ({e}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// Ctrl+C (to the whole process group, as a terminal sends it) of `braid run --cluster` stops the run as
+/// a local one stops: cancelled (exit 1, the summary and the history say so), soon, and nothing of it is
+/// left running on the cluster. On a cluster of its own, so that no other test's work is counted.
+#[test]
+fn ctrl_c_of_a_run_on_a_cluster_cancels_it_there_and_records_it_cancelled() {
+    let cluster = OwnCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("started");
+    let flag = started.to_str().unwrap();
+    let path = super::cli::write_sleepy_project(
+        dir.path(),
+        &format!(
+            "import time\ndef main(block_input, backpack):\n    with open({flag:?}, 'a') as f:\n        f.write(f'{{block_input}}\\n')\n    time.sleep(30)\n    return block_input\n"
+        ),
+    );
+    let child = super::cli::start_run_until(
+        &[path.to_str().unwrap(), "--cluster", &cluster.address],
+        &started,
+    );
+    let busy = cluster_busy(&cluster.address);
+    assert_ne!(busy["processing"], json!({}), "{busy}");
+
+    super::cli::ctrl_c(&child);
+    let signalled = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let took = signalled.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        took < Duration::from_secs(10),
+        "braid ended {took:?} after Ctrl+C"
+    );
+    assert!(stdout.contains(" cancelled in "), "{stdout}");
+    assert!(stderr.contains("stopping the run"), "{stderr}");
+
+    let runs = super::cli::history_runs(&path);
+    assert_eq!(runs[0]["status"], "cancelled", "{runs}");
+    assert_eq!(runs[0]["invocations"], 21, "{runs}");
+    assert_eq!(runs[0]["counts"]["cancelled"], 20, "{runs}");
+
+    // Nothing of the run is left on the cluster: no task in processing, no worker thread running one.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut busy = cluster_busy(&cluster.address);
+    while busy != json!({"processing": {}, "executing": {}}) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        busy = cluster_busy(&cluster.address);
+    }
+    assert_eq!(busy, json!({"processing": {}, "executing": {}}));
+}

@@ -440,6 +440,8 @@ class Bridge:
         self.lock = threading.Lock()
         self.threads = 0
         self.closing = False
+        # Interrupts on their way to the workers: the bridge ends only once they are delivered.
+        self.interrupts = []
 
     def send(self, body):
         with self.out_lock:
@@ -625,7 +627,9 @@ class Bridge:
             # Those not started yet never will; one running on a worker ends through its child.
             self.client.cancel(whole, reason="the run was stopped")
         for program_id, program_keys in by_program.items():
-            threading.Thread(target=self.interrupt, args=(program_id, sorted(program_keys)), daemon=True).start()
+            interrupt = threading.Thread(target=self.interrupt, args=(program_id, sorted(program_keys)), daemon=True)
+            interrupt.start()
+            self.interrupts = [t for t in self.interrupts if t.is_alive()] + [interrupt]
 
     def interrupt(self, program_id, keys):
         """Stops the invocations running on the workers (off the main thread: it takes a round trip)."""
@@ -656,6 +660,12 @@ class Bridge:
                 self.unload(request["program"])
             else:
                 raise ValueError(f"the bridge does not know the request {op!r}")
+        # A headless run that was stopped ends right after its cancel: the interrupts it sent still go
+        # out (briefly: Braid kills a bridge that takes longer than a few seconds to end), or the
+        # invocations running on the cluster would hold its workers' threads until they returned.
+        deadline = time.monotonic() + 2
+        for interrupt in self.interrupts:
+            interrupt.join(max(0.0, deadline - time.monotonic()))
         self.closing = True
         try:
             self.client.close(timeout=2)

@@ -270,21 +270,26 @@ impl Actor {
             tail.clear();
         }
         let python = crate::runtime::environment::python_executable();
-        let mut child = Command::new(&python)
+        let mut command = Command::new(&python);
+        command
             .arg("-c")
             .arg(BRIDGE)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
-                format!(
-                    "can't start {} to reach the Dask cluster at {}: {e}",
-                    python.display(),
-                    self.scheduler
-                )
-            })?;
+            .kill_on_drop(true);
+        // A process group of its own, as the local workers have: Ctrl+C in the terminal reaches Braid
+        // alone, which cancels the run through the bridge; a bridge that took the Ctrl+C too would die
+        // before it could stop the batches running on the cluster, leaving their threads busy there.
+        #[cfg(unix)]
+        command.process_group(0);
+        let mut child = command.spawn().map_err(|e| {
+            format!(
+                "can't start {} to reach the Dask cluster at {}: {e}",
+                python.display(),
+                self.scheduler
+            )
+        })?;
         let (Some(mut stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
