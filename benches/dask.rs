@@ -5,7 +5,9 @@
 //! 1. A 100,000-item trivial fan-out/fan-in, every invocation recorded, against the same work as a Dask
 //!    bag written by someone who knows Dask (`db.from_sequence(range(100000), npartitions=10).map(f)`)
 //!    and with the bag's default partitions.
-//! 2. A CPU-bound fan-out (4 × a 3,000,000-step loop) on two workers against one (a cluster of one).
+//! 2. A CPU-bound fan-out (4 × a 3,000,000-step loop) on two workers against one (a cluster of one),
+//!    beside the same loops in Python's `multiprocessing.Pool(2)` against `Pool(1)`: what two cores give
+//!    this work on this machine at all.
 //! 3. An I/O-bound fan-out (1,000 × `time.sleep(0.1)`) at limit 100 (ideal: 1.0 s; target: 1.5 s).
 
 use std::path::Path;
@@ -200,6 +202,50 @@ fn dask_bag(address: &str, partitions: Option<usize>, n: usize, repeats: usize) 
         .collect()
 }
 
+/// The same four loops on two processes and on one, as plain Python does it (pools started
+/// beforehand): how much faster two cores make this work on this machine with nothing of Dask or Braid
+/// in the way. (Pool(2), Pool(1)) medians.
+fn pool_ceiling(repeats: usize) -> (Duration, Duration) {
+    let python = braid::runtime::environment::python_executable();
+    let script = format!(
+        "import time\nfrom multiprocessing import Pool\n\
+         def main(n):\n    total = 0\n    for i in range(n):\n        total += i\n    return total\n\
+         if __name__ == '__main__':\n    \
+             for size in (2, 1):\n        \
+                 with Pool(size) as pool:\n            \
+                     pool.map(main, [1] * size, chunksize=1)\n            \
+                     for _ in range({repeats}):\n                \
+                         start = time.perf_counter()\n                \
+                         pool.map(main, [3_000_000] * 4, chunksize=1)\n                \
+                         print(size, time.perf_counter() - start, flush=True)\n"
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("ceiling.py");
+    std::fs::write(&path, script).expect("script written");
+    let output = Command::new(&python)
+        .arg(&path)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("python runs");
+    let (mut two, mut one) = (Vec::new(), Vec::new());
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(size), Some(seconds)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let Ok(seconds) = seconds.parse::<f64>() else {
+            continue;
+        };
+        match size {
+            "2" => two.push(Duration::from_secs_f64(seconds)),
+            "1" => one.push(Duration::from_secs_f64(seconds)),
+            _ => {}
+        }
+    }
+    assert!(!two.is_empty() && !one.is_empty(), "the pool script ran");
+    (median(two), median(one))
+}
+
 const COUNT_ITEMS: &str = "def main(block_input, backpack):\n    return len(block_input)\n";
 
 fn main() {
@@ -270,11 +316,19 @@ fn main() {
     );
     drop(runtime);
     drop(single);
+    let (pool_two, pool_one) = pool_ceiling(repeats);
     println!("2. CPU-bound fan-out, 4 x a 3,000,000-step loop (target: two workers at least 1.8x)");
     println!("   two workers: {}; one worker: {}", ms(two), ms(one));
     println!(
-        "   two workers are {:.2}x faster\n",
+        "   two workers are {:.2}x faster",
         one.as_secs_f64() / two.as_secs_f64()
+    );
+    println!(
+        "   this machine's own ceiling, the same 4 loops in Python's multiprocessing.Pool (no Dask, \
+         no Braid): Pool(2) {}, Pool(1) {}: {:.2}x\n",
+        ms(pool_two),
+        ms(pool_one),
+        pool_one.as_secs_f64() / pool_two.as_secs_f64()
     );
 
     let cluster = Cluster::start(2);

@@ -2,10 +2,11 @@
 //! fan-out gives a key expression) and a label people read.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use rustc_hash::{FxBuildHasher, FxHashMap};
+use serde::de::{DeserializeSeed, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::ItemPath;
 
@@ -47,6 +48,67 @@ impl Texts {
 
     fn len(&self) -> usize {
         self.ends.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        (0..self.len() as u32).map(|i| self.get(i).unwrap_or_default())
+    }
+}
+
+/// A list of texts, written and read straight from the buffer: a fan-out's 100,000 names cross from
+/// the worker and into the history without a `String` each.
+impl Serialize for Texts {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Texts {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_seq(TextsVisitor)
+    }
+}
+
+struct TextsVisitor;
+
+impl<'de> Visitor<'de> for TextsVisitor {
+    type Value = Texts;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of texts")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Texts, A::Error> {
+        let mut texts = Texts::default();
+        texts.ends.reserve(seq.size_hint().unwrap_or(0));
+        while seq.next_element_seed(Append(&mut texts.text))?.is_some() {
+            texts.ends.push(texts.text.len());
+        }
+        Ok(texts)
+    }
+}
+
+/// Appends one text of a list to the buffer.
+struct Append<'a>(&'a mut String);
+
+impl<'de> DeserializeSeed<'de> for Append<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for Append<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a text")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<(), E> {
+        self.0.push_str(text);
+        Ok(())
     }
 }
 
@@ -99,7 +161,8 @@ impl ItemNames {
         let Some(keys) = &self.keys else {
             return Vec::new();
         };
-        let mut first: HashMap<&str, u32> = HashMap::with_capacity(keys.len());
+        let mut first: FxHashMap<&str, u32> =
+            FxHashMap::with_capacity_and_hasher(keys.len(), FxBuildHasher);
         let mut twice: Vec<(&str, Vec<u32>)> = Vec::new();
         for index in 0..keys.len() as u32 {
             let key = keys.get(index).unwrap_or_default();
@@ -216,18 +279,16 @@ mod names_serde {
 
     use super::{ItemNames, Texts};
 
-    #[derive(Serialize, Deserialize)]
-    struct Lists {
-        keys: Option<Vec<String>>,
-        labels: Option<Vec<String>>,
+    #[derive(Serialize)]
+    struct Lists<'a> {
+        keys: Option<&'a Texts>,
+        labels: Option<&'a Texts>,
     }
 
-    fn list(texts: Option<&Texts>) -> Option<Vec<String>> {
-        texts.map(|t| {
-            (0..t.len() as u32)
-                .map(|i| t.get(i).unwrap_or_default().to_owned())
-                .collect()
-        })
+    #[derive(Deserialize)]
+    struct OwnedLists {
+        keys: Option<Texts>,
+        labels: Option<Texts>,
     }
 
     pub fn serialize<S: Serializer>(
@@ -235,8 +296,8 @@ mod names_serde {
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
         Lists {
-            keys: list(names.keys.as_ref()),
-            labels: list(names.labels.as_ref()),
+            keys: names.keys.as_ref(),
+            labels: names.labels.as_ref(),
         }
         .serialize(serializer)
     }
@@ -244,8 +305,25 @@ mod names_serde {
     pub fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Arc<ItemNames>, D::Error> {
-        let lists = Lists::deserialize(deserializer)?;
-        Ok(Arc::new(ItemNames::new(lists.keys, lists.labels)))
+        let OwnedLists { keys, labels } = OwnedLists::deserialize(deserializer)?;
+        Ok(Arc::new(ItemNames { keys, labels }))
+    }
+}
+
+/// `ItemNames` as the pair `[keys, labels]`, each a list of texts or `null`: how a worker sends the
+/// names one fan-out gave its items (`#[serde(with = "names_pair")]`).
+pub mod names_pair {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{ItemNames, Texts};
+
+    pub fn serialize<S: Serializer>(names: &ItemNames, serializer: S) -> Result<S::Ok, S::Error> {
+        (names.keys.as_ref(), names.labels.as_ref()).serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ItemNames, D::Error> {
+        let (keys, labels) = <(Option<Texts>, Option<Texts>)>::deserialize(deserializer)?;
+        Ok(ItemNames { keys, labels })
     }
 }
 
@@ -287,6 +365,43 @@ mod tests {
         let back: ItemName = serde_json::from_value(json).unwrap();
         assert_eq!(back, name);
         assert_eq!(back.shown(), "two");
+    }
+
+    #[test]
+    fn names_cross_as_lists_of_texts_and_read_back_equal() {
+        #[derive(Serialize, Deserialize)]
+        struct Pair(#[serde(with = "names_pair")] ItemNames);
+
+        let names = ItemNames::new(
+            Some(["a\"b", "é\\n", ""]),
+            Some(["line\nbreak", "tab\t", "Zürich"]),
+        );
+        let fanned = FannedOut {
+            transition: crate::model::TransitionId("t".into()),
+            names: Arc::new(names.clone()),
+        };
+        let json = serde_json::to_value(&fanned).unwrap();
+        assert_eq!(
+            json["names"],
+            serde_json::json!({
+                "keys": ["a\"b", "é\\n", ""],
+                "labels": ["line\nbreak", "tab\t", "Zürich"]
+            })
+        );
+        let back: FannedOut = serde_json::from_value(json).unwrap();
+        assert_eq!(back, fanned);
+
+        let keys_only = ItemNames::new(Some(["x", "y"]), None::<[&str; 0]>);
+        let text = serde_json::to_string(&Pair(keys_only.clone())).unwrap();
+        assert_eq!(text, r#"[["x","y"],null]"#);
+        // Read from text (borrowed where nothing is escaped) and from escapes alike.
+        let Pair(read) = serde_json::from_str(&text).unwrap();
+        assert_eq!(read, keys_only);
+        let Pair(read) = serde_json::from_str(r#"[null, ["\u00e9", "q\"q"]]"#).unwrap();
+        assert_eq!(read.label(0), Some("é"));
+        assert_eq!(read.label(1), Some("q\"q"));
+        assert!(!read.has_keys());
+        assert!(serde_json::from_str::<Pair>(r"[[1], null]").is_err());
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub use executor::Executor;
 pub use failures::{FailureGroup, FailureGroups, failure_groups, failure_shape, in_failure_group};
 pub use ids::{InvocationId, ItemPath, ParentIds, RunId};
 pub use item_diff::{ItemChange, ItemDiff, item_diff};
-pub use items::{FannedOut, ItemName, ItemNamePath, ItemNames, key_path};
+pub use items::{FannedOut, ItemName, ItemNamePath, ItemNames, key_path, names_pair};
 pub use record::{ErrorInfo, InvocationRecord};
 pub use rows::{InvocationFilter, InvocationRow, RowOrder, RunRow};
 pub use status::{BlockCounts, FanInCounts, InvocationStatus, MissingItem, RunStatus};

@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-use crate::run::{ErrorInfo, ItemNames};
+use crate::run::ErrorInfo;
 use crate::runtime::invoker::{
     BlockCompileError, Invoker, InvokerEvent, InvokerEvents, Outcome, Program, Stopping, Task,
     TaskResult,
@@ -39,6 +40,8 @@ const MAX_FUTILE_STARTS: u32 = 3;
 /// pipe a moment before the process is gone, and its exit status, not our kill, says what happened.
 /// One still running by then closed its pipe itself (a block closing every file descriptor).
 const EXIT_GRACE: Duration = Duration::from_millis(250);
+/// The size asked for a worker's pipes (Linux allows up to 1 MiB without privileges).
+const PIPE_SIZE: usize = 1 << 20;
 
 #[derive(Clone, Debug)]
 pub struct PoolConfig {
@@ -126,7 +129,7 @@ pub(crate) fn task_result(row: ResultRow, start_wall_us: u64, attempt: u32) -> T
             items: row
                 .items
                 .into_iter()
-                .map(|ItemLists(keys, labels)| ItemNames::new(keys, labels))
+                .map(|ItemLists(names)| names)
                 .collect(),
         },
         (Status::TimedOut, Some(error)) => Outcome::TimedOut { error },
@@ -399,6 +402,12 @@ impl PoolActor {
                 .await;
             return;
         };
+        // Frames are often megabytes each way (a batch of inputs, a fan-out's return value and its
+        // items' names): a pipe of 1 MiB, where the system allows one, passes such a frame in a few
+        // writes instead of one per 64 KiB, each waiting for the other side to wake.
+        for pipe in [stdin.as_fd(), stdout.as_fd()] {
+            let _ = rustix::pipe::fcntl_setpipe_size(pipe, PIPE_SIZE);
+        }
         let (frames, mut frames_rx) = mpsc::unbounded_channel::<Vec<u8>>();
         tokio::spawn(async move {
             while let Some(frame) = frames_rx.recv().await {

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use strum::{EnumDiscriminants, EnumIter, IntoStaticStr};
 
-use crate::run::ErrorInfo;
+use crate::run::{ErrorInfo, ItemNames};
 use crate::runtime::invoker::{Program, Task};
 
 /// What Braid asks of a worker.
@@ -245,9 +245,10 @@ pub struct ResultRow {
     pub items: Vec<ItemLists>,
 }
 
-/// One fan-out's item keys and labels, as the worker evaluated them (`None`: no such expression).
+/// One fan-out's item keys and labels, as the worker evaluated them: `[keys, labels]` on the wire,
+/// each `null` without its expression.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ItemLists(pub Option<Vec<String>>, pub Option<Vec<String>>);
+pub struct ItemLists(#[serde(with = "crate::run::names_pair")] pub ItemNames);
 
 fn items<'de, D: serde::Deserializer<'de>>(reader: D) -> Result<Vec<ItemLists>, D::Error> {
     Ok(Option::<Vec<ItemLists>>::deserialize(reader)?.unwrap_or_default())
@@ -734,8 +735,8 @@ mod tests {
         cancelled.status = Status::Cancelled;
         let mut named = row(9, json!([{"id": "a"}, {"id": "b"}]));
         named.items = vec![
-            ItemLists(Some(vec!["a".into(), "b".into()]), None),
-            ItemLists(None, Some(vec!["A é".into(), String::new()])),
+            ItemLists(ItemNames::new(Some(["a", "b"]), None::<[&str; 0]>)),
+            ItemLists(ItemNames::new(None::<[&str; 0]>, Some(["A é", ""]))),
         ];
         let big_key = row(u64::MAX >> 1, json!([null, false, "x"]));
         let cases: Vec<(&str, Vec<ResultRow>)> = vec![
