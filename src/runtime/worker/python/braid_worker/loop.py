@@ -689,8 +689,10 @@ class ItemNamer:
         where = f"{filename} (item {what} of fan-out #{index + 1})"
         try:
             # Alone first: only an expression passes, so nothing can close the comprehension around it.
-            compile(expr, where, "eval")
-            code = compile(f"[({expr}) for index, item in enumerate(return_data)]", where, "eval")
+            alone = compile(expr, where, "eval")
+            # `enumerate` only for an expression that reads `index`: its tuples cost a tenth.
+            over = "index, item in enumerate(return_data)" if _reads(alone, "index") else "item in return_data"
+            code = compile(f"[({expr}) for {over}]", where, "eval")
         except SyntaxError as e:
             self.problems.append(f"item {what} expression {expr!r}: SyntaxError: {e.msg}")
             return None
@@ -707,11 +709,11 @@ class ItemNamer:
         keys = labels = None
         if self.key is not None:
             keys = self.evaluate("key", self.key, scope)
-            if not all(k.__class__ is str for k in keys):
+            if list(map(type, keys)).count(str) != len(keys):
                 keys = [k if k.__class__ is str else _key_text(k) for k in keys]
         if self.label is not None:
             labels = self.evaluate("label", self.label, scope)
-            if not all(label.__class__ is str for label in labels):
+            if list(map(type, labels)).count(str) != len(labels):
                 labels = [label if label.__class__ is str else str(label) for label in labels]
         return [keys, labels]
 
@@ -731,6 +733,11 @@ class ItemNamer:
                     failed.add_note(f"(in the item {what} expression of the fan-out to {self.target!r}, item {index})")
                     raise
             raise e
+
+
+def _reads(code, name):
+    """Whether compiled code (or code nested in it: a lambda, a comprehension) reads `name`."""
+    return name in code.co_names or name in code.co_freevars or any(_reads(const, name) for const in code.co_consts if isinstance(const, types.CodeType))
 
 
 def _key_text(key):

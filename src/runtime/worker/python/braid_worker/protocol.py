@@ -48,6 +48,10 @@ def read_exact(fd, n):
     return b"".join(chunks)
 
 
+# Bodies from this size on are written apart from their header.
+LARGE_FRAME = 1 << 16
+
+
 def read_frame(fd):
     """The next frame's body, or None once fd has ended."""
     header = read_exact(fd, 4)
@@ -57,11 +61,20 @@ def read_frame(fd):
 
 
 def write_frame(fd, body):
-    data = len(body).to_bytes(4, "little") + body
+    header = len(body).to_bytes(4, "little")
+    if len(body) < LARGE_FRAME:
+        _write_all(fd, header + body)
+    else:
+        # Apart: joined, a body of megabytes (a fan-out's return value and its items' names) would be
+        # copied once more for nothing.
+        _write_all(fd, header)
+        _write_all(fd, body)
+
+
+def _write_all(fd, data):
     view = memoryview(data)
     while view:
-        written = os.write(fd, view)
-        view = view[written:]
+        view = view[os.write(fd, view) :]
 
 
 def read_request(body):

@@ -215,6 +215,18 @@ def test_a_fan_outs_items_are_named_by_its_key_and_label_expressions(monkeypatch
     assert row[10] == [[["c0", "c1"], ["Paris!", "Oslo!"]], [None, None], [["0", "1"], None]]
 
 
+def test_item_expressions_read_the_index_where_they_use_it_even_nested(monkeypatch):
+    fan_outs = [
+        {"key": "f\"{index}-{item['city']}\"", "label": "[index for _ in range(1)][0] + len(return_data)", "target": "Work"},
+        {"key": "(lambda: index)()", "label": "item['city'].lower()", "target": "Other"},
+    ]
+    driven = Driven(monkeypatch, block(ROWS, fan_outs=fan_outs))
+    driven.run([1], [["Paris", "Oslo"]])
+    (row,) = driven.wait(1)
+    assert row[5] == RETURNED, row
+    assert row[10] == [[["0-Paris", "1-Oslo"], ["2", "3"]], [["0", "1"], ["paris", "oslo"]]]
+
+
 def test_a_key_expression_that_raises_fails_the_invocation_naming_the_item(monkeypatch):
     driven = Driven(monkeypatch, block(ROWS, fan_outs=[{"key": "item['code']", "label": "", "target": "Work"}]))
     driven.run([1, 2], [["Paris", "Oslo"], []])
