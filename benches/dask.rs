@@ -11,13 +11,13 @@
 //! 3. An I/O-bound fan-out (1,000 × `time.sleep(0.1)`) at limit 100 (ideal: 1.0 s; target: 1.5 s).
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use braid::model::Project;
 use braid::run::{Executor, RunId, RunStatus};
+use braid::runtime::dask::local::{LocalCluster, LocalClusterOptions};
 use braid::runtime::{RunRequest, RuntimeEvent, RuntimeHandle, RuntimeRequest};
-use serde_json::Value;
 
 mod common;
 
@@ -29,99 +29,18 @@ fn repeats() -> usize {
         .unwrap_or(3)
 }
 
-/// A loopback cluster, stopped (SIGTERM, then SIGKILL) when dropped.
-struct Cluster {
-    address: String,
-    processes: Vec<Child>,
-    _dir: tempfile::TempDir,
+/// A loopback cluster of `workers` single-threaded workers with their nannies.
+fn start_cluster(workers: u32) -> LocalCluster {
+    LocalCluster::start(&LocalClusterOptions {
+        workers,
+        ..LocalClusterOptions::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
-impl Cluster {
-    fn start(workers: usize) -> Self {
-        let python = braid::runtime::environment::python_executable();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let file = dir.path().join("scheduler.json");
-        let scheduler = Command::new(&python)
-            .args([
-                "-m",
-                "distributed.cli.dask_scheduler",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-            ])
-            .args(["--dashboard-address", "127.0.0.1:0", "--scheduler-file"])
-            .arg(&file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dask scheduler starts (pip install 'dask[distributed]')");
-        let mut cluster = Self {
-            address: String::new(),
-            processes: vec![scheduler],
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        cluster.address = loop {
-            if let Some(address) = std::fs::read(&file)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-                .and_then(|v| v["address"].as_str().map(str::to_owned))
-            {
-                break address;
-            }
-            assert!(Instant::now() < deadline, "the scheduler did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        for _ in 0..workers {
-            let worker = Command::new(&python)
-                .args(["-m", "distributed.cli.dask_worker", &cluster.address])
-                .args(["--nthreads", "1", "--host", "127.0.0.1"])
-                .args(["--dashboard-address", "127.0.0.1:0"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("dask worker starts");
-            cluster.processes.push(worker);
-        }
-        let waited = Command::new(&python)
-            .args([
-                "-c",
-                "import sys\nfrom distributed import Client\nwith Client(sys.argv[1]) as c:\n    c.wait_for_workers(int(sys.argv[2]), timeout=60)\n",
-                &cluster.address,
-                &workers.to_string(),
-            ])
-            .status()
-            .expect("python runs");
-        assert!(waited.success(), "the workers did not join");
-        cluster
-    }
-
-    fn executor(&self) -> Executor {
-        Executor::Dask {
-            scheduler: self.address.clone(),
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for process in self.processes.iter().rev() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &process.id().to_string()])
-                .status();
-        }
-        for process in &mut self.processes {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while process.try_wait().ok().flatten().is_none() {
-                if Instant::now() > deadline {
-                    let _ = process.kill();
-                    let _ = process.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+fn on(cluster: &LocalCluster) -> Executor {
+    Executor::Dask {
+        scheduler: cluster.address().to_owned(),
     }
 }
 
@@ -254,8 +173,8 @@ fn main() {
     println!(
         "Braid on a loopback Dask cluster (2 single-threaded workers), medians of {repeats}\n"
     );
-    let cluster = Cluster::start(2);
-    let executor = cluster.executor();
+    let cluster = start_cluster(2);
+    let executor = on(&cluster);
     let mut runtime = RuntimeHandle::start(common::config()).expect("runtime");
     // The bridge connects and the workers' children start: not part of what is timed.
     let warm = common::fan_project(
@@ -279,8 +198,8 @@ fn main() {
         braid_times.push(time);
     }
     let braid = median(braid_times);
-    let bag10 = median(dask_bag(&cluster.address, Some(10), n, repeats));
-    let bag_default = median(dask_bag(&cluster.address, None, n, repeats));
+    let bag10 = median(dask_bag(cluster.address(), Some(10), n, repeats));
+    let bag_default = median(dask_bag(cluster.address(), None, n, repeats));
     println!("1. {n}-item trivial fan-out/fan-in, every invocation recorded, limit 1,000");
     println!("   braid --cluster:                         {}", ms(braid));
     println!(
@@ -306,12 +225,12 @@ fn main() {
     );
     drop(runtime);
     drop(cluster);
-    let single = Cluster::start(1);
+    let single = start_cluster(1);
     let mut runtime = RuntimeHandle::start(common::config()).expect("runtime");
-    run(&mut runtime, &warm, 8, &single.executor(), None);
+    run(&mut runtime, &warm, 8, &on(&single), None);
     let one = median(
         (0..repeats)
-            .map(|_| run(&mut runtime, &cpu, 4, &single.executor(), None).0)
+            .map(|_| run(&mut runtime, &cpu, 4, &on(&single), None).0)
             .collect(),
     );
     drop(runtime);
@@ -331,8 +250,8 @@ fn main() {
         pool_one.as_secs_f64() / pool_two.as_secs_f64()
     );
 
-    let cluster = Cluster::start(2);
-    let executor = cluster.executor();
+    let cluster = start_cluster(2);
+    let executor = on(&cluster);
     let mut runtime = RuntimeHandle::start(common::config()).expect("runtime");
     run(&mut runtime, &warm, 8, &executor, None);
     let sleepy = common::fan_project(

@@ -989,104 +989,23 @@ fn history_command(args: &HistoryArgs) -> Result<ExitCode, UsageError> {
 }
 
 /// `braid cluster`: a scheduler and single-threaded workers (with their nannies) on 127.0.0.1, from the
-/// Python Braid runs blocks with (Dask workers must run its version), until Ctrl+C.
+/// Python Braid runs blocks with (Dask workers must run its version), until Ctrl+C. It says where the
+/// scheduler is once the workers have joined, so a run started then finds them.
 fn cluster_command(args: &ClusterArgs) -> Result<ExitCode, UsageError> {
-    use std::process::{Command as Process, Stdio};
+    use crate::runtime::dask::local::{LocalCluster, LocalClusterOptions};
+    say!(
+        std::io::stderr(),
+        "braid: starting a Dask scheduler and {}",
+        crate::text::plural(u64::from(args.workers), "worker")
+    );
+    let cluster = LocalCluster::start(&LocalClusterOptions {
+        workers: args.workers,
+        port: args.port,
+        ..LocalClusterOptions::default()
+    })
+    .map_err(|e| UsageError(anyhow!(e)))?;
+    let address = cluster.address();
     let python = crate::runtime::environment::python_executable();
-    let has_dask = Process::new(&python)
-        .args(["-c", "import distributed"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_dask {
-        return Err(UsageError(anyhow!(
-            "the Python Braid runs blocks with ({python}) has no Dask: install it with\n  \
-             {python} -m pip install 'dask[distributed]'",
-            python = python.display()
-        )));
-    }
-    let dir = tempfile::Builder::new()
-        .prefix("braid-cluster-")
-        .tempdir()
-        .map_err(|e| UsageError(anyhow!("can't make a folder for the cluster: {e}")))?;
-    let scheduler_file = dir.path().join("scheduler.json");
-    let mut processes = Vec::new();
-    let start = |what: &[&str], log: &str| -> Result<std::process::Child, UsageError> {
-        let log = std::fs::File::create(dir.path().join(log))
-            .map_err(|e| UsageError(anyhow!("can't write the cluster's log: {e}")))?;
-        Process::new(&python)
-            .args(what)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| UsageError(anyhow!("can't start {}: {e}", python.display())))
-    };
-    let port = args.port.to_string();
-    processes.push(start(
-        &[
-            "-m",
-            "distributed.cli.dask_scheduler",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port,
-            "--dashboard-address",
-            "127.0.0.1:0",
-            "--scheduler-file",
-            &scheduler_file.to_string_lossy(),
-        ],
-        "scheduler.log",
-    )?);
-    let stop = |processes: &mut Vec<std::process::Child>| {
-        for child in processes.iter() {
-            if let Some(pid) = rustix::process::Pid::from_raw(child.id().cast_signed()) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-            }
-        }
-        for child in processes.iter_mut() {
-            let _ = child.wait();
-        }
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let address = loop {
-        if let Some(address) = std::fs::read(&scheduler_file)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
-            .and_then(|v| v["address"].as_str().map(str::to_owned))
-        {
-            break address;
-        }
-        let ended = processes[0].try_wait().ok().flatten().is_some();
-        if ended || std::time::Instant::now() > deadline {
-            let log = std::fs::read_to_string(dir.path().join("scheduler.log")).unwrap_or_default();
-            stop(&mut processes);
-            return Err(UsageError(anyhow!(
-                "the Dask scheduler did not start:\n{log}"
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    for n in 1..=args.workers {
-        let local = dir.path().join(format!("worker-{n}"));
-        processes.push(start(
-            &[
-                "-m",
-                "distributed.cli.dask_worker",
-                &address,
-                "--nthreads",
-                "1",
-                "--host",
-                "127.0.0.1",
-                "--dashboard-address",
-                "127.0.0.1:0",
-                "--local-directory",
-                &local.to_string_lossy(),
-            ],
-            &format!("worker-{n}.log"),
-        )?);
-    }
     // Several lines: `say!` writes one, with its line breaks escaped.
     terminal::write_lines(
         &mut std::io::stdout(),
@@ -1099,7 +1018,7 @@ fn cluster_command(args: &ClusterArgs) -> Result<ExitCode, UsageError> {
          Logs: {}\nCtrl+C stops the cluster.",
             crate::text::plural(u64::from(args.workers), "single-threaded worker"),
             python_version(&python),
-            dir.path().display()
+            cluster.logs().display()
         ),
     );
     let signals = signal_hook::iterator::Signals::new([
@@ -1116,7 +1035,7 @@ fn cluster_command(args: &ClusterArgs) -> Result<ExitCode, UsageError> {
         ),
     }
     say!(std::io::stderr(), "braid: stopping the cluster");
-    stop(&mut processes);
+    drop(cluster);
     Ok(ExitCode::SUCCESS)
 }
 

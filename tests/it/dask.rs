@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use assert_cmd::Command;
 use braid::model::TransitionKind::{FanIn, Then};
 use braid::run::{Executor, InvocationStatus, RunId, RunStatus};
+use braid::runtime::dask::local::{LocalCluster, LocalClusterOptions};
 use braid::runtime::{RunRequest, RuntimeEvent, RuntimeHandle, RuntimeRequest};
 use serde_json::{Value, json};
 
@@ -425,94 +426,25 @@ fn a_dask_worker_killed_mid_run_costs_only_time() {
     );
 }
 
-/// A cluster of its own (a scheduler and one worker), for a test that stops its scheduler; stopped by
-/// PID when dropped.
-struct OwnCluster {
-    address: String,
-    processes: Vec<std::process::Child>,
-    _dir: tempfile::TempDir,
-}
-
-impl OwnCluster {
-    fn start() -> Self {
-        Self::start_with_env(&[])
-    }
-
-    /// With these environment variables for its worker.
-    fn start_with_env(env: &[(&str, &std::path::Path)]) -> Self {
-        let python = braid::runtime::environment::python_executable();
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("scheduler.json");
-        let quiet = || std::process::Stdio::null();
-        let scheduler = std::process::Command::new(&python)
-            .args([
-                "-m",
-                "distributed.cli.dask_scheduler",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-            ])
-            .args(["--dashboard-address", "127.0.0.1:0", "--scheduler-file"])
-            .arg(&file)
-            .stdout(quiet())
-            .stderr(quiet())
-            .spawn()
-            .unwrap();
-        let mut cluster = Self {
-            address: String::new(),
-            processes: vec![scheduler],
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        cluster.address = loop {
-            if let Some(address) = std::fs::read(&file)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-                .and_then(|v| v["address"].as_str().map(str::to_owned))
-            {
-                break address;
-            }
-            assert!(Instant::now() < deadline, "the scheduler did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        let worker = std::process::Command::new(&python)
-            .args([
-                "-m",
-                "distributed.cli.dask_worker",
-                &cluster.address,
-                "--nthreads",
-                "2",
-            ])
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--dashboard-address",
-                "127.0.0.1:0",
-                "--no-nanny",
-            ])
-            .envs(env.iter().copied())
-            .stdout(quiet())
-            .stderr(quiet())
-            .spawn()
-            .unwrap();
-        cluster.processes.push(worker);
-        cluster
-    }
-}
-
-impl Drop for OwnCluster {
-    fn drop(&mut self) {
-        for process in &mut self.processes {
-            let _ = process.kill();
-            let _ = process.wait();
-        }
-    }
+/// A cluster of its own (a scheduler and one worker of two threads, without a nanny), for a test that
+/// stops its scheduler or counts what runs on it; stopped by PID when dropped.
+fn own_cluster(worker_env: &[(&str, &std::path::Path)]) -> LocalCluster {
+    LocalCluster::start(&LocalClusterOptions {
+        workers: 1,
+        threads: 2,
+        nanny: false,
+        worker_env: worker_env
+            .iter()
+            .map(|(k, v)| ((*k).into(), v.as_os_str().to_owned()))
+            .collect(),
+        ..LocalClusterOptions::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
 fn a_scheduler_lost_mid_run_fails_the_run_naming_it_and_the_history_keeps_what_finished() {
-    let mut cluster = OwnCluster::start();
+    let cluster = own_cluster(&[]);
     let dir = tempfile::tempdir().unwrap();
     let database = dir.path().join("p.history.sqlite");
     let project = Builder::fan_out(
@@ -525,7 +457,7 @@ fn a_scheduler_lost_mid_run_fails_the_run_naming_it_and_the_history_keeps_what_f
     let mut request = RunRequest::new(RunId::new_random(), project);
     request.concurrency = Some(2);
     request.history = Some(database.clone());
-    request.executor = on_cluster(&cluster.address);
+    request.executor = on_cluster(cluster.address());
     let run_id = request.run_id.clone();
     runtime.send(RuntimeRequest::Run(Box::new(request)));
     let mut seen = 0;
@@ -534,7 +466,12 @@ fn a_scheduler_lost_mid_run_fails_the_run_naming_it_and_the_history_keeps_what_f
         if let Some(RuntimeEvent::Invocations { records, .. }) = event {
             seen += records.len();
             if stopped.is_none() && seen >= 5 {
-                let _ = cluster.processes[0].kill();
+                let scheduler =
+                    rustix::process::Pid::from_raw(cluster.scheduler_pid().cast_signed());
+                let _ = rustix::process::kill_process(
+                    scheduler.expect("a process id"),
+                    rustix::process::Signal::KILL,
+                );
                 stopped = Some(Instant::now());
             }
         }
@@ -550,7 +487,7 @@ fn a_scheduler_lost_mid_run_fails_the_run_naming_it_and_the_history_keeps_what_f
     assert!(
         failure
             .error
-            .contains(&format!("the Dask scheduler at {}", cluster.address)),
+            .contains(&format!("the Dask scheduler at {}", cluster.address())),
         "{failure:?}"
     );
     let history = braid::runtime::history::History::open(&database).unwrap();
@@ -662,7 +599,7 @@ fn a_library_in_the_dask_workers_user_site_reaches_its_blocks() {
     )
     .unwrap();
     std::fs::write(user_site.join("braid_user_probe.py"), "ANSWER = 42\n").unwrap();
-    let cluster = OwnCluster::start_with_env(&[("PYTHONUSERBASE", user_base.path())]);
+    let cluster = own_cluster(&[("PYTHONUSERBASE", user_base.path())]);
     let mut project = Builder::new()
         .block(
             "Use",
@@ -676,7 +613,7 @@ fn a_library_in_the_dask_workers_user_site_reaches_its_blocks() {
         .push("braid-user-probe==1.0".to_owned());
     let mut runtime = RuntimeHandle::start(runtime_config()).expect("runtime starts");
     let mut request = RunRequest::new(RunId::new_random(), project);
-    request.executor = on_cluster(&cluster.address);
+    request.executor = on_cluster(cluster.address());
     let out = run_request_on(&mut runtime, request, |_, _, _| {});
     assert_eq!(out.refused, None);
     assert_eq!(
@@ -707,6 +644,13 @@ fn braid_cluster_starts_a_cluster_to_run_on_and_ctrl_c_stops_it() {
         .unwrap_or_else(|| panic!("{first}"))
         .to_owned();
     assert!(address.starts_with("tcp://127.0.0.1:"), "{first}");
+    // Said once its worker has joined: a run started at once finds it.
+    let script = "import sys\nfrom distributed import Client\nwith Client(sys.argv[1], timeout=30) as client:\n    print(len(client.scheduler_info()['workers']))\n";
+    let output = std::process::Command::new(braid::runtime::environment::python_executable())
+        .args(["-c", script, &address])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "1");
     assert_eq!(
         lines.next().unwrap().unwrap(),
         "Run a project on it:",
@@ -942,7 +886,7 @@ fn cluster_busy(address: &str) -> Value {
 /// left running on the cluster. On a cluster of its own, so that no other test's work is counted.
 #[test]
 fn ctrl_c_of_a_run_on_a_cluster_cancels_it_there_and_records_it_cancelled() {
-    let cluster = OwnCluster::start();
+    let cluster = own_cluster(&[]);
     let dir = tempfile::tempdir().unwrap();
     let started = dir.path().join("started");
     let flag = started.to_str().unwrap();
@@ -953,10 +897,10 @@ fn ctrl_c_of_a_run_on_a_cluster_cancels_it_there_and_records_it_cancelled() {
         ),
     );
     let child = super::cli::start_run_until(
-        &[path.to_str().unwrap(), "--cluster", &cluster.address],
+        &[path.to_str().unwrap(), "--cluster", cluster.address()],
         &started,
     );
-    let busy = cluster_busy(&cluster.address);
+    let busy = cluster_busy(cluster.address());
     assert_ne!(busy["processing"], json!({}), "{busy}");
 
     super::cli::ctrl_c(&child);
@@ -980,10 +924,10 @@ fn ctrl_c_of_a_run_on_a_cluster_cancels_it_there_and_records_it_cancelled() {
 
     // Nothing of the run is left on the cluster: no task in processing, no worker thread running one.
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut busy = cluster_busy(&cluster.address);
+    let mut busy = cluster_busy(cluster.address());
     while busy != json!({"processing": {}, "executing": {}}) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
-        busy = cluster_busy(&cluster.address);
+        busy = cluster_busy(cluster.address());
     }
     assert_eq!(busy, json!({"processing": {}, "executing": {}}));
 }

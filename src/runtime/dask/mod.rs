@@ -12,6 +12,8 @@
 //! fails the invocation that killed it; the others run again (attempt + 1), each alone when the culprit
 //! is unknown, as the local pool does.
 
+pub mod local;
+
 use std::collections::{HashSet, VecDeque};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
