@@ -15,7 +15,6 @@ mod service;
 pub use service::{ServeRequest, ServiceNotice, Trigger};
 
 use super::capacity::Lane;
-use super::dask::DaskInvoker;
 use super::event::{RuntimeEvent, WORKER_OUTPUT_LINES};
 use super::history::HistoryWriter;
 use super::invoker::{
@@ -25,7 +24,7 @@ use super::plan::Plan;
 use super::redrive::{CarriedEnd, Redrive};
 use super::scheduler::{KEY_BITS, RunScheduler};
 use super::scripted::Script;
-use super::worker::pool::{PoolConfig, ProcessPool};
+use super::worker::pool::PoolConfig;
 use crate::model::validate::error_messages;
 use crate::model::{BlockId, Project, TransitionId};
 use crate::run::{CompileError, Executor, RunId, RunStatus, RunSummary, now_ms};
@@ -125,7 +124,7 @@ impl LocalInvoker {
     /// Starts it on the current tokio runtime.
     fn start(self, events: InvokerEvents) -> Box<dyn Invoker> {
         match self {
-            Self::Workers(pool) => Box::new(ProcessPool::start(pool, events)),
+            Self::Workers(pool) => Box::new(super::worker::pool::start(pool, events)),
             Self::Scripted(script) => Box::new(script.start(events)),
         }
     }
@@ -885,7 +884,7 @@ impl Engine {
             let events = InvokerEvents::new(executor.clone(), self.invoker_events.clone());
             self.invokers.insert(
                 executor.clone(),
-                Box::new(DaskInvoker::start(scheduler.clone(), events)),
+                Box::new(super::dask::start(scheduler.clone(), events)),
             );
         }
         self.invokers

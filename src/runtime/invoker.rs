@@ -12,7 +12,9 @@ use std::pin::Pin;
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::mpsc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
 
 use crate::run::{ErrorInfo, Executor, ItemNames};
 
@@ -176,6 +178,70 @@ pub trait Invoker: Send {
 
 /// What [`Invoker::stop`] returns: resolves once the invoker has stopped.
 pub type Stopping = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// An [`Invoker`] call, as a message to the task that owns the workers (the local pool's, the Dask
+/// bridge's): the engine never waits on a call.
+#[derive(Debug)]
+pub enum InvokerCommand {
+    Load(Program),
+    Unload(u64),
+    Submit(Vec<Task>),
+    Cancel(Vec<u64>),
+    /// End every worker (and what their blocks started), then answer.
+    Stop(oneshot::Sender<()>),
+}
+
+/// The invoker the engine holds when the work runs in a task of its own: each call goes to that task as
+/// an [`InvokerCommand`]. Unbounded on purpose: the scheduler itself bounds what it submits (its
+/// concurrency limit), and a bounded channel could deadlock against the events going the other way.
+pub struct InvokerHandle {
+    commands: mpsc::UnboundedSender<InvokerCommand>,
+    /// How long [`Invoker::stop`] waits for the task to answer.
+    stop_within: Duration,
+}
+
+impl InvokerHandle {
+    /// A handle, and the commands' receiving end for the task it speaks to.
+    pub fn new(stop_within: Duration) -> (Self, mpsc::UnboundedReceiver<InvokerCommand>) {
+        let (commands, rx) = mpsc::unbounded_channel();
+        (
+            Self {
+                commands,
+                stop_within,
+            },
+            rx,
+        )
+    }
+}
+
+impl Invoker for InvokerHandle {
+    fn load(&mut self, program: Program) {
+        let _ = self.commands.send(InvokerCommand::Load(program));
+    }
+
+    fn unload(&mut self, program: u64) {
+        let _ = self.commands.send(InvokerCommand::Unload(program));
+    }
+
+    fn submit(&mut self, tasks: Vec<Task>) {
+        let _ = self.commands.send(InvokerCommand::Submit(tasks));
+    }
+
+    fn cancel(&mut self, keys: Vec<u64>) {
+        let _ = self.commands.send(InvokerCommand::Cancel(keys));
+    }
+
+    fn stop(self: Box<Self>) -> Stopping {
+        let (done, stopped) = oneshot::channel();
+        let asked = self.commands.send(InvokerCommand::Stop(done)).is_ok();
+        let within = self.stop_within;
+        Box::pin(async move {
+            if asked {
+                let _ = tokio::time::timeout(within, stopped).await;
+            }
+        })
+    }
+}
 
 /// How an invoker reports back: each event reaches the engine with the executor it came from, so a
 /// broken invoker refuses only its own runs, and a worker's output goes to the runs on that executor.

@@ -701,7 +701,7 @@ fn a_timeout_past_64_bits_of_nanoseconds_does_not_hang_the_worker() {
     use braid::runtime::invoker::{
         Invoker, InvokerEvent, InvokerEvents, Outcome, Program, ProgramBlock, Task,
     };
-    use braid::runtime::worker::pool::{PoolConfig, ProcessPool};
+    use braid::runtime::worker::pool::PoolConfig;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -714,7 +714,8 @@ fn a_timeout_past_64_bits_of_nanoseconds_does_not_hang_the_worker() {
             workers: 2,
             env: Vec::new(),
         };
-        let mut pool = ProcessPool::start(config, InvokerEvents::new(Executor::Local, tx));
+        let mut pool =
+            braid::runtime::worker::pool::start(config, InvokerEvents::new(Executor::Local, tx));
         let huge = 1e10;
         pool.load(Program {
             id: 1,

@@ -23,10 +23,10 @@ use rustc_hash::FxHashMap;
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::runtime::invoker::{
-    BlockCompileError, Invoker, InvokerEvent, InvokerEvents, Outcome, Program, Stopping, Task,
+    BlockCompileError, InvokerCommand, InvokerEvent, InvokerEvents, InvokerHandle, Outcome, Task,
     TaskResult,
 };
 use crate::runtime::worker::pool::{cancelled, crashed, task_result, timed_out_hard};
@@ -49,59 +49,17 @@ const STDERR_LINES: usize = 30;
 /// How long stopping waits for the bridge to close its client before it is killed.
 const STOP_WITHIN: Duration = Duration::from_secs(3);
 
-enum DaskCommand {
-    Load(Program),
-    Unload(u64),
-    Submit(Vec<Task>),
-    Cancel(Vec<u64>),
-    Stop(oneshot::Sender<()>),
-}
-
-/// The invoker the engine holds for one cluster.
-pub struct DaskInvoker {
-    commands: mpsc::UnboundedSender<DaskCommand>,
-}
-
-impl DaskInvoker {
-    /// Starts the bridge to the scheduler at `scheduler` (on the current tokio runtime). Until it has
-    /// connected, what is asked of it waits; if it can't, it reports [`InvokerEvent::Broken`] with why.
-    pub fn start(scheduler: String, events: InvokerEvents) -> Self {
-        let (commands, rx) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut actor = Actor::new(scheduler, events);
-            actor.run(rx).await;
-        });
-        Self { commands }
-    }
-}
-
-impl Invoker for DaskInvoker {
-    fn load(&mut self, program: Program) {
-        let _ = self.commands.send(DaskCommand::Load(program));
-    }
-
-    fn unload(&mut self, program: u64) {
-        let _ = self.commands.send(DaskCommand::Unload(program));
-    }
-
-    fn submit(&mut self, tasks: Vec<Task>) {
-        let _ = self.commands.send(DaskCommand::Submit(tasks));
-    }
-
-    fn cancel(&mut self, keys: Vec<u64>) {
-        let _ = self.commands.send(DaskCommand::Cancel(keys));
-    }
-
-    /// Closes the bridge's client (the cluster forgets Braid's tasks) and waits until the bridge is gone.
-    fn stop(self: Box<Self>) -> Stopping {
-        let (done, stopped) = oneshot::channel();
-        let asked = self.commands.send(DaskCommand::Stop(done)).is_ok();
-        Box::pin(async move {
-            if asked {
-                let _ = tokio::time::timeout(STOP_WITHIN + Duration::from_secs(1), stopped).await;
-            }
-        })
-    }
+/// Starts the bridge to the scheduler at `scheduler` (on the current tokio runtime); the handle is what
+/// the engine holds. Until the bridge has connected, what is asked of it waits; if it can't, it reports
+/// [`InvokerEvent::Broken`] with why. Stopping closes the bridge's client (the cluster forgets Braid's
+/// tasks) and waits until the bridge is gone.
+pub fn start(scheduler: String, events: InvokerEvents) -> InvokerHandle {
+    let (handle, rx) = InvokerHandle::new(STOP_WITHIN + Duration::from_secs(1));
+    tokio::spawn(async move {
+        let mut actor = Actor::new(scheduler, events);
+        actor.run(rx).await;
+    });
+    handle
 }
 
 /// What the bridge says, other than a batch's end.
@@ -196,7 +154,7 @@ struct Actor {
     stderr: Arc<Mutex<VecDeque<String>>>,
     /// Connected: what was asked before waits in `early`.
     ready: bool,
-    early: Vec<DaskCommand>,
+    early: Vec<InvokerCommand>,
     /// The cluster's threads: a wave of tasks is split into about as many batches.
     threads: usize,
     batches: FxHashMap<u64, Batch>,
@@ -240,7 +198,7 @@ impl Actor {
         }
     }
 
-    async fn run(&mut self, mut commands: mpsc::UnboundedReceiver<DaskCommand>) {
+    async fn run(&mut self, mut commands: mpsc::UnboundedReceiver<InvokerCommand>) {
         if let Err(message) = self.spawn() {
             self.give_up(message).await;
         }
@@ -248,7 +206,7 @@ impl Actor {
             tokio::select! {
                 command = commands.recv() => {
                     let Some(command) = command else { break };
-                    if let DaskCommand::Stop(done) = command {
+                    if let InvokerCommand::Stop(done) = command {
                         self.stop().await;
                         let _ = done.send(());
                         return;
@@ -377,11 +335,11 @@ impl Actor {
         }
     }
 
-    async fn command(&mut self, command: DaskCommand) {
+    async fn command(&mut self, command: InvokerCommand) {
         if let Some(message) = &self.broken {
             match command {
                 // A new run: the cluster may be back, so the bridge starts again and connects anew.
-                DaskCommand::Load(_) => {
+                InvokerCommand::Load(_) => {
                     self.broken = None;
                     self.ready = false;
                     if let Err(message) = self.spawn() {
@@ -390,7 +348,7 @@ impl Actor {
                     }
                 }
                 // The runs that were going fail with why, each invocation as the engine asks for it.
-                DaskCommand::Submit(tasks) => {
+                InvokerCommand::Submit(tasks) => {
                     let results = tasks.iter().map(|task| crashed(task, message)).collect();
                     self.emit(InvokerEvent::Finished(results)).await;
                     return;
@@ -403,7 +361,7 @@ impl Actor {
             return;
         }
         match command {
-            DaskCommand::Load(mut program) => {
+            InvokerCommand::Load(mut program) => {
                 program.id += self.program_base;
                 let load = serde_json::to_value(Request::Load(&program)).unwrap_or_default();
                 let request = serde_json::json!({
@@ -414,13 +372,13 @@ impl Actor {
                 });
                 self.send(request.to_string().into_bytes());
             }
-            DaskCommand::Unload(program) => {
+            InvokerCommand::Unload(program) => {
                 let request =
                     serde_json::json!({"op": "unload", "program": program + self.program_base});
                 self.send(request.to_string().into_bytes());
             }
-            DaskCommand::Submit(tasks) => self.submit(tasks, false),
-            DaskCommand::Cancel(keys) => {
+            InvokerCommand::Submit(tasks) => self.submit(tasks, false),
+            InvokerCommand::Cancel(keys) => {
                 // Those still waiting for a batch never leave.
                 let stop: HashSet<u64> = keys.iter().copied().collect();
                 let mut results = Vec::new();
@@ -441,7 +399,7 @@ impl Actor {
                     self.emit(InvokerEvent::Finished(results)).await;
                 }
             }
-            DaskCommand::Stop(_) => {}
+            InvokerCommand::Stop(_) => {}
         }
     }
 
@@ -778,12 +736,6 @@ fn read_bridge_frame(body: &[u8]) -> Result<FromBridge, String> {
     serde_json::from_slice(body)
         .map(FromBridge::Reply)
         .map_err(|e| e.to_string())
-}
-
-impl std::fmt::Debug for DaskInvoker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DaskInvoker")
-    }
 }
 
 #[cfg(test)]

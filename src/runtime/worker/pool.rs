@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::run::ErrorInfo;
 use crate::runtime::invoker::{
-    BlockCompileError, Invoker, InvokerEvent, InvokerEvents, Outcome, Program, Stopping, Task,
+    BlockCompileError, InvokerCommand, InvokerEvent, InvokerEvents, InvokerHandle, Outcome, Task,
     TaskResult,
 };
 
@@ -63,59 +63,13 @@ impl PoolConfig {
     }
 }
 
-enum PoolCommand {
-    Load(Program),
-    Unload(u64),
-    Submit(Vec<Task>),
-    Cancel(Vec<u64>),
-    /// End every worker (and what their blocks started), then answer.
-    Stop(tokio::sync::oneshot::Sender<()>),
-}
-
-/// The handle the scheduler holds. Dropping it stops the workers.
-pub struct ProcessPool {
-    commands: mpsc::UnboundedSender<PoolCommand>,
-}
-
-impl ProcessPool {
-    /// Starts the pool's task on the current tokio runtime.
-    pub fn start(config: PoolConfig, events: InvokerEvents) -> Self {
-        // Unbounded on purpose: the scheduler itself bounds what it submits (its concurrency limit), and
-        // a bounded channel here could deadlock against the event channel going the other way.
-        let (commands, rx) = mpsc::unbounded_channel();
-        tokio::spawn(PoolActor::new(config, events).run(rx));
-        Self { commands }
-    }
-}
-
-impl Invoker for ProcessPool {
-    fn load(&mut self, program: Program) {
-        let _ = self.commands.send(PoolCommand::Load(program));
-    }
-
-    fn unload(&mut self, program: u64) {
-        let _ = self.commands.send(PoolCommand::Unload(program));
-    }
-
-    fn submit(&mut self, tasks: Vec<Task>) {
-        let _ = self.commands.send(PoolCommand::Submit(tasks));
-    }
-
-    fn cancel(&mut self, keys: Vec<u64>) {
-        let _ = self.commands.send(PoolCommand::Cancel(keys));
-    }
-
-    /// Ends the workers and waits until they are gone, their module folders removed: a process that
-    /// exits right after (as `braid run` does) would otherwise leave that to nobody.
-    fn stop(self: Box<Self>) -> Stopping {
-        let (done, stopped) = tokio::sync::oneshot::channel();
-        let asked = self.commands.send(PoolCommand::Stop(done)).is_ok();
-        Box::pin(async move {
-            if asked {
-                let _ = tokio::time::timeout(Duration::from_secs(2), stopped).await;
-            }
-        })
-    }
+/// Starts the pool's task on the current tokio runtime; the handle is what the engine holds. Stopping
+/// ends the workers and waits until they are gone, their module folders removed: a process that exits
+/// right after (as `braid run` does) would otherwise leave that to nobody.
+pub fn start(config: PoolConfig, events: InvokerEvents) -> InvokerHandle {
+    let (handle, rx) = InvokerHandle::new(Duration::from_secs(2));
+    tokio::spawn(PoolActor::new(config, events).run(rx));
+    handle
 }
 
 /// A result row as the invoker reports it. `start_wall_us`: the worker's start (its rows' times count
@@ -237,7 +191,7 @@ impl PoolActor {
         }
     }
 
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<PoolCommand>) {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<InvokerCommand>) {
         for index in 0..self.workers.len() {
             self.spawn(index).await;
         }
@@ -247,7 +201,7 @@ impl PoolActor {
             tokio::select! {
                 command = commands.recv() => {
                     let Some(command) = command else { break };
-                    if let PoolCommand::Stop(done) = command {
+                    if let InvokerCommand::Stop(done) = command {
                         self.end_workers();
                         let _ = done.send(());
                         return;
@@ -264,9 +218,9 @@ impl PoolActor {
         self.end_workers();
     }
 
-    async fn command(&mut self, command: PoolCommand) {
+    async fn command(&mut self, command: InvokerCommand) {
         match command {
-            PoolCommand::Load(program) => {
+            InvokerCommand::Load(program) => {
                 if self.broken.take().is_some() {
                     // Given up on Python before: try again for this program, with fresh workers.
                     self.futile_starts = 0;
@@ -304,7 +258,7 @@ impl PoolActor {
                     self.emit(InvokerEvent::Broken(message.clone())).await;
                 }
             }
-            PoolCommand::Unload(program) => {
+            InvokerCommand::Unload(program) => {
                 self.programs.remove(&program);
                 self.loaded_reported.remove(&program);
                 let frame = Request::Unload { program }.encode();
@@ -312,7 +266,7 @@ impl PoolActor {
                     let _ = worker.frames.send(frame.clone());
                 }
             }
-            PoolCommand::Submit(tasks) => {
+            InvokerCommand::Submit(tasks) => {
                 if let Some(message) = self.broken.clone() {
                     let results = tasks
                         .into_iter()
@@ -323,9 +277,9 @@ impl PoolActor {
                     self.waiting.extend(tasks);
                 }
             }
-            PoolCommand::Cancel(keys) => self.cancel(keys).await,
+            InvokerCommand::Cancel(keys) => self.cancel(keys).await,
             // Taken by the loop in `run`.
-            PoolCommand::Stop(_) => {}
+            InvokerCommand::Stop(_) => {}
         }
     }
 
