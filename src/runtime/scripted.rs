@@ -360,6 +360,32 @@ impl Script {
         self.lock().cancelled.clone()
     }
 
+    /// The keys the engine asked to cancel, once there are at least `n`. The engine ends a cancelled
+    /// run's invocations itself and asks the invoker to stop them as it goes: the ask can arrive after
+    /// the run has finished.
+    ///
+    /// # Panics
+    /// When fewer were asked after 20 seconds: the test fails saying which were.
+    pub fn wait_cancelled(&self, n: usize) -> Vec<u64> {
+        let deadline = Instant::now() + WAIT;
+        let mut shared = self.lock();
+        while shared.cancelled.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "waited {WAIT:?} for {n} cancelled invocations; {:?} were",
+                shared.cancelled
+            );
+            shared = self
+                .shared
+                .1
+                .wait_timeout(shared, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        shared.cancelled.clone()
+    }
+
     /// The most tasks submitted and not yet answered at one moment. The engine learns of an answer
     /// after the invoker sent it, so this never exceeds what the engine had running.
     pub fn max_in_flight(&self) -> usize {
@@ -630,6 +656,7 @@ async fn run(
             Command::Cancel(keys) => {
                 let mut shared = script.lock();
                 shared.cancelled.extend(&keys);
+                script.shared.1.notify_all();
                 if shared.ignore_cancel {
                     None
                 } else {

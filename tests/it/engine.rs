@@ -704,7 +704,7 @@ fn cancel_ends_every_queued_and_running_invocation_as_cancelled_and_the_runtime_
     assert_eq!(paths, (0..200).collect::<Vec<_>>());
     assert_eq!(out.records_of("Gen")[0].status, InvocationStatus::Succeeded);
     assert!(out.records_of("Collect").is_empty());
-    let mut asked = script.cancelled();
+    let mut asked = script.wait_cancelled(running.len());
     asked.sort_unstable();
     assert_eq!(
         asked,
