@@ -249,21 +249,33 @@ impl ExecutionsPanel {
                     self.filter.failure_group = (!filtered).then(|| group.shape.clone());
                     tx.send(ExecutionsCommand::SetTableFilter(self.filter.clone()));
                 }
-                if ui
+                // Every group's buttons read the same; a screen reader names the group too.
+                let named = |response: egui::Response, what: &str| {
+                    let name = format!(
+                        "{what}: {} × {}",
+                        group.example,
+                        crate::text::count(group.count)
+                    );
+                    response.widget_info(|| {
+                        egui::WidgetInfo::labeled(egui::WidgetType::Button, true, &name)
+                    });
+                    response
+                };
+                let first = ui
                     .small_button("first")
-                    .on_hover_text("Pick the first invocation that failed this way")
-                    .clicked()
-                {
+                    .on_hover_text("Pick the first invocation that failed this way");
+                if named(first, "first").clicked() {
                     tx.send(ExecutionsCommand::Pick(group.first));
                 }
                 if let Some(run) = &run
-                    && ui
-                        .small_button("↻ redrive")
-                        .on_hover_text(
+                    && named(
+                        ui.small_button("↻ redrive").on_hover_text(
                             "Run these failed items again with the blocks' current code; \
                              everything else keeps its result",
-                        )
-                        .clicked()
+                        ),
+                        "↻ redrive",
+                    )
+                    .clicked()
                 {
                     tx.send(ExecutionsCommand::Redrive {
                         run: run.run_id.clone(),

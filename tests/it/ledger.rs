@@ -702,17 +702,10 @@ mod editor {
         path
     }
 
-    /// Clicks the "↻ redrive" button on the row of the failure group whose label is `group`.
+    /// Clicks the "↻ redrive" button of the failure group whose label is `group`: each group's button
+    /// is named after its group for a screen reader.
     fn click_group_redrive(harness: &mut Harness<'_, BraidApp>, group: &str) {
-        let row = harness.get_by_label(group).rect();
-        let on_row = |b: egui::Rect| b.center().y > row.top() && b.center().y < row.bottom();
-        let Some(button) = harness
-            .query_all_by_label("↻ redrive")
-            .find(|b| on_row(b.rect()))
-        else {
-            panic!("no redrive button on the row of {group:?}");
-        };
-        button.click();
+        harness.get_by_label(&format!("↻ redrive: {group}")).click();
         harness.step();
         harness.remove_cursor();
         settle(harness);
