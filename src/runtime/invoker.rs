@@ -9,11 +9,10 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
-use std::time::Duration;
-
 use tokio::sync::{mpsc, oneshot};
 
 use crate::run::{ErrorInfo, Executor, ItemNames};
