@@ -746,9 +746,8 @@ fn print_summary(summary: &RunSummary, as_json: bool, recorded_for: Option<&Path
 fn print_failure(mut out: impl std::io::Write, failure: &crate::run::RunFailure) {
     say!(
         out,
-        "  {} {:?} ({}): {}",
-        failure.block,
-        failure.item_path,
+        "  {} ({}): {}",
+        failure.place(&failure.block),
         failure.status,
         failure.error
     );

@@ -12,6 +12,11 @@ pub struct RunFailure {
     pub block: String,
     pub block_id: BlockId,
     pub item_path: Vec<u32>,
+    /// The failed item's key and label, when its fan-out names its items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_label: Option<String>,
     /// `exception`, `timed_out`, `fan_in`, `merge`, `not_runnable` or `too_many_queued`.
     pub status: String,
     pub error: String,
@@ -23,6 +28,16 @@ pub struct RunFailure {
 }
 
 impl RunFailure {
+    /// Where it failed, as the views write it: the block, the item path and the item's label.
+    pub fn place(&self, block: &str) -> String {
+        let mut place = format!("{block} {}", crate::text::item_path(&self.item_path));
+        if let Some(label) = &self.item_label {
+            place.push_str(" · ");
+            place.push_str(label);
+        }
+        place
+    }
+
     /// The failure's status in the words every view uses (`failed`, `timed out`; `fan in`, `merge`
     /// and `not runnable` for failures that are not one invocation's).
     pub fn status_label(&self) -> String {

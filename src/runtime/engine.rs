@@ -471,6 +471,8 @@ fn unrecorded(summary: &mut RunSummary, history: &Path, why: &str) {
         block: String::new(),
         block_id: BlockId("".into()),
         item_path: Vec::new(),
+        item_key: None,
+        item_label: None,
         status: "history".to_owned(),
         error: format!("the run is not recorded in {}: {why}", history.display()),
         traceback: None,

@@ -1110,10 +1110,13 @@ impl RunScheduler {
                     inv.innermost(),
                     format!("{} in \"{}\"", error.summary(), plan_block.name),
                 );
+                let name = record.item_name();
                 let failure = RunFailure {
                     block: plan_block.name.to_string(),
                     block_id: plan_block.id.clone(),
                     item_path: inv.path().to_vec(),
+                    item_key: name.filter(|n| n.has_key()).map(|n| n.key().into_owned()),
+                    item_label: name.and_then(ItemName::label).map(str::to_owned),
                     status: if timed_out { "timed_out" } else { "exception" }.to_owned(),
                     error: error.summary(),
                     traceback: (!error.traceback.is_empty()).then(|| error.traceback.clone()),
@@ -1570,6 +1573,8 @@ impl RunScheduler {
                 block: plan_block.name.to_string(),
                 block_id: plan_block.id.clone(),
                 item_path: path.to_vec(),
+                item_key: None,
+                item_label: None,
                 status: status.to_owned(),
                 error,
                 traceback: None,

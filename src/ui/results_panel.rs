@@ -381,11 +381,8 @@ fn failures_ui(ui: &mut Ui, app: &App, failures: &[RunFailure]) -> Option<(Block
             // Tracebacks make rows of different heights, so at most the first 500 are listed.
             for (i, failure) in failures.iter().take(500).enumerate() {
                 let mut row = |ui: &mut Ui| {
-                    let place = format!(
-                        "{} {}",
-                        super::block_label(app, &failure.block_id, &failure.block),
-                        item_path(&failure.item_path)
-                    );
+                    let place =
+                        failure.place(&super::block_label(app, &failure.block_id, &failure.block));
                     match failure.invocation {
                         Some(id) => {
                             if ui

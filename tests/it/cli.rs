@@ -1101,6 +1101,39 @@ fn failed_cities_run(dir: &Path, work: &str) -> (PathBuf, String) {
     (path, run)
 }
 
+/// A failed item is named by its key and label where the run's failures are listed: the JSON summary
+/// and the printed one.
+#[test]
+fn a_runs_failures_name_the_failed_items_key_and_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = "def main(block_input, backpack):\n    if block_input['id'] == 'osl':\n        raise KeyError('city')\n    return block_input['city']\n";
+    let path = cities_project(dir.path(), broken);
+    let out = braid()
+        .args(["run", path.to_str().unwrap(), "--json", "--no-history"])
+        .output()
+        .unwrap();
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failure = &summary["failures"][0];
+    assert_eq!(
+        (
+            &failure["block"],
+            &failure["item_path"],
+            &failure["item_key"],
+            &failure["item_label"]
+        ),
+        (&json!("Work"), &json!([1]), &json!("osl"), &json!("Oslo"))
+    );
+    let out = braid()
+        .args(["run", path.to_str().unwrap(), "--no-history"])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        printed.contains("  Work [1] · Oslo (exception): KeyError: 'city'"),
+        "{printed}"
+    );
+}
+
 /// `braid history` names each item by key and label and finds one by `--key`; `braid run --redrive`
 /// runs only the failed item again with the block's new code and completes the fan-in in item order,
 /// a run of its own that names the run it continues.

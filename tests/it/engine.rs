@@ -248,6 +248,8 @@ fn an_uncaught_exception_timeout_or_crash_fails_the_run_naming_block_item_and_in
         block: "Work".to_owned(),
         block_id: BlockId("id-Work".into()),
         item_path: vec![item],
+        item_key: None,
+        item_label: None,
         status: status.to_owned(),
         error: error.to_owned(),
         traceback: traceback.map(str::to_owned),
