@@ -106,6 +106,8 @@ struct Index<'a> {
     /// Each block's strongly connected component (by its place in `blocks`): two blocks share one
     /// when each leads to the other.
     components: Vec<usize>,
+    /// The blocks that share each name given to more than one, in project order.
+    same_name: HashMap<&'a str, Vec<&'a Block>>,
 }
 
 impl<'a> Index<'a> {
@@ -114,6 +116,14 @@ impl<'a> Index<'a> {
         for (at, block) in project.blocks.iter().enumerate() {
             blocks.entry(&block.id).or_insert((at, block));
         }
+        let mut same_name: HashMap<&str, Vec<&Block>> = HashMap::new();
+        for block in &project.blocks {
+            same_name
+                .entry(block.name.as_str())
+                .or_default()
+                .push(block);
+        }
+        same_name.retain(|_, blocks| blocks.len() > 1);
         let mut endpoints: HashMap<&str, Vec<(usize, &Block)>> = HashMap::new();
         for (at, block) in project.blocks.iter().enumerate() {
             if let BlockKind::ApiEndpoint { api_path, .. } = &block.kind {
@@ -167,11 +177,28 @@ impl<'a> Index<'a> {
             fan_in_targets,
             incoming_merges,
             components,
+            same_name,
         }
     }
 
     fn block(&self, id: &BlockId) -> Option<&'a Block> {
         self.blocks.get(id).map(|&(_, block)| block)
+    }
+
+    /// A block's name in quotes, numbered as the editor numbers blocks that share one (`"Work (2)"`),
+    /// or its id when it has no name.
+    fn label(&self, block: &Block) -> String {
+        if block.name.trim().is_empty() {
+            return format!("with id \"{}\"", block.id);
+        }
+        let place = self
+            .same_name
+            .get(block.name.as_str())
+            .and_then(|same| same.iter().position(|b| std::ptr::eq(*b, block)));
+        match place {
+            Some(place) => quoted(&format!("{} ({})", block.name, place + 1)),
+            None => quoted(&block.name),
+        }
     }
 
     /// Whether the transition's target leads back to where it starts (both ends exist).
@@ -258,7 +285,7 @@ fn check_settings(project: &Project, index: &Index, found: &mut Found) {
 }
 
 fn check_block(lookup: &Index, index: usize, block: &Block, found: &mut Found) {
-    let name = block_label(block);
+    let name = lookup.label(block);
     if let Some(&(at, first)) = lookup.blocks.get(&block.id)
         && at < index
     {
@@ -269,7 +296,7 @@ fn check_block(lookup: &Index, index: usize, block: &Block, found: &mut Found) {
             format!(
                 "Block {name} has the same id \"{}\" as block {}",
                 block.id,
-                block_label(first)
+                lookup.label(first)
             ),
         );
     }
@@ -450,7 +477,7 @@ fn check_endpoint(
     (api_path, http_method, timeout_s): (&str, &str, u64),
     found: &mut Found,
 ) {
-    let name = block_label(block);
+    let name = lookup.label(block);
     let mut error = |message| found.block(index, block, Severity::Error, message);
     if !is_endpoint_path(api_path) {
         error(format!(
@@ -485,7 +512,7 @@ fn check_endpoint(
         error(format!(
             "API Endpoint {name} answers {method} {api_path}, as API Endpoint {} does already: a \
              request can go to one only",
-            block_label(other)
+            lookup.label(other)
         ));
     }
     if leads_nowhere(lookup, block) {
@@ -670,18 +697,9 @@ fn transition_label(lookup: &Index, t: &Transition) -> String {
     )
 }
 
-/// A block's name in quotes, or its id when it has no name.
-fn block_label(block: &Block) -> String {
-    if block.name.trim().is_empty() {
-        format!("with id \"{}\"", block.id)
-    } else {
-        quoted(&block.name)
-    }
-}
-
 fn block_ref(lookup: &Index, id: &BlockId) -> String {
     match lookup.block(id) {
-        Some(block) if !block.name.trim().is_empty() => quoted(&block.name),
+        Some(block) if !block.name.trim().is_empty() => lookup.label(block),
         Some(_) => format!("the unnamed block \"{id}\""),
         None => format!("the missing block \"{id}\""),
     }
@@ -1022,6 +1040,29 @@ mod tests {
             "{}",
             problem.message
         );
+    }
+
+    #[test]
+    fn blocks_that_share_a_name_are_numbered_as_the_editor_numbers_them() {
+        let mut p = project(&["Start", "Call", "Other"]);
+        "Call".clone_into(&mut p.blocks[2].name);
+        for (block, variable) in [("Call", "API-KEY"), ("Other", "NO-KEY")] {
+            code_mut(&mut p, block).env_vars = vec![variable.into()];
+        }
+        link(&mut p, "Start", "Call", TransitionKind::Then);
+        link(&mut p, "Start", "Other", TransitionKind::Then);
+        let problems = messages(&p);
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(
+            problems[0].contains("Block \"Call (1)\" declares \"API-KEY\""),
+            "{problems:#?}"
+        );
+        assert!(
+            problems[1].contains("Block \"Call (2)\" declares \"NO-KEY\""),
+            "{problems:#?}"
+        );
+        let id = p.blocks[2].id.clone();
+        assert_eq!(p.distinct_name(&id), "Call (2)");
     }
 
     #[test]
