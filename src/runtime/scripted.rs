@@ -288,16 +288,34 @@ impl Script {
     /// # Panics
     /// When fewer are held after 20 seconds: the test fails saying how many were.
     pub fn wait_held(&self, n: usize) -> Vec<Held> {
+        let shared = self.wait_until(
+            |shared| shared.held.len() >= n,
+            |shared| {
+                format!(
+                    "{n} held invocations; {} are held: {:?}",
+                    shared.held.len(),
+                    shared.held.iter().map(|(h, _)| h).collect::<Vec<_>>()
+                )
+            },
+        );
+        shared.held.iter().map(|(held, _)| held.clone()).collect()
+    }
+
+    /// The script's state once `done` holds, waiting for the invoker's task to change it.
+    ///
+    /// # Panics
+    /// When `done` still does not hold after 20 seconds: the test fails with `waited for` and what
+    /// `describe` says.
+    fn wait_until(
+        &self,
+        done: impl Fn(&Shared) -> bool,
+        describe: impl Fn(&Shared) -> String,
+    ) -> MutexGuard<'_, Shared> {
         let deadline = Instant::now() + WAIT;
         let mut shared = self.lock();
-        while shared.held.len() < n {
+        while !done(&shared) {
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "waited {WAIT:?} for {n} held invocations; {} are held: {:?}",
-                shared.held.len(),
-                shared.held.iter().map(|(h, _)| h).collect::<Vec<_>>()
-            );
+            assert!(!left.is_zero(), "waited {WAIT:?} for {}", describe(&shared));
             shared = self
                 .shared
                 .1
@@ -305,7 +323,7 @@ impl Script {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
-        shared.held.iter().map(|(held, _)| held.clone()).collect()
+        shared
     }
 
     /// The invocations held now, in the order they were submitted.
@@ -367,23 +385,12 @@ impl Script {
     /// # Panics
     /// When fewer were asked after 20 seconds: the test fails saying which were.
     pub fn wait_cancelled(&self, n: usize) -> Vec<u64> {
-        let deadline = Instant::now() + WAIT;
-        let mut shared = self.lock();
-        while shared.cancelled.len() < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "waited {WAIT:?} for {n} cancelled invocations; {:?} were",
-                shared.cancelled
-            );
-            shared = self
-                .shared
-                .1
-                .wait_timeout(shared, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        shared.cancelled.clone()
+        self.wait_until(
+            |shared| shared.cancelled.len() >= n,
+            |shared| format!("{n} cancelled invocations; {:?} were", shared.cancelled),
+        )
+        .cancelled
+        .clone()
     }
 
     /// The most tasks submitted and not yet answered at one moment. The engine learns of an answer
